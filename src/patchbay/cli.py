@@ -1,0 +1,347 @@
+"""The `patchbay` command: run, plan, verify, resume, runs, show, schema, demo.
+
+Exit codes: 0 complete; 3 complete with rejects; 4 incomplete (the destination does not
+match); 1 the run failed (resumable); 2 bad input (file, parameters, arguments);
+130 interrupted (resumable).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from patchbay.errors import ConnectionFailed, PatchbayError, RunNotResumable, SpecError
+from patchbay.runtime import runner
+from patchbay.runtime.runner import Invocation
+from patchbay.store import Store
+from patchbay.store.store import DEFAULT_DIRECTORY, RunStatus
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_REJECTS, EXIT_INCOMPLETE = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED = 130
+_VERDICT_EXIT = {RunStatus.COMPLETE: EXIT_OK, RunStatus.COMPLETE_WITH_REJECTS: EXIT_REJECTS,
+                 RunStatus.INCOMPLETE: EXIT_INCOMPLETE, RunStatus.INTERRUPTED: EXIT_INTERRUPTED}
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="patchbay: declared, observable integrations around Salesforce.")
+console = Console()
+errors = Console(stderr=True)
+
+FileArg = Annotated[Path, typer.Argument(help="The integration file (YAML).")]
+IntegrationOpt = Annotated[str | None, typer.Option(
+    "--integration", "-i", help="Which integration of the file (needed when it has several).")]
+ParamOpt = Annotated[list[str] | None, typer.Option(
+    "--param", "-p", help="A run parameter, NAME=VALUE; repeatable.")]
+StateOpt = Annotated[str | None, typer.Option(
+    "--state", envvar="PATCHBAY_STATE",
+    help="Engine state: a directory (default .patchbay) or a database URL.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+
+def main() -> None:
+    app()
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+
+@app.command()
+def run(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = None,
+        resume: Annotated[str | None, typer.Option(help="Resume this run id.")] = None,
+        fresh: Annotated[bool, typer.Option(
+            help="Start a new run even if an unfinished one could be resumed.")] = False,
+        full: Annotated[bool, typer.Option(
+            help="Ignore the incremental watermark and take the whole scope.")] = False,
+        state: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """Run an integration (resuming its unfinished run with the same parameters, if any)."""
+    with _handled():
+        invocation = Invocation.load(file, integration, _params(param))
+        raise typer.Exit(_execute(invocation, state, resume=resume, fresh=fresh, full=full,
+                                  as_json=as_json))
+
+
+@app.command()
+def resume(run_id: Annotated[str, typer.Argument(help="The run to resume.")],
+           file: Annotated[Path | None, typer.Option(
+               help="The integration file, if it moved since the run started.")] = None,
+           state: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """Resume an interrupted or failed run from its last checkpoint."""
+    with _handled():
+        store, _ = _open_store(state)
+        record = store.run(run_id)
+        path = file or (Path(record.spec_path) if record.spec_path else None)
+        if path is None:
+            raise SpecError(f"run {run_id} does not say which file it came from; pass --file")
+        params = {k: v for k, v in record.params.items() if not k.startswith("__")}
+        invocation = Invocation.load(path, record.integration, params)
+        raise typer.Exit(_execute(invocation, state, resume=run_id, as_json=as_json))
+
+
+@app.command()
+def plan(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = None,
+         examples: Annotated[int, typer.Option(help="Examples shown per kind of change.")] = 3,
+         state: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """Show what a run would do (inserts, updates, unchanged, rejects), writing nothing."""
+    with _handled():
+        invocation = Invocation.load(file, integration, _params(param))
+        store, reports = _open_store(state)
+        result = runner.plan(invocation.context(store, reports), examples=examples)
+        if as_json:
+            console.print_json(json.dumps(result, default=str))
+        else:
+            _show_plan(result)
+
+
+@app.command()
+def verify(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = None,
+           state: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """Compare the destination with the source scope now, writing nothing."""
+    with _handled():
+        invocation = Invocation.load(file, integration, _params(param))
+        store, reports = _open_store(state)
+        with _progress("verifying") as progress:
+            report = runner.verify(invocation.context(store, reports, progress=progress))
+        if as_json:
+            console.print_json(json.dumps(report, default=str))
+        else:
+            _show_report(report)
+        raise typer.Exit(_VERDICT_EXIT.get(report["verdict"], EXIT_FAILED))
+
+
+@app.command("runs")
+def list_runs(integration: IntegrationOpt = None,
+              limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+              state: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """List runs, newest first."""
+    with _handled():
+        store, _ = _open_store(state)
+        records = store.runs(integration, limit)
+        if as_json:
+            console.print_json(json.dumps([_run_summary(r) for r in records], default=str))
+            return
+        table = Table("run", "integration", "status", "read", "written", "rejected", "started")
+        for r in records:
+            c = r.counters
+            written = sum(c.get(k, 0) for k in ("created", "updated", "unchanged", "deleted"))
+            table.add_row(r.id, r.integration, _status_text(r.status), str(c.get("read", 0)),
+                          str(written), str(c.get("rejected", 0)), r.started_at.strftime("%Y-%m-%d %H:%M:%S"))
+        console.print(table)
+
+
+@app.command()
+def show(run_id: Annotated[str, typer.Argument(help="The run to show.")],
+         rejects: Annotated[int, typer.Option(help="How many set-aside records to list.")] = 10,
+         state: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """Show one run: status, counters, report and the records it set aside."""
+    with _handled():
+        store, _ = _open_store(state)
+        record = store.run(run_id)
+        set_aside = store.outcomes(run_id, limit=rejects)
+        if as_json:
+            console.print_json(json.dumps({**_run_summary(record), "report": record.report,
+                                           "set_aside": set_aside}, default=str))
+            return
+        if record.report:
+            _show_report(record.report)
+        else:
+            console.print(f"run [bold]{record.id}[/] of [bold]{record.integration}[/]: "
+                          f"{_status_text(record.status)}; counters {dict(record.counters)}")
+            if record.error:
+                console.print(f"[red]error:[/] {record.error}")
+        if set_aside:
+            table = Table("key", "status", "code", "reason", title="set aside")
+            for row in set_aside:
+                table.add_row(str(row["record_key"]), row["status"], row["code"] or "", row["reason"] or "")
+            console.print(table)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of integration files (for editors)."""
+    from patchbay.spec import json_schema
+
+    console.print_json(json.dumps(json_schema()))
+
+
+@app.command()
+def demo(directory: Annotated[Path, typer.Option(help="Where the demo writes its files.")] =
+         Path("demo-output")) -> None:
+    """Run the bundled demo: a legacy CRM migrated into SQLite, with its report."""
+    from patchbay.demo.run import run_demo
+
+    with _handled():
+        raise typer.Exit(run_demo(directory, console))
+
+
+# -- running with progress and Ctrl-C ----------------------------------------------------------
+
+
+def _execute(invocation: Invocation, state: str | None, *, resume: str | None = None,
+             fresh: bool = False, full: bool = False, as_json: bool = False) -> int:
+    store, reports = _open_store(state)
+    stop = threading.Event()
+    with _stop_on_interrupt(stop), _progress(invocation.integration.name, quiet=as_json) as progress:
+        ctx = invocation.context(store, reports, progress=progress, stop=stop)
+        report = runner.run(ctx, resume=resume, fresh=fresh, full=full)
+    if as_json:
+        console.print_json(json.dumps(report, default=str))
+    elif report.get("status") == RunStatus.INTERRUPTED:
+        console.print(f"[yellow]interrupted[/] after {report['counters'].get('read', 0)} records; "
+                      f"continue with: patchbay resume {report['run']}")
+    else:
+        _show_report(report)
+    return _VERDICT_EXIT.get(report.get("verdict") or report.get("status", ""), EXIT_FAILED)
+
+
+@contextmanager
+def _stop_on_interrupt(stop: threading.Event) -> Iterator[None]:
+    """First Ctrl-C: finish the current batch and stop resumable. Second: stop at once."""
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        errors.print("[yellow]stopping after the current batch (Ctrl-C again to abort)…[/]")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class _ProgressBar:
+    def __init__(self, progress: Progress, task: TaskID) -> None:
+        self.progress, self.task = progress, task
+        self.started = time.monotonic()
+
+    def __call__(self, event: str, counters: Mapping[str, int]) -> None:
+        read = counters.get("read", 0)
+        rate = read / max(time.monotonic() - self.started, 1e-6)
+        self.progress.update(self.task, completed=read, rate=f"{rate:,.0f} records/s",
+                             rejected=counters.get("rejected", 0))
+
+
+@contextmanager
+def _progress(label: str, quiet: bool = False) -> Iterator[_ProgressBar | None]:
+    if quiet or not errors.is_terminal:
+        yield None
+        return
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]}"), TextColumn("rejected {task.fields[rejected]}"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=errors, transient=True) as progress:
+        task = progress.add_task(label, total=None, rate="", rejected=0)
+        yield _ProgressBar(progress, task)
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _open_store(state: str | None) -> tuple[Store, Path]:
+    if state and "://" in state:
+        return Store.open(state), Path(DEFAULT_DIRECTORY) / "runs"
+    directory = Path(state or DEFAULT_DIRECTORY)
+    return Store.open(directory=directory), directory / "runs"
+
+
+def _params(given: list[str] | None) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for item in given or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise SpecError(f"--param takes NAME=VALUE, not {item!r}")
+        params[name.strip()] = value
+    return params
+
+
+@contextmanager
+def _handled() -> Iterator[None]:
+    """Errors become one clear message and an exit code, never a traceback."""
+    try:
+        yield
+    except SpecError as exc:
+        errors.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except (ConnectionFailed, RunNotResumable) as exc:
+        errors.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(EXIT_FAILED) from None
+    except PatchbayError as exc:
+        errors.print(f"[red]run failed:[/] {exc}", highlight=False)
+        raise typer.Exit(EXIT_FAILED) from None
+
+
+def _run_summary(record: Any) -> dict[str, Any]:
+    return {"run": record.id, "integration": record.integration, "status": record.status,
+            "counters": record.counters, "started_at": record.started_at,
+            "finished_at": record.finished_at, "error": record.error}
+
+
+def _status_text(status: str) -> str:
+    colour = {"complete": "green", "complete_with_rejects": "yellow", "incomplete": "red",
+              "failed": "red", "interrupted": "yellow", "running": "cyan"}.get(status, "white")
+    return f"[{colour}]{status.replace('_', ' ')}[/]"
+
+
+def _show_report(report: Mapping[str, Any]) -> None:
+    counts = report["counts"]
+    console.print(f"\n[bold]{report['integration']}[/]" + (f"  run {report['run']}" if report.get("run") else ""))
+    src, dst = report["source"], report["destination"]
+    console.print(f"{src['system']}.{src['object']} → {dst['system']}.{dst['object']} "
+                  f"({dst['operation']} by {dst['key']})")
+    in_scope = src.get("in_scope")
+    table = Table("in scope", "read", "created", "updated", "unchanged", "rejected", "skipped",
+                  "failed")
+    table.add_row(*(str(x) for x in (
+        "–" if in_scope is None else in_scope, counts["read"], counts["created"],
+        counts["updated"], counts["unchanged"], counts["rejected"], counts["skipped"],
+        counts["failed"])))
+    console.print(table)
+    comparison = report.get("comparison")
+    if comparison:
+        fields = Table("field", "differing", "source checksum", "destination checksum",
+                       title=f"destination compared with source ({comparison['compared']} records)")
+        for name, tally in comparison["fields"].items():
+            mark = "" if tally["match"] else "[red]"
+            fields.add_row(name, f"{mark}{tally['differing']}", tally["source_checksum"],
+                           f"{mark}{tally['destination_checksum']}")
+        console.print(fields)
+        for sample in comparison["samples"][:5]:
+            console.print(f"  [red]≠[/] {sample}")
+    by_code = report.get("set_aside_by_code")
+    if by_code:
+        console.print("set aside: " + ", ".join(f"{code} {n}" for code, n in sorted(by_code.items())))
+    files = report.get("files")
+    if files:
+        console.print(f"report: {files['report']}\nrejects: {files['rejects']}")
+    if report.get("records_per_second"):
+        console.print(f"{report['seconds']} s, {report['records_per_second']:,} records/s")
+    console.print(f"verdict: {_status_text(report['verdict'])}"
+                  + "".join(f"\n  - {r}" for r in report.get("verdict_reasons", [])))
+
+
+def _show_plan(result: Mapping[str, Any]) -> None:
+    counts = result["counts"]
+    console.print(f"\n[bold]plan for {result['integration']}[/] (nothing written)")
+    table = Table(*counts.keys())
+    table.add_row(*(str(v) for v in counts.values()))
+    console.print(table)
+    for kind, items in result["examples"].items():
+        console.print(f"[bold]{kind}[/] e.g.")
+        for item in items:
+            console.print(f"  {json.dumps(item, default=str)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

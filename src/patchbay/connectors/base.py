@@ -1,0 +1,128 @@
+"""The connector seam: what every system adapter offers, and the registry that finds them.
+
+A connector is one class in one module. It states its capabilities rather than faking them:
+
+    read(object, scope, after)  -> iterator of Pages     (streaming; memory flat)
+    count(object, scope)        -> number of records in scope
+    get(object, key, values)    -> records by key         (lookups, matching, verification)
+    write(object, records, op, key) -> one Outcome per record, in order
+    describe(object)            -> ObjectSchema
+
+Connectors register by URL scheme. Third-party packages add theirs through the
+`patchbay.connectors` entry point group (name = scheme, value = "module:Class").
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from enum import StrEnum
+from importlib.metadata import entry_points
+from typing import Any, ClassVar
+
+from patchbay.elements.scope import BoundScope
+from patchbay.errors import SpecError
+from patchbay.model import KeyValue, ObjectSchema, Operation, Outcome, Page, Position, Record
+from patchbay.spec import SystemSpec, suggest
+
+
+class Capability(StrEnum):
+    READ = "read"
+    WRITE = "write"
+    GET = "get"
+    DESCRIBE = "describe"
+    CHANGES = "changes"
+
+
+class Connector(ABC):
+    """One connection to one system. Subclasses implement what their capabilities promise."""
+
+    schemes: ClassVar[tuple[str, ...]] = ()
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
+
+    def __init__(self, system: SystemSpec) -> None:
+        self.system = system
+
+    @property
+    def name(self) -> str:
+        return self.system.name
+
+    def read(self, object: str, scope: BoundScope | None = None, *, key: str | None = None,
+             fields: Sequence[str] | None = None, after: Position = None,
+             page_size: int = 1000) -> Iterator[Page]:
+        """Stream the records in scope, ordered by `key` when given, starting after `after`."""
+        raise self._cannot("read")
+
+    def count(self, object: str, scope: BoundScope | None = None) -> int:
+        raise self._cannot("count")
+
+    def get(self, object: str, key: str, values: Sequence[KeyValue],
+            fields: Sequence[str] | None = None) -> dict[KeyValue, Record]:
+        """The records whose `key` field is one of `values`, by key value."""
+        raise self._cannot("get")
+
+    def write(self, object: str, records: Sequence[Record], operation: Operation,
+              key: str) -> list[Outcome]:
+        """Write a batch; one Outcome per record, in order. A bad record fails alone."""
+        raise self._cannot("write")
+
+    def describe(self, object: str) -> ObjectSchema:
+        raise self._cannot("describe")
+
+    def check(self) -> None:
+        """Raise ConnectionFailed when the system cannot be reached."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+    def __enter__(self) -> Connector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _cannot(self, what: str) -> NotImplementedError:
+        return NotImplementedError(
+            f"system '{self.name}' ({type(self).__name__}) cannot {what}")
+
+
+_BUILTIN: dict[str, str] = {
+    "sqlite": "patchbay.connectors.sql:SqlConnector",
+    "postgresql": "patchbay.connectors.sql:SqlConnector",
+    "postgres": "patchbay.connectors.sql:SqlConnector",
+    "mysql": "patchbay.connectors.sql:SqlConnector",
+    "mariadb": "patchbay.connectors.sql:SqlConnector",
+    "file": "patchbay.connectors.files:FileConnector",
+}
+_registered: dict[str, type[Connector]] = {}
+
+
+def register(connector: type[Connector]) -> type[Connector]:
+    """Register a connector class for its schemes; usable as a decorator."""
+    for scheme in connector.schemes:
+        _registered[scheme] = connector
+    return connector
+
+
+def connector_class(scheme: str) -> type[Connector]:
+    scheme = scheme.split("+", 1)[0].lower()
+    if scheme in _registered:
+        return _registered[scheme]
+    target = _BUILTIN.get(scheme)
+    if target is None:
+        plugins = {ep.name: ep for ep in entry_points(group="patchbay.connectors")}
+        if scheme in plugins:
+            cls: type[Connector] = plugins[scheme].load()
+            return cls
+        known = sorted({*_BUILTIN, *_registered, *plugins})
+        raise SpecError(f"no connector for '{scheme}://' URLs{suggest(scheme, known)}; "
+                        f"known schemes: {', '.join(known)}")
+    module, _, name = target.partition(":")
+    loaded: type[Connector] = getattr(importlib.import_module(module), name)
+    return loaded
+
+
+def connect(system: SystemSpec, **options: Any) -> Connector:
+    """The connector for a declared system, not yet connected (connections open lazily)."""
+    return connector_class(system.scheme)(system, **options)

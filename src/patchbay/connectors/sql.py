@@ -1,0 +1,464 @@
+"""SQL databases through SQLAlchemy Core: SQLite, PostgreSQL (psycopg 3), MySQL/MariaDB (PyMySQL).
+
+Reads stream one server-side query in pages ordered by the key, so a page's last key is the
+position to resume after. Writes classify each record against what the table holds
+(insert / update / unchanged), write in one transaction per batch, and when the database
+refuses the batch, split it until the refused records stand alone with the database's
+reason. PostgreSQL takes a fast path: COPY into a temporary staging table, then one
+INSERT ... ON CONFLICT (or UPDATE / DELETE) from it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Connection, Engine
+
+from patchbay.connectors.base import Capability, Connector
+from patchbay.elements.compare import same_values
+from patchbay.elements.scope import BoundScope, to_sql
+from patchbay.errors import ConnectionFailed, RetriableError, SpecError
+from patchbay.model import (
+    FieldSchema,
+    FieldType,
+    KeyValue,
+    ObjectSchema,
+    Operation,
+    Outcome,
+    Page,
+    Position,
+    Record,
+    Status,
+)
+from patchbay.spec import SystemSpec, suggest
+
+_DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg",
+            "mysql": "mysql+pymysql", "mariadb": "mysql+pymysql"}
+
+# Database error codes (SQLSTATE, MySQL errno) -> the outcome codes patchbay reports.
+_SQLSTATE_CODES = {
+    "23502": "REQUIRED_FIELD_MISSING", "22001": "STRING_TOO_LONG", "23505": "DUPLICATE_VALUE",
+    "23503": "INVALID_CROSS_REFERENCE_KEY", "23514": "FIELD_CUSTOM_VALIDATION_EXCEPTION",
+    "22P02": "INVALID_TYPE", "22007": "INVALID_TYPE", "22008": "INVALID_TYPE",
+    "22003": "NUMBER_OUTSIDE_VALID_RANGE",
+}
+_MYSQL_CODES = {1048: "REQUIRED_FIELD_MISSING", 1364: "REQUIRED_FIELD_MISSING",
+                1406: "STRING_TOO_LONG", 1062: "DUPLICATE_VALUE",
+                1452: "INVALID_CROSS_REFERENCE_KEY", 1366: "INVALID_TYPE", 1292: "INVALID_TYPE",
+                1264: "NUMBER_OUTSIDE_VALID_RANGE", 3819: "FIELD_CUSTOM_VALIDATION_EXCEPTION"}
+
+
+def sqlalchemy_url(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    return _DRIVERS.get(scheme.lower(), scheme) + sep + rest
+
+
+class SqlConnector(Connector):
+    schemes: ClassVar[tuple[str, ...]] = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.READ, Capability.WRITE, Capability.GET, Capability.DESCRIBE})
+
+    def __init__(self, system: SystemSpec) -> None:
+        super().__init__(system)
+        self._engine: Engine | None = None
+        self._tables: dict[str, sa.Table] = {}
+
+    # -- connection -----------------------------------------------------------------------------
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            url = sqlalchemy_url(self.system.url)
+            connect_args: dict[str, Any] = {}
+            if url.startswith("postgresql"):
+                connect_args["connect_timeout"] = int(self.system.options.get("connect_timeout", 10))
+            elif url.startswith("mysql"):
+                connect_args["connect_timeout"] = int(self.system.options.get("connect_timeout", 10))
+                connect_args.setdefault("charset", "utf8mb4")
+            try:
+                self._engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+            except (sa_exc.ArgumentError, ImportError) as exc:
+                raise SpecError(f"system '{self.name}': bad database URL "
+                                f"{self.system.redacted_url}: {exc}") from None
+        return self._engine
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def check(self) -> None:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except sa_exc.DBAPIError as exc:
+            raise self._connection_failed(exc) from None
+
+    def _connection_failed(self, exc: sa_exc.DBAPIError) -> ConnectionFailed:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        return ConnectionFailed(f"cannot reach system '{self.name}' at "
+                                f"{self.system.redacted_url}: {reason}")
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    def table(self, object: str) -> sa.Table:
+        if object not in self._tables:
+            schema, _, name = object.rpartition(".")
+            try:
+                self._tables[object] = sa.Table(name, sa.MetaData(), schema=schema or None,
+                                                autoload_with=self.engine)
+            except sa_exc.NoSuchTableError:
+                known = sa.inspect(self.engine).get_table_names(schema=schema or None)
+                raise SpecError(f"system '{self.name}' has no table '{object}'"
+                                f"{suggest(name, known)}") from None
+            except sa_exc.OperationalError as exc:
+                raise self._connection_failed(exc) from None
+        return self._tables[object]
+
+    def _column(self, table: sa.Table, name: str) -> sa.Column[Any]:
+        if name not in table.c:
+            raise SpecError(f"table '{table.fullname}' of system '{self.name}' has no column "
+                            f"'{name}'{suggest(name, table.c.keys())}")
+        return table.c[name]
+
+    # -- describe -------------------------------------------------------------------------------
+
+    def describe(self, object: str) -> ObjectSchema:
+        table = self.table(object)
+        fields = {}
+        for column in table.columns:
+            kind, length = _field_type(column.type)
+            generated = (column.server_default is not None or column.default is not None
+                         or (column.primary_key and column.autoincrement is True)
+                         or (column.primary_key and kind is FieldType.INTEGER
+                             and len(table.primary_key.columns) == 1))
+            fields[column.name] = FieldSchema(column.name, kind, nullable=bool(column.nullable),
+                                              max_length=length, has_default=generated)
+        key = table.primary_key.columns[0].name if len(table.primary_key.columns) == 1 else None
+        return ObjectSchema(object, fields, key)
+
+    # -- read -----------------------------------------------------------------------------------
+
+    def _select(self, object: str, scope: BoundScope | None,
+                fields: Sequence[str] | None) -> tuple[sa.Table, sa.Select[Any]]:
+        table = self.table(object)
+        columns = [self._column(table, f) for f in fields] if fields else list(table.columns)
+        stmt = sa.select(*columns)
+        where = to_sql(scope, table.c, f"table '{object}'")
+        if where is not None:
+            stmt = stmt.where(where)
+        return table, stmt
+
+    def count(self, object: str, scope: BoundScope | None = None) -> int:
+        _, stmt = self._select(object, scope, None)
+        with self._connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(stmt.subquery())).scalar_one())
+
+    def read(self, object: str, scope: BoundScope | None = None, *, key: str | None = None,
+             fields: Sequence[str] | None = None, after: Position = None,
+             page_size: int = 1000) -> Iterator[Page]:
+        table, stmt = self._select(object, scope, fields)
+        key = key or self.describe(object).key
+        offset = 0
+        if key is not None:
+            key_column = self._column(table, key)
+            if fields and key not in fields:
+                stmt = stmt.add_columns(key_column)
+            stmt = stmt.order_by(key_column)
+            if after is not None:
+                stmt = stmt.where(key_column > after)
+        else:
+            offset = int(after or 0)
+            stmt = stmt.offset(offset) if offset else stmt
+        with self._connect() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=page_size).execute(stmt)
+            names = list(result.keys())
+            for rows in result.partitions(page_size):
+                records = [dict(zip(names, row, strict=True)) for row in rows]
+                offset += len(records)
+                yield Page(records, records[-1][key] if key is not None else offset)
+
+    def get(self, object: str, key: str, values: Sequence[KeyValue],
+            fields: Sequence[str] | None = None) -> dict[KeyValue, Record]:
+        table = self.table(object)
+        key_column = self._column(table, key)
+        columns = [self._column(table, f) for f in fields] if fields else list(table.columns)
+        if fields and key not in fields:
+            columns.append(key_column)
+        found: dict[KeyValue, Record] = {}
+        distinct = list(dict.fromkeys(v for v in values if v is not None))
+        with self._connect() as conn:
+            for start in range(0, len(distinct), 5000):
+                chunk = distinct[start:start + 5000]
+                for row in conn.execute(sa.select(*columns).where(key_column.in_(chunk))).mappings():
+                    found[row[key]] = dict(row)
+        return found
+
+    def _connect(self) -> Connection:
+        try:
+            return self.engine.connect()
+        except sa_exc.DBAPIError as exc:
+            raise self._connection_failed(exc) from None
+
+    # -- write ----------------------------------------------------------------------------------
+
+    def write(self, object: str, records: Sequence[Record], operation: Operation,
+              key: str) -> list[Outcome]:
+        table = self.table(object)
+        self._column(table, key)
+        if not records:
+            return []
+        outcomes: list[Outcome | None] = [None] * len(records)
+        last_of_key: dict[KeyValue, int] = {}
+        for index, record in enumerate(records):
+            value = record.get(key)
+            if value is None:
+                outcomes[index] = Outcome(None, Status.REJECTED, f"key field {key} is empty",
+                                          "REQUIRED_FIELD_MISSING")
+                continue
+            if value in last_of_key:
+                outcomes[last_of_key[value]] = Outcome(
+                    value, Status.SKIPPED, "a later record in the batch has the same key",
+                    "DUPLICATE_KEY_IN_BATCH")
+            last_of_key[value] = index
+        todo = list(last_of_key.values())
+        unknown = [c for c in records[todo[0]] if c not in table.c] if todo else []
+        if unknown:
+            raise SpecError(f"table '{object}' of system '{self.name}' has no column "
+                            f"'{unknown[0]}'{suggest(unknown[0], table.c.keys())}")
+        self._write_isolating(table, records, todo, operation, key, outcomes)
+        return [o if o is not None else Outcome(records[i].get(key), Status.FAILED, "not written")
+                for i, o in enumerate(outcomes)]
+
+    def _write_isolating(self, table: sa.Table, records: Sequence[Record], indexes: list[int],
+                         operation: Operation, key: str, outcomes: list[Outcome | None]) -> None:
+        """Write `indexes`; if the database refuses, halve until the bad records stand alone."""
+        if not indexes:
+            return
+        try:
+            with self.engine.begin() as conn:
+                statuses = self._write_batch(conn, table, [records[i] for i in indexes],
+                                             operation, key)
+        except sa_exc.DBAPIError as exc:
+            if _is_connection_error(exc):
+                raise RetriableError(f"system '{self.name}' connection lost while writing "
+                                     f"{table.name}: {_first_line(exc)}") from exc
+            if len(indexes) == 1:
+                index = indexes[0]
+                outcomes[index] = Outcome(records[index].get(key), Status.REJECTED,
+                                          _first_line(exc), _error_code(exc))
+                return
+            middle = len(indexes) // 2
+            self._write_isolating(table, records, indexes[:middle], operation, key, outcomes)
+            self._write_isolating(table, records, indexes[middle:], operation, key, outcomes)
+            return
+        for index, (status, reason) in zip(indexes, statuses, strict=True):
+            outcomes[index] = Outcome(records[index].get(key), status, reason,
+                                      "NOT_FOUND" if reason and status is Status.SKIPPED else None)
+
+    def _write_batch(self, conn: Connection, table: sa.Table, batch: list[Record],
+                     operation: Operation, key: str) -> list[tuple[Status, str | None]]:
+        if self.dialect == "postgresql" and self._has_unique(table, key):
+            return _PostgresCopyWriter(conn, table, key).write(batch, operation)
+        return self._write_generic(conn, table, batch, operation, key)
+
+    def _has_unique(self, table: sa.Table, key: str) -> bool:
+        if [c.name for c in table.primary_key.columns] == [key]:
+            return True
+        for constraint in table.constraints:
+            if isinstance(constraint, sa.UniqueConstraint) and [c.name for c in constraint.columns] == [key]:
+                return True
+        return any(index.unique and [c.name for c in index.columns] == [key] for index in table.indexes)
+
+    def _write_generic(self, conn: Connection, table: sa.Table, batch: list[Record],
+                       operation: Operation, key: str) -> list[tuple[Status, str | None]]:
+        key_column = table.c[key]
+        existing: dict[KeyValue, Record] = {}
+        keys = [r[key] for r in batch]
+        for start in range(0, len(keys), 5000):
+            chunk = keys[start:start + 5000]
+            for row in conn.execute(sa.select(table).where(key_column.in_(chunk))).mappings():
+                existing[row[key]] = dict(row)
+        statuses: list[tuple[Status, str | None]] = []
+        inserts: list[Record] = []
+        updates: list[Record] = []
+        deletes: list[KeyValue] = []
+        for record in batch:
+            current = existing.get(record[key])
+            if operation is Operation.DELETE:
+                if current is None:
+                    statuses.append((Status.SKIPPED, "no record with this key"))
+                else:
+                    deletes.append(record[key])
+                    statuses.append((Status.DELETED, None))
+            elif current is None:
+                if operation is Operation.UPDATE:
+                    statuses.append((Status.SKIPPED, "no record with this key"))
+                else:
+                    inserts.append(record)
+                    statuses.append((Status.CREATED, None))
+            elif operation is Operation.INSERT:
+                statuses.append((Status.SKIPPED, None) if not same_values(record, current)
+                                else (Status.UNCHANGED, None))
+            elif same_values(record, current):
+                statuses.append((Status.UNCHANGED, None))
+            else:
+                updates.append(record)
+                statuses.append((Status.UPDATED, None))
+        for _, group in _by_columns(inserts):
+            conn.execute(sa.insert(table), group)
+        if updates:
+            for columns, group in _by_columns(updates):
+                stmt = (sa.update(table).where(key_column == sa.bindparam("_key"))
+                        .values({c: sa.bindparam(c) for c in columns if c != key}))
+                conn.execute(stmt, [{**r, "_key": r[key]} for r in group])
+        if deletes:
+            conn.execute(sa.delete(table).where(key_column.in_(deletes)))
+        return statuses
+
+
+def _by_columns(records: list[Record]) -> Iterator[tuple[tuple[str, ...], list[Record]]]:
+    groups: dict[tuple[str, ...], list[Record]] = {}
+    for record in records:
+        groups.setdefault(tuple(record), []).append(record)
+    yield from groups.items()
+
+
+class _PostgresCopyWriter:
+    """COPY the batch into a temporary staging table, then apply it with one statement."""
+
+    def __init__(self, conn: Connection, table: sa.Table, key: str) -> None:
+        self.conn = conn
+        self.table = table
+        self.key = key
+
+    def write(self, batch: list[Record], operation: Operation) -> list[tuple[Status, str | None]]:
+        columns = list(batch[0])
+        if any(list(r) != columns for r in batch):
+            columns = list(dict.fromkeys(c for r in batch for c in r))
+        target = _quoted_table(self.table)
+        q = _quote
+        col_list = ", ".join(q(c) for c in columns)
+        raw = self.conn.connection.driver_connection
+        assert raw is not None
+        with raw.cursor() as cur:
+            cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS _patchbay_stage (LIKE {target}) "
+                        "ON COMMIT DROP")
+            json_columns = {c.name for c in self.table.columns
+                            if isinstance(c.type, (sa.JSON, sa.dialects.postgresql.JSONB))}
+            with cur.copy(f"COPY _patchbay_stage ({col_list}) FROM STDIN") as copy:
+                if json_columns:
+                    for record in batch:
+                        copy.write_row([json.dumps(record.get(c)) if c in json_columns
+                                        and record.get(c) is not None else record.get(c)
+                                        for c in columns])
+                elif all(list(r) == columns for r in (batch[0], batch[-1])) and len(columns) == len(batch[0]):
+                    for record in batch:
+                        copy.write_row(tuple(record.values()))
+                else:
+                    for record in batch:
+                        copy.write_row([record.get(c) for c in columns])
+            key = q(self.key)
+            changed = " OR ".join(f"t.{q(c)} IS DISTINCT FROM s.{q(c)}" for c in columns if c != self.key)
+            assignments = ", ".join(f"{q(c)} = s.{q(c)}" for c in columns if c != self.key)
+            if operation is Operation.UPSERT:
+                excluded = " OR ".join(f"t.{q(c)} IS DISTINCT FROM EXCLUDED.{q(c)}"
+                                       for c in columns if c != self.key) or "false"
+                sets = ", ".join(f"{q(c)} = EXCLUDED.{q(c)}" for c in columns if c != self.key)
+                conflict = (f"DO UPDATE SET {sets} WHERE {excluded}" if sets else "DO NOTHING")
+                cur.execute(f"INSERT INTO {target} AS t ({col_list}) SELECT {col_list} "
+                            f"FROM _patchbay_stage ON CONFLICT ({key}) {conflict} "
+                            f"RETURNING t.{key}, (xmax = 0)")
+                written = {k: (Status.CREATED if created else Status.UPDATED)
+                           for k, created in cur.fetchall()}
+                default: tuple[Status, str | None] = (Status.UNCHANGED, None)
+            elif operation is Operation.INSERT:
+                cur.execute(f"INSERT INTO {target} AS t ({col_list}) SELECT {col_list} "
+                            f"FROM _patchbay_stage ON CONFLICT ({key}) DO NOTHING RETURNING t.{key}")
+                written = {k: Status.CREATED for (k,) in cur.fetchall()}
+                default = (Status.SKIPPED, None)
+            elif operation is Operation.UPDATE:
+                cur.execute(f"SELECT s.{key} FROM _patchbay_stage s JOIN {target} t USING ({key})")
+                found = {k for (k,) in cur.fetchall()}
+                written = {}
+                if assignments:
+                    cur.execute(f"UPDATE {target} AS t SET {assignments} FROM _patchbay_stage s "
+                                f"WHERE t.{key} = s.{key} AND ({changed}) RETURNING t.{key}")
+                    written = {k: Status.UPDATED for (k,) in cur.fetchall()}
+                written.update({k: Status.UNCHANGED for k in found if k not in written})
+                default = (Status.SKIPPED, "no record with this key")
+            else:
+                cur.execute(f"DELETE FROM {target} AS t USING _patchbay_stage s "
+                            f"WHERE t.{key} = s.{key} RETURNING t.{key}")
+                written = {k: Status.DELETED for (k,) in cur.fetchall()}
+                default = (Status.SKIPPED, "no record with this key")
+            cur.execute("DROP TABLE _patchbay_stage")
+        return [(written[r[self.key]], None) if r[self.key] in written else default for r in batch]
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _quoted_table(table: sa.Table) -> str:
+    return (f"{_quote(table.schema)}." if table.schema else "") + _quote(table.name)
+
+
+def _field_type(kind: sa.types.TypeEngine[Any]) -> tuple[FieldType, int | None]:
+    if isinstance(kind, sa.Boolean):
+        return FieldType.BOOLEAN, None
+    if isinstance(kind, sa.Integer):
+        return FieldType.INTEGER, None
+    if isinstance(kind, sa.Float):
+        return FieldType.NUMBER, None
+    if isinstance(kind, sa.Numeric):
+        return FieldType.DECIMAL, None
+    if isinstance(kind, sa.DateTime):
+        return FieldType.DATETIME, None
+    if isinstance(kind, sa.Date):
+        return FieldType.DATE, None
+    if isinstance(kind, sa.JSON):
+        return FieldType.JSON, None
+    if isinstance(kind, sa.String):
+        return FieldType.STRING, kind.length
+    return FieldType.STRING, None
+
+
+def _first_line(exc: sa_exc.DBAPIError) -> str:
+    text = str(exc.orig) if exc.orig is not None else str(exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+
+
+def _error_code(exc: sa_exc.DBAPIError) -> str:
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate:
+        return _SQLSTATE_CODES.get(sqlstate, f"SQLSTATE_{sqlstate}")
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int):
+        return _MYSQL_CODES.get(args[0], f"MYSQL_{args[0]}")
+    message = str(orig).lower()
+    if "not null" in message:
+        return "REQUIRED_FIELD_MISSING"
+    if "unique" in message:
+        return "DUPLICATE_VALUE"
+    if "foreign key" in message:
+        return "INVALID_CROSS_REFERENCE_KEY"
+    return "DATABASE_ERROR"
+
+
+def _is_connection_error(exc: sa_exc.DBAPIError) -> bool:
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None) or ""
+    if sqlstate.startswith("08") or sqlstate in ("57P01", "57P02", "57P03"):
+        return True
+    args = getattr(orig, "args", ())
+    return bool(args) and isinstance(args[0], int) and args[0] in (2002, 2003, 2006, 2013)

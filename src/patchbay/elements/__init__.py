@@ -1,0 +1,1 @@
+"""Elements every pattern composes: scope, transform, conform, capture."""

@@ -1,0 +1,233 @@
+"""Results capture: compare what a destination holds with what it should hold.
+
+A Comparison is fed batch by batch with the desired records (the transformed, conformed
+source) and the destination's records for the same keys. It keeps, per field, how many
+values differ and a checksum of each side (a sum of per-batch digests), plus a sample of differing
+records. Its state is plain JSON so a run can checkpoint it and resume it after a crash.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from patchbay.elements.compare import normalise
+from patchbay.model import KeyValue, Record
+
+_MASK = (1 << 64) - 1
+
+
+def _digest(values: Sequence[Any]) -> int:
+    data = repr(values).encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+
+
+@dataclass
+class FieldTally:
+    differing: int = 0
+    source_checksum: int = 0
+    destination_checksum: int = 0
+
+
+@dataclass
+class Comparison:
+    key: str
+    fields: list[str]
+    sample_size: int = 20
+    compared: int = 0
+    matching: int = 0
+    differing: int = 0
+    missing: int = 0
+    tallies: dict[str, FieldTally] = field(default_factory=dict)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for name in self.fields:
+            self.tallies.setdefault(name, FieldTally())
+
+    def add(self, desired: Sequence[Record], actual: Mapping[KeyValue, Record]) -> None:
+        """Compare one batch of desired records with the destination's records by key."""
+        key = self.key
+        found = [actual.get(r[key]) for r in desired]
+        present = [i for i, a in enumerate(found) if a is not None]
+        missing = [i for i, a in enumerate(found) if a is None]
+        self.compared += len(desired)
+        self.missing += len(missing)
+        for i in missing[: max(0, self.sample_size - len(self.samples))]:
+            self.samples.append({"key": plain(desired[i][key]), "problem": "missing in destination"})
+        differs = [False] * len(desired)
+        for name in self.fields:
+            tally = self.tallies[name]
+            want = tuple(desired[i].get(name) for i in present)
+            have = tuple(found[i].get(name) for i in present)  # type: ignore[union-attr]
+            if want == have:
+                digest = _digest(want)
+                tally.source_checksum = (tally.source_checksum + digest) & _MASK
+                tally.destination_checksum = (tally.destination_checksum + digest) & _MASK
+                continue
+            want_n = tuple(normalise(v) for v in want)
+            have_n = tuple(normalise(v) for v in have)
+            tally.source_checksum = (tally.source_checksum + _digest(want_n)) & _MASK
+            tally.destination_checksum = (tally.destination_checksum + _digest(have_n)) & _MASK
+            for position, (w, h) in enumerate(zip(want_n, have_n, strict=True)):
+                if w != h:
+                    tally.differing += 1
+                    index = present[position]
+                    if not differs[index] and len(self.samples) < self.sample_size:
+                        self.samples.append({"key": plain(desired[index][key]), "field": name,
+                                             "expected": plain(w), "actual": plain(h)})
+                    differs[index] = True
+        different = sum(differs)
+        self.differing += different
+        self.matching += len(present) - different
+
+    @property
+    def agrees(self) -> bool:
+        return self.missing == 0 and self.differing == 0
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "key": self.key, "fields": self.fields, "sample_size": self.sample_size,
+            "compared": self.compared, "matching": self.matching, "differing": self.differing,
+            "missing": self.missing, "samples": self.samples,
+            "tallies": {n: [t.differing, f"{t.source_checksum:016x}", f"{t.destination_checksum:016x}"]
+                        for n, t in self.tallies.items()},
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> Comparison:
+        comparison = cls(state["key"], list(state["fields"]), state["sample_size"],
+                         state["compared"], state["matching"], state["differing"],
+                         state["missing"], {}, list(state["samples"]))
+        for name, (differing, source, destination) in state["tallies"].items():
+            comparison.tallies[name] = FieldTally(differing, int(source, 16), int(destination, 16))
+        return comparison
+
+    def summary(self) -> dict[str, Any]:
+        """The comparison as it appears in a report."""
+        return {
+            "key": self.key,
+            "compared": self.compared,
+            "matching": self.matching,
+            "differing": self.differing,
+            "missing_in_destination": self.missing,
+            "fields": {
+                name: {"differing": t.differing,
+                       "source_checksum": f"{t.source_checksum & _MASK:016x}",
+                       "destination_checksum": f"{t.destination_checksum & _MASK:016x}",
+                       "match": t.source_checksum == t.destination_checksum}
+                for name, t in self.tallies.items()
+            },
+            "samples": self.samples,
+        }
+
+
+
+
+# -- the report ---------------------------------------------------------------------------------
+
+VERDICT_COMPLETE = "complete"
+VERDICT_WITH_REJECTS = "complete_with_rejects"
+VERDICT_INCOMPLETE = "incomplete"
+
+
+def build_report(*, integration: Any, run_id: str | None, params: Mapping[str, Any],
+                 started_at: dt.datetime | None, counters: Mapping[str, int],
+                 comparison: Comparison, source_in_scope: int | None,
+                 verify: str) -> dict[str, Any]:
+    """The run's results compared with the desired state, and its verdict."""
+    src, dst = integration.source, integration.destination
+    finished = dt.datetime.now(dt.UTC)
+    read = counters.get("read", 0)
+    written = sum(counters.get(s, 0) for s in ("created", "updated", "unchanged", "deleted"))
+    counts = {
+        "read": read, "written": written,
+        **{s: counters.get(s, 0) for s in
+           ("created", "updated", "unchanged", "deleted", "rejected", "skipped", "failed")},
+    }
+    reasons: list[str] = []
+    if counts["failed"]:
+        reasons.append(f"{counts['failed']} records failed to write")
+    if source_in_scope is not None and source_in_scope != read:
+        reasons.append(f"the source holds {source_in_scope} records in scope but {read} were read "
+                       "(it changed during the run)")
+    if verify == "full":
+        if comparison.missing:
+            reasons.append(f"{comparison.missing} written records are missing in the destination")
+        if comparison.differing:
+            reasons.append(f"{comparison.differing} records differ from the source")
+    if reasons:
+        verdict = VERDICT_INCOMPLETE
+    elif counts["rejected"]:
+        verdict = VERDICT_WITH_REJECTS
+    else:
+        verdict = VERDICT_COMPLETE
+    started = started_at if started_at is None or started_at.tzinfo else started_at.replace(tzinfo=dt.UTC)
+    seconds = (finished - started).total_seconds() if started else None
+    return {
+        "integration": integration.name,
+        "pattern": integration.pattern,
+        "run": run_id,
+        "params": plain_record({k: v for k, v in params.items() if not k.startswith("__")}),
+        "started_at": started.isoformat() if started else None,
+        "finished_at": finished.isoformat(),
+        "seconds": round(seconds, 3) if seconds is not None else None,
+        "records_per_second": round(read / seconds, 1) if seconds else None,
+        "source": {"system": src.system, "object": src.object, "in_scope": source_in_scope},
+        "destination": {"system": dst.system, "object": dst.object,
+                        "operation": str(dst.operation), "key": dst.key},
+        "counts": counts,
+        "verification": verify,
+        "comparison": comparison.summary() if verify == "full" else None,
+        "verdict": verdict,
+        "verdict_reasons": reasons,
+    }
+
+
+def write_report_files(directory: Path, report: Mapping[str, Any],
+                       set_aside: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """report.json, and rejects.csv: every record set aside, with its reason and source values.
+
+    Returns the report completed with the set-aside counts by code and the files' paths.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    rejects_path = directory / "rejects.csv"
+    rows = list(set_aside)
+    report = dict(report)
+    codes: dict[str, int] = {}
+    for row in rows:
+        codes[row["code"] or row["status"]] = codes.get(row["code"] or row["status"], 0) + 1
+    report["set_aside_by_code"] = codes
+    report["files"] = {"report": str(directory / "report.json"), "rejects": str(rejects_path)}
+    source_fields = list(dict.fromkeys(f for row in rows for f in (row.get("source") or {})))
+    temporary = rejects_path.with_suffix(".csv.tmp")
+    with temporary.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["record_key", "status", "code", "reason", *source_fields])
+        for row in rows:
+            source = row.get("source") or {}
+            writer.writerow([row["record_key"], row["status"], row["code"], row["reason"],
+                             *(source.get(f) for f in source_fields)])
+    temporary.replace(rejects_path)
+    report_path = directory / "report.json"
+    temporary = report_path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+    temporary.replace(report_path)
+    return report
+
+
+def plain(value: Any) -> Any:
+    """A value as JSON shows it."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def plain_record(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: plain(v) for k, v in record.items()}

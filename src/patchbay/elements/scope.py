@@ -1,0 +1,207 @@
+"""Scope: which records an integration takes.
+
+A scope is written once in the integration file and bound to the run's parameters here.
+Connectors push the bound scope down to their system (`to_sql` gives a parameterised
+SQLAlchemy WHERE clause); `to_predicate` serves systems that cannot filter themselves.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import operator
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+
+from patchbay.errors import SpecError
+from patchbay.model import Record
+from patchbay.spec import COMPARISONS, ParamRef, Scope, suggest
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """One bound condition: `field op value`."""
+
+    field: str
+    op: str
+    value: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """`and`, `or` or `not` of bound scopes."""
+
+    op: str
+    parts: tuple[BoundScope, ...]
+
+
+BoundScope = Condition | Group
+
+
+def bind(scope: Scope | None, params: Mapping[str, Any]) -> BoundScope | None:
+    """Replace parameter references by the run's values."""
+    if scope is None:
+        return None
+
+    def value_of(value: Any) -> Any:
+        if isinstance(value, ParamRef):
+            return params[value.param]
+        if isinstance(value, list):
+            flat: list[Any] = []
+            for item in value:
+                resolved = value_of(item)
+                flat.extend(resolved if isinstance(resolved, list) else [resolved])
+            return flat
+        return value
+
+    if scope.field is not None:
+        for op in COMPARISONS:
+            if op in scope.model_fields_set:
+                return Condition(scope.field, op, value_of(getattr(scope, op)))
+        if "in_" in scope.model_fields_set:
+            return Condition(scope.field, "in", value_of(scope.in_))
+        if "not_in" in scope.model_fields_set:
+            return Condition(scope.field, "not_in", value_of(scope.not_in))
+        return Condition(scope.field, "is_null", bool(scope.is_null))
+    if scope.and_ is not None:
+        return Group("and", tuple(_bound(s, params) for s in scope.and_))
+    if scope.or_ is not None:
+        return Group("or", tuple(_bound(s, params) for s in scope.or_))
+    assert scope.not_ is not None
+    return Group("not", (_bound(scope.not_, params),))
+
+
+def _bound(scope: Scope, params: Mapping[str, Any]) -> BoundScope:
+    bound = bind(scope, params)
+    assert bound is not None
+    return bound
+
+
+def fields_of(scope: BoundScope | None) -> set[str]:
+    if scope is None:
+        return set()
+    if isinstance(scope, Condition):
+        return {scope.field}
+    return set().union(*(fields_of(p) for p in scope.parts))
+
+
+# -- SQL push-down ------------------------------------------------------------------------------
+
+_SQL_COMPARE: dict[str, Callable[[Any, Any], Any]] = {
+    "eq": operator.eq, "ne": operator.ne, "gt": operator.gt,
+    "gte": operator.ge, "lt": operator.lt, "lte": operator.le,
+}
+
+
+def to_sql(scope: BoundScope | None, columns: Mapping[str, sa.ColumnElement[Any]],
+           object_name: str = "") -> sa.ColumnElement[bool] | None:
+    """A WHERE clause with bound parameters; values never enter the SQL text."""
+    if scope is None:
+        return None
+    if isinstance(scope, Group):
+        parts = [to_sql(p, columns, object_name) for p in scope.parts]
+        clauses = [p for p in parts if p is not None]
+        if scope.op == "and":
+            return sa.and_(*clauses)
+        if scope.op == "or":
+            return sa.or_(*clauses)
+        return sa.not_(clauses[0])
+    if scope.field not in columns:
+        raise SpecError(f"scope names field '{scope.field}', which {object_name or 'the object'} "
+                        f"does not have{suggest(scope.field, columns)}")
+    column = columns[scope.field]
+    op, value = scope.op, scope.value
+    if op in _SQL_COMPARE:
+        if value is None and op in ("eq", "ne"):
+            return column.is_(None) if op == "eq" else column.is_not(None)
+        return _SQL_COMPARE[op](column, value)  # type: ignore[no-any-return]
+    if op == "like":
+        return column.like(value)
+    if op == "not_like":
+        return column.not_like(value)
+    if op == "in":
+        return column.in_(list(value))
+    if op == "not_in":
+        return column.not_in(list(value))
+    return column.is_(None) if value else column.is_not(None)
+
+
+# -- in-process filtering -----------------------------------------------------------------------
+
+
+def to_predicate(scope: BoundScope | None) -> Callable[[Record], bool]:
+    """A test of one record, for sources that cannot filter (files, message streams)."""
+    if scope is None:
+        return lambda record: True
+    if isinstance(scope, Group):
+        tests = [to_predicate(p) for p in scope.parts]
+        if scope.op == "and":
+            return lambda record: all(t(record) for t in tests)
+        if scope.op == "or":
+            return lambda record: any(t(record) for t in tests)
+        return lambda record: not tests[0](record)
+    name, op, value = scope.field, scope.op, scope.value
+    if op == "is_null":
+        return lambda record: _is_null(record.get(name)) == value
+    if op in ("like", "not_like"):
+        pattern = _like_regex(str(value))
+        want = op == "like"
+        return lambda record: (record.get(name) is not None
+                               and bool(pattern.fullmatch(str(record.get(name)))) == want)
+    if op in ("in", "not_in"):
+        options = list(value)
+        want = op == "in"
+
+        def member(record: Record) -> bool:
+            got = record.get(name)
+            return got is not None and any(_equal(got, o) for o in options) == want
+        return member
+    compare = _SQL_COMPARE[op]
+
+    def test(record: Record) -> bool:
+        got = record.get(name)
+        if got is None or got == "" or value is None:
+            return (op == "eq" and value is None and _is_null(got)) or (
+                op == "ne" and (value is None) != _is_null(got))
+        left, right = _comparable(got, value)
+        try:
+            return bool(compare(left, right))
+        except TypeError:
+            return bool(compare(str(left), str(right)))
+    return test
+
+
+def _is_null(value: Any) -> bool:
+    return value is None or value == ""
+
+
+def _equal(got: Any, option: Any) -> bool:
+    left, right = _comparable(got, option)
+    return bool(left == right)
+
+
+def _comparable(got: Any, literal: Any) -> tuple[Any, Any]:
+    """Text read from files is compared with numbers as numbers and with dates as ISO text."""
+    if isinstance(got, str) and not isinstance(literal, str):
+        if isinstance(literal, bool):
+            return got.strip().lower() in ("true", "1", "yes", "y"), literal
+        if isinstance(literal, (int, float, Decimal)):
+            try:
+                return Decimal(got.strip()), Decimal(str(literal))
+            except ArithmeticError:
+                return got, str(literal)
+        if isinstance(literal, (dt.date, dt.datetime)):
+            return got, literal.isoformat(sep=" ") if isinstance(literal, dt.datetime) \
+                else literal.isoformat()
+    if isinstance(literal, str) and isinstance(got, (dt.date, dt.datetime)):
+        return got.isoformat(), literal
+    return got, literal
+
+
+def _like_regex(pattern: str) -> re.Pattern[str]:
+    out = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
+    return re.compile(out, re.DOTALL)

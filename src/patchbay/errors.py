@@ -1,0 +1,70 @@
+"""The one error tree of patchbay, named by what the runner does with it.
+
+    PatchbayError
+    ├── SpecError            the integration file is wrong; nothing ran (exit 2)
+    │   └── ParameterError   a run parameter is missing or of the wrong type
+    ├── ConnectionFailed     a system cannot be reached or refused the credentials
+    ├── RetriableError       a transient fault (timeout, limit, 5xx): retry with backoff
+    ├── RecordRejected       one record is set aside with its reason; the run goes on
+    ├── FatalRunError        the run cannot go on; it stops resumable at its checkpoint
+    └── RunNotResumable      asked to resume a run that is finished or unknown
+
+Each error carries the context it concerns (integration, run, system, object,
+record key) so that a message can be read on its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class PatchbayError(Exception):
+    """Base of every error patchbay raises on purpose."""
+
+    def __init__(self, message: str, **context: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.context = {k: v for k, v in context.items() if v is not None}
+
+    def __str__(self) -> str:
+        if not self.context:
+            return self.message
+        where = ", ".join(f"{k}={v}" for k, v in self.context.items())
+        return f"{self.message} ({where})"
+
+
+class SpecError(PatchbayError):
+    """An integration file or model is invalid. `problems` lists every problem found."""
+
+    def __init__(self, message: str, problems: list[str] | None = None, **context: Any) -> None:
+        super().__init__(message, **context)
+        self.problems = problems or [message]
+
+    def __str__(self) -> str:
+        if len(self.problems) == 1 and self.problems[0] == self.message:
+            return self.message
+        return self.message + "\n" + "\n".join(f"  - {p}" for p in self.problems)
+
+
+class ParameterError(SpecError):
+    """A run parameter is missing, unknown or cannot be converted to its type."""
+
+
+class ConnectionFailed(PatchbayError):
+    """A system could not be reached, or refused the connection."""
+
+
+class RetriableError(PatchbayError):
+    """A transient fault; the same call may succeed later."""
+
+
+class RecordRejected(PatchbayError):
+    """One record cannot be written; it is set aside with this reason."""
+
+
+class FatalRunError(PatchbayError):
+    """The run cannot continue; it stops at its last checkpoint and stays resumable."""
+
+
+class RunNotResumable(PatchbayError):
+    """The run asked for does not exist or has already finished."""

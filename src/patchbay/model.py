@@ -1,0 +1,143 @@
+"""The vocabulary every layer shares: records, keys, operations, outcomes, schemas, changes."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+Record = dict[str, Any]
+"""One record: field name to value."""
+
+KeyValue = Any
+"""The value of a record's key field (an id, an external id, a natural key)."""
+
+Position = Any
+"""Where a read stopped, as the connector understands it (last key, row offset).
+JSON-serialisable, so that it can be checkpointed."""
+
+
+class Operation(StrEnum):
+    INSERT = "insert"
+    UPDATE = "update"
+    UPSERT = "upsert"
+    DELETE = "delete"
+
+
+class Status(StrEnum):
+    """What happened to one record at a destination."""
+
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    DELETED = "deleted"
+    SKIPPED = "skipped"
+    """Deliberately not written: an insert of a key that exists, an update of one that does not."""
+    REJECTED = "rejected"
+    """The record is invalid for the destination; retrying will not help."""
+    FAILED = "failed"
+    """A transient failure; retrying may help."""
+
+    @property
+    def is_success(self) -> bool:
+        return self in _SUCCESS
+
+
+_SUCCESS = frozenset({Status.CREATED, Status.UPDATED, Status.UNCHANGED, Status.DELETED})
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result for one record of a write, in the order of the batch written."""
+
+    key: KeyValue
+    status: Status
+    reason: str | None = None
+    code: str | None = None
+    """A short machine-readable error code (REQUIRED_FIELD_MISSING, STRING_TOO_LONG, ...)."""
+    destination_id: str | None = None
+    """The id the destination gave the record, where it has its own (Salesforce Id)."""
+
+
+@dataclass(slots=True)
+class Page:
+    """A page of records from a read, with the position to resume after it."""
+
+    records: list[Record]
+    position: Position
+
+
+class FieldType(StrEnum):
+    STRING = "string"
+    INTEGER = "integer"
+    NUMBER = "number"
+    DECIMAL = "decimal"
+    BOOLEAN = "boolean"
+    DATE = "date"
+    DATETIME = "datetime"
+    JSON = "json"
+
+
+PYTHON_TYPES: dict[FieldType, tuple[type, ...]] = {
+    FieldType.STRING: (str,),
+    FieldType.INTEGER: (int,),
+    FieldType.NUMBER: (float, int),
+    FieldType.DECIMAL: (Decimal, int),
+    FieldType.BOOLEAN: (bool,),
+    FieldType.DATE: (dt.date,),
+    FieldType.DATETIME: (dt.datetime,),
+    FieldType.JSON: (dict, list, str, int, float, bool),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSchema:
+    name: str
+    type: FieldType
+    nullable: bool = True
+    max_length: int | None = None
+    has_default: bool = False
+    """The system fills the field when it is not given (autoincrement, server default)."""
+    choices: tuple[str, ...] | None = None
+    """Allowed values of a picklist."""
+
+    @property
+    def required(self) -> bool:
+        return not self.nullable and not self.has_default
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectSchema:
+    """What a system says about one of its objects."""
+
+    name: str
+    fields: Mapping[str, FieldSchema]
+    key: str | None = None
+
+    def __iter__(self) -> Iterator[FieldSchema]:
+        return iter(self.fields.values())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.fields
+
+
+class ChangeKind(StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"
+    DELETED = "deleted"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A record that changed in a system: what, when, and from where."""
+
+    system: str
+    object: str
+    key: KeyValue
+    kind: ChangeKind
+    record: Record
+    changed_fields: frozenset[str] = field(default_factory=frozenset)
+    at: dt.datetime | None = None

@@ -1,0 +1,1 @@
+"""Patterns: thin compositions of source, scope, transform, destination and capture."""

@@ -1,0 +1,112 @@
+"""What every pattern run is given: the integration, its systems, parameters and the store."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from patchbay.connectors.base import Connector, connect
+from patchbay.elements.conform import Conformer
+from patchbay.errors import SpecError
+from patchbay.model import KeyValue, ObjectSchema
+from patchbay.spec import IntegrationFile, IntegrationSpec, Lookup, SystemSpec, suggest
+from patchbay.store import Store
+
+ProgressCallback = Callable[[str, Mapping[str, int]], None]
+"""Called with an event name ("batch", "start", "verify") and the run's counters."""
+
+
+class Systems:
+    """The connectors of one run, opened on first use and closed together."""
+
+    def __init__(self, specs: Mapping[str, SystemSpec],
+                 overrides: Mapping[str, Connector] | None = None) -> None:
+        self._specs = specs
+        self._open: dict[str, Connector] = dict(overrides or {})
+
+    def __getitem__(self, name: str) -> Connector:
+        if name not in self._open:
+            if name not in self._specs:
+                raise SpecError(f"unknown system '{name}'{suggest(name, self._specs)}")
+            self._open[name] = connect(self._specs[name])
+        return self._open[name]
+
+    def close(self) -> None:
+        for connector in self._open.values():
+            connector.close()
+        self._open.clear()
+
+
+class LookupCache:
+    """Resolves transform lookups through the systems, remembering what it found."""
+
+    def __init__(self, systems: Systems, limit: int = 200_000) -> None:
+        self.systems = systems
+        self.limit = limit
+        self._found: dict[tuple[str, str, str, str], dict[Any, Any]] = {}
+
+    def __call__(self, lookup: Lookup, values: set[Any]) -> Mapping[Any, Any]:
+        cache = self._found.setdefault(
+            (lookup.system, lookup.object, lookup.key, lookup.returns), {})
+        wanted = {v for v in values if _as_key(v) not in cache}
+        if wanted:
+            if len(cache) + len(wanted) > self.limit:
+                cache.clear()
+            connector = self.systems[lookup.system]
+            query = list(wanted) + [str(v) for v in wanted if not isinstance(v, str)]
+            hits = connector.get(lookup.object, lookup.key, query, [lookup.key, lookup.returns])
+            by_text = {_as_key(k): r.get(lookup.returns) for k, r in hits.items()}
+            for value in wanted:
+                cache[_as_key(value)] = by_text.get(_as_key(value), _MISSING)
+        return {v: cache[_as_key(v)] for v in values if cache.get(_as_key(v), _MISSING) is not _MISSING}
+
+
+_MISSING = object()
+
+
+def _as_key(value: KeyValue) -> str:
+    return str(value)
+
+
+@dataclass
+class RunContext:
+    """Everything a pattern needs to run one integration once."""
+
+    integration: IntegrationSpec
+    systems: Systems
+    store: Store
+    params: Mapping[str, Any]
+    spec_path: Path | None = None
+    reports_dir: Path = Path(".patchbay") / "runs"
+    stop: threading.Event = field(default_factory=threading.Event)
+    progress: ProgressCallback | None = None
+
+    @classmethod
+    def create(cls, file: IntegrationFile, integration: IntegrationSpec, store: Store,
+               params: Mapping[str, Any], **kwargs: Any) -> RunContext:
+        return cls(integration, Systems(file.systems), store, params, spec_path=file.path, **kwargs)
+
+    def notify(self, event: str, counters: Mapping[str, int]) -> None:
+        if self.progress is not None:
+            self.progress(event, counters)
+
+
+def validate_destination(integration: IntegrationSpec, schema: ObjectSchema,
+                         fields: list[str]) -> Conformer:
+    """Fail before any work when the transform writes fields the destination does not have."""
+    destination = integration.destination
+    problems = [f"'{destination.object}' of system '{destination.system}' has no field "
+                f"'{name}'{suggest(name, schema.fields)}"
+                for name in fields if name not in schema]
+    if destination.key not in schema:
+        problems.append(f"destination key '{destination.key}' is not a field of "
+                        f"'{destination.object}'{suggest(destination.key, schema.fields)}")
+    elif destination.key not in fields:
+        problems.append(f"the transform does not produce the destination key "
+                        f"'{destination.key}'")
+    if problems:
+        raise SpecError(f"integration '{integration.name}' does not fit its destination", problems)
+    return Conformer(schema, fields)

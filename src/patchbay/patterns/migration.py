@@ -1,0 +1,391 @@
+"""Migration: move a scoped set of records in batches; graceful per-record failure; resumable.
+
+    source.read(scope, after=checkpoint) ──► transform ──► conform ──► destination.write
+        (reader thread, bounded queue)                                   │
+                                               capture.compare ◄── destination.get(keys)
+                                                     │
+                              store.checkpoint(position, counters, set-aside records)
+
+A checkpoint is written only after its batch is written and compared, so it never runs
+ahead of the destination; writes are idempotent by key, so replaying the batch after a
+crash changes nothing. Stopping (Ctrl-C) finishes the current batch and leaves the run
+resumable.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from patchbay.connectors.base import Connector
+from patchbay.elements import capture, scope as scopes
+from patchbay.elements.capture import Comparison
+from patchbay.elements.compare import differing_fields, same_values
+from patchbay.elements.conform import Conformer
+from patchbay.elements.transform import SetAside, Transform
+from patchbay.errors import FatalRunError, PatchbayError, RetriableError, RunNotResumable
+from patchbay.model import Operation, Page, Record, Status
+from patchbay.patterns.context import LookupCache, RunContext, validate_destination
+from patchbay.store.store import OutcomeRow, RunRecord, RunStatus
+
+BROKEN = "__error__"
+"""Field by which a source marks a record it could not read whole."""
+
+WRITE_ATTEMPTS = 5
+"""Tries of a batch against a destination that keeps failing transiently, before the run stops."""
+
+
+@dataclass
+class Prepared:
+    """An integration bound to its run: compiled scope and transform, checked destination."""
+
+    source: Connector
+    destination: Connector
+    scope: scopes.BoundScope | None
+    transform: Transform
+    conformer: Conformer
+    fields: list[str]
+    read_fields: list[str] | None
+
+
+def prepare(ctx: RunContext, watermark_after: Any = None) -> Prepared:
+    integration = ctx.integration
+    src, dst = integration.source, integration.destination
+    source, destination = ctx.systems[src.system], ctx.systems[dst.system]
+    bound = scopes.bind(src.scope, ctx.params)
+    if src.watermark and watermark_after is not None:
+        after = scopes.Condition(src.watermark, "gt", watermark_after)
+        bound = after if bound is None else scopes.Group("and", (bound, after))
+    transform = Transform(integration.transform, ctx.params, LookupCache(ctx.systems))
+    schema = destination.describe(dst.object)
+    fields = transform.output_fields
+    if transform.passes_through:
+        source_fields = list(source.describe(src.object).fields)
+        fields = list(dict.fromkeys([*fields, *(f for f in source_fields if f in schema)]))
+    conformer = validate_destination(integration, schema, fields)
+    wanted = transform.source_fields
+    read_fields = sorted(wanted | {src.key} if src.key else wanted) if wanted is not None else src.fields
+    return Prepared(source, destination, bound, transform, conformer, fields, read_fields)
+
+
+def shape(prepared: Prepared, page: list[Record]) -> tuple[list[Record], list[Record], list[SetAside], list[SetAside]]:
+    """Transform and conform one page: (records, their sources, rejected, skipped).
+
+    A record a source could not read whole (a broken CSV row) arrives with an `__error__`
+    field and is set aside here, with the source's message.
+    """
+    broken = [r for r in page if BROKEN in r]
+    if broken:
+        page = [r for r in page if BROKEN not in r]
+    result = prepared.transform.apply(page)
+    records, sources = [], []
+    rejected = [SetAside(-1, r, "MALFORMED_RECORD", str(r[BROKEN])) for r in broken]
+    rejected += result.rejected
+    for record, source in zip(result.records, result.sources, strict=True):
+        problem = prepared.conformer.conform(record)
+        if problem is None:
+            records.append(record)
+            sources.append(source)
+        else:
+            rejected.append(SetAside(-1, source, problem.code, problem.reason))
+    return records, sources, rejected, result.skipped
+
+
+class Migration:
+    """One run of a migration integration."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.integration = ctx.integration
+        self.options = ctx.integration.options
+
+    # -- starting and resuming ------------------------------------------------------------------
+
+    def start(self, *, resume: str | None = None, fresh: bool = False, full: bool = False) -> RunRecord:
+        """Begin a run, or resume one: `resume` by id, or the unfinished run with these params."""
+        store, name = self.ctx.store, self.integration.name
+        if resume is not None:
+            run = store.run(resume)
+            if run.integration != name:
+                raise RunNotResumable(f"run {resume} belongs to '{run.integration}', not '{name}'")
+            if run.status not in RunStatus.UNFINISHED:
+                raise RunNotResumable(f"run {resume} is {run.status}; nothing to resume")
+        elif not fresh:
+            run = store.unfinished_run(name, self._run_params(full))  # type: ignore[assignment]
+        else:
+            run = None  # type: ignore[assignment]
+        if run is not None:
+            if run.owner_alive:
+                raise RunNotResumable(f"run {run.id} is still running (owner {run.owner})")
+            return store.claim(run.id)
+        return store.start_run(name, self.integration.pattern, self._run_params(full),
+                               str(self.ctx.spec_path) if self.ctx.spec_path else None)
+
+    def _run_params(self, full: bool) -> dict[str, Any]:
+        params = dict(self.ctx.params)
+        if full:
+            params["__full__"] = True
+        return params
+
+    # -- the run --------------------------------------------------------------------------------
+
+    def run(self, run: RunRecord) -> dict[str, Any]:
+        """Carry the run to its end (or to a stop); return the report."""
+        ctx, store = self.ctx, self.ctx.store
+        state = dict(run.checkpoint or {})
+        full = bool(run.params.get("__full__"))
+        watermark_after = None
+        src = self.integration.source
+        if src.watermark and not full:
+            watermark_after = state.get("watermark_after", store.cursor(self.integration.name,
+                                                                        src.system, src.object))
+        try:
+            prepared = prepare(ctx, watermark_after)
+        except PatchbayError as exc:
+            store.finish(run.id, RunStatus.FAILED, error=str(exc))
+            raise
+        counters: Counter[str] = Counter(run.counters)
+        comparison = (Comparison.from_state(state["comparison"]) if "comparison" in state
+                      else Comparison(self.integration.destination.key,
+                                      [f for f in prepared.fields], self.options.sample_size))
+        batch_no = run.batches
+        position = state.get("position")
+        high_water = state.get("high_water")
+        ctx.notify("start", counters)
+        try:
+            for page in self._pages(prepared, position):
+                batch_no += 1
+                rows, high_water = self._one_batch(prepared, page, counters, comparison, high_water)
+                position = page.position
+                store.checkpoint(run.id, batch=batch_no, counters=counters, outcome_rows=rows,
+                                 checkpoint={"position": position, "comparison": comparison.state(),
+                                             "high_water": high_water,
+                                             "watermark_after": watermark_after})
+                ctx.notify("batch", counters)
+                limit = self.options.max_rejects
+                if limit is not None and counters["rejected"] > limit:
+                    raise FatalRunError(f"{counters['rejected']} records rejected, more than "
+                                        f"max_rejects ({limit})", run=run.id)
+                if ctx.stop.is_set():
+                    store.finish(run.id, RunStatus.INTERRUPTED, counters=counters)
+                    return {"run": run.id, "status": RunStatus.INTERRUPTED,
+                            "counters": dict(counters)}
+        except (PatchbayError, Exception) as exc:
+            store.finish(run.id, RunStatus.FAILED, error=str(exc), counters=counters)
+            raise
+        report = self.report(run, prepared, counters, comparison)
+        status = report["verdict"]
+        if src.watermark and high_water is not None and status != RunStatus.INCOMPLETE:
+            store.set_cursor(self.integration.name, src.system, src.object, high_water)
+        report = capture.write_report_files(ctx.reports_dir / run.id, report, store.outcomes(run.id))
+        store.finish(run.id, status, report=report, counters=counters)
+        return report
+
+    def _pages(self, prepared: Prepared, position: Any) -> Iterator[Page]:
+        """Read ahead in a thread, `concurrency` pages at most, so memory stays bounded."""
+        src = self.integration.source
+        pages: queue.Queue[Page | BaseException | None] = queue.Queue(maxsize=self.options.concurrency)
+        stop = threading.Event()
+
+        def reader() -> None:
+            try:
+                for page in prepared.source.read(src.object, prepared.scope, key=src.key,
+                                                 fields=prepared.read_fields, after=position,
+                                                 page_size=self.options.batch_size):
+                    while not stop.is_set():
+                        try:
+                            pages.put(page, timeout=0.2)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+                pages.put(None)
+            except BaseException as exc:  # handed to the consumer, which re-raises it
+                pages.put(exc)
+
+        thread = threading.Thread(target=reader, name="patchbay-reader", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = pages.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            thread.join(timeout=5)
+
+    def _one_batch(self, prepared: Prepared, page: Page, counters: Counter[str],
+                   comparison: Comparison, high_water: Any) -> tuple[list[OutcomeRow], Any]:
+        src_key = self.integration.source.key
+        dst = self.integration.destination
+        counters["read"] += len(page.records)
+        watermark = self.integration.source.watermark
+        if watermark:
+            values = [r.get(watermark) for r in page.records if r.get(watermark) is not None]
+            if values:
+                top = max(values)
+                high_water = top if high_water is None or str(top) > str(high_water) else high_water
+        records, sources, rejected, skipped = shape(prepared, page.records)
+        rows = [OutcomeRow(_source_key(s.source, src_key), Status.REJECTED, s.code, s.reason, s.source)
+                for s in rejected]
+        rows += [OutcomeRow(_source_key(s.source, src_key), Status.SKIPPED, s.code, s.reason, s.source)
+                 for s in skipped]
+        counters["rejected"] += len(rejected)
+        counters["skipped"] += len(skipped)
+        outcomes = self._write(prepared.destination, records)
+        written = []
+        for record, source, outcome in zip(records, sources, outcomes, strict=True):
+            counters[outcome.status.value] += 1
+            if outcome.status.is_success:
+                if outcome.status is not Status.DELETED:
+                    written.append(record)
+            else:
+                rows.append(OutcomeRow(outcome.key, outcome.status.value, outcome.code,
+                                       outcome.reason, source))
+        if self.options.verify == "full" and written and dst.operation is not Operation.DELETE:
+            actual = prepared.destination.get(dst.object, dst.key, [r[dst.key] for r in written],
+                                              prepared.fields)
+            comparison.add(written, actual)
+        return rows, high_water
+
+    def _write(self, destination: Connector, records: list[Record]) -> list[Any]:
+        dst = self.integration.destination
+        if not records:
+            return []
+        delay = 1.0
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                outcomes = destination.write(dst.object, records, dst.operation, dst.key)
+            except RetriableError:
+                if attempt == WRITE_ATTEMPTS:
+                    raise
+                time.sleep(delay)
+                delay *= 2
+                continue
+            failed = [i for i, o in enumerate(outcomes) if o.status is Status.FAILED]
+            if not failed or attempt == WRITE_ATTEMPTS:
+                if failed:
+                    raise FatalRunError(f"{len(failed)} records keep failing at "
+                                        f"{dst.system}.{dst.object}: {outcomes[failed[0]].reason}")
+                return outcomes
+            retried = destination.write(dst.object, [records[i] for i in failed], dst.operation, dst.key)
+            for i, outcome in zip(failed, retried, strict=True):
+                outcomes[i] = outcome
+            if all(o.status is not Status.FAILED for o in outcomes):
+                return outcomes
+            time.sleep(delay)
+            delay *= 2
+        raise AssertionError("unreachable")
+
+    # -- results capture ------------------------------------------------------------------------
+
+    def report(self, run: RunRecord, prepared: Prepared, counters: Mapping[str, int],
+               comparison: Comparison) -> dict[str, Any]:
+        src = self.integration.source
+        in_scope = None
+        try:
+            in_scope = prepared.source.count(src.object, prepared.scope)
+        except NotImplementedError:
+            pass
+        return capture.build_report(
+            integration=self.integration, run_id=run.id, params=run.params,
+            started_at=run.started_at, counters=counters, comparison=comparison,
+            source_in_scope=in_scope, verify=self.options.verify)
+
+
+def _source_key(record: Record, key: str | None) -> Any:
+    return record.get(key) if key else None
+
+
+# -- plan: what a run would do, without writing ------------------------------------------------
+
+
+def plan(ctx: RunContext, *, examples: int = 5, limit: int | None = None) -> dict[str, Any]:
+    """Classify each record in scope as insert / update / unchanged / reject, writing nothing."""
+    integration = ctx.integration
+    src, dst = integration.source, integration.destination
+    prepared = prepare(ctx, None if not src.watermark else ctx.store.cursor(
+        integration.name, src.system, src.object))
+    counts: Counter[str] = Counter()
+    samples: dict[str, list[dict[str, Any]]] = {}
+
+    def sample(kind: str, item: dict[str, Any]) -> None:
+        bucket = samples.setdefault(kind, [])
+        if len(bucket) < examples:
+            bucket.append(item)
+
+    for page in prepared.source.read(src.object, prepared.scope, key=src.key,
+                                     fields=prepared.read_fields,
+                                     page_size=integration.options.batch_size):
+        counts["read"] += len(page.records)
+        records, _, rejected, skipped = shape(prepared, page.records)
+        for item in rejected:
+            counts["reject"] += 1
+            sample("reject", {"source": capture.plain_record(item.source), "code": item.code,
+                              "reason": item.reason})
+        counts["skip"] += len(skipped)
+        current = prepared.destination.get(dst.object, dst.key, [r[dst.key] for r in records],
+                                           prepared.fields) if records else {}
+        for record in records:
+            held = current.get(record[dst.key])
+            kind = _planned(dst.operation, record, held)
+            counts[kind] += 1
+            example: dict[str, Any] = {"key": capture.plain(record[dst.key])}
+            if kind == "update" and held is not None:
+                example["changes"] = {f: {"from": capture.plain(held.get(f)),
+                                          "to": capture.plain(record[f])}
+                                      for f in differing_fields(record, held)}
+            elif kind == "insert":
+                example["record"] = capture.plain_record(record)
+            sample(kind, example)
+        if limit is not None and counts["read"] >= limit:
+            break
+    return {"integration": integration.name, "params": capture.plain_record(dict(ctx.params)),
+            "counts": {k: counts.get(k, 0) for k in
+                       ("read", "insert", "update", "unchanged", "delete", "not_found", "reject", "skip")},
+            "examples": samples}
+
+
+def _planned(operation: Operation, record: Record, held: Record | None) -> str:
+    if operation is Operation.DELETE:
+        return "delete" if held is not None else "not_found"
+    if held is None:
+        return "not_found" if operation is Operation.UPDATE else "insert"
+    if same_values(record, held):
+        return "unchanged"
+    return "unchanged" if operation is Operation.INSERT else "update"
+
+
+# -- verify: the comparison alone --------------------------------------------------------------
+
+
+def verify(ctx: RunContext) -> dict[str, Any]:
+    """Compare the destination with the source scope now, writing nothing."""
+    integration = ctx.integration
+    src, dst = integration.source, integration.destination
+    prepared = prepare(ctx)
+    comparison = Comparison(dst.key, prepared.fields, integration.options.sample_size)
+    counters: Counter[str] = Counter()
+    for page in prepared.source.read(src.object, prepared.scope, key=src.key,
+                                     fields=prepared.read_fields,
+                                     page_size=integration.options.batch_size):
+        counters["read"] += len(page.records)
+        records, _, rejected, skipped = shape(prepared, page.records)
+        counters["rejected"] += len(rejected)
+        counters["skipped"] += len(skipped)
+        if records:
+            comparison.add(records, prepared.destination.get(
+                dst.object, dst.key, [r[dst.key] for r in records], prepared.fields))
+        ctx.notify("verify", counters)
+    return capture.build_report(integration=integration, run_id=None, params=dict(ctx.params),
+                                started_at=None, counters=counters, comparison=comparison,
+                                source_in_scope=counters["read"], verify="full")

@@ -1,0 +1,1 @@
+"""Runtime: running integrations (now: on demand; later: scheduler, triggers, workers)."""

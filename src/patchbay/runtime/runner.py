@@ -1,0 +1,72 @@
+"""Run, plan or verify a declared integration: the one entry point the CLI and API share."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from patchbay import spec
+from patchbay.errors import SpecError
+from patchbay.patterns import migration
+from patchbay.patterns.context import ProgressCallback, RunContext
+from patchbay.spec import IntegrationFile, IntegrationSpec
+from patchbay.store import Store
+
+PATTERNS: dict[str, type[migration.Migration]] = {"migration": migration.Migration}
+
+
+@dataclass
+class Invocation:
+    """An integration chosen from a file, with the parameters of this run."""
+
+    file: IntegrationFile
+    integration: IntegrationSpec
+    params: dict[str, Any]
+
+    @classmethod
+    def load(cls, path: str | Path, name: str | None, given: Mapping[str, Any]) -> Invocation:
+        file = spec.load(path)
+        integration = file.integration(name)
+        return cls(file, integration, spec.resolve_parameters(integration, given))
+
+    def context(self, store: Store, reports_dir: Path, *, progress: ProgressCallback | None = None,
+                stop: threading.Event | None = None) -> RunContext:
+        ctx = RunContext.create(self.file, self.integration, store, self.params,
+                                reports_dir=reports_dir, progress=progress)
+        if stop is not None:
+            ctx.stop = stop
+        return ctx
+
+
+def pattern_of(integration: IntegrationSpec) -> type[migration.Migration]:
+    if integration.pattern not in PATTERNS:
+        raise SpecError(f"pattern '{integration.pattern}' cannot run yet")
+    return PATTERNS[integration.pattern]
+
+
+def run(ctx: RunContext, *, resume: str | None = None, fresh: bool = False,
+        full: bool = False) -> dict[str, Any]:
+    """Run (or resume) the integration to its end; return its report."""
+    try:
+        runner = pattern_of(ctx.integration)(ctx)
+        record = runner.start(resume=resume, fresh=fresh, full=full)
+        return runner.run(record)
+    finally:
+        ctx.systems.close()
+
+
+def plan(ctx: RunContext, examples: int = 5) -> dict[str, Any]:
+    try:
+        return migration.plan(ctx, examples=examples)
+    finally:
+        ctx.systems.close()
+
+
+def verify(ctx: RunContext) -> dict[str, Any]:
+    try:
+        return migration.verify(ctx)
+    finally:
+        ctx.systems.close()

@@ -1,0 +1,674 @@
+"""Integration files: the pydantic models, and loading YAML with errors that name file, line and field.
+
+An integration file declares systems once and integrations that refer to them:
+
+    systems:
+      legacy: sqlite:///legacy_crm.db
+      warehouse: postgresql://app:${PG_PASSWORD}@db.internal/crm
+    integrations:
+      - name: Legacy CRM to warehouse - Account - migration
+        pattern: migration
+        source: {system: legacy, object: accounts, key: acct_id, scope: {...}}
+        transform: {fields: {...}}
+        destination: {system: warehouse, object: accounts, operation: upsert, key: legacy_id}
+
+The models are the documentation: `patchbay schema` prints their JSON Schema.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from patchbay.errors import ParameterError, SpecError
+from patchbay.model import FieldType, Operation
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+# -- values that may come from run parameters ---------------------------------------------------
+
+
+class ParamRef(_Model):
+    """A value given when the run starts: `{param: country}`."""
+
+    param: str
+
+
+Scalar = str | int | float | bool | dt.date | dt.datetime | None
+Value = Scalar | ParamRef
+
+
+def _as_param_ref(value: Any) -> Any:
+    if isinstance(value, dict) and set(value) == {"param"}:
+        return ParamRef(param=value["param"])
+    return value
+
+
+# -- systems ------------------------------------------------------------------------------------
+
+
+class SystemSpec(_Model):
+    """A named connection to one application. Secrets come from `${ENV_VARS}`."""
+
+    url: str = Field(description="Connection URL; the scheme chooses the connector.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Connector options.")
+    name: str = Field(default="", description="Filled in from the key under `systems`.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_url_shorthand(cls, value: Any) -> Any:
+        return {"url": value} if isinstance(value, str) else value
+
+    @property
+    def scheme(self) -> str:
+        return self.url.split(":", 1)[0].lower()
+
+    @property
+    def redacted_url(self) -> str:
+        return redact_url(self.url)
+
+    def __repr__(self) -> str:
+        return f"SystemSpec(name={self.name!r}, url={self.redacted_url!r})"
+
+    __str__ = __repr__
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, for logs and reports."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+# -- scope --------------------------------------------------------------------------------------
+
+COMPARISONS = ("eq", "ne", "gt", "gte", "lt", "lte", "like", "not_like")
+
+
+class Scope(_Model):
+    """Which records: one condition on a field, or `and` / `or` / `not` of scopes.
+
+    `{field: country, in: [DE, AT]}`, `{field: email, is_null: false}`,
+    `{and: [{field: status, eq: active}, {field: updated_at, gte: {param: since}}]}`.
+    """
+
+    field: str | None = None
+    eq: Value = None
+    ne: Value = None
+    gt: Value = None
+    gte: Value = None
+    lt: Value = None
+    lte: Value = None
+    like: Value = None
+    not_like: Value = None
+    in_: list[Value] | ParamRef | None = Field(default=None, alias="in")
+    not_in: list[Value] | ParamRef | None = None
+    is_null: bool | None = None
+    and_: list[Scope] | None = Field(default=None, alias="and")
+    or_: list[Scope] | None = Field(default=None, alias="or")
+    not_: Scope | None = Field(default=None, alias="not")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _params(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: _as_param_ref(v) for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Scope:
+        given = [name for name in self.operators_given()]
+        groups = [g for g in ("and", "or", "not") if getattr(self, g + "_") is not None]
+        if self.field is not None:
+            if groups:
+                raise ValueError(f"a condition on a field cannot also hold '{groups[0]}'")
+            if len(given) != 1:
+                ops = ", ".join((*COMPARISONS, "in", "not_in", "is_null"))
+                raise ValueError(
+                    f"a condition on '{self.field}' needs exactly one operator "
+                    f"({ops}); found {len(given)}: {', '.join(given) or 'none'}"
+                )
+        elif len(groups) != 1 or given:
+            raise ValueError("a scope is either {field: ..., <operator>: ...} or one of and/or/not")
+        return self
+
+    def operators_given(self) -> list[str]:
+        found = [op for op in COMPARISONS if op in self.model_fields_set]
+        found += [op for op, attr in (("in", "in_"), ("not_in", "not_in"), ("is_null", "is_null"))
+                  if attr in self.model_fields_set]
+        return found
+
+
+# -- transform ----------------------------------------------------------------------------------
+
+
+class Lookup(_Model):
+    """Find a value in another object: the `returns` field of the record whose `key` equals
+    this record's `value` field (e.g. the destination id of an account by its legacy id)."""
+
+    system: str
+    object: str
+    key: str = Field(description="Field of the looked-up object to match on.")
+    value: str = Field(description="Field of the source record holding the value to look for.")
+    returns: str = Field(description="Field of the looked-up record to use.")
+    on_missing: Literal["reject", "null"] = "reject"
+
+
+class FieldMapping(_Model):
+    """How one destination field is made. Exactly one of from / value / expr / lookup.
+
+    A plain string is shorthand for `{from: <string>}`.
+    """
+
+    from_: str | None = Field(default=None, alias="from", description="Source field to copy.")
+    value: Any = Field(default=None, description="A constant, or {param: name}.")
+    expr: str | None = Field(default=None, description="An expression over the record's fields.")
+    lookup: Lookup | None = None
+    type: FieldType | None = Field(default=None, description="Coerce the value to this type.")
+    formats: list[str] | None = Field(
+        default=None, description="strptime formats tried for date and datetime strings."
+    )
+    map: dict[str, Any] | None = Field(default=None, description="Value map (picklists).")
+    unmapped: Literal["keep", "null", "reject"] = Field(
+        default="keep", description="What to do with a value the map does not list."
+    )
+    default: Any = Field(default=None, description="Used when the value is null or empty.")
+    required: bool = Field(default=False, description="Reject the record if still null.")
+    trim: bool = Field(default=True, description="Strip surrounding spaces from strings.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"from": value}
+        if isinstance(value, dict) and "value" in value:
+            return {**value, "value": _as_param_ref(value["value"])}
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FieldMapping:
+        given = [n for n in ("from", "value", "expr", "lookup")
+                 if (n == "from" and self.from_ is not None)
+                 or (n == "value" and "value" in self.model_fields_set)
+                 or (n in ("expr", "lookup") and getattr(self, n) is not None)]
+        if len(given) > 1:
+            raise ValueError(f"give only one of from / value / expr / lookup, not {' and '.join(given)}")
+        return self
+
+
+class TransformSpec(_Model):
+    """What source records become."""
+
+    fields: dict[str, FieldMapping] = Field(
+        default_factory=dict, description="Destination field -> how it is made."
+    )
+    keep_unmapped: bool = Field(
+        default=False, description="Also pass source fields not named in `fields` through as-is."
+    )
+    skip_if: str | None = Field(
+        default=None, description="Expression; records for which it is true are skipped, counted."
+    )
+
+    @field_validator("fields", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+
+# -- elements of an integration -----------------------------------------------------------------
+
+
+class SourceSpec(_Model):
+    system: str
+    object: str
+    scope: Scope | None = None
+    key: str | None = Field(
+        default=None, description="Unique, orderable field: reads are ordered by it to resume."
+    )
+    watermark: str | None = Field(
+        default=None, description="Incremental field: each run reads only what changed since."
+    )
+    fields: list[str] | None = Field(default=None, description="Read only these fields.")
+
+
+class DestinationSpec(_Model):
+    system: str
+    object: str
+    operation: Operation = Operation.UPSERT
+    key: str = Field(description="Destination field that identifies a record (external id).")
+
+
+class Options(_Model):
+    batch_size: int = Field(default=2000, ge=1, le=1_000_000)
+    concurrency: int = Field(
+        default=2, ge=1, le=16, description="Batches read ahead while one is written."
+    )
+    max_rejects: int | None = Field(
+        default=None, ge=0, description="Stop the run when more records than this are rejected."
+    )
+    verify: Literal["full", "counts", "off"] = Field(
+        default="full", description="How the report compares the destination with the source."
+    )
+    sample_size: int = Field(default=20, ge=0, le=1000)
+
+
+class ParameterSpec(_Model):
+    type: Literal["string", "integer", "number", "boolean", "date", "datetime", "list"] = "string"
+    default: Any = None
+    required: bool | None = None
+    description: str | None = None
+    choices: list[Any] | None = None
+
+    @property
+    def is_required(self) -> bool:
+        return self.default is None if self.required is None else self.required
+
+
+PATTERNS = ("migration", "broadcast", "aggregation", "sync", "correlation")
+
+
+class IntegrationSpec(_Model):
+    """One integration: `<source> to <destination> - <object> - <pattern>`."""
+
+    name: str
+    pattern: Literal["migration"]
+    description: str | None = None
+    source: SourceSpec
+    transform: TransformSpec = Field(default_factory=TransformSpec)
+    destination: DestinationSpec
+    options: Options = Field(default_factory=Options)
+    parameters: dict[str, ParameterSpec] = Field(default_factory=dict)
+
+    @field_validator("parameters", mode="before")
+    @classmethod
+    def _shorthand_params(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: ({} if v is None else v) for k, v in value.items()}
+        return value
+
+    def systems_used(self) -> list[tuple[str, tuple[str, ...]]]:
+        """(system name, location in the document) for every system this integration names."""
+        used = [(self.source.system, ("source", "system")),
+                (self.destination.system, ("destination", "system"))]
+        for target, mapping in self.transform.fields.items():
+            if mapping.lookup is not None:
+                used.append((mapping.lookup.system, ("transform", "fields", target, "lookup", "system")))
+        return used
+
+
+class Document(_Model):
+    """An integration file."""
+
+    version: Literal[1] = 1
+    systems: dict[str, SystemSpec]
+    integrations: list[IntegrationSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _name_systems(self) -> Document:
+        for name, system in self.systems.items():
+            object.__setattr__(system, "name", name)
+        return self
+
+
+# -- the loaded file ----------------------------------------------------------------------------
+
+
+class IntegrationFile:
+    """A validated integration file, with where it came from."""
+
+    def __init__(self, document: Document, path: Path | None = None) -> None:
+        self.document = document
+        self.path = path
+
+    @property
+    def systems(self) -> dict[str, SystemSpec]:
+        return self.document.systems
+
+    @property
+    def integrations(self) -> list[IntegrationSpec]:
+        return self.document.integrations
+
+    def integration(self, name: str | None) -> IntegrationSpec:
+        """The integration called `name`, or the only one when `name` is None."""
+        by_name = {i.name: i for i in self.integrations}
+        if name is None:
+            if len(by_name) == 1:
+                return self.integrations[0]
+            raise SpecError(
+                f"{self._where()} declares {len(by_name)} integrations; choose one with "
+                f"--integration: {', '.join(by_name)}"
+            )
+        if name in by_name:
+            return by_name[name]
+        raise SpecError(f"{self._where()} has no integration '{name}'{suggest(name, by_name)}")
+
+    def _where(self) -> str:
+        return str(self.path) if self.path else "the integration file"
+
+
+def load(path: str | Path, environ: Mapping[str, str] | None = None) -> IntegrationFile:
+    """Read and validate an integration file. Raises SpecError listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(f"cannot read integration file {path}: {exc.strerror or exc}") from exc
+    return loads(text, path=path, environ=environ)
+
+
+def loads(text: str, path: Path | None = None, environ: Mapping[str, str] | None = None) -> IntegrationFile:
+    """Validate an integration file's text; `path` names it in errors and anchors relative paths."""
+    where = str(path) if path else "<integration>"
+    data, lines = _parse_yaml(text, where)
+    if not isinstance(data, dict):
+        raise SpecError(f"{where}: expected a mapping with 'systems' and 'integrations' at the top")
+    environ = os.environ if environ is None else environ
+    problems: list[str] = []
+    systems = data.get("systems")
+    if isinstance(systems, dict):
+        base = path.parent if path else Path.cwd()
+        data["systems"] = {
+            name: _resolve_system(name, value, environ, base, where, lines, problems)
+            for name, value in systems.items()
+        }
+    if problems:
+        raise SpecError(f"{where}: invalid integration file", problems)
+    try:
+        document = Document.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(f"{where}: invalid integration file", _describe(exc, where, lines)) from None
+    _check_references(document, where, lines)
+    return IntegrationFile(document, path)
+
+
+def _check_references(document: Document, where: str, lines: dict[tuple[Any, ...], int]) -> None:
+    problems: list[str] = []
+    names = [i.name for i in document.integrations]
+    for index, integration in enumerate(document.integrations):
+        if names.count(integration.name) > 1 and names.index(integration.name) != index:
+            problems.append(_at(where, lines, ("integrations", index, "name"))
+                            + f"integration name '{integration.name}' is used twice")
+        for system, loc in integration.systems_used():
+            if system not in document.systems:
+                problems.append(
+                    _at(where, lines, ("integrations", index, *loc))
+                    + f"unknown system '{system}'{suggest(system, document.systems)}"
+                )
+        for pname, loc in _param_refs(integration):
+            if pname not in integration.parameters:
+                problems.append(
+                    _at(where, lines, ("integrations", index, *loc))
+                    + f"parameter '{pname}' is not declared under 'parameters'"
+                    + suggest(pname, integration.parameters)
+                )
+    if problems:
+        raise SpecError(f"{where}: invalid integration file", problems)
+
+
+def _param_refs(integration: IntegrationSpec) -> list[tuple[str, tuple[Any, ...]]]:
+    found: list[tuple[str, tuple[Any, ...]]] = []
+
+    def walk_scope(scope: Scope | None, loc: tuple[Any, ...]) -> None:
+        if scope is None:
+            return
+        for op in (*COMPARISONS, "in_", "not_in"):
+            value = getattr(scope, op)
+            alias = op.rstrip("_")
+            if isinstance(value, ParamRef):
+                found.append((value.param, (*loc, alias)))
+            elif isinstance(value, list):
+                found.extend((v.param, (*loc, alias, i)) for i, v in enumerate(value)
+                             if isinstance(v, ParamRef))
+        for group in ("and_", "or_"):
+            for i, child in enumerate(getattr(scope, group) or []):
+                walk_scope(child, (*loc, group.rstrip("_"), i))
+        walk_scope(scope.not_, (*loc, "not"))
+
+    walk_scope(integration.source.scope, ("source", "scope"))
+    for target, mapping in integration.transform.fields.items():
+        if isinstance(mapping.value, ParamRef):
+            found.append((mapping.value.param, ("transform", "fields", target, "value")))
+        if mapping.expr:
+            found.extend((name, ("transform", "fields", target, "expr"))
+                         for name in re.findall(r"\bparams\.([A-Za-z_]\w*)", mapping.expr))
+    return found
+
+
+# -- environment variables in systems -----------------------------------------------------------
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _resolve_system(name: str, value: Any, environ: Mapping[str, str], base: Path, where: str,
+                    lines: dict[tuple[Any, ...], int], problems: list[str]) -> Any:
+    def substitute(text: str, loc: tuple[Any, ...]) -> str:
+        def one(match: re.Match[str]) -> str:
+            var, fallback = match.group(1), match.group(2)
+            if var in environ:
+                return environ[var]
+            if fallback is not None:
+                return fallback
+            problems.append(_at(where, lines, loc) + f"environment variable {var} is not set")
+            return ""
+        return _ENV.sub(one, text)
+
+    if isinstance(value, str):
+        return _anchor_relative(substitute(value, ("systems", name)), base)
+    if isinstance(value, dict):
+        resolved = dict(value)
+        if isinstance(value.get("url"), str):
+            resolved["url"] = _anchor_relative(substitute(value["url"], ("systems", name, "url")), base)
+        if isinstance(value.get("options"), dict):
+            resolved["options"] = {
+                k: substitute(v, ("systems", name, "options", k)) if isinstance(v, str) else v
+                for k, v in value["options"].items()
+            }
+        return resolved
+    return value
+
+
+def _anchor_relative(url: str, base: Path) -> str:
+    """Relative file paths in sqlite:/// and file: URLs are relative to the integration file."""
+    for prefix in ("sqlite:///", "file:"):
+        if url.startswith(prefix):
+            rest = url[len(prefix):]
+            if prefix == "file:" and rest.startswith("//"):
+                rest = rest[2:]
+            if rest and not rest.startswith(("/", ":memory:")) and not rest.startswith("?"):
+                return prefix + str((base / rest).resolve())
+    return url
+
+
+# -- YAML with line numbers ---------------------------------------------------------------------
+
+
+def _parse_yaml(text: str, where: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark else where
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(f"{at}: malformed YAML: {problem}") from None
+    if node is None:
+        raise SpecError(f"{where}: the file is empty")
+    lines: dict[tuple[Any, ...], int] = {}
+    _index_lines(node, (), lines)
+    data = yaml.SafeLoader(text).construct_document(node)
+    return data, lines
+
+
+def _index_lines(node: yaml.Node, loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> None:
+    lines.setdefault(loc, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = (*loc, key_node.value)
+            lines[key] = key_node.start_mark.line + 1
+            _index_lines(value_node, key, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _index_lines(item, (*loc, index), lines)
+
+
+def _at(where: str, lines: dict[tuple[Any, ...], int], loc: tuple[Any, ...]) -> str:
+    probe = tuple(loc)
+    while probe and probe not in lines:
+        probe = probe[:-1]
+    line = lines.get(probe)
+    dotted = _dotted(loc)
+    return f"{where}:{line}: {dotted}: " if line else f"{where}: {dotted}: "
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top)"
+
+
+def _describe(exc: ValidationError, where: str, lines: dict[tuple[Any, ...], int]) -> list[str]:
+    problems = []
+    for error in exc.errors():
+        loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        kind = error["type"]
+        if kind == "extra_forbidden":
+            allowed = _fields_at(Document, loc[:-1])
+            message = f"unknown field '{loc[-1]}'{suggest(str(loc[-1]), allowed)}"
+        elif kind == "missing":
+            message = "this field is required"
+        elif kind == "literal_error":
+            expected = error.get("ctx", {}).get("expected", "")
+            options = re.findall(r"'([^']*)'", expected)
+            message = f"'{error['input']}' is not one of {expected}{suggest(str(error['input']), options)}"
+        elif kind == "enum":
+            options = re.findall(r"'([^']*)'", error.get("ctx", {}).get("expected", ""))
+            message = f"'{error['input']}' is not one of {', '.join(options)}" + suggest(
+                str(error["input"]), options)
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+        problems.append(_at(where, lines, loc) + message)
+    return problems
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names (aliases) valid at `loc` inside `model`, for did-you-mean suggestions."""
+    current: Any = model
+    for part in loc:
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = next((f for n, f in current.model_fields.items() if (f.alias or n) == part), None)
+            if field is None:
+                return []
+            current = field.annotation
+        else:
+            origin = get_origin(current)
+            args = get_args(current)
+            if origin in (list, tuple) and args:
+                current = args[0]
+            elif origin is dict and args:
+                current = args[1]
+            else:
+                return []
+    current = _unwrap(current)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [f.alias or n for n, f in current.model_fields.items() if n != "name" or f.alias]
+    return []
+
+
+def _unwrap(annotation: Any) -> Any:
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    if get_origin(annotation) in (Union, type(int | None)):
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)
+                  and m is not ParamRef]
+        structured = [m for m in members if get_origin(m) in (list, dict)]
+        return models[0] if models else (structured[0] if structured else annotation)
+    return annotation
+
+
+def suggest(word: str, options: Any) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+# -- run parameters -----------------------------------------------------------------------------
+
+
+def resolve_parameters(integration: IntegrationSpec, given: Mapping[str, Any]) -> dict[str, Any]:
+    """Check and convert the parameters of one run; every problem is reported at once."""
+    problems = []
+    declared = integration.parameters
+    for name in given:
+        if name not in declared:
+            hint = suggest(name, declared) or (
+                f"; it declares {', '.join(declared)}" if declared else "; it declares none")
+            problems.append(f"unknown parameter '{name}' for '{integration.name}'{hint}")
+    values: dict[str, Any] = {}
+    for name, param in declared.items():
+        raw = given.get(name, param.default)
+        if raw is None:
+            if param.is_required:
+                problems.append(f"parameter '{name}' is required: pass --param {name}=<{param.type}>"
+                                + (f" ({param.description})" if param.description else ""))
+            values[name] = None
+            continue
+        try:
+            value = _convert_parameter(raw, param.type)
+        except (ValueError, InvalidOperation) as exc:
+            problems.append(f"parameter '{name}': {exc}")
+            continue
+        if param.choices is not None and value not in param.choices:
+            problems.append(f"parameter '{name}' must be one of {param.choices}, not {value!r}")
+        values[name] = value
+    if problems:
+        raise ParameterError(f"cannot start '{integration.name}'", problems)
+    return values
+
+
+def _convert_parameter(raw: Any, kind: str) -> Any:
+    if kind == "list":
+        return [p.strip() for p in raw.split(",")] if isinstance(raw, str) else list(raw)
+    if not isinstance(raw, str):
+        return raw
+    try:
+        if kind == "integer":
+            return int(raw)
+        if kind == "number":
+            return Decimal(raw) if "." in raw else int(raw)
+        if kind == "boolean":
+            if raw.lower() in ("true", "yes", "1", "y"):
+                return True
+            if raw.lower() in ("false", "no", "0", "n"):
+                return False
+            raise ValueError
+        if kind == "date":
+            return dt.date.fromisoformat(raw)
+        if kind == "datetime":
+            return dt.datetime.fromisoformat(raw)
+    except ValueError:
+        raise ValueError(f"{raw!r} is not a valid {kind}") from None
+    return raw
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of integration files, for editors."""
+    return Document.model_json_schema(by_alias=True)

@@ -1,0 +1,89 @@
+"""The engine state's tables, and the versioned migrations that create and evolve them.
+
+A new version appends a function to MIGRATIONS; a store opened by a newer patchbay
+applies the missing ones in order, each in its own transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+metadata = sa.MetaData()
+
+meta = sa.Table(
+    "patchbay_meta", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(255), nullable=False),
+)
+
+runs = sa.Table(
+    "patchbay_runs", metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("integration", sa.String(255), nullable=False, index=True),
+    sa.Column("pattern", sa.String(32), nullable=False),
+    sa.Column("spec_path", sa.Text),
+    sa.Column("params", sa.JSON, nullable=False),
+    sa.Column("status", sa.String(32), nullable=False, index=True),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+    sa.Column("heartbeat_at", sa.DateTime(timezone=True)),
+    sa.Column("owner", sa.String(255)),
+    sa.Column("batches", sa.Integer, nullable=False, default=0),
+    sa.Column("counters", sa.JSON, nullable=False),
+    sa.Column("checkpoint", sa.JSON),
+    sa.Column("report", sa.JSON),
+    sa.Column("error", sa.Text),
+)
+
+outcomes = sa.Table(
+    "patchbay_outcomes", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(40), sa.ForeignKey("patchbay_runs.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("batch", sa.Integer, nullable=False),
+    sa.Column("record_key", sa.Text),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("code", sa.String(64)),
+    sa.Column("reason", sa.Text),
+    sa.Column("source", sa.JSON),
+    sa.Index("ix_patchbay_outcomes_run", "run_id", "status"),
+)
+
+cursors = sa.Table(
+    "patchbay_cursors", metadata,
+    sa.Column("integration", sa.String(255), primary_key=True),
+    sa.Column("system", sa.String(255), primary_key=True),
+    sa.Column("object", sa.String(255), primary_key=True),
+    sa.Column("value", sa.JSON),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+def _v1(conn: Connection) -> None:
+    for table in (runs, outcomes, cursors):
+        table.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(conn: Connection) -> int:
+    """Bring the schema to SCHEMA_VERSION; return the version found before."""
+    meta.create(conn, checkfirst=True)
+    found = conn.execute(sa.select(meta.c.value).where(meta.c.name == "schema_version")).scalar()
+    version = int(found) if found is not None else 0
+    if version > SCHEMA_VERSION:
+        raise RuntimeError(f"the engine state has schema version {version}, newer than this "
+                           f"patchbay knows ({SCHEMA_VERSION}); upgrade patchbay")
+    for number in range(version, SCHEMA_VERSION):
+        MIGRATIONS[number](conn)
+    if version == 0:
+        conn.execute(sa.insert(meta).values(name="schema_version", value=str(SCHEMA_VERSION)))
+    elif version < SCHEMA_VERSION:
+        conn.execute(sa.update(meta).where(meta.c.name == "schema_version")
+                     .values(value=str(SCHEMA_VERSION)))
+    return version

@@ -1,0 +1,266 @@
+"""The Store: everything the engine must remember between processes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from patchbay.store import schema
+from patchbay.store.schema import cursors, outcomes, runs
+
+DEFAULT_DIRECTORY = ".patchbay"
+STALE_AFTER = dt.timedelta(minutes=2)
+"""A running run whose owner has not checkpointed for this long, on another host, is dead."""
+
+
+class RunStatus:
+    RUNNING = "running"
+    INTERRUPTED = "interrupted"
+    FAILED = "failed"
+    COMPLETE = "complete"
+    COMPLETE_WITH_REJECTS = "complete_with_rejects"
+    INCOMPLETE = "incomplete"
+
+    UNFINISHED = (RUNNING, INTERRUPTED, FAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    id: str
+    integration: str
+    pattern: str
+    spec_path: str | None
+    params: dict[str, Any]
+    status: str
+    started_at: dt.datetime
+    finished_at: dt.datetime | None
+    heartbeat_at: dt.datetime | None
+    owner: str | None
+    batches: int
+    counters: dict[str, int]
+    checkpoint: dict[str, Any] | None
+    report: dict[str, Any] | None
+    error: str | None
+
+    @property
+    def owner_alive(self) -> bool:
+        """Whether the process that owns this running run still lives."""
+        if self.status != RunStatus.RUNNING or not self.owner:
+            return False
+        host, _, pid = self.owner.rpartition(":")
+        if host == socket.gethostname():
+            try:
+                os.kill(int(pid), 0)
+            except (ProcessLookupError, ValueError):
+                return False
+            except PermissionError:
+                return True
+            return True
+        beat = self.heartbeat_at or self.started_at
+        return _now() - _aware(beat) < STALE_AFTER
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeRow:
+    record_key: Any
+    status: str
+    code: str | None
+    reason: str | None
+    source: Mapping[str, Any] | None
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def new_run_id() -> str:
+    return _now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+class Store:
+    """Engine state behind SQLAlchemy Core; open with `Store.open()`."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        with engine.begin() as conn:
+            schema.migrate(conn)
+
+    @classmethod
+    def open(cls, url: str | None = None, directory: str | Path = DEFAULT_DIRECTORY) -> Store:
+        """The store at `url`, or an SQLite file `state.db` under `directory`."""
+        if url is None:
+            url = os.environ.get("PATCHBAY_STATE")
+        if url is None:
+            path = Path(directory)
+            path.mkdir(parents=True, exist_ok=True)
+            url = f"sqlite:///{path / 'state.db'}"
+        from patchbay.connectors.sql import sqlalchemy_url
+
+        engine = sa.create_engine(sqlalchemy_url(url))
+        if engine.dialect.name == "sqlite":
+            sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return cls(engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- runs -----------------------------------------------------------------------------------
+
+    def start_run(self, integration: str, pattern: str, params: Mapping[str, Any],
+                  spec_path: str | None = None) -> RunRecord:
+        now = _now()
+        values = dict(id=new_run_id(), integration=integration, pattern=pattern,
+                      spec_path=spec_path, params=_jsonable(params), status=RunStatus.RUNNING,
+                      started_at=now, heartbeat_at=now, owner=_owner(), batches=0, counters={},
+                      checkpoint=None)
+        with self.engine.begin() as conn:
+            conn.execute(sa.insert(runs).values(**values))
+        return self.run(str(values["id"]))
+
+    def claim(self, run_id: str) -> RunRecord:
+        """Take over an unfinished run to resume it."""
+        with self.engine.begin() as conn:
+            conn.execute(sa.update(runs).where(runs.c.id == run_id).values(
+                status=RunStatus.RUNNING, owner=_owner(), heartbeat_at=_now(), error=None,
+                finished_at=None))
+        return self.run(run_id)
+
+    def run(self, run_id: str) -> RunRecord:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).mappings().first()
+        if row is None:
+            from patchbay.errors import RunNotResumable
+
+            raise RunNotResumable(f"no run '{run_id}' in the engine state")
+        return _run_record(row)
+
+    def runs(self, integration: str | None = None, limit: int = 50) -> list[RunRecord]:
+        stmt = sa.select(runs).order_by(runs.c.started_at.desc(), runs.c.id.desc()).limit(limit)
+        if integration is not None:
+            stmt = stmt.where(runs.c.integration == integration)
+        with self.engine.connect() as conn:
+            return [_run_record(r) for r in conn.execute(stmt).mappings()]
+
+    def unfinished_run(self, integration: str, params: Mapping[str, Any]) -> RunRecord | None:
+        """The latest unfinished run of this integration with the same parameters."""
+        wanted = _jsonable(params)
+        stmt = (sa.select(runs).where(runs.c.integration == integration,
+                                      runs.c.status.in_(RunStatus.UNFINISHED))
+                .order_by(runs.c.started_at.desc()))
+        with self.engine.connect() as conn:
+            for row in conn.execute(stmt).mappings():
+                if row["params"] == wanted:
+                    return _run_record(row)
+        return None
+
+    def checkpoint(self, run_id: str, *, batch: int, checkpoint: Mapping[str, Any],
+                   counters: Mapping[str, int], outcome_rows: Sequence[OutcomeRow] = ()) -> None:
+        """Record a written batch: its set-aside records and the position after it, together."""
+        with self.engine.begin() as conn:
+            if outcome_rows:
+                conn.execute(sa.insert(outcomes), [
+                    dict(run_id=run_id, batch=batch, record_key=_key_text(o.record_key),
+                         status=o.status, code=o.code, reason=o.reason,
+                         source=_jsonable(o.source) if o.source is not None else None)
+                    for o in outcome_rows])
+            conn.execute(sa.update(runs).where(runs.c.id == run_id).values(
+                batches=batch, checkpoint=_jsonable(checkpoint), counters=dict(counters),
+                heartbeat_at=_now()))
+
+    def finish(self, run_id: str, status: str, *, report: Mapping[str, Any] | None = None,
+               error: str | None = None, counters: Mapping[str, int] | None = None) -> None:
+        values: dict[str, Any] = dict(status=status, error=error)
+        if status not in (RunStatus.RUNNING, RunStatus.INTERRUPTED, RunStatus.FAILED):
+            values["finished_at"] = _now()
+        if report is not None:
+            values["report"] = _jsonable(report)
+        if counters is not None:
+            values["counters"] = dict(counters)
+        with self.engine.begin() as conn:
+            conn.execute(sa.update(runs).where(runs.c.id == run_id).values(**values))
+
+    def outcomes(self, run_id: str, statuses: Sequence[str] | None = None,
+                 limit: int | None = None) -> list[dict[str, Any]]:
+        stmt = sa.select(outcomes).where(outcomes.c.run_id == run_id).order_by(outcomes.c.id)
+        if statuses:
+            stmt = stmt.where(outcomes.c.status.in_(list(statuses)))
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(stmt).mappings()]
+
+    def count_outcomes(self, run_id: str) -> dict[str, int]:
+        stmt = (sa.select(outcomes.c.status, sa.func.count()).where(outcomes.c.run_id == run_id)
+                .group_by(outcomes.c.status))
+        with self.engine.connect() as conn:
+            return {status: int(n) for status, n in conn.execute(stmt)}
+
+    # -- cursors --------------------------------------------------------------------------------
+
+    def cursor(self, integration: str, system: str, object: str) -> Any:
+        """The watermark an integration reached in one system's object, or None."""
+        stmt = sa.select(cursors.c.value).where(cursors.c.integration == integration,
+                                                cursors.c.system == system,
+                                                cursors.c.object == object)
+        with self.engine.connect() as conn:
+            return conn.execute(stmt).scalar()
+
+    def set_cursor(self, integration: str, system: str, object: str, value: Any,
+                   conn: Connection | None = None) -> None:
+        values = dict(integration=integration, system=system, object=object,
+                      value=_jsonable(value), updated_at=_now())
+        with self.engine.begin() as own:
+            target = conn or own
+            updated = target.execute(sa.update(cursors).where(
+                cursors.c.integration == integration, cursors.c.system == system,
+                cursors.c.object == object).values(value=values["value"],
+                                                   updated_at=values["updated_at"]))
+            if updated.rowcount == 0:
+                target.execute(sa.insert(cursors).values(**values))
+
+
+def _run_record(row: Mapping[str, Any]) -> RunRecord:
+    return RunRecord(**{c.name: row[c.name] for c in runs.columns})
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _key_text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _jsonable(value: Any) -> Any:
+    """Values as JSON can hold them: dates and decimals become text."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
