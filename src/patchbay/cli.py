@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from patchbay import render
 from patchbay.errors import ConnectionFailed, PatchbayError, RunNotResumable, SpecError
 from patchbay.runtime import runner
 from patchbay.runtime.runner import Invocation
@@ -101,7 +102,7 @@ def plan(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = No
         if as_json:
             console.print_json(json.dumps(result, default=str))
         else:
-            _show_plan(result)
+            render.plan(console, result)
 
 
 @app.command()
@@ -116,7 +117,7 @@ def verify(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = 
         if as_json:
             console.print_json(json.dumps(report, default=str))
         else:
-            _show_report(report)
+            render.report(console, report)
         raise typer.Exit(_VERDICT_EXIT.get(report["verdict"], EXIT_FAILED))
 
 
@@ -135,7 +136,7 @@ def list_runs(integration: IntegrationOpt = None,
         for r in records:
             c = r.counters
             written = sum(c.get(k, 0) for k in ("created", "updated", "unchanged", "deleted"))
-            table.add_row(r.id, r.integration, _status_text(r.status), str(c.get("read", 0)),
+            table.add_row(r.id, r.integration, render.status_text(r.status), str(c.get("read", 0)),
                           str(written), str(c.get("rejected", 0)), r.started_at.strftime("%Y-%m-%d %H:%M:%S"))
         console.print(table)
 
@@ -154,10 +155,10 @@ def show(run_id: Annotated[str, typer.Argument(help="The run to show.")],
                                            "set_aside": set_aside}, default=str))
             return
         if record.report:
-            _show_report(record.report)
+            render.report(console, record.report)
         else:
             console.print(f"run [bold]{record.id}[/] of [bold]{record.integration}[/]: "
-                          f"{_status_text(record.status)}; counters {dict(record.counters)}")
+                          f"{render.status_text(record.status)}; counters {dict(record.counters)}")
             if record.error:
                 console.print(f"[red]error:[/] {record.error}")
         if set_aside:
@@ -201,7 +202,7 @@ def _execute(invocation: Invocation, state: str | None, *, resume: str | None = 
         console.print(f"[yellow]interrupted[/] after {report['counters'].get('read', 0)} records; "
                       f"continue with: patchbay resume {report['run']}")
     else:
-        _show_report(report)
+        render.report(console, report)
     return _VERDICT_EXIT.get(report.get("verdict") or report.get("status", ""), EXIT_FAILED)
 
 
@@ -286,61 +287,6 @@ def _run_summary(record: Any) -> dict[str, Any]:
     return {"run": record.id, "integration": record.integration, "status": record.status,
             "counters": record.counters, "started_at": record.started_at,
             "finished_at": record.finished_at, "error": record.error}
-
-
-def _status_text(status: str) -> str:
-    colour = {"complete": "green", "complete_with_rejects": "yellow", "incomplete": "red",
-              "failed": "red", "interrupted": "yellow", "running": "cyan"}.get(status, "white")
-    return f"[{colour}]{status.replace('_', ' ')}[/]"
-
-
-def _show_report(report: Mapping[str, Any]) -> None:
-    counts = report["counts"]
-    console.print(f"\n[bold]{report['integration']}[/]" + (f"  run {report['run']}" if report.get("run") else ""))
-    src, dst = report["source"], report["destination"]
-    console.print(f"{src['system']}.{src['object']} → {dst['system']}.{dst['object']} "
-                  f"({dst['operation']} by {dst['key']})")
-    in_scope = src.get("in_scope")
-    table = Table("in scope", "read", "created", "updated", "unchanged", "rejected", "skipped",
-                  "failed")
-    table.add_row(*(str(x) for x in (
-        "–" if in_scope is None else in_scope, counts["read"], counts["created"],
-        counts["updated"], counts["unchanged"], counts["rejected"], counts["skipped"],
-        counts["failed"])))
-    console.print(table)
-    comparison = report.get("comparison")
-    if comparison:
-        fields = Table("field", "differing", "source checksum", "destination checksum",
-                       title=f"destination compared with source ({comparison['compared']} records)")
-        for name, tally in comparison["fields"].items():
-            mark = "" if tally["match"] else "[red]"
-            fields.add_row(name, f"{mark}{tally['differing']}", tally["source_checksum"],
-                           f"{mark}{tally['destination_checksum']}")
-        console.print(fields)
-        for sample in comparison["samples"][:5]:
-            console.print(f"  [red]≠[/] {sample}")
-    by_code = report.get("set_aside_by_code")
-    if by_code:
-        console.print("set aside: " + ", ".join(f"{code} {n}" for code, n in sorted(by_code.items())))
-    files = report.get("files")
-    if files:
-        console.print(f"report: {files['report']}\nrejects: {files['rejects']}")
-    if report.get("records_per_second"):
-        console.print(f"{report['seconds']} s, {report['records_per_second']:,} records/s")
-    console.print(f"verdict: {_status_text(report['verdict'])}"
-                  + "".join(f"\n  - {r}" for r in report.get("verdict_reasons", [])))
-
-
-def _show_plan(result: Mapping[str, Any]) -> None:
-    counts = result["counts"]
-    console.print(f"\n[bold]plan for {result['integration']}[/] (nothing written)")
-    table = Table(*counts.keys())
-    table.add_row(*(str(v) for v in counts.values()))
-    console.print(table)
-    for kind, items in result["examples"].items():
-        console.print(f"[bold]{kind}[/] e.g.")
-        for item in items:
-            console.print(f"  {json.dumps(item, default=str)}")
 
 
 if __name__ == "__main__":

@@ -86,6 +86,9 @@ class SystemSpec(_Model):
     __str__ = __repr__
 
 
+_USERINFO_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@?#]*:)[^@]*@")
+
+
 def redact_url(url: str) -> str:
     """The URL with any password replaced, for logs and reports."""
     try:
@@ -93,7 +96,9 @@ def redact_url(url: str) -> str:
     except ValueError:
         return "<unparseable url>"
     if parts.password is None:
-        return url
+        # an unencoded '/', '?' or '#' in the password hides it from urlsplit, not from
+        # SQLAlchemy, which reads everything up to the '@' as the password
+        return _USERINFO_PASSWORD.sub(r"\1***@", url, count=1)
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
 
@@ -192,7 +197,19 @@ class FieldMapping(_Model):
     )
     default: Any = Field(default=None, description="Used when the value is null or empty.")
     required: bool = Field(default=False, description="Reject the record if still null.")
-    trim: bool = Field(default=True, description="Strip surrounding spaces from strings.")
+    trim: bool = Field(default=False, description="Strip surrounding spaces from strings.")
+    pattern: str | None = Field(
+        default=None, description="Regular expression the final value must match, or be rejected.")
+
+    @field_validator("pattern")
+    @classmethod
+    def _valid_pattern(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression: {exc}") from None
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -636,7 +653,8 @@ def resolve_parameters(integration: IntegrationSpec, given: Mapping[str, Any]) -
         except (ValueError, InvalidOperation) as exc:
             problems.append(f"parameter '{name}': {exc}")
             continue
-        if param.choices is not None and value not in param.choices:
+        items = value if param.type == "list" else [value]
+        if param.choices is not None and any(v not in param.choices for v in items):
             problems.append(f"parameter '{name}' must be one of {param.choices}, not {value!r}")
         values[name] = value
     if problems:

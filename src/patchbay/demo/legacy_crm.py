@@ -89,7 +89,6 @@ import os
 import random
 import sqlite3
 import sys
-import tempfile
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -899,10 +898,12 @@ def _too_long_name(rng: random.Random, name: str) -> str:
 
 
 def _dirty_employees(rng: random.Random, employees: int) -> str:
+    # People who type "approx" round to two significant digits.
+    rough = round(employees, 2 - len(str(employees))) or employees
     low = max(1, employees // 10 * 10)
     options = [
-        f"approx {employees}",
-        f"ca. {employees}",
+        f"approx {rough}",
+        f"ca. {rough}",
         f"{low}+",
         f"{low}-{low * 2}",
         "n/a",
@@ -1198,8 +1199,9 @@ def build_legacy_crm(
     """Write the legacy CRM demo database to ``path``, replacing any file there.
 
     ``contacts_per_account`` is an average: the table gets
-    ``round(accounts * contacts_per_account)`` contacts, spread unevenly over
-    the accounts. The dirt is described in the module docstring.
+    ``accounts * contacts_per_account`` contacts (rounded half up), spread
+    unevenly over the accounts, with bigger companies getting more. The dirt is
+    described in the module docstring.
     """
     if accounts < 0:
         raise ValueError(f"accounts must be >= 0, got {accounts}")
@@ -1238,9 +1240,11 @@ def _write_database(
 ) -> None:
     # Building next to the target and renaming means a reader never sees a
     # half-written demo database, and a failed build leaves the old one intact.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    # Not mkstemp: its 0600 mode would make the shared demo file unreadable to
+    # other users, while SQLite creates files with the usual umask-based mode.
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
     try:
         conn = sqlite3.connect(tmp, isolation_level=None)
         try:

@@ -12,6 +12,7 @@ import csv
 import datetime as dt
 import hashlib
 import json
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +24,27 @@ from patchbay.model import KeyValue, Record
 _MASK = (1 << 64) - 1
 
 
-def _digest(values: Sequence[Any]) -> int:
-    data = repr(values).encode("utf-8", "surrogatepass")
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+def _row(columns: Any, record: Record, fields: list[str]) -> tuple[Any, ...]:
+    try:
+        row: tuple[Any, ...] = columns(record)
+    except KeyError:
+        row = tuple(record.get(f) for f in fields)
+    return row
+
+
+def _rows(columns: Any, records: Sequence[Record], fields: list[str]) -> list[tuple[Any, ...]]:
+    try:
+        return list(map(columns, records))
+    except KeyError:
+        return [_row(columns, r, fields) for r in records]
+
+
+def _digest(keys: bytes, values: Sequence[Any]) -> int:
+    """A digest of one field's values over one batch, tied to the batch's keys so that
+    values swapped between records (or batches) change it."""
+    hasher = hashlib.blake2b(keys, digest_size=8)
+    hasher.update(repr(values).encode("utf-8", "surrogatepass"))
+    return int.from_bytes(hasher.digest(), "big")
 
 
 @dataclass
@@ -54,35 +73,51 @@ class Comparison:
     def add(self, desired: Sequence[Record], actual: Mapping[KeyValue, Record]) -> None:
         """Compare one batch of desired records with the destination's records by key."""
         key = self.key
+        fields = self.fields
+        columns = operator.itemgetter(*fields) if len(fields) > 1 else (lambda r: (r.get(fields[0]),))
         found = [actual.get(r[key]) for r in desired]
-        present = [i for i, a in enumerate(found) if a is not None]
-        missing = [i for i, a in enumerate(found) if a is None]
+        present = [i for i, held in enumerate(found) if held is not None]
         self.compared += len(desired)
-        self.missing += len(missing)
-        for i in missing[: max(0, self.sample_size - len(self.samples))]:
-            self.samples.append({"key": plain(desired[i][key]), "problem": "missing in destination"})
-        differs = [False] * len(desired)
-        for name in self.fields:
-            tally = self.tallies[name]
-            want = tuple(desired[i].get(name) for i in present)
-            have = tuple(found[i].get(name) for i in present)  # type: ignore[union-attr]
+        if len(present) < len(desired):
+            for index, held in enumerate(found):
+                if held is None:
+                    self.missing += 1
+                    if len(self.samples) < self.sample_size:
+                        self.samples.append({"key": plain(desired[index][key]),
+                                             "problem": "missing in destination"})
+            want_rows = [_row(columns, desired[i], fields) for i in present]
+            have_rows = [_row(columns, found[i], fields) for i in present]  # type: ignore[arg-type]
+        else:
+            want_rows = _rows(columns, desired, fields)
+            have_rows = _rows(columns, found, fields)  # type: ignore[arg-type]
+        keys = repr([desired[i][key] for i in present]).encode("utf-8", "surrogatepass")
+        if want_rows == have_rows:
+            self.matching += len(present)
+            for tally, column in zip(self.tallies.values(), zip(*want_rows, strict=True), strict=False):
+                digest = _digest(keys, column)
+                tally.source_checksum = (tally.source_checksum + digest) & _MASK
+                tally.destination_checksum = (tally.destination_checksum + digest) & _MASK
+            return
+        differs = [False] * len(present)
+        for name, tally, want, have in zip(self.fields, self.tallies.values(),
+                                           zip(*want_rows, strict=True), zip(*have_rows, strict=True),
+                                           strict=False):
             if want == have:
-                digest = _digest(want)
+                digest = _digest(keys, want)
                 tally.source_checksum = (tally.source_checksum + digest) & _MASK
                 tally.destination_checksum = (tally.destination_checksum + digest) & _MASK
                 continue
             want_n = tuple(normalise(v) for v in want)
             have_n = tuple(normalise(v) for v in have)
-            tally.source_checksum = (tally.source_checksum + _digest(want_n)) & _MASK
-            tally.destination_checksum = (tally.destination_checksum + _digest(have_n)) & _MASK
+            tally.source_checksum = (tally.source_checksum + _digest(keys, want_n)) & _MASK
+            tally.destination_checksum = (tally.destination_checksum + _digest(keys, have_n)) & _MASK
             for position, (w, h) in enumerate(zip(want_n, have_n, strict=True)):
                 if w != h:
                     tally.differing += 1
-                    index = present[position]
-                    if not differs[index] and len(self.samples) < self.sample_size:
-                        self.samples.append({"key": plain(desired[index][key]), "field": name,
-                                             "expected": plain(w), "actual": plain(h)})
-                    differs[index] = True
+                    if not differs[position] and len(self.samples) < self.sample_size:
+                        self.samples.append({"key": plain(desired[present[position]][key]),
+                                             "field": name, "expected": plain(w), "actual": plain(h)})
+                    differs[position] = True
         different = sum(differs)
         self.differing += different
         self.matching += len(present) - different

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from patchbay.model import PYTHON_TYPES, FieldType, ObjectSchema, Record
+from patchbay.model import PYTHON_TYPES, FieldSchema, FieldType, ObjectSchema, Record
 
 Converter = Callable[[Any], Any]
 
@@ -41,9 +41,13 @@ def _to_integer(value: Any) -> Any:
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, float | Decimal):
-        if value != int(value):
+        try:
+            whole = int(value)
+        except (ValueError, OverflowError):  # NaN, Infinity
+            raise CoercionError(f"{value!r} is not an integer") from None
+        if value != whole:
             raise CoercionError(f"{value!r} is not a whole number")
-        return int(value)
+        return whole
     try:
         return int(str(value).strip().replace("_", ""))
     except ValueError:
@@ -81,6 +85,13 @@ def _to_boolean(value: Any) -> Any:
 
 def _date_parser(formats: Sequence[str] | None, want_datetime: bool) -> Converter:
     def parse(value: Any) -> Any:
+        if type(value) is str and not formats:
+            try:
+                parsed = dt.datetime.fromisoformat(value)
+            except ValueError:
+                pass
+            else:
+                return parsed if want_datetime else parsed.date()
         if isinstance(value, dt.datetime):
             return value if want_datetime else value.date()
         if isinstance(value, dt.date):
@@ -130,6 +141,8 @@ def converter(kind: FieldType, formats: Sequence[str] | None = None) -> Converte
     if kind is FieldType.STRING:
         return lambda v: v if v is None or type(v) is str else base(v)
     exact = (dt.date,) if kind is FieldType.DATE else accepted
+    if kind is FieldType.JSON:
+        exact = tuple(t for t in accepted if t is not str)  # JSON text is parsed
     no_bool = kind in (FieldType.INTEGER, FieldType.NUMBER, FieldType.DECIMAL)
 
     def convert(value: Any) -> Any:
@@ -152,48 +165,111 @@ class Problem:
     reason: str
 
 
-class Conformer:
-    """Checks and converts records to one destination object's schema, per batch.
+_BULK: dict[FieldType, Converter] = {
+    FieldType.DATETIME: dt.datetime.fromisoformat,
+    FieldType.DECIMAL: Decimal,
+    FieldType.NUMBER: float,
+}
+"""Converters fast enough to try on a whole column first; any failure falls back to the
+careful per-value path, which finds the bad values and says why."""
 
-    Only fields that need work get a step, so a record already in shape costs almost nothing.
+
+class Conformer:
+    """Checks and converts records to one destination object's schema, a batch at a time.
+
+    Work is done field by field over the batch, and only for fields that need it, so a
+    batch already in shape costs a type check per value.
     """
 
     def __init__(self, schema: ObjectSchema, fields: Sequence[str]) -> None:
         self.schema = schema
-        self._steps: list[tuple[str, Converter | None, int | None, frozenset[str] | None, bool]] = []
+        self._steps: list[_FieldCheck] = []
         for name in fields:
             spec = schema.fields.get(name)
-            if spec is None:
-                continue
-            self._steps.append((
-                name,
-                converter(spec.type) if spec.type is not FieldType.JSON else None,
-                spec.max_length if spec.type is FieldType.STRING else None,
-                frozenset(spec.choices) if spec.choices else None,
-                spec.required,
-            ))
+            if spec is not None:
+                self._steps.append(_FieldCheck(spec))
         self.missing_required = [f.name for f in schema if f.required and f.name not in fields]
 
     def conform(self, record: Record) -> Problem | None:
-        """Convert `record` in place; return the problem if it cannot be written."""
+        """Convert one record in place; return its problem if it cannot be written."""
+        return self.conform_batch([record]).get(0)
+
+    def conform_batch(self, records: Sequence[Record]) -> dict[int, Problem]:
+        """Convert records in place; return the problem of each one that cannot be written."""
         if self.missing_required:
-            return Problem("REQUIRED_FIELD_MISSING",
-                           f"required field(s) not mapped: {', '.join(self.missing_required)}")
-        for name, convert, max_length, choices, required in self._steps:
-            value = record.get(name)
-            if convert is not None and value is not None:
-                try:
-                    value = convert(value)
-                except CoercionError as exc:
-                    return Problem("INVALID_TYPE", f"{name}: {exc}")
-                record[name] = value
-            if value is None:
-                if required:
-                    return Problem("REQUIRED_FIELD_MISSING", f"{name} is required")
+            problem = Problem("REQUIRED_FIELD_MISSING",
+                              f"required field(s) not mapped: {', '.join(self.missing_required)}")
+            return dict.fromkeys(range(len(records)), problem)
+        problems: dict[int, Problem] = {}
+        for step in self._steps:
+            step.run(records, problems)
+        return problems
+
+
+class _FieldCheck:
+    """Conversion and checks of one destination field."""
+
+    def __init__(self, spec: FieldSchema) -> None:
+        self.name = spec.name
+        self.kind = spec.type
+        self.convert = converter(spec.type) if spec.type is not FieldType.JSON else None
+        self.accepted = tuple(t for t in PYTHON_TYPES[spec.type]
+                              if not (t is int and spec.type is not FieldType.INTEGER
+                                      and spec.type is not FieldType.JSON))
+        self.max_length = spec.max_length if spec.type is FieldType.STRING else None
+        self.choices = frozenset(spec.choices) if spec.choices else None
+        self.required = spec.required
+        self.clean_types = frozenset((*self.accepted, type(None)))
+
+    def run(self, records: Sequence[Record], problems: dict[int, Problem]) -> None:
+        name = self.name
+        column = [r.get(name) for r in records]
+        kinds = set(map(type, column))
+        if self.convert is not None and not kinds <= self.clean_types:
+            column = self._convert(records, column, problems)
+        if self.required and type(None) in kinds | set(map(type, column)):
+            for index, value in enumerate(column):
+                if value is None:
+                    problems.setdefault(index, Problem("REQUIRED_FIELD_MISSING", f"{name} is required"))
+        if self.max_length is not None:
+            limit = self.max_length
+            if max(map(len, filter(None, column)), default=0) > limit:
+                for index, value in enumerate(column):
+                    if value is not None and len(value) > limit:
+                        problems.setdefault(index, Problem(
+                            "STRING_TOO_LONG",
+                            f"{name}: {len(value)} characters, at most {limit} allowed"))
+        if self.choices is not None:
+            for index, value in enumerate(column):
+                if value is not None and value not in self.choices:
+                    problems.setdefault(index, Problem(
+                        "INVALID_PICKLIST", f"{name}: {value!r} is not an allowed value"))
+
+    def _convert(self, records: Sequence[Record], column: list[Any],
+                 problems: dict[int, Problem]) -> list[Any]:
+        """Convert the values not yet of the field's type; a value that cannot be is a problem."""
+        name, accepted, convert = self.name, self.accepted, self.convert
+        assert convert is not None
+        bulk = _BULK.get(self.kind)
+        if bulk is not None and set(map(type, column)) <= {str, type(None)}:
+            try:
+                converted = [None if v is None else bulk(v) for v in column]
+            except (ValueError, TypeError, ArithmeticError):
+                pass
+            else:
+                for record, value in zip(records, converted, strict=True):
+                    record[name] = value
+                return converted
+        converted = list(column)
+        for index, value in enumerate(column):
+            if value is None or type(value) in accepted:
                 continue
-            if max_length is not None and len(value) > max_length:
-                return Problem("STRING_TOO_LONG",
-                               f"{name}: {len(value)} characters, at most {max_length} allowed")
-            if choices is not None and value not in choices:
-                return Problem("INVALID_PICKLIST", f"{name}: {value!r} is not an allowed value")
-        return None
+            try:
+                value = convert(value)
+            except CoercionError as exc:
+                problems.setdefault(index, Problem("INVALID_TYPE", f"{name}: {exc}"))
+                converted[index] = ""
+                continue
+            records[index][name] = value
+            converted[index] = value
+        return converted

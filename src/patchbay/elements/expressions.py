@@ -92,11 +92,15 @@ class Expression:
         self.fields = sorted({n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
                              - set(FUNCTIONS) - {"params", "record", "None", "True", "False"})
         self._code = compile(tree, f"<expr {source}>", "eval")
+        self._shadowed = tuple(sorted({n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+                                      & _GLOBAL_NAMES))
         self._globals: dict[str, Any] = {"__builtins__": {}, **FUNCTIONS,
                                          "params": SimpleNamespace(**(params or {}))}
 
     def evaluate(self, record: Record) -> Any:
         scope = _RecordScope(record)
+        for name in self._shadowed:  # a field called `title` or `params` must not hide them
+            scope.pop(name, None)
         return eval(self._code, self._globals, scope)
 
 
@@ -108,4 +112,9 @@ class _RecordScope(dict[str, Any]):
         self["record"] = record
 
     def __missing__(self, key: str) -> Any:
+        if key in _GLOBAL_NAMES:
+            raise KeyError(key)  # let eval find the function or `params` in the globals
         return None
+
+
+_GLOBAL_NAMES = frozenset({*FUNCTIONS, "params"})

@@ -112,7 +112,7 @@ def to_sql(scope: BoundScope | None, columns: Mapping[str, sa.ColumnElement[Any]
         return sa.not_(clauses[0])
     if scope.field not in columns:
         raise SpecError(f"scope names field '{scope.field}', which {object_name or 'the object'} "
-                        f"does not have{suggest(scope.field, columns)}")
+                        f"does not have{suggest(scope.field, list(columns.keys()))}")
     column = columns[scope.field]
     op, value = scope.op, scope.value
     if op in _SQL_COMPARE:
@@ -134,45 +134,72 @@ def to_sql(scope: BoundScope | None, columns: Mapping[str, sa.ColumnElement[Any]
 
 
 def to_predicate(scope: BoundScope | None) -> Callable[[Record], bool]:
-    """A test of one record, for sources that cannot filter (files, message streams)."""
+    """A test of one record, for sources that cannot filter (files, message streams).
+
+    It follows SQL's three-valued logic, so it keeps exactly the rows a WHERE clause would:
+    a comparison with a null field is unknown, and `not` of unknown is still unknown.
+    """
+    test = _truth(scope)
+    return lambda record: test(record) is True
+
+
+Truth = Callable[[Record], bool | None]
+
+
+def _truth(scope: BoundScope | None) -> Truth:
     if scope is None:
         return lambda record: True
     if isinstance(scope, Group):
-        tests = [to_predicate(p) for p in scope.parts]
+        tests = [_truth(p) for p in scope.parts]
         if scope.op == "and":
-            return lambda record: all(t(record) for t in tests)
+            return lambda record: _all([t(record) for t in tests])
         if scope.op == "or":
-            return lambda record: any(t(record) for t in tests)
-        return lambda record: not tests[0](record)
+            return lambda record: _any([t(record) for t in tests])
+        only = tests[0]
+        return lambda record: None if (v := only(record)) is None else not v
     name, op, value = scope.field, scope.op, scope.value
     if op == "is_null":
         return lambda record: _is_null(record.get(name)) == value
     if op in ("like", "not_like"):
         pattern = _like_regex(str(value))
         want = op == "like"
-        return lambda record: (record.get(name) is not None
-                               and bool(pattern.fullmatch(str(record.get(name)))) == want)
+        return lambda record: (None if _is_null(record.get(name))
+                               else bool(pattern.fullmatch(str(record.get(name)))) == want)
     if op in ("in", "not_in"):
         options = list(value)
         want = op == "in"
 
-        def member(record: Record) -> bool:
+        def member(record: Record) -> bool | None:
             got = record.get(name)
-            return got is not None and any(_equal(got, o) for o in options) == want
+            return None if _is_null(got) else any(_equal(got, o) for o in options) == want
         return member
     compare = _SQL_COMPARE[op]
 
-    def test(record: Record) -> bool:
+    def test(record: Record) -> bool | None:
         got = record.get(name)
-        if got is None or got == "" or value is None:
-            return (op == "eq" and value is None and _is_null(got)) or (
-                op == "ne" and (value is None) != _is_null(got))
+        if value is None:
+            # `eq: null` and `ne: null` are written as IS NULL / IS NOT NULL in SQL
+            return _is_null(got) == (op == "eq") if op in ("eq", "ne") else None
+        if _is_null(got):
+            return None
         left, right = _comparable(got, value)
         try:
             return bool(compare(left, right))
         except TypeError:
             return bool(compare(str(left), str(right)))
     return test
+
+
+def _all(values: list[bool | None]) -> bool | None:
+    if False in values:
+        return False
+    return None if None in values else True
+
+
+def _any(values: list[bool | None]) -> bool | None:
+    if True in values:
+        return True
+    return None if None in values else False
 
 
 def _is_null(value: Any) -> bool:

@@ -8,6 +8,7 @@ objects are resolved once per batch, not once per record.
 from __future__ import annotations
 
 import operator
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -104,11 +105,21 @@ class Transform:
         lookups = self._resolve_lookups(batch)
         renames, get, targets = self._renames, self._get, self._targets
         for index, source in enumerate(batch):
-            if self._skip_if is not None and self._skip_if.evaluate(source):
-                result.skipped.append(SetAside(index, source, "SKIPPED", f"skip_if: {self.spec.skip_if}"))
-                continue
+            if self._skip_if is not None:
+                try:
+                    skip = self._skip_if.evaluate(source)
+                except Exception as exc:  # the expression fails on this record's data only
+                    result.rejected.append(SetAside(index, source, "TRANSFORM_FAILED",
+                                                    f"skip_if: {type(exc).__name__}: {exc}"))
+                    continue
+                if skip:
+                    result.skipped.append(SetAside(index, source, "SKIPPED",
+                                                   f"skip_if: {self.spec.skip_if}"))
+                    continue
             if self.passes_through:
                 record = dict(source)
+                for target, name in renames:
+                    record[target] = source.get(name)
             elif get is not None:
                 try:
                     record = dict(zip(targets, get(source), strict=True))
@@ -145,11 +156,11 @@ class Transform:
 def _is_plain_copy(mapping: FieldMapping) -> bool:
     return (mapping.value is None and mapping.expr is None and mapping.lookup is None
             and mapping.type is None and mapping.map is None and mapping.default is None
-            and not mapping.required and not mapping.trim)
+            and not mapping.required and not mapping.trim and mapping.pattern is None)
 
 
 def _compile(target: str, mapping: FieldMapping, params: Mapping[str, Any]) -> Step:
-    """Compose one field's steps: get, trim, map, default, coerce, require."""
+    """Compose one field's steps: get, trim, map, default, coerce, require, match."""
     if mapping.expr is not None:
         expression = Expression(mapping.expr, params)
 
@@ -172,6 +183,7 @@ def _compile(target: str, mapping: FieldMapping, params: Mapping[str, Any]) -> S
     default = mapping.default
     coerce = converter(mapping.type, mapping.formats) if mapping.type else None
     required = mapping.required
+    pattern = re.compile(mapping.pattern) if mapping.pattern else None
 
     def step(source: Record, built: Record) -> Any:
         value = get(source, built)
@@ -195,6 +207,9 @@ def _compile(target: str, mapping: FieldMapping, params: Mapping[str, Any]) -> S
                 raise RecordRejected(f"{target}: {exc}", code="INVALID_TYPE") from None
         if required and (value is None or value == ""):
             raise RecordRejected(f"{target} is required but empty", code="REQUIRED_FIELD_MISSING")
+        if pattern is not None and value is not None and not pattern.fullmatch(str(value)):
+            raise RecordRejected(f"{target}: {value!r} does not match {pattern.pattern!r}",
+                                 code="INVALID_FORMAT")
         return value
     return step
 

@@ -83,16 +83,19 @@ def shape(prepared: Prepared, page: list[Record]) -> tuple[list[Record], list[Re
     if broken:
         page = [r for r in page if BROKEN not in r]
     result = prepared.transform.apply(page)
-    records, sources = [], []
     rejected = [SetAside(-1, r, "MALFORMED_RECORD", str(r[BROKEN])) for r in broken]
     rejected += result.rejected
-    for record, source in zip(result.records, result.sources, strict=True):
-        problem = prepared.conformer.conform(record)
+    problems = prepared.conformer.conform_batch(result.records)
+    if not problems:
+        return result.records, result.sources, rejected, result.skipped
+    records, sources = [], []
+    for index, (record, source) in enumerate(zip(result.records, result.sources, strict=True)):
+        problem = problems.get(index)
         if problem is None:
             records.append(record)
             sources.append(source)
         else:
-            rejected.append(SetAside(-1, source, problem.code, problem.reason))
+            rejected.append(SetAside(index, source, problem.code, problem.reason))
     return records, sources, rejected, result.skipped
 
 

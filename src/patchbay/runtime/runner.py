@@ -70,3 +70,38 @@ def verify(ctx: RunContext) -> dict[str, Any]:
         return migration.verify(ctx)
     finally:
         ctx.systems.close()
+
+
+# -- the same, from Python ---------------------------------------------------------------------
+
+
+def _context(path: str | Path, name: str | None, params: Mapping[str, Any] | None,
+             state: str | Path | None) -> RunContext:
+    invocation = Invocation.load(path, name, params or {})
+    if state is not None and "://" in str(state):
+        store, reports = Store.open(str(state)), Path(".patchbay") / "runs"
+    else:
+        directory = Path(state) if state is not None else Path(".patchbay")
+        store, reports = Store.open(directory=directory), directory / "runs"
+    return invocation.context(store, reports)
+
+
+def run_integration(path: str | Path, name: str | None = None,
+                    params: Mapping[str, Any] | None = None, *, state: str | Path | None = None,
+                    resume: str | None = None, fresh: bool = False) -> dict[str, Any]:
+    """Run one integration of a file, as `patchbay run` does; return its report."""
+    return run(_context(path, name, params, state), resume=resume, fresh=fresh)
+
+
+def plan_integration(path: str | Path, name: str | None = None,
+                     params: Mapping[str, Any] | None = None, *,
+                     state: str | Path | None = None) -> dict[str, Any]:
+    """What a run would do, writing nothing."""
+    return plan(_context(path, name, params, state))
+
+
+def verify_integration(path: str | Path, name: str | None = None,
+                       params: Mapping[str, Any] | None = None, *,
+                       state: str | Path | None = None) -> dict[str, Any]:
+    """Compare the destination with the source scope now."""
+    return verify(_context(path, name, params, state))

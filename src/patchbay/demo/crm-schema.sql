@@ -1,0 +1,1 @@
+../../../examples/migration-legacy-crm/crm-schema.sql

@@ -1,0 +1,65 @@
+"""Reports and plans as a person reads them in a terminal."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def status_text(status: str) -> str:
+    colour = {"complete": "green", "complete_with_rejects": "yellow", "incomplete": "red",
+              "failed": "red", "interrupted": "yellow", "running": "cyan"}.get(status, "white")
+    return f"[{colour}]{status.replace('_', ' ')}[/]"
+
+
+def report(console: Console, report: Mapping[str, Any]) -> None:
+    counts = report["counts"]
+    console.print(f"\n[bold]{report['integration']}[/]" + (f"  run {report['run']}" if report.get("run") else ""))
+    src, dst = report["source"], report["destination"]
+    console.print(f"{src['system']}.{src['object']} → {dst['system']}.{dst['object']} "
+                  f"({dst['operation']} by {dst['key']})")
+    in_scope = src.get("in_scope")
+    table = Table("in scope", "read", "created", "updated", "unchanged", "rejected", "skipped",
+                  "failed")
+    table.add_row(*(str(x) for x in (
+        "–" if in_scope is None else in_scope, counts["read"], counts["created"],
+        counts["updated"], counts["unchanged"], counts["rejected"], counts["skipped"],
+        counts["failed"])))
+    console.print(table)
+    comparison = report.get("comparison")
+    if comparison:
+        fields = Table("field", "differing", "source checksum", "destination checksum",
+                       title=f"destination compared with source ({comparison['compared']} records)")
+        for name, tally in comparison["fields"].items():
+            mark = "" if tally["match"] else "[red]"
+            fields.add_row(name, f"{mark}{tally['differing']}", tally["source_checksum"],
+                           f"{mark}{tally['destination_checksum']}")
+        console.print(fields)
+        for sample in comparison["samples"][:5]:
+            console.print(f"  [red]≠[/] {sample}")
+    by_code = report.get("set_aside_by_code")
+    if by_code:
+        console.print("set aside: " + ", ".join(f"{code} {n}" for code, n in sorted(by_code.items())))
+    files = report.get("files")
+    if files:
+        console.print(f"report: {files['report']}\nrejects: {files['rejects']}")
+    if report.get("records_per_second"):
+        console.print(f"{report['seconds']} s, {report['records_per_second']:,} records/s")
+    console.print(f"verdict: {status_text(report['verdict'])}"
+                  + "".join(f"\n  - {r}" for r in report.get("verdict_reasons", [])))
+
+
+def plan(console: Console, result: Mapping[str, Any]) -> None:
+    counts = result["counts"]
+    console.print(f"\n[bold]plan for {result['integration']}[/] (nothing written)")
+    table = Table(*counts.keys())
+    table.add_row(*(str(v) for v in counts.values()))
+    console.print(table)
+    for kind, items in result["examples"].items():
+        console.print(f"[bold]{kind}[/] e.g.")
+        for item in items:
+            console.print(f"  {json.dumps(item, default=str)}")

@@ -1,0 +1,263 @@
+"""Fixtures for the integration tests: real PostgreSQL, MariaDB and SQLite databases.
+
+The services are used for real. Their URLs come from PATCHBAY_TEST_PG and
+PATCHBAY_TEST_MYSQL (defaults: the local services CI starts). A service that cannot be
+reached fails the tests that need it, with a message saying which URL was tried; it is
+never skipped, so a CI without its databases cannot pass silently.
+
+Every test creates its tables with a unique suffix and drops them afterwards, so parallel
+runs against the same databases do not collide.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from patchbay.connectors.sql import sqlalchemy_url
+from patchbay.spec import redact_url
+
+DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
+DEFAULT_MYSQL = "mysql://root@127.0.0.1:3306/test"
+STRICT_MODE = "STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION"
+
+PATCHBAY = [sys.executable, "-m", "patchbay.cli"]
+
+
+def _unreachable(service: str, url: str, variable: str, exc: BaseException) -> None:
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    pytest.fail(
+        f"{service} is not reachable at {redact_url(url)}: {reason}\n"
+        f"Start the service (CI runs .ci/run, which does) or point {variable} at one.",
+        pytrace=False,
+    )
+
+
+def _engine(url: str) -> Engine:
+    connect_args: dict[str, Any] = {}
+    if not url.startswith("sqlite"):
+        connect_args["connect_timeout"] = 5
+    return sa.create_engine(sqlalchemy_url(url), connect_args=connect_args)
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> str:
+    url = os.environ.get("PATCHBAY_TEST_PG", DEFAULT_PG)
+    engine = _engine(url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except sa.exc.DBAPIError as exc:
+        _unreachable("PostgreSQL", url, "PATCHBAY_TEST_PG", exc)
+    finally:
+        engine.dispose()
+    return url
+
+
+@pytest.fixture(scope="session")
+def mysql_url() -> str:
+    """The MariaDB URL, with strict mode set per session.
+
+    Outside strict mode MariaDB truncates a too-long value with a warning instead of
+    refusing it, and the connector could not report STRING_TOO_LONG. The connector passes
+    URL query arguments to PyMySQL, whose `sql_mode` argument sets the session's mode.
+    """
+    url = os.environ.get("PATCHBAY_TEST_MYSQL", DEFAULT_MYSQL)
+    if "sql_mode" not in parse_qs(urlsplit(url).query):
+        url += ("&" if "?" in url else "?") + "sql_mode=" + quote(STRICT_MODE)
+    engine = _engine(url)
+    try:
+        with engine.connect() as conn:
+            mode = str(conn.execute(sa.text("SELECT @@SESSION.sql_mode")).scalar())
+    except sa.exc.DBAPIError as exc:
+        _unreachable("MariaDB", url, "PATCHBAY_TEST_MYSQL", exc)
+    finally:
+        engine.dispose()
+    if "STRICT_ALL_TABLES" not in mode and "STRICT_TRANS_TABLES" not in mode:
+        pytest.fail(
+            f"MariaDB at {redact_url(url)} is not in strict mode (sql_mode={mode!r})", pytrace=False
+        )
+    return url
+
+
+# -- one database, with tables that clean up after themselves ----------------------------------
+
+
+@dataclass
+class Database:
+    """A database under test: its URL, an engine for setting up and checking, its tables."""
+
+    kind: str
+    url: str
+    engine: Engine
+    suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
+    created: list[str] = field(default_factory=list)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @property
+    def autoid(self) -> str:
+        """DDL of an integer primary key the database fills in."""
+        return {
+            "postgresql": "SERIAL PRIMARY KEY",
+            "mysql": "INTEGER AUTO_INCREMENT PRIMARY KEY",
+            "sqlite": "INTEGER PRIMARY KEY AUTOINCREMENT",
+        }[self.dialect]
+
+    def name(self, prefix: str) -> str:
+        """A table name no other test (or parallel run) uses."""
+        return f"{prefix}_{self.suffix}"
+
+    def create(self, prefix: str, columns: str) -> str:
+        """CREATE TABLE <prefix>_<suffix> (<columns>); `{t}` in columns is the new name.
+
+        Tables are dropped in reverse order of creation, so children go before parents.
+        """
+        table = self.name(prefix)
+        self.execute(f"CREATE TABLE {table} ({columns.format(t=table)})")
+        self.created.append(table)
+        return table
+
+    def execute(self, sql: str, params: Any = None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(sa.text(sql), params or {})
+
+    def rows(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+        with self.engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(sa.text(sql), params or {})]
+
+    def scalar(self, sql: str, params: Any = None) -> Any:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.text(sql), params or {}).scalar()
+
+    def insert(self, table: str, records: Sequence[dict[str, Any]]) -> None:
+        if not records:
+            return
+        columns = list(records[0])
+        sql = (
+            f"INSERT INTO {table} ({', '.join(columns)}) "
+            f"VALUES ({', '.join(':' + c for c in columns)})"
+        )
+        with self.engine.begin() as conn:
+            conn.execute(sa.text(sql), list(records))
+
+    def drop_all(self) -> None:
+        for table in reversed(self.created):
+            self.execute(f"DROP TABLE IF EXISTS {table}")
+        self.created.clear()
+
+
+@pytest.fixture(scope="session")
+def pg_engine(pg_url: str) -> Iterator[Engine]:
+    engine = _engine(pg_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def mysql_engine(mysql_url: str) -> Iterator[Engine]:
+    engine = _engine(mysql_url)
+    yield engine
+    engine.dispose()
+
+
+def open_database(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Database:
+    if kind == "postgresql":
+        return Database(
+            kind, request.getfixturevalue("pg_url"), request.getfixturevalue("pg_engine")
+        )
+    if kind == "mariadb":
+        return Database(
+            kind, request.getfixturevalue("mysql_url"), request.getfixturevalue("mysql_engine")
+        )
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    engine = _engine(url)
+    sa.event.listen(engine, "connect", _sqlite_foreign_keys)
+    return Database(kind, url, engine)
+
+
+def _sqlite_foreign_keys(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.execute("PRAGMA foreign_keys=ON")
+
+
+@pytest.fixture(scope="session")
+def open_db() -> Any:
+    """`open_db(kind, request, directory)`: a Database of that kind, for wider-scoped fixtures."""
+    return open_database
+
+
+@pytest.fixture(params=["postgresql", "mariadb", "sqlite"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """Each of the three databases the SQL connector serves, with per-test tables."""
+    database = open_database(request.param, request, tmp_path)
+    try:
+        yield database
+    finally:
+        database.drop_all()
+        if database.kind == "sqlite":
+            database.engine.dispose()
+
+
+# -- the command line --------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    args: list[str]
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+    @property
+    def log(self) -> str:
+        """Everything about the call, for assertion messages."""
+        return (
+            f"patchbay {' '.join(self.args)} -> exit {self.code}\n"
+            f"--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
+        )
+
+
+def run_patchbay(
+    *args: str | Path, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
+) -> Result:
+    """Run the `patchbay` command in `cwd` (so its engine state lands in cwd/.patchbay)."""
+    argv = [str(a) for a in args]
+    environ = {k: v for k, v in os.environ.items() if k != "PATCHBAY_STATE"}
+    environ.update(COLUMNS="200", NO_COLOR="1", PYTHONIOENCODING="utf-8", **(env or {}))
+    done = subprocess.run(
+        [*PATCHBAY, *argv],
+        cwd=cwd,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return Result(argv, done.returncode, done.stdout, done.stderr)
+
+
+@pytest.fixture(scope="session")
+def patchbay() -> Any:
+    """`patchbay(*args, cwd=...)` runs the command line in a child process; returns a Result."""
+    return run_patchbay
