@@ -95,43 +95,18 @@ def build_legacy(path: Path) -> None:
         }
         for n in range(1, 301)
     ]
-    contacts += [
-        {
-            "contact_id": 301,
-            "acct_id": 10,
-            "first_name": "Of",
-            "last_name": "Rejected",
-            "email": "a@example.com",
-        },
-        {
-            "contact_id": 302,
-            "acct_id": 1001,
-            "first_name": "Of",
-            "last_name": "Duplicate",
-            "email": "b@example.com",
-        },
-        {
-            "contact_id": 303,
-            "acct_id": 99999,
-            "first_name": "Or",
-            "last_name": "Phan",
-            "email": "c@example.com",
-        },
-        {
-            "contact_id": 304,
-            "acct_id": 2,
-            "first_name": "Out",
-            "last_name": "Ofscope",
-            "email": "d@example.com",
-        },
-        {
-            "contact_id": 305,
-            "acct_id": None,
-            "first_name": "No",
-            "last_name": "Account",
-            "email": "e@example.com",
-        },
-    ]
+    # Contacts whose account the lookup cannot find: rejected in scope, refused by the
+    # destination, not there at all, out of scope, and none given.
+    for contact_id, acct_id in ((301, 10), (302, 1001), (303, 99999), (304, 2), (305, None)):
+        contacts.append(
+            {
+                "contact_id": contact_id,
+                "acct_id": acct_id,
+                "first_name": "No",
+                "last_name": f"Account{contact_id}",
+                "email": f"x{contact_id}@example.com",
+            }
+        )
     with sqlite3.connect(path) as conn:
         conn.execute(
             "CREATE TABLE accounts (acct_id INTEGER PRIMARY KEY, company_name TEXT, "
