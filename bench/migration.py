@@ -64,7 +64,8 @@ def source_file(rows: int, seed: int = 42) -> Path:
         created = epoch + dt.timedelta(seconds=rng.randrange(300_000_000))
         chunk.append((i, first, last, f"{first}.{last}.{i}@example.com".lower(),
                       f"+49 30 {rng.randrange(10**7):07d}", city, country,
-                      dt.date(1950 + rng.randrange(55), 1 + rng.randrange(12), 1 + rng.randrange(28)).isoformat(),
+                      dt.date(1950 + rng.randrange(55), 1 + rng.randrange(12),
+                              1 + rng.randrange(28)).isoformat(),
                       round(rng.random() * 100, 3), f"{rng.randrange(10**8) / 100:.2f}",
                       created.isoformat(sep=" "),
                       (created + dt.timedelta(seconds=rng.randrange(10**7))).isoformat(sep=" ")))
@@ -101,11 +102,11 @@ def run_copy(source: Path) -> None:
 
     src = sqlite3.connect(source)
     cursor = src.execute(f"SELECT {', '.join(COLUMNS)} FROM contacts ORDER BY id")
-    with psycopg.connect(PG_URL) as conn, conn.cursor() as cur:
-        with cur.copy(f"COPY {TABLE} ({', '.join(COLUMNS)}) FROM STDIN") as copy:
-            while rows := cursor.fetchmany(10_000):
-                for row in rows:
-                    copy.write_row(row)
+    with (psycopg.connect(PG_URL) as conn, conn.cursor() as cur,
+          cur.copy(f"COPY {TABLE} ({', '.join(COLUMNS)}) FROM STDIN") as copy):
+        while rows := cursor.fetchmany(10_000):
+            for row in rows:
+                copy.write_row(row)
 
 
 def run_executemany(source: Path) -> None:
@@ -119,7 +120,7 @@ def run_executemany(source: Path) -> None:
             cur.executemany(f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({marks})", rows)
 
 
-def run_patchbay(source: Path, workdir: Path) -> None:
+def run_patchbay(source: Path, workdir: Path, verify: str = "full") -> None:
     from patchbay.runtime import runner
     from patchbay.store import Store
 
@@ -137,7 +138,7 @@ integrations:
       fields:
 {fields}
     destination: {{system: warehouse, object: {TABLE}, operation: upsert, key: id}}
-    options: {{batch_size: 5000}}
+    options: {{batch_size: 5000, verify: {verify}}}
 """)
     invocation = runner.Invocation.load(spec, None, {})
     store = Store.open(directory=workdir / "state")

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 Record = dict[str, Any]
 """One record: field name to value."""
@@ -49,9 +49,11 @@ class Status(StrEnum):
 _SUCCESS = frozenset({Status.CREATED, Status.UPDATED, Status.UNCHANGED, Status.DELETED})
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """The result for one record of a write, in the order of the batch written."""
+class Outcome(NamedTuple):
+    """The result for one record of a write, in the order of the batch written.
+
+    A named tuple: a migration makes one per record, so it must be cheap to create.
+    """
 
     key: KeyValue
     status: Status

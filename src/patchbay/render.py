@@ -18,7 +18,8 @@ def status_text(status: str) -> str:
 
 def report(console: Console, report: Mapping[str, Any]) -> None:
     counts = report["counts"]
-    console.print(f"\n[bold]{report['integration']}[/]" + (f"  run {report['run']}" if report.get("run") else ""))
+    run = f"  run {report['run']}" if report.get("run") else ""
+    console.print(f"\n[bold]{report['integration']}[/]{run}")
     src, dst = report["source"], report["destination"]
     console.print(f"{src['system']}.{src['object']} → {dst['system']}.{dst['object']} "
                   f"({dst['operation']} by {dst['key']})")
@@ -26,7 +27,7 @@ def report(console: Console, report: Mapping[str, Any]) -> None:
     table = Table("in scope", "read", "created", "updated", "unchanged", "rejected", "skipped",
                   "failed")
     table.add_row(*(str(x) for x in (
-        "–" if in_scope is None else in_scope, counts["read"], counts["created"],
+        "-" if in_scope is None else in_scope, counts["read"], counts["created"],
         counts["updated"], counts["unchanged"], counts["rejected"], counts["skipped"],
         counts["failed"])))
     console.print(table)

@@ -323,7 +323,8 @@ class IntegrationSpec(_Model):
 
     def systems_used(self) -> list[tuple[str, tuple[str, ...]]]:
         """(system name, location in the document) for every system this integration names."""
-        used = [(self.source.system, ("source", "system")),
+        used: list[tuple[str, tuple[str, ...]]] = [
+                (self.source.system, ("source", "system")),
                 (self.destination.system, ("destination", "system"))]
         for target, mapping in self.transform.fields.items():
             if mapping.lookup is not None:

@@ -52,17 +52,24 @@ def _engine(url: str) -> Engine:
     return sa.create_engine(sqlalchemy_url(url), connect_args=connect_args)
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> str:
-    url = os.environ.get("PATCHBAY_TEST_PG", DEFAULT_PG)
+def _try_connect(url: str, query: str) -> Any:
+    """The query's result, or the error that kept it from running."""
     engine = _engine(url)
     try:
         with engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
+            return conn.execute(sa.text(query)).scalar()
     except sa.exc.DBAPIError as exc:
-        _unreachable("PostgreSQL", url, "PATCHBAY_TEST_PG", exc)
+        return exc
     finally:
         engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> str:
+    url = os.environ.get("PATCHBAY_TEST_PG", DEFAULT_PG)
+    problem = _try_connect(url, "SELECT 1")
+    if isinstance(problem, BaseException):
+        _unreachable("PostgreSQL", url, "PATCHBAY_TEST_PG", problem)
     return url
 
 
@@ -77,14 +84,10 @@ def mysql_url() -> str:
     url = os.environ.get("PATCHBAY_TEST_MYSQL", DEFAULT_MYSQL)
     if "sql_mode" not in parse_qs(urlsplit(url).query):
         url += ("&" if "?" in url else "?") + "sql_mode=" + quote(STRICT_MODE)
-    engine = _engine(url)
-    try:
-        with engine.connect() as conn:
-            mode = str(conn.execute(sa.text("SELECT @@SESSION.sql_mode")).scalar())
-    except sa.exc.DBAPIError as exc:
-        _unreachable("MariaDB", url, "PATCHBAY_TEST_MYSQL", exc)
-    finally:
-        engine.dispose()
+    mode = _try_connect(url, "SELECT @@SESSION.sql_mode")
+    if isinstance(mode, BaseException):
+        _unreachable("MariaDB", url, "PATCHBAY_TEST_MYSQL", mode)
+    mode = str(mode)
     if "STRICT_ALL_TABLES" not in mode and "STRICT_TRANS_TABLES" not in mode:
         pytest.fail(
             f"MariaDB at {redact_url(url)} is not in strict mode (sql_mode={mode!r})", pytrace=False

@@ -15,7 +15,6 @@ Connectors register by URL scheme. Third-party packages add theirs through the
 from __future__ import annotations
 
 import importlib
-from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from enum import StrEnum
 from importlib.metadata import entry_points
@@ -35,7 +34,7 @@ class Capability(StrEnum):
     CHANGES = "changes"
 
 
-class Connector(ABC):
+class Connector:
     """One connection to one system. Subclasses implement what their capabilities promise."""
 
     schemes: ClassVar[tuple[str, ...]] = ()

@@ -152,7 +152,7 @@ class SqlConnector(Connector):
         table = self.table(object)
         columns = [self._column(table, f) for f in fields] if fields else list(table.columns)
         stmt = sa.select(*columns)
-        where = to_sql(scope, table.c, f"table '{object}'")
+        where = to_sql(scope, dict(table.c.items()), f"table '{object}'")
         if where is not None:
             stmt = stmt.where(where)
         return table, stmt
@@ -582,5 +582,5 @@ def _is_connection_error(exc: sa_exc.DBAPIError) -> bool:
     sqlstate = getattr(orig, "sqlstate", None) or ""
     if sqlstate.startswith("08") or sqlstate in ("57P01", "57P02", "57P03"):
         return True
-    args = getattr(orig, "args", ())
+    args: tuple[Any, ...] = tuple(getattr(orig, "args", ()))
     return bool(args) and isinstance(args[0], int) and args[0] in (2002, 2003, 2006, 2013)

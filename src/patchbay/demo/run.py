@@ -17,6 +17,7 @@ from rich.rule import Rule
 
 from patchbay import render
 from patchbay.demo.legacy_crm import build_legacy_crm
+from patchbay.patterns.context import RunContext
 from patchbay.runtime import runner
 from patchbay.store import Store
 
@@ -48,7 +49,7 @@ def run_demo(directory: Path, console: Console) -> int:
     store = Store.open(directory=directory / ".patchbay")
     reports = directory / ".patchbay" / "runs"
 
-    def context(name: str) -> runner.RunContext:
+    def context(name: str) -> RunContext:
         return runner.Invocation.load(spec, name, {}).context(store, reports)
 
     render.plan(console, runner.plan(context(ACCOUNTS), examples=1))

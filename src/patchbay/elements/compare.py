@@ -33,7 +33,7 @@ def normalise(value: Any) -> Any:
 
 
 def same_value(a: Any, b: Any) -> bool:
-    return a == b or normalise(a) == normalise(b)
+    return bool(a == b) or bool(normalise(a) == normalise(b))
 
 
 def same_values(record: Record, current: Record) -> bool:

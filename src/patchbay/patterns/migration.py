@@ -14,6 +14,7 @@ resumable.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -23,9 +24,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from patchbay.connectors.base import Connector
-from patchbay.elements import capture, scope as scopes
+from patchbay.elements import capture
+from patchbay.elements import scope as scopes
 from patchbay.elements.capture import Comparison
-from patchbay.elements.compare import differing_fields, same_values
+from patchbay.elements.compare import differing_fields, normalise, same_values
 from patchbay.elements.conform import Conformer
 from patchbay.elements.transform import SetAside, Transform
 from patchbay.errors import FatalRunError, PatchbayError, RetriableError, RunNotResumable
@@ -73,7 +75,8 @@ def prepare(ctx: RunContext, watermark_after: Any = None) -> Prepared:
     return Prepared(source, destination, bound, transform, conformer, fields, read_fields)
 
 
-def shape(prepared: Prepared, page: list[Record]) -> tuple[list[Record], list[Record], list[SetAside], list[SetAside]]:
+def shape(prepared: Prepared,
+          page: list[Record]) -> tuple[list[Record], list[Record], list[SetAside], list[SetAside]]:
     """Transform and conform one page: (records, their sources, rejected, skipped).
 
     A record a source could not read whole (a broken CSV row) arrives with an `__error__`
@@ -118,16 +121,15 @@ class Migration:
                 raise RunNotResumable(f"run {resume} belongs to '{run.integration}', not '{name}'")
             if run.status not in RunStatus.UNFINISHED:
                 raise RunNotResumable(f"run {resume} is {run.status}; nothing to resume")
-        elif not fresh:
-            run = store.unfinished_run(name, self._run_params(full))  # type: ignore[assignment]
         else:
-            run = None  # type: ignore[assignment]
-        if run is not None:
-            if run.owner_alive:
-                raise RunNotResumable(f"run {run.id} is still running (owner {run.owner})")
-            return store.claim(run.id)
-        return store.start_run(name, self.integration.pattern, self._run_params(full),
-                               str(self.ctx.spec_path) if self.ctx.spec_path else None)
+            found = None if fresh else store.unfinished_run(name, self._run_params(full))
+            if found is None:
+                return store.start_run(name, self.integration.pattern, self._run_params(full),
+                                       str(self.ctx.spec_path) if self.ctx.spec_path else None)
+            run = found
+        if run.owner_alive:
+            raise RunNotResumable(f"run {run.id} is still running (owner {run.owner})")
+        return store.claim(run.id)
 
     def _run_params(self, full: bool) -> dict[str, Any]:
         params = dict(self.ctx.params)
@@ -233,10 +235,9 @@ class Migration:
         counters["read"] += len(page.records)
         watermark = self.integration.source.watermark
         if watermark:
-            values = [r.get(watermark) for r in page.records if r.get(watermark) is not None]
+            values = [r[watermark] for r in page.records if r.get(watermark) is not None]
             if values:
-                top = max(values)
-                high_water = top if high_water is None or str(top) > str(high_water) else high_water
+                high_water = _later(max(values), high_water)
         records, sources, rejected, skipped = shape(prepared, page.records)
         rows = [OutcomeRow(_source_key(s.source, src_key), Status.REJECTED, s.code, s.reason, s.source)
                 for s in rejected]
@@ -295,14 +296,23 @@ class Migration:
                comparison: Comparison) -> dict[str, Any]:
         src = self.integration.source
         in_scope = None
-        try:
+        with contextlib.suppress(NotImplementedError):
             in_scope = prepared.source.count(src.object, prepared.scope)
-        except NotImplementedError:
-            pass
         return capture.build_report(
             integration=self.integration, run_id=run.id, params=run.params,
             started_at=run.started_at, counters=counters, comparison=comparison,
             source_in_scope=in_scope, verify=self.options.verify)
+
+
+def _later(value: Any, high_water: Any) -> Any:
+    """The later of a page's top watermark value and the one checkpointed (which JSON may
+    have turned into text)."""
+    if high_water is None:
+        return value
+    try:
+        return value if value > high_water else high_water
+    except TypeError:
+        return value if normalise(value) > normalise(high_water) else high_water
 
 
 def _source_key(record: Record, key: str | None) -> Any:

@@ -232,7 +232,7 @@ class Store:
                 target.execute(sa.insert(cursors).values(**values))
 
 
-def _run_record(row: Mapping[str, Any]) -> RunRecord:
+def _run_record(row: sa.RowMapping) -> RunRecord:
     return RunRecord(**{c.name: row[c.name] for c in runs.columns})
 
 
