@@ -245,7 +245,7 @@ class SqlConnector(Connector):
             stmt = sa.select(*columns).where(key_column.in_(sa.bindparam("keys", expanding=True)))
             for start in range(0, len(distinct), 5000):
                 chunk = distinct[start:start + 5000]
-                for row in conn.execute(stmt, {"keys": chunk}).tuples():
+                for row in conn.execute(stmt, {"keys": chunk}):
                     found[row[position]] = dict(zip(names, row, strict=True))
         return found
 

@@ -61,7 +61,9 @@ def prepare(ctx: RunContext, watermark_after: Any = None) -> Prepared:
     source, destination = ctx.systems[src.system], ctx.systems[dst.system]
     bound = scopes.bind(src.scope, ctx.params)
     if src.watermark and watermark_after is not None:
-        after = scopes.Condition(src.watermark, "gt", watermark_after)
+        # `gte`, not `gt`: records sharing the last run's top timestamp, or committed late
+        # with it, are read again; the idempotent write finds them unchanged.
+        after = scopes.Condition(src.watermark, "gte", watermark_after)
         bound = after if bound is None else scopes.Group("and", (bound, after))
     transform = Transform(integration.transform, ctx.params, LookupCache(ctx.systems))
     schema = destination.describe(dst.object)
@@ -71,7 +73,8 @@ def prepare(ctx: RunContext, watermark_after: Any = None) -> Prepared:
         fields = list(dict.fromkeys([*fields, *(f for f in source_fields if f in schema)]))
     conformer = validate_destination(integration, schema, fields)
     wanted = transform.source_fields
-    read_fields = sorted(wanted | {src.key} if src.key else wanted) if wanted is not None else src.fields
+    extra = {f for f in (src.key, src.watermark) if f}
+    read_fields = sorted(wanted | extra) if wanted is not None else src.fields
     return Prepared(source, destination, bound, transform, conformer, fields, read_fields)
 
 
