@@ -37,7 +37,7 @@ _VERDICT_EXIT = {RunStatus.COMPLETE: EXIT_OK, RunStatus.COMPLETE_WITH_REJECTS: E
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="patchbay: declared, observable integrations around Salesforce.")
 console = Console()
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 FileArg = Annotated[Path, typer.Argument(help="The integration file (YAML).")]
 IntegrationOpt = Annotated[str | None, typer.Option(

@@ -65,6 +65,9 @@ class Comparison:
     missing: int = 0
     tallies: dict[str, FieldTally] = field(default_factory=dict)
     samples: list[dict[str, Any]] = field(default_factory=list)
+    refused: frozenset[str] = frozenset()
+    """Keys the destination refused in the last run: absent from it as expected."""
+    refused_earlier: int = 0
 
     def __post_init__(self) -> None:
         for name in self.fields:
@@ -81,6 +84,9 @@ class Comparison:
         if len(present) < len(desired):
             for index, held in enumerate(found):
                 if held is None:
+                    if str(desired[index][key]) in self.refused:
+                        self.refused_earlier += 1
+                        continue
                     self.missing += 1
                     if len(self.samples) < self.sample_size:
                         self.samples.append({"key": plain(desired[index][key]),
@@ -152,6 +158,7 @@ class Comparison:
             "matching": self.matching,
             "differing": self.differing,
             "missing_in_destination": self.missing,
+            "refused_by_destination_earlier": self.refused_earlier,
             "fields": {
                 name: {"differing": t.differing,
                        "source_checksum": f"{t.source_checksum & _MASK:016x}",
@@ -199,7 +206,7 @@ def build_report(*, integration: Any, run_id: str | None, params: Mapping[str, A
             reasons.append(f"{comparison.differing} records differ from the source")
     if reasons:
         verdict = VERDICT_INCOMPLETE
-    elif counts["rejected"]:
+    elif counts["rejected"] or comparison.refused_earlier:
         verdict = VERDICT_WITH_REJECTS
     else:
         verdict = VERDICT_COMPLETE
@@ -231,6 +238,7 @@ def write_report_files(directory: Path, report: Mapping[str, Any],
 
     Returns the report completed with the set-aside counts by code and the files' paths.
     """
+    directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
     rejects_path = directory / "rejects.csv"
     rows = list(set_aside)

@@ -33,7 +33,7 @@ from patchbay.elements.transform import SetAside, Transform
 from patchbay.errors import FatalRunError, PatchbayError, RetriableError, RunNotResumable
 from patchbay.model import Operation, Page, Record, Status
 from patchbay.patterns.context import LookupCache, RunContext, validate_destination
-from patchbay.store.store import OutcomeRow, RunRecord, RunStatus
+from patchbay.store.store import OutcomeRow, RunRecord, RunStatus, jsonable
 
 BROKEN = "__error__"
 """Field by which a source marks a record it could not read whole."""
@@ -384,12 +384,25 @@ def _planned(operation: Operation, record: Record, held: Record | None) -> str:
 # -- verify: the comparison alone --------------------------------------------------------------
 
 
+def _refused_last_time(ctx: RunContext) -> frozenset[str]:
+    """Keys of the records the last finished run of these parameters had set aside."""
+    for run in ctx.store.runs(ctx.integration.name, limit=20):
+        finished = run.status not in RunStatus.UNFINISHED
+        same = {k: v for k, v in run.params.items() if not k.startswith("__")} == \
+            jsonable(dict(ctx.params))
+        if finished and same:
+            rows = ctx.store.outcomes(run.id, statuses=[Status.REJECTED.value])
+            return frozenset(str(r["record_key"]) for r in rows if r["record_key"] is not None)
+    return frozenset()
+
+
 def verify(ctx: RunContext) -> dict[str, Any]:
     """Compare the destination with the source scope now, writing nothing."""
     integration = ctx.integration
     src, dst = integration.source, integration.destination
     prepared = prepare(ctx)
-    comparison = Comparison(dst.key, prepared.fields, integration.options.sample_size)
+    comparison = Comparison(dst.key, prepared.fields, integration.options.sample_size,
+                            refused=_refused_last_time(ctx))
     counters: Counter[str] = Counter()
     for page in prepared.source.read(src.object, prepared.scope, key=src.key,
                                      fields=prepared.read_fields,

@@ -123,7 +123,7 @@ class Store:
                   spec_path: str | None = None) -> RunRecord:
         now = _now()
         values = dict(id=new_run_id(), integration=integration, pattern=pattern,
-                      spec_path=spec_path, params=_jsonable(params), status=RunStatus.RUNNING,
+                      spec_path=spec_path, params=jsonable(params), status=RunStatus.RUNNING,
                       started_at=now, heartbeat_at=now, owner=_owner(), batches=0, counters={},
                       checkpoint=None)
         with self.engine.begin() as conn:
@@ -156,7 +156,7 @@ class Store:
 
     def unfinished_run(self, integration: str, params: Mapping[str, Any]) -> RunRecord | None:
         """The latest unfinished run of this integration with the same parameters."""
-        wanted = _jsonable(params)
+        wanted = jsonable(params)
         stmt = (sa.select(runs).where(runs.c.integration == integration,
                                       runs.c.status.in_(RunStatus.UNFINISHED))
                 .order_by(runs.c.started_at.desc()))
@@ -174,10 +174,10 @@ class Store:
                 conn.execute(sa.insert(outcomes), [
                     dict(run_id=run_id, batch=batch, record_key=_key_text(o.record_key),
                          status=o.status, code=o.code, reason=o.reason,
-                         source=_jsonable(o.source) if o.source is not None else None)
+                         source=jsonable(o.source) if o.source is not None else None)
                     for o in outcome_rows])
             conn.execute(sa.update(runs).where(runs.c.id == run_id).values(
-                batches=batch, checkpoint=_jsonable(checkpoint), counters=dict(counters),
+                batches=batch, checkpoint=jsonable(checkpoint), counters=dict(counters),
                 heartbeat_at=_now()))
 
     def finish(self, run_id: str, status: str, *, report: Mapping[str, Any] | None = None,
@@ -186,7 +186,7 @@ class Store:
         if status not in (RunStatus.RUNNING, RunStatus.INTERRUPTED, RunStatus.FAILED):
             values["finished_at"] = _now()
         if report is not None:
-            values["report"] = _jsonable(report)
+            values["report"] = jsonable(report)
         if counters is not None:
             values["counters"] = dict(counters)
         with self.engine.begin() as conn:
@@ -221,7 +221,7 @@ class Store:
     def set_cursor(self, integration: str, system: str, object: str, value: Any,
                    conn: Connection | None = None) -> None:
         values = dict(integration=integration, system=system, object=object,
-                      value=_jsonable(value), updated_at=_now())
+                      value=jsonable(value), updated_at=_now())
         with self.engine.begin() as own:
             target = conn or own
             updated = target.execute(sa.update(cursors).where(
@@ -253,12 +253,12 @@ def _key_text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """Values as JSON can hold them: dates and decimals become text."""
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, (dt.date, dt.datetime)):
         return value.isoformat()
     if isinstance(value, (str, int, float, bool)) or value is None:
