@@ -64,12 +64,28 @@ class Outcome(NamedTuple):
     """The id the destination gave the record, where it has its own (Salesforce Id)."""
 
 
-@dataclass(slots=True)
 class Page:
-    """A page of records from a read, with the position to resume after it."""
+    """A page of records from a read, with the position to resume after it.
 
-    records: list[Record]
-    position: Position
+    A connector asked for columnar pages hands the page over as an Arrow table; the records
+    are then made from it only if a step needs them one by one.
+    """
+
+    __slots__ = ("_records", "position", "table")
+
+    def __init__(self, records: list[Record] | None, position: Position, table: Any = None) -> None:
+        self._records = records
+        self.position = position
+        self.table = table
+
+    @property
+    def records(self) -> list[Record]:
+        if self._records is None:
+            self._records = self.table.to_pylist() if self.table is not None else []
+        return self._records
+
+    def __len__(self) -> int:
+        return len(self._records) if self._records is not None else int(self.table.num_rows)
 
 
 class FieldType(StrEnum):
@@ -105,6 +121,11 @@ class FieldSchema:
     """The system fills the field when it is not given (autoincrement, server default)."""
     choices: tuple[str, ...] | None = None
     """Allowed values of a picklist."""
+    precision: int | None = None
+    scale: int | None = None
+    """Digits of a decimal field, and how many after the point."""
+    timezone: bool = False
+    """A datetime field that stores an instant (timestamptz)."""
 
     @property
     def required(self) -> bool:

@@ -22,7 +22,16 @@ from typing import Any, ClassVar
 
 from patchbay.elements.scope import BoundScope
 from patchbay.errors import SpecError
-from patchbay.model import KeyValue, ObjectSchema, Operation, Outcome, Page, Position, Record
+from patchbay.model import (
+    KeyValue,
+    ObjectSchema,
+    Operation,
+    Outcome,
+    Page,
+    Position,
+    Record,
+    Status,
+)
 from patchbay.spec import SystemSpec, suggest
 
 
@@ -32,6 +41,7 @@ class Capability(StrEnum):
     GET = "get"
     DESCRIBE = "describe"
     CHANGES = "changes"
+    COLUMNAR = "columnar"
 
 
 class Connector:
@@ -49,8 +59,12 @@ class Connector:
 
     def read(self, object: str, scope: BoundScope | None = None, *, key: str | None = None,
              fields: Sequence[str] | None = None, after: Position = None,
-             page_size: int = 1000) -> Iterator[Page]:
-        """Stream the records in scope, ordered by `key` when given, starting after `after`."""
+             page_size: int = 1000, columnar: bool = False) -> Iterator[Page]:
+        """Stream the records in scope, ordered by `key` when given, starting after `after`.
+
+        With `columnar`, a connector with the COLUMNAR capability hands pages over as Arrow
+        tables where it can.
+        """
         raise self._cannot("read")
 
     def count(self, object: str, scope: BoundScope | None = None) -> int:
@@ -68,6 +82,21 @@ class Connector:
 
     def describe(self, object: str) -> ObjectSchema:
         raise self._cannot("describe")
+
+    def accepts_tables(self, object: str, operation: Operation, key: str) -> bool:
+        """Whether `write_table` and `get_table` work for this object and operation."""
+        return False
+
+    def write_table(self, object: str, table: Any, operation: Operation,
+                    key: str) -> dict[Status, int] | None:
+        """Write an Arrow table of conformed records; return how many records got each
+        status, all of them successes. None has the batch written record by record instead
+        (the connector cannot, or the system refused something)."""
+        return None
+
+    def get_table(self, object: str, key: str, values: Sequence[KeyValue], schema: Any) -> Any:
+        """The records whose `key` is one of `values`, as an Arrow table of `schema`, or None."""
+        return None
 
     def check(self) -> None:
         """Raise ConnectionFailed when the system cannot be reached."""

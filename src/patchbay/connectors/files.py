@@ -180,7 +180,7 @@ class FileConnector(Connector):
 
     def read(self, object: str, scope: BoundScope | None = None, *, key: str | None = None,
              fields: Sequence[str] | None = None, after: Position = None,
-             page_size: int = 1000) -> Iterator[Page]:
+             page_size: int = 1000, columnar: bool = False) -> Iterator[Page]:
         path, fmt = self._existing(object)
         kept = list(dict.fromkeys([*fields, *([key] if key else [])])) if fields else None
         wanted = kept or ([key] if key else [])

@@ -10,15 +10,20 @@ INSERT ... ON CONFLICT (or UPDATE / DELETE) from it.
 
 from __future__ import annotations
 
+import io
 import json
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
 from patchbay.connectors.base import Capability, Connector
+from patchbay.elements import columnar as columnar_lane
 from patchbay.elements.compare import same_values
 from patchbay.elements.scope import BoundScope, to_sql
 from patchbay.errors import ConnectionFailed, RetriableError, SpecError
@@ -60,7 +65,8 @@ def sqlalchemy_url(url: str) -> str:
 class SqlConnector(Connector):
     schemes: ClassVar[tuple[str, ...]] = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {Capability.READ, Capability.WRITE, Capability.GET, Capability.DESCRIBE})
+        {Capability.READ, Capability.WRITE, Capability.GET, Capability.DESCRIBE,
+         Capability.COLUMNAR})
 
     def __init__(self, system: SystemSpec) -> None:
         super().__init__(system)
@@ -140,8 +146,13 @@ class SqlConnector(Connector):
                          or (column.primary_key and column.autoincrement is True)
                          or (column.primary_key and kind is FieldType.INTEGER
                              and len(table.primary_key.columns) == 1))
-            fields[column.name] = FieldSchema(column.name, kind, nullable=bool(column.nullable),
-                                              max_length=length, has_default=generated)
+            numeric = column.type if isinstance(column.type, sa.Numeric) else None
+            fields[column.name] = FieldSchema(
+                column.name, kind, nullable=bool(column.nullable), max_length=length,
+                has_default=generated,
+                precision=getattr(numeric, "precision", None) if kind is FieldType.DECIMAL else None,
+                scale=getattr(numeric, "scale", None) if kind is FieldType.DECIMAL else None,
+                timezone=bool(getattr(column.type, "timezone", False)))
         key = table.primary_key.columns[0].name if len(table.primary_key.columns) == 1 else None
         return ObjectSchema(object, fields, key)
 
@@ -164,7 +175,7 @@ class SqlConnector(Connector):
 
     def read(self, object: str, scope: BoundScope | None = None, *, key: str | None = None,
              fields: Sequence[str] | None = None, after: Position = None,
-             page_size: int = 1000) -> Iterator[Page]:
+             page_size: int = 1000, columnar: bool = False) -> Iterator[Page]:
         table, stmt = self._select(object, scope, fields)
         key = key or self.describe(object).key
         offset = 0
@@ -183,12 +194,17 @@ class SqlConnector(Connector):
             cursor, names = self._stream(conn, stmt)
             if key is not None:
                 key_index = names.index(key)
+            row_type = None
             try:
                 while rows := cursor.fetchmany(page_size):
-                    records = [dict(zip(names, row, strict=True)) for row in rows]
-                    offset += len(records)
+                    offset += len(rows)
                     position = rows[-1][key_index] if key_index is not None else offset
-                    yield Page(records, position)
+                    if columnar:
+                        arrow, row_type = columnar_lane.rows_to_table(rows, names, row_type)
+                        if arrow is not None:
+                            yield Page(None, position, arrow)
+                            continue
+                    yield Page([dict(zip(names, row, strict=True)) for row in rows], position)
             finally:
                 cursor.close()
 
@@ -284,6 +300,69 @@ class SqlConnector(Connector):
         self._write_isolating(table, records, todo, operation, key, outcomes)
         return [o if o is not None else Outcome(records[i].get(key), Status.FAILED, "not written")
                 for i, o in enumerate(outcomes)]
+
+    def accepts_tables(self, object: str, operation: Operation, key: str) -> bool:
+        return (self.dialect == "postgresql" and operation is Operation.UPSERT
+                and self._has_unique(self.table(object), key))
+
+    def write_table(self, object: str, table: Any, operation: Operation,
+                    key: str) -> dict[Status, int] | None:
+        """Upsert an Arrow table into PostgreSQL in one COPY; None hands the batch back to
+        the record path, which isolates whatever the database refused."""
+        if not self.accepts_tables(object, operation, key):
+            return None
+        target = self.table(object)
+        keys = table[key]
+        if keys.null_count or pc.count_distinct(keys).as_py() != len(keys):
+            return None
+        dbapi_error = self.engine.dialect.loaded_dbapi.Error
+        try:
+            with self.engine.begin() as conn:
+                statuses = _PostgresCopyWriter(conn, target, key).write_table(table, operation)
+        except (sa_exc.DBAPIError, dbapi_error):
+            return None
+        return dict(Counter(status for status, _ in statuses))
+
+    def get_table(self, object: str, key: str, values: Sequence[KeyValue], schema: Any) -> Any:
+        """Read back records as an Arrow table; PostgreSQL only."""
+        if self.dialect != "postgresql":
+            return None
+        target = self.table(object)
+        names = list(schema.names)
+        where, params = _key_condition(_quote(key), values)
+        # One row back, one text per column: the database joins each column's values (as
+        # text, null as \x01) in key order, Python splits them, Arrow parses each column.
+        # A value holding a separator breaks the alignment; the lengths then disagree and
+        # the caller compares record by record instead.
+        # The rows are sorted once, in a subquery whose order PostgreSQL's aggregates keep.
+        aggregates = ", ".join(f"string_agg(coalesce({_quote(n)}::text, E'\\x01'), E'\\x1f')"
+                               for n in names)
+        with self._connect() as conn:
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            with driver.cursor() as cursor:
+                cursor.execute(f"SELECT count(*), {aggregates} FROM (SELECT * FROM "
+                               f"{_quoted_table(target)} WHERE {where} ORDER BY {_quote(key)}) AS s",
+                               params)
+                row = cursor.fetchone()
+        assert row is not None
+        count, texts = row[0], row[1:]
+        if not count:
+            return schema.empty_table()
+        columns = []
+        for text, field in zip(texts, schema, strict=True):
+            column = pa.array(text.split("\x1f"), pa.string())
+            if len(column) != count:
+                return None
+            column = pc.if_else(pc.equal(column, "\x01"), pa.scalar(None, pa.string()), column)
+            try:
+                columns.append(column.cast(field.type))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                return None
+        table = pa.Table.from_arrays(columns, schema=schema)
+        if where.startswith(_quote(key) + " BETWEEN"):
+            table = table.filter(pc.is_in(table[key], value_set=pa.array(values, table[key].type)))
+        return table
 
     def _write_isolating(self, table: sa.Table, records: Sequence[Record], indexes: list[int],
                          operation: Operation, key: str, outcomes: list[Outcome | None]) -> None:
@@ -398,6 +477,17 @@ class _PostgresCopyWriter:
         columns = list(batch[0])
         if any(list(r) != columns for r in batch):
             columns = list(dict.fromkeys(c for r in batch for c in r))
+        return self._apply(columns, [r[self.key] for r in batch], operation,
+                           lambda cur, target: self._copy(cur, target, columns, batch))
+
+    def write_table(self, table: Any, operation: Operation) -> list[tuple[Status, str | None]]:
+        """The same for an Arrow table: one COPY of its CSV rendering, written by Arrow."""
+        return self._apply(list(table.column_names), table[self.key].to_pylist(), operation,
+                           lambda cur, target: _copy_csv(cur, target, table))
+
+    def _apply(self, columns: list[str], keys: list[KeyValue], operation: Operation,
+               load: Callable[[Any, str], None]) -> list[tuple[Status, str | None]]:
+        """Load the batch (into the table, or a staging table) and apply the operation."""
         target = _quoted_table(self.table)
         q = _quote
         col_list = ", ".join(q(c) for c in columns)
@@ -405,18 +495,18 @@ class _PostgresCopyWriter:
         assert raw is not None
         with raw.cursor() as cur:
             if operation in (Operation.UPSERT, Operation.INSERT):
-                cur.execute(f"SELECT {q(self.key)} FROM {target} WHERE {q(self.key)} = ANY(%s)",
-                            ([r[self.key] for r in batch],))
+                where, params = _key_condition(q(self.key), keys)
+                cur.execute(f"SELECT 1 FROM {target} WHERE {where} LIMIT 1", params)
                 if cur.fetchone() is None:
                     # None of the keys exist yet (a first migration): COPY straight into the
                     # table, skipping the staging table and the conflict checks.
-                    self._copy(cur, target, col_list, columns, batch)
-                    return [(Status.CREATED, None)] * len(batch)
+                    load(cur, target)
+                    return [(Status.CREATED, None)] * len(keys)
             # Only the columns written, with their types but not their NOT NULL constraints:
             # a column the batch leaves to its default (a serial id) must not fail the COPY.
             cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS _patchbay_stage ON COMMIT DROP AS "
                         f"SELECT {col_list} FROM {target} WITH NO DATA")
-            self._copy(cur, "_patchbay_stage", col_list, columns, batch)
+            load(cur, "_patchbay_stage")
             key = q(self.key)
             changed = " OR ".join(f"t.{q(c)} IS DISTINCT FROM s.{q(c)}" for c in columns if c != self.key)
             assignments = ", ".join(f"{q(c)} = s.{q(c)}" for c in columns if c != self.key)
@@ -452,11 +542,10 @@ class _PostgresCopyWriter:
                 written = {k: Status.DELETED for (k,) in cur.fetchall()}
                 default = (Status.SKIPPED, "no record with this key")
             cur.execute("DROP TABLE _patchbay_stage")
-        return [(written[r[self.key]], None) if r[self.key] in written else default for r in batch]
+        return [(written[k], None) if k in written else default for k in keys]
 
 
-    def _copy(self, cur: Any, target: str, col_list: str, columns: list[str],
-              batch: list[Record]) -> None:
+    def _copy(self, cur: Any, target: str, columns: list[str], batch: list[Record]) -> None:
         """COPY the batch; binary when every column has a plain type (half the cost of text)."""
         dialect = self.conn.dialect
         types = [_binary_copy_type(self.table.c[c], dialect) for c in columns]
@@ -468,12 +557,33 @@ class _PostgresCopyWriter:
                             if isinstance(self.table.c[c].type, sa.JSON)]
             if json_columns:
                 rows = (_json_encoded(row, json_columns) for row in rows)
+        col_list = ", ".join(_quote(c) for c in columns)
         with cur.copy(f"COPY {target} ({col_list}) FROM STDIN"
                       + (" (FORMAT BINARY)" if binary else "")) as copy:
             if binary:
                 copy.set_types(types)
             for row in rows:
                 copy.write_row(row)
+
+
+def _key_condition(key: str, values: Sequence[KeyValue]) -> tuple[str, tuple[Any, ...]]:
+    """A condition matching (at least) the rows with these keys. Integer keys take a
+    range, which costs one index range scan and two parameters instead of an array of
+    thousands; the caller filters out rows of the range that are not in the batch."""
+    if values and all(type(v) is int for v in values):
+        return f"{key} BETWEEN %s AND %s", (min(values), max(values))
+    return f"{key} = ANY(%s)", (list(values),)
+
+
+def _copy_csv(cur: Any, target: str, table: Any) -> None:
+    import pyarrow.csv as arrow_csv
+
+    col_list = ", ".join(_quote(c) for c in table.column_names)
+    sink = io.BytesIO()
+    # Arrow writes null as an empty field and the empty string as "", as PostgreSQL reads them.
+    arrow_csv.write_csv(table, sink, arrow_csv.WriteOptions(include_header=False))
+    with cur.copy(f"COPY {target} ({col_list}) FROM STDIN (FORMAT csv)") as copy:
+        copy.write(sink.getbuffer())
 
 
 def _json_encoded(row: Sequence[Any], positions: list[int]) -> list[Any]:

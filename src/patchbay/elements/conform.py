@@ -206,10 +206,44 @@ class Conformer:
         return problems
 
 
+    def conform_table(self, table: Any) -> Any:
+        """The Arrow table converted to the destination's types, or None if any record
+        needs the record lane (a value that does not convert, a null where one is required,
+        a value too long or not among the choices)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        from patchbay.elements import columnar
+
+        if self.missing_required:
+            return None
+        columns = {name: table[name] for name in table.column_names}
+        for step in self._steps:
+            if step.name not in columns:
+                continue
+            target = columnar.arrow_type(step.spec)
+            if target is None:
+                return None
+            column = columnar.cast(columns[step.name], target)
+            if column is None:
+                return None
+            if step.required and column.null_count:
+                return None
+            if step.max_length is not None and len(column) and (
+                    pc.max(pc.utf8_length(column)).as_py() or 0) > step.max_length:
+                return None
+            if step.choices is not None and not pc.all(pc.or_kleene(
+                    pc.is_null(column), pc.is_in(column, pa.array(sorted(step.choices))))).as_py():
+                return None
+            columns[step.name] = column
+        return pa.Table.from_arrays(list(columns.values()), names=list(columns))
+
+
 class _FieldCheck:
     """Conversion and checks of one destination field."""
 
     def __init__(self, spec: FieldSchema) -> None:
+        self.spec = spec
         self.name = spec.name
         self.kind = spec.type
         self.convert = converter(spec.type) if spec.type is not FieldType.JSON else None

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from patchbay.elements.conform import CoercionError, converter
 from patchbay.elements.expressions import Expression
 from patchbay.errors import RecordRejected
-from patchbay.model import Record
+from patchbay.model import FieldType, Record
 from patchbay.spec import FieldMapping, Lookup, ParamRef, TransformSpec
 
 
@@ -73,6 +73,10 @@ class Transform:
         self._skip_if = Expression(spec.skip_if, params) if spec.skip_if else None
         if self._lookups and resolve is None:
             raise ValueError("a transform with lookups needs a resolver")
+        self._params = params
+        simple = not (self.passes_through or self._skip_if or self._lookups) and all(
+            _is_columnar(m) for m in spec.fields.values())
+        self._columnar = [(t, m) for t, m in spec.fields.items()] if simple else None
 
     @property
     def passes_through(self) -> bool:
@@ -144,6 +148,42 @@ class Transform:
             result.sources.append(source)
         return result
 
+    @property
+    def columnar(self) -> bool:
+        """Whether `apply_table` can do this transform (copies, constants, trims, defaults,
+        types); value maps, expressions, lookups and patterns go record by record."""
+        return self._columnar is not None
+
+    def apply_table(self, table: Any) -> Any:
+        """The transformed Arrow table, or None if the batch needs the record lane."""
+        assert self._columnar is not None
+        import pyarrow as pa
+
+        from patchbay.elements import columnar
+
+        rows = table.num_rows
+        columns, names = [], []
+        for target, mapping in self._columnar:
+            if mapping.from_ is None and "value" in mapping.model_fields_set:
+                value = mapping.value
+                constant = self._params[value.param] if isinstance(value, ParamRef) else value
+                try:
+                    column = pa.array([constant] * rows)
+                except (pa.ArrowInvalid, pa.ArrowTypeError):
+                    return None
+            else:
+                source = mapping.from_ or target
+                if source not in table.column_names:
+                    return None
+                column = table[source]
+            column = columnar.finish(column, mapping.trim, mapping.default, mapping.type,
+                                     mapping.required)
+            if column is None:
+                return None
+            columns.append(column)
+            names.append(target)
+        return pa.Table.from_arrays(columns, names=names)
+
     def _resolve_lookups(self, batch: Sequence[Record]) -> dict[str, Mapping[Any, Any]]:
         found: dict[str, Mapping[Any, Any]] = {}
         for target, _, lookup in self._lookups:
@@ -151,6 +191,12 @@ class Transform:
             assert self._resolve is not None
             found[target] = self._resolve(lookup, values) if values else {}
         return found
+
+
+def _is_columnar(mapping: FieldMapping) -> bool:
+    return (mapping.expr is None and mapping.lookup is None and mapping.map is None
+            and mapping.pattern is None and mapping.formats is None
+            and mapping.type not in (FieldType.DECIMAL, FieldType.JSON))
 
 
 def _is_plain_copy(mapping: FieldMapping) -> bool:

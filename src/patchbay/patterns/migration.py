@@ -19,14 +19,15 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from patchbay.connectors.base import Connector
+from patchbay.connectors.base import Capability, Connector
 from patchbay.elements import capture
 from patchbay.elements import scope as scopes
 from patchbay.elements.capture import Comparison
+from patchbay.elements.columnar import arrow_type
 from patchbay.elements.compare import differing_fields, normalise, same_values
 from patchbay.elements.conform import Conformer
 from patchbay.elements.transform import SetAside, Transform
@@ -34,6 +35,8 @@ from patchbay.errors import FatalRunError, PatchbayError, RetriableError, RunNot
 from patchbay.model import Operation, Page, Record, Status
 from patchbay.patterns.context import LookupCache, RunContext, validate_destination
 from patchbay.store.store import OutcomeRow, RunRecord, RunStatus, jsonable
+
+T = TypeVar("T")
 
 BROKEN = "__error__"
 """Field by which a source marks a record it could not read whole."""
@@ -53,6 +56,8 @@ class Prepared:
     conformer: Conformer
     fields: list[str]
     read_fields: list[str] | None
+    columnar: bool
+    """Pages come as Arrow tables and go through the columnar lane while they can."""
 
 
 def prepare(ctx: RunContext, watermark_after: Any = None) -> Prepared:
@@ -75,7 +80,10 @@ def prepare(ctx: RunContext, watermark_after: Any = None) -> Prepared:
     wanted = transform.source_fields
     extra = {f for f in (src.key, src.watermark) if f}
     read_fields = sorted(wanted | extra) if wanted is not None else src.fields
-    return Prepared(source, destination, bound, transform, conformer, fields, read_fields)
+    columnar = (transform.columnar and Capability.COLUMNAR in source.capabilities
+                and destination.accepts_tables(dst.object, dst.operation, dst.key)
+                and all(arrow_type(schema.fields[f]) is not None for f in fields))
+    return Prepared(source, destination, bound, transform, conformer, fields, read_fields, columnar)
 
 
 def shape(prepared: Prepared,
@@ -204,7 +212,8 @@ class Migration:
             try:
                 for page in prepared.source.read(src.object, prepared.scope, key=src.key,
                                                  fields=prepared.read_fields, after=position,
-                                                 page_size=self.options.batch_size):
+                                                 page_size=self.options.batch_size,
+                                                 columnar=prepared.columnar):
                     while not stop.is_set():
                         try:
                             pages.put(page, timeout=0.2)
@@ -235,12 +244,15 @@ class Migration:
                    comparison: Comparison, high_water: Any) -> tuple[list[OutcomeRow], Any]:
         src_key = self.integration.source.key
         dst = self.integration.destination
-        counters["read"] += len(page.records)
+        counters["read"] += len(page)
         watermark = self.integration.source.watermark
         if watermark:
-            values = [r[watermark] for r in page.records if r.get(watermark) is not None]
-            if values:
-                high_water = _later(max(values), high_water)
+            top = _top(page, watermark)
+            if top is not None:
+                high_water = _later(top, high_water)
+        if page.table is not None and self._columnar_batch(prepared, page.table, counters,
+                                                           comparison):
+            return [], high_water
         records, sources, rejected, skipped = shape(prepared, page.records)
         rows = [OutcomeRow(_source_key(s.source, src_key), Status.REJECTED, s.code, s.reason, s.source)
                 for s in rejected]
@@ -263,6 +275,43 @@ class Migration:
                                               prepared.fields)
             comparison.add(written, actual)
         return rows, high_water
+
+    def _columnar_batch(self, prepared: Prepared, table: Any, counters: Counter[str],
+                        comparison: Comparison) -> bool:
+        """Transform, conform, write and compare a page as one Arrow table. False when it
+        holds anything the record lane must handle; nothing has been written then."""
+        dst = self.integration.destination
+        shaped = prepared.transform.apply_table(table)
+        if shaped is not None:
+            shaped = prepared.conformer.conform_table(shaped)
+        if shaped is None:
+            return False
+        written = self._retrying(lambda: prepared.destination.write_table(
+            dst.object, shaped, dst.operation, dst.key))
+        if written is None:
+            return False
+        for status, count in written.items():
+            counters[status.value] += count
+        if self.options.verify == "full":
+            keys = shaped[dst.key].to_pylist()
+            actual = prepared.destination.get_table(dst.object, dst.key, keys, shaped.schema)
+            if actual is None or not comparison.add_table(shaped, actual):
+                comparison.add(shaped.to_pylist(), prepared.destination.get(
+                    dst.object, dst.key, keys, prepared.fields))
+        return True
+
+    def _retrying(self, write: Callable[[], T]) -> T:
+        """A write, tried again with growing pauses while the destination fails transiently."""
+        delay = 1.0
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                return write()
+            except RetriableError:
+                if attempt == WRITE_ATTEMPTS:
+                    raise
+                time.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
 
     def _write(self, destination: Connector, records: list[Record]) -> list[Any]:
         dst = self.integration.destination
@@ -316,6 +365,15 @@ def _later(value: Any, high_water: Any) -> Any:
         return value if value > high_water else high_water
     except TypeError:
         return value if normalise(value) > normalise(high_water) else high_water
+
+
+def _top(page: Page, field: str) -> Any:
+    if page.table is not None:
+        import pyarrow.compute as pc
+
+        return pc.max(page.table[field]).as_py()
+    values = [r[field] for r in page.records if r.get(field) is not None]
+    return max(values) if values else None
 
 
 def _source_key(record: Record, key: str | None) -> Any:

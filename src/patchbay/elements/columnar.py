@@ -1,0 +1,129 @@
+"""Arrow helpers for the columnar lane of a pipeline.
+
+Pages that arrive as Arrow tables go through transform, conform, write and compare a
+column at a time, in Arrow's compiled kernels, instead of a Python loop per value. The
+lane takes only what it can do exactly as the record lane would; whenever a batch holds
+anything else (a value a cast refuses, a null in a required field, a value too long, a
+write the database refuses, a difference in the read-back) the batch is handed to the
+record lane, which finds and explains each bad record. So the two lanes always agree, and
+the columnar one costs nothing on clean data but speed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from patchbay.model import FieldSchema, FieldType
+
+_NULL = "\x00null"
+
+
+def arrow_type(field: FieldSchema) -> pa.DataType | None:
+    """The Arrow type holding exactly the values of a destination field, or None if the
+    columnar lane cannot guarantee that (JSON, decimals of unknown scale, instants)."""
+    kind = field.type
+    if kind is FieldType.STRING:
+        return pa.string()
+    if kind is FieldType.INTEGER:
+        return pa.int64()
+    if kind is FieldType.NUMBER:
+        return pa.float64()
+    if kind is FieldType.BOOLEAN:
+        return pa.bool_()
+    if kind is FieldType.DATE:
+        return pa.date32()
+    if kind is FieldType.DATETIME and not field.timezone:
+        return pa.timestamp("us")
+    if kind is FieldType.DECIMAL and field.scale is not None:
+        return pa.decimal128(field.precision or 38, field.scale)
+    return None
+
+
+def rows_to_table(rows: Sequence[tuple[Any, ...]], names: Sequence[str],
+                  struct: pa.StructType | None) -> tuple[pa.Table | None, pa.StructType | None]:
+    """A table from driver rows, and the row type to reuse for the next page.
+
+    Without a known row type, each column's type is inferred; a column whose values
+    are of mixed Python types (as SQLite allows) makes the page unfit for the lane.
+    """
+    try:
+        if struct is None:
+            arrays = [pa.array(column) for column in zip(*rows, strict=True)]
+            struct = pa.struct([pa.field(n, a.type) for n, a in zip(names, arrays, strict=True)])
+            if any(pa.types.is_null(f.type) for f in struct):
+                return pa.Table.from_arrays(arrays, names=list(names)), None
+            return pa.Table.from_arrays(arrays, names=list(names)), struct
+        rows_array = pa.array(rows, type=struct)
+        return pa.Table.from_arrays(rows_array.flatten(), names=list(names)), struct
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return None, None
+
+
+def cast(column: pa.ChunkedArray | pa.Array, to: pa.DataType) -> pa.ChunkedArray | None:
+    """`column` as `to`, or None when a value would not convert exactly."""
+    if column.type == to:
+        return column
+    if pa.types.is_string(column.type) and not pa.types.is_string(to):
+        # Text with surrounding spaces, or empty text, takes the record lane's rules.
+        if pc.any(pc.not_equal(pc.utf8_length(pc.utf8_trim_whitespace(column)),
+                               pc.utf8_length(column))).as_py():
+            return None
+        if pc.any(pc.equal(column, "")).as_py():
+            return None
+    if pa.types.is_string(to) and not pa.types.is_string(column.type) \
+            and not pa.types.is_integer(column.type):
+        return None  # floats and dates render as text differently in Python
+    try:
+        return pc.cast(column, to, safe=True)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return None
+
+
+def digest(keys: bytes, column: pa.ChunkedArray | pa.Array) -> int:
+    """A digest of one column over one batch, tied to the batch's keys."""
+    text = pc.fill_null(pc.cast(column, pa.string()), _NULL)
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
+    count = len(text)
+    lengths = pc.binary_length(text).buffers()[1]
+    offsets = text.buffers()[1]
+    data = text.buffers()[2]
+    first = int.from_bytes(offsets.to_pybytes()[text.offset * 4:text.offset * 4 + 4], "little")
+    last = int.from_bytes(offsets.to_pybytes()[(text.offset + count) * 4:
+                                                (text.offset + count) * 4 + 4], "little")
+    hasher = hashlib.blake2b(keys, digest_size=8)
+    hasher.update(lengths.to_pybytes()[:count * 4])
+    hasher.update(data.to_pybytes()[first:last] if data is not None else b"")
+    return int.from_bytes(hasher.digest(), "big")
+
+
+def finish(column: pa.ChunkedArray | pa.Array, trim: bool, default: Any,
+           kind: FieldType | None, required: bool) -> pa.ChunkedArray | pa.Array | None:
+    """A transform field's steps after its value is taken: trim, default, coerce, require."""
+    text = pa.types.is_string(column.type)
+    if trim and text:
+        column = pc.utf8_trim_whitespace(column)
+    if default is not None:
+        if text and pc.any(pc.equal(column, "")).as_py():
+            return None
+        try:
+            column = pc.fill_null(column, default)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            return None
+    if kind is not None:
+        target = arrow_type(FieldSchema("", kind))
+        if target is None:
+            return None
+        converted = cast(column, target)
+        if converted is None:
+            return None
+        column = converted
+    if required and (column.null_count or (
+            pa.types.is_string(column.type) and pc.any(pc.equal(column, "")).as_py())):
+        return None
+    return column
