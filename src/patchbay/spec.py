@@ -285,6 +285,10 @@ class Options(_Model):
         default="full", description="How the report compares the destination with the source."
     )
     sample_size: int = Field(default=20, ge=0, le=1000)
+    columnar: bool = Field(
+        default=True, description="Move clean batches as Arrow tables where source, transform "
+                                  "and destination allow; batches with anything to set aside go "
+                                  "record by record either way.")
 
 
 class ParameterSpec(_Model):

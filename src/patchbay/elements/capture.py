@@ -252,6 +252,8 @@ def build_report(*, integration: Any, run_id: str | None, params: Mapping[str, A
         "destination": {"system": dst.system, "object": dst.object,
                         "operation": str(dst.operation), "key": dst.key},
         "counts": counts,
+        "batches": {"columnar": counters.get("batches_columnar", 0),
+                    "record": counters.get("batches_record", 0)},
         "verification": verify,
         "comparison": comparison.summary() if verify == "full" else None,
         "verdict": verdict,

@@ -80,7 +80,8 @@ def prepare(ctx: RunContext, watermark_after: Any = None) -> Prepared:
     wanted = transform.source_fields
     extra = {f for f in (src.key, src.watermark) if f}
     read_fields = sorted(wanted | extra) if wanted is not None else src.fields
-    columnar = (transform.columnar and Capability.COLUMNAR in source.capabilities
+    columnar = (integration.options.columnar and transform.columnar
+                and Capability.COLUMNAR in source.capabilities
                 and destination.accepts_tables(dst.object, dst.operation, dst.key)
                 and all(arrow_type(schema.fields[f]) is not None for f in fields))
     return Prepared(source, destination, bound, transform, conformer, fields, read_fields, columnar)
@@ -252,7 +253,9 @@ class Migration:
                 high_water = _later(top, high_water)
         if page.table is not None and self._columnar_batch(prepared, page.table, counters,
                                                            comparison):
+            counters["batches_columnar"] += 1
             return [], high_water
+        counters["batches_record"] += 1
         records, sources, rejected, skipped = shape(prepared, page.records)
         rows = [OutcomeRow(_source_key(s.source, src_key), Status.REJECTED, s.code, s.reason, s.source)
                 for s in rejected]
