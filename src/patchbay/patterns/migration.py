@@ -34,6 +34,7 @@ from patchbay.elements.transform import SetAside, Transform
 from patchbay.errors import FatalRunError, PatchbayError, RetriableError, RunNotResumable
 from patchbay.model import Operation, Page, Record, Status
 from patchbay.patterns.context import LookupCache, RunContext, validate_destination
+from patchbay.store import Store
 from patchbay.store.store import OutcomeRow, RunRecord, RunStatus, jsonable
 
 T = TypeVar("T")
@@ -114,6 +115,66 @@ def shape(prepared: Prepared,
     return records, sources, rejected, result.skipped
 
 
+@dataclass
+class _Written:
+    """A written batch on its way to its checkpoint."""
+
+    batch: int
+    position: Any
+    counters: dict[str, int]
+    rows: list[OutcomeRow]
+    high_water: Any
+    check: Callable[[], None] | None
+    """Compares the batch with the destination (reads it back)."""
+
+
+class _Checkpoints:
+    """Compares each written batch with the destination, then checkpoints it, in order, in
+    a thread of its own, while the next batch is being written. A checkpoint still never
+    runs ahead of the destination; a crash replays the few batches written since the last
+    one, which the idempotent writes make harmless."""
+
+    DEPTH = 2
+
+    def __init__(self, store: Store, run_id: str, comparison: Comparison,
+                 watermark_after: Any, notify: Callable[[str, Mapping[str, int]], None]) -> None:
+        self.store, self.run_id, self.comparison = store, run_id, comparison
+        self.watermark_after, self.notify = watermark_after, notify
+        self.error: BaseException | None = None
+        self._queue: queue.Queue[_Written | None] = queue.Queue(maxsize=self.DEPTH)
+        self._thread = threading.Thread(target=self._work, name="patchbay-checkpoints",
+                                        daemon=True)
+        self._thread.start()
+
+    def put(self, written: _Written) -> None:
+        if self.error is not None:
+            raise self.error
+        self._queue.put(written)
+
+    def finish(self, raise_error: bool = True) -> None:
+        """Wait until every batch handed over is checkpointed."""
+        self._queue.put(None)
+        self._thread.join()
+        if raise_error and self.error is not None:
+            raise self.error
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self.error is not None:
+                continue  # keep draining, so that the writer never blocks on a dead thread
+            try:
+                if item.check is not None:
+                    item.check()
+                self.store.checkpoint(
+                    self.run_id, batch=item.batch, counters=item.counters, outcome_rows=item.rows,
+                    checkpoint={"position": item.position, "comparison": self.comparison.state(),
+                                "high_water": item.high_water,
+                                "watermark_after": self.watermark_after})
+                self.notify("batch", item.counters)
+            except BaseException as exc:
+                self.error = exc
+
+
 class Migration:
     """One run of a migration integration."""
 
@@ -171,29 +232,31 @@ class Migration:
                       else Comparison(self.integration.destination.key,
                                       [f for f in prepared.fields], self.options.sample_size))
         batch_no = run.batches
-        position = state.get("position")
         high_water = state.get("high_water")
         ctx.notify("start", counters)
+        checkpoints = _Checkpoints(store, run.id, comparison, watermark_after, ctx.notify)
         try:
-            for page in self._pages(prepared, position):
+            for page in self._pages(prepared, state.get("position")):
                 batch_no += 1
-                rows, high_water = self._one_batch(prepared, page, counters, comparison, high_water)
-                position = page.position
-                store.checkpoint(run.id, batch=batch_no, counters=counters, outcome_rows=rows,
-                                 checkpoint={"position": position, "comparison": comparison.state(),
-                                             "high_water": high_water,
-                                             "watermark_after": watermark_after})
-                ctx.notify("batch", counters)
+                rows, high_water, check = self._one_batch(prepared, page, counters, comparison,
+                                                          high_water)
+                checkpoints.put(_Written(batch_no, page.position, dict(counters), rows,
+                                         high_water, check))
                 limit = self.options.max_rejects
                 if limit is not None and counters["rejected"] > limit:
                     raise FatalRunError(f"{counters['rejected']} records rejected, more than "
                                         f"max_rejects ({limit})", run=run.id)
                 if ctx.stop.is_set():
-                    store.finish(run.id, RunStatus.INTERRUPTED, counters=counters)
+                    checkpoints.finish()
+                    store.finish(run.id, RunStatus.INTERRUPTED)
                     return {"run": run.id, "status": RunStatus.INTERRUPTED,
                             "counters": dict(counters)}
-        except (PatchbayError, Exception) as exc:
-            store.finish(run.id, RunStatus.FAILED, error=str(exc), counters=counters)
+            checkpoints.finish()
+        except BaseException as exc:
+            # What was written before the failure still gets its checkpoint; the run keeps
+            # the counters of its last checkpoint, so a resume counts nothing twice.
+            checkpoints.finish(raise_error=False)
+            store.finish(run.id, RunStatus.FAILED, error=str(exc) or type(exc).__name__)
             raise
         report = self.report(run, prepared, counters, comparison)
         status = report["verdict"]
@@ -242,7 +305,10 @@ class Migration:
             thread.join(timeout=5)
 
     def _one_batch(self, prepared: Prepared, page: Page, counters: Counter[str],
-                   comparison: Comparison, high_water: Any) -> tuple[list[OutcomeRow], Any]:
+                   comparison: Comparison, high_water: Any
+                   ) -> tuple[list[OutcomeRow], Any, Callable[[], None] | None]:
+        """Shape and write one page. Returns the records set aside, the watermark reached,
+        and the comparison of the written records with the destination, to be run later."""
         src_key = self.integration.source.key
         dst = self.integration.destination
         counters["read"] += len(page)
@@ -251,10 +317,11 @@ class Migration:
             top = _top(page, watermark)
             if top is not None:
                 high_water = _later(top, high_water)
-        if page.table is not None and self._columnar_batch(prepared, page.table, counters,
-                                                           comparison):
-            counters["batches_columnar"] += 1
-            return [], high_water
+        if page.table is not None:
+            written_table = self._columnar_batch(prepared, page.table, counters)
+            if written_table is not None:
+                counters["batches_columnar"] += 1
+                return [], high_water, self._table_check(prepared, written_table, comparison)
         counters["batches_record"] += 1
         records, sources, rejected, skipped = shape(prepared, page.records)
         rows = [OutcomeRow(_source_key(s.source, src_key), Status.REJECTED, s.code, s.reason, s.source)
@@ -273,35 +340,45 @@ class Migration:
             else:
                 rows.append(OutcomeRow(outcome.key, outcome.status.value, outcome.code,
                                        outcome.reason, source))
-        if self.options.verify == "full" and written and dst.operation is not Operation.DELETE:
+        if self.options.verify != "full" or not written or dst.operation is Operation.DELETE:
+            return rows, high_water, None
+
+        def check() -> None:
             actual = prepared.destination.get(dst.object, dst.key, [r[dst.key] for r in written],
                                               prepared.fields)
             comparison.add(written, actual)
-        return rows, high_water
+        return rows, high_water, check
 
-    def _columnar_batch(self, prepared: Prepared, table: Any, counters: Counter[str],
-                        comparison: Comparison) -> bool:
-        """Transform, conform, write and compare a page as one Arrow table. False when it
-        holds anything the record lane must handle; nothing has been written then."""
+    def _columnar_batch(self, prepared: Prepared, table: Any, counters: Counter[str]) -> Any:
+        """Transform, conform and write a page as one Arrow table; return the table written.
+        None when it holds anything the record lane must handle; nothing is written then."""
         dst = self.integration.destination
         shaped = prepared.transform.apply_table(table)
         if shaped is not None:
             shaped = prepared.conformer.conform_table(shaped)
         if shaped is None:
-            return False
+            return None
         written = self._retrying(lambda: prepared.destination.write_table(
             dst.object, shaped, dst.operation, dst.key))
         if written is None:
-            return False
+            return None
         for status, count in written.items():
             counters[status.value] += count
-        if self.options.verify == "full":
-            keys = shaped[dst.key].to_pylist()
-            actual = prepared.destination.get_table(dst.object, dst.key, keys, shaped.schema)
-            if actual is None or not comparison.add_table(shaped, actual):
-                comparison.add(shaped.to_pylist(), prepared.destination.get(
+        return shaped
+
+    def _table_check(self, prepared: Prepared, written: Any,
+                     comparison: Comparison) -> Callable[[], None] | None:
+        if self.options.verify != "full":
+            return None
+        dst = self.integration.destination
+
+        def check() -> None:
+            keys = written[dst.key].to_pylist()
+            actual = prepared.destination.get_table(dst.object, dst.key, keys, written.schema)
+            if actual is None or not comparison.add_table(written, actual):
+                comparison.add(written.to_pylist(), prepared.destination.get(
                     dst.object, dst.key, keys, prepared.fields))
-        return True
+        return check
 
     def _retrying(self, write: Callable[[], T]) -> T:
         """A write, tried again with growing pauses while the destination fails transiently."""
