@@ -15,7 +15,7 @@ Connectors register by URL scheme. Third-party packages add theirs through the
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from enum import StrEnum
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
@@ -113,6 +113,35 @@ class Connector:
     def _cannot(self, what: str) -> NotImplementedError:
         return NotImplementedError(
             f"system '{self.name}' ({type(self).__name__}) cannot {what}")
+
+
+def last_per_key(records: Sequence[Record], key: str, same: Callable[[Any], Any] = lambda v: v
+                 ) -> tuple[list[int], list[Outcome | None]]:
+    """Which records of a batch to write: the last one of each key, in order. The others
+    get their outcome here: an empty key is rejected, an earlier record of a key that
+    comes again is skipped. `same` maps a key value to what makes two keys the same."""
+    outcomes: list[Outcome | None] = [None] * len(records)
+    last: dict[Any, int] = {}
+    for index, record in enumerate(records):
+        value = record.get(key)
+        if value is None or value == "":
+            outcomes[index] = Outcome(None, Status.REJECTED, f"key field {key} is empty",
+                                      "REQUIRED_FIELD_MISSING")
+            continue
+        identity = same(value)
+        if identity in last:
+            earlier = last[identity]
+            outcomes[earlier] = Outcome(records[earlier].get(key), Status.SKIPPED,
+                                        "a later record in the batch has the same key",
+                                        "DUPLICATE_KEY_IN_BATCH")
+        last[identity] = index
+    return sorted(last.values()), outcomes
+
+
+def completed(records: Sequence[Record], key: str, outcomes: list[Outcome | None]) -> list[Outcome]:
+    """The outcomes of a batch, any record left without one marked as failed (not written)."""
+    return [o if o is not None else Outcome(records[i].get(key), Status.FAILED, "not written")
+            for i, o in enumerate(outcomes)]
 
 
 _BUILTIN: dict[str, str] = {

@@ -53,7 +53,7 @@ from decimal import Decimal
 from pathlib import Path, PurePath
 from typing import Any, ClassVar, TextIO
 
-from patchbay.connectors.base import Capability, Connector
+from patchbay.connectors.base import Capability, Connector, completed, last_per_key
 from patchbay.elements.compare import same_values
 from patchbay.elements.scope import BoundScope, fields_of, to_predicate
 from patchbay.errors import ConnectionFailed, SpecError
@@ -236,26 +236,10 @@ class FileConnector(Connector):
         path, fmt = self._file(object)
         if not records:
             return []
-        outcomes: list[Outcome | None] = [None] * len(records)
-        last_of_key: dict[str, int] = {}
-        for index, record in enumerate(records):
-            value = record.get(key)
-            if value is None or value == "":
-                outcomes[index] = Outcome(None, Status.REJECTED, f"key field {key} is empty",
-                                          "REQUIRED_FIELD_MISSING")
-                continue
-            text = _text(value)
-            if text in last_of_key:
-                earlier = last_of_key[text]
-                outcomes[earlier] = Outcome(records[earlier].get(key), Status.SKIPPED,
-                                            "a later record in the batch has the same key",
-                                            "DUPLICATE_KEY_IN_BATCH")
-            last_of_key[text] = index
-        todo = sorted(last_of_key.values())
+        todo, outcomes = last_per_key(records, key, same=_text)
         if todo:
             fmt.write(path, records, todo, operation, key, outcomes)
-        return [o if o is not None else Outcome(records[i].get(key), Status.FAILED, "not written")
-                for i, o in enumerate(outcomes)]
+        return completed(records, key, outcomes)
 
 
 # -- formats ------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
-from patchbay.connectors.base import Capability, Connector
+from patchbay.connectors.base import Capability, Connector, completed, last_per_key
 from patchbay.elements import columnar as columnar_lane
 from patchbay.elements.compare import same_values
 from patchbay.elements.scope import BoundScope, to_sql
@@ -279,27 +279,13 @@ class SqlConnector(Connector):
         self._column(table, key)
         if not records:
             return []
-        outcomes: list[Outcome | None] = [None] * len(records)
-        last_of_key: dict[KeyValue, int] = {}
-        for index, record in enumerate(records):
-            value = record.get(key)
-            if value is None:
-                outcomes[index] = Outcome(None, Status.REJECTED, f"key field {key} is empty",
-                                          "REQUIRED_FIELD_MISSING")
-                continue
-            if value in last_of_key:
-                outcomes[last_of_key[value]] = Outcome(
-                    value, Status.SKIPPED, "a later record in the batch has the same key",
-                    "DUPLICATE_KEY_IN_BATCH")
-            last_of_key[value] = index
-        todo = list(last_of_key.values())
+        todo, outcomes = last_per_key(records, key)
         unknown = [c for c in records[todo[0]] if c not in table.c] if todo else []
         if unknown:
             raise SpecError(f"table '{object}' of system '{self.name}' has no column "
                             f"'{unknown[0]}'{suggest(unknown[0], table.c.keys())}")
         self._write_isolating(table, records, todo, operation, key, outcomes)
-        return [o if o is not None else Outcome(records[i].get(key), Status.FAILED, "not written")
-                for i, o in enumerate(outcomes)]
+        return completed(records, key, outcomes)
 
     def accepts_tables(self, object: str, operation: Operation, key: str) -> bool:
         return (self.dialect == "postgresql" and operation is Operation.UPSERT
