@@ -139,7 +139,7 @@ integrations:
       fields:
 {fields}
     destination: {{system: warehouse, object: {TABLE}, operation: upsert, key: id}}
-    options: {{batch_size: 5000, verify: {verify}}}
+    options: {{batch_size: 10000, verify: {verify}}}
 """)
     invocation = runner.Invocation.load(spec, None, {})
     store = Store.open(directory=workdir / "state")

@@ -86,7 +86,9 @@ class SqlConnector(Connector):
                 connect_args["connect_timeout"] = int(self.system.options.get("connect_timeout", 10))
                 connect_args.setdefault("charset", "utf8mb4")
             try:
-                self._engine = sa.create_engine(url, connect_args=connect_args, pool_pre_ping=True)
+                # No pre-ping: it costs a round trip per batch, and a write on a dead pooled
+                # connection fails as retriable, is retried on a fresh one.
+                self._engine = sa.create_engine(url, connect_args=connect_args)
             except (sa_exc.ArgumentError, ImportError) as exc:
                 raise SpecError(f"system '{self.name}': bad database URL "
                                 f"{self.system.redacted_url}: {exc}") from None
@@ -337,10 +339,11 @@ class SqlConnector(Connector):
             return schema.empty_table()
         columns = []
         for text, field in zip(texts, schema, strict=True):
-            column = pa.array(text.split("\x1f"), pa.string())
+            column = pc.split_pattern(pa.array([text], pa.string()), "\x1f").flatten()
             if len(column) != count:
                 return None
-            column = pc.if_else(pc.equal(column, "\x01"), pa.scalar(None, pa.string()), column)
+            if "\x01" in text:
+                column = pc.if_else(pc.equal(column, "\x01"), pa.scalar(None, pa.string()), column)
             try:
                 columns.append(column.cast(field.type))
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):

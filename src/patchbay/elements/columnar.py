@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
@@ -68,13 +69,9 @@ def cast(column: pa.ChunkedArray | pa.Array, to: pa.DataType) -> pa.ChunkedArray
     """`column` as `to`, or None when a value would not convert exactly."""
     if column.type == to:
         return column
-    if pa.types.is_string(column.type) and not pa.types.is_string(to):
-        # Text with surrounding spaces, or empty text, takes the record lane's rules.
-        if pc.any(pc.not_equal(pc.utf8_length(pc.utf8_trim_whitespace(column)),
-                               pc.utf8_length(column))).as_py():
-            return None
-        if pc.any(pc.equal(column, "")).as_py():
-            return None
+    if pa.types.is_string(column.type) and not pa.types.is_string(to) and pc.any(
+            pc.match_substring_regex(column, r"^\s|\s$|^$")).as_py():
+        return None  # surrounding spaces or empty text: the record lane's rules apply
     if pa.types.is_string(to) and not pa.types.is_string(column.type) \
             and not pa.types.is_integer(column.type):
         return None  # floats and dates render as text differently in Python
@@ -85,10 +82,29 @@ def cast(column: pa.ChunkedArray | pa.Array, to: pa.DataType) -> pa.ChunkedArray
 
 
 def digest(keys: bytes, column: pa.ChunkedArray | pa.Array) -> int:
-    """A digest of one column over one batch, tied to the batch's keys."""
-    text = pc.fill_null(pc.cast(column, pa.string()), _NULL)
-    if isinstance(text, pa.ChunkedArray):
-        text = text.combine_chunks()
+    """A digest of one column over one batch, tied to the batch's keys.
+
+    Equal columns of one type give equal digests: the null positions are hashed apart,
+    and the values with nulls filled in, from their buffers (as text for variable-width
+    types), so no slot left undefined under a null enters the hash.
+    """
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    hasher = hashlib.blake2b(keys, digest_size=8)
+    if column.null_count:
+        nulls = pc.cast(pc.is_null(column), pa.uint8())
+        hasher.update(nulls.buffers()[1].to_pybytes()[:len(column)])
+    kind = column.type
+    zero = _zero(kind)
+    if zero is not None:
+        filled = pc.fill_null(column, zero) if column.null_count else column
+        width = kind.bit_width // 8
+        data = filled.buffers()[1]
+        hasher.update(data.to_pybytes()[filled.offset * width:(filled.offset + len(filled)) * width])
+        return int.from_bytes(hasher.digest(), "big")
+    text = column if pa.types.is_string(kind) else pc.cast(column, pa.string())
+    if text.null_count:
+        text = pc.fill_null(text, _NULL)
     count = len(text)
     lengths = pc.binary_length(text).buffers()[1]
     offsets = text.buffers()[1]
@@ -96,10 +112,22 @@ def digest(keys: bytes, column: pa.ChunkedArray | pa.Array) -> int:
     first = int.from_bytes(offsets.to_pybytes()[text.offset * 4:text.offset * 4 + 4], "little")
     last = int.from_bytes(offsets.to_pybytes()[(text.offset + count) * 4:
                                                 (text.offset + count) * 4 + 4], "little")
-    hasher = hashlib.blake2b(keys, digest_size=8)
     hasher.update(lengths.to_pybytes()[:count * 4])
     hasher.update(data.to_pybytes()[first:last] if data is not None else b"")
     return int.from_bytes(hasher.digest(), "big")
+
+
+def _zero(kind: pa.DataType) -> pa.Scalar | None:
+    """A value of a fixed-width type to put under nulls, or None for other types."""
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+        return pa.scalar(0, kind)
+    if pa.types.is_decimal(kind):
+        return pa.scalar(Decimal(0), kind)
+    if pa.types.is_date32(kind):
+        return pa.scalar(0, pa.int32()).cast(kind)
+    if pa.types.is_timestamp(kind):
+        return pa.scalar(0, pa.int64()).cast(kind)
+    return None
 
 
 def finish(column: pa.ChunkedArray | pa.Array, trim: bool, default: Any,
