@@ -176,6 +176,26 @@ def schema() -> None:
 
 
 @app.command()
+def localorg(port: Annotated[int, typer.Option(help="Port to listen on.")] = 8299,
+             host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+             schema_file: Annotated[Path | None, typer.Option(
+                 "--schema", help="Custom objects and fields (JSON).")] = None,
+             database: Annotated[str, typer.Option(
+                 "--db", help="SQLite file for the records (default: in memory).")] = ":memory:",
+             ) -> None:
+    """Serve a Salesforce-compatible local org (REST, SOAP login, OAuth, Bulk 2.0)."""
+    from patchbay.localorg.org import OrgConfig
+    from patchbay.localorg.running import serve
+
+    config = OrgConfig(custom_schema=schema_file, database=database)
+    user, app_ = config.users[0], config.apps[0]
+    errors.print(f"local org on http://{host}:{port}  user {user.username} / password "
+                 f"{user.password} / token {user.security_token}; connected app "
+                 f"{app_.consumer_key} / {app_.consumer_secret}")
+    serve(host, port, config)
+
+
+@app.command()
 def demo(directory: Annotated[Path, typer.Option(help="Where the demo writes its files.")] =
          Path("demo-output")) -> None:
     """Run the bundled demo: a legacy CRM migrated into SQLite, with its report."""

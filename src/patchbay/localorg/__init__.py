@@ -1,0 +1,6 @@
+"""The local org: a Salesforce-compatible server for offline demos, tests and development.
+
+A separate application in the patchbay distribution; it shares nothing with the engine.
+The contract it follows is the Salesforce REST, SOAP login, OAuth and Bulk 2.0 subset that
+patchbay's connector and the simple-salesforce client use.
+"""

@@ -1,0 +1,69 @@
+"""Running a local org: in this process on a free port (tests, the demo), or as a server."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from types import TracebackType
+
+import uvicorn
+
+from patchbay.localorg.org import Org, OrgConfig
+from patchbay.localorg.server import create_app
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class LocalOrg:
+    """A local org served on 127.0.0.1 in a background thread.
+
+        with LocalOrg() as org:
+            org.url                 # http://127.0.0.1:<port>
+            org.org                 # the Org, for direct access in tests
+    """
+
+    def __init__(self, config: OrgConfig | None = None, port: int | None = None) -> None:
+        self.port = port or free_port()
+        config = config or OrgConfig()
+        config.public_url = f"http://127.0.0.1:{self.port}"
+        self.org = Org(config)
+        self._server = uvicorn.Server(uvicorn.Config(
+            create_app(self.org), host="127.0.0.1", port=self.port, log_level="warning",
+            lifespan="off"))
+        self._thread = threading.Thread(target=self._server.run, name="patchbay-localorg",
+                                        daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> LocalOrg:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError(f"the local org did not start on port {self.port}")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> LocalOrg:
+        return self.start()
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.stop()
+
+
+def serve(host: str, port: int, config: OrgConfig) -> None:
+    """Serve a local org in the foreground until interrupted."""
+    config.public_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    uvicorn.run(create_app(Org(config)), host=host, port=port, log_level="info")

@@ -1,0 +1,474 @@
+"""The local org's HTTP face: Salesforce's REST paths, SOAP login, OAuth token endpoint,
+and the control API under `/_emulator/`.
+
+Requests under `/services/data` are dispatched on the raw path, split into segments and
+each one percent-decoded, because an external id may hold an encoded `/`.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qs, unquote, unquote_plus
+from xml.etree import ElementTree
+from xml.sax.saxutils import escape
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from patchbay.localorg import bulk, ids, query
+from patchbay.localorg.org import ORG_ID, MultipleMatches, Org, OrgError, Session
+from patchbay.localorg.values import parse_datetime, stored_datetime
+
+VERSIONS = [f"{major}.0" for major in range(52, 63)]
+LABELS = {"59.0": "Winter '24", "60.0": "Spring '24", "61.0": "Summer '24", "62.0": "Winter '25"}
+COLLECTION_LIMIT = 200
+
+Handler = Callable[["Call"], Awaitable[Response]]
+
+
+class Call:
+    """One authenticated REST call: the org, the session, the version and the segments."""
+
+    def __init__(self, org: Org, request: Request, session: Session, version: str,
+                 segments: list[str], raw_segments: list[str]) -> None:
+        self.org, self.request, self.session = org, request, session
+        self.version, self.segments, self.raw_segments = version, segments, raw_segments
+
+    @property
+    def method(self) -> str:
+        return self.request.method
+
+    def query(self, name: str) -> str | None:
+        values = parse_qs(self.request.url.query, keep_blank_values=True).get(name)
+        return values[0] if values else None
+
+    async def json(self) -> Any:
+        body = await self.request.body()
+        if not body.strip():
+            return {}
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise OrgError(400, "JSON_PARSER_ERROR", f"Unexpected character: {exc}") from None
+
+    def url(self, obj_name: str, record_id: str) -> str:
+        return f"/services/data/v{self.version}/sobjects/{obj_name}/{record_id}"
+
+
+def create_app(org: Org | None = None) -> Starlette:
+    """The ASGI application of a local org (a new in-memory org unless one is given)."""
+    org = org or Org()
+
+    async def versions(request: Request) -> Response:
+        return JSONResponse([{"label": LABELS.get(v, f"v{v}"), "url": f"/services/data/v{v}",
+                              "version": v} for v in VERSIONS])
+
+    async def data(request: Request) -> Response:
+        raw_path = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
+        raw_path = raw_path.split("?", 1)[0]
+        raw = [s for s in raw_path.removeprefix("/services/data/").split("/") if s]
+        if not raw or not raw[0].startswith("v") or raw[0][1:] not in VERSIONS:
+            return _errors(OrgError(404, "NOT_FOUND", "The requested resource does not exist"))
+        version = raw[0][1:]
+        try:
+            session = org.session(_token(request))
+            org.count_request()
+        except OrgError as exc:
+            return _errors(exc, org if exc.code == "REQUEST_LIMIT_EXCEEDED" else None)
+        call = Call(org, request, session, version, [unquote(s) for s in raw[1:]], raw[1:])
+        try:
+            response = await _dispatch(call)
+        except MultipleMatches as exc:
+            response = JSONResponse([call.url(exc.obj.name, i) for i in exc.record_ids],
+                                    status_code=300)
+        except OrgError as exc:
+            response = _errors(exc)
+        response.headers["Sforce-Limit-Info"] = \
+            f"api-usage={org.limits.used}/{org.limits.max_requests}"
+        return response
+
+    async def soap_login(request: Request) -> Response:
+        try:
+            root = ElementTree.fromstring(await request.body())
+        except ElementTree.ParseError:
+            return _soap_fault("INVALID_LOGIN", "Invalid request")
+        username = _xml_text(root, "username")
+        password = _xml_text(root, "password")
+        try:
+            session = org.login(username or "", password or "")
+        except OrgError as exc:
+            return _soap_fault(exc.code, exc.message)
+        version = request.path_params["version"]
+        return Response(_soap_login_body(org, session, version, username or ""),
+                        media_type="text/xml")
+
+    async def oauth_token(request: Request) -> Response:
+        form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
+        grant = form.get("grant_type")
+        client_id, client_secret = form.get("client_id"), form.get("client_secret")
+        basic = request.headers.get("authorization", "")
+        if basic.lower().startswith("basic "):
+            decoded = base64.b64decode(basic[6:]).decode()
+            client_id, _, client_secret = decoded.partition(":")
+        try:
+            if grant == "password":
+                if org.app_secret(client_id or "") != client_secret:
+                    raise OrgError(400, "invalid_client", "invalid client credentials")
+                try:
+                    session = org.login(form.get("username", ""), form.get("password", ""))
+                except OrgError:
+                    raise OrgError(400, "invalid_grant", "authentication failure") from None
+            elif grant == "client_credentials":
+                session = org.client_credentials(client_id or "", client_secret or "")
+            else:
+                raise OrgError(400, "unsupported_grant_type", "grant type not supported")
+        except OrgError as exc:
+            return JSONResponse({"error": exc.code, "error_description": exc.message},
+                                status_code=400)
+        issued = str(int(org.clock.now().timestamp() * 1000))
+        identity = f"{org.config.public_url}/id/{ORG_ID}/{session.user_id}"
+        signature = base64.b64encode(hmac.new((client_secret or "").encode(),
+                                              (identity + issued).encode(),
+                                              hashlib.sha256).digest()).decode()
+        return JSONResponse({"access_token": session.token, "instance_url": org.config.public_url,
+                             "id": identity, "token_type": "Bearer", "issued_at": issued,
+                             "signature": signature, "scope": "api"})
+
+    async def control(request: Request) -> Response:
+        action = request.path_params["action"]
+        body = await request.body()
+        payload = json.loads(body) if body.strip() else {}
+        if action == "reset":
+            org.reset()
+        elif action == "schema":
+            org.schema.extend(payload)
+            from patchbay.localorg.storage import create_tables
+
+            with org.storage.lock:
+                create_tables(org.storage.db, org.schema)
+        elif action == "clock":
+            if payload.get("real"):
+                org.clock.real()
+            elif "now" in payload:
+                when = parse_datetime(payload["now"])
+                if when is None:
+                    return JSONResponse({"error": "now must be an ISO datetime"}, status_code=400)
+                org.clock.set(when)
+            else:
+                org.clock.advance(float(payload.get("advance_seconds", 0)))
+        elif action == "sessions/expire":
+            org.expire_sessions()
+        elif action == "limits":
+            daily = payload.get("DailyApiRequests", {})
+            org.limits.max_requests = int(daily.get("Max", org.limits.max_requests))
+            org.limits.used = int(daily.get("used", org.limits.used))
+        else:
+            return JSONResponse({"error": f"unknown control action {action}"}, status_code=404)
+        return JSONResponse({"ok": True, "now": stored_datetime(org.clock.now())})
+
+    methods = ["GET", "POST", "PATCH", "PUT", "DELETE", "HEAD"]
+    routes = [
+        Route("/services/data", versions, methods=["GET"]),
+        Route("/services/data/", versions, methods=["GET"]),
+        Route("/services/data/{rest:path}", data, methods=methods),
+        Route("/services/Soap/u/{version}", soap_login, methods=["POST"]),
+        Route("/services/Soap/u/{version}/", soap_login, methods=["POST"]),
+        Route("/services/oauth2/token", oauth_token, methods=["POST"]),
+        Route("/_emulator/{action:path}", control, methods=["POST"]),
+    ]
+    app = Starlette(routes=routes)
+    app.state.org = org
+    return app
+
+
+async def _dispatch(call: Call) -> Response:
+    head = call.segments[0].lower() if call.segments else ""
+    rest = call.segments[1:]
+    if not call.segments:
+        base = f"/services/data/v{call.version}"
+        return JSONResponse({name: f"{base}/{name}" for name in
+                             ("sobjects", "query", "queryAll", "composite", "limits", "jobs")})
+    if head == "sobjects":
+        return await _sobjects(call, rest)
+    if head in ("query", "queryall"):
+        return await query.handle(call, include_deleted=head == "queryall", rest=rest)
+    if head == "composite" and rest and rest[0].lower() == "sobjects":
+        return await _collections(call, rest[1:])
+    if head == "limits":
+        return _limits(call.org)
+    if head == "jobs":
+        return await bulk.handle(call, rest)
+    raise OrgError(404, "NOT_FOUND", "The requested resource does not exist")
+
+
+async def _sobjects(call: Call, rest: list[str]) -> Response:
+    org = call.org
+    if not rest:
+        return JSONResponse({"encoding": "UTF-8", "maxBatchSize": 200,
+                             "sobjects": [o.entry(call.version) for o in org.schema]})
+    obj = org.sobject(rest[0])
+    if len(rest) == 1:
+        if call.method == "POST":
+            record_id = org.create(obj, await call.json(), call.session)
+            return JSONResponse({"id": record_id, "success": True, "errors": []}, status_code=201)
+        return JSONResponse({"objectDescribe": obj.entry(call.version), "recentItems": []})
+    second = rest[1]
+    if len(rest) == 2 and second.lower() == "describe":
+        return JSONResponse(obj.describe(call.version, org.schema.children_of(obj)))
+    if len(rest) == 2 and second.lower() in ("updated", "deleted"):
+        return _replication(call, obj, second.lower())
+    if len(rest) == 2:
+        found = org.record_id(obj, second)
+        if found is None:
+            if call.method == "POST" and second.lower() == "id":
+                created = org.create(obj, await call.json(), call.session)
+                return JSONResponse({"id": created, "success": True, "errors": []}, status_code=201)
+            raise OrgError(404, "NOT_FOUND", "Provided external ID field does not exist or is "
+                                             f"not accessible: {second}")
+        if call.method == "GET":
+            fields = call.query("fields")
+            return JSONResponse(org.read(obj, found, fields.split(",") if fields else None,
+                                         call.version))
+        if call.method == "PATCH":
+            org.update(obj, found, await call.json(), call.session)
+            return Response(status_code=204)
+        if call.method == "DELETE":
+            org.delete(obj, found)
+            return Response(status_code=204)
+        raise OrgError(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{call.method}' not allowed.")
+    if len(rest) == 3:
+        key = org.external_id_field(obj, second)
+        value = rest[2]
+        if call.method == "GET":
+            matches = org.matches(obj, key, value) if key.name != "Id" else \
+                [i for i in [org.record_id(obj, value)] if i]
+            if not matches and "+" in call.raw_segments[3]:
+                matches = org.matches(obj, key, unquote_plus(call.raw_segments[3]))
+            if not matches:
+                raise OrgError(404, "NOT_FOUND", "The requested resource does not exist")
+            if len(matches) > 1:
+                raise MultipleMatches(obj, matches)
+            return JSONResponse(org.read(obj, matches[0], None, call.version))
+        if call.method == "PATCH":
+            upserted, was_created = org.upsert(obj, second, value, await call.json(), call.session)
+            return JSONResponse({"id": upserted, "success": True, "errors": [],
+                                 "created": was_created}, status_code=201 if was_created else 200)
+        if call.method == "DELETE":
+            matches = org.matches(obj, key, value)
+            if len(matches) != 1:
+                raise OrgError(404, "NOT_FOUND", "The requested resource does not exist")
+            org.delete(obj, matches[0])
+            return Response(status_code=204)
+    raise OrgError(404, "NOT_FOUND", "The requested resource does not exist")
+
+
+def _replication(call: Call, obj: Any, kind: str) -> Response:
+    start_text, end_text = call.query("start"), call.query("end")
+    start = parse_datetime(start_text or "")
+    end = parse_datetime(end_text or "")
+    if start is None or end is None:
+        raise OrgError(400, "INVALID_REPLICATION_DATE", "start and end must be datetimes")
+    start, end = start.replace(second=0, microsecond=0), end.replace(second=0, microsecond=0)
+    if end - start <= dt.timedelta(minutes=1) and end != start + dt.timedelta(minutes=1):
+        raise OrgError(400, "INVALID_REPLICATION_DATE", "start must be before end")
+    latest = stored_datetime(end)[:-1] + "+0000"
+    window = (stored_datetime(start), stored_datetime(end))
+    storage = call.org.storage
+    if kind == "updated":
+        changed = {i for i, _ in storage.changes(obj, "created,updated", *window)}
+        gone = {i for i, _ in storage.changes(obj, "deleted", stored_datetime(start),
+                                              "9999-12-31T00:00:00.000Z")}
+        return JSONResponse({"ids": sorted(changed - gone), "latestDateCovered": latest})
+    deleted = storage.changes(obj, "deleted", *window)
+    earliest = storage.changes(obj, "deleted", "0000", "9999")
+    return JSONResponse({
+        "deletedRecords": [{"id": i, "deletedDate": at[:-1] + "+0000"} for i, at in deleted],
+        "earliestDateAvailable": (earliest[0][1][:-1] + "+0000") if earliest else latest,
+        "latestDateCovered": latest})
+
+
+async def _collections(call: Call, rest: list[str]) -> Response:
+    """sObject Collections: up to 200 records per call, one result per record, in order."""
+    org = call.org
+    method = call.method
+    if method == "DELETE":
+        record_ids = (call.query("ids") or "").split(",")
+        all_or_none = (call.query("allOrNone") or "false").lower() == "true"
+        records: list[Any] = record_ids
+    elif rest and method in ("GET", "POST") and len(rest) == 1:
+        return await _retrieve(call, org.sobject(rest[0]))
+    else:
+        body = await call.json()
+        records = body.get("records", [])
+        all_or_none = bool(body.get("allOrNone", False))
+    if len(records) > COLLECTION_LIMIT:
+        raise OrgError(400, "EXCEEDED_ID_LIMIT", "record limit reached. cannot submit more than "
+                                                 "200 records into this call")
+    key_field = org.external_id_field(org.sobject(rest[0]), rest[1]) if len(rest) == 2 else None
+    results: list[dict[str, Any]] = []
+    try:
+        with org.storage.transaction():
+            for item in records:
+                try:
+                    with org.storage.transaction():
+                        results.append(_collection_item(call, method, item, rest, key_field))
+                except OrgError as exc:
+                    results.append({"id": item if isinstance(item, str) else None,
+                                    "success": False, "errors": [_status(exc)]})
+            if all_or_none and not all(r["success"] for r in results):
+                raise _RolledBack
+    except _RolledBack:
+        rolled_back = {"statusCode": "ALL_OR_NONE_OPERATION_ROLLED_BACK",
+                       "message": "Record rolled back because not all records were valid and "
+                                  "the request was using AllOrNone header", "fields": []}
+        results = [r if not r["success"] else {"id": None, "success": False,
+                                                "errors": [rolled_back]} for r in results]
+    return JSONResponse(results)
+
+
+class _RolledBack(Exception):
+    """allOrNone: undo the whole collection call."""
+
+
+def _collection_item(call: Call, method: str, item: Any, rest: list[str],
+                     key_field: Any) -> dict[str, Any]:
+    org = call.org
+    if method == "DELETE":
+        found = _object_of_id(org, item)
+        org.delete(found, ids.to18(item) or item)
+        return {"id": ids.to18(item), "success": True, "errors": []}
+    if not isinstance(item, dict):
+        raise OrgError(400, "JSON_PARSER_ERROR", "each record must be an object")
+    body = {k: v for k, v in item.items() if k not in ("attributes", "id", "Id")}
+    if key_field is not None:
+        obj = org.sobject(rest[0])
+        value = item.get(key_field.name) if key_field.name != "Id" else item.get("Id")
+        if value is None:
+            raise OrgError(400, "REQUIRED_FIELD_MISSING", f"{key_field.name} is required for an "
+                                                          "upsert by it", [key_field.name])
+        value = str(value)
+        body = {k: v for k, v in body.items() if k.lower() != key_field.name.lower()}
+        record_id, created = org.upsert(obj, key_field.name, value, body, call.session)
+        return {"id": record_id, "success": True, "errors": [], "created": created}
+    type_name = (item.get("attributes") or {}).get("type")
+    if method == "POST":
+        if not type_name:
+            raise OrgError(400, "INVALID_TYPE", "Must specify a type in the attributes")
+        return {"id": org.create(org.sobject(type_name), body, call.session), "success": True,
+                "errors": []}
+    given = str(item.get("id") or item.get("Id"))
+    obj = org.sobject(type_name) if type_name else _object_of_id(org, given)
+    normalised = org.record_id(obj, given)
+    if normalised is None:
+        raise OrgError(400, "MALFORMED_ID", f"malformed id {given}")
+    org.update(obj, normalised, body, call.session)
+    return {"id": normalised, "success": True, "errors": []}
+
+
+def _object_of_id(org: Org, raw: str) -> Any:
+    value = ids.to18(raw)
+    obj = org.schema.by_prefix(value[:3]) if value else None
+    if obj is None:
+        raise OrgError(400, "MALFORMED_ID", f"malformed id {raw}")
+    return obj
+
+
+async def _retrieve(call: Call, obj: Any) -> Response:
+    if call.method == "POST":
+        body = await call.json()
+        wanted, fields = body.get("ids", []), body.get("fields", [])
+    else:
+        wanted = (call.query("ids") or "").split(",")
+        fields = (call.query("fields") or "Id").split(",")
+    records: list[Any] = []
+    for raw in wanted:
+        record_id = call.org.record_id(obj, raw)
+        try:
+            records.append(call.org.read(obj, record_id, fields, call.version)
+                           if record_id else None)
+        except OrgError as exc:
+            if exc.code == "INVALID_FIELD":
+                raise
+            records.append(None)
+    return JSONResponse(records)
+
+
+def _status(exc: OrgError) -> dict[str, Any]:
+    return {"statusCode": exc.code, "message": exc.message, "fields": exc.fields or []}
+
+
+def _limits(org: Org) -> Response:
+    remaining = max(org.limits.max_requests - org.limits.used, 0)
+    big = {"Max": 1_000_000, "Remaining": 1_000_000}
+    return JSONResponse({
+        "DailyApiRequests": {"Max": org.limits.max_requests, "Remaining": remaining},
+        "DailyBulkApiBatches": {"Max": 15000, "Remaining": 15000},
+        "DailyBulkV2QueryJobs": {"Max": 10000, "Remaining": 10000},
+        "DailyBulkV2QueryFileStorageMB": {"Max": 976562, "Remaining": 976562},
+        "DataStorageMB": {"Max": 1024, "Remaining": 1024}, "FileStorageMB": big,
+        "DailyStreamingApiEvents": {"Max": 1_000_000, "Remaining": 1_000_000},
+    })
+
+
+def _token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() in ("bearer", "oauth") else None
+
+
+def _errors(exc: OrgError, org: Org | None = None) -> Response:
+    response = JSONResponse([exc.body()], status_code=exc.status)
+    if org is not None:
+        response.headers["Sforce-Limit-Info"] = \
+            f"api-usage={org.limits.used}/{org.limits.max_requests}"
+    return response
+
+
+def _xml_text(root: ElementTree.Element, tag: str) -> str | None:
+    for element in root.iter():
+        if element.tag.rsplit("}", 1)[-1] == tag:
+            return element.text or ""
+    return None
+
+
+def _soap_login_body(org: Org, session: Session, version: str, username: str) -> str:
+    base = org.config.public_url
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" '
+        'xmlns="urn:partner.soap.sforce.com" '
+        'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body><loginResponse>'
+        "<result>"
+        f"<metadataServerUrl>{base}/services/Soap/m/{version}/{ORG_ID[:15]}</metadataServerUrl>"
+        "<passwordExpired>false</passwordExpired><sandbox>false</sandbox>"
+        f"<serverUrl>{base}/services/Soap/u/{version}/{ORG_ID[:15]}</serverUrl>"
+        f"<sessionId>{session.token}</sessionId><userId>{session.user_id}</userId>"
+        f"<userInfo><organizationId>{ORG_ID}</organizationId>"
+        f"<organizationName>patchbay local org</organizationName>"
+        f"<userId>{session.user_id}</userId><userName>{escape(username)}</userName>"
+        f"<userEmail>{escape(username)}</userEmail><userFullName>Integration User</userFullName>"
+        f"<sessionSecondsValid>{org.config.session_seconds}</sessionSecondsValid>"
+        "<userTimeZone>UTC</userTimeZone></userInfo>"
+        "</result></loginResponse></soapenv:Body></soapenv:Envelope>")
+
+
+def _soap_fault(code: str, message: str) -> Response:
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" '
+        'xmlns:sf="urn:fault.partner.soap.sforce.com" '
+        'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body><soapenv:Fault>'
+        f"<faultcode>sf:{code}</faultcode><faultstring>{code}: {escape(message)}</faultstring>"
+        f'<detail><sf:LoginFault xsi:type="sf:LoginFault"><sf:exceptionCode>{code}'
+        f"</sf:exceptionCode><sf:exceptionMessage>{escape(message)}</sf:exceptionMessage>"
+        "</sf:LoginFault></detail></soapenv:Fault></soapenv:Body></soapenv:Envelope>")
+    return Response(body, status_code=500, media_type="text/xml")
+
