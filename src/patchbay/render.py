@@ -48,6 +48,8 @@ def report(console: Console, report: Mapping[str, Any]) -> None:
     files = report.get("files")
     if files:
         console.print(f"report: {files['report']}\nrejects: {files['rejects']}")
+    for system, used in (report.get("usage") or {}).items():
+        console.print(f"{system}: " + ", ".join(f"{n.replace('_', ' ')} {v}" for n, v in used.items()))
     if report.get("records_per_second"):
         console.print(f"{report['seconds']} s, {report['records_per_second']:,} records/s")
     console.print(f"verdict: {status_text(report['verdict'])}"

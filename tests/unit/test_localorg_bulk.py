@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -108,7 +109,8 @@ def test_insert_reports_successful_and_failed_rows(client: TestClient, org: Org)
     raw = client.get(f"{JOBS}/ingest/{info['id']}/successfulResults/").text
     assert raw.startswith('"sf__Id","sf__Created","LastName","FirstName","Email","Title"\n')
     successes = results(client, info["id"], "successfulResults")
-    assert [(r["sf__Created"], r["LastName"]) for r in successes] == [("true", "Lovelace"), ("true", "Hopper")]
+    assert [(r["sf__Created"], r["LastName"]) for r in successes] == \
+        [("true", "Lovelace"), ("true", "Hopper")]
     ada = record(client, "Contact", successes[0]["sf__Id"])
     assert ada["Title"] == 'Countess, "Enchantress"\nof Numbers'
     assert ada["Name"] == "Ada Lovelace"
@@ -133,7 +135,8 @@ def test_insert_reports_successful_and_failed_rows(client: TestClient, org: Org)
 
 
 def test_insert_bad_picklist_and_null_required(client: TestClient) -> None:
-    data = "Name,Industry,NumberOfEmployees\nAcme,Retail,10\nBadCo,Space Mining,5\n#N/A,Retail,1\nNumCo,,many\n"
+    data = ("Name,Industry,NumberOfEmployees\n"
+            "Acme,Retail,10\nBadCo,Space Mining,5\n#N/A,Retail,1\nNumCo,,many\n")
     info = ingest(client, "Account", "insert", data)
     assert (info["numberRecordsProcessed"], info["numberRecordsFailed"]) == (4, 3)
     errors = {f["Name"]: f["sf__Error"] for f in results(client, info["id"], "failedResults")}
@@ -207,7 +210,8 @@ def test_upsert_by_id(client: TestClient) -> None:
                   externalIdFieldName="Id")
     assert (info["numberRecordsProcessed"], info["numberRecordsFailed"]) == (2, 0)
     successes = results(client, info["id"], "successfulResults")
-    assert [(s["sf__Id"] == existing, s["sf__Created"]) for s in successes] == [(True, "false"), (False, "true")]
+    assert [(s["sf__Id"] == existing, s["sf__Created"]) for s in successes] == \
+        [(True, "false"), (False, "true")]
     assert record(client, "Account", existing)["Name"] == "After"
 
 
@@ -297,6 +301,30 @@ def test_job_states(client: TestClient) -> None:
 
     empty = open_job(client, "Account", "insert")["id"]
     assert close(client, empty)["state"] == "Failed"
+
+
+def test_abort_while_processing_leaves_the_rest_unprocessed(client: TestClient, org: Org) -> None:
+    count = 30_000
+    job_id = open_job(client, "Account", "insert")["id"]
+    upload(client, job_id, "Name\n" + "".join(f"Company {n}\n" for n in range(count)))
+    closer = TestClient(client.app, headers={"Authorization": client.headers["Authorization"]})
+    thread = threading.Thread(target=close, args=(closer, job_id))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while client.get(f"{JOBS}/ingest/{job_id}").json()["state"] != "InProgress":
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        aborted = client.patch(f"{JOBS}/ingest/{job_id}", json={"state": "Aborted"})
+        assert aborted.status_code == 200 and aborted.json()["state"] == "Aborted"
+    finally:
+        thread.join()
+    info = client.get(f"{JOBS}/ingest/{job_id}").json()
+    done = info["numberRecordsProcessed"]
+    assert info["state"] == "Aborted" and 0 <= done < count
+    assert len(results(client, job_id, "successfulResults")) == done
+    assert len(results(client, job_id, "unprocessedRecords")) == count - done
+    assert org.storage.db.execute('SELECT count(*) FROM "Account"').fetchone()[0] == done
 
 
 def test_in_progress_polls(client: TestClient, org: Org) -> None:

@@ -98,6 +98,10 @@ class Connector:
         """The records whose `key` is one of `values`, as an Arrow table of `schema`, or None."""
         return None
 
+    def usage(self) -> dict[str, int]:
+        """What the run has used of the system's allowances (API calls, ...)."""
+        return {}
+
     def check(self) -> None:
         """Raise ConnectionFailed when the system cannot be reached."""
 
@@ -151,6 +155,7 @@ _BUILTIN: dict[str, str] = {
     "mysql": "patchbay.connectors.sql:SqlConnector",
     "mariadb": "patchbay.connectors.sql:SqlConnector",
     "file": "patchbay.connectors.files:FileConnector",
+    "salesforce": "patchbay.connectors.salesforce:SalesforceConnector",
 }
 _registered: dict[str, type[Connector]] = {}
 

@@ -209,7 +209,7 @@ VERDICT_INCOMPLETE = "incomplete"
 def build_report(*, integration: Any, run_id: str | None, params: Mapping[str, Any],
                  started_at: dt.datetime | None, counters: Mapping[str, int],
                  comparison: Comparison, source_in_scope: int | None,
-                 verify: str) -> dict[str, Any]:
+                 verify: str, usage: Mapping[str, Mapping[str, int]] | None = None) -> dict[str, Any]:
     """The run's results compared with the desired state, and its verdict."""
     src, dst = integration.source, integration.destination
     finished = dt.datetime.now(dt.UTC)
@@ -258,6 +258,7 @@ def build_report(*, integration: Any, run_id: str | None, params: Mapping[str, A
         "comparison": comparison.summary() if verify == "full" else None,
         "verdict": verdict,
         "verdict_reasons": reasons,
+        "usage": {system: dict(used) for system, used in (usage or {}).items() if used},
     }
 
 

@@ -86,6 +86,7 @@ class Job:
     failed: int = 0
     processing_ms: int = 0
     hold: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     # ingest
     data: str | None = None
     header: list[str] = field(default_factory=list)
@@ -245,7 +246,7 @@ def _info(job: Job, state: str | None = None) -> dict[str, Any]:
 
 def _format(body: dict[str, Any]) -> tuple[str, str]:
     """The job's columnDelimiter and lineEnding names, checked (defaults COMMA and LF)."""
-    content_type = body.get("contentType", "CSV")
+    content_type = body.get("contentType") or "CSV"
     if content_type != "CSV":
         raise _invalid_job(f"contentType {content_type} is not supported; use CSV")
     delimiter = body.get("columnDelimiter") or "COMMA"
@@ -320,20 +321,25 @@ async def _patch(call: Call, jobs: Jobs, job: Job) -> Response:
         if job.kind != "ingest" or job.state != "Open":
             raise _invalid_state(f"Job {job.id} is {job.visible_state}; only an Open ingest job can "
                                  "be set to UploadComplete")
-        job.state = "UploadComplete"
+        with job.lock:
+            if job.state != "Open":  # aborted meanwhile
+                raise _invalid_state(f"Job {job.id} is {job.visible_state}")
+            job.state = "InProgress"  # processing starts at once
         job.touch(org)
         await run_in_threadpool(_run_ingest, org, job, call.session)
-        job.hold = jobs.in_progress_polls
+        if job.state != "Aborted":
+            job.hold = jobs.in_progress_polls
         return JSONResponse(_info(job, "UploadComplete"))
     if target == "Aborted":
-        if job.visible_state in TERMINAL:
-            raise _invalid_state(f"Job {job.id} is {job.visible_state} and can no longer be aborted")
-        if job.state == "Open" and job.data is not None:
-            try:
-                job.header, *job.unprocessed = _parse(job.data, DELIMITERS[job.column_delimiter])
-            except (csv.Error, ValueError):
-                job.unprocessed = []
-        job.state, job.hold = "Aborted", 0
+        with job.lock:
+            if job.visible_state in TERMINAL:
+                raise _invalid_state(f"Job {job.id} is {job.visible_state} and can no longer be aborted")
+            if job.state == "Open" and job.data is not None:
+                try:
+                    job.header, *job.unprocessed = _parse(job.data, DELIMITERS[job.column_delimiter])
+                except (csv.Error, ValueError):
+                    job.unprocessed = []
+            job.state, job.hold = "Aborted", 0
         job.touch(org)
         return JSONResponse(_info(job))
     raise _invalid_state(f"A job's state can be set to UploadComplete or Aborted, not {target}")
@@ -386,7 +392,8 @@ class _JobFailure(Exception):
 
 
 def _run_ingest(org: Org, job: Job, session: Session) -> None:
-    """Process a closed ingest job: every row through the org, one savepoint each."""
+    """Process a closed ingest job: every row through the org, one savepoint each. An abort
+    that arrives meanwhile stops it; the rows not reached are then unprocessed."""
     started = time.perf_counter()
     data: list[list[str]] = []
     try:
@@ -402,15 +409,21 @@ def _run_ingest(org: Org, job: Job, session: Session) -> None:
         plan = _plan(org, job, session)
         try:
             with org.storage.transaction():
-                _apply_rows(org, job, data, plan)
+                reached = _apply_rows(org, job, data, plan)
         except Exception as exc:  # the job's writes are undone as a whole
             job.successes, job.failures = [], []
             raise _JobFailure(f"UNKNOWN_EXCEPTION : {type(exc).__name__}: {exc}") from exc
     except _JobFailure as exc:
-        job.state, job.error_message, job.unprocessed = "Failed", str(exc), data
+        with job.lock:
+            if job.state != "Aborted":
+                job.state, job.error_message = "Failed", str(exc)
+        job.unprocessed = data
     else:
-        job.state = "JobComplete"
-        job.processed = len(data)
+        with job.lock:
+            if job.state != "Aborted":
+                job.state = "JobComplete"
+        job.unprocessed = data[reached:]
+        job.processed = reached
         job.failed = len(job.failures)
     job.processing_ms = int((time.perf_counter() - started) * 1000)
     job.touch(org)
@@ -538,13 +551,16 @@ def _body_of(row: list[str], columns: list[tuple[int, str]]) -> dict[str, Any]:
     return body
 
 
-def _apply_rows(org: Org, job: Job, data: list[list[str]], plan: _Plan) -> None:
+def _apply_rows(org: Org, job: Job, data: list[list[str]], plan: _Plan) -> int:
+    """Apply the rows in order; the number of rows reached (all of them unless aborted)."""
     width = len(job.header)
     apply, failed_id = plan.apply, plan.failed_id
     duplicates = _duplicate_keys(job, data, plan.key_index)
     transaction = org.storage.transaction
     succeeded, failed = job.successes.append, job.failures.append
     for number, row in enumerate(data):
+        if job.state == "Aborted":
+            return number
         if len(row) != width:
             failed(("", f"INVALID_FIELD:The row has {len(row)} columns and the header {width}:--", row))
             continue
@@ -565,6 +581,7 @@ def _apply_rows(org: Org, job: Job, data: list[list[str]], plan: _Plan) -> None:
                                                 None), row))
         else:
             succeeded((record_id, "true" if created else "false", row))
+    return len(data)
 
 
 def _duplicate_keys(job: Job, data: list[list[str]], index: int | None) -> dict[int, str]:

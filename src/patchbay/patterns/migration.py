@@ -430,10 +430,12 @@ class Migration:
         in_scope = None
         with contextlib.suppress(NotImplementedError):
             in_scope = prepared.source.count(src.object, prepared.scope)
+        src_name, dst_name = src.system, self.integration.destination.system
+        usage = {src_name: prepared.source.usage(), dst_name: prepared.destination.usage()}
         return capture.build_report(
             integration=self.integration, run_id=run.id, params=run.params,
             started_at=run.started_at, counters=counters, comparison=comparison,
-            source_in_scope=in_scope, verify=self.options.verify)
+            source_in_scope=in_scope, verify=self.options.verify, usage=usage)
 
 
 def _later(value: Any, high_water: Any) -> Any:

@@ -1,0 +1,602 @@
+"""Salesforce through its REST and Bulk 2.0 APIs (httpx), for real orgs and the local org.
+
+A system is `salesforce://login.salesforce.com` (a real org; https) or
+`salesforce+http://127.0.0.1:8299` (the local org). Credentials come from options, each
+of which may be `${ENV}`:
+
+    crm:
+      url: salesforce://login.salesforce.com
+      options: {client_id: ${SF_CLIENT_ID}, client_secret: ${SF_CLIENT_SECRET}}   # client credentials
+      # or: {username, password, security_token}                 (SOAP login)
+      # or: {username, password, client_id, client_secret}       (OAuth password flow)
+      # or: {instance_url, access_token}                          (an existing session)
+
+Reads use SOQL through REST pages, or a Bulk 2.0 query job when COUNT() says the scope is
+large; writes use sObject Collections (200 records a call), or a Bulk 2.0 ingest job for
+large batches. Every record gets its own outcome. A session that expires is renewed once;
+REQUEST_LIMIT_EXCEEDED and 5xx answers are retried with backoff, then raised as retriable.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from decimal import Decimal
+from typing import Any, ClassVar
+from urllib.parse import quote, urlsplit
+from xml.etree import ElementTree
+from xml.sax.saxutils import escape
+
+import httpx
+
+from patchbay.connectors.base import Capability, Connector, completed, last_per_key
+from patchbay.elements.compare import same_values
+from patchbay.elements.scope import BoundScope, Condition, Group
+from patchbay.errors import ConnectionFailed, RetriableError, SpecError
+from patchbay.model import (
+    FieldSchema,
+    FieldType,
+    KeyValue,
+    ObjectSchema,
+    Operation,
+    Outcome,
+    Page,
+    Position,
+    Record,
+    Status,
+)
+from patchbay.spec import SystemSpec, suggest
+
+API_VERSION = "59.0"
+COLLECTION_SIZE = 200
+RETRIABLE_CODES = frozenset({"UNABLE_TO_LOCK_ROW", "REQUEST_LIMIT_EXCEEDED", "SERVER_UNAVAILABLE"})
+_TYPES = {"boolean": FieldType.BOOLEAN, "int": FieldType.INTEGER, "double": FieldType.NUMBER,
+          "currency": FieldType.NUMBER, "percent": FieldType.NUMBER, "date": FieldType.DATE,
+          "datetime": FieldType.DATETIME}
+
+
+class SalesforceError(Exception):
+    """An error answer from Salesforce: status, error code and message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.status, self.code, self.message = status, code, message
+
+
+class SalesforceConnector(Connector):
+    schemes: ClassVar[tuple[str, ...]] = ("salesforce",)
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.READ, Capability.WRITE, Capability.GET, Capability.DESCRIBE})
+
+    def __init__(self, system: SystemSpec) -> None:
+        super().__init__(system)
+        options = system.options
+        scheme, _, rest = system.url.partition("://")
+        self.transport = "http" if scheme.lower().endswith("+http") else "https"
+        self.login_host = rest.strip("/") or "login.salesforce.com"
+        self.version = str(options.get("api_version", API_VERSION))
+        self.bulk_threshold = int(options.get("bulk_threshold", 10_000))
+        self.retries = int(options.get("retries", 5))
+        self.backoff = float(options.get("backoff_seconds", 1.0))
+        self.api_calls = 0
+        self._http = httpx.Client(timeout=float(options.get("timeout", 60)))
+        self._instance: str | None = options.get("instance_url")
+        self._token: str | None = options.get("access_token")
+        self._described: dict[str, dict[str, Any]] = {}
+
+    def close(self) -> None:
+        self._http.close()
+
+    def usage(self) -> dict[str, int]:
+        return {"api_calls": self.api_calls}
+
+    # -- authentication -------------------------------------------------------------------------
+
+    @property
+    def _can_login(self) -> bool:
+        options = self.system.options
+        return bool(options.get("username") or options.get("client_id"))
+
+    def _login(self) -> None:
+        options = self.system.options
+        base = f"{self.transport}://{self.login_host}"
+        username, password = options.get("username"), options.get("password")
+        client_id, secret = options.get("client_id"), options.get("client_secret")
+        try:
+            if username and password and not client_id:
+                self._soap_login(base, str(username), str(password) + str(options.get("security_token", "")))
+                return
+            if client_id and secret:
+                form = ({"grant_type": "password", "client_id": client_id, "client_secret": secret,
+                         "username": username, "password": str(password) +
+                         str(options.get("security_token", ""))} if username
+                        else {"grant_type": "client_credentials"})
+                url = f"{base}/services/oauth2/token"
+                response = (self._http.post(url, data=form) if username else
+                            self._http.post(url, data=form,
+                                            auth=httpx.BasicAuth(str(client_id), str(secret))))
+                self.api_calls += 1
+                if response.status_code != 200:
+                    detail = response.json() if response.headers.get(
+                        "content-type", "").startswith("application/json") else {}
+                    reason = detail.get("error_description") or response.text[:200]
+                    raise ConnectionFailed(f"Salesforce system '{self.name}' refused the "
+                                           f"credentials: {reason}")
+                body = response.json()
+                self._token, self._instance = body["access_token"], body["instance_url"]
+                return
+        except httpx.HTTPError as exc:
+            raise ConnectionFailed(f"cannot reach Salesforce system '{self.name}' at {base}: "
+                                   f"{exc}") from None
+        if not self._token:
+            raise SpecError(f"Salesforce system '{self.name}' needs credentials: client_id and "
+                            "client_secret, username and password (and security_token), or "
+                            "instance_url and access_token")
+
+    def _soap_login(self, base: str, username: str, password: str) -> None:
+        envelope = (
+            '<?xml version="1.0" encoding="utf-8" ?><env:Envelope '
+            'xmlns:xsd="http://www.w3.org/2001/XMLSchema" '
+            'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+            'xmlns:env="http://schemas.xmlsoap.org/soap/envelope/" '
+            'xmlns:urn="urn:partner.soap.sforce.com"><env:Body><urn:login>'
+            f"<urn:username>{escape(username)}</urn:username>"
+            f"<urn:password>{escape(password)}</urn:password>"
+            "</urn:login></env:Body></env:Envelope>")
+        response = self._http.post(f"{base}/services/Soap/u/{self.version}", content=envelope,
+                                   headers={"content-type": "text/xml", "SOAPAction": "login"})
+        self.api_calls += 1
+        root = ElementTree.fromstring(response.content)
+        texts = {e.tag.rsplit("}", 1)[-1]: (e.text or "") for e in root.iter()}
+        if response.status_code != 200:
+            raise ConnectionFailed(f"Salesforce system '{self.name}' refused the login: "
+                                   f"{texts.get('faultstring', response.status_code)}")
+        server = urlsplit(texts["serverUrl"])
+        self._token = texts["sessionId"]
+        self._instance = f"{server.scheme}://{server.netloc}"
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def request(self, method: str, path: str, *, expect_json: bool = True, **kwargs: Any) -> Any:
+        """One REST call under /services/data/vXX.X (or an absolute path), with renewal of
+        an expired session and backoff on limits and server errors."""
+        if self._token is None or self._instance is None:
+            self._login()
+        renewed = False
+        for attempt in range(self.retries + 1):
+            url = path if path.startswith("/services/") else \
+                f"/services/data/v{self.version}/{path.lstrip('/')}"
+            headers = {"Authorization": f"Bearer {self._token}", **kwargs.pop("headers", {})}
+            try:
+                response = self._http.request(method, f"{self._instance}{url}", headers=headers,
+                                              **kwargs)
+            except httpx.TransportError as exc:
+                if attempt == self.retries:
+                    raise RetriableError(f"Salesforce system '{self.name}' unreachable: {exc}") \
+                        from None
+                time.sleep(self.backoff * 2 ** attempt)
+                kwargs["headers"] = {k: v for k, v in headers.items() if k != "Authorization"}
+                continue
+            self.api_calls += 1
+            kwargs["headers"] = {k: v for k, v in headers.items() if k != "Authorization"}
+            if response.status_code == 401 and not renewed and self._can_login:
+                renewed = True
+                self._token = None
+                self._login()
+                continue
+            if response.status_code >= 500 or _error_code(response) == "REQUEST_LIMIT_EXCEEDED":
+                if attempt == self.retries:
+                    raise RetriableError(f"Salesforce system '{self.name}': "
+                                         f"{_error_code(response)} after {attempt + 1} tries")
+                time.sleep(self.backoff * 2 ** attempt)
+                continue
+            if response.status_code >= 300 and response.status_code != 300:
+                raise SalesforceError(response.status_code, _error_code(response),
+                                      _error_message(response))
+            if not expect_json:
+                return response
+            return response.json() if response.content else None
+        raise AssertionError("unreachable")
+
+    # -- describe -------------------------------------------------------------------------------
+
+    def _describe(self, object: str) -> dict[str, Any]:
+        if object not in self._described:
+            try:
+                self._described[object] = self.request("GET", f"sobjects/{object}/describe")
+            except SalesforceError as exc:
+                if exc.status == 404:
+                    names = [o["name"] for o in self.request("GET", "sobjects")["sobjects"]]
+                    raise SpecError(f"Salesforce system '{self.name}' has no object "
+                                    f"'{object}'{suggest(object, names)}") from None
+                raise
+        return self._described[object]
+
+    def describe(self, object: str) -> ObjectSchema:
+        fields = {}
+        for f in self._describe(object)["fields"]:
+            kind = _TYPES.get(f["type"], FieldType.STRING)
+            choices = tuple(p["value"] for p in f.get("picklistValues") or []) \
+                if f.get("restrictedPicklist") else None
+            writable = f.get("createable") or f.get("updateable")
+            fields[f["name"]] = FieldSchema(
+                f["name"], kind, nullable=bool(f["nillable"]),
+                max_length=f.get("length") or None if kind is FieldType.STRING else None,
+                has_default=bool(f.get("defaultedOnCreate")) or not writable,
+                choices=choices or None)
+        return ObjectSchema(object, fields, "Id")
+
+    def _field_types(self, object: str) -> dict[str, str]:
+        return {f["name"].lower(): f["type"] for f in self._describe(object)["fields"]}
+
+    # -- read -----------------------------------------------------------------------------------
+
+    def _soql(self, object: str, fields: Sequence[str], where: str, order: str | None = None) -> str:
+        text = f"SELECT {', '.join(fields)} FROM {object}"
+        if where:
+            text += f" WHERE {where}"
+        if order:
+            text += f" ORDER BY {order}"
+        return text
+
+    def count(self, object: str, scope: BoundScope | None = None) -> int:
+        where = to_soql(scope, self._field_types(object))
+        body = self.request("GET", "query", params={"q": f"SELECT COUNT() FROM {object}"
+                                                         + (f" WHERE {where}" if where else "")})
+        return int(body["totalSize"])
+
+    def read(self, object: str, scope: BoundScope | None = None, *, key: str | None = None,
+             fields: Sequence[str] | None = None, after: Position = None,
+             page_size: int = 1000, columnar: bool = False) -> Iterator[Page]:
+        types = self._field_types(object)
+        key = key or "Id"
+        names = list(dict.fromkeys([*(fields or [f["name"] for f in self._describe(object)["fields"]
+                                       if f["type"] not in ("address", "location")]), key]))
+        unknown = [n for n in names if n.lower() not in types and "." not in n]
+        if unknown:
+            known = [f["name"] for f in self._describe(object)["fields"]]
+            raise SpecError(f"Salesforce object '{object}' of system '{self.name}' has no field "
+                            f"'{unknown[0]}'{suggest(unknown[0], known)}")
+        where = to_soql(scope, types)
+        if after is not None:
+            boundary = to_soql(Condition(key, "gt", after), types)
+            where = f"({where}) AND {boundary}" if where else boundary
+        query = self._soql(object, names, where, key)
+        if self.count(object, scope) > self.bulk_threshold:
+            yield from self._bulk_query(object, query, names, key, page_size)
+            return
+        headers = {"Sforce-Query-Options": f"batchSize={min(max(page_size, 200), 2000)}"}
+        body = self.request("GET", "query", params={"q": query}, headers=headers)
+        while True:
+            records = [self._record(r, names, types) for r in body["records"]]
+            if records:
+                yield Page(records, records[-1][key])
+            if body.get("done", True):
+                return
+            body = self.request("GET", body["nextRecordsUrl"], headers=headers)
+
+    def _record(self, raw: Mapping[str, Any], names: Sequence[str], types: Mapping[str, str]) -> Record:
+        record: Record = {}
+        for name in names:
+            value: Any = raw
+            for part in name.split("."):
+                value = value.get(part) if isinstance(value, Mapping) else None
+            record[name] = _typed(value, types.get(name.lower()))
+        return record
+
+    def _bulk_query(self, object: str, query: str, names: Sequence[str], key: str,
+                    page_size: int) -> Iterator[Page]:
+        job = self.request("POST", "jobs/query", json={"operation": "query", "query": query})
+        job = self._wait(f"jobs/query/{job['id']}")
+        types = self._field_types(object)
+        locator: str | None = None
+        while True:
+            params: dict[str, Any] = {"maxRecords": max(page_size, 1)}
+            if locator:
+                params["locator"] = locator
+            response = self.request("GET", f"jobs/query/{job['id']}/results", params=params,
+                                    expect_json=False)
+            rows = list(csv.DictReader(io.StringIO(response.text)))
+            records = [{n: _typed(row.get(n) or None, types.get(n.lower())) for n in names}
+                       for row in rows]
+            if records:
+                yield Page(records, records[-1][key])
+            locator = response.headers.get("Sforce-Locator")
+            if not locator or locator == "null":
+                return
+
+    def _wait(self, path: str) -> dict[str, Any]:
+        delay = 0.05
+        while True:
+            job: dict[str, Any] = self.request("GET", path)
+            if job["state"] in ("JobComplete", "Failed", "Aborted"):
+                if job["state"] != "JobComplete":
+                    raise SalesforceError(400, job["state"].upper(), job.get("errorMessage") or job["state"])
+                return job
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def get(self, object: str, key: str, values: Sequence[KeyValue],
+            fields: Sequence[str] | None = None) -> dict[KeyValue, Record]:
+        types = self._field_types(object)
+        names = list(dict.fromkeys([*(fields or ["Id"]), key]))
+        found: dict[KeyValue, Record] = {}
+        distinct = [v for v in dict.fromkeys(values) if v is not None]
+        for start in range(0, len(distinct), COLLECTION_SIZE):
+            chunk = distinct[start:start + COLLECTION_SIZE]
+            where = to_soql(Condition(key, "in", chunk), types)
+            body = self.request("GET", "query", params={"q": self._soql(object, names, where)})
+            while True:
+                for raw in body["records"]:
+                    record = self._record(raw, names, types)
+                    found[record[key]] = record
+                if body.get("done", True):
+                    break
+                body = self.request("GET", body["nextRecordsUrl"])
+        by_text = {str(k).lower(): r for k, r in found.items()}
+        return {v: by_text[str(v).lower()] for v in distinct if str(v).lower() in by_text}
+
+    # -- write ----------------------------------------------------------------------------------
+
+    def write(self, object: str, records: Sequence[Record], operation: Operation,
+              key: str) -> list[Outcome]:
+        todo, outcomes = last_per_key(records, key, same=lambda v: str(v).lower())
+        if operation in (Operation.UPSERT, Operation.UPDATE) and todo:
+            todo = self._skip_unchanged(object, records, todo, key, outcomes)
+        record_ids: dict[int, str] = {}
+        if operation in (Operation.UPDATE, Operation.DELETE) and todo:
+            todo, record_ids = self._resolve_ids(object, records, todo, key, outcomes)
+        payload = [_payload(object, records[i], operation, key, record_ids.get(i)) for i in todo]
+        if len(todo) > self.bulk_threshold // 10 and operation is not Operation.DELETE:
+            results = self._bulk_write(object, payload, operation, key)
+        else:
+            results = []
+            for start in range(0, len(payload), COLLECTION_SIZE):
+                results += self._collection(object, payload[start:start + COLLECTION_SIZE],
+                                            operation, key)
+        for index, result in zip(todo, results, strict=True):
+            outcomes[index] = _outcome(records[index].get(key), result, operation)
+        return completed(records, key, outcomes)
+
+    def _skip_unchanged(self, object: str, records: Sequence[Record], todo: list[int], key: str,
+                        outcomes: list[Outcome | None]) -> list[int]:
+        """Writing a record equal to the org's costs API calls and a modstamp: skip it."""
+        fields = sorted({f for i in todo for f in records[i]})
+        current = self.get(object, key, [records[i][key] for i in todo], fields)
+        remaining = []
+        for index in todo:
+            held = current.get(records[index][key])
+            if held is not None and same_values(_plain_values(records[index]),
+                                                _plain_values(held)):
+                outcomes[index] = Outcome(records[index][key], Status.UNCHANGED)
+            else:
+                remaining.append(index)
+        return remaining
+
+    def _resolve_ids(self, object: str, records: Sequence[Record], todo: list[int], key: str,
+                     outcomes: list[Outcome | None]) -> tuple[list[int], dict[int, str]]:
+        """Record ids for an update or delete by another key; missing keys are skipped."""
+        found = self.get(object, key, [records[i][key] for i in todo], ["Id"])
+        remaining, record_ids = [], {}
+        for index in todo:
+            held = found.get(records[index][key])
+            if held is None:
+                outcomes[index] = Outcome(records[index][key], Status.SKIPPED,
+                                          "no record with this key", "NOT_FOUND")
+            else:
+                remaining.append(index)
+                record_ids[index] = str(held["Id"])
+        return remaining, record_ids
+
+    def _collection(self, object: str, payload: list[dict[str, Any]], operation: Operation,
+                    key: str) -> list[dict[str, Any]]:
+        body = {"allOrNone": False, "records": payload}
+        if operation is Operation.INSERT:
+            return list(self.request("POST", "composite/sobjects", json=body))
+        if operation is Operation.UPSERT:
+            return list(self.request("PATCH", f"composite/sobjects/{object}/{quote(key)}",
+                                     json=body))
+        if operation is Operation.UPDATE:
+            return list(self.request("PATCH", "composite/sobjects", json=body))
+        ids = ",".join(str(r["id"]) for r in payload)
+        return list(self.request("DELETE", "composite/sobjects",
+                                 params={"ids": ids, "allOrNone": "false"}))
+
+    def _bulk_write(self, object: str, payload: list[dict[str, Any]], operation: Operation,
+                    key: str) -> list[dict[str, Any]]:
+        """A Bulk 2.0 ingest job; results are joined back to the records by their row, which
+        the result files carry (sf__ columns first, then the uploaded columns)."""
+        columns = list(dict.fromkeys(c for r in payload for c in r if c != "attributes"))
+        columns = ["Id" if c == "id" else c for c in columns]
+        job_spec: dict[str, Any] = {"object": object, "operation": operation.value,
+                                    "contentType": "CSV", "lineEnding": "LF"}
+        if operation is Operation.UPSERT:
+            job_spec["externalIdFieldName"] = key
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow(columns)
+        for record in payload:
+            writer.writerow([_csv_value(record.get("id" if c == "Id" else c)) for c in columns])
+        job = self.request("POST", "jobs/ingest", json=job_spec)
+        self.request("PUT", f"jobs/ingest/{job['id']}/batches", content=text.getvalue().encode(),
+                     headers={"Content-Type": "text/csv"}, expect_json=False)
+        self.request("PATCH", f"jobs/ingest/{job['id']}", json={"state": "UploadComplete"})
+        self._wait(f"jobs/ingest/{job['id']}")
+        by_row: dict[tuple[str, ...], dict[str, Any]] = {}
+        for kind in ("successfulResults", "failedResults", "unprocessedrecords"):
+            response = self.request("GET", f"jobs/ingest/{job['id']}/{kind}", expect_json=False)
+            for row in csv.DictReader(io.StringIO(response.text)):
+                identity = tuple(row.get(c, "") for c in columns)
+                if kind == "successfulResults":
+                    result = {"success": True, "id": row.get("sf__Id"),
+                              "created": row.get("sf__Created") == "true"}
+                else:
+                    code, _, message = (row.get("sf__Error") or "UNPROCESSED:not processed").partition(":")
+                    result = {"success": False, "errors": [{"statusCode": code,
+                                                            "message": message.rstrip(" -:")}]}
+                by_row[identity] = result
+        missing = {"success": False, "errors": [{"statusCode": "UNKNOWN_EXCEPTION",
+                                                 "message": "no result for this row"}]}
+        return [by_row.get(tuple(_csv_value(r.get("id" if c == "Id" else c)) for c in columns),
+                           missing) for r in payload]
+
+
+def _payload(object: str, record: Record, operation: Operation, key: str,
+             record_id: str | None) -> dict[str, Any]:
+    body = {"attributes": {"type": object}, **_plain_values(record)}
+    if operation in (Operation.UPDATE, Operation.DELETE):
+        if key != "Id":
+            body.pop(key, None)
+        body.pop("Id", None)
+        body["id"] = record_id
+    return body
+
+
+def _csv_value(value: Any) -> str:
+    if value is None:
+        return "#N/A"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _outcome(key: KeyValue, result: Mapping[str, Any], operation: Operation) -> Outcome:
+    if result.get("success"):
+        if operation is Operation.DELETE:
+            status = Status.DELETED
+        elif operation is Operation.INSERT or result.get("created"):
+            status = Status.CREATED
+        else:
+            status = Status.UPDATED
+        return Outcome(key, status, destination_id=result.get("id"))
+    error = (result.get("errors") or [{}])[0]
+    code = error.get("statusCode") or "UNKNOWN_EXCEPTION"
+    status = Status.FAILED if code in RETRIABLE_CODES else Status.REJECTED
+    fields = error.get("fields") or []
+    reason = error.get("message", code) + (f" ({', '.join(fields)})" if fields else "")
+    return Outcome(key, status, reason, code)
+
+
+def _plain_values(record: Record) -> dict[str, Any]:
+    """A record as Salesforce's JSON takes it: ISO dates, numbers as numbers."""
+    out: dict[str, Any] = {}
+    for name, value in record.items():
+        if isinstance(value, dt.datetime):
+            aware = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+            out[name] = aware.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + \
+                f"{aware.microsecond // 1000:03d}Z"
+        elif isinstance(value, dt.date):
+            out[name] = value.isoformat()
+        elif isinstance(value, Decimal):
+            out[name] = float(value)
+        else:
+            out[name] = value
+    return out
+
+
+def _typed(value: Any, kind: str | None) -> Any:
+    """A value read from Salesforce (JSON or CSV text) as the Python type of its field."""
+    if value is None or value == "":
+        return None
+    if kind == "datetime" and isinstance(value, str):
+        text = value.replace("Z", "+00:00")
+        if len(text) > 5 and text[-5] in "+-" and text[-3] != ":":
+            text = text[:-2] + ":" + text[-2:]
+        return dt.datetime.fromisoformat(text)
+    if kind == "date" and isinstance(value, str):
+        return dt.date.fromisoformat(value[:10])
+    if kind == "boolean" and isinstance(value, str):
+        return value.lower() == "true"
+    if kind == "int" and isinstance(value, str):
+        return int(float(value))
+    if kind in ("double", "currency", "percent") and isinstance(value, str):
+        return float(value)
+    return value
+
+
+def _error_code(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return f"HTTP_{response.status_code}"
+    if isinstance(body, list) and body and isinstance(body[0], dict):
+        return str(body[0].get("errorCode", f"HTTP_{response.status_code}"))
+    return f"HTTP_{response.status_code}"
+
+
+def _error_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300]
+    if isinstance(body, list) and body and isinstance(body[0], dict):
+        return str(body[0].get("message", ""))
+    return response.text[:300]
+
+
+# -- scope as SOQL ----------------------------------------------------------------------------
+
+_COMPARE = {"eq": "=", "ne": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+
+
+def to_soql(scope: BoundScope | None, types: Mapping[str, str]) -> str:
+    """A SOQL WHERE condition, each value quoted and escaped for its field's type.
+
+    `ne` and `not_in` exclude nulls, as the same scope does in SQL (SOQL's != alone would
+    keep them).
+    """
+    if scope is None:
+        return ""
+    if isinstance(scope, Group):
+        parts = [to_soql(p, types) for p in scope.parts]
+        if scope.op == "not":
+            return f"(NOT ({parts[0]}))"
+        return "(" + f" {scope.op.upper()} ".join(parts) + ")"
+    name, op, value = scope.field, scope.op, scope.value
+    kind = types.get(name.lower(), "string")
+    if op == "is_null":
+        return f"{name} = null" if value else f"{name} != null"
+    if op in ("in", "not_in"):
+        listed = ", ".join(soql_literal(v, kind) for v in value) or "null"
+        return f"{name} IN ({listed})" if op == "in" else \
+            f"({name} NOT IN ({listed}) AND {name} != null)"
+    if op in ("like", "not_like"):
+        condition = f"{name} LIKE {soql_literal(str(value), 'string')}"
+        return condition if op == "like" else f"(NOT {condition} AND {name} != null)"
+    if value is None:
+        return f"{name} {'=' if op == 'eq' else '!='} null"
+    condition = f"{name} {_COMPARE[op]} {soql_literal(value, kind)}"
+    return f"({condition} AND {name} != null)" if op == "ne" else condition
+
+
+def soql_literal(value: Any, kind: str) -> str:
+    """A value written for a SOQL filter on a field of type `kind`."""
+    if value is None:
+        return "null"
+    if kind == "datetime":
+        if isinstance(value, dt.datetime):
+            moment = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+        elif isinstance(value, dt.date):
+            moment = dt.datetime.combine(value, dt.time(), dt.UTC)
+        else:
+            moment = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+            moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+        moment = moment.astimezone(dt.UTC)
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    if kind == "date":
+        day = value.date() if isinstance(value, dt.datetime) else value
+        if not isinstance(day, dt.date):
+            day = dt.date.fromisoformat(str(day)[:10])
+        return day.isoformat()
+    if isinstance(value, bool) or kind == "boolean":
+        return "true" if value in (True, "true", "True", 1, "1") else "false"
+    if kind in ("int", "double", "currency", "percent") and isinstance(value, int | float | Decimal):
+        return str(value)
+    text = str(value)
+    for raw, escaped in (("\\", "\\\\"), ("'", "\\'"), ("\n", "\\n"), ("\r", "\\r"),
+                         ("\t", "\\t"), ('"', '\\"')):
+        text = text.replace(raw, escaped)
+    return f"'{text}'"
