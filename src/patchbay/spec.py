@@ -285,6 +285,11 @@ class Options(_Model):
         default="full", description="How the report compares the destination with the source."
     )
     sample_size: int = Field(default=20, ge=0, le=1000)
+    write_attempts: int = Field(
+        default=5, ge=1, le=50, description="Tries of a batch while the destination fails "
+                                            "transiently, before the run stops resumable.")
+    retry_backoff_seconds: float = Field(
+        default=1.0, ge=0, description="First pause between tries; it doubles each time.")
     columnar: bool = Field(
         default=True, description="Move clean batches as Arrow tables where source, transform "
                                   "and destination allow; batches with anything to set aside go "

@@ -205,3 +205,37 @@ def test_api_usage_header_and_limit(local_org: LocalOrg, sf: Salesforce) -> None
     with pytest.raises(SalesforceRefusedRequest) as refused:
         sf.query("SELECT Id FROM Organization")
     assert refused.value.content[0]["errorCode"] == "REQUEST_LIMIT_EXCEEDED"
+
+
+# 7. Bulk 2.0
+
+
+def test_bulk2_insert_upsert_delete_and_query_by_locator(local_org: LocalOrg, sf: Salesforce) -> None:
+    control(local_org, "schema", {"fields": {"Contact": [
+        {"name": "Legacy_Id__c", "type": "string", "length": 40, "externalId": True,
+         "unique": True}]}})
+    rows = [{"LastName": f"Person {i}", "Legacy_Id__c": f"P-{i}"} for i in range(250)]
+    rows.append({"FirstName": "No last name", "Legacy_Id__c": "P-bad"})
+    inserted = sf.bulk2.Contact.insert(records=rows, wait=0)
+    assert sum(job["numberRecordsProcessed"] for job in inserted) == 251
+    assert sum(job["numberRecordsFailed"] for job in inserted) == 1
+    failed = sf.bulk2.Contact.get_failed_records(inserted[0]["job_id"])
+    assert "REQUIRED_FIELD_MISSING" in failed
+
+    upserted = sf.bulk2.Contact.upsert(records=[{"Legacy_Id__c": "P-1", "Title": "Boss"},
+                                                {"Legacy_Id__c": "P-new", "LastName": "New"}],
+                                       external_id_field="Legacy_Id__c", wait=0)
+    assert upserted[0]["numberRecordsFailed"] == 0
+    successes = sf.bulk2.Contact.get_successful_records(upserted[0]["job_id"])
+    assert '"true"' in successes and '"false"' in successes
+
+    pages = list(sf.bulk2.Contact.query("SELECT Id, LastName FROM Contact", max_records=100,
+                                        wait=0))
+    assert len(pages) == 3
+    assert sum(page.count("\n") - 1 for page in pages) == 251
+
+    first_id = sf.query("SELECT Id FROM Contact WHERE Legacy_Id__c = 'P-2'")["records"][0]["Id"]
+    deleted = sf.bulk2.Contact.delete(records=[{"Id": first_id}], wait=0)
+    assert deleted[0]["numberRecordsFailed"] == 0
+    assert sf.query_all("SELECT Id FROM Contact WHERE IsDeleted = true",
+                        include_deleted=True)["totalSize"] == 1

@@ -226,9 +226,7 @@ class Org:
 
     def create(self, obj: SObject, body: Mapping[str, Any], session: Session,
                origin: str = "rest") -> str:
-        if obj.readonly:
-            raise OrgError(400, "INVALID_TYPE_FOR_OPERATION", f"entity type {obj.name} does not "
-                                                              "support insert")
+        self._writable(obj, "insert")
         values = self._values(obj, body, creating=True)
         now = stored_datetime(self.clock.now())
         with self.storage.transaction():
@@ -253,6 +251,7 @@ class Org:
 
     def update(self, obj: SObject, record_id: str, body: Mapping[str, Any], session: Session,
                origin: str = "rest") -> None:
+        self._writable(obj, "update")
         current = self.storage.get(obj, record_id)
         if current is None:
             raise OrgError(404, "NOT_FOUND", "The requested resource does not exist")
@@ -276,6 +275,7 @@ class Org:
             self.storage.log(obj, record_id, "updated", changed, now, origin)
 
     def delete(self, obj: SObject, record_id: str, origin: str = "rest") -> None:
+        self._writable(obj, "delete")
         current = self.storage.get(obj, record_id)
         if current is None:
             raise OrgError(404, "NOT_FOUND", "The requested resource does not exist")
@@ -316,10 +316,18 @@ class Org:
         return found
 
     def matches(self, obj: SObject, key: SField, value: Any) -> list[str]:
-        stored = to_storage(key, value) if value is not None else None
+        try:
+            stored = to_storage(key, value) if value is not None else None
+        except FieldValueError as exc:
+            raise OrgError(400, exc.code, str(exc), [key.name]) from None
         return self.storage.find(obj, key, stored)
 
     # -- validation -----------------------------------------------------------------------------
+
+    def _writable(self, obj: SObject, operation: str) -> None:
+        if obj.readonly:
+            raise OrgError(400, "INVALID_TYPE_FOR_OPERATION",
+                           f"entity type {obj.name} does not support {operation}")
 
     def _known(self, obj: SObject, name: str) -> SField:
         found = obj.field(name)

@@ -32,7 +32,7 @@ from patchbay.elements.compare import differing_fields, normalise, same_values
 from patchbay.elements.conform import Conformer
 from patchbay.elements.transform import SetAside, Transform
 from patchbay.errors import FatalRunError, PatchbayError, RetriableError, RunNotResumable
-from patchbay.model import Operation, Page, Record, Status
+from patchbay.model import Operation, Outcome, Page, Record, Status
 from patchbay.patterns.context import LookupCache, RunContext, validate_destination
 from patchbay.store import Store
 from patchbay.store.store import OutcomeRow, RunRecord, RunStatus, jsonable
@@ -41,9 +41,6 @@ T = TypeVar("T")
 
 BROKEN = "__error__"
 """Field by which a source marks a record it could not read whole."""
-
-WRITE_ATTEMPTS = 5
-"""Tries of a batch against a destination that keeps failing transiently, before the run stops."""
 
 
 @dataclass
@@ -382,45 +379,41 @@ class Migration:
 
     def _retrying(self, write: Callable[[], T]) -> T:
         """A write, tried again with growing pauses while the destination fails transiently."""
-        delay = 1.0
-        for attempt in range(1, WRITE_ATTEMPTS + 1):
+        attempts, delay = self.options.write_attempts, self.options.retry_backoff_seconds
+        for attempt in range(1, attempts + 1):
             try:
                 return write()
             except RetriableError:
-                if attempt == WRITE_ATTEMPTS:
+                if attempt == attempts:
                     raise
                 time.sleep(delay)
                 delay *= 2
         raise AssertionError("unreachable")
 
-    def _write(self, destination: Connector, records: list[Record]) -> list[Any]:
+    def _write(self, destination: Connector, records: list[Record]) -> list[Outcome]:
+        """Write a batch; records that failed transiently are written again, alone."""
         dst = self.integration.destination
         if not records:
             return []
-        delay = 1.0
-        for attempt in range(1, WRITE_ATTEMPTS + 1):
-            try:
-                outcomes = destination.write(dst.object, records, dst.operation, dst.key)
-            except RetriableError:
-                if attempt == WRITE_ATTEMPTS:
-                    raise
-                time.sleep(delay)
-                delay *= 2
-                continue
+
+        def write(batch: list[Record]) -> list[Outcome]:
+            return self._retrying(lambda: destination.write(dst.object, batch, dst.operation,
+                                                            dst.key))
+        outcomes = write(records)
+        delay = self.options.retry_backoff_seconds
+        for _ in range(self.options.write_attempts - 1):
             failed = [i for i, o in enumerate(outcomes) if o.status is Status.FAILED]
-            if not failed or attempt == WRITE_ATTEMPTS:
-                if failed:
-                    raise FatalRunError(f"{len(failed)} records keep failing at "
-                                        f"{dst.system}.{dst.object}: {outcomes[failed[0]].reason}")
-                return outcomes
-            retried = destination.write(dst.object, [records[i] for i in failed], dst.operation, dst.key)
-            for i, outcome in zip(failed, retried, strict=True):
-                outcomes[i] = outcome
-            if all(o.status is not Status.FAILED for o in outcomes):
+            if not failed:
                 return outcomes
             time.sleep(delay)
             delay *= 2
-        raise AssertionError("unreachable")
+            for i, outcome in zip(failed, write([records[i] for i in failed]), strict=True):
+                outcomes[i] = outcome
+        failed = [i for i, o in enumerate(outcomes) if o.status is Status.FAILED]
+        if failed:
+            raise FatalRunError(f"{len(failed)} records keep failing at "
+                                f"{dst.system}.{dst.object}: {outcomes[failed[0]].reason}")
+        return outcomes
 
     # -- results capture ------------------------------------------------------------------------
 

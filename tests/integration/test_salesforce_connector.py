@@ -1,0 +1,164 @@
+"""The Salesforce connector against the local org: scope as SOQL, sessions, limits,
+validation at plan time, and the run that pauses on an exhausted API allowance."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from patchbay import SpecError, plan_integration, run_integration
+from patchbay.connectors.salesforce import SalesforceConnector, to_soql
+from patchbay.elements.scope import Condition, Group
+from patchbay.errors import RetriableError
+from patchbay.localorg.org import OrgConfig
+from patchbay.localorg.running import LocalOrg
+from patchbay.model import Operation, Status
+from patchbay.spec import SystemSpec
+
+SCHEMA = {"fields": {"Account": [{"name": "Legacy_Id__c", "type": "string", "length": 40,
+                                  "externalId": True, "unique": True}]}}
+
+
+@pytest.fixture
+def org() -> Iterator[LocalOrg]:
+    with LocalOrg(OrgConfig(custom_schema=SCHEMA)) as local:
+        yield local
+
+
+def connector(org: LocalOrg, **options: object) -> SalesforceConnector:
+    spec = SystemSpec(url=f"salesforce+http://127.0.0.1:{org.port}", name="crm", options={
+        "username": "integration@patchbay.local", "password": "password",
+        "security_token": "TOKEN", "backoff_seconds": 0.01, **options})
+    return SalesforceConnector(spec)
+
+
+def test_scope_values_are_quoted_and_escaped_so_they_cannot_change_the_query(org: LocalOrg) -> None:
+    crm = connector(org)
+    tricky = "O'Brien \\ Sons' OR Name != '"
+    outcomes = crm.write("Account", [{"Legacy_Id__c": "1", "Name": tricky},
+                                     {"Legacy_Id__c": "2", "Name": "Plain"}],
+                         Operation.UPSERT, "Legacy_Id__c")
+    assert [o.status for o in outcomes] == [Status.CREATED, Status.CREATED]
+    found = [r for page in crm.read("Account", Condition("Name", "eq", tricky),
+                                    fields=["Name", "Legacy_Id__c"]) for r in page.records]
+    assert [r["Legacy_Id__c"] for r in found] == ["1"]
+    types = {"name": "string", "closedate": "date", "amount": "currency"}
+    where = to_soql(Group("and", (Condition("Name", "in", ["a'b", "c"]),
+                                  Condition("CloseDate", "gte", "2024-01-31"),
+                                  Condition("Amount", "ne", 5))), types)
+    assert where == ("(Name IN ('a\\'b', 'c') AND CloseDate >= 2024-01-31 AND "
+                     "(Amount != 5 AND Amount != null))")
+
+
+def test_outcomes_per_record_with_salesforce_codes(org: LocalOrg) -> None:
+    crm = connector(org)
+    outcomes = crm.write("Account", [{"Legacy_Id__c": "1", "Name": "Good"},
+                                     {"Legacy_Id__c": "2", "Name": None},
+                                     {"Legacy_Id__c": "3", "Name": "x" * 300},
+                                     {"Legacy_Id__c": "4", "Name": "Also good"}],
+                         Operation.UPSERT, "Legacy_Id__c")
+    assert [o.status for o in outcomes] == [Status.CREATED, Status.REJECTED, Status.REJECTED,
+                                            Status.CREATED]
+    assert [o.code for o in outcomes[1:3]] == ["REQUIRED_FIELD_MISSING", "STRING_TOO_LONG"]
+    again = crm.write("Account", [{"Legacy_Id__c": "1", "Name": "Good"},
+                                  {"Legacy_Id__c": "4", "Name": "Changed"}],
+                      Operation.UPSERT, "Legacy_Id__c")
+    assert [o.status for o in again] == [Status.UNCHANGED, Status.UPDATED]
+    deleted = crm.write("Account", [{"Legacy_Id__c": "1"}, {"Legacy_Id__c": "99"}],
+                        Operation.DELETE, "Legacy_Id__c")
+    assert [o.status for o in deleted] == [Status.DELETED, Status.SKIPPED]
+
+
+def test_an_expired_session_is_renewed_once(org: LocalOrg) -> None:
+    crm = connector(org)
+    assert crm.count("Account") == 0
+    first = crm._token
+    org.org.expire_sessions()
+    assert crm.count("Account") == 0
+    assert crm._token != first
+
+
+def test_an_exhausted_allowance_is_retried_then_raised_as_retriable(org: LocalOrg) -> None:
+    crm = connector(org, retries=2)
+    crm.count("Account")
+    org.org.limits.max_requests = org.org.limits.used
+    with pytest.raises(RetriableError, match="REQUEST_LIMIT_EXCEEDED"):
+        crm.count("Account")
+
+
+def write_spec(directory: Path, org: LocalOrg, name_field: str = "Name") -> Path:
+    with sqlite3.connect(directory / "source.db") as db:
+        db.execute("CREATE TABLE companies (id INTEGER PRIMARY KEY, name TEXT)")
+        db.executemany("INSERT INTO companies VALUES (?, ?)",
+                       [(i, f"Company {i}") for i in range(1, 1001)])
+    spec = directory / "companies.yaml"
+    spec.write_text(f"""
+systems:
+  legacy: sqlite:///source.db
+  crm:
+    url: salesforce+http://127.0.0.1:{org.port}
+    options: {{client_id: patchbay-local-key, client_secret: patchbay-local-secret,
+               backoff_seconds: 0.01, retries: 1}}
+integrations:
+  - name: companies
+    pattern: migration
+    source: {{system: legacy, object: companies, key: id}}
+    transform:
+      fields:
+        Legacy_Id__c: {{from: id, type: string}}
+        {name_field}: name
+    destination: {{system: crm, object: Account, operation: upsert, key: Legacy_Id__c}}
+    options: {{batch_size: 100, write_attempts: 2, retry_backoff_seconds: 0.01}}
+""")
+    return spec
+
+
+def test_a_field_the_object_lacks_fails_at_plan_time(tmp_path: Path, org: LocalOrg) -> None:
+    spec = write_spec(tmp_path, org, name_field="Nmae")
+    with pytest.raises(SpecError) as raised:
+        plan_integration(spec, state=tmp_path / "state")
+    assert "'Account' of system 'crm' has no field 'Nmae'; did you mean 'Name'?" in str(raised.value)
+    assert org.org.limits.used < 10, "nothing was written"
+
+
+def test_the_run_pauses_when_the_allowance_runs_out_and_resumes_losing_nothing(
+        tmp_path: Path, org: LocalOrg) -> None:
+    spec = write_spec(tmp_path, org)
+    state = tmp_path / "state"
+    org.org.limits.max_requests = 20
+    with pytest.raises(RetriableError):
+        run_integration(spec, state=state)
+    held = org.org.storage.db.execute('SELECT count(*) FROM "Account"').fetchone()[0]
+    assert 0 < held < 1000
+    org.org.limits.max_requests = 15000
+    report = run_integration(spec, state=state)
+    assert report["verdict"] == "complete"
+    assert report["counts"]["read"] == 1000
+    rows = org.org.storage.db.execute(
+        'SELECT count(*), count(DISTINCT "Legacy_Id__c") FROM "Account"').fetchone()
+    assert rows == (1000, 1000)
+
+
+def test_large_scopes_and_batches_go_through_bulk_jobs(org: LocalOrg) -> None:
+    crm = connector(org, bulk_threshold=100)
+    records = [{"Legacy_Id__c": str(i), "Name": f"Bulk {i}", "NumberOfEmployees": i}
+               for i in range(1, 301)]
+    records[7]["Name"] = None
+    outcomes = crm.write("Account", records, Operation.UPSERT, "Legacy_Id__c")
+    assert sum(o.status is Status.CREATED for o in outcomes) == 299
+    assert outcomes[7].status is Status.REJECTED and outcomes[7].code == "REQUIRED_FIELD_MISSING"
+    jobs = org.org.storage.db.execute(
+        "SELECT count(DISTINCT origin) FROM \"_Changes\" WHERE origin = 'bulkapi'").fetchone()
+    assert jobs == (1,), "the batch went through a Bulk 2.0 ingest job"
+
+    before = crm.api_calls
+    pages = list(crm.read("Account", Condition("NumberOfEmployees", "gt", 50),
+                          fields=["Legacy_Id__c", "Name", "NumberOfEmployees"], page_size=100))
+    read = [r for page in pages for r in page.records]
+    assert len(read) == 250 and len(pages) == 3
+    assert {r["NumberOfEmployees"] for r in read} == set(range(51, 301))
+    assert all(isinstance(r["NumberOfEmployees"], int) for r in read)
+    assert crm.api_calls - before < 12, "one query job, not a page of REST per 200 rows"
