@@ -162,3 +162,45 @@ def test_large_scopes_and_batches_go_through_bulk_jobs(org: LocalOrg) -> None:
     assert {r["NumberOfEmployees"] for r in read} == set(range(51, 301))
     assert all(isinstance(r["NumberOfEmployees"], int) for r in read)
     assert crm.api_calls - before < 12, "one query job, not a page of REST per 200 rows"
+
+
+def test_changes_since_a_cursor_never_skip_records_sharing_a_timestamp(org: LocalOrg) -> None:
+    import datetime as dt
+
+    crm = connector(org)
+    org.org.clock.set(dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.UTC))
+    session = org.org.login("integration@patchbay.local", "password")
+    account = org.org.sobject("Account")
+    first = [org.org.create(account, {"Name": f"Same second {i}"}, session) for i in range(5)]
+
+    changes, cursor = crm.changes("Account", None, ["Name"], limit=3)
+    assert [c.key for c in changes] == first[:3]
+    changes, cursor = crm.changes("Account", cursor, ["Name"], limit=3)
+    assert [c.key for c in changes] == first[3:]
+    late = [org.org.create(account, {"Name": f"Late, same stamp {i}"}, session) for i in range(2)]
+    changes, cursor = crm.changes("Account", cursor, ["Name"])
+    assert [c.key for c in changes] == late, "committed later with the same timestamp: not lost"
+    assert all(c.kind.value == "created" for c in changes)
+
+    org.org.clock.advance(30)
+    org.org.update(account, first[0], {"Name": "Renamed"}, session)
+    org.org.delete(account, first[1])
+    changes, cursor = crm.changes("Account", cursor, ["Name"])
+    kinds = {(c.key, c.kind.value) for c in changes}
+    assert (first[0], "updated") in kinds and (first[1], "deleted") in kinds
+    assert [c.record["Name"] for c in changes if c.kind.value == "updated"] == ["Renamed"]
+    changes, cursor = crm.changes("Account", cursor, ["Name"])
+    assert changes == [], "nothing is delivered twice"
+
+
+def test_a_scope_on_is_deleted_reads_deleted_records(org: LocalOrg) -> None:
+    crm = connector(org)
+    session = org.org.login("integration@patchbay.local", "password")
+    account = org.org.sobject("Account")
+    gone = org.org.create(account, {"Name": "Gone"}, session)
+    org.org.create(account, {"Name": "Kept"}, session)
+    org.org.delete(account, gone)
+    deleted = [r for page in crm.read("Account", Condition("IsDeleted", "eq", True),
+                                      fields=["Name"]) for r in page.records]
+    assert [r["Id"] for r in deleted] == [gone]
+    assert crm.count("Account", Condition("IsDeleted", "eq", True)) == 1

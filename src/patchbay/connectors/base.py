@@ -15,7 +15,7 @@ Connectors register by URL scheme. Third-party packages add theirs through the
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from enum import StrEnum
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 from patchbay.elements.scope import BoundScope
 from patchbay.errors import SpecError
 from patchbay.model import (
+    Change,
     KeyValue,
     ObjectSchema,
     Operation,
@@ -82,6 +83,12 @@ class Connector:
 
     def describe(self, object: str) -> ObjectSchema:
         raise self._cannot("describe")
+
+    def changes(self, object: str, cursor: Mapping[str, Any] | None,
+                fields: Sequence[str] | None = None, limit: int = 2000
+                ) -> tuple[list[Change], dict[str, Any]]:
+        """Changes since `cursor` (None: from the beginning), and the cursor after them."""
+        raise self._cannot("list changes")
 
     def accepts_tables(self, object: str, operation: Operation, key: str) -> bool:
         """Whether `write_table` and `get_table` work for this object and operation."""

@@ -34,9 +34,11 @@ import httpx
 
 from patchbay.connectors.base import Capability, Connector, completed, last_per_key
 from patchbay.elements.compare import same_values
-from patchbay.elements.scope import BoundScope, Condition, Group
+from patchbay.elements.scope import BoundScope, Condition, Group, fields_of
 from patchbay.errors import ConnectionFailed, RetriableError, SpecError
 from patchbay.model import (
+    Change,
+    ChangeKind,
     FieldSchema,
     FieldType,
     KeyValue,
@@ -69,7 +71,8 @@ class SalesforceError(Exception):
 class SalesforceConnector(Connector):
     schemes: ClassVar[tuple[str, ...]] = ("salesforce",)
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {Capability.READ, Capability.WRITE, Capability.GET, Capability.DESCRIBE})
+        {Capability.READ, Capability.WRITE, Capability.GET, Capability.DESCRIBE,
+         Capability.CHANGES})
 
     def __init__(self, system: SystemSpec) -> None:
         super().__init__(system)
@@ -244,8 +247,10 @@ class SalesforceConnector(Connector):
 
     def count(self, object: str, scope: BoundScope | None = None) -> int:
         where = to_soql(scope, self._field_types(object))
-        body = self.request("GET", "query", params={"q": f"SELECT COUNT() FROM {object}"
-                                                         + (f" WHERE {where}" if where else "")})
+        deleted = "isdeleted" in {f.lower() for f in fields_of(scope)}
+        body = self.request("GET", "queryAll" if deleted else "query",
+                            params={"q": f"SELECT COUNT() FROM {object}"
+                                         + (f" WHERE {where}" if where else "")})
         return int(body["totalSize"])
 
     def read(self, object: str, scope: BoundScope | None = None, *, key: str | None = None,
@@ -265,11 +270,14 @@ class SalesforceConnector(Connector):
             boundary = to_soql(Condition(key, "gt", after), types)
             where = f"({where}) AND {boundary}" if where else boundary
         query = self._soql(object, names, where, key)
+        # Deleted records are only visible through queryAll: asking for IsDeleted means it.
+        deleted = "isdeleted" in {f.lower() for f in fields_of(scope)}
         if self.count(object, scope) > self.bulk_threshold:
-            yield from self._bulk_query(object, query, names, key, page_size)
+            yield from self._bulk_query(object, query, names, key, page_size, deleted)
             return
         headers = {"Sforce-Query-Options": f"batchSize={min(max(page_size, 200), 2000)}"}
-        body = self.request("GET", "query", params={"q": query}, headers=headers)
+        body = self.request("GET", "queryAll" if deleted else "query", params={"q": query},
+                            headers=headers)
         while True:
             records = [self._record(r, names, types) for r in body["records"]]
             if records:
@@ -277,6 +285,73 @@ class SalesforceConnector(Connector):
             if body.get("done", True):
                 return
             body = self.request("GET", body["nextRecordsUrl"], headers=headers)
+
+    def changes(self, object: str, cursor: Mapping[str, Any] | None,
+                fields: Sequence[str] | None = None, limit: int = 2000
+                ) -> tuple[list[Change], dict[str, Any]]:
+        """Records created, updated or deleted since `cursor`, and the cursor after them.
+
+        Changes are read by SystemModstamp with `>=`, not `>`: many records can share the
+        cursor's timestamp, and a transaction may commit late with it. The ids already
+        delivered at that timestamp travel in the cursor and are skipped, so nothing is
+        delivered twice and nothing sharing a timestamp is ever skipped. Deletes come from
+        getDeleted, whose windows are whole minutes; the ids delivered in the cursor's minute
+        are remembered the same way.
+        """
+        cursor = dict(cursor or {"since": "2000-01-01T00:00:00.000Z", "seen": [],
+                                 "deleted_since": None, "deleted_seen": []})
+        types = self._field_types(object)
+        names = list(dict.fromkeys([*(fields or [f["name"] for f in self._describe(object)["fields"]
+                                                 if f["type"] not in ("address", "location")]),
+                                    "Id", "CreatedDate", "SystemModstamp"]))
+        since = _typed(cursor["since"], "datetime")
+        where = f"SystemModstamp >= {soql_literal(since, 'datetime')}"
+        body = self.request("GET", "query", params={
+            "q": self._soql(object, names, where, "SystemModstamp, Id")})
+        seen = set(cursor["seen"])
+        found: list[Change] = []
+        last_stamp, at_last = since, list(seen)
+        while True:
+            for raw in body["records"]:
+                record = self._record(raw, names, types)
+                stamp = record["SystemModstamp"]
+                if stamp == since and record["Id"] in seen:
+                    continue
+                kind = ChangeKind.CREATED if record.get("CreatedDate") == stamp \
+                    else ChangeKind.UPDATED
+                found.append(Change(self.name, object, record["Id"], kind, record, at=stamp))
+                at_last = [*at_last, record["Id"]] if stamp == last_stamp else [record["Id"]]
+                last_stamp = stamp
+                if len(found) >= limit:
+                    break
+            if len(found) >= limit or body.get("done", True):
+                break
+            body = self.request("GET", body["nextRecordsUrl"])
+        deleted, cursor["deleted_since"], cursor["deleted_seen"] = self._deleted_since(
+            object, cursor.get("deleted_since") or cursor["since"], cursor.get("deleted_seen", []))
+        found += deleted
+        cursor["since"] = soql_literal(last_stamp, "datetime")
+        cursor["seen"] = at_last
+        return found, cursor
+
+    def _deleted_since(self, object: str, since: str, seen: Sequence[str]
+                       ) -> tuple[list[Change], str, list[str]]:
+        start = _typed(since, "datetime").replace(second=0, microsecond=0)
+        end = max(start + dt.timedelta(minutes=2),
+                  dt.datetime.now(dt.UTC).replace(second=0, microsecond=0) + dt.timedelta(minutes=2))
+        body = self.request("GET", f"sobjects/{object}/deleted/", params={
+            "start": start.isoformat(), "end": end.isoformat()})
+        known = set(seen)
+        changes = [Change(self.name, object, d["id"], ChangeKind.DELETED, {"Id": d["id"]},
+                          at=_typed(d["deletedDate"], "datetime"))
+                   for d in body.get("deletedRecords", []) if d["id"] not in known]
+        if not changes:
+            return [], since, list(seen)
+        newest = max(c.at for c in changes if c.at is not None)
+        minute = newest.replace(second=0, microsecond=0)
+        in_minute = [c.key for c in changes if c.at is not None and c.at >= minute]
+        carried = list(known) if minute == start else []
+        return changes, soql_literal(minute, "datetime"), [*carried, *in_minute]
 
     def _record(self, raw: Mapping[str, Any], names: Sequence[str], types: Mapping[str, str]) -> Record:
         record: Record = {}
@@ -288,8 +363,9 @@ class SalesforceConnector(Connector):
         return record
 
     def _bulk_query(self, object: str, query: str, names: Sequence[str], key: str,
-                    page_size: int) -> Iterator[Page]:
-        job = self.request("POST", "jobs/query", json={"operation": "query", "query": query})
+                    page_size: int, deleted: bool) -> Iterator[Page]:
+        job = self.request("POST", "jobs/query", json={
+            "operation": "queryAll" if deleted else "query", "query": query})
         job = self._wait(f"jobs/query/{job['id']}")
         types = self._field_types(object)
         locator: str | None = None

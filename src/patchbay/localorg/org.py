@@ -148,6 +148,16 @@ class Org:
         self.limits.used = 0
         self._seed()
 
+    def seed(self, records: Mapping[str, list[Mapping[str, Any]]]) -> dict[str, list[str]]:
+        """Create records as the first user, object by object, in one transaction."""
+        session = self._open_session(self.config.users[0])
+        created: dict[str, list[str]] = {}
+        with self.storage.transaction():
+            for name, bodies in records.items():
+                obj = self.sobject(name)
+                created[obj.name] = [self.create(obj, body, session, "seed") for body in bodies]
+        return created
+
     # -- sessions -------------------------------------------------------------------------------
 
     def login(self, username: str, password: str) -> Session:

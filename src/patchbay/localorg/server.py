@@ -170,6 +170,12 @@ def create_app(org: Org | None = None) -> Starlette:
             daily = payload.get("DailyApiRequests", {})
             org.limits.max_requests = int(daily.get("Max", org.limits.max_requests))
             org.limits.used = int(daily.get("used", org.limits.used))
+        elif action == "seed":
+            try:
+                created = org.seed(payload.get("records", {}))
+            except OrgError as exc:
+                return JSONResponse([exc.body()], status_code=exc.status)
+            return JSONResponse({"ok": True, "ids": created})
         else:
             return JSONResponse({"error": f"unknown control action {action}"}, status_code=404)
         return JSONResponse({"ok": True, "now": stored_datetime(org.clock.now())})
