@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from patchbay.demo.run import ACCOUNTS, CONTACTS, run_demo
+from patchbay.demo.run import ACCOUNTS, CONTACTS, SALESFORCE, run_demo
 
 
 def test_demo_migrates_the_legacy_crm_and_sets_the_dirt_aside(tmp_path: Path) -> None:
@@ -45,3 +45,11 @@ def test_demo_migrates_the_legacy_crm_and_sets_the_dirt_aside(tmp_path: Path) ->
     assert orphans == 0
     rejects = (tmp_path / ".patchbay" / "runs" / contacts["run"] / "rejects.csv").read_text()
     assert rejects.count("\n") == contacts["counts"]["rejected"] + 1
+
+    # The same accounts into the local Salesforce org, seeded with one of them.
+    salesforce = reports[SALESFORCE]
+    assert salesforce["counts"]["updated"] == 1, "the seeded account is updated, not duplicated"
+    counts = salesforce["counts"]
+    assert counts["created"] + counts["updated"] + counts["rejected"] == counts["read"] == 2000
+    assert salesforce["comparison"]["differing"] == 0
+    assert salesforce["usage"]["crm"]["api_calls"] > 0

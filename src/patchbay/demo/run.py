@@ -2,11 +2,15 @@
 
 For now it shows the migration pattern: a bundled legacy CRM (SQLite, with dirty rows)
 migrated into a new CRM schema (SQLite), accounts first and then their contacts, with
-the plan, both reports, and a re-run that changes nothing.
+the plan, both reports, and a re-run that changes nothing; then the same accounts migrated
+into Salesforce: a local org started in this process on a free port and seeded with one
+account the legacy CRM also has.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import sqlite3
 from importlib import resources
@@ -17,11 +21,14 @@ from rich.rule import Rule
 
 from patchbay import render
 from patchbay.demo.legacy_crm import build_legacy_crm
+from patchbay.localorg.org import OrgConfig
+from patchbay.localorg.running import LocalOrg
 from patchbay.patterns.context import RunContext
 from patchbay.runtime import runner
 from patchbay.store import Store
 
 ACCOUNTS = "Legacy CRM to CRM - Account - migration"
+SALESFORCE = "Legacy CRM to Salesforce - Account - migration"
 CONTACTS = "Legacy CRM to CRM - Contact - migration"
 SUCCESS = ("complete", "complete_with_rejects")
 
@@ -66,6 +73,29 @@ def run_demo(directory: Path, console: Console) -> int:
     console.print(f"{counts['unchanged']} unchanged, {counts['created']} created, "
                   f"{counts['updated']} updated: writes are idempotent by key, so a re-run "
                   "or a resume after a crash duplicates nothing.")
+    verdicts.append(_salesforce(directory, console, store, reports))
     console.print(Rule())
     console.print(f"Files are in {directory}. Try: patchbay runs --state {directory / '.patchbay'}")
     return 0 if all(v in SUCCESS for v in verdicts) else 1
+
+
+def _salesforce(directory: Path, console: Console, store: Store, reports: Path) -> str:
+    """The accounts again, into a local Salesforce org: upserted by their legacy id."""
+    files = resources.files("patchbay.demo")
+    schema = json.loads(files.joinpath("salesforce-schema.json").read_text(encoding="utf-8"))
+    spec = directory / "legacy-crm-to-salesforce.yaml"
+    spec.write_text(files.joinpath("legacy-crm-to-salesforce.yaml").read_text(encoding="utf-8"),
+                    encoding="utf-8")
+    with LocalOrg(OrgConfig(custom_schema=schema)) as org:
+        seeded = org.org.seed({"Account": [{"Name": "Already in Salesforce",
+                                            "Legacy_Id__c": "1000"}]})
+        console.print(Rule(f"{SALESFORCE} (local org on {org.url})"))
+        console.print(f"seeded {len(seeded['Account'])} account that the legacy CRM also has "
+                      "(legacy id 1000): the migration updates it instead of duplicating it")
+        os.environ["SF_URL"] = f"salesforce+http://127.0.0.1:{org.port}"
+        try:
+            report = runner.run(runner.Invocation.load(spec, SALESFORCE, {}).context(store, reports))
+        finally:
+            os.environ.pop("SF_URL", None)
+        render.report(console, report)
+    return str(report["verdict"])
