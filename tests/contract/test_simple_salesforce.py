@@ -239,3 +239,19 @@ def test_bulk2_insert_upsert_delete_and_query_by_locator(local_org: LocalOrg, sf
     assert deleted[0]["numberRecordsFailed"] == 0
     assert sf.query_all("SELECT Id FROM Contact WHERE IsDeleted = true",
                         include_deleted=True)["totalSize"] == 1
+
+
+def test_malformed_and_invalid_soql_get_their_codes(sf: Salesforce) -> None:
+    with pytest.raises(SalesforceMalformedRequest) as malformed:
+        sf.query("SELECT Id FROM Account WHERE Name NOT LIKE 'A%'")
+    assert malformed.value.content[0]["errorCode"] == "MALFORMED_QUERY"
+    assert "ERROR at Row:1:Column:" in malformed.value.content[0]["message"]
+    with pytest.raises(SalesforceMalformedRequest) as field:
+        sf.query("SELECT Id, Nmae FROM Account")
+    assert field.value.content[0]["errorCode"] == "INVALID_FIELD"
+    with pytest.raises(SalesforceMalformedRequest) as unknown:
+        sf.query("SELECT Id FROM Invoice__c")
+    assert unknown.value.content[0]["errorCode"] == "INVALID_TYPE"
+    related = sf.query("SELECT Id, Account.Name FROM Contact WHERE CreatedDate = TODAY "
+                       "ORDER BY LastName LIMIT 5 OFFSET 0")
+    assert related["totalSize"] == 0 and related["done"] is True

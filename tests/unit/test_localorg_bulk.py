@@ -459,22 +459,17 @@ def test_abort_query_job_while_in_progress(client: TestClient, org: Org) -> None
     assert client.get(f"{JOBS}/query/{job_id}/results").status_code == 400
 
 
-# -- speed --------------------------------------------------------------------------------------
+# -- a large job (its speed is measured by bench/localorg_bulk.py) ---------------------------
 
-def test_one_hundred_thousand_rows_in_one_job(client: TestClient, org: Org) -> None:
-    count = 100_000
+def test_a_large_job_is_processed_whole(client: TestClient, org: Org) -> None:
+    count = 5_000
     data = "LastName,FirstName,Email,Title,MailingCity\n" + "".join(
         f"Last{n},First{n},person{n}@example.com,Title {n},City {n % 97}\n" for n in range(count))
-    started = time.perf_counter()
     job_id = open_job(client, "Contact", "insert")["id"]
     upload(client, job_id, data)
     info = close(client, job_id)
-    elapsed = time.perf_counter() - started
-    print(f"\nbulk insert: {count} rows in {elapsed:.1f} s = {count / elapsed:,.0f} rows/s "
-          f"(job processing {info['totalProcessingTime']} ms)")
     assert (info["state"], info["numberRecordsProcessed"], info["numberRecordsFailed"]) == \
         ("JobComplete", count, 0)
-    assert elapsed < 60
     assert org.storage.db.execute('SELECT count(*) FROM "Contact"').fetchone()[0] == count
     successes = client.get(f"{JOBS}/ingest/{job_id}/successfulResults").text
     assert successes.count("\n") == count + 1

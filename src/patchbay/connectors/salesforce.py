@@ -420,13 +420,16 @@ class SalesforceConnector(Connector):
     def write(self, object: str, records: Sequence[Record], operation: Operation,
               key: str) -> list[Outcome]:
         todo, outcomes = last_per_key(records, key, same=lambda v: str(v).lower())
-        if operation in (Operation.UPSERT, Operation.UPDATE) and todo:
+        bulk = len(todo) > self.bulk_threshold // 10 and operation is not Operation.DELETE
+        if operation in (Operation.UPSERT, Operation.UPDATE) and todo and not bulk:
+            # For a batch small enough for collections, reading it first costs fewer calls
+            # than writing what did not change; a bulk job writes it all in a few calls.
             todo = self._skip_unchanged(object, records, todo, key, outcomes)
         record_ids: dict[int, str] = {}
         if operation in (Operation.UPDATE, Operation.DELETE) and todo:
             todo, record_ids = self._resolve_ids(object, records, todo, key, outcomes)
         payload = [_payload(object, records[i], operation, key, record_ids.get(i)) for i in todo]
-        if len(todo) > self.bulk_threshold // 10 and operation is not Operation.DELETE:
+        if bulk:
             results = self._bulk_write(object, payload, operation, key)
         else:
             results = []
