@@ -218,13 +218,18 @@ class Org:
         value = ids.to18(raw)
         return value if value is not None and ids.prefix_of(value) == obj.key_prefix else None
 
-    def read(self, obj: SObject, record_id: str, fields: list[str] | None = None,
-             version: str = "59.0") -> dict[str, Any]:
+    def _live(self, obj: SObject, record_id: str) -> dict[str, Any]:
+        """A record's stored values; 404 when there is none or it is deleted."""
         stored = self.storage.get(obj, record_id)
         if stored is None:
             raise OrgError(404, "NOT_FOUND", "The requested resource does not exist")
         if stored["IsDeleted"]:
             raise OrgError(404, "ENTITY_IS_DELETED", "entity is deleted")
+        return stored
+
+    def read(self, obj: SObject, record_id: str, fields: list[str] | None = None,
+             version: str = "59.0") -> dict[str, Any]:
+        stored = self._live(obj, record_id)
         chosen = list(obj) if fields is None else [self._known(obj, f) for f in fields]
         if fields is not None and not any(f.name == "Id" for f in chosen):
             chosen.insert(0, _field(obj, "Id"))
@@ -262,11 +267,7 @@ class Org:
     def update(self, obj: SObject, record_id: str, body: Mapping[str, Any], session: Session,
                origin: str = "rest") -> None:
         self._writable(obj, "update")
-        current = self.storage.get(obj, record_id)
-        if current is None:
-            raise OrgError(404, "NOT_FOUND", "The requested resource does not exist")
-        if current["IsDeleted"]:
-            raise OrgError(404, "ENTITY_IS_DELETED", "entity is deleted")
+        current = self._live(obj, record_id)
         values = self._values(obj, body, creating=False)
         now = stored_datetime(self.clock.now())
         with self.storage.transaction():
@@ -286,11 +287,7 @@ class Org:
 
     def delete(self, obj: SObject, record_id: str, origin: str = "rest") -> None:
         self._writable(obj, "delete")
-        current = self.storage.get(obj, record_id)
-        if current is None:
-            raise OrgError(404, "NOT_FOUND", "The requested resource does not exist")
-        if current["IsDeleted"]:
-            raise OrgError(404, "ENTITY_IS_DELETED", "entity is deleted")
+        self._live(obj, record_id)
         now = stored_datetime(self.clock.now())
         with self.storage.transaction():
             self.storage.update(obj, record_id, {"IsDeleted": 1, "_DeletedAt": now,
