@@ -3,8 +3,8 @@
     PatchbayError
     ├── SpecError            the integration file is wrong; nothing ran (exit 2)
     │   └── ParameterError   a run parameter is missing or of the wrong type
-    ├── ConnectionFailed     a system cannot be reached or refused the credentials
     ├── RetriableError       a transient fault (timeout, limit, 5xx): retry with backoff
+    │   └── ConnectionFailed a system cannot be reached or refused the credentials
     ├── RecordRejected       one record is set aside with its reason; the run goes on
     ├── FatalRunError        the run cannot go on; it stops resumable at its checkpoint
     └── RunNotResumable      asked to resume a run that is finished or unknown
@@ -50,12 +50,16 @@ class ParameterError(SpecError):
     """A run parameter is missing, unknown or cannot be converted to its type."""
 
 
-class ConnectionFailed(PatchbayError):
-    """A system could not be reached, or refused the connection."""
-
-
 class RetriableError(PatchbayError):
     """A transient fault; the same call may succeed later."""
+
+
+class ConnectionFailed(RetriableError):
+    """A system could not be reached, or refused the connection.
+
+    Retriable: during a run, a database that is restarting comes back. Before any work
+    (describing the destination), it stops the command with its message at once.
+    """
 
 
 class RecordRejected(PatchbayError):

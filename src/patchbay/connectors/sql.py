@@ -14,6 +14,7 @@ import io
 import json
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import pyarrow as pa
@@ -172,7 +173,7 @@ class SqlConnector(Connector):
 
     def count(self, object: str, scope: BoundScope | None = None) -> int:
         _, stmt = self._select(object, scope, None)
-        with self._connect() as conn:
+        with self._reading() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(stmt.subquery())).scalar_one())
 
     def read(self, object: str, scope: BoundScope | None = None, *, key: str | None = None,
@@ -192,7 +193,7 @@ class SqlConnector(Connector):
             offset = int(after or 0)
             stmt = stmt.offset(offset) if offset else stmt
         key_index = None
-        with self._connect() as conn:
+        with self._reading() as conn:
             cursor, names = self._stream(conn, stmt)
             if key is not None:
                 key_index = names.index(key)
@@ -246,7 +247,7 @@ class SqlConnector(Connector):
         found: dict[KeyValue, Record] = {}
         distinct = list(dict.fromkeys(v for v in values if v is not None))
         names = [c.name for c in columns]
-        with self._connect() as conn:
+        with self._reading() as conn:
             driver = conn.connection.driver_connection
             assert driver is not None
             position = names.index(key)
@@ -272,6 +273,22 @@ class SqlConnector(Connector):
             return self.engine.connect()
         except sa_exc.DBAPIError as exc:
             raise self._connection_failed(exc) from None
+
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        """A connection for reads; losing it mid-way is a retriable error, not a crash."""
+        dbapi_error = self.engine.dialect.loaded_dbapi.Error
+        try:
+            with self._connect() as conn:
+                yield conn
+        except (sa_exc.DBAPIError, dbapi_error) as exc:
+            lost = _is_connection_error(exc) if isinstance(exc, sa_exc.DBAPIError) \
+                else _lost_connection(exc)
+            if lost:
+                reason = str(exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc)
+                raise RetriableError(f"system '{self.name}' lost its connection: "
+                                     f"{reason.strip().splitlines()[0]}") from exc
+            raise
 
     # -- write ----------------------------------------------------------------------------------
 
@@ -325,7 +342,7 @@ class SqlConnector(Connector):
         # The rows are sorted once, in a subquery whose order PostgreSQL's aggregates keep.
         aggregates = ", ".join(f"string_agg(coalesce({_quote(n)}::text, E'\\x01'), E'\\x1f')"
                                for n in names)
-        with self._connect() as conn:
+        with self._reading() as conn:
             driver = conn.connection.driver_connection
             assert driver is not None
             with driver.cursor() as cursor:
@@ -675,11 +692,17 @@ def _sqlite_foreign_keys(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _is_connection_error(exc: sa_exc.DBAPIError) -> bool:
-    if exc.connection_invalidated:
-        return True
-    orig = exc.orig
-    sqlstate = getattr(orig, "sqlstate", None) or ""
+    return exc.connection_invalidated or _lost_connection(exc.orig)
+
+
+def _lost_connection(error: BaseException | None) -> bool:
+    """Whether a driver error means the connection is gone (the server stopped, the network
+    dropped), not that the statement was refused."""
+    sqlstate = getattr(error, "sqlstate", None) or ""
     if sqlstate.startswith("08") or sqlstate in ("57P01", "57P02", "57P03"):
         return True
-    args: tuple[Any, ...] = tuple(getattr(orig, "args", ()))
+    if type(error).__name__ == "OperationalError" and not sqlstate \
+            and type(error).__module__.startswith("psycopg"):
+        return True  # psycopg's client-side "server closed the connection unexpectedly"
+    args: tuple[Any, ...] = tuple(getattr(error, "args", ()))
     return bool(args) and isinstance(args[0], int) and args[0] in (2002, 2003, 2006, 2013)

@@ -341,8 +341,8 @@ class Migration:
             return rows, high_water, None
 
         def check() -> None:
-            actual = prepared.destination.get(dst.object, dst.key, [r[dst.key] for r in written],
-                                              prepared.fields)
+            actual = self._retrying(lambda: prepared.destination.get(
+                dst.object, dst.key, [r[dst.key] for r in written], prepared.fields))
             comparison.add(written, actual)
         return rows, high_water, check
 
@@ -371,10 +371,11 @@ class Migration:
 
         def check() -> None:
             keys = written[dst.key].to_pylist()
-            actual = prepared.destination.get_table(dst.object, dst.key, keys, written.schema)
+            actual = self._retrying(lambda: prepared.destination.get_table(
+                dst.object, dst.key, keys, written.schema))
             if actual is None or not comparison.add_table(written, actual):
-                comparison.add(written.to_pylist(), prepared.destination.get(
-                    dst.object, dst.key, keys, prepared.fields))
+                comparison.add(written.to_pylist(), self._retrying(lambda: prepared.destination.get(
+                    dst.object, dst.key, keys, prepared.fields)))
         return check
 
     def _retrying(self, write: Callable[[], T]) -> T:
