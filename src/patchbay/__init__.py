@@ -19,16 +19,18 @@ from patchbay.errors import (
 )
 from patchbay.model import Change, ObjectSchema, Operation, Outcome, Page, Record, Status
 from patchbay.runtime.runner import plan_integration, run_integration, verify_integration
-from patchbay.spec import IntegrationFile, IntegrationSpec, load, loads
+from patchbay.spec import BroadcastSpec, IntegrationFile, IntegrationSpec, MigrationSpec, load, loads
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BroadcastSpec",
     "Change",
     "ConnectionFailed",
     "FatalRunError",
     "IntegrationFile",
     "IntegrationSpec",
+    "MigrationSpec",
     "ObjectSchema",
     "Operation",
     "Outcome",

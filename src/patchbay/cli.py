@@ -176,6 +176,110 @@ def schema() -> None:
 
 
 @app.command()
+def serve(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = None,
+          state: StateOpt = None) -> None:
+    """Keep broadcasts going: poll their sources and deliver, until Ctrl-C."""
+    with _handled():
+        from patchbay.spec import BroadcastSpec, load
+
+        path_file = load(file)
+        chosen = [i for i in path_file.integrations if isinstance(i, BroadcastSpec)
+                  and (integration is None or i.name == integration)]
+        if not chosen:
+            raise SpecError(f"{file} has no broadcast integration"
+                            + (f" named '{integration}'" if integration else ""))
+        store, reports = _open_store(state)
+        stop = threading.Event()
+        threads = []
+        for spec in chosen:
+            invocation = Invocation.load(file, spec.name, _params(param))
+            ctx = invocation.context(store, reports, progress=_serve_progress(spec.name))
+            thread = threading.Thread(target=runner.serve, args=(ctx, stop), name=spec.name,
+                                      daemon=True)
+            thread.start()
+            threads.append(thread)
+        errors.print(f"serving {', '.join(s.name for s in chosen)}; Ctrl-C to stop")
+        previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+        try:
+            while any(t.is_alive() for t in threads) and not stop.is_set():
+                stop.wait(0.5)
+        finally:
+            stop.set()
+            signal.signal(signal.SIGINT, previous)
+            for thread in threads:
+                thread.join(timeout=30)
+
+
+def _serve_progress(name: str) -> Any:
+    def report(event: str, counters: Mapping[str, int]) -> None:
+        if any(counters.values()):
+            errors.print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in counters.items() if v),
+                         highlight=False)
+    return report
+
+
+dead_letters = typer.Typer(help="Deliveries that failed for good: list, show, replay, discard.",
+                           no_args_is_help=True)
+app.add_typer(dead_letters, name="dead-letters")
+
+
+@dead_letters.command("list")
+def dead_letters_list(integration: IntegrationOpt = None,
+                      destination: Annotated[str | None, typer.Option(help="Only this destination.")] = None,
+                      limit: Annotated[int, typer.Option(help="How many.")] = 50,
+                      state: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """List dead letters, oldest first."""
+    with _handled():
+        store, _ = _open_store(state)
+        letters = store.dead_letters(integration, destination, limit)
+        if as_json:
+            console.print_json(json.dumps([_letter(d) for d in letters], default=str))
+            return
+        table = Table("id", "integration", "destination", "record", "attempts", "error")
+        for d in letters:
+            table.add_row(str(d.id), d.integration, d.destination, str(d.record_key),
+                          str(d.attempts), d.last_error or "")
+        console.print(table)
+
+
+@dead_letters.command("show")
+def dead_letters_show(ids: Annotated[list[int], typer.Argument(help="Dead letter ids.")],
+                      state: StateOpt = None) -> None:
+    """Show dead letters whole, payload included."""
+    with _handled():
+        store, _ = _open_store(state)
+        for delivery_id in ids:
+            found = store.delivery(delivery_id)
+            if found is None:
+                raise SpecError(f"no delivery {delivery_id}")
+            console.print_json(json.dumps(_letter(found), default=str))
+
+
+@dead_letters.command("replay")
+def dead_letters_replay(ids: Annotated[list[int], typer.Argument(help="Dead letter ids.")],
+                        state: StateOpt = None) -> None:
+    """Send dead letters again (the next delivery round picks them up)."""
+    with _handled():
+        store, _ = _open_store(state)
+        console.print(f"{store.replay(ids)} dead letters queued again")
+
+
+@dead_letters.command("discard")
+def dead_letters_discard(ids: Annotated[list[int], typer.Argument(help="Dead letter ids.")],
+                         state: StateOpt = None) -> None:
+    """Give up on dead letters for good (unblocks later changes of their records)."""
+    with _handled():
+        store, _ = _open_store(state)
+        console.print(f"{store.discard(ids)} dead letters discarded")
+
+
+def _letter(delivery: Any) -> dict[str, Any]:
+    return {name: getattr(delivery, name) for name in (
+        "id", "integration", "destination", "record_key", "version", "operation", "status",
+        "attempts", "last_error", "created_at", "payload")}
+
+
+@app.command()
 def localorg(port: Annotated[int, typer.Option(help="Port to listen on.")] = 8299,
              host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
              schema_file: Annotated[Path | None, typer.Option(
@@ -215,6 +319,12 @@ def _execute(invocation: Invocation, state: str | None, *, resume: str | None = 
     with _stop_on_interrupt(stop), _progress(invocation.integration.name, quiet=as_json) as progress:
         ctx = invocation.context(store, reports, progress=progress, stop=stop)
         report = runner.run(ctx, resume=resume, fresh=fresh, full=full)
+    if report.get("pattern") == "broadcast":
+        if as_json:
+            console.print_json(json.dumps(report, default=str))
+        else:
+            render.broadcast(console, report)
+        return EXIT_REJECTS if report["dead"] else EXIT_OK
     if as_json:
         console.print_json(json.dumps(report, default=str))
     elif report.get("status") == RunStatus.INTERRUPTED:

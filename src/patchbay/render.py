@@ -66,3 +66,13 @@ def plan(console: Console, result: Mapping[str, Any]) -> None:
         console.print(f"[bold]{kind}[/] e.g.")
         for item in items:
             console.print(f"  {json.dumps(item, default=str)}")
+
+
+def broadcast(console: Console, report: Mapping[str, Any]) -> None:
+    console.print(f"\n[bold]{report['integration']}[/]: {report['changes']} changes; delivered "
+                  f"{report['delivered']}, retrying {report['retried']}, dead {report['dead']}")
+    table = Table("destination", "pending", "delivered", "dead", "discarded")
+    for name, counts in report["outbox"].items():
+        table.add_row(name, *(str(counts.get(s, 0)) for s in
+                              ("pending", "delivered", "dead", "discarded")))
+    console.print(table)

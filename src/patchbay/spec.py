@@ -311,16 +311,11 @@ class ParameterSpec(_Model):
 PATTERNS = ("migration", "broadcast", "aggregation", "sync", "correlation")
 
 
-class IntegrationSpec(_Model):
-    """One integration: `<source> to <destination> - <object> - <pattern>`."""
+class _Integration(_Model):
+    """What every integration has, whatever its pattern."""
 
     name: str
-    pattern: Literal["migration"]
     description: str | None = None
-    source: SourceSpec
-    transform: TransformSpec = Field(default_factory=TransformSpec)
-    destination: DestinationSpec
-    options: Options = Field(default_factory=Options)
     parameters: dict[str, ParameterSpec] = Field(default_factory=dict)
 
     @field_validator("parameters", mode="before")
@@ -330,15 +325,112 @@ class IntegrationSpec(_Model):
             return {k: ({} if v is None else v) for k, v in value.items()}
         return value
 
-    def systems_used(self) -> list[tuple[str, tuple[str, ...]]]:
+    def scopes(self) -> list[tuple[Scope, tuple[Any, ...]]]:
+        """Every scope or filter of the integration, with its location in the document."""
+        return []
+
+    def transforms(self) -> list[tuple[TransformSpec, tuple[Any, ...]]]:
+        return []
+
+    def systems_used(self) -> list[tuple[str, tuple[Any, ...]]]:
         """(system name, location in the document) for every system this integration names."""
-        used: list[tuple[str, tuple[str, ...]]] = [
-                (self.source.system, ("source", "system")),
-                (self.destination.system, ("destination", "system"))]
-        for target, mapping in self.transform.fields.items():
-            if mapping.lookup is not None:
-                used.append((mapping.lookup.system, ("transform", "fields", target, "lookup", "system")))
+        used: list[tuple[str, tuple[Any, ...]]] = []
+        for transform, loc in self.transforms():
+            for target, mapping in transform.fields.items():
+                if mapping.lookup is not None:
+                    used.append((mapping.lookup.system, (*loc, "fields", target, "lookup", "system")))
         return used
+
+
+class MigrationSpec(_Integration):
+    """Move a scoped set of records once, or on demand: `<source> to <destination> - <object>
+    - migration`."""
+
+    pattern: Literal["migration"]
+    source: SourceSpec
+    transform: TransformSpec = Field(default_factory=TransformSpec)
+    destination: DestinationSpec
+    options: Options = Field(default_factory=Options)
+
+    def scopes(self) -> list[tuple[Scope, tuple[Any, ...]]]:
+        return [(self.source.scope, ("source", "scope"))] if self.source.scope else []
+
+    def transforms(self) -> list[tuple[TransformSpec, tuple[Any, ...]]]:
+        return [(self.transform, ("transform",))]
+
+    def systems_used(self) -> list[tuple[str, tuple[Any, ...]]]:
+        return [(self.source.system, ("source", "system")),
+                (self.destination.system, ("destination", "system")), *super().systems_used()]
+
+
+class TriggerSpec(_Model):
+    """How changes are noticed."""
+
+    poll_seconds: float = Field(default=5.0, gt=0, description="Poll the source this often.")
+    overlap_seconds: float = Field(
+        default=0.0, ge=0, description="Re-read this far behind the last change seen, for "
+                                       "transactions that commit late with an earlier time.")
+
+
+class BroadcastDestinationSpec(_Model):
+    """One destination of a broadcast, with its own filter and transform."""
+
+    name: str = Field(description="Names the destination in the outbox and in dead letters.")
+    system: str
+    object: str
+    operation: Operation = Operation.UPSERT
+    key: str
+    filter: Scope | None = Field(
+        default=None, description="Only changes whose source record is in this scope go here.")
+    transform: TransformSpec = Field(default_factory=TransformSpec)
+
+
+class BroadcastOptions(_Model):
+    batch_size: int = Field(default=500, ge=1, le=100_000)
+    max_attempts: int = Field(default=8, ge=1, le=100,
+                              description="Tries of a delivery before it becomes a dead letter.")
+    backoff_seconds: float = Field(default=1.0, ge=0)
+    backoff_max_seconds: float = Field(default=300.0, ge=0)
+    lease_seconds: float = Field(default=60.0, gt=0,
+                                 description="A worker that holds a delivery longer loses it.")
+
+
+class BroadcastSpec(_Integration):
+    """Every change in one source reaches every destination: `<source> to <destinations> -
+    <object> - broadcast`."""
+
+    pattern: Literal["broadcast"]
+    source: SourceSpec
+    trigger: TriggerSpec = Field(default_factory=TriggerSpec)
+    destinations: list[BroadcastDestinationSpec] = Field(min_length=1)
+    options: BroadcastOptions = Field(default_factory=BroadcastOptions)
+
+    @model_validator(mode="after")
+    def _distinct_names(self) -> BroadcastSpec:
+        names = [d.name for d in self.destinations]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"destination names must differ; used twice: {', '.join(twice)}")
+        return self
+
+    def scopes(self) -> list[tuple[Scope, tuple[Any, ...]]]:
+        found = [(self.source.scope, ("source", "scope"))] if self.source.scope else []
+        return found + [(d.filter, ("destinations", i, "filter"))
+                        for i, d in enumerate(self.destinations) if d.filter is not None]
+
+    def transforms(self) -> list[tuple[TransformSpec, tuple[Any, ...]]]:
+        return [(d.transform, ("destinations", i, "transform"))
+                for i, d in enumerate(self.destinations)]
+
+    def systems_used(self) -> list[tuple[str, tuple[Any, ...]]]:
+        return [(self.source.system, ("source", "system")),
+                *((d.system, ("destinations", i, "system")) for i, d in enumerate(self.destinations)),
+                *super().systems_used()]
+
+
+IntegrationSpec = Annotated[MigrationSpec | BroadcastSpec, Field(discriminator="pattern")]
+"""One integration of a file; its `pattern` says which model applies."""
+AnyIntegration = MigrationSpec | BroadcastSpec
 
 
 class Document(_Model):
@@ -370,10 +462,10 @@ class IntegrationFile:
         return self.document.systems
 
     @property
-    def integrations(self) -> list[IntegrationSpec]:
+    def integrations(self) -> list[AnyIntegration]:
         return self.document.integrations
 
-    def integration(self, name: str | None) -> IntegrationSpec:
+    def integration(self, name: str | None) -> AnyIntegration:
         """The integration called `name`, or the only one when `name` is None."""
         by_name = {i.name: i for i in self.integrations}
         if name is None:
@@ -421,7 +513,8 @@ def loads(text: str, path: Path | None = None, environ: Mapping[str, str] | None
     try:
         document = Document.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(f"{where}: invalid integration file", _describe(exc, where, lines)) from None
+        problems = _describe(exc, where, lines) + _read_as_suggested(exc, data, where, lines)
+        raise SpecError(f"{where}: invalid integration file", problems) from None
     _check_references(document, where, lines)
     return IntegrationFile(document, path)
 
@@ -450,7 +543,7 @@ def _check_references(document: Document, where: str, lines: dict[tuple[Any, ...
         raise SpecError(f"{where}: invalid integration file", problems)
 
 
-def _param_refs(integration: IntegrationSpec) -> list[tuple[str, tuple[Any, ...]]]:
+def _param_refs(integration: AnyIntegration) -> list[tuple[str, tuple[Any, ...]]]:
     found: list[tuple[str, tuple[Any, ...]]] = []
 
     def walk_scope(scope: Scope | None, loc: tuple[Any, ...]) -> None:
@@ -469,13 +562,15 @@ def _param_refs(integration: IntegrationSpec) -> list[tuple[str, tuple[Any, ...]
                 walk_scope(child, (*loc, group.rstrip("_"), i))
         walk_scope(scope.not_, (*loc, "not"))
 
-    walk_scope(integration.source.scope, ("source", "scope"))
-    for target, mapping in integration.transform.fields.items():
-        if isinstance(mapping.value, ParamRef):
-            found.append((mapping.value.param, ("transform", "fields", target, "value")))
-        if mapping.expr:
-            found.extend((name, ("transform", "fields", target, "expr"))
-                         for name in re.findall(r"\bparams\.([A-Za-z_]\w*)", mapping.expr))
+    for scope, loc in integration.scopes():
+        walk_scope(scope, loc)
+    for transform, loc in integration.transforms():
+        for target, mapping in transform.fields.items():
+            if isinstance(mapping.value, ParamRef):
+                found.append((mapping.value.param, (*loc, "fields", target, "value")))
+            if mapping.expr:
+                found.extend((name, (*loc, "fields", target, "expr"))
+                             for name in re.findall(r"\bparams\.([A-Za-z_]\w*)", mapping.expr))
     return found
 
 
@@ -571,16 +666,29 @@ def _dotted(loc: tuple[Any, ...]) -> str:
     return out or "(top)"
 
 
-def _describe(exc: ValidationError, where: str, lines: dict[tuple[Any, ...], int]) -> list[str]:
+def _describe(exc: ValidationError, where: str, lines: dict[tuple[Any, ...], int],
+              prefix: tuple[Any, ...] = (), root: type[BaseModel] | None = None) -> list[str]:
     problems = []
     for error in exc.errors():
-        loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        # `tagged` keeps the pattern name pydantic puts after an integration's index, which
+        # says which model applies; `loc` drops it, as it is not in the file.
+        tagged = (*prefix, *(p for p in error["loc"]
+                             if not (isinstance(p, str) and p.startswith("function-"))))
+        loc = tuple(p for i, p in enumerate(tagged)
+                    if not (i == 2 and tagged[0] == "integrations" and p in PATTERNS))
         kind = error["type"]
         if kind == "extra_forbidden":
-            allowed = _fields_at(Document, loc[:-1])
+            allowed = _fields_at(root, tagged[len(prefix):-1]) if root else \
+                _fields_at(Document, tagged[:-1])
             message = f"unknown field '{loc[-1]}'{suggest(str(loc[-1]), allowed)}"
         elif kind == "missing":
             message = "this field is required"
+        elif kind in ("union_tag_invalid", "union_tag_not_found"):
+            loc = (*loc, "pattern")
+            tag = error.get("ctx", {}).get("tag")
+            known = ", ".join(PATTERNS)
+            message = (f"'{tag}' is not a pattern; one of {known}{suggest(str(tag), PATTERNS)}"
+                       if tag is not None else f"say which pattern: one of {known}")
         elif kind == "literal_error":
             expected = error.get("ctx", {}).get("expected", "")
             options = re.findall(r"'([^']*)'", expected)
@@ -595,10 +703,37 @@ def _describe(exc: ValidationError, where: str, lines: dict[tuple[Any, ...], int
     return problems
 
 
+def _read_as_suggested(exc: ValidationError, data: dict[str, Any], where: str,
+                       lines: dict[tuple[Any, ...], int]) -> list[str]:
+    """The other problems of an integration whose pattern is misspelt, read as the pattern
+    it most likely means, so that every problem of the file is still reported at once."""
+    problems: list[str] = []
+    for error in exc.errors():
+        if error["type"] != "union_tag_invalid" or len(error["loc"]) != 2:
+            continue
+        index = error["loc"][1]
+        close = difflib.get_close_matches(str(error.get("ctx", {}).get("tag")), PATTERNS, n=1)
+        model = _tagged_member(IntegrationSpec, close[0]) if close else None
+        item = data["integrations"][index]
+        if model is None or not isinstance(item, dict):
+            continue
+        try:
+            model.model_validate({**item, "pattern": close[0]})
+        except ValidationError as inner:
+            problems += _describe(inner, where, lines, ("integrations", index), model)
+    return problems
+
+
 def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     """Field names (aliases) valid at `loc` inside `model`, for did-you-mean suggestions."""
     current: Any = model
-    for part in loc:
+    parts = list(loc)
+    while parts:
+        part = parts.pop(0)
+        member = _tagged_member(current, part)
+        if member is not None:
+            current = member
+            continue
         current = _unwrap(current)
         if isinstance(current, type) and issubclass(current, BaseModel):
             field = next((f for n, f in current.model_fields.items() if (f.alias or n) == part), None)
@@ -618,6 +753,19 @@ def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     if isinstance(current, type) and issubclass(current, BaseModel):
         return [f.alias or n for n, f in current.model_fields.items() if n != "name" or f.alias]
     return []
+
+
+def _tagged_member(annotation: Any, tag: Any) -> Any:
+    """The member of a discriminated union whose `pattern` is `tag`, if `annotation` is one."""
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    members = get_args(annotation) if get_origin(annotation) in (Union, type(int | None)) else ()
+    for member in members:
+        if (isinstance(member, type) and issubclass(member, BaseModel)
+                and "pattern" in member.model_fields
+                and get_args(member.model_fields["pattern"].annotation) == (tag,)):
+            return member
+    return None
 
 
 def _unwrap(annotation: Any) -> Any:
@@ -640,7 +788,7 @@ def suggest(word: str, options: Any) -> str:
 # -- run parameters -----------------------------------------------------------------------------
 
 
-def resolve_parameters(integration: IntegrationSpec, given: Mapping[str, Any]) -> dict[str, Any]:
+def resolve_parameters(integration: AnyIntegration, given: Mapping[str, Any]) -> dict[str, Any]:
     """Check and convert the parameters of one run; every problem is reported at once."""
     problems = []
     declared = integration.parameters

@@ -298,8 +298,8 @@ class SalesforceConnector(Connector):
         getDeleted, whose windows are whole minutes; the ids delivered in the cursor's minute
         are remembered the same way.
         """
-        cursor = dict(cursor or {"since": "2000-01-01T00:00:00.000Z", "seen": [],
-                                 "deleted_since": None, "deleted_seen": []})
+        cursor = {"since": "2000-01-01T00:00:00.000Z", "seen": [], "deleted_since": None,
+                  "deleted_seen": [], **(cursor or {})}
         types = self._field_types(object)
         names = list(dict.fromkeys([*(fields or [f["name"] for f in self._describe(object)["fields"]
                                                  if f["type"] not in ("address", "location")]),

@@ -6,15 +6,22 @@ position to resume after. Writes classify each record against what the table hol
 refuses the batch, split it until the refused records stand alone with the database's
 reason. PostgreSQL takes a fast path: COPY into a temporary staging table, then one
 INSERT ... ON CONFLICT (or UPDATE / DELETE) from it.
+
+Changes are polled by a watermark column (an updated-at timestamp or an increasing number);
+see `SqlConnector.changes`.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
+import math
+import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from decimal import Decimal
 from typing import Any, ClassVar
 
 import pyarrow as pa
@@ -29,6 +36,8 @@ from patchbay.elements.compare import same_values
 from patchbay.elements.scope import BoundScope, to_sql
 from patchbay.errors import ConnectionFailed, RetriableError, SpecError
 from patchbay.model import (
+    Change,
+    ChangeKind,
     FieldSchema,
     FieldType,
     KeyValue,
@@ -67,7 +76,7 @@ class SqlConnector(Connector):
     schemes: ClassVar[tuple[str, ...]] = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {Capability.READ, Capability.WRITE, Capability.GET, Capability.DESCRIBE,
-         Capability.COLUMNAR})
+         Capability.CHANGES, Capability.COLUMNAR})
 
     def __init__(self, system: SystemSpec) -> None:
         super().__init__(system)
@@ -290,6 +299,135 @@ class SqlConnector(Connector):
                                      f"{reason.strip().splitlines()[0]}") from exc
             raise
 
+    # -- changes --------------------------------------------------------------------------------
+
+    def changes(self, object: str, cursor: Mapping[str, Any] | None,
+                fields: Sequence[str] | None = None, limit: int = 2000
+                ) -> tuple[list[Change], dict[str, Any]]:
+        """Rows inserted or updated since `cursor`, in watermark order, and the cursor after them.
+
+        A table says nothing of its changes, so they are polled by a watermark column: an
+        updated-at timestamp, or a number that only grows (an identity column, a version).
+        The cursor carries that configuration as well as the position, and every cursor
+        returned keeps it; the first call passes only the configuration:
+
+            {"watermark": "updated_at", "key": "id"}              (key: default the primary key)
+            {"watermark": "updated_at", "key": "id", "overlap_seconds": 1, "created": "created_at"}
+            {"watermark": "id", "key": "id"}                       (new rows by increasing id)
+
+        The returned cursor adds `position` (the highest watermark value delivered: ISO text for
+        a timestamp or date, a number as is, a decimal as text; null until a row is delivered)
+        and `seen`, the [key, watermark value] pairs already delivered at or after `position`
+        minus the overlap. Everything in it is JSON, to be stored and handed back as it is.
+
+        Rows are read with `watermark >= position - overlap`, ordered by watermark then key,
+        and a row whose (key, watermark value) pair is in `seen` is skipped. So rows sharing
+        the cursor's value, split across calls by `limit` or committed late with that value,
+        are delivered, and exactly once. `overlap_seconds` (a number of the watermark's own
+        units for a numeric watermark; 0 by default) re-reads a window before the position,
+        for transactions that commit late with an earlier value than rows already delivered:
+        a row of the window whose pair is remembered is not delivered again, a row whose
+        watermark moved is. `seen` holds only the pairs inside the window, but all of one
+        watermark value: a bulk update stamping a million rows alike remembers a million keys.
+
+        Every change is UPDATED, unless the cursor names a `created` column: a row whose
+        created value equals its watermark value is then CREATED (`"created": "id"` with an
+        id watermark makes every change CREATED). `at` is the watermark value when it is a
+        timestamp. The record holds the row, or `fields` plus the key and the watermark.
+        The key must be unique. Rows whose watermark is null are never delivered, and
+        deletes cannot be seen by polling a table: they need change capture from the
+        database's log.
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
+        table = self.table(object)
+        config = dict(cursor or {})
+        for entry in config:
+            if entry not in _CURSOR_ENTRIES:
+                raise SpecError(f"changes of table '{object}' of system '{self.name}': unknown "
+                                f"cursor entry '{entry}'{suggest(entry, _CURSOR_ENTRIES)}; "
+                                f"known entries: {', '.join(_CURSOR_ENTRIES)}")
+        watermark_name = config.get("watermark")
+        if not watermark_name:
+            raise SpecError(f"changes of table '{object}' of system '{self.name}' need a cursor "
+                            'naming the watermark column, such as {"watermark": "updated_at", '
+                            '"key": "id"}')
+        key_name = config.get("key") or self.describe(object).key
+        if not key_name:
+            raise SpecError(f"table '{object}' of system '{self.name}' has no single-column "
+                            "primary key: name the key column in the changes cursor")
+        watermark = self._column(table, str(watermark_name))
+        key = self._column(table, str(key_name))
+        created_name = config.get("created") or None
+        if created_name is not None:
+            self._column(table, str(created_name))
+        overlap = config.get("overlap_seconds") or 0
+        kind = _python_type(watermark)
+        if isinstance(overlap, bool) or not isinstance(overlap, int | float) or overlap < 0 \
+                or (overlap and kind not in (dt.datetime, dt.date, int, float, Decimal)):
+            raise SpecError(f"changes of table '{object}' of system '{self.name}': overlap_seconds "
+                            f"must be a number of at least 0 (and 0 unless the watermark "
+                            f"'{watermark_name}' is a timestamp, a date or a number), not {overlap!r}")
+        position = _from_json(config.get("position"), kind)
+        remembered = [(_to_json(k), _from_json(v, kind)) for k, v in config.get("seen") or ()]
+        seen = set(remembered)
+
+        names = list(dict.fromkeys([*(fields or table.c.keys()), key.name, watermark.name,
+                                    *([str(created_name)] if created_name else [])]))
+        shown = names if not fields or created_name in (None, *fields) \
+            else [n for n in names if n != created_name]
+        stmt = (sa.select(*[self._column(table, n) for n in names])
+                .where(watermark.is_not(None))
+                .order_by(watermark, key)
+                # Each remembered pair hides at most one row (the key is unique), so this many
+                # rows hold `limit` changes, or all there are.
+                .limit(limit + len(seen)))
+        if position is not None:
+            stmt = stmt.where(watermark >= self._watermark_bound(_minus(position, overlap)))
+        with self._reading() as conn:
+            rows = conn.execute(stmt).all()
+
+        found: list[Change] = []
+        delivered: list[tuple[Any, Any]] = []
+        top = position
+        for row in rows:
+            values = dict(zip(names, row, strict=True))
+            version = values[watermark.name]
+            pair = (_to_json(values[key.name]), version)
+            if pair in seen:
+                continue
+            created = created_name is not None and values[str(created_name)] == version
+            record = values if shown is names else {n: values[n] for n in shown}
+            found.append(Change(self.name, object, values[key.name],
+                                ChangeKind.CREATED if created else ChangeKind.UPDATED, record,
+                                at=version if isinstance(version, dt.datetime) else None))
+            delivered.append(pair)
+            if top is None or version > top:
+                top = version
+            if len(found) >= limit:
+                break
+
+        after: dict[str, Any] = {"watermark": watermark.name, "key": key.name,
+                                 "overlap_seconds": overlap}
+        if created_name is not None:
+            after["created"] = created_name
+        window = None if top is None else _minus(top, overlap)
+        after["position"] = _to_json(top)
+        after["seen"] = [[k, _to_json(v)] for k, v in dict.fromkeys([*remembered, *delivered])
+                         if window is not None and v >= window]
+        return found, after
+
+    def _watermark_bound(self, value: Any) -> Any:
+        """The lower bound of a changes query. SQLite keeps timestamps as text, with or without
+        a fraction of a second ('2024-05-01 10:00:00', '... 10:00:00.000000'): the bound is the
+        shortest text of the instant, which sorts before every other text of it."""
+        if self.dialect != "sqlite" or not isinstance(value, dt.datetime):
+            return value
+        text = f"{value:%Y-%m-%d %H:%M:%S}"
+        if value.microsecond:
+            text += f".{value.microsecond:06d}".rstrip("0")
+        return sa.literal(text, sa.String())
+
     # -- write ----------------------------------------------------------------------------------
 
     def write(self, object: str, records: Sequence[Record], operation: Operation,
@@ -462,6 +600,56 @@ class SqlConnector(Connector):
         if deletes:
             conn.execute(sa.delete(table).where(key_column.in_(deletes)))
         return statuses
+
+
+_CURSOR_ENTRIES = ("watermark", "key", "overlap_seconds", "created", "position", "seen")
+
+
+def _python_type(column: sa.Column[Any]) -> type | None:
+    try:
+        kind: type = column.type.python_type
+    except NotImplementedError:
+        return None
+    return kind
+
+
+def _to_json(value: Any) -> Any:
+    """A watermark or key value as JSON can hold it (see _from_json)."""
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, Decimal | uuid.UUID):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
+
+
+def _from_json(value: Any, kind: type | None) -> Any:
+    """A watermark value back from JSON, as the column's type (a datetime from ISO text)."""
+    if not isinstance(value, str):
+        return value
+    if kind is dt.datetime:
+        return dt.datetime.fromisoformat(value)
+    if kind is dt.date:
+        return dt.date.fromisoformat(value)
+    if kind is Decimal:
+        return Decimal(value)
+    return value
+
+
+def _minus(value: Any, overlap: float) -> Any:
+    """The start of the overlap window before a watermark value."""
+    if not overlap:
+        return value
+    if isinstance(value, dt.datetime):
+        return value - dt.timedelta(seconds=overlap)
+    if isinstance(value, dt.date):
+        return value - dt.timedelta(days=math.ceil(overlap / 86400))
+    if isinstance(value, int):
+        return value - math.ceil(overlap)
+    if isinstance(value, Decimal):
+        return value - Decimal(str(overlap))
+    return value - overlap
 
 
 def _by_columns(records: list[Record]) -> Iterator[tuple[tuple[str, ...], list[Record]]]:

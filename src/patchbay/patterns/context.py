@@ -12,7 +12,7 @@ from patchbay.connectors.base import Connector, connect
 from patchbay.elements.conform import Conformer
 from patchbay.errors import SpecError
 from patchbay.model import KeyValue, ObjectSchema
-from patchbay.spec import IntegrationFile, IntegrationSpec, Lookup, SystemSpec, suggest
+from patchbay.spec import AnyIntegration, IntegrationFile, Lookup, MigrationSpec, SystemSpec, suggest
 from patchbay.store import Store
 
 ProgressCallback = Callable[[str, Mapping[str, int]], None]
@@ -75,7 +75,7 @@ def _as_key(value: KeyValue) -> str:
 class RunContext:
     """Everything a pattern needs to run one integration once."""
 
-    integration: IntegrationSpec
+    integration: AnyIntegration
     systems: Systems
     store: Store
     params: Mapping[str, Any]
@@ -85,7 +85,7 @@ class RunContext:
     progress: ProgressCallback | None = None
 
     @classmethod
-    def create(cls, file: IntegrationFile, integration: IntegrationSpec, store: Store,
+    def create(cls, file: IntegrationFile, integration: AnyIntegration, store: Store,
                params: Mapping[str, Any], **kwargs: Any) -> RunContext:
         return cls(integration, Systems(file.systems), store, params, spec_path=file.path, **kwargs)
 
@@ -94,7 +94,7 @@ class RunContext:
             self.progress(event, counters)
 
 
-def validate_destination(integration: IntegrationSpec, schema: ObjectSchema,
+def validate_destination(integration: MigrationSpec, schema: ObjectSchema,
                          fields: list[str]) -> Conformer:
     """Fail before any work when the transform writes fields the destination does not have."""
     destination = integration.destination

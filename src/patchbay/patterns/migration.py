@@ -31,9 +31,10 @@ from patchbay.elements.columnar import arrow_type
 from patchbay.elements.compare import differing_fields, normalise, same_values
 from patchbay.elements.conform import Conformer
 from patchbay.elements.transform import SetAside, Transform
-from patchbay.errors import FatalRunError, PatchbayError, RetriableError, RunNotResumable
+from patchbay.errors import FatalRunError, PatchbayError, RetriableError, RunNotResumable, SpecError
 from patchbay.model import Operation, Outcome, Page, Record, Status
 from patchbay.patterns.context import LookupCache, RunContext, validate_destination
+from patchbay.spec import MigrationSpec
 from patchbay.store import Store
 from patchbay.store.store import OutcomeRow, RunRecord, RunStatus, jsonable
 
@@ -58,8 +59,14 @@ class Prepared:
     """Pages come as Arrow tables and go through the columnar lane while they can."""
 
 
+def spec_of(ctx: RunContext) -> MigrationSpec:
+    if not isinstance(ctx.integration, MigrationSpec):
+        raise SpecError(f"'{ctx.integration.name}' is a {ctx.integration.pattern}, not a migration")
+    return ctx.integration
+
+
 def prepare(ctx: RunContext, watermark_after: Any = None) -> Prepared:
-    integration = ctx.integration
+    integration = spec_of(ctx)
     src, dst = integration.source, integration.destination
     source, destination = ctx.systems[src.system], ctx.systems[dst.system]
     bound = scopes.bind(src.scope, ctx.params)
@@ -177,8 +184,8 @@ class Migration:
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
-        self.integration = ctx.integration
-        self.options = ctx.integration.options
+        self.integration = spec_of(ctx)
+        self.options = self.integration.options
 
     # -- starting and resuming ------------------------------------------------------------------
 
@@ -461,7 +468,7 @@ def _source_key(record: Record, key: str | None) -> Any:
 
 def plan(ctx: RunContext, *, examples: int = 5, limit: int | None = None) -> dict[str, Any]:
     """Classify each record in scope as insert / update / unchanged / reject, writing nothing."""
-    integration = ctx.integration
+    integration = spec_of(ctx)
     src, dst = integration.source, integration.destination
     prepared = prepare(ctx, None if not src.watermark else ctx.store.cursor(
         integration.name, src.system, src.object))
@@ -532,7 +539,7 @@ def _refused_last_time(ctx: RunContext) -> frozenset[str]:
 
 def verify(ctx: RunContext) -> dict[str, Any]:
     """Compare the destination with the source scope now, writing nothing."""
-    integration = ctx.integration
+    integration = spec_of(ctx)
     src, dst = integration.source, integration.destination
     prepared = prepare(ctx)
     comparison = Comparison(dst.key, prepared.fields, integration.options.sample_size,

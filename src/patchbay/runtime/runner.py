@@ -9,13 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from patchbay import spec
-from patchbay.errors import SpecError
-from patchbay.patterns import migration
+from patchbay.patterns import broadcast, migration
 from patchbay.patterns.context import ProgressCallback, RunContext
-from patchbay.spec import IntegrationFile, IntegrationSpec
+from patchbay.spec import AnyIntegration, BroadcastSpec, IntegrationFile
 from patchbay.store import Store
-
-PATTERNS: dict[str, type[migration.Migration]] = {"migration": migration.Migration}
 
 
 @dataclass
@@ -23,7 +20,7 @@ class Invocation:
     """An integration chosen from a file, with the parameters of this run."""
 
     file: IntegrationFile
-    integration: IntegrationSpec
+    integration: AnyIntegration
     params: dict[str, Any]
 
     @classmethod
@@ -41,19 +38,24 @@ class Invocation:
         return ctx
 
 
-def pattern_of(integration: IntegrationSpec) -> type[migration.Migration]:
-    if integration.pattern not in PATTERNS:
-        raise SpecError(f"pattern '{integration.pattern}' cannot run yet")
-    return PATTERNS[integration.pattern]
-
-
 def run(ctx: RunContext, *, resume: str | None = None, fresh: bool = False,
         full: bool = False) -> dict[str, Any]:
-    """Run (or resume) the integration to its end; return its report."""
+    """Run (or resume) a migration to its end, or a broadcast once (poll everything new,
+    deliver everything due); return its report."""
     try:
-        runner = pattern_of(ctx.integration)(ctx)
+        if isinstance(ctx.integration, BroadcastSpec):
+            return broadcast.Broadcast(ctx).run_once()
+        runner = migration.Migration(ctx)
         record = runner.start(resume=resume, fresh=fresh, full=full)
         return runner.run(record)
+    finally:
+        ctx.systems.close()
+
+
+def serve(ctx: RunContext, stop: threading.Event) -> None:
+    """Keep a broadcast going: poll and deliver until `stop` is set."""
+    try:
+        broadcast.Broadcast(ctx).serve(stop)
     finally:
         ctx.systems.close()
 

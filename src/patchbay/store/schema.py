@@ -62,12 +62,42 @@ cursors = sa.Table(
 )
 
 
+outbox = sa.Table(
+    "patchbay_outbox", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("integration", sa.String(255), nullable=False),
+    sa.Column("destination", sa.String(255), nullable=False),
+    sa.Column("record_key", sa.Text, nullable=False),
+    sa.Column("version", sa.Text),
+    sa.Column("operation", sa.String(16), nullable=False),
+    sa.Column("payload", sa.JSON),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("lease_owner", sa.String(255)),
+    sa.Column("lease_expires_at", sa.DateTime(timezone=True)),
+    sa.Column("last_error", sa.Text),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("delivered_at", sa.DateTime(timezone=True)),
+    # leasing: the due pending deliveries of one destination
+    sa.Index("ix_patchbay_outbox_due", "integration", "destination", "status", "next_attempt_at"),
+    # per-key order: is there an earlier delivery of this record still to go?
+    sa.Index("ix_patchbay_outbox_key", "integration", "destination", "record_key", "id"),
+)
+"""The broadcast outbox: one delivery per destination per change (see store/outbox.py)."""
+
+
 def _v1(conn: Connection) -> None:
     for table in (runs, outcomes, cursors):
         table.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1]
+def _v2(conn: Connection) -> None:
+    outbox.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

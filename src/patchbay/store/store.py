@@ -15,7 +15,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from patchbay.store import schema
-from patchbay.store.schema import cursors, outcomes, runs
+from patchbay.store.outbox import Delivery as Delivery
+from patchbay.store.outbox import DeliveryStatus as DeliveryStatus
+from patchbay.store.outbox import NewDelivery as NewDelivery
+from patchbay.store.outbox import OutboxMixin, as_text, clock
+from patchbay.store.schema import cursors, outbox, outcomes, runs
 
 DEFAULT_DIRECTORY = ".patchbay"
 STALE_AFTER = dt.timedelta(minutes=2)
@@ -90,8 +94,13 @@ def new_run_id() -> str:
     return _now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
 
-class Store:
-    """Engine state behind SQLAlchemy Core; open with `Store.open()`."""
+class Store(OutboxMixin):
+    """Engine state behind SQLAlchemy Core; open with `Store.open()`.
+
+    The broadcast outbox (lease, delivered, retry, dead, dead letters, replay, discard,
+    counts) comes from OutboxMixin, in store/outbox.py; `enqueue` is here, beside the
+    cursors it advances.
+    """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -220,16 +229,43 @@ class Store:
 
     def set_cursor(self, integration: str, system: str, object: str, value: Any,
                    conn: Connection | None = None) -> None:
+        """Move the watermark; inside `conn`'s transaction when given, else in its own."""
+        if conn is None:
+            with self.engine.begin() as own:
+                self.set_cursor(integration, system, object, value, own)
+            return
         values = dict(integration=integration, system=system, object=object,
                       value=jsonable(value), updated_at=_now())
-        with self.engine.begin() as own:
-            target = conn or own
-            updated = target.execute(sa.update(cursors).where(
-                cursors.c.integration == integration, cursors.c.system == system,
-                cursors.c.object == object).values(value=values["value"],
-                                                   updated_at=values["updated_at"]))
-            if updated.rowcount == 0:
-                target.execute(sa.insert(cursors).values(**values))
+        updated = conn.execute(sa.update(cursors).where(
+            cursors.c.integration == integration, cursors.c.system == system,
+            cursors.c.object == object).values(value=values["value"],
+                                               updated_at=values["updated_at"]))
+        if updated.rowcount == 0:
+            conn.execute(sa.insert(cursors).values(**values))
+
+    # -- outbox ---------------------------------------------------------------------------------
+
+    def enqueue(self, integration: str, deliveries: Sequence[NewDelivery],
+                cursor: tuple[str, str, Any] | None = None) -> int:
+        """Record deliveries, and move the cursor `(system, object, value)` past the changes
+        they carry, in ONE transaction: after a crash both happened or neither did, so a
+        change is never lost between its capture and its delivery. Return how many were
+        recorded. The rest of the outbox is in store/outbox.py."""
+        rows = [dict(integration=integration, destination=d.destination,
+                     record_key=as_text(d.record_key), version=as_text(d.version),
+                     operation=d.operation,
+                     payload=jsonable(d.payload) if d.payload is not None else None)
+                for d in deliveries]
+        with self.engine.begin() as conn:
+            if cursor is not None:
+                system, object, value = cursor
+                self.set_cursor(integration, system, object, value, conn)
+            if rows:
+                now = clock(conn)
+                conn.execute(sa.insert(outbox).values(
+                    status=DeliveryStatus.PENDING.value, attempts=0, next_attempt_at=now,
+                    created_at=now), rows)
+        return len(rows)
 
 
 def _run_record(row: sa.RowMapping) -> RunRecord:

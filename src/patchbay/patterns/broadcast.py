@@ -1,0 +1,236 @@
+"""Broadcast: every change in one source reaches every destination; nothing is lost.
+
+    source.changes(cursor) ──► per destination: filter, transform ──► store.enqueue(
+        deliveries, cursor)                       (one transaction: the rule of the outbox)
+    Deliverer, per destination ──► lease ──► conform + write ──► delivered / retry / dead
+
+A poll enqueues one delivery per destination per change and advances the cursor in the
+same transaction, so a crash between the two cannot lose a change. Delivery is per
+destination: a dead destination retries with backoff and ends in dead letters, which
+`patchbay dead-letters replay` sends again, while the other destinations go on.
+Deletes go to every destination (a filter cannot see a deleted record's values).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from patchbay.connectors.base import Connector
+from patchbay.elements import scope as scopes
+from patchbay.elements.conform import Conformer
+from patchbay.elements.transform import Transform
+from patchbay.errors import ConnectionFailed, SpecError
+from patchbay.model import (
+    Change,
+    ChangeKind,
+    ObjectSchema,
+    Operation,
+    Outcome,
+    Record,
+    Status,
+)
+from patchbay.patterns.context import LookupCache, RunContext
+from patchbay.runtime.delivery import Deliverer, DeliveryStats, RetryPolicy, Target
+from patchbay.spec import BroadcastDestinationSpec, BroadcastSpec, suggest
+from patchbay.store.outbox import NewDelivery
+
+BROKEN = "__error__"
+"""Payload field of a change the transform could not make a record of: the delivery
+fails at the destination with this reason and lands in the dead letters."""
+
+
+def spec_of(ctx: RunContext) -> BroadcastSpec:
+    if not isinstance(ctx.integration, BroadcastSpec):
+        raise SpecError(f"'{ctx.integration.name}' is a {ctx.integration.pattern}, not a broadcast")
+    return ctx.integration
+
+
+@dataclass
+class _Destination:
+    spec: BroadcastDestinationSpec
+    connector: Connector
+    transform: Transform
+    accepts: Any
+    """The filter as a test of a source record."""
+
+
+class Broadcast:
+    """One broadcast integration: poll its source into the outbox, deliver the outbox."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.spec = spec_of(ctx)
+        self.source = ctx.systems[self.spec.source.system]
+        lookups = LookupCache(ctx.systems)
+        self.destinations: dict[str, _Destination] = {}
+        targets = {}
+        for destination in self.spec.destinations:
+            connector = ctx.systems[destination.system]
+            transform = Transform(destination.transform, ctx.params, lookups)
+            conforming = _Conforming(connector, destination, transform)
+            # Unreachable now: its deliveries wait and retry while the others go on.
+            with contextlib.suppress(ConnectionFailed):
+                conforming.conformer()
+            self.destinations[destination.name] = _Destination(
+                destination, connector, transform,
+                scopes.to_predicate(scopes.bind(destination.filter, ctx.params)))
+            targets[destination.name] = Target(conforming, destination.object,
+                                               destination.operation, destination.key)
+        options = self.spec.options
+        self.deliverer = Deliverer(
+            ctx.store, self.spec.name, targets,
+            RetryPolicy(options.max_attempts, options.backoff_seconds,
+                        options.backoff_max_seconds),
+            lease_seconds=options.lease_seconds)
+
+    # -- noticing changes -----------------------------------------------------------------------
+
+    def poll(self) -> int:
+        """Move the source's changes since the cursor into the outbox; how many there were."""
+        src, store = self.spec.source, self.ctx.store
+        total = 0
+        while True:
+            cursor = store.cursor(self.spec.name, src.system, src.object)
+            if cursor is None and src.watermark:
+                cursor = {"watermark": src.watermark, "key": src.key,
+                          "overlap_seconds": self.spec.trigger.overlap_seconds}
+            changes, after = self.source.changes(src.object, cursor, src.fields,
+                                                 limit=self.spec.options.batch_size)
+            store.enqueue(self.spec.name, self._deliveries(changes), (src.system, src.object, after))
+            total += len(changes)
+            if len(changes) < self.spec.options.batch_size:
+                return total
+
+    def _deliveries(self, changes: Sequence[Change]) -> list[NewDelivery]:
+        deliveries: list[NewDelivery] = []
+        upserts = [c for c in changes if c.kind is not ChangeKind.DELETED]
+        for name, destination in self.destinations.items():
+            key = destination.spec.key
+            chosen = [c for c in upserts if destination.accepts(c.record)]
+            result = destination.transform.apply([c.record for c in chosen])
+            made = {id(source): record for source, record in zip(result.sources, result.records,
+                                                                  strict=True)}
+            refused = {id(s.source): f"{s.code}: {s.reason}" for s in result.rejected}
+            for change in changes:
+                version = _version(change)
+                if change.kind is ChangeKind.DELETED:
+                    target_key = _delete_key(destination.spec, change)
+                    deliveries.append(NewDelivery(name, target_key, version, "delete",
+                                                  {key: target_key}))
+                elif id(change.record) in made:
+                    record = made[id(change.record)]
+                    deliveries.append(NewDelivery(name, record.get(key, change.key), version,
+                                                  "upsert", record))
+                elif id(change.record) in refused:
+                    deliveries.append(NewDelivery(name, change.key, version, "upsert",
+                                                  {BROKEN: refused[id(change.record)]}))
+        return deliveries
+
+    # -- delivering -----------------------------------------------------------------------------
+
+    def deliver(self) -> DeliveryStats:
+        """Deliver what is due, destination by destination, until nothing due is left."""
+        stats = DeliveryStats()
+        for name in self.destinations:
+            stats = stats + self.deliverer.drain(name, self.spec.options.batch_size)
+        return stats
+
+    def run_once(self) -> dict[str, Any]:
+        """Poll everything new, deliver everything due; the summary of what happened."""
+        changes = self.poll()
+        stats = self.deliver()
+        return self.summary(changes, stats)
+
+    def serve(self, stop: threading.Event) -> None:
+        """Poll and deliver every `poll_seconds` until `stop` is set."""
+        while not stop.is_set():
+            changes, stats = self.poll(), self.deliver()
+            self.ctx.notify("broadcast", {"changes": changes, "delivered": stats.delivered,
+                                          "retried": stats.retried, "dead": stats.dead})
+            stop.wait(self.spec.trigger.poll_seconds)
+
+    def summary(self, changes: int, stats: DeliveryStats) -> dict[str, Any]:
+        return {"integration": self.spec.name, "pattern": "broadcast", "changes": changes,
+                "delivered": stats.delivered, "retried": stats.retried, "dead": stats.dead,
+                "outbox": self.ctx.store.outbox_counts(self.spec.name)}
+
+
+class _Conforming(Connector):
+    """A destination's connector behind its conform step: payloads that went through JSON
+    get their types back, and a record the destination cannot take is rejected with the
+    reason, before the write. The destination is described on first use, and checked
+    against the transform then."""
+
+    def __init__(self, inner: Connector, destination: BroadcastDestinationSpec,
+                 transform: Transform) -> None:
+        super().__init__(inner.system)
+        self.inner, self.destination, self.transform = inner, destination, transform
+        self._conformer: Conformer | None = None
+
+    def conformer(self) -> Conformer:
+        if self._conformer is None:
+            schema = self.inner.describe(self.destination.object)
+            _check_fields(self.destination, schema, self.transform)
+            self._conformer = Conformer(schema, list(schema.fields))
+        return self._conformer
+
+    def write(self, object: str, records: Sequence[Record], operation: Operation,
+              key: str) -> list[Outcome]:
+        outcomes: list[Outcome | None] = [None] * len(records)
+        broken = {i: str(r[BROKEN]) for i, r in enumerate(records) if BROKEN in r}
+        for index, reason in broken.items():
+            code, _, message = reason.partition(": ")
+            outcomes[index] = Outcome(records[index].get(key), Status.REJECTED, message, code)
+        rest = [i for i in range(len(records)) if i not in broken]
+        batch = [dict(records[i]) for i in rest]
+        if operation is not Operation.DELETE:
+            for position, problem in self.conformer().conform_batch(batch).items():
+                outcomes[rest[position]] = Outcome(batch[position].get(key), Status.REJECTED,
+                                                   problem.reason, problem.code)
+        writable = [(i, r) for i, r in zip(rest, batch, strict=True) if outcomes[i] is None]
+        if writable:
+            written = self.inner.write(object, [r for _, r in writable], operation, key)
+            for (index, _), outcome in zip(writable, written, strict=True):
+                outcomes[index] = outcome
+        return [o if o is not None else Outcome(None, Status.FAILED, "not written")
+                for o in outcomes]
+
+
+def _delete_key(destination: BroadcastDestinationSpec, change: Change) -> Any:
+    """The destination key of a deleted record: its source field when the key is a copy of
+    one (a deleted record carries little more than its key), else the source key."""
+    mapping = destination.transform.fields.get(destination.key)
+    source_field = (mapping.from_ or destination.key) if mapping is not None and \
+        mapping.expr is None and mapping.lookup is None and "value" not in mapping.model_fields_set \
+        else None
+    if source_field is not None and change.record.get(source_field) is not None:
+        return change.record[source_field]
+    return change.key
+
+
+def _version(change: Change) -> str:
+    return change.at.isoformat() if change.at is not None else ""
+
+
+def _check_fields(destination: BroadcastDestinationSpec, schema: ObjectSchema,
+                  transform: Transform) -> None:
+    """Fail at start, not at delivery, when a transform writes fields the destination lacks."""
+    if transform.passes_through:
+        return
+    problems = [f"destination '{destination.name}': '{destination.object}' has no field "
+                f"'{name}'{suggest(name, schema.fields)}"
+                for name in transform.output_fields if name not in schema]
+    if destination.key not in transform.output_fields:
+        problems.append(f"destination '{destination.name}': the transform does not produce "
+                        f"its key '{destination.key}'")
+    if problems:
+        raise SpecError("the broadcast does not fit its destinations", problems)
+
+
+def describe_outbox(counts: Mapping[str, Mapping[str, int]]) -> str:
+    return "; ".join(f"{name}: " + ", ".join(f"{s} {n}" for s, n in by_status.items() if n)
+                     for name, by_status in counts.items())

@@ -1,0 +1,215 @@
+"""Delivering the broadcast outbox to its destinations.
+
+A Deliverer works one destination at a time: it leases deliveries (store/outbox.py: due,
+unleased, the oldest undelivered one of each record key), writes them through the
+destination's connector in as few calls as it can, and marks each one by its outcome:
+
+    success (created / updated / unchanged / deleted)   delivered
+    SKIPPED (insert of an existing key, update or       delivered: an idempotent no-op
+      delete of a missing one)
+    FAILED, or write raised a RetriableError            retried after the policy's delay;
+                                                        dead after `max_attempts`
+    REJECTED                                            dead at once, with code and reason
+    write raised anything else (a bug, a refused        logged, then like FAILED: a
+      schema)                                           delivery is never dropped
+
+Exactly-once effects come from the destination, not from here: deliveries are written with
+the connector's upsert by key (or delete by key), so writing one twice changes nothing.
+That covers the one window an outbox cannot close: a worker that wrote a batch and died
+before marking it leaves the deliveries leased; once the lease expires another worker
+writes them again, and the destination finds them unchanged.
+
+Per-key order holds as long as a write finishes within the lease (`lease_seconds`): a
+worker that is still writing when its lease expires can land an old version after the
+next worker has written a newer one. Give the lease ample room over the connector's
+timeouts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import random
+import secrets
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from patchbay.connectors.base import Connector
+from patchbay.errors import RetriableError
+from patchbay.model import Operation, Outcome, Record, Status
+from patchbay.store.outbox import Delivery, OutboxMixin
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often, and how far apart, a transient failure is retried before it is dead."""
+
+    max_attempts: int = 8
+    """Attempts in all, the first included; the last failed one makes a dead letter."""
+    backoff_seconds: float = 1.0
+    """The delay after the first failed attempt; it doubles with each one after."""
+    backoff_max: float = 300.0
+    jitter: float = 0.2
+    """Up to this fraction of the delay is taken off at random, so that deliveries that
+    failed together do not all come back together."""
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if self.backoff_seconds < 0 or self.backoff_max < 0:
+            raise ValueError("backoff delays cannot be negative")
+        if not 0 <= self.jitter < 1:
+            raise ValueError("jitter is a fraction, at least 0 and below 1")
+
+    def next_delay(self, attempts: int) -> float:
+        """Seconds to wait after `attempts` failed attempts (1 for the first failure):
+        backoff_seconds * 2**(attempts-1), capped at backoff_max, less the jitter."""
+        exponent = max(attempts - 1, 0)
+        base = self.backoff_max if exponent >= 64 else min(self.backoff_seconds * 2.0 ** exponent,
+                                                           self.backoff_max)
+        return base * (1.0 - self.jitter * random.random())
+
+    def gives_up(self, attempts: int) -> bool:
+        """Whether a delivery that has failed `attempts` times is dead."""
+        return attempts >= self.max_attempts
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where one destination's deliveries are written: the connector, the object, the
+    operation for upserts (deletes use DELETE), and the key field."""
+
+    connector: Connector
+    object: str
+    operation: Operation
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryStats:
+    """What one pass did: marks that applied (a mark of a lease lost meanwhile is not counted)."""
+
+    delivered: int = 0
+    retried: int = 0
+    dead: int = 0
+
+    def __add__(self, other: DeliveryStats) -> DeliveryStats:
+        return DeliveryStats(self.delivered + other.delivered, self.retried + other.retried,
+                             self.dead + other.dead)
+
+    @property
+    def total(self) -> int:
+        return self.delivered + self.retried + self.dead
+
+
+def default_worker() -> str:
+    """A name no other worker has: host, process, and a random part for this instance."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+@dataclass
+class Deliverer:
+    """Delivers one integration's outbox to its destinations (`targets`, by destination name).
+
+    Several Deliverers, in threads, processes or machines sharing a PostgreSQL engine state,
+    may work the same destination: leases keep them off each other's deliveries.
+    """
+
+    store: OutboxMixin
+    integration: str
+    targets: Mapping[str, Target]
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    lease_seconds: float = 60.0
+    worker: str = field(default_factory=default_worker)
+
+    def deliver_once(self, destination: str, limit: int = 500) -> DeliveryStats:
+        """Lease up to `limit` due deliveries for `destination`, write them, mark them."""
+        target = self.targets[destination]
+        leased = self.store.lease(self.integration, destination, self.worker, limit,
+                                  self.lease_seconds)
+        stats = DeliveryStats()
+        for operation, group in _runs(leased):
+            stats += self._write(target, operation, group)
+        return stats
+
+    def drain(self, destination: str, limit: int = 500) -> DeliveryStats:
+        """Deliver until a lease finds nothing due (retries waiting for later stay pending)."""
+        stats = DeliveryStats()
+        while True:
+            once = self.deliver_once(destination, limit)
+            if not once.total:
+                return stats
+            stats += once
+
+    def _write(self, target: Target, operation: str, group: list[Delivery]) -> DeliveryStats:
+        if operation == "delete":
+            records = [_key_record(d, target.key) for d in group]
+            write_as = Operation.DELETE
+        else:
+            records = [dict(d.payload or {}) for d in group]
+            write_as = target.operation
+        try:
+            outcomes = target.connector.write(target.object, records, write_as, target.key)
+        except RetriableError as exc:
+            return self._failed(group, str(exc))
+        except Exception as exc:
+            log.exception("writing %d deliveries to %s (%s) failed; they will be retried",
+                          len(group), group[0].destination, target.object)
+            return self._failed(group, f"{type(exc).__name__}: {exc}")
+        if len(outcomes) != len(group):
+            log.error("the connector of %s returned %d outcomes for %d records; retrying them",
+                      group[0].destination, len(outcomes), len(group))
+            return self._failed(group, f"the connector returned {len(outcomes)} outcomes "
+                                       f"for {len(group)} records")
+        done: list[int] = []
+        stats = DeliveryStats()
+        for delivery, outcome in zip(group, outcomes, strict=True):
+            if outcome.status.is_success or outcome.status is Status.SKIPPED:
+                done.append(delivery.id)
+            elif outcome.status is Status.REJECTED:
+                applied = self.store.dead(delivery.id, self.worker, _reason(outcome))
+                stats += DeliveryStats(dead=int(applied))
+            else:
+                stats += self._failed([delivery], _reason(outcome))
+        if done:
+            stats += DeliveryStats(delivered=self.store.delivered(done, self.worker))
+        return stats
+
+    def _failed(self, group: Sequence[Delivery], error: str) -> DeliveryStats:
+        retried = dead = 0
+        for delivery in group:
+            attempts = delivery.attempts + 1
+            if self.policy.gives_up(attempts):
+                dead += self.store.dead(delivery.id, self.worker,
+                                        f"{error} (gave up after {attempts} attempts)")
+            else:
+                delay = self.policy.next_delay(attempts)
+                retried += self.store.retry(delivery.id, self.worker, error,
+                                            dt.timedelta(seconds=delay))
+        return DeliveryStats(retried=retried, dead=dead)
+
+
+def _runs(leased: Sequence[Delivery]) -> list[tuple[str, list[Delivery]]]:
+    """Consecutive deliveries of the same operation, in lease order."""
+    runs: list[tuple[str, list[Delivery]]] = []
+    for delivery in leased:
+        if runs and runs[-1][0] == delivery.operation:
+            runs[-1][1].append(delivery)
+        else:
+            runs.append((delivery.operation, [delivery]))
+    return runs
+
+
+def _key_record(delivery: Delivery, key: str) -> Record:
+    """The record a delete writes: the key, typed as the payload holds it if it does."""
+    payload = delivery.payload or {}
+    return {key: payload[key] if payload.get(key) is not None else delivery.record_key}
+
+
+def _reason(outcome: Outcome) -> str:
+    reason = outcome.reason or outcome.status.value
+    return f"{outcome.code}: {reason}" if outcome.code else reason

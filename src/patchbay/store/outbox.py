@@ -1,0 +1,277 @@
+"""The broadcast outbox: durable deliveries, leased per destination, in order per record.
+
+One row per destination per change. A change enters with `Store.enqueue`, in the same
+transaction that advances the source cursor past it, so a crash either keeps both or
+neither ("nothing lost"). Workers then, for one destination at a time:
+
+    lease      the due pending deliveries whose lease is free or expired, at most the
+               oldest undelivered one of each record key, ordered by id
+    write      through the destination's connector (patchbay.runtime.delivery)
+    mark       delivered / retry (pending again, due later) / dead, each applied only
+               while the worker still holds the lease
+
+Rules a caller can rely on:
+
+- Per-destination isolation: leasing names one destination; a slow or unreachable one
+  never holds back the others (each has its own pending rows, retries and dead letters).
+- Per-key order: a delivery is leased only when no earlier delivery of the same record key
+  for the same destination is still `pending` (in flight, waiting for a retry, or simply
+  not yet leased) or `dead`. A key with a dead letter is therefore BLOCKED for that
+  destination until the letter is replayed (`replay`, which delivers it first) or given
+  up (`discard`); the other keys go on. Only dead letters can be replayed or discarded:
+  a discarded letter is final, since replaying it after a later version was delivered
+  would put an old version back.
+- Leases: PostgreSQL leases with `FOR UPDATE SKIP LOCKED`, so workers on any number of
+  machines never hold the same delivery at once; SQLite leases in one UPDATE statement,
+  which is one writer transaction. A lease that expires (its worker died, or was slower
+  than `lease_seconds`) can be taken by another worker; the first worker's late marks are
+  then ignored. `lease_seconds` must exceed the longest write, or a late write of an old
+  version could land after a newer one.
+- Clock: on PostgreSQL every timestamp the outbox compares (due, lease expiry, created,
+  delivered) is the database server's clock, so workers with skewed clocks agree; on
+  SQLite it is the local clock (one machine). A `retry` given a timedelta counts it from
+  that same clock.
+- `attempts` counts finished attempts: each of `delivered`, `retry` and `dead` adds one;
+  `replay` resets it to 0.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from patchbay.store.schema import outbox
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    """To be delivered: not yet leased, leased (in flight), or waiting for its next attempt."""
+    DELIVERED = "delivered"
+    DEAD = "dead"
+    """Given up on (permanent refusal, or out of attempts); blocks its key until replayed
+    or discarded."""
+    DISCARDED = "discarded"
+    """A dead letter an operator gave up on; final."""
+
+
+OPERATIONS = ("upsert", "delete")
+_BLOCKING = (DeliveryStatus.PENDING.value, DeliveryStatus.DEAD.value)
+_CHUNK = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class NewDelivery:
+    """A change to deliver to one destination.
+
+    `record_key` orders the deliveries (one record's changes are delivered in the order
+    they were enqueued) and is stored as text. `version` is the change's version as the
+    source knows it (modstamp, sequence), kept for the record. `payload` is the record to
+    write (for an upsert), stored as JSON: dates and decimals become text. A delete's
+    payload may hold the key field with its typed value; otherwise `record_key` is used.
+    """
+
+    destination: str
+    record_key: Any
+    version: Any
+    operation: str
+    payload: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.operation not in OPERATIONS:
+            raise ValueError(f"a delivery's operation is 'upsert' or 'delete', not {self.operation!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One row of the outbox."""
+
+    id: int
+    integration: str
+    destination: str
+    record_key: str
+    version: str | None
+    operation: str
+    payload: dict[str, Any] | None
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: dt.datetime
+    lease_owner: str | None
+    lease_expires_at: dt.datetime | None
+    last_error: str | None
+    created_at: dt.datetime
+    delivered_at: dt.datetime | None
+
+
+def as_text(value: Any) -> str | None:
+    """A key or version as the outbox stores it."""
+    if value is None:
+        return None
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return str(value)
+
+
+def clock(conn: Connection) -> Any:
+    """Now, as the outbox compares times: the database's clock on PostgreSQL (an SQL
+    expression, the transaction's start), the local clock elsewhere (a datetime)."""
+    if conn.dialect.name == "postgresql":
+        return sa.func.now()
+    return dt.datetime.now(dt.UTC)
+
+
+class OutboxMixin:
+    """The outbox part of the Store (which supplies `engine`, and `enqueue`)."""
+
+    engine: Engine
+
+    def lease(self, integration: str, destination: str, worker: str, limit: int = 500,
+              lease_seconds: float = 60.0) -> list[Delivery]:
+        """Lease up to `limit` deliveries for `destination` to `worker`, ordered by id.
+
+        Only pending deliveries that are due and whose lease is free or expired, and of
+        each record key only the oldest one not yet delivered (see the module's rules).
+        """
+        if limit <= 0:
+            return []
+        with self.engine.begin() as conn:
+            now = clock(conn)
+            candidate = outbox.alias("candidate")
+            earlier = outbox.alias("earlier")
+            blocked = sa.exists().where(
+                earlier.c.integration == candidate.c.integration,
+                earlier.c.destination == candidate.c.destination,
+                earlier.c.record_key == candidate.c.record_key,
+                earlier.c.id < candidate.c.id,
+                earlier.c.status.in_(_BLOCKING))
+            pick = (sa.select(candidate.c.id)
+                    .where(candidate.c.integration == integration,
+                           candidate.c.destination == destination,
+                           candidate.c.status == DeliveryStatus.PENDING.value,
+                           candidate.c.next_attempt_at <= now,
+                           sa.or_(candidate.c.lease_expires_at.is_(None),
+                                  candidate.c.lease_expires_at <= now),
+                           ~blocked)
+                    .order_by(candidate.c.id).limit(limit))
+            if conn.dialect.name == "postgresql":
+                pick = pick.with_for_update(skip_locked=True, of=candidate)
+            picked = pick.cte("picked")
+            stmt = (sa.update(outbox).where(outbox.c.id.in_(sa.select(picked.c.id)))
+                    .values(lease_owner=worker,
+                            lease_expires_at=now + dt.timedelta(seconds=lease_seconds))
+                    .returning(*outbox.c))
+            leased = [_delivery(row) for row in conn.execute(stmt).mappings()]
+        return sorted(leased, key=lambda d: d.id)
+
+    def delivered(self, ids: Sequence[int], worker: str) -> int:
+        """Mark deliveries `worker` holds as delivered; return how many it still held."""
+        done = 0
+        with self.engine.begin() as conn:
+            now = clock(conn)
+            for chunk in _chunks(ids):
+                done += conn.execute(_held(chunk, worker).values(
+                    status=DeliveryStatus.DELIVERED.value, delivered_at=now,
+                    attempts=outbox.c.attempts + 1, lease_owner=None,
+                    lease_expires_at=None)).rowcount
+        return done
+
+    def retry(self, id: int, worker: str, error: str,
+              next_attempt_at: dt.datetime | dt.timedelta) -> bool:
+        """Put a delivery `worker` holds back to pending, due at `next_attempt_at` (a time,
+        or a delay from the outbox's clock); whether `worker` still held it."""
+        with self.engine.begin() as conn:
+            due = (clock(conn) + next_attempt_at if isinstance(next_attempt_at, dt.timedelta)
+                   else next_attempt_at)
+            return bool(conn.execute(_held([id], worker).values(
+                attempts=outbox.c.attempts + 1, last_error=error, next_attempt_at=due,
+                lease_owner=None, lease_expires_at=None)).rowcount)
+
+    def dead(self, id: int, worker: str, error: str) -> bool:
+        """Make a delivery `worker` holds a dead letter; whether `worker` still held it."""
+        with self.engine.begin() as conn:
+            return bool(conn.execute(_held([id], worker).values(
+                status=DeliveryStatus.DEAD.value, attempts=outbox.c.attempts + 1,
+                last_error=error, lease_owner=None, lease_expires_at=None)).rowcount)
+
+    # -- dead letters ---------------------------------------------------------------------------
+
+    def dead_letters(self, integration: str | None = None, destination: str | None = None,
+                     limit: int = 100) -> list[Delivery]:
+        stmt = (sa.select(outbox).where(outbox.c.status == DeliveryStatus.DEAD.value)
+                .order_by(outbox.c.id).limit(limit))
+        if integration is not None:
+            stmt = stmt.where(outbox.c.integration == integration)
+        if destination is not None:
+            stmt = stmt.where(outbox.c.destination == destination)
+        with self.engine.connect() as conn:
+            return [_delivery(row) for row in conn.execute(stmt).mappings()]
+
+    def delivery(self, id: int) -> Delivery | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(outbox).where(outbox.c.id == id)).mappings().first()
+        return None if row is None else _delivery(row)
+
+    def replay(self, ids: Sequence[int]) -> int:
+        """Dead letters back to pending, attempts reset, due now; how many were dead."""
+        changed = 0
+        with self.engine.begin() as conn:
+            now = clock(conn)
+            for chunk in _chunks(ids):
+                changed += conn.execute(sa.update(outbox).where(
+                    outbox.c.id.in_(chunk), outbox.c.status == DeliveryStatus.DEAD.value).values(
+                    status=DeliveryStatus.PENDING.value, attempts=0, next_attempt_at=now,
+                    lease_owner=None, lease_expires_at=None)).rowcount
+        return changed
+
+    def discard(self, ids: Sequence[int]) -> int:
+        """Give up on dead letters for good (unblocks their keys); how many were dead."""
+        changed = 0
+        with self.engine.begin() as conn:
+            for chunk in _chunks(ids):
+                changed += conn.execute(sa.update(outbox).where(
+                    outbox.c.id.in_(chunk), outbox.c.status == DeliveryStatus.DEAD.value).values(
+                    status=DeliveryStatus.DISCARDED.value)).rowcount
+        return changed
+
+    def outbox_counts(self, integration: str) -> dict[str, dict[str, int]]:
+        """Deliveries per destination and status (every status present, zero or not)."""
+        stmt = (sa.select(outbox.c.destination, outbox.c.status, sa.func.count())
+                .where(outbox.c.integration == integration)
+                .group_by(outbox.c.destination, outbox.c.status))
+        counts: dict[str, dict[str, int]] = {}
+        with self.engine.connect() as conn:
+            for destination, status, n in conn.execute(stmt):
+                per = counts.setdefault(destination, {s.value: 0 for s in DeliveryStatus})
+                per[status] = int(n)
+        return counts
+
+
+def _held(ids: Sequence[int], worker: str) -> sa.Update:
+    return sa.update(outbox).where(outbox.c.id.in_(list(ids)), outbox.c.lease_owner == worker,
+                                   outbox.c.status == DeliveryStatus.PENDING.value)
+
+
+def _chunks(ids: Sequence[int]) -> Iterator[list[int]]:
+    ids = list(ids)
+    for start in range(0, len(ids), _CHUNK):
+        yield ids[start:start + _CHUNK]
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=dt.UTC)
+
+
+def _delivery(row: sa.RowMapping) -> Delivery:
+    values = {c.name: row[c.name] for c in outbox.columns}
+    for name in ("next_attempt_at", "lease_expires_at", "created_at", "delivered_at"):
+        values[name] = _aware(values[name])
+    values["status"] = DeliveryStatus(values["status"])
+    values["id"] = int(values["id"])
+    return Delivery(**values)

@@ -1,0 +1,177 @@
+"""The broadcast outbox with its engine state on the real PostgreSQL.
+
+Each test works in a schema of its own (the state through `search_path`, the destination
+tables schema-qualified), created and dropped by the test. PostgreSQL that cannot be
+reached fails these tests (the `pg_url` fixture), never skips them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from patchbay.connectors.sql import SqlConnector
+from patchbay.model import Operation
+from patchbay.runtime.delivery import Deliverer, DeliveryStats, Target
+from patchbay.spec import SystemSpec
+from patchbay.store import Store
+from patchbay.store.schema import outbox
+from patchbay.store.store import DeliveryStatus, NewDelivery
+
+INTEGRATION = "contacts-broadcast"
+KEYS = 500
+VERSIONS = 4  # 2,000 deliveries
+
+
+@dataclass
+class Space:
+    schema: str
+    state_url: str
+    pg_url: str
+    engine: Engine
+
+
+@pytest.fixture
+def space(pg_url: str, pg_engine: Engine) -> Iterator[Space]:
+    schema = f"pb_outbox_{uuid.uuid4().hex[:10]}"
+    with pg_engine.begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    sep = "&" if "?" in pg_url else "?"
+    try:
+        yield Space(schema, f"{pg_url}{sep}options=-csearch_path%3D{schema}", pg_url, pg_engine)
+    finally:
+        with pg_engine.begin() as conn:
+            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+
+
+def test_two_deliverers_drain_2000_deliveries_each_exactly_once_in_key_order(space: Space) -> None:
+    with space.engine.begin() as conn:
+        for n in (0, 1):
+            conn.execute(sa.text(
+                f"CREATE TABLE {space.schema}.dest_w{n} (event TEXT PRIMARY KEY, record TEXT NOT NULL, "
+                f"version INTEGER NOT NULL, worker TEXT, "
+                f"written_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp())"))
+
+    setup = Store.open(space.state_url)
+    try:
+        for version in range(1, VERSIONS + 1):
+            changes = [NewDelivery("crm", f"r{key}", str(version), "upsert",
+                                   {"event": f"r{key}:{version}", "record": f"r{key}",
+                                    "version": version})
+                       for key in range(KEYS)]
+            setup.enqueue(INTEGRATION, changes, cursor=("salesforce", "Contact", version))
+        assert setup.cursor(INTEGRATION, "salesforce", "Contact") == VERSIONS
+    finally:
+        setup.close()
+
+    # Each worker writes to a table of its own: a delivery leased by both would land in both.
+    stats = [DeliveryStats(), DeliveryStats()]
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def work(n: int) -> None:
+        store = Store.open(space.state_url)
+        connector = SqlConnector(SystemSpec(name="crm", url=space.pg_url))
+        try:
+            target = Target(connector, f"{space.schema}.dest_w{n}", Operation.UPSERT, "event")
+            deliverer = Deliverer(store, INTEGRATION, {"crm": target}, worker=f"w{n}")
+            start.wait()
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                once = deliverer.deliver_once("crm", limit=100)
+                stats[n] += once
+                if not once.total:
+                    if store.outbox_counts(INTEGRATION)["crm"]["pending"] == 0:
+                        return
+                    time.sleep(0.005)  # the other worker holds the earlier versions
+            raise AssertionError(f"worker w{n} did not finish in time")
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connector.close()
+            store.close()
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+
+    total = KEYS * VERSIONS
+    assert stats[0].delivered + stats[1].delivered == total
+    assert stats[0].delivered > 0 and stats[1].delivered > 0, stats
+    assert stats[0].retried + stats[1].retried + stats[0].dead + stats[1].dead == 0
+
+    with space.engine.connect() as conn:
+        conn.execute(sa.text(f"SET search_path TO {space.schema}"))
+        marks = conn.execute(sa.select(outbox.c.status, outbox.c.attempts, outbox.c.lease_owner,
+                                       sa.func.count()).group_by(
+            outbox.c.status, outbox.c.attempts, outbox.c.lease_owner)).all()
+        written = {n: conn.execute(sa.text(
+            f"SELECT event, record, version, written_at FROM {space.schema}.dest_w{n}")).all()
+            for n in (0, 1)}
+        conn.rollback()
+    assert [tuple(m) for m in marks] == [("delivered", 1, None, total)], "each delivery marked once"
+
+    events = [row[0] for n in (0, 1) for row in written[n]]
+    assert len(events) == len(set(events)) == total, "each delivery written by one worker only"
+    assert sorted(set(events)) == sorted(f"r{k}:{v}" for k in range(KEYS) for v in range(1, VERSIONS + 1))
+
+    by_record: dict[str, list[tuple[dt.datetime, int]]] = {}
+    for n in (0, 1):
+        for _event, record, version, written_at in written[n]:
+            by_record.setdefault(record, []).append((written_at, version))
+    for record, writes in by_record.items():
+        assert [v for _, v in sorted(writes)] == list(range(1, VERSIONS + 1)), record
+
+
+def test_outbox_rules_hold_on_postgresql(space: Space) -> None:
+    store = Store.open(space.state_url)
+    try:
+        store.enqueue(INTEGRATION, [
+            NewDelivery("crm", 1, "1", "upsert", {"id": 1, "at": dt.date(2024, 5, 1)}),
+            NewDelivery("crm", 1, "2", "upsert", {"id": 1}),
+            NewDelivery("crm", 2, "1", "delete"),
+            NewDelivery("erp", 1, "1", "upsert", {"id": 1}),
+        ], cursor=("db", "items", {"after": 7}))
+        assert store.cursor(INTEGRATION, "db", "items") == {"after": 7}
+
+        first = store.lease(INTEGRATION, "crm", "w1", lease_seconds=0.5)
+        assert [(d.record_key, d.version) for d in first] == [("1", "1"), ("2", "1")]
+        assert first[0].payload == {"id": 1, "at": "2024-05-01"}
+        assert store.lease(INTEGRATION, "crm", "w2") == []
+        assert [d.destination for d in store.lease(INTEGRATION, "erp", "w2")] == ["erp"]
+
+        time.sleep(0.6)  # w1's lease expires on the database's clock
+        second = store.lease(INTEGRATION, "crm", "w2")
+        assert [d.id for d in second] == [d.id for d in first]
+        assert store.delivered([d.id for d in first], "w1") == 0
+        assert store.dead(second[0].id, "w2", "INVALID: refused") is True
+        assert store.retry(second[1].id, "w2", "down", dt.timedelta(seconds=30)) is True
+        retried = store.delivery(second[1].id)
+        assert retried is not None and retried.attempts == 1
+        assert retried.next_attempt_at > dt.datetime.now(dt.UTC) + dt.timedelta(seconds=20)
+
+        assert store.lease(INTEGRATION, "crm", "w2") == [], "version 2 waits behind the dead letter"
+        [letter] = store.dead_letters(INTEGRATION, "crm")
+        assert (letter.id, letter.last_error, letter.attempts) == (second[0].id, "INVALID: refused", 1)
+        assert store.replay([letter.id]) == 1
+        [again] = store.lease(INTEGRATION, "crm", "w2")
+        assert again.id == letter.id and again.attempts == 0
+        assert store.delivered([again.id], "w2") == 1
+        [last] = store.lease(INTEGRATION, "crm", "w2")
+        assert last.version == "2" and last.status is DeliveryStatus.PENDING
+        assert store.delivered([last.id], "w2") == 1
+        assert store.outbox_counts(INTEGRATION)["crm"] == {
+            "pending": 1, "delivered": 2, "dead": 0, "discarded": 0}
+    finally:
+        store.close()

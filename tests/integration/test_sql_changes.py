@@ -1,0 +1,351 @@
+"""SqlConnector.changes against real PostgreSQL and SQLite databases.
+
+Changes are polled by a watermark column; the cursor carries the configuration, the position
+and the (key, watermark value) pairs already delivered. Every cursor is passed through JSON
+between calls, as the engine stores it. Tables get a unique suffix and are dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from patchbay.connectors.base import Capability
+from patchbay.connectors.sql import SqlConnector
+from patchbay.errors import SpecError
+from patchbay.model import Change, ChangeKind
+from patchbay.spec import SystemSpec
+
+T0 = dt.datetime(2024, 5, 1, 10, 0, 0)
+
+
+def at(seconds: float) -> dt.datetime:
+    return T0 + dt.timedelta(seconds=seconds)
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def db(request: pytest.FixtureRequest, tmp_path: Path, open_db: Any) -> Iterator[Any]:
+    database = open_db(request.param, request, tmp_path)
+    try:
+        yield database
+    finally:
+        database.drop_all()
+        if database.kind == "sqlite":
+            database.engine.dispose()
+
+
+@pytest.fixture
+def sql(db: Any) -> Iterator[SqlConnector]:
+    connector = SqlConnector(SystemSpec(url=db.url, name="src"))
+    yield connector
+    connector.close()
+
+
+def stamp_type(db: Any) -> str:
+    return "TIMESTAMP" if db.dialect == "postgresql" else "DATETIME"
+
+
+def items(db: Any) -> str:
+    table: str = db.create("chg", f"id INTEGER PRIMARY KEY, name VARCHAR(40), updated_at {stamp_type(db)}, "
+                            f"created_at {stamp_type(db)}")
+    return table
+
+
+def insert(db: Any, table: str, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert through the reflected column types, so SQLite stores timestamps as SQLAlchemy does."""
+    reflected = sa.Table(table, sa.MetaData(), autoload_with=db.engine)
+    with db.engine.begin() as conn:
+        conn.execute(sa.insert(reflected), list(rows))
+
+
+def touch(db: Any, table: str, key: int, when: dt.datetime, name: str) -> None:
+    reflected = sa.Table(table, sa.MetaData(), autoload_with=db.engine)
+    with db.engine.begin() as conn:
+        conn.execute(sa.update(reflected).where(reflected.c.id == key)
+                     .values(updated_at=when, name=name))
+
+
+def roundtrip(cursor: dict[str, Any]) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(json.dumps(cursor))
+    return loaded
+
+
+def poll(sql: SqlConnector, table: str, cursor: dict[str, Any], limit: int = 2000,
+         fields: Sequence[str] | None = None) -> tuple[list[Change], dict[str, Any]]:
+    changes, after = sql.changes(table, cursor, fields=fields, limit=limit)
+    return changes, roundtrip(after)
+
+
+def drain(sql: SqlConnector, table: str, cursor: dict[str, Any], limit: int
+          ) -> tuple[list[Change], dict[str, Any]]:
+    """Poll until a call returns nothing; every call must stay within `limit`."""
+    found: list[Change] = []
+    for _ in range(1000):
+        changes, cursor = poll(sql, table, cursor, limit)
+        assert len(changes) <= limit
+        if not changes:
+            return found, cursor
+        found += changes
+    raise AssertionError("changes never ran dry")
+
+
+def keys(changes: Sequence[Change]) -> list[Any]:
+    return [c.key for c in changes]
+
+
+# -- tests ----------------------------------------------------------------------------------------
+
+
+def test_sql_connector_declares_changes() -> None:
+    assert Capability.CHANGES in SqlConnector.capabilities
+
+
+def test_first_call_returns_everything_in_watermark_order(db: Any, sql: SqlConnector) -> None:
+    table = items(db)
+    insert(db, table, [
+        {"id": 1, "name": "late", "updated_at": at(3), "created_at": at(0)},
+        {"id": 2, "name": "first", "updated_at": at(1), "created_at": at(1)},
+        {"id": 3, "name": "tie-b", "updated_at": at(2), "created_at": at(0)},
+        {"id": 4, "name": "tie-a", "updated_at": at(2), "created_at": at(2)},
+        {"id": 5, "name": "never", "updated_at": None, "created_at": at(0)},
+    ])
+
+    changes, cursor = poll(sql, table, {"watermark": "updated_at", "key": "id"})
+
+    assert keys(changes) == [2, 3, 4, 1]  # by watermark, then key; a null watermark is never seen
+    assert [c.at for c in changes] == [at(1), at(2), at(2), at(3)]
+    assert all(c.kind is ChangeKind.UPDATED and c.system == "src" and c.object == table
+               for c in changes)
+    assert changes[0].record == {"id": 2, "name": "first", "updated_at": at(1), "created_at": at(1)}
+    assert cursor == {"watermark": "updated_at", "key": "id", "overlap_seconds": 0,
+                      "position": at(3).isoformat(), "seen": [[1, at(3).isoformat()]]}
+
+    again, same = poll(sql, table, cursor)
+    assert again == [] and same == cursor
+
+
+def test_key_defaults_to_primary_key_and_fields_narrow_the_record(db: Any, sql: SqlConnector) -> None:
+    table = items(db)
+    insert(db, table, [{"id": 1, "name": "a", "updated_at": at(1), "created_at": at(0)}])
+
+    changes, cursor = poll(sql, table, {"watermark": "updated_at"}, fields=["name"])
+
+    assert [c.record for c in changes] == [{"name": "a", "id": 1, "updated_at": at(1)}]
+    assert cursor["key"] == "id"
+
+
+def test_created_column_tells_created_from_updated(db: Any, sql: SqlConnector) -> None:
+    table = items(db)
+    insert(db, table, [
+        {"id": 1, "name": "new", "updated_at": at(1), "created_at": at(1)},
+        {"id": 2, "name": "edited", "updated_at": at(2), "created_at": at(0)},
+    ])
+
+    changes, cursor = poll(sql, table, {"watermark": "updated_at", "key": "id",
+                                        "created": "created_at"}, fields=["name"])
+
+    assert [(c.key, c.kind) for c in changes] == [(1, ChangeKind.CREATED), (2, ChangeKind.UPDATED)]
+    assert changes[0].record == {"name": "new", "id": 1, "updated_at": at(1)}
+    assert cursor["created"] == "created_at"
+
+
+def test_a_group_sharing_one_timestamp_splits_across_calls(db: Any, sql: SqlConnector) -> None:
+    table = items(db)
+    insert(db, table, [{"id": 1, "name": "before", "updated_at": at(1), "created_at": at(0)}])
+    insert(db, table, [{"id": i, "name": f"bulk {i}", "updated_at": at(5), "created_at": at(0)}
+                       for i in range(2, 25)])
+    insert(db, table, [{"id": 99, "name": "after", "updated_at": at(9), "created_at": at(0)}])
+
+    found, cursor = drain(sql, table, {"watermark": "updated_at", "key": "id"}, limit=5)
+
+    assert keys(found) == [1, *range(2, 25), 99]  # each exactly once, in order
+    assert cursor["position"] == at(9).isoformat()
+    assert cursor["seen"] == [[99, at(9).isoformat()]]
+
+
+def test_a_partial_page_keeps_the_rest_of_its_group(db: Any, sql: SqlConnector) -> None:
+    table = items(db)
+    insert(db, table, [{"id": i, "name": "x", "updated_at": at(5), "created_at": at(0)}
+                       for i in range(1, 8)])
+
+    first, cursor = poll(sql, table, {"watermark": "updated_at", "key": "id"}, limit=3)
+
+    assert keys(first) == [1, 2, 3]
+    assert cursor["position"] == at(5).isoformat()
+    assert cursor["seen"] == [[1, at(5).isoformat()], [2, at(5).isoformat()], [3, at(5).isoformat()]]
+    rest, cursor = poll(sql, table, cursor, limit=3)
+    assert keys(rest) == [4, 5, 6]
+    last, cursor = poll(sql, table, cursor, limit=3)
+    assert keys(last) == [7]
+    assert len(cursor["seen"]) == 7
+
+
+def test_a_row_committed_late_with_the_cursor_timestamp_is_delivered(db: Any, sql: SqlConnector) -> None:
+    table = items(db)
+    insert(db, table, [{"id": 1, "name": "a", "updated_at": at(1), "created_at": at(0)},
+                       {"id": 2, "name": "b", "updated_at": at(2), "created_at": at(0)}])
+    _, cursor = poll(sql, table, {"watermark": "updated_at", "key": "id"})
+
+    insert(db, table, [{"id": 3, "name": "late", "updated_at": at(2), "created_at": at(0)}])
+    changes, cursor = poll(sql, table, cursor)
+
+    assert keys(changes) == [3]
+    assert cursor["seen"] == [[2, at(2).isoformat()], [3, at(2).isoformat()]]
+    assert poll(sql, table, cursor)[0] == []
+
+
+def test_an_overlap_window_catches_late_commits_without_repeating(db: Any, sql: SqlConnector) -> None:
+    table = items(db)
+    insert(db, table, [{"id": 1, "name": "old", "updated_at": at(0), "created_at": at(0)},
+                       {"id": 2, "name": "in window", "updated_at": at(9.4), "created_at": at(0)},
+                       {"id": 3, "name": "in window", "updated_at": at(9.7), "created_at": at(0)},
+                       {"id": 4, "name": "top", "updated_at": at(10), "created_at": at(0)}])
+    start = {"watermark": "updated_at", "key": "id", "overlap_seconds": 1}
+    first, cursor = poll(sql, table, start)
+    assert keys(first) == [1, 2, 3, 4]
+    # Only what lies within one second of the position is remembered.
+    assert cursor["seen"] == [[2, at(9.4).isoformat()], [3, at(9.7).isoformat()],
+                              [4, at(10).isoformat()]]
+    assert cursor["overlap_seconds"] == 1
+
+    # A transaction that began before the last poll commits now, stamped before the position.
+    insert(db, table, [{"id": 5, "name": "late", "updated_at": at(9.5), "created_at": at(0)}])
+    changes, cursor = poll(sql, table, cursor)
+
+    assert keys(changes) == [5]  # and not 2, 3, 4, which are inside the window but unchanged
+    assert changes[0].at == at(9.5)
+    assert cursor["position"] == at(10).isoformat()
+    assert poll(sql, table, cursor)[0] == []
+
+    # Without the overlap window the same late commit is missed.
+    _, plain = poll(sql, table, {"watermark": "updated_at", "key": "id"})
+    insert(db, table, [{"id": 6, "name": "late", "updated_at": at(9.8), "created_at": at(0)}])
+    assert poll(sql, table, plain)[0] == []
+    assert keys(poll(sql, table, cursor)[0]) == [6]
+
+
+def test_a_row_updated_inside_the_window_is_delivered_again(db: Any, sql: SqlConnector) -> None:
+    table = items(db)
+    insert(db, table, [{"id": 1, "name": "a", "updated_at": at(9.2), "created_at": at(0)},
+                       {"id": 2, "name": "b", "updated_at": at(10), "created_at": at(0)}])
+    _, cursor = poll(sql, table, {"watermark": "updated_at", "key": "id", "overlap_seconds": 1})
+
+    touch(db, table, 1, at(9.6), "a again")  # moved, yet still before the position
+    changes, cursor = poll(sql, table, cursor)
+
+    assert [(c.key, c.record["name"], c.at) for c in changes] == [(1, "a again", at(9.6))]
+    assert poll(sql, table, cursor)[0] == []
+
+
+def test_an_updated_row_is_delivered_again(db: Any, sql: SqlConnector) -> None:
+    table = items(db)
+    insert(db, table, [{"id": 1, "name": "a", "updated_at": at(1), "created_at": at(0)},
+                       {"id": 2, "name": "b", "updated_at": at(2), "created_at": at(0)}])
+    _, cursor = poll(sql, table, {"watermark": "updated_at", "key": "id"})
+
+    touch(db, table, 1, at(30), "a, edited")
+    changes, cursor = poll(sql, table, cursor)
+
+    assert [(c.key, c.record["name"], c.at) for c in changes] == [(1, "a, edited", at(30))]
+    assert cursor["position"] == at(30).isoformat()
+    assert cursor["seen"] == [[1, at(30).isoformat()]]
+    assert poll(sql, table, cursor)[0] == []
+
+
+def test_an_increasing_id_watermark(db: Any, sql: SqlConnector) -> None:
+    table = db.create("ids", "id INTEGER PRIMARY KEY, name VARCHAR(40)")
+    insert(db, table, [{"id": i, "name": f"n{i}"} for i in range(1, 8)])
+
+    found, cursor = drain(sql, table, {"watermark": "id", "key": "id"}, limit=3)
+
+    assert keys(found) == list(range(1, 8))
+    assert all(c.at is None and c.kind is ChangeKind.UPDATED for c in found)
+    assert cursor == {"watermark": "id", "key": "id", "overlap_seconds": 0, "position": 7,
+                      "seen": [[7, 7]]}
+
+    insert(db, table, [{"id": 8, "name": "n8"}, {"id": 9, "name": "n9"}])
+    changes, cursor = poll(sql, table, cursor)
+    assert keys(changes) == [8, 9]
+    assert cursor["position"] == 9
+
+    # An id taken before 9 but committed after it is missed without an overlap, and caught
+    # with one (in ids); "created": "id" makes every new row CREATED.
+    db.execute(f"DELETE FROM {table} WHERE id = 8")  # as if its transaction were still open
+    plain = {"watermark": "id", "key": "id"}
+    _, plain = poll(sql, table, plain)
+    wide_start = {"watermark": "id", "key": "id", "overlap_seconds": 3, "created": "id"}
+    everything, wide = poll(sql, table, wide_start)
+    assert keys(everything) == [1, 2, 3, 4, 5, 6, 7, 9]
+    assert all(c.kind is ChangeKind.CREATED for c in everything)
+    assert wide["seen"] == [[6, 6], [7, 7], [9, 9]]
+    insert(db, table, [{"id": 8, "name": "n8, committed late"}, {"id": 10, "name": "n10"}])
+    assert keys(poll(sql, table, plain)[0]) == [10]
+    changes, wide = poll(sql, table, wide)
+    assert keys(changes) == [8, 10]
+    assert sorted(wide["seen"]) == [[7, 7], [8, 8], [9, 9], [10, 10]]
+    assert poll(sql, table, wide)[0] == []
+
+
+def test_a_timezone_aware_watermark_on_postgresql(request: pytest.FixtureRequest, tmp_path: Path,
+                                                  open_db: Any) -> None:
+    db = open_db("postgresql", request, tmp_path)
+    sql = SqlConnector(SystemSpec(url=db.url, name="src"))
+    try:
+        table = db.create("tz", "id INTEGER PRIMARY KEY, updated_at TIMESTAMPTZ")
+        moment = dt.datetime(2024, 5, 1, 10, tzinfo=dt.UTC)
+        insert(db, table, [{"id": 1, "updated_at": moment}, {"id": 2, "updated_at": moment}])
+
+        first, cursor = poll(sql, table, {"watermark": "updated_at", "key": "id"}, limit=1)
+        insert(db, table, [{"id": 3, "updated_at": moment - dt.timedelta(milliseconds=300)}])
+        rest, cursor = poll(sql, table, {**cursor, "overlap_seconds": 0.5})
+
+        assert keys(first) + keys(rest) == [1, 3, 2]
+        assert dt.datetime.fromisoformat(cursor["position"]) == moment
+        assert rest[-1].at == moment
+    finally:
+        sql.close()
+        db.drop_all()
+
+
+def test_sqlite_timestamps_stored_without_a_fraction(tmp_path: Path) -> None:
+    """SQLite compares timestamps as text: '10:00:00' sorts before '10:00:00.000000'."""
+    url = f"sqlite:///{tmp_path / 'plain.sqlite'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE t (id INTEGER PRIMARY KEY, updated_at DATETIME)"))
+        conn.execute(sa.text("INSERT INTO t VALUES (1, '2024-05-01 10:00:00'), "
+                             "(2, '2024-05-01 10:00:00.250000')"))
+    sql = SqlConnector(SystemSpec(url=url, name="src"))
+    try:
+        first, cursor = poll(sql, "t", {"watermark": "updated_at", "key": "id"}, limit=1)
+        assert keys(first) == [1] and cursor["position"] == "2024-05-01T10:00:00"
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO t VALUES (3, '2024-05-01 10:00:00')"))
+        rest, cursor = poll(sql, "t", cursor)
+        assert keys(rest) == [3, 2]
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO t VALUES (4, '2024-05-01 10:00:00.25')"))
+        assert keys(poll(sql, "t", cursor)[0]) == [4]
+    finally:
+        sql.close()
+        engine.dispose()
+
+
+def test_bad_cursors_are_refused(db: Any, sql: SqlConnector) -> None:
+    table = items(db)
+    with pytest.raises(SpecError, match="watermark column"):
+        sql.changes(table, None)
+    with pytest.raises(SpecError, match="did you mean 'overlap_seconds'"):
+        sql.changes(table, {"watermark": "updated_at", "overlap_second": 1})
+    with pytest.raises(SpecError, match="has no column 'updated'"):
+        sql.changes(table, {"watermark": "updated"})
+    with pytest.raises(SpecError, match="overlap_seconds"):
+        sql.changes(table, {"watermark": "name", "overlap_seconds": 1})
+    with pytest.raises(ValueError, match="limit"):
+        sql.changes(table, {"watermark": "updated_at"}, limit=0)
