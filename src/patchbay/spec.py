@@ -21,7 +21,7 @@ import datetime as dt
 import difflib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -599,11 +599,21 @@ def _resolve_system(name: str, value: Any, environ: Mapping[str, str], base: Pat
         if isinstance(value.get("url"), str):
             resolved["url"] = _anchor_relative(substitute(value["url"], ("systems", name, "url")), base)
         if isinstance(value.get("options"), dict):
-            resolved["options"] = {
-                k: substitute(v, ("systems", name, "options", k)) if isinstance(v, str) else v
-                for k, v in value["options"].items()
-            }
+            resolved["options"] = _substitute_all(value["options"], ("systems", name, "options"),
+                                                  substitute)
         return resolved
+    return value
+
+
+def _substitute_all(value: Any, loc: tuple[Any, ...],
+                    substitute: Callable[[str, tuple[Any, ...]], str]) -> Any:
+    """`${ENV}` filled in every string of an option, however deep (headers, nested maps)."""
+    if isinstance(value, str):
+        return substitute(value, loc)
+    if isinstance(value, dict):
+        return {k: _substitute_all(v, (*loc, k), substitute) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute_all(v, (*loc, i), substitute) for i, v in enumerate(value)]
     return value
 
 

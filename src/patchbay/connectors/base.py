@@ -163,6 +163,8 @@ _BUILTIN: dict[str, str] = {
     "mariadb": "patchbay.connectors.sql:SqlConnector",
     "file": "patchbay.connectors.files:FileConnector",
     "salesforce": "patchbay.connectors.salesforce:SalesforceConnector",
+    "http": "patchbay.connectors.http:HttpConnector",
+    "https": "patchbay.connectors.http:HttpConnector",
 }
 _registered: dict[str, type[Connector]] = {}
 

@@ -42,6 +42,10 @@ BROKEN = "__error__"
 """Payload field of a change the transform could not make a record of: the delivery
 fails at the destination with this reason and lands in the dead letters."""
 
+VERSION = "__version__"
+"""Payload field with the change's version. Message destinations (schemaless: brokers,
+HTTP) build their idempotency keys from it; destinations with a schema never see it."""
+
 
 def spec_of(ctx: RunContext) -> BroadcastSpec:
     if not isinstance(ctx.integration, BroadcastSpec):
@@ -116,15 +120,17 @@ class Broadcast:
                                                                   strict=True)}
             refused = {id(s.source): f"{s.code}: {s.reason}" for s in result.rejected}
             for change in changes:
-                version = _version(change)
+                version = _version(change, self.spec.source.watermark)
+                # The outbox orders deliveries by the source record's key, whatever the
+                # destination keys them by: changes of one record arrive in order.
                 if change.kind is ChangeKind.DELETED:
                     target_key = _delete_key(destination.spec, change)
-                    deliveries.append(NewDelivery(name, target_key, version, "delete",
-                                                  {key: target_key}))
+                    deliveries.append(NewDelivery(name, change.key, version, "delete",
+                                                  {key: target_key, VERSION: version}))
                 elif id(change.record) in made:
                     record = made[id(change.record)]
-                    deliveries.append(NewDelivery(name, record.get(key, change.key), version,
-                                                  "upsert", record))
+                    deliveries.append(NewDelivery(name, change.key, version, "upsert",
+                                                  {**record, VERSION: version}))
                 elif id(change.record) in refused:
                     deliveries.append(NewDelivery(name, change.key, version, "upsert",
                                                   {BROKEN: refused[id(change.record)]}))
@@ -186,9 +192,11 @@ class _Conforming(Connector):
             code, _, message = reason.partition(": ")
             outcomes[index] = Outcome(records[index].get(key), Status.REJECTED, message, code)
         rest = [i for i in range(len(records)) if i not in broken]
-        batch = [dict(records[i]) for i in rest]
+        conformer = self.conformer()
+        schemaless = not conformer.schema.fields
+        batch = [{k: v for k, v in records[i].items() if schemaless or k != VERSION} for i in rest]
         if operation is not Operation.DELETE:
-            for position, problem in self.conformer().conform_batch(batch).items():
+            for position, problem in conformer.conform_batch(batch).items():
                 outcomes[rest[position]] = Outcome(batch[position].get(key), Status.REJECTED,
                                                    problem.reason, problem.code)
         writable = [(i, r) for i, r in zip(rest, batch, strict=True) if outcomes[i] is None]
@@ -212,15 +220,19 @@ def _delete_key(destination: BroadcastDestinationSpec, change: Change) -> Any:
     return change.key
 
 
-def _version(change: Change) -> str:
-    return change.at.isoformat() if change.at is not None else ""
+def _version(change: Change, watermark: str | None) -> str:
+    """The change's version: its time, or its watermark value when that is not a time."""
+    if change.at is not None:
+        return change.at.isoformat()
+    value = change.record.get(watermark) if watermark else None
+    return "" if value is None else str(value)
 
 
 def _check_fields(destination: BroadcastDestinationSpec, schema: ObjectSchema,
                   transform: Transform) -> None:
     """Fail at start, not at delivery, when a transform writes fields the destination lacks."""
-    if transform.passes_through:
-        return
+    if transform.passes_through or not schema.fields:
+        return  # a message destination has no fields to check
     problems = [f"destination '{destination.name}': '{destination.object}' has no field "
                 f"'{name}'{suggest(name, schema.fields)}"
                 for name in transform.output_fields if name not in schema]

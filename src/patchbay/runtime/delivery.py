@@ -205,9 +205,12 @@ def _runs(leased: Sequence[Delivery]) -> list[tuple[str, list[Delivery]]]:
 
 
 def _key_record(delivery: Delivery, key: str) -> Record:
-    """The record a delete writes: the key, typed as the payload holds it if it does."""
+    """The record a delete writes: the key, typed as the payload holds it if it does, with
+    any reserved fields (`__version__`, which message destinations build ids from)."""
     payload = delivery.payload or {}
-    return {key: payload[key] if payload.get(key) is not None else delivery.record_key}
+    record: Record = {name: value for name, value in payload.items() if name.startswith("__")}
+    record[key] = payload[key] if payload.get(key) is not None else delivery.record_key
+    return record
 
 
 def _reason(outcome: Outcome) -> str:
