@@ -53,3 +53,10 @@ def test_demo_migrates_the_legacy_crm_and_sets_the_dirt_aside(tmp_path: Path) ->
     assert counts["created"] + counts["updated"] + counts["rejected"] == counts["read"] == 2000
     assert salesforce["comparison"]["differing"] == 0
     assert salesforce["usage"]["crm"]["api_calls"] > 0
+
+    # The broadcast: Closed Won opportunities reached the ERP and fulfilment, every change
+    # the audit, exactly once each.
+    assert "ERP sales orders: Deal 0 (1000), Deal 2 (3500)" in text
+    assert "fulfilment messages: 2; audit lines: 8 (one per change)" in text
+    with sqlite3.connect(tmp_path / "erp.db") as erp:
+        assert erp.execute("SELECT count(*) FROM sales_orders").fetchone() == (2,)

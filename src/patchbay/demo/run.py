@@ -29,6 +29,7 @@ from patchbay.store import Store
 
 ACCOUNTS = "Legacy CRM to CRM - Account - migration"
 SALESFORCE = "Legacy CRM to Salesforce - Account - migration"
+BROADCAST = "Salesforce to ERP, fulfilment and audit - Opportunity - broadcast"
 CONTACTS = "Legacy CRM to CRM - Contact - migration"
 SUCCESS = ("complete", "complete_with_rejects")
 
@@ -98,4 +99,48 @@ def _salesforce(directory: Path, console: Console, store: Store, reports: Path) 
         finally:
             os.environ.pop("SF_URL", None)
         render.report(console, report)
+        _broadcast(directory, console, store, reports, org)
     return str(report["verdict"])
+
+
+def _broadcast(directory: Path, console: Console, store: Store, reports: Path,
+               org: LocalOrg) -> None:
+    """Opportunities change in the org; the broadcast carries each change where it belongs."""
+    files = resources.files("patchbay.demo")
+    spec = directory / "closed-won.yaml"
+    spec.write_text(files.joinpath("closed-won.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    (directory / "broadcast").mkdir(exist_ok=True)
+    with sqlite3.connect(directory / "erp.db") as erp:
+        erp.execute("CREATE TABLE IF NOT EXISTS sales_orders (opportunity_id VARCHAR(18) PRIMARY "
+                    "KEY, title VARCHAR(120) NOT NULL, amount NUMERIC(16, 2) NOT NULL, "
+                    "account_name VARCHAR(255))")
+    console.print(Rule(f"{BROADCAST} (local org → ERP, fulfilment, audit)"))
+    session = org.org.login(org.org.config.users[0].username, org.org.config.users[0].password)
+    opportunity, account = org.org.sobject("Opportunity"), org.org.sobject("Account")
+    accounts = org.org.storage.find(account, account.fields["legacy_id__c"], "1000")
+    stages = ["Prospecting", "Qualification", "Closed Won", "Negotiation/Review", "Closed Lost"]
+    made = [org.org.create(opportunity, {
+        "Name": f"Deal {n}", "StageName": stages[n % len(stages)], "CloseDate": "2026-12-31",
+        "Amount": 1000 * (n + 1), "AccountId": accounts[0]}, session) for n in range(5)]
+    os.environ["SF_URL"] = f"salesforce+http://127.0.0.1:{org.port}"
+    try:
+        context = runner.Invocation.load(spec, BROADCAST, {}).context(store, reports)
+        first = runner.run(context)
+        console.print(f"5 opportunities created: {first['changes']} changes, "
+                      f"{first['delivered']} deliveries")
+        org.org.clock.advance(1)
+        org.org.update(opportunity, made[0], {"StageName": "Closed Won"}, session)
+        org.org.update(opportunity, made[1], {"Amount": 99000}, session)
+        org.org.update(opportunity, made[2], {"Amount": 3500}, session)
+        second = runner.run(runner.Invocation.load(spec, BROADCAST, {}).context(store, reports))
+        console.print(f"3 opportunities changed: {second['changes']} changes, "
+                      f"{second['delivered']} deliveries")
+    finally:
+        os.environ.pop("SF_URL", None)
+    render.broadcast(console, second)
+    with sqlite3.connect(directory / "erp.db") as erp:
+        orders = erp.execute("SELECT title, amount FROM sales_orders ORDER BY title").fetchall()
+    console.print("ERP sales orders: " + ", ".join(f"{t} ({a})" for t, a in orders))
+    fulfilment = (directory / "broadcast" / "fulfilment.jsonl").read_text().count("\n")
+    audit = (directory / "broadcast" / "opportunity-changes.jsonl").read_text().count("\n")
+    console.print(f"fulfilment messages: {fulfilment}; audit lines: {audit} (one per change)")
