@@ -163,6 +163,9 @@ _BUILTIN: dict[str, str] = {
     "mariadb": "patchbay.connectors.sql:SqlConnector",
     "file": "patchbay.connectors.files:FileConnector",
     "salesforce": "patchbay.connectors.salesforce:SalesforceConnector",
+    "amqp": "patchbay.connectors.rabbitmq:RabbitMqConnector",
+    "nats": "patchbay.connectors.nats:NatsConnector",
+    "redis": "patchbay.connectors.redis:RedisConnector",
     "http": "patchbay.connectors.http:HttpConnector",
     "https": "patchbay.connectors.http:HttpConnector",
 }
