@@ -177,35 +177,55 @@ def schema() -> None:
 
 @app.command()
 def serve(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = None,
-          state: StateOpt = None) -> None:
-    """Keep broadcasts going: poll their sources and deliver, until Ctrl-C."""
+          state: StateOpt = None,
+          api: Annotated[bool, typer.Option(
+              "--api/--no-api", help="Serve the HTTP API beside the broadcasts (bearer token "
+                                     "from PATCHBAY_API_TOKEN; none: loopback only).")] = True,
+          host: Annotated[str, typer.Option(help="Address the API listens on.")] = "127.0.0.1",
+          port: Annotated[int, typer.Option(help="Port the API listens on.")] = 8877) -> None:
+    """Keep broadcasts going: poll their sources and deliver, until Ctrl-C; and serve the HTTP
+    API (on-demand runs, run status, dead letters), which alone also serves a file without
+    broadcasts."""
     with _handled():
+        from patchbay.api import api_token, serve_api
         from patchbay.spec import BroadcastSpec, load
 
         path_file = load(file)
         chosen = [i for i in path_file.integrations if isinstance(i, BroadcastSpec)
                   and (integration is None or i.name == integration)]
-        if not chosen:
+        if not chosen and (not api or integration is not None):
             raise SpecError(f"{file} has no broadcast integration"
                             + (f" named '{integration}'" if integration else ""))
+        invocations = [Invocation.load(file, spec.name, _params(param)) for spec in chosen]
         store, reports = _open_store(state)
+        server = None
+        if api:
+            token = api_token()
+            server = serve_api(host, port, file, state, token=token,
+                               serving=[s.name for s in chosen], log_level="warning")
+            errors.print(f"API on {server.url} ("
+                         + ("bearer token required" if token else
+                            "no PATCHBAY_API_TOKEN: open, on loopback only") + ")", highlight=False)
         stop = threading.Event()
         threads = []
-        for spec in chosen:
-            invocation = Invocation.load(file, spec.name, _params(param))
-            ctx = invocation.context(store, reports, progress=_serve_progress(spec.name))
-            thread = threading.Thread(target=runner.serve, args=(ctx, stop), name=spec.name,
-                                      daemon=True)
+        for invocation in invocations:
+            name = invocation.integration.name
+            ctx = invocation.context(store, reports, progress=_serve_progress(name))
+            thread = threading.Thread(target=runner.serve, args=(ctx, stop), name=name, daemon=True)
             thread.start()
             threads.append(thread)
-        errors.print(f"serving {', '.join(s.name for s in chosen)}; Ctrl-C to stop")
+        errors.print(f"serving {', '.join(s.name for s in chosen) or 'the API only'}; "
+                     "Ctrl-C to stop")
         previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
         try:
-            while any(t.is_alive() for t in threads) and not stop.is_set():
+            while not stop.is_set() and (any(t.is_alive() for t in threads)
+                                         or (server is not None and server.is_alive())):
                 stop.wait(0.5)
         finally:
             stop.set()
             signal.signal(signal.SIGINT, previous)
+            if server is not None:
+                server.stop()
             for thread in threads:
                 thread.join(timeout=30)
 

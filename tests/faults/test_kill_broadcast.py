@@ -79,7 +79,7 @@ def test_killing_the_worker_twenty_times_while_changes_flow_loses_and_duplicates
     spec = write_spec(tmp_path, pg_url, table)
     kills = 0
     for _ in range(KILLS):
-        worker = subprocess.Popen([sys.executable, "-m", "patchbay.cli", "serve", str(spec)],
+        worker = subprocess.Popen([sys.executable, "-m", "patchbay.cli", "serve", str(spec), "--no-api"],
                                   cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         for _ in range(rng.randrange(300, 700)):
             item = rng.randrange(1, ROWS + 1)

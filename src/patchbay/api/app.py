@@ -1,0 +1,374 @@
+"""The Starlette application of the API; `create_app` builds it for one integration file.
+
+Routes (all but GET /health need `Authorization: Bearer <token>` when a token is set):
+
+    GET  /health                    {"ok": true}
+    GET  /integrations              names, patterns, declared parameters
+    POST /runs                      start a migration (202, its run id) or run one round
+                                    of a broadcast (200, its summary)
+    GET  /runs                      runs, newest first (?integration=&limit=)
+    GET  /runs/{run_id}             one run: status, counters, error, report when finished
+    GET  /dead-letters              dead letters, oldest first (?integration=&destination=&limit=)
+    GET  /dead-letters/{id}         one delivery, payload included
+    POST /dead-letters/replay       {"ids": [...]}: send again
+    POST /dead-letters/discard      {"ids": [...]}: give up for good
+    GET  /outbox/{integration}      deliveries per destination and status
+    GET  /openapi.json              the OpenAPI 3.1 description of all of this
+
+Answers are JSON, errors too: {"error": "...", "problems": [...]} (problems for bad input).
+No traceback is ever sent; known secrets (system passwords and secret options, the token)
+are replaced by *** in every body.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from patchbay import spec
+from patchbay.api.http import JSON, ApiError, BearerAuth, Redactor, secrets_of
+from patchbay.api.openapi import OPENAPI
+from patchbay.api.runs import Runs
+from patchbay.errors import ConnectionFailed, ParameterError, PatchbayError, RunNotResumable, SpecError
+from patchbay.runtime.runner import Invocation
+from patchbay.spec import AnyIntegration, BroadcastSpec, IntegrationFile, ParameterSpec
+from patchbay.store import RunRecord, Store
+from patchbay.store.outbox import Delivery, DeliveryStatus
+from patchbay.store.store import DEFAULT_DIRECTORY, RunStatus
+
+log = logging.getLogger("patchbay.api")
+
+MAX_LIMIT = 1000
+MAX_IDS = 10_000
+RUN_FIELDS = ("integration", "params", "full", "fresh")
+_FINISHED = (RunStatus.COMPLETE, RunStatus.COMPLETE_WITH_REJECTS, RunStatus.INCOMPLETE)
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def open_store(state: str | None) -> tuple[Store, Path]:
+    """The engine state and the reports directory, as the command line opens them."""
+    if state and "://" in state:
+        return Store.open(state), Path(DEFAULT_DIRECTORY) / "runs"
+    directory = Path(state or DEFAULT_DIRECTORY)
+    return Store.open(directory=directory), directory / "runs"
+
+
+def create_app(spec_path: Path, state: str | None, token: str | None, *,
+               serving: Iterable[str] = ()) -> Starlette:
+    """The API over the integrations of `spec_path` and the engine state `state`.
+
+    `token`: the bearer token every route but GET /health requires; None leaves the app
+    open (serve_api allows that on loopback only). `serving`: the broadcasts this process
+    already keeps going, which POST /runs then refuses to run a round of (409).
+    The file is loaded (and its `${VARS}` resolved) once, here: a SpecError says why not.
+    """
+    file = spec.load(Path(spec_path).resolve())
+    store, reports_dir = open_store(state)
+    api = _Api(file, store, reports_dir, Redactor([*secrets_of(file), *([token] if token else [])]),
+               Runs(store, reports_dir, serving))
+    app = Starlette(
+        routes=api.routes(),
+        middleware=[Middleware(BearerAuth, token=token)],
+        exception_handlers={HTTPException: api.http_error, Exception: api.internal_error},
+    )
+    app.state.runs = api.runs
+    app.state.store = store
+    return app
+
+
+def close_app(app: Starlette, timeout: float = 30.0) -> None:
+    """Stop the runs the app carries (resumable after their current batch), close its store."""
+    app.state.runs.close(timeout)
+    app.state.store.close()
+
+
+class _Api:
+    def __init__(self, file: IntegrationFile, store: Store, reports_dir: Path, redact: Redactor,
+                 runs: Runs) -> None:
+        self.file, self.store, self.reports_dir = file, store, reports_dir
+        self.redact, self.runs = redact, runs
+
+    def routes(self) -> list[Route]:
+        def route(path: str, handler: Handler, method: str) -> Route:
+            return Route(path, self._guarded(handler), methods=[method])
+
+        return [
+            route("/health", self.health, "GET"),
+            route("/openapi.json", self.openapi, "GET"),
+            route("/integrations", self.integrations, "GET"),
+            route("/runs", self.list_runs, "GET"),
+            route("/runs", self.start_run, "POST"),
+            route("/runs/{run_id}", self.show_run, "GET"),
+            route("/dead-letters", self.dead_letters, "GET"),
+            route("/dead-letters/replay", self.replay, "POST"),
+            route("/dead-letters/discard", self.discard, "POST"),
+            route("/dead-letters/{delivery_id:int}", self.dead_letter, "GET"),
+            route("/outbox/{integration:path}", self.outbox, "GET"),
+        ]
+
+    # -- answers and errors ---------------------------------------------------------------------
+
+    def json(self, content: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> JSON:
+        return JSON(content, status, self.redact, headers)
+
+    def _guarded(self, handler: Handler) -> Handler:
+        """The handler, with the errors it raises on purpose turned into JSON answers."""
+        async def guarded(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except ApiError as exc:
+                return self.json(exc.body(), exc.status)
+            except SpecError as exc:
+                return self.json({"error": exc.message, "problems": exc.problems}, 400)
+            except ConnectionFailed as exc:
+                return self.json({"error": str(exc)}, 502)
+            except PatchbayError as exc:
+                return self.json({"error": str(exc)}, 500)
+        guarded.__name__ = handler.__name__
+        return guarded
+
+    async def http_error(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        message = {404: "no such route", 405: "method not allowed"}.get(exc.status_code, exc.detail)
+        return self.json({"error": message}, exc.status_code, exc.headers)
+
+    async def internal_error(self, request: Request, exc: Exception) -> Response:
+        log.error("%s %s failed: %s", request.method, request.url.path, type(exc).__name__)
+        return self.json({"error": "internal error; the server's log has the details"}, 500)
+
+    # -- routes ---------------------------------------------------------------------------------
+
+    async def health(self, request: Request) -> Response:
+        return self.json({"ok": True})
+
+    async def openapi(self, request: Request) -> Response:
+        return self.json(OPENAPI)
+
+    async def integrations(self, request: Request) -> Response:
+        return self.json({"integrations": [self._integration(i) for i in self.file.integrations]})
+
+    def _integration(self, integration: AnyIntegration) -> dict[str, Any]:
+        described: dict[str, Any] = {
+            "name": integration.name, "pattern": integration.pattern,
+            "description": integration.description,
+            "parameters": {name: _parameter(p) for name, p in integration.parameters.items()}}
+        if isinstance(integration, BroadcastSpec):
+            described["destinations"] = [d.name for d in integration.destinations]
+            described["served"] = integration.name in self.runs.serving
+        return described
+
+    async def start_run(self, request: Request) -> Response:
+        body = await _body(request)
+        takes = "; it takes " + ", ".join(RUN_FIELDS)
+        problems = [f"unknown field '{k}'{spec.suggest(k, RUN_FIELDS) or takes}"
+                    for k in body if k not in RUN_FIELDS]
+        name, params = body.get("integration"), body.get("params", {})
+        if not isinstance(name, str) or not name:
+            problems.append("'integration' is required: the name of one of "
+                            + ", ".join(repr(i.name) for i in self.file.integrations))
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            problems.append("'params' must be an object: {\"name\": value, ...}")
+        options = {k: body.get(k, False) for k in ("full", "fresh")}
+        problems += [f"'{k}' must be true or false" for k, v in options.items()
+                     if not isinstance(v, bool)]
+        if problems:
+            raise ApiError(400, "invalid request", problems)
+        assert isinstance(name, str) and isinstance(params, dict)
+        integration = self._find(name)
+        invocation = Invocation(self.file, integration,
+                                spec.resolve_parameters(integration, _json_params(integration, params)))
+        if isinstance(integration, BroadcastSpec):
+            try:
+                summary = await run_in_threadpool(self.runs.broadcast_round, invocation)
+            except SpecError as exc:
+                raise ApiError(500, f"'{name}' cannot run: {exc.message}", exc.problems) from None
+            return self.json(summary)
+        record = await run_in_threadpool(self.runs.start_migration, invocation,
+                                         full=bool(options["full"]), fresh=bool(options["fresh"]))
+        url = f"/runs/{record.id}"
+        return self.json({"run": record.id, "integration": record.integration,
+                          "status": record.status, "url": url}, 202, {"Location": url})
+
+    def _find(self, name: str) -> AnyIntegration:
+        by_name = {i.name: i for i in self.file.integrations}
+        if name in by_name:
+            return by_name[name]
+        hint = spec.suggest(name, by_name) or "; the file declares " + ", ".join(
+            repr(n) for n in by_name)
+        message = f"no integration '{name}'"
+        raise ApiError(400, message, [message + hint])
+
+    async def list_runs(self, request: Request) -> Response:
+        integration = request.query_params.get("integration") or None
+        limit = _limit(request, 50)
+        records = await run_in_threadpool(self.store.runs, integration, limit)
+        return self.json({"runs": [_run_summary(r) for r in records]})
+
+    async def show_run(self, request: Request) -> Response:
+        run_id = request.path_params["run_id"]
+        try:
+            record = await run_in_threadpool(self.store.run, run_id)
+        except RunNotResumable:
+            raise ApiError(404, f"no run '{run_id}'") from None
+        return self.json({
+            **_run_summary(record),
+            "params": {k: v for k, v in record.params.items() if not k.startswith("__")},
+            "full": bool(record.params.get("__full__")),
+            "batches": record.batches, "heartbeat_at": record.heartbeat_at,
+            "active": self.runs.is_active(record.id),
+            "report": record.report if record.status in _FINISHED else None})
+
+    async def dead_letters(self, request: Request) -> Response:
+        query = request.query_params
+        letters = await run_in_threadpool(
+            self.store.dead_letters, query.get("integration") or None,
+            query.get("destination") or None, _limit(request, 100))
+        return self.json({"dead_letters": [_letter(d) for d in letters]})
+
+    async def dead_letter(self, request: Request) -> Response:
+        delivery_id = request.path_params["delivery_id"]
+        found = await run_in_threadpool(self.store.delivery, delivery_id)
+        if found is None:
+            raise ApiError(404, f"no delivery {delivery_id}")
+        return self.json({**_letter(found), "payload": found.payload})
+
+    async def replay(self, request: Request) -> Response:
+        ids = _ids(await _body(request))
+        count = await run_in_threadpool(self.store.replay, ids)
+        return self.json({"replayed": count, "requested": len(ids)})
+
+    async def discard(self, request: Request) -> Response:
+        ids = _ids(await _body(request))
+        count = await run_in_threadpool(self.store.discard, ids)
+        return self.json({"discarded": count, "requested": len(ids)})
+
+    async def outbox(self, request: Request) -> Response:
+        name = request.path_params["integration"]
+        counts = await run_in_threadpool(self.store.outbox_counts, name)
+        declared = {i.name: i for i in self.file.integrations}
+        if not counts:
+            if name not in declared:
+                raise ApiError(404, f"no integration '{name}'{spec.suggest(name, declared)}")
+            if not isinstance(declared[name], BroadcastSpec):
+                raise ApiError(400, f"'{name}' is a {declared[name].pattern}; only broadcasts "
+                                    "have an outbox")
+        return self.json({"integration": name, "destinations": counts})
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        data = json.loads(raw) if raw.strip() else None
+    except ValueError:
+        raise ApiError(400, "the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    return data
+
+
+def _limit(request: Request, default: int) -> int:
+    raw = request.query_params.get("limit")
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_LIMIT:
+        raise ApiError(400, "invalid query", [f"'limit' must be a whole number from 1 to "
+                                              f"{MAX_LIMIT}, not {raw!r}"])
+    return value
+
+
+def _ids(body: Mapping[str, Any]) -> list[int]:
+    problems = [f"unknown field '{k}'; it takes ids" for k in body if k != "ids"]
+    ids = body.get("ids")
+    if (not isinstance(ids, list) or not ids
+            or any(isinstance(i, bool) or not isinstance(i, int) for i in ids)):
+        problems.append("'ids' must be a non-empty list of delivery ids (whole numbers)")
+    elif len(ids) > MAX_IDS:
+        problems.append(f"at most {MAX_IDS} ids at once, not {len(ids)}")
+    if problems:
+        raise ApiError(400, "invalid request", problems)
+    assert isinstance(ids, list)
+    return list(dict.fromkeys(ids))
+
+
+_NATIVE: dict[str, tuple[type, ...]] = {
+    "string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,),
+    "list": (list, str)}
+
+
+def _json_params(integration: AnyIntegration, given: Mapping[str, Any]) -> dict[str, Any]:
+    """JSON values as resolve_parameters takes them: a value of its parameter's JSON type
+    as is, any other scalar as text, for the parameter's own parsing (and its message)."""
+    converted: dict[str, Any] = {}
+    problems = []
+    for name, value in given.items():
+        declared = integration.parameters.get(name)
+        if declared is None or value is None:
+            converted[name] = value
+        elif isinstance(value, (dict, list)) and declared.type != "list":
+            problems.append(f"parameter '{name}': expected a {declared.type}, not a JSON "
+                            f"{'object' if isinstance(value, dict) else 'array'}")
+        elif isinstance(value, dict):
+            problems.append(f"parameter '{name}': expected a list, not a JSON object")
+        elif isinstance(value, _NATIVE.get(declared.type, ())) and not (
+                isinstance(value, bool) and declared.type in ("integer", "number")):
+            converted[name] = value
+        elif isinstance(value, bool):
+            converted[name] = "true" if value else "false"
+        else:
+            converted[name] = str(value)
+    if problems:
+        raise ParameterError(f"cannot start '{integration.name}'", problems)
+    return converted
+
+
+def _parameter(declared: ParameterSpec) -> dict[str, Any]:
+    return {"type": declared.type, "required": declared.is_required,
+            "default": _plain(declared.default), "description": declared.description,
+            "choices": None if declared.choices is None else [_plain(c) for c in declared.choices]}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+def _run_summary(record: RunRecord) -> dict[str, Any]:
+    return {"run": record.id, "integration": record.integration, "pattern": record.pattern,
+            "status": record.status, "counters": record.counters,
+            "started_at": record.started_at, "finished_at": record.finished_at,
+            "error": record.error, "url": f"/runs/{record.id}"}
+
+
+def _letter(delivery: Delivery) -> dict[str, Any]:
+    return {"id": delivery.id, "integration": delivery.integration,
+            "destination": delivery.destination, "record_key": delivery.record_key,
+            "version": delivery.version, "operation": delivery.operation,
+            "status": DeliveryStatus(delivery.status).value, "attempts": delivery.attempts,
+            "last_error": delivery.last_error, "created_at": delivery.created_at,
+            "next_attempt_at": delivery.next_attempt_at, "delivered_at": delivery.delivered_at}

@@ -1,0 +1,141 @@
+"""JSON responses and errors of the API, with secrets taken out of every body it sends."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import json
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from starlette.datastructures import Headers
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from patchbay.spec import IntegrationFile
+
+
+class ApiError(Exception):
+    """An answer other than success: its HTTP status, message and, for bad input, problems."""
+
+    def __init__(self, status: int, message: str, problems: list[str] | None = None,
+                 **extra: Any) -> None:
+        super().__init__(message)
+        self.status, self.message, self.problems, self.extra = status, message, problems, extra
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.message}
+        if self.problems is not None:
+            body["problems"] = self.problems
+        body.update(self.extra)
+        return body
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    return str(value)
+
+
+class Redactor:
+    """Replaces known secrets (system passwords and secret options, the API token) in
+    response bodies. Values shorter than 4 characters are not searched for: replacing them
+    everywhere would garble the bodies more than it would protect."""
+
+    MIN_LENGTH = 4
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        found = {s for s in secrets if len(s) >= self.MIN_LENGTH}
+        # as they appear inside a JSON string, longest first (a secret may contain another)
+        self._escaped = sorted({json.dumps(s)[1:-1] for s in found}, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self._escaped:
+            text = text.replace(secret, "***")
+        return text
+
+
+_SECRET_NAME = re.compile(r"pass|secret|token|credential|authori[sz]ation|private|api[_-]?key", re.I)
+
+
+def secrets_of(file: IntegrationFile) -> list[str]:
+    """The secrets an integration file resolved: URL passwords, and the values of options and
+    URL query arguments whose names say they are secret."""
+    found: list[str] = []
+
+    def walk(value: Any, secret: bool) -> None:
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                walk(item, secret or bool(_SECRET_NAME.search(str(key))))
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                walk(item, secret)
+        elif secret and value is not None and not isinstance(value, bool):
+            found.append(str(value))
+
+    for system in file.systems.values():
+        try:
+            parts = urlsplit(system.url)
+            password = parts.password
+        except ValueError:
+            parts, password = None, None
+        if password:
+            found += [password, unquote(password)]
+        if parts is not None:
+            walk({k: v for k, v in parse_qsl(parts.query)}, False)
+        walk(system.options, False)
+    return found
+
+
+class JSON(Response):
+    """A JSON response whose body went through the app's Redactor."""
+
+    media_type = "application/json"
+
+    def __init__(self, content: Any, status_code: int = 200, redact: Redactor | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
+        self._redact = redact or Redactor()
+        super().__init__(content, status_code, headers)
+
+    def render(self, content: Any) -> bytes:
+        text = json.dumps(content, default=_plain, ensure_ascii=False, separators=(",", ":"))
+        return self._redact(text).encode("utf-8")
+
+
+class BearerAuth:
+    """Every request needs `Authorization: Bearer <token>`, except the public routes.
+
+    The token is compared in constant time (hmac.compare_digest), as bytes. With no token
+    configured every request passes: the server refuses to start that way unless it listens
+    on loopback only (see patchbay.api.server)."""
+
+    PUBLIC = frozenset({("GET", "/health"), ("HEAD", "/health")})
+
+    def __init__(self, app: ASGIApp, token: str | None) -> None:
+        self.app = app
+        self._token = token.encode("utf-8") if token else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] != "http" or self._token is None
+                or (scope["method"], scope["path"]) in self.PUBLIC):
+            await self.app(scope, receive, send)
+            return
+        if not self._allowed(Headers(scope=scope)):
+            response = JSON({"error": "authentication required: send 'Authorization: Bearer "
+                                      "<token>' (the server's PATCHBAY_API_TOKEN)"},
+                            401, headers={"WWW-Authenticate": 'Bearer realm="patchbay"'})
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _allowed(self, headers: Headers) -> bool:
+        assert self._token is not None
+        for name, value in headers.raw:
+            if name == b"authorization":
+                scheme, _, credentials = value.strip().partition(b" ")
+                if scheme.lower() == b"bearer":
+                    return hmac.compare_digest(credentials.strip(), self._token)
+                return False
+        return False

@@ -1,0 +1,292 @@
+"""The OpenAPI 3.1 description of the API, written by hand (GET /openapi.json serves it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(_ref("Error"), description)
+
+
+_UNAUTHORIZED = {"401": {"$ref": "#/components/responses/Unauthorized"}}
+_BAD_REQUEST = {"400": _error("Bad input; `problems` lists every problem found.")}
+
+
+def _nullable(kind: str | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(kind, str):
+        return {"type": [kind, "null"]}
+    return {"anyOf": [kind, {"type": "null"}]}
+
+
+def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": schema}
+
+
+def _limit(default: int) -> dict[str, Any]:
+    return _query("limit", "How many at most.",
+                  {"type": "integer", "minimum": 1, "maximum": 1000, "default": default})
+
+
+_IDS_BODY = {"required": True, "content": {"application/json": {"schema": _ref("Ids")}}}
+
+_TIME = {"type": "string", "format": "date-time"}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object", "required": ["error"],
+        "properties": {
+            "error": {"type": "string", "description": "What went wrong, in a sentence."},
+            "problems": {"type": "array", "items": {"type": "string"},
+                         "description": "Every problem of bad input (400), each on its own."},
+            "run": {"type": "string", "description": "409: the run already going."},
+            "url": {"type": "string", "description": "409: where to follow that run."}},
+    },
+    "Health": {"type": "object", "required": ["ok"], "properties": {"ok": {"const": True}}},
+    "Parameter": {
+        "type": "object", "required": ["type", "required"],
+        "properties": {
+            "type": {"enum": ["string", "integer", "number", "boolean", "date", "datetime", "list"]},
+            "required": {"type": "boolean"},
+            "default": {"description": "Used when the parameter is not given."},
+            "description": _nullable("string"),
+            "choices": _nullable({"type": "array"})},
+    },
+    "Integration": {
+        "type": "object", "required": ["name", "pattern", "parameters"],
+        "properties": {
+            "name": {"type": "string"},
+            "pattern": {"enum": ["migration", "broadcast"]},
+            "description": _nullable("string"),
+            "parameters": {"type": "object", "additionalProperties": _ref("Parameter")},
+            "destinations": {"type": "array", "items": {"type": "string"},
+                             "description": "Broadcasts: the names of their destinations."},
+            "served": {"type": "boolean",
+                       "description": "Broadcasts: whether this server keeps it going."}},
+    },
+    "Integrations": {
+        "type": "object", "required": ["integrations"],
+        "properties": {"integrations": {"type": "array", "items": _ref("Integration")}},
+    },
+    "StartRun": {
+        "type": "object", "required": ["integration"], "additionalProperties": False,
+        "properties": {
+            "integration": {"type": "string", "description": "The integration's name."},
+            "params": {"type": "object", "description": "Run parameters by name; a value of "
+                       "the parameter's JSON type, or text the parameter parses "
+                       "(dates as ISO 8601, lists also as comma-separated text)."},
+            "full": {"type": "boolean", "default": False,
+                     "description": "Migrations: ignore the incremental watermark."},
+            "fresh": {"type": "boolean", "default": False,
+                      "description": "Migrations: start a new run even if an unfinished one "
+                                     "with these parameters could be resumed."}},
+    },
+    "RunStarted": {
+        "type": "object", "required": ["run", "integration", "status", "url"],
+        "properties": {"run": {"type": "string"}, "integration": {"type": "string"},
+                       "status": {"const": "running"}, "url": {"type": "string"}},
+    },
+    "BroadcastSummary": {
+        "type": "object", "required": ["integration", "pattern", "changes", "delivered", "retried",
+                                       "dead", "outbox"],
+        "properties": {
+            "integration": {"type": "string"}, "pattern": {"const": "broadcast"},
+            "changes": {"type": "integer", "description": "Changes polled from the source."},
+            "delivered": {"type": "integer"}, "retried": {"type": "integer"},
+            "dead": {"type": "integer", "description": "Deliveries that became dead letters."},
+            "outbox": _ref("OutboxCounts")},
+    },
+    "RunStatus": {"enum": ["running", "interrupted", "failed", "complete",
+                           "complete_with_rejects", "incomplete"]},
+    "RunSummary": {
+        "type": "object",
+        "required": ["run", "integration", "pattern", "status", "counters", "started_at", "url"],
+        "properties": {
+            "run": {"type": "string"}, "integration": {"type": "string"},
+            "pattern": {"type": "string"}, "status": _ref("RunStatus"),
+            "counters": {"type": "object", "additionalProperties": {"type": "integer"},
+                         "description": "read, created, updated, unchanged, rejected, ..."},
+            "started_at": _TIME, "finished_at": _nullable(_TIME),
+            "error": _nullable("string"), "url": {"type": "string"}},
+    },
+    "Runs": {
+        "type": "object", "required": ["runs"],
+        "properties": {"runs": {"type": "array", "items": _ref("RunSummary")}},
+    },
+    "Run": {
+        "allOf": [_ref("RunSummary"), {
+            "type": "object",
+            "required": ["params", "full", "batches", "active", "report"],
+            "properties": {
+                "params": {"type": "object"}, "full": {"type": "boolean"},
+                "batches": {"type": "integer"}, "heartbeat_at": _nullable(_TIME),
+                "active": {"type": "boolean",
+                           "description": "Whether this server is carrying the run now."},
+                "report": _nullable({"type": "object", "description": "The run's report (verdict, "
+                                     "counts, comparison with the destination); once finished."})}}],
+    },
+    "DeadLetter": {
+        "type": "object",
+        "required": ["id", "integration", "destination", "record_key", "operation", "status",
+                     "attempts", "created_at"],
+        "properties": {
+            "id": {"type": "integer"}, "integration": {"type": "string"},
+            "destination": {"type": "string"}, "record_key": {"type": "string"},
+            "version": _nullable("string"), "operation": {"enum": ["upsert", "delete"]},
+            "status": {"enum": ["pending", "delivered", "dead", "discarded"]},
+            "attempts": {"type": "integer"}, "last_error": _nullable("string"),
+            "created_at": _TIME, "next_attempt_at": _nullable(_TIME),
+            "delivered_at": _nullable(_TIME)},
+    },
+    "DeadLetters": {
+        "type": "object", "required": ["dead_letters"],
+        "properties": {"dead_letters": {"type": "array", "items": _ref("DeadLetter")}},
+    },
+    "Delivery": {
+        "allOf": [_ref("DeadLetter"), {
+            "type": "object", "required": ["payload"],
+            "properties": {"payload": _nullable({"type": "object",
+                                                 "description": "The record to write."})}}],
+    },
+    "Ids": {
+        "type": "object", "required": ["ids"], "additionalProperties": False,
+        "properties": {"ids": {"type": "array", "minItems": 1, "maxItems": 10000,
+                               "items": {"type": "integer"}}},
+    },
+    "Replayed": {
+        "type": "object", "required": ["replayed", "requested"],
+        "properties": {"replayed": {"type": "integer", "description": "How many were dead letters "
+                                    "and are pending again."},
+                       "requested": {"type": "integer"}},
+    },
+    "Discarded": {
+        "type": "object", "required": ["discarded", "requested"],
+        "properties": {"discarded": {"type": "integer", "description": "How many were dead "
+                                     "letters and are given up on."},
+                       "requested": {"type": "integer"}},
+    },
+    "OutboxCounts": {
+        "type": "object", "description": "Per destination, deliveries per status.",
+        "additionalProperties": {
+            "type": "object", "properties": {s: {"type": "integer"} for s in
+                                             ("pending", "delivered", "dead", "discarded")}},
+    },
+    "Outbox": {
+        "type": "object", "required": ["integration", "destinations"],
+        "properties": {"integration": {"type": "string"}, "destinations": _ref("OutboxCounts")},
+    },
+}
+
+PATHS: dict[str, Any] = {
+    "/health": {"get": {
+        "summary": "Whether the server answers", "operationId": "health", "security": [],
+        "responses": {"200": _json(_ref("Health"), "The server is up.")}}},
+    "/openapi.json": {"get": {
+        "summary": "This document", "operationId": "openapi",
+        "responses": {"200": _json({"type": "object"}, "The OpenAPI document."), **_UNAUTHORIZED}}},
+    "/integrations": {"get": {
+        "summary": "The integrations of the served file", "operationId": "listIntegrations",
+        "responses": {"200": _json(_ref("Integrations"), "Names, patterns, parameters."),
+                      **_UNAUTHORIZED}}},
+    "/runs": {
+        "get": {
+            "summary": "Runs, newest first", "operationId": "listRuns",
+            "parameters": [_query("integration", "Only runs of this integration.",
+                                  {"type": "string"}), _limit(50)],
+            "responses": {"200": _json(_ref("Runs"), "The runs."), **_BAD_REQUEST,
+                          **_UNAUTHORIZED}},
+        "post": {
+            "summary": "Start a migration, or run one round of a broadcast",
+            "description": "A migration is recorded and started (or its unfinished run with "
+                           "the same parameters resumed, unless `fresh`) and carried on in the "
+                           "background: 202 with the run's id; follow it at GET /runs/{run_id}. "
+                           "A broadcast polls everything new and delivers everything due, then "
+                           "answers 200 with the summary.",
+            "operationId": "startRun",
+            "requestBody": {"required": True,
+                            "content": {"application/json": {"schema": _ref("StartRun")}}},
+            "responses": {
+                "200": _json(_ref("BroadcastSummary"), "The broadcast round, done."),
+                "202": {**_json(_ref("RunStarted"), "The migration started."),
+                        "headers": {"Location": {"schema": {"type": "string"},
+                                                 "description": "The run's URL."}}},
+                **_BAD_REQUEST, **_UNAUTHORIZED,
+                "409": _error("A run of this integration with these parameters is going."),
+                "500": _error("The integration cannot run (its file does not fit its systems)."),
+                "502": _error("A system of the broadcast could not be reached."),
+                "503": _error("The server is shutting down.")}},
+    },
+    "/runs/{run_id}": {"get": {
+        "summary": "One run: status, counters, error; its report once finished",
+        "operationId": "getRun",
+        "parameters": [{"name": "run_id", "in": "path", "required": True,
+                        "schema": {"type": "string"}}],
+        "responses": {"200": _json(_ref("Run"), "The run."), **_UNAUTHORIZED,
+                      "404": _error("No such run.")}}},
+    "/dead-letters": {"get": {
+        "summary": "Dead letters, oldest first", "operationId": "listDeadLetters",
+        "parameters": [_query("integration", "Only this integration's.", {"type": "string"}),
+                       _query("destination", "Only this destination's.", {"type": "string"}),
+                       _limit(100)],
+        "responses": {"200": _json(_ref("DeadLetters"), "The dead letters (without payloads)."),
+                      **_BAD_REQUEST, **_UNAUTHORIZED}}},
+    "/dead-letters/{delivery_id}": {"get": {
+        "summary": "One delivery, payload included", "operationId": "getDeadLetter",
+        "parameters": [{"name": "delivery_id", "in": "path", "required": True,
+                        "schema": {"type": "integer"}}],
+        "responses": {"200": _json(_ref("Delivery"), "The delivery, whatever its status."),
+                      **_UNAUTHORIZED, "404": _error("No such delivery.")}}},
+    "/dead-letters/replay": {"post": {
+        "summary": "Send dead letters again", "operationId": "replayDeadLetters",
+        "description": "They become pending, attempts reset; the next delivery round (the "
+                       "server's broadcast loop, or POST /runs) delivers them first.",
+        "requestBody": _IDS_BODY,
+        "responses": {"200": _json(_ref("Replayed"), "How many were replayed."),
+                      **_BAD_REQUEST, **_UNAUTHORIZED}}},
+    "/dead-letters/discard": {"post": {
+        "summary": "Give up on dead letters for good", "operationId": "discardDeadLetters",
+        "description": "Final; unblocks later changes of the same records.",
+        "requestBody": _IDS_BODY,
+        "responses": {"200": _json(_ref("Discarded"), "How many were discarded."),
+                      **_BAD_REQUEST, **_UNAUTHORIZED}}},
+    "/outbox/{integration}": {"get": {
+        "summary": "A broadcast's deliveries per destination and status",
+        "operationId": "getOutbox",
+        "parameters": [{"name": "integration", "in": "path", "required": True,
+                        "schema": {"type": "string"}}],
+        "responses": {"200": _json(_ref("Outbox"), "The counts."),
+                      "400": _error("The integration is not a broadcast."), **_UNAUTHORIZED,
+                      "404": _error("No such integration.")}}},
+}
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "patchbay",
+        "version": "1",
+        "description": "Run the integrations of one file on demand, follow their runs, and "
+                       "handle broadcast dead letters. Every route but GET /health needs "
+                       "`Authorization: Bearer <token>`, the server's PATCHBAY_API_TOKEN. "
+                       "Errors are JSON: {\"error\": ..., \"problems\": [...]}.",
+    },
+    "security": [{"bearer": []}],
+    "paths": PATHS,
+    "components": {
+        "securitySchemes": {"bearer": {
+            "type": "http", "scheme": "bearer",
+            "description": "The token the server was started with (PATCHBAY_API_TOKEN)."}},
+        "responses": {"Unauthorized": {
+            **_error("No token, or the wrong one."),
+            "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}}}},
+        "schemas": SCHEMAS,
+    },
+}

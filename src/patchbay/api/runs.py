@@ -1,0 +1,171 @@
+"""Runs started through the API, each in a thread of its own.
+
+A migration is started the way `runner.run` starts it: `Migration(ctx).start()` creates (or
+claims, to resume) the run's record in the store, in the request, so the answer carries the
+run id at once; `Migration.run(record)` then carries it to its end in a background thread,
+and `GET /runs/{id}` reads its progress from the store, where the migration checkpoints.
+A broadcast is not recorded as a run: one round (poll everything new, deliver everything
+due) runs in the request and its summary is the answer.
+
+Every run gets its own RunContext (its own connectors and stop event). Two runs of the same
+migration with the same parameters, or two rounds of the same broadcast, never overlap
+here: the second is refused (409). Runs of other processes are covered by the store: a
+migration whose unfinished run with these parameters still has a live owner cannot start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from patchbay.api.http import ApiError
+from patchbay.errors import RunNotResumable
+from patchbay.patterns.context import RunContext
+from patchbay.patterns.migration import Migration
+from patchbay.runtime import runner
+from patchbay.runtime.runner import Invocation
+from patchbay.spec import BroadcastSpec
+from patchbay.store import RunRecord, Store
+from patchbay.store.store import RunStatus, jsonable
+
+log = logging.getLogger("patchbay.api")
+
+
+@dataclass
+class _Active:
+    ctx: RunContext
+    run_id: str | None = None
+    thread: threading.Thread | None = None
+
+
+class Runs:
+    """The runs this API process carries."""
+
+    def __init__(self, store: Store, reports_dir: Path, serving: Iterable[str] = ()) -> None:
+        self.store, self.reports_dir = store, reports_dir
+        self.serving = frozenset(serving)
+        """Broadcasts this process already keeps going (`patchbay serve`'s loops)."""
+        self._lock = threading.Lock()
+        self._active: dict[tuple[str, str], _Active] = {}
+        self._closed = False
+
+    def is_active(self, run_id: str) -> bool:
+        with self._lock:
+            return any(a.run_id == run_id for a in self._active.values())
+
+    # -- migrations -----------------------------------------------------------------------------
+
+    def start_migration(self, invocation: Invocation, *, full: bool = False,
+                        fresh: bool = False) -> RunRecord:
+        """Record the run (or claim the unfinished one with these parameters, to resume it)
+        and carry it on in a background thread; return its record."""
+        ctx = invocation.context(self.store, self.reports_dir)
+        key = (invocation.integration.name, _canonical(invocation.params))
+        started = False
+        try:
+            active = self._reserve(key, ctx)
+            try:
+                migration = Migration(ctx)
+                try:
+                    record = migration.start(fresh=fresh, full=full)
+                except RunNotResumable as exc:
+                    raise ApiError(409, str(exc)) from None
+                thread = threading.Thread(target=self._carry, args=(key, migration, record, ctx),
+                                          name=f"patchbay-api-run-{record.id}", daemon=True)
+                with self._lock:
+                    active.run_id, active.thread = record.id, thread
+                thread.start()
+                started = True
+                return record
+            finally:
+                if not started:
+                    self._release(key)
+        finally:
+            if not started:
+                ctx.systems.close()
+
+    def _carry(self, key: tuple[str, str], migration: Migration, record: RunRecord,
+               ctx: RunContext) -> None:
+        try:
+            report = migration.run(record)
+            log.info("run %s of '%s': %s", record.id, record.integration,
+                     report.get("verdict") or report.get("status"))
+        except BaseException as exc:
+            log.warning("run %s of '%s' failed: %s", record.id, record.integration,
+                        type(exc).__name__)
+            self._mark_failed(record.id, exc)
+        finally:
+            ctx.systems.close()
+            self._release(key)
+
+    def _mark_failed(self, run_id: str, exc: BaseException) -> None:
+        """A run that stopped on an error the migration did not record stays resumable."""
+        try:
+            if self.store.run(run_id).status == RunStatus.RUNNING:
+                self.store.finish(run_id, RunStatus.FAILED, error=str(exc) or type(exc).__name__)
+        except Exception:  # the store itself is failing; the record stays as it was
+            log.warning("run %s: could not record its failure", run_id)
+
+    # -- broadcasts -----------------------------------------------------------------------------
+
+    def broadcast_round(self, invocation: Invocation) -> dict[str, Any]:
+        """One round of a broadcast, in this thread: its summary."""
+        name = invocation.integration.name
+        assert isinstance(invocation.integration, BroadcastSpec)
+        if name in self.serving:
+            raise ApiError(409, f"'{name}' is kept going by this server already: its changes "
+                                "are polled and delivered continuously")
+        ctx = invocation.context(self.store, self.reports_dir)
+        key = (name, "")
+        try:
+            self._reserve(key, ctx)
+        except BaseException:
+            ctx.systems.close()
+            raise
+        try:
+            return runner.run(ctx)  # closes the connectors
+        finally:
+            self._release(key)
+
+    # -- bookkeeping ----------------------------------------------------------------------------
+
+    def _reserve(self, key: tuple[str, str], ctx: RunContext) -> _Active:
+        with self._lock:
+            if self._closed:
+                raise ApiError(503, "the server is shutting down")
+            found = self._active.get(key)
+            if found is not None:
+                extra: dict[str, Any] = {}
+                if found.run_id is not None:
+                    extra = {"run": found.run_id, "url": f"/runs/{found.run_id}"}
+                raise ApiError(409, f"'{key[0]}' is already running"
+                                    + (" with these parameters" if key[1] else ""), **extra)
+            active = self._active[key] = _Active(ctx)
+            return active
+
+    def _release(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._active.pop(key, None)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Start nothing more; ask the running migrations to stop after their current batch
+        (they stay resumable) and wait for them up to `timeout` seconds."""
+        with self._lock:
+            self._closed = True
+            active = list(self._active.values())
+        for item in active:
+            item.ctx.stop.set()
+        deadline = time.monotonic() + timeout
+        for item in active:
+            if item.thread is not None and item.thread is not threading.current_thread():
+                item.thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def _canonical(params: Any) -> str:
+    return json.dumps(jsonable(params), sort_keys=True)
