@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,10 +140,15 @@ class Broadcast:
     # -- delivering -----------------------------------------------------------------------------
 
     def deliver(self) -> DeliveryStats:
-        """Deliver what is due, destination by destination, until nothing due is left."""
-        stats = DeliveryStats()
-        for name in self.destinations:
-            stats = stats + self.deliverer.drain(name, self.spec.options.batch_size)
+        """Deliver what is due until nothing due is left, every destination in a thread of
+        its own: a slow destination (waiting on its network) holds up no other."""
+        names = list(self.destinations)
+        with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="deliver") as pool:
+            drained = pool.map(lambda name: self.deliverer.drain(name, self.spec.options.batch_size),
+                               names)
+            stats = DeliveryStats()
+            for result in drained:
+                stats = stats + result
         return stats
 
     def run_once(self) -> dict[str, Any]:
