@@ -35,7 +35,8 @@ def build_source(path: Path) -> None:
     db.close()
 
 
-def write_spec(directory: Path, destination_url: str, table: str) -> Path:
+def write_spec(directory: Path, destination_url: str, table: str,
+               options: str = f"batch_size: {BATCH}") -> Path:
     spec = directory / "people.yaml"
     spec.write_text(f"""
 systems:
@@ -54,7 +55,7 @@ integrations:
         joined: {{from: joined, type: datetime}}
         active: {{from: active, type: boolean}}
     destination: {{system: target, object: {table}, operation: upsert, key: person_id}}
-    options: {{batch_size: {BATCH}}}
+    options: {{{options}}}
 """)
     return spec
 

@@ -15,7 +15,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.faults.test_kill_migration import ROWS, batches_done, build_source, expected_rows
+from tests.faults.test_kill_migration import (
+    ROWS,
+    batches_done,
+    build_source,
+    expected_rows,
+    write_spec,
+)
 
 CLUSTER_VERSION = sorted(os.listdir("/etc/postgresql"))[0] if os.path.isdir("/etc/postgresql") \
     else None
@@ -56,26 +62,8 @@ def table(pg_url: str) -> Iterator[str]:
 def test_a_postgres_restart_mid_run_loses_and_duplicates_nothing(
         tmp_path: Path, pg_url: str, table: str) -> None:
     build_source(tmp_path / "source.db")
-    spec = tmp_path / "people.yaml"
-    spec.write_text(f"""
-systems:
-  legacy: sqlite:///source.db
-  target: {pg_url}
-integrations:
-  - name: people through a restart
-    pattern: migration
-    source: {{system: legacy, object: people, key: id}}
-    transform:
-      fields:
-        person_id: id
-        name: name
-        city: {{from: city, map: {{Osaka: 大阪}}}}
-        score: score
-        joined: {{from: joined, type: datetime}}
-        active: {{from: active, type: boolean}}
-    destination: {{system: target, object: {table}, operation: upsert, key: person_id}}
-    options: {{batch_size: 2000, write_attempts: 12, retry_backoff_seconds: 0.5}}
-""")
+    spec = write_spec(tmp_path, pg_url, table,
+                      "batch_size: 2000, write_attempts: 12, retry_backoff_seconds: 0.5")
     process = subprocess.Popen([sys.executable, "-m", "patchbay.cli", "run", str(spec), "--json"],
                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
