@@ -363,10 +363,22 @@ class MigrationSpec(_Integration):
                 (self.destination.system, ("destination", "system")), *super().systems_used()]
 
 
+class WebhookSpec(_Model):
+    """Changes pushed to `POST /hooks/<integration>` of `patchbay serve`, signed with HMAC."""
+
+    secret_env: str = Field(description="Environment variable holding the shared secret.")
+    sources: list[str] | None = Field(
+        default=None, description="Accepted values of the X-Patchbay-Source header (any if unset).")
+    max_age_seconds: int = Field(default=300, ge=1,
+                                 description="Older (or future) signatures are refused.")
+
+
 class TriggerSpec(_Model):
     """How changes are noticed."""
 
     poll_seconds: float = Field(default=5.0, gt=0, description="Poll the source this often.")
+    webhook: WebhookSpec | None = Field(
+        default=None, description="Also accept changes pushed by the source (signed webhooks).")
     overlap_seconds: float = Field(
         default=0.0, ge=0, description="Re-read this far behind the last change seen, for "
                                        "transactions that commit late with an earlier time.")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -42,9 +43,10 @@ from patchbay import spec
 from patchbay.api.http import JSON, ApiError, BearerAuth, Redactor, secrets_of
 from patchbay.api.openapi import OPENAPI
 from patchbay.api.runs import Runs
+from patchbay.connectors.http import verify_signature
 from patchbay.errors import ConnectionFailed, ParameterError, PatchbayError, RunNotResumable, SpecError
 from patchbay.runtime.runner import Invocation
-from patchbay.spec import AnyIntegration, BroadcastSpec, IntegrationFile, ParameterSpec
+from patchbay.spec import AnyIntegration, BroadcastSpec, IntegrationFile, ParameterSpec, WebhookSpec
 from patchbay.store import RunRecord, Store
 from patchbay.store.outbox import Delivery, DeliveryStatus
 from patchbay.store.store import DEFAULT_DIRECTORY, RunStatus
@@ -118,6 +120,7 @@ class _Api:
             route("/dead-letters/discard", self.discard, "POST"),
             route("/dead-letters/{delivery_id:int}", self.dead_letter, "GET"),
             route("/outbox/{integration:path}", self.outbox, "GET"),
+            route("/hooks/{integration:path}", self.push, "POST"),
         ]
 
     # -- answers and errors ---------------------------------------------------------------------
@@ -258,6 +261,23 @@ class _Api:
         count = await run_in_threadpool(self.store.discard, ids)
         return self.json({"discarded": count, "requested": len(ids)})
 
+    async def push(self, request: Request) -> Response:
+        """Changes a broadcast's source pushes: verified, then durably queued."""
+        name = request.path_params["integration"]
+        integration = next((i for i in self.file.integrations if i.name == name), None)
+        if not isinstance(integration, BroadcastSpec) or integration.trigger.webhook is None:
+            raise ApiError(404, f"no broadcast '{name}' takes webhooks")
+        body, received_at = await _signed_body(request, integration.trigger.webhook)
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            raise ApiError(400, "the webhook's body is not JSON") from None
+        if not isinstance(payload, dict):
+            raise ApiError(400, "the webhook's body must be an object")
+        accepted = await run_in_threadpool(self.runs.push, Invocation(self.file, integration, {}),
+                                           payload, received_at)
+        return self.json({"accepted": accepted}, 202)
+
     async def outbox(self, request: Request) -> Response:
         name = request.path_params["integration"]
         counts = await run_in_threadpool(self.store.outbox_counts, name)
@@ -272,6 +292,24 @@ class _Api:
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
+
+async def _signed_body(request: Request, webhook: WebhookSpec) -> tuple[bytes, str]:
+    """The raw body of a webhook whose signature, age and source check out, and its time."""
+    secret = os.environ.get(webhook.secret_env)
+    if not secret:
+        raise ApiError(500, f"the webhook's secret is not set (environment variable "
+                            f"{webhook.secret_env})")
+    body = await request.body()
+    timestamp = request.headers.get("x-patchbay-timestamp", "")
+    signature = request.headers.get("x-patchbay-signature", "")
+    if not verify_signature(secret, timestamp, body, signature,
+                            max_age_seconds=webhook.max_age_seconds):
+        raise ApiError(401, "the webhook's signature is missing, wrong or too old")
+    if webhook.sources is not None and \
+            request.headers.get("x-patchbay-source") not in webhook.sources:
+        raise ApiError(403, "the webhook's source is not one this integration accepts")
+    return body, dt.datetime.fromtimestamp(int(timestamp), dt.UTC).isoformat()
 
 
 async def _body(request: Request) -> dict[str, Any]:

@@ -266,6 +266,31 @@ PATHS: dict[str, Any] = {
         "responses": {"200": _json(_ref("Outbox"), "The counts."),
                       "400": _error("The integration is not a broadcast."), **_UNAUTHORIZED,
                       "404": _error("No such integration.")}}},
+    "/hooks/{integration}": {"post": {
+        "summary": "Changes pushed by a broadcast's source (signed webhook)",
+        "description": "No bearer token: the request is signed instead. Headers "
+                       "X-Patchbay-Timestamp (Unix seconds) and X-Patchbay-Signature "
+                       "(`sha256=` + hex HMAC-SHA256 of `<timestamp>.<body>` with the secret "
+                       "named by the integration's trigger.webhook.secret_env); "
+                       "X-Patchbay-Source when the integration lists its sources. The body is "
+                       "{\"changes\": [{\"kind\", \"record\"}]} or {\"ids\": [...]} (current "
+                       "values are fetched). Answered once the changes are in the outbox.",
+        "operationId": "pushChanges",
+        "security": [],
+        "parameters": [{"name": "integration", "in": "path", "required": True,
+                        "schema": {"type": "string"}}],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "properties": {
+                "changes": {"type": "array", "items": {"type": "object", "properties": {
+                    "kind": {"enum": ["created", "updated", "deleted"]},
+                    "record": {"type": "object"}}, "required": ["record"]}},
+                "ids": {"type": "array", "items": {}}}}}}},
+        "responses": {"202": _json({"type": "object", "properties": {
+                          "accepted": {"type": "integer"}}}, "The changes are durably queued."),
+                      "400": _error("A malformed body."),
+                      "401": _error("Missing, wrong or stale signature."),
+                      "403": _error("A source that is not accepted."),
+                      "404": _error("No broadcast with a webhook trigger of that name.")}}},
 }
 
 OPENAPI: dict[str, Any] = {

@@ -19,7 +19,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,6 +132,14 @@ class Runs:
             return runner.run(ctx)  # closes the connectors
         finally:
             self._release(key)
+
+    def push(self, invocation: Invocation, body: Mapping[str, Any], received_at: str) -> int:
+        """Queue the changes a broadcast's source pushed; the broadcast's loop delivers them."""
+        ctx = invocation.context(self.store, self.reports_dir)
+        try:
+            return runner.accept(ctx, body, received_at)
+        finally:
+            ctx.systems.close()
 
     # -- bookkeeping ----------------------------------------------------------------------------
 

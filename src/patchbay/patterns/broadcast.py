@@ -110,7 +110,7 @@ class Broadcast:
             if len(changes) < self.spec.options.batch_size:
                 return total
 
-    def _deliveries(self, changes: Sequence[Change]) -> list[NewDelivery]:
+    def _deliveries(self, changes: Sequence[Change], default_version: str = "") -> list[NewDelivery]:
         deliveries: list[NewDelivery] = []
         upserts = [c for c in changes if c.kind is not ChangeKind.DELETED]
         for name, destination in self.destinations.items():
@@ -121,7 +121,7 @@ class Broadcast:
                                                                   strict=True)}
             refused = {id(s.source): f"{s.code}: {s.reason}" for s in result.rejected}
             for change in changes:
-                version = _version(change, self.spec.source.watermark)
+                version = _version(change, self.spec.source.watermark) or default_version
                 # The outbox orders deliveries by the source record's key, whatever the
                 # destination keys them by: changes of one record arrive in order.
                 if change.kind is ChangeKind.DELETED:
@@ -136,6 +136,32 @@ class Broadcast:
                     deliveries.append(NewDelivery(name, change.key, version, "upsert",
                                                   {BROKEN: refused[id(change.record)]}))
         return deliveries
+
+    def accept(self, body: Mapping[str, Any], received_at: str) -> int:
+        """Enqueue changes pushed by the source; how many. The body holds either whole
+        records, `{"changes": [{"kind": "created"|"updated"|"deleted", "record": {...}}]}`,
+        or only ids, `{"ids": [...]}`: their current values are fetched (an id the source
+        no longer has is a delete). Returns once the deliveries are durably in the outbox."""
+        src = self.spec.source
+        key = src.key or "Id"
+        changes: list[Change] = []
+        for item in body.get("changes") or []:
+            record = dict(item.get("record") or {})
+            if record.get(key) is None:
+                raise SpecError(f"a pushed change has no '{key}' in its record")
+            kind = ChangeKind(item.get("kind", "updated"))
+            changes.append(Change(self.source.name, src.object, record[key], kind, record))
+        wanted = list(body.get("ids") or [])
+        if wanted:
+            found = self.source.get(src.object, key, wanted, src.fields)
+            for value in wanted:
+                current = found.get(value)
+                changes.append(Change(self.source.name, src.object, value,
+                                      ChangeKind.UPDATED if current else ChangeKind.DELETED,
+                                      current or {key: value}))
+        deliveries = self._deliveries(changes, default_version=received_at)
+        self.ctx.store.enqueue(self.spec.name, deliveries, None)
+        return len(changes)
 
     # -- delivering -----------------------------------------------------------------------------
 

@@ -52,6 +52,11 @@ def run(ctx: RunContext, *, resume: str | None = None, fresh: bool = False,
         ctx.systems.close()
 
 
+def accept(ctx: RunContext, body: Mapping[str, Any], received_at: str) -> int:
+    """Queue changes pushed to a broadcast (a webhook); how many."""
+    return broadcast.Broadcast(ctx).accept(body, received_at)
+
+
 def serve(ctx: RunContext, stop: threading.Event) -> None:
     """Keep a broadcast going: poll and deliver until `stop` is set."""
     try:
