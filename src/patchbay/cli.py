@@ -206,28 +206,53 @@ def serve(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = N
             errors.print(f"API on {server.url} ("
                          + ("bearer token required" if token else
                             "no PATCHBAY_API_TOKEN: open, on loopback only") + ")", highlight=False)
-        stop = threading.Event()
-        threads = []
-        for invocation in invocations:
-            name = invocation.integration.name
-            ctx = invocation.context(store, reports, progress=_serve_progress(name))
-            thread = threading.Thread(target=runner.serve, args=(ctx, stop), name=name, daemon=True)
-            thread.start()
-            threads.append(thread)
-        errors.print(f"serving {', '.join(s.name for s in chosen) or 'the API only'}; "
-                     "Ctrl-C to stop")
-        previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
-        try:
-            while not stop.is_set() and (any(t.is_alive() for t in threads)
-                                         or (server is not None and server.is_alive())):
-                stop.wait(0.5)
-        finally:
-            stop.set()
-            signal.signal(signal.SIGINT, previous)
-            if server is not None:
-                server.stop()
-            for thread in threads:
-                thread.join(timeout=30)
+        _keep_going(invocations, store, reports, poll=True, server=server)
+
+
+@app.command()
+def worker(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = None,
+           state: StateOpt = None) -> None:
+    """Deliver broadcasts' outboxes (no polling), until Ctrl-C: extra workers beside
+    `patchbay serve`, sharing the work through an engine state on PostgreSQL."""
+    with _handled():
+        from patchbay.spec import BroadcastSpec, load
+
+        chosen = [i for i in load(file).integrations if isinstance(i, BroadcastSpec)
+                  and (integration is None or i.name == integration)]
+        if not chosen:
+            raise SpecError(f"{file} has no broadcast integration"
+                            + (f" named '{integration}'" if integration else ""))
+        store, reports = _open_store(state)
+        invocations = [Invocation.load(file, spec.name, _params(param)) for spec in chosen]
+        _keep_going(invocations, store, reports, poll=False, server=None)
+
+
+def _keep_going(invocations: list[Invocation], store: Store, reports: Path, *, poll: bool,
+                server: Any) -> None:
+    """Run a loop per broadcast in its own thread until Ctrl-C (or all of them end)."""
+    stop = threading.Event()
+    threads = []
+    for invocation in invocations:
+        name = invocation.integration.name
+        ctx = invocation.context(store, reports, progress=_serve_progress(name))
+        thread = threading.Thread(target=runner.serve, args=(ctx, stop, poll), name=name,
+                                  daemon=True)
+        thread.start()
+        threads.append(thread)
+    names = ", ".join(i.integration.name for i in invocations) or "the API only"
+    errors.print(f"{'serving' if poll else 'delivering'} {names}; Ctrl-C to stop")
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        while not stop.is_set() and (any(t.is_alive() for t in threads)
+                                     or (server is not None and server.is_alive())):
+            stop.wait(0.5)
+    finally:
+        stop.set()
+        signal.signal(signal.SIGINT, previous)
+        if server is not None:
+            server.stop()
+        for thread in threads:
+            thread.join(timeout=30)
 
 
 def _serve_progress(name: str) -> Any:

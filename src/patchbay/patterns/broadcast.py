@@ -183,10 +183,11 @@ class Broadcast:
         stats = self.deliver()
         return self.summary(changes, stats)
 
-    def serve(self, stop: threading.Event) -> None:
-        """Poll and deliver every `poll_seconds` until `stop` is set."""
+    def serve(self, stop: threading.Event, poll: bool = True) -> None:
+        """Poll and deliver every `poll_seconds` until `stop` is set; only deliver when `poll`
+        is false (an extra worker: several share the outbox on a PostgreSQL engine state)."""
         while not stop.is_set():
-            changes, stats = self.poll(), self.deliver()
+            changes, stats = (self.poll() if poll else 0), self.deliver()
             self.ctx.notify("broadcast", {"changes": changes, "delivered": stats.delivered,
                                           "retried": stats.retried, "dead": stats.dead})
             stop.wait(self.spec.trigger.poll_seconds)

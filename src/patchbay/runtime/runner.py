@@ -57,10 +57,10 @@ def accept(ctx: RunContext, body: Mapping[str, Any], received_at: str) -> int:
     return broadcast.Broadcast(ctx).accept(body, received_at)
 
 
-def serve(ctx: RunContext, stop: threading.Event) -> None:
-    """Keep a broadcast going: poll and deliver until `stop` is set."""
+def serve(ctx: RunContext, stop: threading.Event, poll: bool = True) -> None:
+    """Keep a broadcast going: poll (unless `poll` is false) and deliver until `stop` is set."""
     try:
-        broadcast.Broadcast(ctx).serve(stop)
+        broadcast.Broadcast(ctx).serve(stop, poll)
     finally:
         ctx.systems.close()
 

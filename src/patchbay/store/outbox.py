@@ -21,9 +21,10 @@ Rules a caller can rely on:
   up (`discard`); the other keys go on. Only dead letters can be replayed or discarded:
   a discarded letter is final, since replaying it after a later version was delivered
   would put an old version back.
-- Leases: PostgreSQL leases with `FOR UPDATE SKIP LOCKED`, so workers on any number of
-  machines never hold the same delivery at once; SQLite leases in one UPDATE statement,
-  which is one writer transaction. A lease that expires (its worker died, or was slower
+- Leases: one UPDATE takes the chosen deliveries, and checks again, under each row's lock,
+  that the lease is still free, so workers on any number of machines never hold the same
+  delivery at once (PostgreSQL re-reads a row another worker has just leased and skips
+  it); on SQLite that UPDATE is one writer transaction. A lease that expires (its worker died, or was slower
   than `lease_seconds`) can be taken by another worker; the first worker's late marks are
   then ignored. `lease_seconds` must exceed the longest write, or a late write of an old
   version could land after a newer one.
@@ -141,27 +142,31 @@ class OutboxMixin:
             return []
         with self.engine.begin() as conn:
             now = clock(conn)
-            candidate = outbox.alias("candidate")
-            earlier = outbox.alias("earlier")
-            blocked = sa.exists().where(
-                earlier.c.integration == candidate.c.integration,
-                earlier.c.destination == candidate.c.destination,
-                earlier.c.record_key == candidate.c.record_key,
-                earlier.c.id < candidate.c.id,
-                earlier.c.status.in_(_BLOCKING))
-            pick = (sa.select(candidate.c.id)
-                    .where(candidate.c.integration == integration,
-                           candidate.c.destination == destination,
-                           candidate.c.status == DeliveryStatus.PENDING.value,
-                           candidate.c.next_attempt_at <= now,
-                           sa.or_(candidate.c.lease_expires_at.is_(None),
-                                  candidate.c.lease_expires_at <= now),
-                           ~blocked)
-                    .order_by(candidate.c.id).limit(limit))
-            if conn.dialect.name == "postgresql":
-                pick = pick.with_for_update(skip_locked=True, of=candidate)
+            # The head of each record key (its oldest pending or dead delivery) in one
+            # sorted pass. (A correlated NOT EXISTS per candidate ran as a nested loop over
+            # the whole outbox on PostgreSQL: 45 s for a lease of 24,000 rows.)
+            rank = sa.func.row_number().over(partition_by=outbox.c.record_key,
+                                             order_by=outbox.c.id)
+            heads = (sa.select(outbox.c.id, outbox.c.status, outbox.c.next_attempt_at,
+                               outbox.c.lease_expires_at, rank.label("rank"))
+                     .where(outbox.c.integration == integration,
+                            outbox.c.destination == destination,
+                            outbox.c.status.in_(_BLOCKING))
+                     .subquery("heads"))
+            pick = (sa.select(heads.c.id)
+                    .where(heads.c.rank == 1,
+                           heads.c.status == DeliveryStatus.PENDING.value,
+                           heads.c.next_attempt_at <= now,
+                           sa.or_(heads.c.lease_expires_at.is_(None),
+                                  heads.c.lease_expires_at <= now))
+                    .order_by(heads.c.id).limit(limit))
+            # Workers racing for the same heads are kept apart by the UPDATE, which checks
+            # the lease again under the row lock: one another worker has just taken is skipped.
+            free = sa.or_(outbox.c.lease_expires_at.is_(None), outbox.c.lease_expires_at <= now)
             picked = pick.cte("picked")
-            stmt = (sa.update(outbox).where(outbox.c.id.in_(sa.select(picked.c.id)))
+            stmt = (sa.update(outbox)
+                    .where(outbox.c.id.in_(sa.select(picked.c.id)),
+                           outbox.c.status == DeliveryStatus.PENDING.value, free)
                     .values(lease_owner=worker,
                             lease_expires_at=now + dt.timedelta(seconds=lease_seconds))
                     .returning(*outbox.c))

@@ -22,6 +22,7 @@ from patchbay.store.outbox import OutboxMixin, as_text, clock
 from patchbay.store.schema import cursors, outbox, outcomes, runs
 
 DEFAULT_DIRECTORY = ".patchbay"
+MIGRATION_LOCK = 0x7061746368626179  # "patchbay": the advisory lock that serialises migrations
 STALE_AFTER = dt.timedelta(minutes=2)
 """A running run whose owner has not checkpointed for this long, on another host, is dead."""
 
@@ -105,6 +106,10 @@ class Store(OutboxMixin):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         with engine.begin() as conn:
+            if engine.dialect.name == "postgresql":
+                # Workers starting together on a new state: one creates the schema, the
+                # others wait for it and find it there.
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
             schema.migrate(conn)
 
     @classmethod
