@@ -15,6 +15,10 @@ Record = dict[str, Any]
 KeyValue = Any
 """The value of a record's key field (an id, an external id, a natural key)."""
 
+VERSION_FIELD = "__version__"
+"""Reserved field of a broadcast's records: the version of the change. Message
+destinations build their idempotency ids from it; it is never written as a field."""
+
 Position = Any
 """Where a read stopped, as the connector understands it (last key, row offset).
 JSON-serialisable, so that it can be checkpointed."""

@@ -57,30 +57,23 @@ may be in flight at once; records of one key are still sent one after the other.
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
 import hashlib
 import hmac
-import json
 import re
 import threading
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from decimal import Decimal
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from patchbay.connectors.base import Capability, Connector
+from patchbay.connectors.messages import key_text, message_for
 from patchbay.errors import ConnectionFailed, SpecError
 from patchbay.model import ObjectSchema, Operation, Outcome, Record, Status
 from patchbay.spec import SystemSpec, redact_url
-
-VERSION_FIELD = "__version__"
-"""Reserved payload field holding the change's version (see patterns/broadcast.py)."""
 
 SIGNATURE_HEADER = "X-Patchbay-Signature"
 TIMESTAMP_HEADER = "X-Patchbay-Timestamp"
@@ -120,44 +113,6 @@ def verify_signature(secret: str, timestamp: str, body: bytes, signature: str, *
 
 
 # -- bodies and keys ----------------------------------------------------------------------------
-
-
-def _plain(value: Any) -> Any:
-    """A JSON-ready form of a value json cannot write: dates and decimals as text."""
-    if isinstance(value, dt.datetime | dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, bytes | bytearray | memoryview):
-        return base64.b64encode(bytes(value)).decode("ascii")
-    if isinstance(value, set | frozenset | tuple):
-        return list(value)
-    return str(value)
-
-
-def _json(value: Any) -> bytes:
-    return json.dumps(value, default=_plain, ensure_ascii=False, separators=(",", ":"),
-                      allow_nan=False).encode("utf-8")
-
-
-def _key_text(value: Any) -> str:
-    """A key value as text, so that 42 and "42" make the same idempotency key."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool | int | float):
-        return json.dumps(value)
-    plain = _plain(value)
-    return plain if isinstance(plain, str) else json.dumps(plain, default=_plain)
-
-
-def idempotency_key(object: str, key: Any, version: str) -> str:
-    """The Idempotency-Key of one change of one record: hex SHA-256 of the JSON text
-    `[object, key as text, version]`."""
-    material = json.dumps([object, _key_text(key), version], ensure_ascii=False,
-                          separators=(",", ":"))
-    return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
 
 # -- the connector ------------------------------------------------------------------------------
@@ -241,7 +196,7 @@ class HttpConnector(Connector):
                 outcomes[index] = Outcome(None, Status.REJECTED, f"key field {key} is empty",
                                           "REQUIRED_FIELD_MISSING")
             else:
-                chains.setdefault(_key_text(value), []).append(index)
+                chains.setdefault(key_text(value), []).append(index)
         pending = sorted(i for chain in chains.values() for i in chain)
         if not pending:
             return [o for o in outcomes if o is not None]
@@ -282,25 +237,13 @@ class HttpConnector(Connector):
 
     def _send(self, url: str, object: str, record: Record, operation: Operation,
               key: str) -> Outcome:
-        value = record.get(key)
-        fields = {k: v for k, v in record.items() if k != VERSION_FIELD}
-        version = record.get(VERSION_FIELD)
-        version = str(version) if version not in (None, "") else None
-        kind = "delete" if operation is Operation.DELETE else "upsert"
-        try:
-            body = _json({"object": object, "operation": kind, "key": value, "version": version,
-                          "record": fields})
-        except ValueError as exc:  # NaN or infinity, a circular structure
-            return Outcome(value, Status.REJECTED, f"cannot be written as JSON: {exc}",
-                           "INVALID_VALUE")
-        if version is None:
-            content = hashlib.sha256(_json([kind, fields])).hexdigest()
-            version_of_key = f"content:{content}"
-        else:
-            version_of_key = version
+        message = message_for(object, record, operation, key)
+        if isinstance(message, Outcome):
+            return message
+        value, body = message.key, message.body
         headers = dict(self._headers)
         headers.update({"Content-Type": "application/json",
-                        IDEMPOTENCY_HEADER: idempotency_key(object, value, version_of_key)})
+                        IDEMPOTENCY_HEADER: message.id})
         if self._secret is not None:
             timestamp = str(int(time.time()))
             headers[TIMESTAMP_HEADER] = timestamp

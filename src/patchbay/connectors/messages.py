@@ -22,11 +22,8 @@ from urllib.parse import unquote, urlsplit
 
 from patchbay.connectors.base import Capability, Connector
 from patchbay.errors import ConnectionFailed, RetriableError, SpecError
-from patchbay.model import KeyValue, ObjectSchema, Operation, Outcome, Record, Status
+from patchbay.model import VERSION_FIELD, KeyValue, ObjectSchema, Operation, Outcome, Record, Status
 from patchbay.spec import SystemSpec, suggest
-
-VERSION_FIELD = "__version__"
-"""Reserved payload field holding the change's version (see patterns/broadcast.py)."""
 
 # -- messages -----------------------------------------------------------------------------------
 

@@ -26,8 +26,6 @@ SOAP_TYPES = {
 TEXT_TYPES = frozenset({"string", "textarea", "email", "phone", "url", "picklist",
                         "multipicklist", "combobox", "encryptedstring"})
 NUMBER_TYPES = frozenset({"int", "double", "currency", "percent"})
-SYSTEM_FIELDS = ("Id", "IsDeleted", "CreatedDate", "CreatedById", "LastModifiedDate",
-                 "LastModifiedById", "SystemModstamp")
 
 
 @dataclass(frozen=True)

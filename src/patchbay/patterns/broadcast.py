@@ -26,6 +26,7 @@ from patchbay.elements.conform import Conformer
 from patchbay.elements.transform import Transform
 from patchbay.errors import ConnectionFailed, SpecError
 from patchbay.model import (
+    VERSION_FIELD,
     Change,
     ChangeKind,
     ObjectSchema,
@@ -34,18 +35,15 @@ from patchbay.model import (
     Record,
     Status,
 )
-from patchbay.patterns.context import LookupCache, RunContext
+from patchbay.patterns.context import LookupCache, RunContext, misfits
 from patchbay.runtime.delivery import Deliverer, DeliveryStats, RetryPolicy, Target
-from patchbay.spec import BroadcastDestinationSpec, BroadcastSpec, suggest
+from patchbay.spec import BroadcastDestinationSpec, BroadcastSpec
 from patchbay.store.outbox import NewDelivery
 
 BROKEN = "__error__"
 """Payload field of a change the transform could not make a record of: the delivery
 fails at the destination with this reason and lands in the dead letters."""
 
-VERSION = "__version__"
-"""Payload field with the change's version. Message destinations (schemaless: brokers,
-HTTP) build their idempotency keys from it; destinations with a schema never see it."""
 
 
 def spec_of(ctx: RunContext) -> BroadcastSpec:
@@ -127,11 +125,11 @@ class Broadcast:
                 if change.kind is ChangeKind.DELETED:
                     target_key = _delete_key(destination.spec, change)
                     deliveries.append(NewDelivery(name, change.key, version, "delete",
-                                                  {key: target_key, VERSION: version}))
+                                                  {key: target_key, VERSION_FIELD: version}))
                 elif id(change.record) in made:
                     record = made[id(change.record)]
                     deliveries.append(NewDelivery(name, change.key, version, "upsert",
-                                                  {**record, VERSION: version}))
+                                                  {**record, VERSION_FIELD: version}))
                 elif id(change.record) in refused:
                     deliveries.append(NewDelivery(name, change.key, version, "upsert",
                                                   {BROKEN: refused[id(change.record)]}))
@@ -227,7 +225,7 @@ class _Conforming(Connector):
         rest = [i for i in range(len(records)) if i not in broken]
         conformer = self.conformer()
         schemaless = not conformer.schema.fields
-        batch = [{k: v for k, v in records[i].items() if schemaless or k != VERSION} for i in rest]
+        batch = [{k: v for k, v in records[i].items() if schemaless or k != VERSION_FIELD} for i in rest]
         if operation is not Operation.DELETE:
             for position, problem in conformer.conform_batch(batch).items():
                 outcomes[rest[position]] = Outcome(batch[position].get(key), Status.REJECTED,
@@ -266,16 +264,8 @@ def _check_fields(destination: BroadcastDestinationSpec, schema: ObjectSchema,
     """Fail at start, not at delivery, when a transform writes fields the destination lacks."""
     if transform.passes_through or not schema.fields:
         return  # a message destination has no fields to check
-    problems = [f"destination '{destination.name}': '{destination.object}' has no field "
-                f"'{name}'{suggest(name, schema.fields)}"
-                for name in transform.output_fields if name not in schema]
-    if destination.key not in transform.output_fields:
-        problems.append(f"destination '{destination.name}': the transform does not produce "
-                        f"its key '{destination.key}'")
+    problems = misfits(schema, transform.output_fields, system=destination.system,
+                       object=destination.object, key=destination.key)
     if problems:
-        raise SpecError("the broadcast does not fit its destinations", problems)
-
-
-def describe_outbox(counts: Mapping[str, Mapping[str, int]]) -> str:
-    return "; ".join(f"{name}: " + ", ".join(f"{s} {n}" for s, n in by_status.items() if n)
-                     for name, by_status in counts.items())
+        raise SpecError("the broadcast does not fit its destinations",
+                        [f"destination '{destination.name}': {p}" for p in problems])

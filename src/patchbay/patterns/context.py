@@ -94,19 +94,26 @@ class RunContext:
             self.progress(event, counters)
 
 
+def misfits(schema: ObjectSchema, fields: list[str], *, system: str, object: str,
+            key: str) -> list[str]:
+    """What keeps records of these fields from being written to `object` by `key`: fields the
+    object lacks, a key it lacks, or a key the transform does not produce."""
+    problems = [f"'{object}' of system '{system}' has no field '{name}'{suggest(name, schema.fields)}"
+                for name in fields if name not in schema]
+    if key not in schema:
+        problems.append(f"destination key '{key}' is not a field of '{object}'"
+                        f"{suggest(key, schema.fields)}")
+    elif key not in fields:
+        problems.append(f"the transform does not produce the destination key '{key}'")
+    return problems
+
+
 def validate_destination(integration: MigrationSpec, schema: ObjectSchema,
                          fields: list[str]) -> Conformer:
     """Fail before any work when the transform writes fields the destination does not have."""
     destination = integration.destination
-    problems = [f"'{destination.object}' of system '{destination.system}' has no field "
-                f"'{name}'{suggest(name, schema.fields)}"
-                for name in fields if name not in schema]
-    if destination.key not in schema:
-        problems.append(f"destination key '{destination.key}' is not a field of "
-                        f"'{destination.object}'{suggest(destination.key, schema.fields)}")
-    elif destination.key not in fields:
-        problems.append(f"the transform does not produce the destination key "
-                        f"'{destination.key}'")
+    problems = misfits(schema, fields, system=destination.system, object=destination.object,
+                       key=destination.key)
     if problems:
         raise SpecError(f"integration '{integration.name}' does not fit its destination", problems)
     return Conformer(schema, fields)

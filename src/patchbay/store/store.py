@@ -216,14 +216,6 @@ class Store(OutboxMixin):
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(stmt).mappings()]
 
-    def count_outcomes(self, run_id: str) -> dict[str, int]:
-        stmt = (sa.select(outcomes.c.status, sa.func.count()).where(outcomes.c.run_id == run_id)
-                .group_by(outcomes.c.status))
-        with self.engine.connect() as conn:
-            return {status: int(n) for status, n in conn.execute(stmt)}
-
-    # -- cursors --------------------------------------------------------------------------------
-
     def cursor(self, integration: str, system: str, object: str) -> Any:
         """The watermark an integration reached in one system's object, or None."""
         stmt = sa.select(cursors.c.value).where(cursors.c.integration == integration,
