@@ -155,6 +155,11 @@ class Comparison:
             tally.destination_checksum = (tally.destination_checksum + digest) & _MASK
         return True
 
+    @property
+    def agrees(self) -> bool:
+        """Whether the destination holds every compared record, equal to the source."""
+        return self.missing == 0 and self.differing == 0
+
     def state(self) -> dict[str, Any]:
         return {
             "key": self.key, "fields": self.fields, "sample_size": self.sample_size,
