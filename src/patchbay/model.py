@@ -168,3 +168,6 @@ class Change:
     record: Record
     changed_fields: frozenset[str] = field(default_factory=frozenset)
     at: dt.datetime | None = None
+    version: str | None = None
+    """The source's own version of the change (a change-log sequence, a replay id), when
+    its time cannot tell two changes of one record apart."""

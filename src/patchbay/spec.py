@@ -373,12 +373,30 @@ class WebhookSpec(_Model):
                                  description="Older (or future) signatures are refused.")
 
 
+class OutboundMessagesSpec(_Model):
+    """Salesforce Outbound Messages (SOAP notifications) posted to
+    `POST /outbound/<integration>` of `patchbay serve`."""
+
+    organization_id: str = Field(
+        description="The sending org's id (00D...); notifications from any other org are refused.")
+    secret_env: str | None = Field(
+        default=None, description="Environment variable holding a secret that the endpoint URL "
+                                  "configured in Salesforce carries as `?secret=`.")
+
+
 class TriggerSpec(_Model):
     """How changes are noticed."""
 
+    changes: Literal["poll", "cdc"] = Field(
+        default="poll",
+        description="poll: read the source by its watermark every `poll_seconds`; cdc: follow "
+                    "the source's own change stream (Salesforce Change Data Capture; a "
+                    "PostgreSQL capture table added by `patchbay cdc install`).")
     poll_seconds: float = Field(default=5.0, gt=0, description="Poll the source this often.")
     webhook: WebhookSpec | None = Field(
         default=None, description="Also accept changes pushed by the source (signed webhooks).")
+    outbound_messages: OutboundMessagesSpec | None = Field(
+        default=None, description="Also accept Salesforce Outbound Messages.")
     overlap_seconds: float = Field(
         default=0.0, ge=0, description="Re-read this far behind the last change seen, for "
                                        "transactions that commit late with an earlier time.")

@@ -101,6 +101,10 @@ class Broadcast:
             if cursor is None and src.watermark:
                 cursor = {"watermark": src.watermark, "key": src.key,
                           "overlap_seconds": self.spec.trigger.overlap_seconds}
+            if self.spec.trigger.changes == "cdc":
+                # The connector follows its change stream while the cursor says so; the
+                # consumer names this integration's share of a change table.
+                cursor = {**(cursor or {"key": src.key}), "cdc": True, "consumer": self.spec.name}
             changes, after = self.source.changes(src.object, cursor, src.fields,
                                                  limit=self.spec.options.batch_size)
             store.enqueue(self.spec.name, self._deliveries(changes), (src.system, src.object, after))
@@ -252,7 +256,9 @@ def _delete_key(destination: BroadcastDestinationSpec, change: Change) -> Any:
 
 
 def _version(change: Change, watermark: str | None) -> str:
-    """The change's version: its time, or its watermark value when that is not a time."""
+    """The change's version: the source's own, else its time, else its watermark value."""
+    if change.version is not None:
+        return change.version
     if change.at is not None:
         return change.at.isoformat()
     value = change.record.get(watermark) if watermark else None
