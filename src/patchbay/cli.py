@@ -1,4 +1,4 @@
-"""The `patchbay` command: run, plan, verify, resume, runs, show, schema, demo.
+"""The `patchbay` command: run, plan, verify, resume, runs, show, schema, demo, cdc.
 
 Exit codes: 0 complete; 3 complete with rejects; 4 incomplete (the destination does not
 match); 1 the run failed (resumable); 2 bad input (file, parameters, arguments);
@@ -7,6 +7,7 @@ match); 1 the run failed (resumable); 2 bad input (file, parameters, arguments);
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import signal
 import threading
@@ -15,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -28,6 +29,10 @@ from patchbay.runtime import runner
 from patchbay.runtime.runner import Invocation
 from patchbay.store import Store
 from patchbay.store.store import DEFAULT_DIRECTORY, RunStatus
+
+if TYPE_CHECKING:
+    from patchbay.connectors.sql import SqlConnector
+    from patchbay.spec import BroadcastSpec
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_REJECTS, EXIT_INCOMPLETE = 0, 1, 2, 3, 4
 EXIT_INTERRUPTED = 130
@@ -318,10 +323,153 @@ def dead_letters_discard(ids: Annotated[list[int], typer.Argument(help="Dead let
         console.print(f"{store.discard(ids)} dead letters discarded")
 
 
+outbox_app = typer.Typer(help="The broadcast outbox: purge what was delivered long ago.",
+                         no_args_is_help=True)
+app.add_typer(outbox_app, name="outbox")
+
+
+@outbox_app.command("purge")
+def outbox_purge(older_than: Annotated[str, typer.Option(
+                     help="Age of the deliveries to forget: 30m, 12h, 7d.")] = "7d",
+                 integration: IntegrationOpt = None, state: StateOpt = None) -> None:
+    """Delete deliveries made (and dead letters discarded) longer ago than --older-than.
+    Pending deliveries and dead letters are kept. `serve` does this on its own, by the
+    broadcast's keep_delivered_hours option."""
+    with _handled():
+        age = _duration(older_than)
+        store, _ = _open_store(state)
+        console.print(f"{store.purge(age, integration)} deliveries purged")
+
+
+def _duration(text: str) -> dt.timedelta:
+    units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+    number, unit = text[:-1], text[-1:].lower()
+    try:
+        amount = float(number)
+    except ValueError:
+        amount = -1.0
+    if unit not in units or amount < 0:
+        raise SpecError(f"--older-than {text!r} is not a duration like 30m, 12h or 7d")
+    return dt.timedelta(**{units[unit]: amount})
+
+
 def _letter(delivery: Any) -> dict[str, Any]:
     return {name: getattr(delivery, name) for name in (
         "id", "integration", "destination", "record_key", "version", "operation", "status",
         "attempts", "last_error", "created_at", "payload")}
+
+
+cdc = typer.Typer(help="PostgreSQL change capture for broadcasts with trigger.changes: cdc: "
+                       "install, status, remove.", no_args_is_help=True)
+app.add_typer(cdc, name="cdc")
+
+
+@cdc.command("install")
+def cdc_install(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = None) -> None:
+    """Capture the changes of each cdc broadcast's source table: a trigger writes them into a
+    capture table of its PostgreSQL database. Installing again changes nothing."""
+    from patchbay.connectors import pgcapture
+    from patchbay.spec import resolve_parameters
+
+    with _handled(), _capture_sources(file, integration) as sources:
+        for spec, _ in sources:
+            resolve_parameters(spec, _params(param))
+        for spec, connector in sources:
+            connector.table(spec.source.object)  # names a missing table with a suggestion
+            with connector.capture_setup() as conn:
+                [done] = pgcapture.install(conn, [spec.source.object], spec.name,
+                                           pgcapture.schema_of(connector.system))
+            console.print(f"[bold]{spec.name}[/]: capturing {done.table} of system "
+                          f"'{connector.name}' by {', '.join(done.key)}; trigger {done.trigger}, "
+                          + ("consumer registered" if done.registered else "consumer already registered"),
+                          highlight=False)
+
+
+@cdc.command("remove")
+def cdc_remove(file: FileArg, integration: IntegrationOpt = None) -> None:
+    """Stop capturing for each cdc broadcast: its changes not yet read are dropped, and a
+    table's trigger goes with its last consumer."""
+    from patchbay.connectors import pgcapture
+
+    with _handled(), _capture_sources(file, integration) as sources:
+        for spec, connector in sources:
+            with connector.capture_setup() as conn:
+                [done] = pgcapture.remove(conn, [spec.source.object], spec.name,
+                                          pgcapture.schema_of(connector.system))
+            if not done.unregistered:
+                console.print(f"[bold]{spec.name}[/]: {done.table} was not captured for it",
+                              highlight=False)
+                continue
+            trigger = ("trigger dropped" if done.trigger_dropped else
+                       f"trigger kept for {done.consumers_left} other consumer(s)"
+                       if done.consumers_left else "no trigger left to drop")
+            console.print(f"[bold]{spec.name}[/]: capture of {done.table} removed; "
+                          f"{done.dropped_rows} pending changes dropped, {trigger}", highlight=False)
+
+
+@cdc.command("status")
+def cdc_status(file: FileArg) -> None:
+    """Show, for each cdc broadcast, whether its source table is captured, how many changes
+    wait to be read and since when."""
+    from patchbay.connectors import pgcapture
+
+    with _handled(), _capture_sources(file, None) as sources:
+        table = Table("integration", "table", "capture", "pending", "oldest pending",
+                      caption="pending: captured changes not yet consumed, the last batch read "
+                              "included (it is consumed at the next poll)")
+        for spec, connector in sources:
+            with connector.capture_setup() as conn:
+                name = pgcapture.relation_name(conn, spec.source.object)
+                states = pgcapture.status(conn, pgcapture.schema_of(connector.system))
+            state = next((s for s in states if s.consumer == spec.name and s.table == name), None)
+            if name is None:
+                capture = "[red]no such table[/]"
+            elif state is None:
+                capture = "[yellow]not installed[/]"
+            else:
+                capture = "installed" if state.installed else "[red]trigger missing[/]"
+            oldest = state.oldest.strftime("%Y-%m-%d %H:%M:%S") if state and state.oldest else ""
+            table.add_row(spec.name, name or spec.source.object, capture,
+                          str(state.pending if state else 0), oldest)
+        console.print(table)
+
+
+@contextmanager
+def _capture_sources(file: Path, integration: str | None
+                     ) -> Iterator[list[tuple[BroadcastSpec, SqlConnector]]]:
+    """The broadcasts of the file with trigger.changes: cdc (or the one named), each with its
+    source's connector; those whose source is not PostgreSQL are skipped, or refused if named."""
+    from patchbay.connectors.sql import SqlConnector
+    from patchbay.patterns.context import Systems
+    from patchbay.spec import BroadcastSpec, load
+
+    loaded = load(file)
+    if integration is not None:
+        named = loaded.integration(integration)
+        if not isinstance(named, BroadcastSpec) or named.trigger.changes != "cdc":
+            raise SpecError(f"'{integration}' is not a broadcast with trigger.changes: cdc")
+    chosen = [i for i in loaded.integrations if isinstance(i, BroadcastSpec)
+              and i.trigger.changes == "cdc" and integration in (None, i.name)]
+    if not chosen:
+        raise SpecError(f"{file} has no broadcast with trigger.changes: cdc")
+    systems = Systems(loaded.systems)
+    try:
+        sources = []
+        for spec in chosen:
+            connector = systems[spec.source.system]
+            if isinstance(connector, SqlConnector) and connector.dialect == "postgresql":
+                sources.append((spec, connector))
+                continue
+            message = (f"the source of '{spec.name}', system '{spec.source.system}', is not "
+                       "PostgreSQL: `patchbay cdc` sets up PostgreSQL change capture")
+            if integration is not None:
+                raise SpecError(message)
+            errors.print(f"skipped: {message}", highlight=False)
+        if not sources:
+            raise SpecError(f"no broadcast of {file} with trigger.changes: cdc reads PostgreSQL")
+        yield sources
+    finally:
+        systems.close()
 
 
 @app.command()

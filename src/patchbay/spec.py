@@ -423,6 +423,9 @@ class BroadcastOptions(_Model):
     backoff_max_seconds: float = Field(default=300.0, ge=0)
     lease_seconds: float = Field(default=60.0, gt=0,
                                  description="A worker that holds a delivery longer loses it.")
+    keep_delivered_hours: float | None = Field(
+        default=168.0, ge=0, description="`serve` purges deliveries made (and dead letters "
+                                         "discarded) longer ago than this; null keeps them all.")
 
 
 class BroadcastSpec(_Integration):

@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import os
 import socket
+import subprocess
 import threading
 import time
 import uuid
@@ -272,6 +273,41 @@ def test_rabbitmq_unroutable_or_missing_exchange_is_retriable(
         assert outcomes[0].status is Status.CREATED
         rejected = conn.write(exchange, [{"id": 5, "__version__": "v"}], Operation.UPSERT, "id")
         assert (rejected[0].status, rejected[0].code) == (Status.REJECTED, "REQUIRED_FIELD_MISSING")
+
+
+@contextlib.contextmanager
+def rabbitmq_max_message_size(size: int) -> Iterator[None]:
+    """The broker's message size limit lowered for a while (a runtime setting of the node)."""
+    def set_limit(value: str) -> str:
+        return subprocess.run(["rabbitmqctl", "eval", f"application:set_env(rabbit, max_message_size, "
+                               f"{value})."], check=True, capture_output=True, text=True).stdout
+
+    before = subprocess.run(["rabbitmqctl", "eval", "application:get_env(rabbit, max_message_size)."],
+                            check=True, capture_output=True, text=True).stdout
+    set_limit(str(size))
+    try:
+        yield
+    finally:
+        set_limit(before.strip().removeprefix("{ok,").removesuffix("}") or "134217728")
+
+
+def test_rabbitmq_batches_commit_once_and_a_message_too_large_is_rejected_alone(
+        amqp_url: str, amqp: Any, suffix: str) -> None:
+    channel = amqp[0]
+    exchange = f"patchbay-test-{suffix}"
+    queue = bound_queue(amqp, exchange, "#")
+    records = batch()
+    with connect(system(amqp_url)) as conn:
+        many = [{**records[0], "id": i} for i in range(1, 1201)]
+        assert all(o.status is Status.CREATED for o in conn.write(exchange, many, Operation.UPSERT, "id"))
+        assert [body["key"] for _, _, body in drain(channel, queue)] == list(range(1, 1201))
+        with rabbitmq_max_message_size(4096):
+            huge = {"id": 99, "name": "x" * 10_000, "__version__": "v1"}
+            outcomes = conn.write(exchange, [records[0], huge, records[1]], Operation.UPSERT, "id")
+        assert [(o.status, o.code) for o in outcomes] == [
+            (Status.CREATED, None), (Status.REJECTED, "MESSAGE_TOO_LARGE"), (Status.CREATED, None)]
+        # the refused batch was not committed: each message is in the queue once
+        assert [body["key"] for _, _, body in drain(channel, queue)] == [1, 2]
 
 
 def test_rabbitmq_wrong_password_is_refused_without_showing_it(amqp_url: str) -> None:

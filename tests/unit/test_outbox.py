@@ -369,3 +369,49 @@ def test_sqlite_leases_never_overlap(tmp_path: Path) -> None:
     finally:
         for store in stores:
             store.close()
+
+
+# -- purge -----------------------------------------------------------------------------------------
+
+
+def test_purge_forgets_old_deliveries_and_discarded_letters_but_never_work_to_do(
+        store: Store, tmp_path: Path) -> None:
+    path = make_destination(tmp_path / "crm.db")
+    store.enqueue(INTEGRATION, [change("c1", "1"), change("c2", "1", account="A9"),
+                                change("c3", "1", account="A9"), change("c4", "1")])
+    store.enqueue("other", [change("x1", "1")])
+    deliverer = Deliverer(store, INTEGRATION, {"crm": sqlite_target(path)})
+    assert deliverer.deliver_once("crm", limit=3) == DeliveryStats(delivered=1, dead=2)
+    letters = store.dead_letters(INTEGRATION)
+    store.discard([letters[0].id])
+    Deliverer(store, "other", {"crm": sqlite_target(path)}).deliver_once("crm")
+
+    assert store.purge(dt.timedelta(hours=1)) == 0, "nothing is that old yet"
+    time.sleep(0.05)
+    assert store.purge(dt.timedelta(seconds=0.01), INTEGRATION) == 2
+    assert store.outbox_counts(INTEGRATION) == {
+        "crm": {"pending": 1, "delivered": 0, "dead": 1, "discarded": 0}}
+    assert store.outbox_counts("other")["crm"]["delivered"] == 1, "another integration's are kept"
+    # the dead letter still blocks nothing else and can be replayed
+    assert store.replay([letters[1].id]) == 1
+
+
+def test_outbox_purge_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from patchbay.cli import app
+
+    store = Store.open(directory=tmp_path / ".patchbay")
+    path = make_destination(tmp_path / "crm.db")
+    store.enqueue(INTEGRATION, [change("c1", "1"), change("c2", "1")])
+    Deliverer(store, INTEGRATION, {"crm": sqlite_target(path)}).deliver_once("crm")
+    store.close()
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    kept = runner.invoke(app, ["outbox", "purge"])
+    assert kept.exit_code == 0 and "0 deliveries purged" in kept.output
+    time.sleep(0.05)
+    purged = runner.invoke(app, ["outbox", "purge", "--older-than", "0.01s"])
+    assert purged.exit_code == 0 and "2 deliveries purged" in purged.output
+    wrong = runner.invoke(app, ["outbox", "purge", "--older-than", "soon"])
+    assert wrong.exit_code != 0 and "not a duration" in wrong.output

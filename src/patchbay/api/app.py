@@ -13,6 +13,8 @@ Routes (all but GET /health need `Authorization: Bearer <token>` when a token is
     POST /dead-letters/replay       {"ids": [...]}: send again
     POST /dead-letters/discard      {"ids": [...]}: give up for good
     GET  /outbox/{integration}      deliveries per destination and status
+    POST /outbound/{integration}    Salesforce Outbound Messages (SOAP; no token: checked by
+                                    the sending org and the URL's secret, see api/outbound.py)
     GET  /openapi.json              the OpenAPI 3.1 description of all of this
 
 Answers are JSON, errors too: {"error": "...", "problems": [...]} (problems for bad input).
@@ -40,6 +42,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from patchbay import spec
+from patchbay.api import outbound
 from patchbay.api.http import JSON, ApiError, BearerAuth, Redactor, secrets_of
 from patchbay.api.openapi import OPENAPI
 from patchbay.api.runs import Runs
@@ -121,6 +124,8 @@ class _Api:
             route("/dead-letters/{delivery_id:int}", self.dead_letter, "GET"),
             route("/outbox/{integration:path}", self.outbox, "GET"),
             route("/hooks/{integration:path}", self.push, "POST"),
+            # Not _guarded: Salesforce gets SOAP back, faults included.
+            Route("/outbound/{integration:path}", self.outbound_message, methods=["POST"]),
         ]
 
     # -- answers and errors ---------------------------------------------------------------------
@@ -277,6 +282,9 @@ class _Api:
         accepted = await run_in_threadpool(self.runs.push, Invocation(self.file, integration, {}),
                                            payload, received_at)
         return self.json({"accepted": accepted}, 202)
+
+    async def outbound_message(self, request: Request) -> Response:
+        return await outbound.receive(request, self.file, self.runs, self.redact)
 
     async def outbox(self, request: Request) -> Response:
         name = request.path_params["integration"]

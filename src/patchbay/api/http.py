@@ -112,8 +112,10 @@ class BearerAuth:
     on loopback only (see patchbay.api.server)."""
 
     PUBLIC = frozenset({("GET", "/health"), ("HEAD", "/health")})
-    SIGNED = "/hooks/"
-    """Webhooks carry an HMAC signature instead of the token (checked by their route)."""
+    SIGNED = ("/hooks/", "/outbound/")
+    """Routes that check their caller themselves, for senders that cannot send the token:
+    webhooks carry an HMAC signature, Salesforce Outbound Messages come from a known org
+    with the URL's secret."""
 
     def __init__(self, app: ASGIApp, token: str | None) -> None:
         self.app = app

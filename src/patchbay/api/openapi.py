@@ -17,6 +17,10 @@ def _error(description: str) -> dict[str, Any]:
     return _json(_ref("Error"), description)
 
 
+def _soap(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"text/xml": {"schema": {"type": "string"}}}}
+
+
 _UNAUTHORIZED = {"401": {"$ref": "#/components/responses/Unauthorized"}}
 _BAD_REQUEST = {"400": _error("Bad input; `problems` lists every problem found.")}
 
@@ -291,6 +295,40 @@ PATHS: dict[str, Any] = {
                       "401": _error("Missing, wrong or stale signature."),
                       "403": _error("A source that is not accepted."),
                       "404": _error("No broadcast with a webhook trigger of that name.")}}},
+    "/outbound/{integration}": {"post": {
+        "summary": "Salesforce Outbound Messages for a broadcast (SOAP 1.1 notifications)",
+        "description": "No bearer token: Salesforce cannot send one. The integration's "
+                       "trigger.outbound_messages names the org whose notifications are "
+                       "accepted (15- or 18-character id) and, with secret_env, a secret the "
+                       "endpoint URL configured in Salesforce carries as `?secret=`. Only the "
+                       "notifications' record ids are used: current values are fetched from "
+                       "the source (an id it no longer has becomes a delete). The Ack is sent "
+                       "once the changes are in the outbox; any other answer is a SOAP fault, "
+                       "after which Salesforce sends the message again.",
+        "operationId": "receiveOutboundMessage",
+        "security": [],
+        "parameters": [{"name": "integration", "in": "path", "required": True,
+                        "schema": {"type": "string"}},
+                       _query("secret", "The secret of trigger.outbound_messages.secret_env.",
+                              {"type": "string"})],
+        "requestBody": {"required": True, "description": "A `notifications` SOAP envelope "
+                        "(namespace http://soap.sforce.com/2005/09/outbound), at most 5 MB, "
+                        "UTF-8, without DOCTYPE or ENTITY declarations.",
+                        "content": {t: {"schema": {"type": "string"}}
+                                    for t in ("text/xml", "application/soap+xml")}},
+        "responses": {"200": _soap("`notificationsResponse` with `Ack` true: the changes are "
+                                   "durably queued."),
+                      "401": _soap("Fault: the URL's secret missing or wrong."),
+                      "403": _soap("Fault: a notification from another org."),
+                      "404": _soap("Fault: no broadcast with trigger.outbound_messages of that "
+                                   "name."),
+                      "413": _soap("Fault: a body over 5 MB."),
+                      "415": _soap("Fault: a body that is not UTF-8 text/xml or "
+                                   "application/soap+xml."),
+                      "500": _soap("Fault: a malformed message or one of another object "
+                                   "(faultcode soapenv:Client), or changes that could not be "
+                                   "recorded now, the source or engine state being unreachable "
+                                   "(soapenv:Server); Salesforce retries.")}}},
 }
 
 OPENAPI: dict[str, Any] = {

@@ -1,5 +1,6 @@
 """RabbitMQ destinations (AMQP 0-9-1, through pika's blocking API): each record is one
-persistent message published to an exchange, with publisher confirms.
+persistent message published to an exchange; nothing counts as written before the broker
+has taken responsibility for it.
 
     events:
       url: amqp://guest:${RABBIT_PASSWORD}@127.0.0.1:5672/      # vhost after the slash (%2F: /)
@@ -25,10 +26,14 @@ replaced by nothing. A routing key longer than 255 bytes rejects the record
 (STRING_TOO_LONG), and so does a message the broker refuses as larger than its
 `max_message_size` (MESSAGE_TOO_LARGE).
 
-Every publish waits for the broker's confirm. A nack, a mandatory message no queue takes,
-an exchange that does not exist, a confirm that does not come within `timeout`, a broker
-that cannot be reached or blocks the connection longer than `timeout` (a resource alarm)
-raise RetriableError for the batch: the outbox retries it with backoff, then dead-letters
+A batch is published on a transactional channel and committed at once: RabbitMQ takes
+responsibility for (and persists) every message of it on commit-ok, as a publisher confirm
+says of one message, in one round trip. A batch holding a message over the broker's size
+limit is published again one message at a time, each confirmed, so that only that message
+is rejected. A nack, a mandatory message no queue takes, an exchange that does not exist,
+a commit or confirm that does not come within `timeout`, a broker that cannot be reached
+or blocks the connection longer than `timeout` (a resource alarm) raise RetriableError for
+the batch: the outbox retries it with backoff, then dead-letters
 it. Messages of the batch published before the failure are published again by the retry,
 with the same message id: RabbitMQ does not de-duplicate, its consumers do, by message id.
 
@@ -98,26 +103,46 @@ class RabbitMqConnector(MessageDestination):
             self._parameters.blocked_connection_timeout = self.timeout
         self._connection: pika.BlockingConnection | None = None
         self._channel: BlockingChannel | None = None
+        self._transaction: BlockingChannel | None = None
+        self._returned: list[str] = []
         self._declared: set[str] = set()
 
     # -- connection -----------------------------------------------------------------------------
 
     def _open(self) -> BlockingChannel:
         """The confirm-mode channel, connecting first if need be."""
+        connection = self._connection_open()
+        if self._channel is None or not self._channel.is_open:
+            self._channel = None
+            self._declared.clear()
+            with self._deadline():
+                channel = connection.channel()
+                channel.confirm_delivery()
+            self._channel = channel
+        return self._channel
+
+    def _connection_open(self) -> pika.BlockingConnection:
         if self._connection is None or not self._connection.is_open:
             self._discard()
             try:
                 self._connection = pika.BlockingConnection(self._parameters)
             except amqp_errors.AMQPError as exc:
                 raise self._unreachable(exc) from None
-        if self._channel is None or not self._channel.is_open:
-            self._channel = None
-            self._declared.clear()
+        return self._connection
+
+    def _open_transaction(self) -> BlockingChannel:
+        """The transactional channel (batches), on the same connection."""
+        connection = self._connection_open()
+        if self._transaction is None or not self._transaction.is_open:
+            self._transaction = None
             with self._deadline():
-                channel = self._connection.channel()
-                channel.confirm_delivery()
-            self._channel = channel
-        return self._channel
+                channel = connection.channel()
+                channel.tx_select()
+                channel.add_on_return_callback(
+                    lambda _channel, method, _properties, _body: self._returned.append(
+                        str(method.routing_key)))
+            self._transaction = channel
+        return self._transaction
 
     @contextmanager
     def _deadline(self, seconds: float | None = None) -> Iterator[None]:
@@ -152,7 +177,7 @@ class RabbitMqConnector(MessageDestination):
                 with suppress(Exception), self._deadline(min(self.timeout, 5.0)):
                     self._connection.close()
         finally:
-            self._connection, self._channel = None, None
+            self._connection, self._channel, self._transaction = None, None, None
             self._declared.clear()
 
     def check(self) -> None:
@@ -198,44 +223,30 @@ class RabbitMqConnector(MessageDestination):
         return key
 
     def _publish(self, object: str, messages: Sequence[Message]) -> list[Outcome]:
-        outcomes: list[Outcome] = []
-        routing_key = ""
+        routing = [self.routing_key_of(object, message) for message in messages]
         try:
-            channel = self._open()
-            for message in messages:
-                chosen = self.routing_key_of(object, message)
-                if isinstance(chosen, Outcome):
-                    outcomes.append(chosen)
-                    continue
-                routing_key = chosen
-                if self.declare and object not in self._declared:
-                    with self._deadline():
-                        channel.exchange_declare(object, "topic", durable=True)
-                    self._declared.add(object)
-                properties = pika.BasicProperties(
-                    content_type="application/json", delivery_mode=pika.DeliveryMode.Persistent,
-                    message_id=message.id, type=message.operation, app_id="patchbay")
-                try:
-                    with self._deadline():
-                        channel.basic_publish(object, routing_key, message.body, properties,
-                                              mandatory=self.mandatory)
-                except amqp_errors.ChannelClosedByBroker as exc:
-                    if exc.reply_code != 406 or "max size" not in str(exc.reply_text):
-                        raise
-                    outcomes.append(message.rejected("MESSAGE_TOO_LARGE", self._scrubbed(
-                        f"the broker refused the message: {exc.reply_text}")))
-                    channel = self._open()
-                    continue
-                outcomes.append(message.published())
-        except amqp_errors.UnroutableError:
+            if self.declare and object not in self._declared:
+                with self._deadline():
+                    self._open().exchange_declare(object, "topic", durable=True)
+                self._declared.add(object)
+            try:
+                self._publish_in_transaction(object, messages, routing)
+            except amqp_errors.ChannelClosedByBroker as exc:
+                if not _too_large(exc):
+                    raise
+                # Some message is over the broker's size limit, and the channel closed on it
+                # (nothing of the batch was committed): publish one at a time to tell which.
+                self._transaction = None
+                return self._publish_each(object, messages, routing)
+        except _Unroutable as exc:
             raise self._retriable(f"no queue took a message for exchange '{object}' (routing key "
-                                  f"{routing_key!r}); bind a queue, or set mandatory: false "
+                                  f"{exc.routing_key!r}); bind a queue, or set mandatory: false "
                                   f"to let such messages go") from None
         except amqp_errors.NackError:
             raise self._retriable(f"the broker refused (nack) a message for exchange "
                                   f"'{object}'") from None
         except amqp_errors.ChannelClosedByBroker as exc:
-            self._channel = None
+            self._channel = self._transaction = None
             if exc.reply_code == 404:
                 hint = "" if self.declare else " (declare it, or set the option declare: true)"
                 raise self._retriable(f"exchange '{object}' does not exist{hint}") from None
@@ -251,4 +262,68 @@ class RabbitMqConnector(MessageDestination):
                 raise self._retriable(f"lost the connection publishing to exchange '{object}'",
                                       exc) from None
             raise self._retriable(f"publishing to exchange '{object}' failed", exc) from None
+        return [chosen if isinstance(chosen, Outcome) else message.published()
+                for message, chosen in zip(messages, routing, strict=True)]
+
+    def _publish_in_transaction(self, object: str, messages: Sequence[Message],
+                                routing: Sequence[str | Outcome]) -> None:
+        """Publish a batch on the transactional channel and commit it: on commit-ok the
+        broker has taken responsibility for every message (persisted it), as a confirm
+        would say of one. One round trip for the batch, not one per message."""
+        channel = self._open_transaction()
+        del self._returned[:]
+        for message, chosen in zip(messages, routing, strict=True):
+            if not isinstance(chosen, Outcome):
+                channel.basic_publish(object, chosen, message.body, self._properties(message),
+                                      mandatory=self.mandatory)
+        with self._deadline():
+            channel.tx_commit()
+            # The broker sends a mandatory message's return before the commit-ok; this
+            # hands the returns received to their callback.
+            self._connection_open().process_data_events(time_limit=0)
+        if self._returned:
+            raise _Unroutable(self._returned[0])
+
+    def _publish_each(self, object: str, messages: Sequence[Message],
+                      routing: Sequence[str | Outcome]) -> list[Outcome]:
+        """Publish one message at a time, each confirmed; a message over the broker's size
+        limit is rejected alone."""
+        outcomes: list[Outcome] = []
+        channel = self._open()
+        for message, chosen in zip(messages, routing, strict=True):
+            if isinstance(chosen, Outcome):
+                outcomes.append(chosen)
+                continue
+            try:
+                with self._deadline():
+                    channel.basic_publish(object, chosen, message.body, self._properties(message),
+                                          mandatory=self.mandatory)
+            except amqp_errors.UnroutableError:
+                raise _Unroutable(chosen) from None
+            except amqp_errors.ChannelClosedByBroker as exc:
+                if not _too_large(exc):
+                    raise
+                outcomes.append(message.rejected("MESSAGE_TOO_LARGE", self._scrubbed(
+                    f"the broker refused the message: {exc.reply_text}")))
+                channel = self._open()
+                continue
+            outcomes.append(message.published())
         return outcomes
+
+    @staticmethod
+    def _properties(message: Message) -> pika.BasicProperties:
+        return pika.BasicProperties(
+            content_type="application/json", delivery_mode=pika.DeliveryMode.Persistent,
+            message_id=message.id, type=message.operation, app_id="patchbay")
+
+
+class _Unroutable(Exception):
+    """A mandatory message no queue took."""
+
+    def __init__(self, routing_key: str) -> None:
+        super().__init__(routing_key)
+        self.routing_key = routing_key
+
+
+def _too_large(exc: amqp_errors.ChannelClosedByBroker) -> bool:
+    return exc.reply_code == 406 and "max size" in str(exc.reply_text)

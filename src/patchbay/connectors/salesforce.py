@@ -25,7 +25,7 @@ import io
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote, urlsplit
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape
@@ -33,6 +33,7 @@ from xml.sax.saxutils import escape
 import httpx
 
 from patchbay.connectors.base import Capability, Connector, completed, last_per_key
+from patchbay.connectors.cometd import CometdClient
 from patchbay.elements.compare import same_values
 from patchbay.elements.scope import BoundScope, Condition, Group, fields_of
 from patchbay.errors import ConnectionFailed, RetriableError, SpecError
@@ -51,6 +52,9 @@ from patchbay.model import (
     Status,
 )
 from patchbay.spec import SystemSpec, suggest
+
+if TYPE_CHECKING:
+    from patchbay.connectors.salesforce_cdc import ChangeStream
 
 API_VERSION = "59.0"
 COLLECTION_SIZE = 200
@@ -89,8 +93,12 @@ class SalesforceConnector(Connector):
         self._instance: str | None = options.get("instance_url")
         self._token: str | None = options.get("access_token")
         self._described: dict[str, dict[str, Any]] = {}
+        self._stream: ChangeStream | None = None
 
     def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
         self._http.close()
 
     def usage(self) -> dict[str, int]:
@@ -289,7 +297,40 @@ class SalesforceConnector(Connector):
     def changes(self, object: str, cursor: Mapping[str, Any] | None,
                 fields: Sequence[str] | None = None, limit: int = 2000
                 ) -> tuple[list[Change], dict[str, Any]]:
-        """Records created, updated or deleted since `cursor`, and the cursor after them.
+        """Records created, updated or deleted since `cursor`, and the cursor after them:
+        from the object's Change Data Capture events when the cursor says `cdc`
+        (connectors/salesforce_cdc.py), else polled (`poll_changes`)."""
+        if cursor is not None and cursor.get("cdc"):
+            if self._stream is None:
+                from patchbay.connectors.salesforce_cdc import ChangeStream
+
+                self._stream = ChangeStream(self)
+            return self._stream.changes(object, cursor, self._change_fields(object, fields), limit)
+        return self.poll_changes(object, cursor, fields, limit)
+
+    def cometd_client(self) -> CometdClient:
+        """A new Streaming API client on this connector's session."""
+        if self._token is None or self._instance is None:
+            self._login()
+        return CometdClient(self._http, f"{self._instance}/cometd/{self.version}",
+                            lambda: {"Authorization": f"Bearer {self._token}"})
+
+    def forget_session(self) -> None:
+        """The session expired: log in again on the next call (when there is a login)."""
+        if self._can_login:
+            self._token = None
+
+    def _change_fields(self, object: str, fields: Sequence[str] | None) -> list[str]:
+        """The fields a change carries: those asked for (all but compound ones by default),
+        and what the change itself needs."""
+        return list(dict.fromkeys([*(fields or [f["name"] for f in self._describe(object)["fields"]
+                                              if f["type"] not in ("address", "location")]),
+                                   "Id", "CreatedDate", "SystemModstamp"]))
+
+    def poll_changes(self, object: str, cursor: Mapping[str, Any] | None,
+                     fields: Sequence[str] | None = None, limit: int = 2000
+                     ) -> tuple[list[Change], dict[str, Any]]:
+        """Records created, updated or deleted since `cursor`, polled, and the cursor after them.
 
         Changes are read by SystemModstamp with `>=`, not `>`: many records can share the
         cursor's timestamp, and a transaction may commit late with it. The ids already
@@ -301,9 +342,7 @@ class SalesforceConnector(Connector):
         cursor = {"since": "2000-01-01T00:00:00.000Z", "seen": [], "deleted_since": None,
                   "deleted_seen": [], **(cursor or {})}
         types = self._field_types(object)
-        names = list(dict.fromkeys([*(fields or [f["name"] for f in self._describe(object)["fields"]
-                                                 if f["type"] not in ("address", "location")]),
-                                    "Id", "CreatedDate", "SystemModstamp"]))
+        names = self._change_fields(object, fields)
         since = _typed(cursor["since"], "datetime")
         where = f"SystemModstamp >= {soql_literal(since, 'datetime')}"
         body = self.request("GET", "query", params={

@@ -7,8 +7,8 @@ refuses the batch, split it until the refused records stand alone with the datab
 reason. PostgreSQL takes a fast path: COPY into a temporary staging table, then one
 INSERT ... ON CONFLICT (or UPDATE / DELETE) from it.
 
-Changes are polled by a watermark column (an updated-at timestamp or an increasing number);
-see `SqlConnector.changes`.
+Changes are polled by a watermark column (an updated-at timestamp or an increasing number),
+or, on PostgreSQL, read from the capture table of `pgcapture`; see `SqlConnector.changes`.
 """
 
 from __future__ import annotations
@@ -30,11 +30,12 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
+from patchbay.connectors import pgcapture
 from patchbay.connectors.base import Capability, Connector, completed, last_per_key
 from patchbay.elements import columnar as columnar_lane
 from patchbay.elements.compare import same_values
 from patchbay.elements.scope import BoundScope, to_sql
-from patchbay.errors import ConnectionFailed, RetriableError, SpecError
+from patchbay.errors import ConnectionFailed, PatchbayError, RetriableError, SpecError
 from patchbay.model import (
     Change,
     ChangeKind,
@@ -299,6 +300,23 @@ class SqlConnector(Connector):
                                      f"{reason.strip().splitlines()[0]}") from exc
             raise
 
+    @contextmanager
+    def capture_setup(self) -> Iterator[Connection]:
+        """A transaction for installing or removing change capture (`pgcapture`), committed
+        when the block ends without an error; a refusal of the database is a PatchbayError."""
+        self._need_capture()
+        try:
+            with self._reading() as conn:
+                yield conn
+                conn.commit()
+        except sa_exc.DBAPIError as exc:
+            raise PatchbayError(f"system '{self.name}': {_first_line(exc)}") from exc
+
+    def _need_capture(self) -> None:
+        if self.dialect != "postgresql":
+            raise SpecError(f"system '{self.name}' is not PostgreSQL: change capture needs "
+                            "PostgreSQL; use trigger.changes: poll with a watermark")
+
     # -- changes --------------------------------------------------------------------------------
 
     def changes(self, object: str, cursor: Mapping[str, Any] | None,
@@ -335,9 +353,20 @@ class SqlConnector(Connector):
         id watermark makes every change CREATED). `at` is the watermark value when it is a
         timestamp. The record holds the row, or `fields` plus the key and the watermark.
         The key must be unique. Rows whose watermark is null are never delivered, and
-        deletes cannot be seen by polling a table: they need change capture from the
-        database's log.
+        deletes cannot be seen by polling a table.
+
+        A cursor with `"cdc": true` (and a `consumer`) reads the table's capture instead, on
+        PostgreSQL once `patchbay cdc install` has set it up: inserts, updates and deletes,
+        with no watermark column; see `pgcapture.changes` for its cursor.
         """
+        if cursor and cursor.get("cdc"):
+            self._need_capture()
+            table = self.table(object)
+            with self._reading() as conn:
+                captured = pgcapture.changes(conn, self.name, object, table, cursor, fields,
+                                             limit, pgcapture.schema_of(self.system))
+                conn.commit()
+            return captured
         if limit < 1:
             raise ValueError(f"limit must be at least 1, not {limit}")
         table = self.table(object)

@@ -506,7 +506,7 @@ def _plan(org: Org, job: Job, session: Session) -> _Plan:
             record_id = record_id_of(row)
             current = org.storage.get(obj, record_id)
             if not (hard and current is not None and current["IsDeleted"]):
-                org.delete(obj, record_id, ORIGIN)
+                org.delete(obj, record_id, ORIGIN, session=session)
             if hard:
                 org.storage.db.execute(f'DELETE FROM {quote(obj.name)} WHERE "Id" = ?', (record_id,))
             return record_id, False

@@ -99,6 +99,8 @@ class OrgConfig:
     custom_schema: Path | Mapping[str, Any] | None = None
     database: str = ":memory:"
     public_url: str = "https://emulator.local"
+    cdc_retention_hours: float = 72
+    """How long change events can be replayed, by the org's clock (Salesforce keeps 72 h)."""
 
 
 class Org:
@@ -261,7 +263,8 @@ class Org:
                                f"Required fields are missing: [{', '.join(missing)}]", missing)
             self._check_unique(obj, values, None)
             self.storage.insert(obj, values)
-            self.storage.log(obj, record_id, "created", list(values), now, origin)
+            self.storage.log(obj, record_id, "created", list(values), now, origin,
+                             _api_values(obj, values, list(values)), session.user_id)
         return record_id
 
     def update(self, obj: SObject, record_id: str, body: Mapping[str, Any], session: Session,
@@ -282,17 +285,25 @@ class Org:
             changed = [n for n, v in values.items() if current.get(n) != v]
             values.update({"LastModifiedDate": now, "SystemModstamp": now,
                            "LastModifiedById": session.user_id})
+            # A change event names LastModifiedById only when another user made this change.
+            event_fields = [*changed, "LastModifiedDate"] + \
+                (["LastModifiedById"] if current.get("LastModifiedById") != session.user_id else [])
             self.storage.update(obj, record_id, values)
-            self.storage.log(obj, record_id, "updated", changed, now, origin)
+            self.storage.log(obj, record_id, "updated", changed, now, origin,
+                             _api_values(obj, values, event_fields), session.user_id)
 
-    def delete(self, obj: SObject, record_id: str, origin: str = "rest") -> None:
+    def delete(self, obj: SObject, record_id: str, origin: str = "rest",
+               session: Session | None = None) -> None:
+        """Soft-delete a record; `session` names the deleting user for the change log (the
+        org's first user when the caller has none to give)."""
         self._writable(obj, "delete")
         self._live(obj, record_id)
         now = stored_datetime(self.clock.now())
         with self.storage.transaction():
             self.storage.update(obj, record_id, {"IsDeleted": 1, "_DeletedAt": now,
                                                  "SystemModstamp": now})
-            self.storage.log(obj, record_id, "deleted", [], now, origin)
+            self.storage.log(obj, record_id, "deleted", [], now, origin, {},
+                             session.user_id if session else self.config.users[0].id)
 
     def upsert(self, obj: SObject, field_name: str, value: str, body: Mapping[str, Any],
                session: Session, origin: str = "rest") -> tuple[str, bool]:
@@ -407,6 +418,11 @@ def _field(obj: SObject, name: str) -> SField:
     found = obj.field(name)
     assert found is not None
     return found
+
+
+def _api_values(obj: SObject, stored: Mapping[str, Any], names: list[str]) -> dict[str, Any]:
+    """The named stored values as the REST API renders them."""
+    return {name: from_storage(_field(obj, name), stored.get(name)) for name in names}
 
 
 def _derive(obj: SObject, record: dict[str, Any], changes: dict[str, Any]) -> None:

@@ -34,7 +34,7 @@ class LocalOrg:
         self.org = Org(config)
         self._server = uvicorn.Server(uvicorn.Config(
             create_app(self.org), host="127.0.0.1", port=self.port, log_level="warning",
-            lifespan="off"))
+            lifespan="off", timeout_graceful_shutdown=1))
         self._thread = threading.Thread(target=self._server.run, name="patchbay-localorg",
                                         daemon=True)
 

@@ -1,5 +1,5 @@
 """The local org's HTTP face: Salesforce's REST paths, SOAP login, OAuth token endpoint,
-and the control API under `/_emulator/`.
+the CometD streaming endpoint (`streaming.py`) and the control API under `/_emulator/`.
 
 Requests under `/services/data` are dispatched on the raw path, split into segments and
 each one percent-decoded, because an external id may hold an encoded `/`.
@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from patchbay.localorg import bulk, ids, query
+from patchbay.localorg import bulk, ids, query, streaming
 from patchbay.localorg.org import ORG_ID, MultipleMatches, Org, OrgError, Session
 from patchbay.localorg.values import parse_datetime, stored_datetime
 
@@ -188,6 +188,7 @@ def create_app(org: Org | None = None) -> Starlette:
         Route("/services/Soap/u/{version}", soap_login, methods=["POST"]),
         Route("/services/Soap/u/{version}/", soap_login, methods=["POST"]),
         Route("/services/oauth2/token", oauth_token, methods=["POST"]),
+        *streaming.Streaming(org).routes(),
         Route("/_emulator/{action:path}", control, methods=["POST"]),
     ]
     app = Starlette(routes=routes)
@@ -247,7 +248,7 @@ async def _sobjects(call: Call, rest: list[str]) -> Response:
             org.update(obj, found, await call.json(), call.session)
             return Response(status_code=204)
         if call.method == "DELETE":
-            org.delete(obj, found)
+            org.delete(obj, found, session=call.session)
             return Response(status_code=204)
         raise OrgError(405, "METHOD_NOT_ALLOWED", f"HTTP Method '{call.method}' not allowed.")
     if len(rest) == 3:
@@ -271,7 +272,7 @@ async def _sobjects(call: Call, rest: list[str]) -> Response:
             matches = org.matches(obj, key, value)
             if len(matches) != 1:
                 raise OrgError(404, "NOT_FOUND", "The requested resource does not exist")
-            org.delete(obj, matches[0])
+            org.delete(obj, matches[0], session=call.session)
             return Response(status_code=204)
     raise OrgError(404, "NOT_FOUND", "The requested resource does not exist")
 
@@ -349,7 +350,7 @@ def _collection_item(call: Call, method: str, item: Any, rest: list[str],
     org = call.org
     if method == "DELETE":
         found = _object_of_id(org, item)
-        org.delete(found, ids.to18(item) or item)
+        org.delete(found, ids.to18(item) or item, session=call.session)
         return {"id": ids.to18(item), "success": True, "errors": []}
     if not isinstance(item, dict):
         raise OrgError(400, "JSON_PARSER_ERROR", "each record must be an object")

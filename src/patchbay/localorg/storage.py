@@ -4,7 +4,8 @@ Tables are named after the object (`"Account"`, `"Invoice__c"`), columns after t
 (`"Id"`, `"Name"`), values encoded as `values.py` says. A record's deletion time is kept in
 `"_DeletedAt"` (IsDeleted is 1 from then on). Every create, update and delete appends a row
 to `"_Changes"`, the change log that getUpdated/getDeleted read and that Change Data Capture
-will stream.
+streams: with the new values in their API form (JSON), the user, and the transaction key and
+sequence number of the write call that made the change.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from patchbay.localorg import ids
@@ -21,6 +24,9 @@ from patchbay.localorg.schema import OrgSchema, SField, SObject
 
 _SQL_TYPES = {"boolean": "INTEGER", "int": "INTEGER", "double": "REAL", "currency": "REAL",
               "percent": "REAL"}
+# Added after the first release of the change log: org files made before get them by ALTER.
+_CHANGE_COLUMNS = {"snapshot": "TEXT NOT NULL DEFAULT '{}'", "commit_user": "TEXT",
+                   "transaction_key": "TEXT", "sequence_number": "INTEGER"}
 
 
 def quote(name: str) -> str:
@@ -51,9 +57,30 @@ def create_tables(db: sqlite3.Connection, schema: OrgSchema) -> None:
                            f"ON {quote(obj.name)} ({quote(f.name)} COLLATE NOCASE)")
     db.execute('CREATE TABLE IF NOT EXISTS "_Changes" (seq INTEGER PRIMARY KEY AUTOINCREMENT, '
                "object TEXT NOT NULL, record_id TEXT NOT NULL, kind TEXT NOT NULL, "
-               "fields TEXT NOT NULL, at TEXT NOT NULL, origin TEXT NOT NULL)")
+               "fields TEXT NOT NULL, at TEXT NOT NULL, origin TEXT NOT NULL, "
+               + ", ".join(f"{name} {kind}" for name, kind in _CHANGE_COLUMNS.items()) + ")")
+    logged = {row[1] for row in db.execute('PRAGMA table_info("_Changes")')}
+    for name, kind in _CHANGE_COLUMNS.items():
+        if name not in logged:
+            db.execute(f'ALTER TABLE "_Changes" ADD COLUMN {name} {kind}')
     db.execute('CREATE INDEX IF NOT EXISTS "ix_changes_at" ON "_Changes" (object, at)')
     db.execute('CREATE TABLE IF NOT EXISTS "_Counters" (prefix TEXT PRIMARY KEY, n INTEGER)')
+
+
+@dataclass(frozen=True)
+class ChangeRow:
+    """One change-log row, as Change Data Capture reads it."""
+
+    seq: int
+    object: str
+    record_id: str
+    kind: str
+    at: str
+    origin: str
+    snapshot: dict[str, Any]
+    commit_user: str | None
+    transaction_key: str | None
+    sequence_number: int | None
 
 
 class Storage:
@@ -66,25 +93,47 @@ class Storage:
         self.db.execute("PRAGMA synchronous=OFF")
         self.lock = threading.RLock()
         self._depth = 0
+        self._transaction_key: str | None = None
+        self._logged = 0
+        self._watchers: list[Callable[[], None]] = []
         create_tables(self.db, schema)
+
+    def watch(self, callback: Callable[[], None]) -> None:
+        """Call `callback` after every committed transaction that logged a change.
+
+        It runs in the writing thread, so it must only hand the news on, never block."""
+        self._watchers.append(callback)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One atomic unit of work; nested calls join the outer one through savepoints."""
+        """One atomic unit of work; nested calls join the outer one through savepoints.
+
+        The outermost transaction is one Salesforce transaction: its changes share a
+        transaction key and are numbered in order."""
         with self.lock:
+            outermost = self._depth == 0
             self._depth += 1
             name = f"sp{self._depth}"
+            logged_before = self._logged
             self.db.execute(f"SAVEPOINT {name}")
             try:
                 yield self.db
             except BaseException:
                 self.db.execute(f"ROLLBACK TO {name}")
                 self.db.execute(f"RELEASE {name}")
+                # Rolled-back rows are gone, so their sequence numbers are free again.
+                self._logged = logged_before
                 raise
             else:
                 self.db.execute(f"RELEASE {name}")
             finally:
                 self._depth -= 1
+                committed = self._logged
+                if outermost:
+                    self._transaction_key, self._logged = None, 0
+        if outermost and committed:
+            for callback in self._watchers:
+                callback()
 
     def new_id(self, obj: SObject) -> str:
         with self.transaction() as db:
@@ -129,11 +178,18 @@ class Storage:
                        [*values.values(), record_id])
 
     def log(self, obj: SObject, record_id: str, kind: str, fields: Sequence[str], at: str,
-            origin: str) -> None:
+            origin: str, snapshot: Mapping[str, Any], user_id: str) -> None:
+        """Append a change: `fields` as getUpdated knows them, `snapshot` the new values in
+        their API form, `user_id` the committing user."""
         with self.transaction() as db:
-            db.execute('INSERT INTO "_Changes" (object, record_id, kind, fields, at, origin) '
-                       "VALUES (?, ?, ?, ?, ?, ?)",
-                       (obj.name, record_id, kind, json.dumps(list(fields)), at, origin))
+            if self._transaction_key is None:
+                self._transaction_key = str(uuid.uuid4())
+            self._logged += 1
+            db.execute('INSERT INTO "_Changes" (object, record_id, kind, fields, at, origin, snapshot, '
+                       "commit_user, transaction_key, sequence_number) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (obj.name, record_id, kind, json.dumps(list(fields)), at, origin,
+                        json.dumps(snapshot), user_id, self._transaction_key, self._logged))
 
     def changes(self, obj: SObject, kind: str, start: str, end: str) -> list[tuple[str, str]]:
         """(record id, time) of the changes of one kind to an object in [start, end)."""
@@ -143,6 +199,33 @@ class Storage:
                 + ", ".join("?" * len(kind.split(","))) + ") AND at >= ? AND at < ? "
                 "GROUP BY record_id ORDER BY max(at), record_id",
                 (obj.name, *kind.split(","), start, end))]
+
+    def newest_change(self) -> int:
+        """The seq of the last change logged, 0 if there is none."""
+        with self.lock:
+            return int(self.db.execute('SELECT coalesce(max(seq), 0) FROM "_Changes"').fetchone()[0])
+
+    def oldest_change_since(self, at: str) -> int | None:
+        """The seq of the first change logged at or after `at`."""
+        with self.lock:
+            found = self.db.execute('SELECT min(seq) FROM "_Changes" WHERE at >= ?', (at,)).fetchone()[0]
+        return None if found is None else int(found)
+
+    def change_rows(self, after: int, upto: int, objects: Collection[str] | None, since: str,
+                    limit: int) -> list[ChangeRow]:
+        """Changes with `after` < seq <= `upto` logged at or after `since`, in seq order,
+        to the given objects (to all when None)."""
+        where = "seq > ? AND seq <= ? AND at >= ?"
+        params: list[Any] = [after, upto, since]
+        if objects is not None:
+            where += f" AND object IN ({', '.join('?' * len(objects))})"
+            params.extend(objects)
+        with self.lock:
+            rows = self.db.execute(
+                "SELECT seq, object, record_id, kind, at, origin, snapshot, commit_user, "
+                f'transaction_key, sequence_number FROM "_Changes" WHERE {where} ORDER BY seq LIMIT ?',
+                [*params, limit]).fetchall()
+        return [ChangeRow(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]), *r[7:]) for r in rows]
 
     def reset(self) -> None:
         with self.lock:

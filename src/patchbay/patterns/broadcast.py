@@ -14,8 +14,11 @@ Deletes go to every destination (a filter cannot see a deleted record's values).
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import logging
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +27,7 @@ from patchbay.connectors.base import Connector
 from patchbay.elements import scope as scopes
 from patchbay.elements.conform import Conformer
 from patchbay.elements.transform import Transform
-from patchbay.errors import ConnectionFailed, SpecError
+from patchbay.errors import ConnectionFailed, RetriableError, SpecError
 from patchbay.model import (
     VERSION_FIELD,
     Change,
@@ -39,6 +42,13 @@ from patchbay.patterns.context import LookupCache, RunContext, misfits
 from patchbay.runtime.delivery import Deliverer, DeliveryStats, RetryPolicy, Target
 from patchbay.spec import BroadcastDestinationSpec, BroadcastSpec
 from patchbay.store.outbox import NewDelivery
+from patchbay.store.store import UNAVAILABLE
+
+log = logging.getLogger(__name__)
+
+PURGE_EVERY_SECONDS = 600.0
+_TRANSIENT: tuple[type[Exception], ...] = (RetriableError, *UNAVAILABLE)
+"""A source, destination or engine state that cannot be reached now: tried again later."""
 
 BROKEN = "__error__"
 """Payload field of a change the transform could not make a record of: the delivery
@@ -92,8 +102,9 @@ class Broadcast:
 
     # -- noticing changes -----------------------------------------------------------------------
 
-    def poll(self) -> int:
-        """Move the source's changes since the cursor into the outbox; how many there were."""
+    def poll(self, enqueued: Callable[[], None] | None = None) -> int:
+        """Move the source's changes since the cursor into the outbox; how many there were.
+        `enqueued` is called after each batch is durably in the outbox."""
         src, store = self.spec.source, self.ctx.store
         total = 0
         while True:
@@ -101,14 +112,19 @@ class Broadcast:
             if cursor is None and src.watermark:
                 cursor = {"watermark": src.watermark, "key": src.key,
                           "overlap_seconds": self.spec.trigger.overlap_seconds}
+            if self.spec.trigger.changes != "cdc" and cursor and cursor.get("cdc"):
+                cursor = {k: v for k, v in cursor.items() if k != "cdc"}  # back to polling
             if self.spec.trigger.changes == "cdc":
                 # The connector follows its change stream while the cursor says so; the
                 # consumer names this integration's share of a change table.
-                cursor = {**(cursor or {"key": src.key}), "cdc": True, "consumer": self.spec.name}
+                cursor = {**(cursor or {"key": src.key}), "cdc": True, "consumer": self.spec.name,
+                          "wait_seconds": self.spec.trigger.poll_seconds}
             changes, after = self.source.changes(src.object, cursor, src.fields,
                                                  limit=self.spec.options.batch_size)
             store.enqueue(self.spec.name, self._deliveries(changes), (src.system, src.object, after))
             total += len(changes)
+            if changes and enqueued is not None:
+                enqueued()
             if len(changes) < self.spec.options.batch_size:
                 return total
 
@@ -186,18 +202,100 @@ class Broadcast:
         return self.summary(changes, stats)
 
     def serve(self, stop: threading.Event, poll: bool = True) -> None:
-        """Poll and deliver every `poll_seconds` until `stop` is set; only deliver when `poll`
-        is false (an extra worker: several share the outbox on a PostgreSQL engine state)."""
-        while not stop.is_set():
-            changes, stats = (self.poll() if poll else 0), self.deliver()
-            self.ctx.notify("broadcast", {"changes": changes, "delivered": stats.delivered,
-                                          "retried": stats.retried, "dead": stats.dead})
-            stop.wait(self.spec.trigger.poll_seconds)
+        """Notice and deliver until `stop` is set. This thread polls the source every
+        `poll_seconds` (unless `poll` is false: an extra worker, which only delivers); each
+        destination has a delivering thread of its own, woken as soon as a poll has put
+        something in the outbox. So delivering overlaps noticing, and a slow destination
+        holds up no other. A source or engine state that cannot be reached for a while is
+        tried again on the next round; any other error stops the broadcast."""
+        ended = threading.Event()
+        wakes = {name: threading.Event() for name in self.destinations}
+        tally = _Tally()
+
+        def wake_all() -> None:
+            for wake in wakes.values():
+                wake.set()
+
+        workers = [threading.Thread(target=self._keep_delivering,
+                                    args=(name, wakes[name], stop, ended, tally),
+                                    name=f"deliver-{name}", daemon=True) for name in wakes]
+        for worker in workers:
+            worker.start()
+        purged_at = -PURGE_EVERY_SECONDS
+        try:
+            while not stop.is_set():
+                if time.monotonic() - purged_at >= PURGE_EVERY_SECONDS:
+                    self.purge()
+                    purged_at = time.monotonic()
+                changes = 0
+                if poll:
+                    try:
+                        changes = self.poll(enqueued=wake_all)
+                    except _TRANSIENT as exc:
+                        log.warning("%s: noticing changes failed, trying again: %s",
+                                    self.spec.name, exc)
+                stats = tally.take()
+                self.ctx.notify("broadcast", {"changes": changes, "delivered": stats.delivered,
+                                              "retried": stats.retried, "dead": stats.dead})
+                stop.wait(self.spec.trigger.poll_seconds)
+        finally:
+            ended.set()
+            wake_all()
+            for worker in workers:
+                worker.join(timeout=60)
+
+    def purge(self) -> int:
+        """Forget the deliveries made longer ago than the options keep them; how many."""
+        keep = self.spec.options.keep_delivered_hours
+        if keep is None:
+            return 0
+        try:
+            return self.ctx.store.purge(dt.timedelta(hours=keep), self.spec.name)
+        except _TRANSIENT as exc:
+            log.warning("%s: purging the outbox failed, trying later: %s", self.spec.name, exc)
+            return 0
+
+    def _keep_delivering(self, name: str, wake: threading.Event, stop: threading.Event,
+                         ended: threading.Event, tally: _Tally) -> None:
+        limit, pause = self.spec.options.batch_size, self.spec.trigger.poll_seconds
+        while not (stop.is_set() or ended.is_set()):
+            try:
+                stats = self.deliverer.deliver_once(name, limit)
+            except _TRANSIENT as exc:  # its deliveries wait for the next try
+                log.warning("%s: delivering to %s failed, trying again: %s",
+                            self.spec.name, name, exc)
+                stats = DeliveryStats()
+            except Exception:
+                log.exception("%s: delivering to %s failed, trying again", self.spec.name, name)
+                stats = DeliveryStats()
+            if stats.total:
+                tally.add(stats)
+                continue
+            # Nothing due: sleep until a poll enqueues, or a retry may have come due.
+            wake.wait(pause)
+            wake.clear()
 
     def summary(self, changes: int, stats: DeliveryStats) -> dict[str, Any]:
         return {"integration": self.spec.name, "pattern": "broadcast", "changes": changes,
                 "delivered": stats.delivered, "retried": stats.retried, "dead": stats.dead,
                 "outbox": self.ctx.store.outbox_counts(self.spec.name)}
+
+
+class _Tally:
+    """Delivery counts from the delivering threads, taken by the noticing one to report."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stats = DeliveryStats()
+
+    def add(self, stats: DeliveryStats) -> None:
+        with self._lock:
+            self._stats += stats
+
+    def take(self) -> DeliveryStats:
+        with self._lock:
+            stats, self._stats = self._stats, DeliveryStats()
+        return stats
 
 
 class _Conforming(Connector):

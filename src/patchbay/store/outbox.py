@@ -243,6 +243,28 @@ class OutboxMixin:
                     status=DeliveryStatus.DISCARDED.value)).rowcount
         return changed
 
+    def purge(self, older_than: dt.timedelta, integration: str | None = None) -> int:
+        """Delete the deliveries delivered, or discarded, longer than `older_than` ago; how
+        many. Pending deliveries and dead letters are never purged: they are work to do.
+        Deletes go in chunks, so that a large outbox is not locked for long."""
+        purged = 0
+        while True:
+            with self.engine.begin() as conn:
+                cutoff = clock(conn) - older_than
+                finished = sa.or_(
+                    sa.and_(outbox.c.status == DeliveryStatus.DELIVERED.value,
+                            outbox.c.delivered_at < cutoff),
+                    sa.and_(outbox.c.status == DeliveryStatus.DISCARDED.value,
+                            outbox.c.created_at < cutoff))
+                chosen = sa.select(outbox.c.id).where(finished).limit(_CHUNK)
+                if integration is not None:
+                    chosen = chosen.where(outbox.c.integration == integration)
+                ids = list(conn.execute(chosen).scalars())
+                if ids:
+                    purged += conn.execute(sa.delete(outbox).where(outbox.c.id.in_(ids))).rowcount
+            if len(ids) < _CHUNK:
+                return purged
+
     def outbox_counts(self, integration: str) -> dict[str, dict[str, int]]:
         """Deliveries per destination and status (every status present, zero or not)."""
         stmt = (sa.select(outbox.c.destination, outbox.c.status, sa.func.count())

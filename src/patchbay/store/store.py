@@ -21,6 +21,10 @@ from patchbay.store.outbox import NewDelivery as NewDelivery
 from patchbay.store.outbox import OutboxMixin, as_text, clock
 from patchbay.store.schema import cursors, outbox, outcomes, runs
 
+UNAVAILABLE: tuple[type[Exception], ...] = (sa.exc.OperationalError, sa.exc.InterfaceError)
+"""What the engine state raises while it cannot be reached (a restart, a lock held too
+long): the work waits and is tried again."""
+
 DEFAULT_DIRECTORY = ".patchbay"
 MIGRATION_LOCK = 0x7061746368626179  # "patchbay": the advisory lock that serialises migrations
 STALE_AFTER = dt.timedelta(minutes=2)

@@ -1,0 +1,231 @@
+"""Salesforce Outbound Messages: the SOAP 1.1 `notifications` a workflow rule posts to
+`POST /outbound/{integration}`, acknowledged only once their changes are in the outbox.
+
+Salesforce cannot send the API's bearer token, so the route is open (BearerAuth.SIGNED)
+and checks instead: the integration is a broadcast declaring `trigger.outbound_messages`,
+the sending org is the declared one, and the URL carries `?secret=` when a secret is set.
+
+Only the record ids of a message are used: the engine fetches the records' current values
+from the broadcast's source, as for a webhook's `{"ids": [...]}`. Salesforce delivers at
+least once and out of order, so the values inside a notification may be older than what
+the source holds now; fetching makes late and repeated notifications harmless.
+
+Anything but an Ack is a SOAP fault, which Salesforce answers by sending the message again
+later (for up to 24 hours): what we want when the source or the engine state is down.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import logging
+import os
+import re
+import xml.etree.ElementTree as ElementTree
+from dataclasses import dataclass
+from xml.sax.saxutils import escape
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from patchbay.api.http import Redactor
+from patchbay.api.runs import Runs
+from patchbay.errors import PatchbayError
+from patchbay.runtime.runner import Invocation
+from patchbay.spec import BroadcastSpec, IntegrationFile, OutboundMessagesSpec
+
+log = logging.getLogger("patchbay.api")
+
+SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
+OUTBOUND = "http://soap.sforce.com/2005/09/outbound"
+SOBJECT = "urn:sobject.enterprise.soap.sforce.com"
+XSI = "http://www.w3.org/2001/XMLSchema-instance"
+
+PATH = "/outbound/"
+MAX_BODY = 5 * 1024 * 1024
+MAX_NOTIFICATIONS = 100
+MEDIA_TYPES = frozenset({"text/xml", "application/soap+xml"})
+
+_RECORD_ID = re.compile(r"[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?")
+_FORBIDDEN = re.compile(r"<!DOCTYPE|<!ENTITY", re.IGNORECASE)
+
+_ACK = ('<?xml version="1.0" encoding="UTF-8"?>'
+        f'<soapenv:Envelope xmlns:soapenv="{SOAP_ENV}"><soapenv:Body>'
+        f'<notificationsResponse xmlns="{OUTBOUND}"><Ack>true</Ack></notificationsResponse>'
+        "</soapenv:Body></soapenv:Envelope>")
+
+
+class Fault(Exception):
+    """A notification not recorded: the HTTP status, and who is at fault (the sender, or
+    this server, whose faults a redelivery may get past)."""
+
+    def __init__(self, status: int, message: str, *, server: bool = False) -> None:
+        super().__init__(message)
+        self.status, self.message, self.server = status, message, server
+
+
+@dataclass(frozen=True)
+class Notification:
+    object: str
+    """The sObject type, from the sObject element's xsi:type."""
+    record_id: str
+
+
+@dataclass(frozen=True)
+class Notifications:
+    """What this server uses of a `notifications` message. The SessionId is never read: it
+    is a live session of the sending user, which nothing here needs and no log may show."""
+
+    organization_id: str
+    action_id: str | None
+    items: tuple[Notification, ...]
+
+    @property
+    def record_ids(self) -> list[str]:
+        """Each record once, in the order of the notifications."""
+        return list(dict.fromkeys(n.record_id for n in self.items))
+
+
+def parse(text: str) -> Notifications:
+    """The notifications of a SOAP envelope; a Fault says what is wrong with it."""
+    # expat would expand internal entities: with no DOCTYPE there can be none to expand.
+    if _FORBIDDEN.search(text):
+        raise Fault(500, "DOCTYPE and ENTITY declarations are not accepted")
+    try:
+        root = ElementTree.fromstring(text)
+    except ElementTree.ParseError as exc:
+        raise Fault(500, f"the body is not well-formed XML: {exc}") from None
+    body = root.find(f"{{{SOAP_ENV}}}Body") if root.tag == f"{{{SOAP_ENV}}}Envelope" else None
+    if body is None:
+        raise Fault(500, f"the body is not a SOAP 1.1 envelope ({SOAP_ENV}) with a Body")
+    message = body.find(f"{{{OUTBOUND}}}notifications")
+    if message is None:
+        raise Fault(500, f"the SOAP body holds no notifications element of {OUTBOUND}")
+    organization_id = _text(message, f"{{{OUTBOUND}}}OrganizationId")
+    if organization_id is None:
+        raise Fault(500, "the notifications carry no OrganizationId")
+    elements = message.findall(f"{{{OUTBOUND}}}Notification")
+    if not 1 <= len(elements) <= MAX_NOTIFICATIONS:
+        raise Fault(500, f"a message holds 1 to {MAX_NOTIFICATIONS} Notification elements, "
+                         f"not {len(elements)}")
+    return Notifications(organization_id, _text(message, f"{{{OUTBOUND}}}ActionId"),
+                         tuple(_notification(n, i) for i, n in enumerate(elements, 1)))
+
+
+def _notification(element: ElementTree.Element, number: int) -> Notification:
+    sobject = element.find(f"{{{OUTBOUND}}}sObject")
+    declared = sobject.get(f"{{{XSI}}}type") if sobject is not None else None
+    if sobject is None or not declared:
+        raise Fault(500, f"Notification {number} has no sObject with an xsi:type")
+    record_id = _text(sobject, f"{{{SOBJECT}}}Id")
+    if record_id is None or not _RECORD_ID.fullmatch(record_id):
+        raise Fault(500, f"Notification {number}: its sObject has no Id of 15 or 18 letters "
+                         f"and digits ({SOBJECT})")
+    # ElementTree keeps no namespace declarations to resolve the type's prefix with;
+    # the local part is the object's name either way.
+    return Notification(declared.rpartition(":")[2], record_id)
+
+
+def _text(parent: ElementTree.Element, tag: str) -> str | None:
+    element = parent.find(tag)
+    text = (element.text or "").strip() if element is not None else ""
+    return text or None
+
+
+def same_org(declared: str, sent: str) -> bool:
+    """Whether two org ids name the same org: the 18-character form is the 15-character
+    one (case-sensitive) plus a checksum of its case, so the first 15 decide."""
+    return len(declared) in (15, 18) and len(sent) in (15, 18) and declared[:15] == sent[:15]
+
+
+def ack() -> Response:
+    return Response(_ACK, 200, media_type="text/xml")
+
+
+def fault(exc: Fault, redact: Redactor) -> Response:
+    code = "soapenv:Server" if exc.server else "soapenv:Client"
+    envelope = ('<?xml version="1.0" encoding="UTF-8"?>'
+                f'<soapenv:Envelope xmlns:soapenv="{SOAP_ENV}"><soapenv:Body><soapenv:Fault>'
+                f"<faultcode>{code}</faultcode><faultstring>{escape(redact(exc.message))}"
+                "</faultstring></soapenv:Fault></soapenv:Body></soapenv:Envelope>")
+    return Response(envelope, exc.status, media_type="text/xml")
+
+
+async def receive(request: Request, file: IntegrationFile, runs: Runs, redact: Redactor) -> Response:
+    """The answer to one Outbound Message: an Ack once its changes are durably queued,
+    else a fault (every one, so that the caller always gets SOAP back)."""
+    name = request.path_params["integration"]
+    try:
+        integration, declared = _receiving(file, name)
+        _check_secret(request, declared)
+        notifications = parse(await _text_body(request))
+        if not same_org(declared.organization_id, notifications.organization_id):
+            raise Fault(403, f"notifications from org {notifications.organization_id!r} are not "
+                             f"accepted by '{name}'")
+        expected = integration.source.object
+        others = sorted({n.object for n in notifications.items
+                         if n.object.casefold() != expected.casefold()})
+        if others:
+            raise Fault(500, f"'{name}' takes notifications of {expected}, not of "
+                             + ", ".join(others))
+        received_at = dt.datetime.now(dt.UTC).isoformat()
+        try:
+            await run_in_threadpool(runs.push, Invocation(file, integration, {}),
+                                    {"ids": notifications.record_ids}, received_at)
+        except PatchbayError as exc:
+            raise Fault(500, f"the changes could not be recorded: {exc}", server=True) from None
+        except Exception as exc:
+            log.error("outbound message for '%s' not recorded: %s", name, type(exc).__name__)
+            raise Fault(500, "the changes could not be recorded; the server's log has the "
+                             "details", server=True) from None
+    except Fault as exc:
+        log.warning("outbound message for '%s' refused (%d): %s", name, exc.status,
+                    redact(exc.message))
+        return fault(exc, redact)
+    log.info("outbound message %s for '%s': %d record(s) queued", notifications.action_id or "",
+             name, len(notifications.record_ids))
+    return ack()
+
+
+def _receiving(file: IntegrationFile, name: str) -> tuple[BroadcastSpec, OutboundMessagesSpec]:
+    integration = next((i for i in file.integrations if i.name == name), None)
+    if isinstance(integration, BroadcastSpec) and integration.trigger.outbound_messages is not None:
+        return integration, integration.trigger.outbound_messages
+    raise Fault(404, f"no broadcast '{name}' takes Outbound Messages")
+
+
+def _check_secret(request: Request, declared: OutboundMessagesSpec) -> None:
+    if declared.secret_env is None:
+        return
+    expected = os.environ.get(declared.secret_env)
+    if not expected:
+        raise Fault(500, f"the Outbound Messages secret is not set (environment variable "
+                         f"{declared.secret_env})", server=True)
+    given = request.query_params.get("secret", "")
+    if not hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8")):
+        raise Fault(401, "the endpoint URL's secret is missing or wrong")
+
+
+async def _text_body(request: Request) -> str:
+    """The body as text, refused above MAX_BODY bytes before it is all read."""
+    media_type, _, parameters = request.headers.get("content-type", "").partition(";")
+    if media_type.strip().lower() not in MEDIA_TYPES:
+        raise Fault(415, "the body must be text/xml or application/soap+xml")
+    charset = next((value.strip().strip('"').lower() for key, _, value in
+                    (p.partition("=") for p in parameters.split(";"))
+                    if key.strip().lower() == "charset"), "utf-8")
+    if charset not in ("utf-8", "utf8"):
+        raise Fault(415, f"the body must be UTF-8, not {charset!r}")
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > MAX_BODY:
+        raise Fault(413, f"the body exceeds {MAX_BODY} bytes")
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY:
+            raise Fault(413, f"the body exceeds {MAX_BODY} bytes")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Fault(500, "the body is not valid UTF-8") from None
