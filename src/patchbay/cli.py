@@ -188,18 +188,22 @@ def serve(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = N
                                      "from PATCHBAY_API_TOKEN; none: loopback only).")] = True,
           host: Annotated[str, typer.Option(help="Address the API listens on.")] = "127.0.0.1",
           port: Annotated[int, typer.Option(help="Port the API listens on.")] = 8877) -> None:
-    """Keep broadcasts going: poll their sources and deliver, until Ctrl-C; and serve the HTTP
-    API (on-demand runs, run status, dead letters), which alone also serves a file without
-    broadcasts."""
+    """Keep broadcasts going (poll their sources and deliver), stream aggregations (consume
+    and flush) and scheduled aggregations, until Ctrl-C; and serve the HTTP API (on-demand
+    runs, run status, dead letters, live aggregation answers), which alone also serves a
+    file without any of those."""
     with _handled():
         from patchbay.api import api_token, serve_api
-        from patchbay.spec import BroadcastSpec, load
+        from patchbay.spec import AggregationSpec, BroadcastSpec, load
 
         path_file = load(file)
-        chosen = [i for i in path_file.integrations if isinstance(i, BroadcastSpec)
+        chosen = [i for i in path_file.integrations
+                  if (isinstance(i, BroadcastSpec)
+                      or (isinstance(i, AggregationSpec)
+                          and (i.stream is not None or i.schedule is not None)))
                   and (integration is None or i.name == integration)]
         if not chosen and (not api or integration is not None):
-            raise SpecError(f"{file} has no broadcast integration"
+            raise SpecError(f"{file} has no broadcast, stream or scheduled aggregation integration"
                             + (f" named '{integration}'" if integration else ""))
         invocations = [Invocation.load(file, spec.name, _params(param)) for spec in chosen]
         store, reports = _open_store(state)
@@ -512,6 +516,15 @@ def _execute(invocation: Invocation, state: str | None, *, resume: str | None = 
     with _stop_on_interrupt(stop), _progress(invocation.integration.name, quiet=as_json) as progress:
         ctx = invocation.context(store, reports, progress=progress, stop=stop)
         report = runner.run(ctx, resume=resume, fresh=fresh, full=full)
+    if report.get("pattern") == "aggregation":
+        if as_json:
+            console.print_json(json.dumps(report, default=str))
+        else:
+            render.aggregation(console, report)
+        return {"complete": EXIT_OK, "failed": EXIT_FAILED}.get(report["status"], EXIT_REJECTS)
+    if report.get("pattern") == "stream aggregation":
+        console.print_json(json.dumps(report, default=str))
+        return EXIT_FAILED if report["errors"] else EXIT_REJECTS if report["rejected"] else EXIT_OK
     if report.get("pattern") == "broadcast":
         if as_json:
             console.print_json(json.dumps(report, default=str))

@@ -76,3 +76,21 @@ def broadcast(console: Console, report: Mapping[str, Any]) -> None:
         table.add_row(name, *(str(counts.get(s, 0)) for s in
                               ("pending", "delivered", "dead", "discarded")))
     console.print(table)
+
+
+def aggregation(console: Console, report: Mapping[str, Any]) -> None:
+    style = {"complete": "green", "failed": "red"}.get(report["status"], "yellow")
+    console.print(f"\n[bold]{report['integration']}[/]: [{style}]{report['status']}[/], "
+                  f"{report['rows']} rows in {report['seconds']}s")
+    table = Table("source", "system", "status", "rows", "set aside", "seconds", "error")
+    for name, source in report["sources"].items():
+        table.add_row(name, source["system"], source["status"]
+                      + (" (required)" if source["required"] else ""), str(source["rows"]),
+                      str(source["rejected"]), str(source["seconds"]), source["error"] or "")
+    console.print(table)
+    for path in report.get("reports", []):
+        console.print(f"report: {path}")
+    for name, counts in report.get("destinations", {}).items():
+        console.print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    if report.get("error"):
+        console.print(f"[red]{report['error']}[/]")

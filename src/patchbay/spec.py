@@ -130,6 +130,9 @@ class Scope(_Model):
     and_: list[Scope] | None = Field(default=None, alias="and")
     or_: list[Scope] | None = Field(default=None, alias="or")
     not_: Scope | None = Field(default=None, alias="not")
+    optional: bool = Field(
+        default=False, description="Drop this condition when the parameter it names is not "
+                                   "given (null): one scope serves 'all' and 'just these'.")
 
     @model_validator(mode="before")
     @classmethod
@@ -461,9 +464,227 @@ class BroadcastSpec(_Integration):
                 *super().systems_used()]
 
 
-IntegrationSpec = Annotated[MigrationSpec | BroadcastSpec, Field(discriminator="pattern")]
+class AggregationSourceSpec(SourceSpec):
+    """One source of an aggregation, transformed into the common shape."""
+
+    name: str = Field(description="Names the source in provenance, flags, precedence and status.")
+    transform: TransformSpec = Field(default_factory=TransformSpec)
+    required: bool = Field(
+        default=False, description="Without this source there is no answer; otherwise the "
+                                   "answer is marked partial and names the failing source.")
+    timeout_seconds: float | None = Field(
+        default=None, gt=0, description="Give up on this source after this long (default: "
+                                        "the integration's options.timeout_seconds).")
+
+
+Rule = Literal["order", "non_empty", "most_recent"]
+
+
+class PrecedenceSpec(_Model):
+    """Which source's value a merged row takes when its sources disagree."""
+
+    default: Rule = Field(
+        default="non_empty",
+        description="order: the first source in `union` order that has the entity; non_empty: "
+                    "the first non-empty value in that order; most_recent: the value of the "
+                    "source whose `recent_by` field is latest.")
+    order: list[str] | None = Field(default=None, description="Source order (default: `union`).")
+    recent_by: str | None = Field(default=None, description="The field most_recent compares.")
+    fields: dict[str, Rule] = Field(default_factory=dict, description="Rules for single fields.")
+
+
+class AggregateSpec(_Model):
+    """One aggregate column: exactly one of count, sum, min, max, latest (with `by`)."""
+
+    count: str | None = Field(default=None, description='A field (non-null values), or "*".')
+    count_distinct: str | None = None
+    sum: str | None = None
+    min: str | None = None
+    max: str | None = None
+    avg: str | None = None
+    latest: str | None = Field(default=None, description="The value of the row whose `by` is latest.")
+    by: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> AggregateSpec:
+        chosen = [n for n in ("count", "count_distinct", "sum", "min", "max", "avg", "latest")
+                  if getattr(self, n) is not None]
+        if len(chosen) != 1:
+            raise ValueError("an aggregate is exactly one of count, count_distinct, sum, min, max, "
+                             "avg, latest")
+        if (self.latest is None) != (self.by is None):
+            raise ValueError("latest needs by (the field that orders the rows), and by goes with latest")
+        return self
+
+    @property
+    def function(self) -> tuple[str, str]:
+        """(function, field)."""
+        for name in ("count", "count_distinct", "sum", "min", "max", "avg", "latest"):
+            value = getattr(self, name)
+            if value is not None:
+                return name, value
+        raise AssertionError("validated: one function")
+
+
+class EnrichSpec(_Model):
+    """Join a source onto the merged entities, reduced to aggregates per entity."""
+
+    source: str
+    join: dict[str, str] = Field(description="{source field: entity field} equalities. (Not "
+                                             "`on`, which YAML 1.1 reads as true.)")
+    aggregate: dict[str, AggregateSpec] = Field(min_length=1,
+                                                description="{new column: aggregate} per entity.")
+
+
+class MergeSpec(_Model):
+    """How the sources become one data set (run in DuckDB over Arrow tables)."""
+
+    union: list[str] = Field(min_length=1, description="Sources merged into one row per entity.")
+    key: str = Field(description="The field (after each source's transform) that says two rows "
+                                 "are one entity, e.g. a normalised email.")
+    precedence: PrecedenceSpec = Field(default_factory=PrecedenceSpec)
+    provenance: bool = Field(default=False, description="Add `<field>__source` columns: the source "
+                                                        "each value came from.")
+    flags: bool = Field(default=True, description="Add `_sources` (the sources holding the entity, "
+                                                  "'|'-separated in union order) and `_differs` "
+                                                  "(fields whose non-empty values disagree).")
+    enrich: list[EnrichSpec] = Field(default_factory=list)
+    group_by: list[str] | None = Field(
+        default=None, description="Reduce the merged rows to one per group (with `aggregate`).")
+    aggregate: dict[str, AggregateSpec] = Field(default_factory=dict)
+    sql: str | None = Field(
+        default=None, description="A final DuckDB SELECT over `merged` and the sources by name, "
+                                  "for what the rest cannot say; parameters as $name.")
+
+
+class ReportFileSpec(_Model):
+    """A report file, written atomically (a temporary file renamed over the old one)."""
+
+    file: str = Field(description="Path, relative to the integration file; may use {param}.")
+    format: Literal["csv", "json", "jsonl", "parquet", "xlsx"] | None = Field(
+        default=None, description="Default: from the file's extension.")
+    sheet: str = Field(default="report", description="The XLSX sheet's name.")
+
+
+class AggregationDestinationSpec(_Model):
+    """A system the merged data set is written to (e.g. roll-up fields on Accounts)."""
+
+    system: str
+    object: str
+    operation: Operation = Operation.UPSERT
+    key: str
+    transform: TransformSpec = Field(default_factory=TransformSpec)
+
+
+class StreamSourceSpec(_Model):
+    """Messages of one queue (RabbitMQ) or subject (NATS JetStream) to aggregate."""
+
+    system: str
+    object: str = Field(description="The RabbitMQ queue, or the NATS subject.")
+    transform: TransformSpec = Field(default_factory=TransformSpec)
+
+
+class FlushSpec(_Model):
+    every_seconds: float = Field(default=5.0, gt=0)
+    every_messages: int = Field(default=1000, ge=1)
+
+
+class StreamSpec(_Model):
+    """Keep aggregates up to date from messages: counted once each, across restarts."""
+
+    sources: list[StreamSourceSpec] = Field(min_length=1)
+    group_by: list[str] = Field(min_length=1)
+    aggregate: dict[str, AggregateSpec] = Field(min_length=1)
+    flush: FlushSpec = Field(default_factory=FlushSpec)
+
+
+class ScheduleSpec(_Model):
+    """When `patchbay serve` runs an aggregation by itself: every so often, or at set times."""
+
+    every_seconds: float | None = Field(default=None, gt=0,
+                                        description="At start, then this often.")
+    daily_at: list[str] | None = Field(
+        default=None, description='Times of day, UTC, as "HH:MM" (e.g. ["02:00"]).')
+
+    @model_validator(mode="after")
+    def _one(self) -> ScheduleSpec:
+        if (self.every_seconds is None) == (self.daily_at is None):
+            raise ValueError("a schedule is either every_seconds or daily_at")
+        for time in self.daily_at or []:
+            hours, _, minutes = time.partition(":")
+            if not (hours.isdigit() and minutes.isdigit() and len(minutes) == 2
+                    and int(hours) < 24 and int(minutes) < 60):
+                raise ValueError(f'daily_at takes times as "HH:MM", not {time!r}')
+        return self
+
+
+class AggregationOptions(_Model):
+    timeout_seconds: float = Field(default=60.0, gt=0, description="Per source, unless it says.")
+    batch_size: int = Field(default=2000, ge=1, le=1_000_000)
+
+
+class AggregationSpec(_Integration):
+    """Many systems merged into one data set: a report, a destination, an API answer
+    (`GET /aggregations/<name>`); or, with `stream`, aggregates kept up to date from messages."""
+
+    pattern: Literal["aggregation"]
+    sources: list[AggregationSourceSpec] = Field(default_factory=list)
+    merge: MergeSpec | None = None
+    stream: StreamSpec | None = None
+    reports: list[ReportFileSpec] = Field(default_factory=list)
+    destinations: list[AggregationDestinationSpec] = Field(default_factory=list)
+    schedule: ScheduleSpec | None = Field(
+        default=None, description="Run by itself under `patchbay serve` (sources with merge).")
+    options: AggregationOptions = Field(default_factory=AggregationOptions)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AggregationSpec:
+        if (self.stream is None) == (self.merge is None):
+            raise ValueError("an aggregation has either sources with merge, or stream")
+        if self.stream is not None and self.schedule is not None:
+            raise ValueError("a stream aggregation runs continuously: it takes no schedule")
+        if self.merge is not None:
+            names = [s.name for s in self.sources]
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise ValueError(f"source names must differ; used twice: {', '.join(twice)}")
+            named = [*self.merge.union, *(e.source for e in self.merge.enrich),
+                     *(self.merge.precedence.order or [])]
+            unknown = [n for n in named if n not in names]
+            if unknown:
+                raise ValueError(f"merge names source '{unknown[0]}', which is not one of the "
+                                 f"sources{suggest(unknown[0], names)}")
+            if self.merge.group_by is None and self.merge.aggregate:
+                raise ValueError("merge.aggregate needs merge.group_by")
+        return self
+
+    def scopes(self) -> list[tuple[Scope, tuple[Any, ...]]]:
+        return [(s.scope, ("sources", i, "scope")) for i, s in enumerate(self.sources) if s.scope]
+
+    def transforms(self) -> list[tuple[TransformSpec, tuple[Any, ...]]]:
+        found: list[tuple[TransformSpec, tuple[Any, ...]]] = [
+            (s.transform, ("sources", i, "transform")) for i, s in enumerate(self.sources)]
+        found += [(d.transform, ("destinations", i, "transform"))
+                  for i, d in enumerate(self.destinations)]
+        if self.stream is not None:
+            found += [(s.transform, ("stream", "sources", i, "transform"))
+                      for i, s in enumerate(self.stream.sources)]
+        return found
+
+    def systems_used(self) -> list[tuple[str, tuple[Any, ...]]]:
+        used: list[tuple[str, tuple[Any, ...]]] = [
+            (s.system, ("sources", i, "system")) for i, s in enumerate(self.sources)]
+        used += [(d.system, ("destinations", i, "system")) for i, d in enumerate(self.destinations)]
+        if self.stream is not None:
+            used += [(s.system, ("stream", "sources", i, "system"))
+                     for i, s in enumerate(self.stream.sources)]
+        return [*used, *super().systems_used()]
+
+
+IntegrationSpec = Annotated[MigrationSpec | BroadcastSpec | AggregationSpec,
+                            Field(discriminator="pattern")]
 """One integration of a file; its `pattern` says which model applies."""
-AnyIntegration = MigrationSpec | BroadcastSpec
+AnyIntegration = MigrationSpec | BroadcastSpec | AggregationSpec
 
 
 class Document(_Model):

@@ -11,6 +11,7 @@ runs against the same databases do not collide.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -22,7 +23,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
+import nats
+import pika
+import pika.exceptions
 import pytest
+import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -264,3 +269,56 @@ def run_patchbay(
 def patchbay() -> Any:
     """`patchbay(*args, cwd=...)` runs the command line in a child process; returns a Result."""
     return run_patchbay
+
+
+# -- message brokers ----------------------------------------------------------------------------
+
+DEFAULT_AMQP = "amqp://guest:guest@127.0.0.1:5672/"
+DEFAULT_NATS = "nats://127.0.0.1:4222"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+
+
+def _fail_unreachable(service: str, url: str, variable: str, exc: BaseException) -> None:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    pytest.fail(f"{service} is not reachable at {redact_url(url)}: {reason}\n"
+                f"Start the service (CI runs .ci/run, which does) or point {variable} at one.",
+                pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> str:
+    url = os.environ.get("PATCHBAY_TEST_AMQP", DEFAULT_AMQP)
+    try:
+        pika.BlockingConnection(pika.URLParameters(url)).close()
+    except pika.exceptions.AMQPError as exc:
+        _fail_unreachable("RabbitMQ", url, "PATCHBAY_TEST_AMQP", exc)
+    return url
+
+
+@pytest.fixture(scope="session")
+def nats_url() -> str:
+    url = os.environ.get("PATCHBAY_TEST_NATS", DEFAULT_NATS)
+
+    async def probe() -> None:
+        client = await nats.connect(url, connect_timeout=5, allow_reconnect=False)
+        try:
+            await client.jetstream().account_info()  # JetStream must be enabled
+        finally:
+            await client.close()
+
+    try:
+        asyncio.run(probe())
+    except Exception as exc:
+        _fail_unreachable("NATS with JetStream", url, "PATCHBAY_TEST_NATS", exc)
+    return url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    url = os.environ.get("PATCHBAY_TEST_REDIS", DEFAULT_REDIS)
+    try:
+        with redis.Redis.from_url(url, socket_connect_timeout=5) as client:
+            client.ping()
+    except redis.exceptions.RedisError as exc:
+        _fail_unreachable("Redis", url, "PATCHBAY_TEST_REDIS", exc)
+    return url

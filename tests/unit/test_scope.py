@@ -280,3 +280,19 @@ def test_predicate_booleans_from_text() -> None:
     active = to_predicate(scope({"field": "active", "eq": True}))
     assert [active({"active": v}) for v in ("true", "1", "yes", "false", "0", True, False)] == [
         True, True, True, False, False, True, False]
+
+
+def test_an_optional_condition_is_dropped_when_its_parameter_is_not_given() -> None:
+    one = Scope.model_validate({"field": "email", "eq": {"param": "email"}, "optional": True})
+    assert bind(one, {"email": None}) is None
+    assert bind(one, {"email": "a@b.c"}) == Condition("email", "eq", "a@b.c")
+    both = Scope.model_validate({"and": [
+        {"field": "status", "eq": "open"},
+        {"field": "email", "eq": {"param": "email"}, "optional": True}]})
+    assert bind(both, {"email": None}) == Group("and", (Condition("status", "eq", "open"),))
+    only_optional = Scope.model_validate({"or": [
+        {"field": "email", "eq": {"param": "email"}, "optional": True}]})
+    assert bind(only_optional, {"email": None}) is None
+    strict = Scope.model_validate({"field": "email", "eq": {"param": "email"}})
+    assert bind(strict, {"email": None}) == Condition("email", "eq", None), \
+        "without optional, a missing value is a condition on null, never dropped"

@@ -47,9 +47,18 @@ from patchbay.api.http import JSON, ApiError, BearerAuth, Redactor, secrets_of
 from patchbay.api.openapi import OPENAPI
 from patchbay.api.runs import Runs
 from patchbay.connectors.http import verify_signature
+from patchbay.elements import reports
 from patchbay.errors import ConnectionFailed, ParameterError, PatchbayError, RunNotResumable, SpecError
+from patchbay.patterns import aggregation
 from patchbay.runtime.runner import Invocation
-from patchbay.spec import AnyIntegration, BroadcastSpec, IntegrationFile, ParameterSpec, WebhookSpec
+from patchbay.spec import (
+    AggregationSpec,
+    AnyIntegration,
+    BroadcastSpec,
+    IntegrationFile,
+    ParameterSpec,
+    WebhookSpec,
+)
 from patchbay.store import RunRecord, Store
 from patchbay.store.outbox import Delivery, DeliveryStatus
 from patchbay.store.store import DEFAULT_DIRECTORY, RunStatus
@@ -58,6 +67,8 @@ log = logging.getLogger("patchbay.api")
 
 MAX_LIMIT = 1000
 MAX_IDS = 10_000
+MAX_ANSWER_ROWS = 100_000
+"""A live aggregation answer larger than this is refused: a report file is the way."""
 RUN_FIELDS = ("integration", "params", "full", "fresh")
 _FINISHED = (RunStatus.COMPLETE, RunStatus.COMPLETE_WITH_REJECTS, RunStatus.INCOMPLETE)
 
@@ -124,6 +135,7 @@ class _Api:
             route("/dead-letters/{delivery_id:int}", self.dead_letter, "GET"),
             route("/outbox/{integration:path}", self.outbox, "GET"),
             route("/hooks/{integration:path}", self.push, "POST"),
+            route("/aggregations/{integration:path}", self.aggregation, "GET"),
             # Not _guarded: Salesforce gets SOAP back, faults included.
             Route("/outbound/{integration:path}", self.outbound_message, methods=["POST"]),
         ]
@@ -201,9 +213,12 @@ class _Api:
         integration = self._find(name)
         invocation = Invocation(self.file, integration,
                                 spec.resolve_parameters(integration, _json_params(integration, params)))
-        if isinstance(integration, BroadcastSpec):
+        if isinstance(integration, AggregationSpec | BroadcastSpec):
+            # Done in the request: an aggregation's run, or one round of a broadcast.
+            once = self.runs.aggregate if isinstance(integration, AggregationSpec) \
+                else self.runs.broadcast_round
             try:
-                summary = await run_in_threadpool(self.runs.broadcast_round, invocation)
+                summary = await run_in_threadpool(once, invocation)
             except SpecError as exc:
                 raise ApiError(500, f"'{name}' cannot run: {exc.message}", exc.problems) from None
             return self.json(summary)
@@ -282,6 +297,44 @@ class _Api:
         accepted = await run_in_threadpool(self.runs.push, Invocation(self.file, integration, {}),
                                            payload, received_at)
         return self.json({"accepted": accepted}, 202)
+
+    async def aggregation(self, request: Request) -> Response:
+        """An aggregation's live answer, with each source's status: JSON, or CSV with
+        `?format=csv` or `Accept: text/csv`. A source down makes the answer partial (said in
+        the body, or the X-Patchbay-Partial header), a required one 503."""
+        name = request.path_params["integration"]
+        integration = next((i for i in self.file.integrations if i.name == name), None)
+        if not isinstance(integration, AggregationSpec) or integration.merge is None:
+            known = [i.name for i in self.file.integrations
+                     if isinstance(i, AggregationSpec) and i.merge is not None]
+            raise ApiError(404, f"no aggregation '{name}'{spec.suggest(name, known)}")
+        query = dict(request.query_params)
+        wanted = query.pop("format", None) or ("csv" if "text/csv" in request.headers.get("accept", "")
+                                               else "json")
+        if wanted not in ("csv", "json"):
+            raise ApiError(400, f"format is json or csv, not {wanted!r}")
+        try:
+            params = spec.resolve_parameters(integration, query)
+        except ParameterError as exc:
+            raise ApiError(400, exc.message, exc.problems) from None
+        try:
+            answer = await run_in_threadpool(self.runs.answer, Invocation(self.file, integration, params))
+        except aggregation.RequiredSourceFailed as refused:
+            return self.json({"integration": name, "error": str(refused),
+                              **refused.answer.summary()}, 503)
+        except SpecError as exc:
+            raise ApiError(500, f"'{name}' cannot answer: {exc.message}", exc.problems) from None
+        if answer.table.num_rows > MAX_ANSWER_ROWS:
+            raise ApiError(413, f"the answer has {answer.table.num_rows} rows, more than "
+                                f"{MAX_ANSWER_ROWS}; narrow it with parameters, or write a report")
+        failed = [n for n, s in answer.sources.items() if s.status != "ok"]
+        headers = {"X-Patchbay-Partial": "true" if answer.partial else "false",
+                   **({"X-Patchbay-Failed-Sources": ",".join(failed)} if failed else {})}
+        if wanted == "csv":
+            return Response(self.redact(reports.csv_text(answer.table)),
+                            media_type="text/csv; charset=utf-8", headers=headers)
+        return self.json({"integration": name, **answer.summary(),
+                          "records": reports.rows_of(answer.table)}, 200, headers)
 
     async def outbound_message(self, request: Request) -> Response:
         return await outbound.receive(request, self.file, self.runs, self.redact)

@@ -270,6 +270,34 @@ PATHS: dict[str, Any] = {
         "responses": {"200": _json(_ref("Outbox"), "The counts."),
                       "400": _error("The integration is not a broadcast."), **_UNAUTHORIZED,
                       "404": _error("No such integration.")}}},
+    "/aggregations/{integration}": {"get": {
+        "summary": "An aggregation's live answer",
+        "description": "Reads every source of the aggregation now (in parallel, each with its "
+                       "timeout), merges them and answers. The integration's declared "
+                       "parameters are query parameters (e.g. ?email=...). A failed or slow "
+                       "source makes the answer partial (`partial`, and the headers "
+                       "X-Patchbay-Partial and X-Patchbay-Failed-Sources); a required one "
+                       "makes it 503. JSON by default; CSV with ?format=csv or Accept: text/csv.",
+        "operationId": "getAggregation",
+        "parameters": [
+            {"name": "integration", "in": "path", "required": True, "schema": {"type": "string"}},
+            {"name": "format", "in": "query", "schema": {"enum": ["json", "csv"]}}],
+        "responses": {
+            "200": {"description": "The merged records and each source's status.",
+                    "content": {
+                        "application/json": {"schema": {"type": "object", "properties": {
+                            "integration": {"type": "string"}, "rows": {"type": "integer"},
+                            "partial": {"type": "boolean"},
+                            "sources": {"type": "object", "additionalProperties": {
+                                "type": "object"}},
+                            "records": {"type": "array", "items": {"type": "object"}}}}},
+                        "text/csv": {"schema": {"type": "string"}}}},
+            "400": _error("A parameter is missing or invalid, or an unknown format."),
+            **_UNAUTHORIZED,
+            "404": _error("No such aggregation."),
+            "413": _error("More rows than a live answer holds: write a report instead."),
+            "503": _json({"type": "object"}, "A required source failed: no answer, the "
+                                             "sources' statuses say why.")}}},
     "/hooks/{integration}": {"post": {
         "summary": "Changes pushed by a broadcast's source (signed webhook)",
         "description": "No bearer token: the request is signed instead. Headers "

@@ -26,6 +26,7 @@ from typing import Any
 
 from patchbay.api.http import ApiError
 from patchbay.errors import RunNotResumable
+from patchbay.patterns import aggregation
 from patchbay.patterns.context import RunContext
 from patchbay.patterns.migration import Migration
 from patchbay.runtime import runner
@@ -132,6 +133,14 @@ class Runs:
             return runner.run(ctx)  # closes the connectors
         finally:
             self._release(key)
+
+    def aggregate(self, invocation: Invocation) -> dict[str, Any]:
+        """Run an aggregation now (answer, reports, destinations); its summary."""
+        return runner.run(invocation.context(self.store, self.reports_dir))
+
+    def answer(self, invocation: Invocation) -> aggregation.Answer:
+        """An aggregation's live answer."""
+        return runner.answer(invocation.context(self.store, self.reports_dir))
 
     def push(self, invocation: Invocation, body: Mapping[str, Any], received_at: str) -> int:
         """Queue the changes a broadcast's source pushed; the broadcast's loop delivers them."""

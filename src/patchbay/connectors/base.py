@@ -7,6 +7,8 @@ A connector is one class in one module. It states its capabilities rather than f
     get(object, key, values)    -> records by key         (lookups, matching, verification)
     write(object, records, op, key) -> one Outcome per record, in order
     describe(object)            -> ObjectSchema
+    subscribe(object, consumer) -> Subscription           (messages of a queue or subject:
+                                                          fetch, ack, close; at least once)
 
 Connectors register by URL scheme. Third-party packages add theirs through the
 `patchbay.connectors` entry point group (name = scheme, value = "module:Class").
@@ -15,7 +17,11 @@ Connectors register by URL scheme. Third-party packages add theirs through the
 from __future__ import annotations
 
 import importlib
+import json
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
 from enum import StrEnum
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
@@ -43,6 +49,57 @@ class Capability(StrEnum):
     DESCRIBE = "describe"
     CHANGES = "changes"
     COLUMNAR = "columnar"
+    CONSUME = "consume"
+
+
+BROKEN_BODY = "__error__"
+"""Field of a message body that could not be read as a JSON object: why (the raw text is
+under `__raw__`). The same marker the files connector gives rows it cannot read."""
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One message taken from a queue or subject and not yet acknowledged."""
+
+    id: str
+    """Stable across redeliveries of the message: what a consumer de-duplicates by."""
+    body: Mapping[str, Any]
+    token: Any
+    """What the subscription needs to acknowledge the message; opaque to everyone else."""
+
+
+class Subscription(ABC):
+    """Messages of one queue or subject, taken at least once: a message not acknowledged
+    comes back (after its connection dies, or the broker's ack wait), so a consumer must
+    record its effects before `ack` and recognise a message it has seen by its id."""
+
+    @abstractmethod
+    def fetch(self, max_messages: int, timeout_seconds: float) -> list[Received]:
+        """Up to `max_messages` messages, waiting up to `timeout_seconds` for the first;
+        an empty list when none came."""
+
+    @abstractmethod
+    def ack(self, received: Sequence[Received]) -> None:
+        """Acknowledge messages: the broker forgets them."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Let go; messages taken and not acknowledged go back to the broker (at once, or
+        when its ack wait runs out)."""
+
+
+def message_body(data: bytes) -> dict[str, Any]:
+    """A message's JSON object, or {BROKEN_BODY: why, "__raw__": text} when it is not one.
+    Numbers with a fraction become Decimals: a float would make totals drift."""
+    text = data.decode("utf-8", errors="replace")
+    try:
+        value = json.loads(text, parse_float=Decimal)
+    except ValueError as exc:
+        return {BROKEN_BODY: f"the body is not JSON: {exc}", "__raw__": text[:2000]}
+    if not isinstance(value, dict):
+        return {BROKEN_BODY: f"the body is JSON but not an object (a {type(value).__name__})",
+                "__raw__": text[:2000]}
+    return value
 
 
 class Connector:
@@ -89,6 +146,11 @@ class Connector:
                 ) -> tuple[list[Change], dict[str, Any]]:
         """Changes since `cursor` (None: from the beginning), and the cursor after them."""
         raise self._cannot("list changes")
+
+    def subscribe(self, object: str, consumer: str) -> Subscription:
+        """The messages of queue or subject `object`; `consumer` names the durable consumer
+        (the integration) where the broker keeps one."""
+        raise self._cannot("consume messages")
 
     def accepts_tables(self, object: str, operation: Operation, key: str) -> bool:
         """Whether `write_table` and `get_table` work for this object and operation."""

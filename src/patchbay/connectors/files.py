@@ -43,16 +43,14 @@ import io
 import json
 import os
 import re
-import stat
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path, PurePath
 from typing import Any, ClassVar, TextIO
 
+from patchbay.atomic import replacing
 from patchbay.connectors.base import Capability, Connector, completed, last_per_key
 from patchbay.elements.compare import same_values
 from patchbay.elements.scope import BoundScope, fields_of, to_predicate
@@ -491,7 +489,7 @@ class _Csv(_Format):
                 outcomes[index] = Outcome(records[index][key], Status.CREATED)
             return
         batch = _Batch(records, list(lines), operation, key, self._stored)
-        with _replacing(path) as temp, temp.open("wb") as out:
+        with replacing(path) as temp, temp.open("wb") as out:
             if header is None:
                 out.write(head)
             else:
@@ -591,7 +589,7 @@ class _JsonLines(_Format):
                 outcomes[index] = Outcome(records[index][key], Status.CREATED)
             return
         batch = _Batch(records, list(lines), operation, key, self._stored)
-        with _replacing(path) as temp, temp.open("wb") as out:
+        with replacing(path) as temp, temp.open("wb") as out:
             if exists:
                 for row, raw in self._parse(path):
                     applied = batch.apply(row) if isinstance(row, dict) else row
@@ -668,7 +666,7 @@ class _Parquet(_Format):
         if not accepted:
             return
         batch = _Batch(records, accepted, operation, key, dict)
-        with _replacing(path) as temp, pq.ParquetWriter(temp, schema) as writer:
+        with replacing(path) as temp, pq.ParquetWriter(temp, schema) as writer:
             if exists:
                 with pq.ParquetFile(path) as source:
                     for part in source.iter_batches(batch_size=_PARQUET_BATCH_ROWS):
@@ -786,24 +784,6 @@ def _arrow_field_type(pa: Any, kind: Any) -> FieldType:
 
 
 # -- the file system ----------------------------------------------------------------------------
-
-
-@contextmanager
-def _replacing(path: Path) -> Iterator[Path]:
-    """A temporary file beside `path` that replaces it if the block succeeds, else vanishes."""
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    temp = Path(name)
-    try:
-        yield temp
-        with temp.open("rb+") as written:
-            os.fsync(written.fileno())
-        # mkstemp makes files only their owner can read; keep what the file allowed before.
-        os.chmod(temp, stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o644)
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
 
 
 def _append(path: Path, data: bytes, newline: bytes) -> None:

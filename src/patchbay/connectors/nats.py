@@ -8,6 +8,8 @@ subject and stored by the JetStream stream that covers it.
         duplicate_window: 600  # seconds JetStream remembers message ids, for a stream created here
         timeout: 10            # seconds to wait for a publish ack (default 10)
         connect_timeout: 10    # seconds to connect (default 10)
+        ack_wait: 60           # consuming: seconds before JetStream redelivers a message
+                               # taken and not acked (default 60)
 
 An integration's `object` is the subject (no wildcards). Each message has the JSON body of
 every message destination (see `rabbitmq.message_for`) and the headers
@@ -31,12 +33,29 @@ nats-py is asyncio only: the connector runs its client on a private event loop i
 background thread (started on first use, stopped by `close()`), and `write` waits for the
 batch there. A lost connection is not re-established by the client: the next batch
 connects afresh.
+
+Consuming (`subscribe(subject, consumer)`, for stream aggregations): a client of its own
+on the same loop, and a durable pull consumer on the stream that holds the subject (with
+`stream`, that stream, made to cover the subject as publishing does; else the stream
+JetStream finds for the subject, RetriableError naming the subject when there is none).
+The consumer is named after `consumer` and the subject (sanitised, plus a digest of both,
+so that two subjects of one stream get consumers of their own), delivers the whole stream
+the first time, acks explicitly, and leaves unacked messages to the caller without limit
+(max_ack_pending -1: the caller bounds what it holds). A message taken and not acked comes
+back after `ack_wait`: long enough to outlast one fetch-record-ack cycle of the caller (a
+message that comes back while still held is recognised by its id), short enough that a
+crashed consumer's messages are not held up for long. A message's id is its Nats-Msg-Id
+header, else "seq:<stream sequence>". Acks go out on the subscription's current client
+(a JetStream ack is a publish to the message's reply subject), and are flushed before
+`ack` returns.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import hashlib
+import re
 import threading
 from collections.abc import Coroutine, Sequence
 from contextlib import suppress
@@ -46,9 +65,11 @@ import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 
+from patchbay.connectors.base import Capability, Received, Subscription, message_body
 from patchbay.connectors.messages import Message, MessageDestination
 from patchbay.errors import ConnectionFailed, RetriableError, SpecError
 from patchbay.model import Outcome
@@ -86,8 +107,10 @@ class NatsConnector(MessageDestination):
     """Publishes each record as a JetStream message to a subject, de-duplicated by id."""
 
     schemes: ClassVar[tuple[str, ...]] = ("nats",)
+    capabilities: ClassVar[frozenset[Capability]] = (
+        MessageDestination.capabilities | {Capability.CONSUME})
     option_names: ClassVar[tuple[str, ...]] = ("stream", "duplicate_window", "timeout",
-                                               "connect_timeout")
+                                               "connect_timeout", "ack_wait")
     object_kind: ClassVar[str] = "subject"
 
     def __init__(self, system: SystemSpec) -> None:
@@ -98,6 +121,7 @@ class NatsConnector(MessageDestination):
             if "duplicate_window" in system.options else None)
         self.timeout: float = self._option("timeout", 10.0, float)
         self.connect_timeout: float = self._option("connect_timeout", 10.0, float)
+        self.ack_wait: float = self._option("ack_wait", 60.0, float)
         self._servers = [s.strip() for s in system.url.split(",") if s.strip()]
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -125,17 +149,19 @@ class NatsConnector(MessageDestination):
     async def _connect(self) -> Client:
         if self._client is None or self._client.is_closed:
             self._covered.clear()
-
-            async def quiet(_: Exception) -> None:
-                """The client reports errors here too; they reach the caller as exceptions."""
-
-            # Each server is tried twice, half a second apart (max_reconnect_attempts also
-            # bounds the first connect; 0 would mean trying for ever).
-            self._client = await nats.connect(
-                self._servers, name="patchbay", connect_timeout=max(1, round(self.connect_timeout)),
-                allow_reconnect=False, max_reconnect_attempts=1, reconnect_time_wait=0.5,
-                error_cb=quiet)
+            self._client = await self._new_client("patchbay")
         return self._client
+
+    async def _new_client(self, name: str) -> Client:
+        async def quiet(_: Exception) -> None:
+            """The client reports errors here too; they reach the caller as exceptions."""
+
+        # Each server is tried twice, half a second apart (max_reconnect_attempts also
+        # bounds the first connect; 0 would mean trying for ever).
+        return await nats.connect(
+            self._servers, name=name, connect_timeout=max(1, round(self.connect_timeout)),
+            allow_reconnect=False, max_reconnect_attempts=1, reconnect_time_wait=0.5,
+            error_cb=quiet)
 
     # -- the seam -------------------------------------------------------------------------------
 
@@ -165,11 +191,18 @@ class NatsConnector(MessageDestination):
             if not loop.is_running():
                 loop.close()
 
-    def _publish(self, object: str, messages: Sequence[Message]) -> list[Outcome]:
+    def subscribe(self, object: str, consumer: str) -> Subscription:
+        self._check_subject(object, "consume from")
+        return _SubjectSubscription(self, object, consumer)
+
+    def _check_subject(self, object: str, use: str) -> None:
         if any(c in object for c in " \t\r\n*>") or object.startswith(".") or object.endswith(".") \
-                or ".." in object:
-            raise SpecError(f"system '{self.name}': '{object}' is not a subject to publish to "
+                or ".." in object or not object:
+            raise SpecError(f"system '{self.name}': '{object}' is not a subject to {use} "
                             "(no wildcards, spaces or empty tokens)")
+
+    def _publish(self, object: str, messages: Sequence[Message]) -> list[Outcome]:
+        self._check_subject(object, "publish to")
         limit = self.connect_timeout * 2 + 5 + (self.timeout + 1) * (len(messages) + 2)
         try:
             return self._run(self._send(object, messages), limit)
@@ -238,3 +271,119 @@ class NatsConnector(MessageDestination):
         if not any(subject_matches(s, subject) for s in subjects):
             info.config.subjects = [*subjects, subject]
             await js.update_stream(info.config)
+
+
+def consumer_name(consumer: str, subject: str) -> str:
+    """The durable consumer of `consumer` (an integration) on `subject`: readable, within
+    JetStream's rules (no dots, spaces, wildcards or slashes), and one per pair."""
+    readable = re.sub(r"[^A-Za-z0-9_-]+", "_", f"{consumer}_{subject}").strip("_")[:48]
+    digest = hashlib.sha256(f"{consumer}\0{subject}".encode()).hexdigest()[:10]
+    return f"{readable}-{digest}"
+
+
+class _SubjectSubscription(Subscription):
+    """A subject's messages through a durable pull consumer (see the module)."""
+
+    def __init__(self, connector: NatsConnector, subject: str, consumer: str) -> None:
+        self.connector, self.subject, self.consumer = connector, subject, consumer
+        self.durable = consumer_name(consumer, subject)
+        self._client: Client | None = None
+        self._pull: JetStreamContext.PullSubscription | None = None
+
+    def _call(self, work: Coroutine[Any, Any, T], wait: float = 0.0) -> T:
+        connector = self.connector
+        limit = connector.connect_timeout * 2 + 5 + connector.timeout * 3 + wait
+        with connector._lock:
+            try:
+                return connector._run(work, limit)
+            except (RetriableError, SpecError):
+                raise
+            except nats.errors.NoServersError as exc:
+                raise connector._unreachable(exc) from None
+            except nats.js.errors.NotFoundError:
+                hint = "" if connector.stream else " (create one, or set the option stream)"
+                raise connector._retriable(f"no JetStream stream takes subject "
+                                           f"'{self.subject}'{hint}") from None
+            except nats.js.errors.BadRequestError as exc:
+                raise SpecError(f"system '{connector.name}': JetStream refused consumer "
+                                f"'{self.durable}' of subject '{self.subject}': "
+                                f"{exc.description}") from None
+            except (TimeoutError, nats.errors.Error, OSError) as exc:
+                self._forget()
+                raise connector._retriable(f"consuming subject '{self.subject}' failed",
+                                           exc) from None
+
+    async def _bound(self) -> tuple[Client, JetStreamContext.PullSubscription]:
+        client, pull = self._client, self._pull
+        if client is not None and pull is not None and client.is_connected:
+            return client, pull
+        await self._let_go()
+        client = await self.connector._new_client(f"patchbay {self.consumer}")
+        try:
+            js = client.jetstream(timeout=self.connector.timeout)
+            if self.connector.stream is not None:
+                await self.connector._cover(js, self.connector.stream, self.subject)
+                stream = self.connector.stream
+            else:
+                stream = await js.find_stream_name_by_subject(self.subject)
+            # Creating a consumer that exists with the same settings changes nothing; one
+            # whose ack_wait changed in the file is updated.
+            await js.add_consumer(stream, ConsumerConfig(
+                name=self.durable, durable_name=self.durable, filter_subject=self.subject,
+                deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=self.connector.ack_wait, max_ack_pending=-1))
+            pull = await js.pull_subscribe_bind(durable=self.durable, stream=stream)
+        except BaseException:
+            with suppress(Exception):
+                await client.close()
+            raise
+        self._client, self._pull = client, pull
+        return client, pull
+
+    def fetch(self, max_messages: int, timeout_seconds: float) -> list[Received]:
+        wait = max(timeout_seconds, 0.05)  # a pull request must expire after some time
+        return self._call(self._fetch(max_messages, wait), wait)
+
+    async def _fetch(self, max_messages: int, wait: float) -> list[Received]:
+        _, pull = await self._bound()
+        try:
+            messages = await pull.fetch(max_messages, wait)
+        except nats.errors.TimeoutError:
+            return []
+        return [Received(_id_of(m), message_body(m.data), m) for m in messages]
+
+    def ack(self, received: Sequence[Received]) -> None:
+        if received:
+            self._call(self._ack([r.token for r in received]))
+
+    async def _ack(self, messages: Sequence[Msg]) -> None:
+        client, _ = await self._bound()
+        for message in messages:
+            await client.publish(message.reply, Msg.Ack.Ack)
+        await client.flush(max(1, round(self.connector.timeout)))
+
+    def close(self) -> None:
+        if self._client is not None and self.connector._loop is not None:
+            with suppress(Exception):
+                self._call(self._let_go())
+
+    def _forget(self) -> None:
+        """Drop the client after a failure; the next call connects afresh."""
+        client, self._client, self._pull = self._client, None, None
+        if client is not None and self.connector._loop is not None and not client.is_closed:
+            asyncio.run_coroutine_threadsafe(client.close(), self.connector._loop)
+
+    async def _let_go(self) -> None:
+        client, pull = self._client, self._pull
+        self._client = self._pull = None
+        if pull is not None:
+            with suppress(Exception):
+                await pull.unsubscribe()  # the durable consumer stays, with its position
+        if client is not None and not client.is_closed:
+            with suppress(Exception):
+                await asyncio.wait_for(client.close(), 5)
+
+
+def _id_of(message: Msg) -> str:
+    given = (message.headers or {}).get(MSG_ID_HEADER)
+    return given if given else f"seq:{message.metadata.sequence.stream}"

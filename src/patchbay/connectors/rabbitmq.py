@@ -39,11 +39,28 @@ with the same message id: RabbitMQ does not de-duplicate, its consumers do, by m
 
 This module also holds what every message destination shares (RabbitMQ, NATS, Redis):
 the message body, the message id and `MessageDestination`.
+
+Consuming (`subscribe(queue, consumer)`, for stream aggregations): a connection of its own
+(named "patchbay <consumer>" in the management UI), manual acks. `fetch` takes messages
+with basic.get, one round trip each, until it has `max_messages` or the queue is empty;
+on an empty queue it polls (20 ms, doubling to 250 ms) until `timeout_seconds`. basic.get
+rather than a consumer with a prefetch: a consumer's prefetch is fixed when it starts and
+counts every message held unacknowledged, so a caller that holds several fetches until it
+acks them all would stall at the first prefetch's worth; basic.get hands over exactly what
+was asked for and nothing waits in a client buffer. A message's id is its `message_id`
+property, else "sha256:" + the digest of its body (two messages with equal bodies and no
+message_id are then one: producers that can send equal bodies should set message_id).
+Messages not acked go back to the queue when the connection dies, at once: what makes a
+consumer that records before it acks safe against crashes. Acks of messages taken on a
+connection that has died since are dropped (the broker has put those back already).
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import re
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import ClassVar
@@ -53,6 +70,7 @@ import pika
 import pika.exceptions as amqp_errors
 from pika.adapters.blocking_connection import BlockingChannel
 
+from patchbay.connectors.base import Capability, Received, Subscription, message_body
 from patchbay.connectors.messages import Message, MessageDestination, key_text
 from patchbay.errors import SpecError
 from patchbay.model import Outcome
@@ -70,6 +88,8 @@ class RabbitMqConnector(MessageDestination):
     """Publishes each record as a persistent, confirmed message to an exchange."""
 
     schemes: ClassVar[tuple[str, ...]] = ("amqp",)
+    capabilities: ClassVar[frozenset[Capability]] = (
+        MessageDestination.capabilities | {Capability.CONSUME})
     option_names: ClassVar[tuple[str, ...]] = ("routing_key", "declare", "mandatory", "timeout",
                                                "connect_timeout")
     object_kind: ClassVar[str] = "exchange"
@@ -145,15 +165,16 @@ class RabbitMqConnector(MessageDestination):
         return self._transaction
 
     @contextmanager
-    def _deadline(self, seconds: float | None = None) -> Iterator[None]:
+    def _deadline(self, seconds: float | None = None,
+                  connection: pika.BlockingConnection | None = None) -> Iterator[None]:
         """Raise _NotConfirmed from a wait on the broker that lasts longer than `seconds`
-        (default `timeout`).
+        (default `timeout`), on `connection` (default the publishing one).
 
         pika's blocking connection waits for a confirm as long as the connection lives; a
         timer of the connection underneath (the adapter interface that every pika connection
         implements) breaks the wait. The connection is discarded after that."""
         limit = self.timeout if seconds is None else seconds
-        impl = getattr(self._connection, "_impl", None)
+        impl = getattr(connection or self._connection, "_impl", None)
         call_later = getattr(impl, "_adapter_call_later", None)
         remove = getattr(impl, "_adapter_remove_timeout", None)
         if call_later is None or remove is None:  # no adapter interface: heartbeats only
@@ -194,6 +215,11 @@ class RabbitMqConnector(MessageDestination):
     def close(self) -> None:
         with self._lock:
             self._discard()
+
+    def subscribe(self, object: str, consumer: str) -> Subscription:
+        if not object:
+            raise SpecError(f"system '{self.name}': no queue to consume from")
+        return _QueueSubscription(self, object, consumer)
 
     # -- publishing -----------------------------------------------------------------------------
 
@@ -327,3 +353,96 @@ class _Unroutable(Exception):
 
 def _too_large(exc: amqp_errors.ChannelClosedByBroker) -> bool:
     return exc.reply_code == 406 and "max size" in str(exc.reply_text)
+
+
+_FIRST_PAUSE, _LONGEST_PAUSE = 0.02, 0.25
+"""How long an empty queue is left before it is asked again, doubling up to the longest."""
+
+
+class _QueueSubscription(Subscription):
+    """A queue's messages through basic.get on a connection of its own (see the module)."""
+
+    def __init__(self, connector: RabbitMqConnector, queue: str, consumer: str) -> None:
+        self.connector, self.queue = connector, queue
+        self._parameters = copy.copy(connector._parameters)
+        self._parameters.client_properties = {"connection_name": f"patchbay {consumer}"}
+        self._connection: pika.BlockingConnection | None = None
+        self._channel: BlockingChannel | None = None
+        self._generation = 0
+        """Counts connections: a delivery tag means something only on its own channel."""
+
+    def _open(self) -> tuple[pika.BlockingConnection, BlockingChannel]:
+        if self._connection is None or self._channel is None or not self._channel.is_open:
+            self._discard()
+            try:
+                connection = pika.BlockingConnection(self._parameters)
+            except amqp_errors.AMQPError as exc:
+                raise self.connector._unreachable(exc) from None
+            try:
+                with self.connector._deadline(connection=connection):
+                    channel = connection.channel()
+            except BaseException:
+                with suppress(Exception):
+                    connection.close()
+                raise
+            self._connection, self._channel = connection, channel
+            self._generation += 1
+        return self._connection, self._channel
+
+    def _discard(self) -> None:
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None and connection.is_open:
+            with suppress(Exception), self.connector._deadline(
+                    min(self.connector.timeout, 5.0), connection):
+                connection.close()
+
+    def fetch(self, max_messages: int, timeout_seconds: float) -> list[Received]:
+        got: list[Received] = []
+        try:
+            connection, channel = self._open()
+            deadline = time.monotonic() + timeout_seconds
+            pause = _FIRST_PAUSE
+            while len(got) < max_messages:
+                with self.connector._deadline(connection=connection):
+                    method, properties, body = channel.basic_get(self.queue, auto_ack=False)
+                if method is None or body is None:
+                    left = deadline - time.monotonic()
+                    if got or left <= 0:
+                        break
+                    connection.sleep(min(pause, left))
+                    pause = min(pause * 2, _LONGEST_PAUSE)
+                    continue
+                given = properties.message_id if properties is not None else None
+                identity = given or "sha256:" + hashlib.sha256(body).hexdigest()
+                got.append(Received(str(identity), message_body(body),
+                                    (self._generation, method.delivery_tag)))
+        except amqp_errors.ChannelClosedByBroker as exc:
+            self._discard()
+            if exc.reply_code == 404:
+                raise self.connector._retriable(f"queue '{self.queue}' does not exist") from None
+            raise self.connector._retriable(f"the broker closed the channel consuming queue "
+                                            f"'{self.queue}': {exc.reply_code} "
+                                            f"{exc.reply_text}") from None
+        except (_NotConfirmed, amqp_errors.AMQPError) as exc:
+            # The messages taken so far go back to the queue with the connection.
+            self._discard()
+            raise self.connector._retriable(f"consuming queue '{self.queue}' failed",
+                                            exc) from None
+        return got
+
+    def ack(self, received: Sequence[Received]) -> None:
+        current = [tag for generation, tag in (r.token for r in received)
+                   if generation == self._generation]
+        if not current or self._channel is None or not self._channel.is_open:
+            return  # the broker has put them back: they come again and are recognised
+        try:
+            with self.connector._deadline(connection=self._connection):
+                for tag in current:
+                    self._channel.basic_ack(tag)
+        except (_NotConfirmed, amqp_errors.AMQPError) as exc:
+            self._discard()
+            raise self.connector._retriable(f"acknowledging messages of queue '{self.queue}' "
+                                            "failed", exc) from None
+
+    def close(self) -> None:
+        self._discard()

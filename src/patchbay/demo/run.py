@@ -1,10 +1,12 @@
 """`patchbay demo`: the five patterns on embedded defaults, no server to set up.
 
-For now it shows the migration pattern: a bundled legacy CRM (SQLite, with dirty rows)
-migrated into a new CRM schema (SQLite), accounts first and then their contacts, with
-the plan, both reports, and a re-run that changes nothing; then the same accounts migrated
-into Salesforce: a local org started in this process on a free port and seeded with one
-account the legacy CRM also has.
+Migration: a bundled legacy CRM (SQLite, with dirty rows) migrated into a new CRM schema
+(SQLite), accounts first and then their contacts, with the plan, both reports, and a
+re-run that changes nothing; then the same accounts migrated into Salesforce: a local org
+started in this process on a free port and seeded with one account the legacy CRM also
+has. Broadcast: opportunities changing in that org reach an SQLite ERP, a fulfilment file
+and an audit file. Aggregation: customer 360 over two local orgs, an ERP and a support
+desk, into reports, roll-up fields and a live API answer (demo/aggregation.py).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from rich.console import Console
 from rich.rule import Rule
 
 from patchbay import render
+from patchbay.demo.aggregation import run_aggregation
 from patchbay.demo.legacy_crm import build_legacy_crm
 from patchbay.localorg.org import OrgConfig
 from patchbay.localorg.running import LocalOrg
@@ -31,7 +34,7 @@ ACCOUNTS = "Legacy CRM to CRM - Account - migration"
 SALESFORCE = "Legacy CRM to Salesforce - Account - migration"
 BROADCAST = "Salesforce to ERP, fulfilment and audit - Opportunity - broadcast"
 CONTACTS = "Legacy CRM to CRM - Contact - migration"
-SUCCESS = ("complete", "complete_with_rejects")
+SUCCESS = ("complete", "complete_with_rejects", "partial")
 
 
 def run_demo(directory: Path, console: Console) -> int:
@@ -75,6 +78,7 @@ def run_demo(directory: Path, console: Console) -> int:
                   f"{counts['updated']} updated: writes are idempotent by key, so a re-run "
                   "or a resume after a crash duplicates nothing.")
     verdicts.append(_salesforce(directory, console, store, reports))
+    verdicts.append(run_aggregation(directory, console, store, reports))
     console.print(Rule())
     console.print(f"Files are in {directory}. Try: patchbay runs --state {directory / '.patchbay'}")
     return 0 if all(v in SUCCESS for v in verdicts) else 1

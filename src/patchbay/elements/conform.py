@@ -181,14 +181,17 @@ class Conformer:
     batch already in shape costs a type check per value.
     """
 
-    def __init__(self, schema: ObjectSchema, fields: Sequence[str]) -> None:
+    def __init__(self, schema: ObjectSchema, fields: Sequence[str], *, creates: bool = True) -> None:
+        """`creates`: whether writes may create records (insert, upsert); an update or a
+        delete of existing records needs no required field."""
         self.schema = schema
         self._steps: list[_FieldCheck] = []
         for name in fields:
             spec = schema.fields.get(name)
             if spec is not None:
                 self._steps.append(_FieldCheck(spec))
-        self.missing_required = [f.name for f in schema if f.required and f.name not in fields]
+        self.missing_required = [f.name for f in schema
+                                 if creates and f.required and f.name not in fields]
 
     def conform(self, record: Record) -> Problem | None:
         """Convert one record in place; return its problem if it cannot be written."""

@@ -59,6 +59,8 @@ def bind(scope: Scope | None, params: Mapping[str, Any]) -> BoundScope | None:
         return value
 
     if scope.field is not None:
+        if scope.optional and any(params.get(ref.param) is None for ref in _param_refs(scope)):
+            return None
         for op in COMPARISONS:
             if op in scope.model_fields_set:
                 return Condition(scope.field, op, value_of(getattr(scope, op)))
@@ -67,18 +69,23 @@ def bind(scope: Scope | None, params: Mapping[str, Any]) -> BoundScope | None:
         if "not_in" in scope.model_fields_set:
             return Condition(scope.field, "not_in", value_of(scope.not_in))
         return Condition(scope.field, "is_null", bool(scope.is_null))
-    if scope.and_ is not None:
-        return Group("and", tuple(_bound(s, params) for s in scope.and_))
-    if scope.or_ is not None:
-        return Group("or", tuple(_bound(s, params) for s in scope.or_))
+    if scope.and_ is not None or scope.or_ is not None:
+        op, members = ("and", scope.and_) if scope.and_ is not None else ("or", scope.or_)
+        parts = tuple(b for b in (bind(s, params) for s in members or []) if b is not None)
+        return Group(op, parts) if parts else None  # only optional conditions, none given
     assert scope.not_ is not None
-    return Group("not", (_bound(scope.not_, params),))
+    inner = bind(scope.not_, params)
+    return None if inner is None else Group("not", (inner,))
 
 
-def _bound(scope: Scope, params: Mapping[str, Any]) -> BoundScope:
-    bound = bind(scope, params)
-    assert bound is not None
-    return bound
+def _param_refs(scope: Scope) -> list[ParamRef]:
+    values = [getattr(scope, op) for op in COMPARISONS] + [scope.in_, scope.not_in]
+    found: list[ParamRef] = []
+    for value in values:
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, ParamRef):
+                found.append(item)
+    return found
 
 
 def fields_of(scope: BoundScope | None) -> set[str]:

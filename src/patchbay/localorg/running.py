@@ -28,10 +28,14 @@ class LocalOrg:
     """
 
     def __init__(self, config: OrgConfig | None = None, port: int | None = None) -> None:
+        self._fixed_port = port is not None
         self.port = port or free_port()
-        config = config or OrgConfig()
-        config.public_url = f"http://127.0.0.1:{self.port}"
-        self.org = Org(config)
+        self.config = config or OrgConfig()
+        self.org = Org(self.config)
+        self._prepare()
+
+    def _prepare(self) -> None:
+        self.config.public_url = f"http://127.0.0.1:{self.port}"
         self._server = uvicorn.Server(uvicorn.Config(
             create_app(self.org), host="127.0.0.1", port=self.port, log_level="warning",
             lifespan="off", timeout_graceful_shutdown=1))
@@ -43,13 +47,20 @@ class LocalOrg:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> LocalOrg:
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError(f"the local org did not start on port {self.port}")
-            time.sleep(0.01)
-        return self
+        # A free port can be taken by another process between choosing and binding it:
+        # choose again, unless the caller chose it.
+        for attempt in range(1 if self._fixed_port else 5):
+            if attempt:
+                self.port = free_port()
+                self._prepare()
+            self._thread.start()
+            deadline = time.monotonic() + 10
+            while not self._server.started and self._thread.is_alive() \
+                    and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if self._server.started:
+                return self
+        raise RuntimeError(f"the local org did not start on port {self.port}")
 
     def stop(self) -> None:
         self._server.should_exit = True

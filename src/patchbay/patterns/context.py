@@ -11,7 +11,7 @@ from typing import Any
 from patchbay.connectors.base import Connector, connect
 from patchbay.elements.conform import Conformer
 from patchbay.errors import SpecError
-from patchbay.model import KeyValue, ObjectSchema
+from patchbay.model import KeyValue, ObjectSchema, Operation
 from patchbay.spec import AnyIntegration, IntegrationFile, Lookup, MigrationSpec, SystemSpec, suggest
 from patchbay.store import Store
 
@@ -116,4 +116,5 @@ def validate_destination(integration: MigrationSpec, schema: ObjectSchema,
                        key=destination.key)
     if problems:
         raise SpecError(f"integration '{integration.name}' does not fit its destination", problems)
-    return Conformer(schema, fields)
+    return Conformer(schema, fields, creates=destination.operation in (Operation.INSERT,
+                                                                       Operation.UPSERT))

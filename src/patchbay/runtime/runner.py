@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from patchbay import spec
-from patchbay.patterns import broadcast, migration
+from patchbay.patterns import aggregation, aggregation_stream, broadcast, migration
 from patchbay.patterns.context import ProgressCallback, RunContext
-from patchbay.spec import AnyIntegration, BroadcastSpec, IntegrationFile
+from patchbay.spec import AggregationSpec, AnyIntegration, BroadcastSpec, IntegrationFile
 from patchbay.store import Store
 
 
@@ -40,11 +40,16 @@ class Invocation:
 
 def run(ctx: RunContext, *, resume: str | None = None, fresh: bool = False,
         full: bool = False) -> dict[str, Any]:
-    """Run (or resume) a migration to its end, or a broadcast once (poll everything new,
-    deliver everything due); return its report."""
+    """Run (or resume) a migration to its end, a broadcast once (poll everything new,
+    deliver everything due), or an aggregation (answer and write its outputs); return its
+    report."""
     try:
         if isinstance(ctx.integration, BroadcastSpec):
             return broadcast.Broadcast(ctx).run_once()
+        if isinstance(ctx.integration, AggregationSpec) and ctx.integration.stream is not None:
+            return aggregation_stream.StreamAggregation(ctx).run_once()
+        if isinstance(ctx.integration, AggregationSpec) and ctx.integration.stream is None:
+            return aggregation.Aggregation(ctx).run()
         runner = migration.Migration(ctx)
         record = runner.start(resume=resume, fresh=fresh, full=full)
         return runner.run(record)
@@ -58,9 +63,23 @@ def accept(ctx: RunContext, body: Mapping[str, Any], received_at: str) -> int:
 
 
 def serve(ctx: RunContext, stop: threading.Event, poll: bool = True) -> None:
-    """Keep a broadcast going: poll (unless `poll` is false) and deliver until `stop` is set."""
+    """Until `stop` is set, keep a broadcast going (poll, unless `poll` is false, and
+    deliver), a stream aggregation (consume and flush), or a scheduled aggregation."""
     try:
-        broadcast.Broadcast(ctx).serve(stop, poll)
+        if isinstance(ctx.integration, AggregationSpec) and ctx.integration.stream is not None:
+            aggregation_stream.StreamAggregation(ctx).serve(stop)
+        elif isinstance(ctx.integration, AggregationSpec):
+            aggregation.Aggregation(ctx).serve(stop)
+        else:
+            broadcast.Broadcast(ctx).serve(stop, poll)
+    finally:
+        ctx.systems.close()
+
+
+def answer(ctx: RunContext) -> aggregation.Answer:
+    """An aggregation's merged data set and each source's status (the API's live answer)."""
+    try:
+        return aggregation.Aggregation(ctx).answer()
     finally:
         ctx.systems.close()
 

@@ -87,6 +87,30 @@ outbox = sa.Table(
 )
 """The broadcast outbox: one delivery per destination per change (see store/outbox.py)."""
 
+aggregates = sa.Table(
+    "patchbay_aggregates", metadata,
+    sa.Column("integration", sa.String(255), primary_key=True),
+    sa.Column("group_key", sa.Text, primary_key=True),
+    sa.Column("state", sa.JSON, nullable=False),
+    sa.Column("revision", sa.BigInteger, nullable=False),
+    sa.Column("dirty", sa.Boolean, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # flushing: the groups of an integration still to write
+    sa.Index("ix_patchbay_aggregates_dirty", "integration", "dirty"),
+)
+"""A stream aggregation's groups: the JSON of the group values, the accumulators, and
+whether the destinations lack the current values (see store/aggregates.py)."""
+
+seen_messages = sa.Table(
+    "patchbay_seen_messages", metadata,
+    sa.Column("integration", sa.String(255), primary_key=True),
+    sa.Column("source", sa.Text, primary_key=True),
+    sa.Column("message_id", sa.Text, primary_key=True),
+    sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_patchbay_seen_messages_age", "integration", "seen_at"),
+)
+"""The messages a stream aggregation has counted, so that a redelivery is not counted again."""
+
 
 def _v1(conn: Connection) -> None:
     for table in (runs, outcomes, cursors):
@@ -97,7 +121,12 @@ def _v2(conn: Connection) -> None:
     outbox.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2]
+def _v3(conn: Connection) -> None:
+    for table in (aggregates, seen_messages):
+        table.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

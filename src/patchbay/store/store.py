@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from patchbay.store import schema
+from patchbay.store.aggregates import AggregatesMixin
 from patchbay.store.outbox import Delivery as Delivery
 from patchbay.store.outbox import DeliveryStatus as DeliveryStatus
 from patchbay.store.outbox import NewDelivery as NewDelivery
@@ -99,12 +100,13 @@ def new_run_id() -> str:
     return _now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
 
-class Store(OutboxMixin):
+class Store(OutboxMixin, AggregatesMixin):
     """Engine state behind SQLAlchemy Core; open with `Store.open()`.
 
     The broadcast outbox (lease, delivered, retry, dead, dead letters, replay, discard,
     counts) comes from OutboxMixin, in store/outbox.py; `enqueue` is here, beside the
-    cursors it advances.
+    cursors it advances. Stream aggregations' groups and counted messages (count, dirty,
+    written, seen, purge_seen) come from AggregatesMixin, in store/aggregates.py.
     """
 
     def __init__(self, engine: Engine) -> None:

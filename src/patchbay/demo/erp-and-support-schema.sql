@@ -1,0 +1,1 @@
+../../../examples/aggregation/erp-and-support-schema.sql

@@ -1,0 +1,303 @@
+"""Aggregation: many systems merged into one data set, delivered as report files, written
+to destination systems, or returned as an API answer.
+
+    sources, in parallel, each with a timeout ──► transform into the common shape (Arrow)
+        ──► merge in DuckDB (elements/merge.py) ──► report files | destinations | answer
+
+A source that fails or times out leaves the answer partial, with the source named, unless
+the integration says the source is required: then there is no answer. Records a source's
+transform refuses are set aside with their reasons and counted in the source's status;
+the rest go on. (Streaming aggregation, over messages, is patterns/aggregation_stream.py.)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from patchbay.elements import merge as merging
+from patchbay.elements import reports
+from patchbay.elements import scope as scopes
+from patchbay.elements.conform import Conformer
+from patchbay.elements.transform import Transform
+from patchbay.errors import FatalRunError, SpecError
+from patchbay.model import Operation, Status
+from patchbay.patterns.context import LookupCache, RunContext, misfits
+from patchbay.spec import (
+    AggregationDestinationSpec,
+    AggregationSourceSpec,
+    AggregationSpec,
+    ScheduleSpec,
+)
+
+log = logging.getLogger(__name__)
+
+SAMPLE_REJECTS = 20
+"""Set-aside records listed (with reasons) per source in a status; all are counted."""
+
+
+def spec_of(ctx: RunContext) -> AggregationSpec:
+    if not isinstance(ctx.integration, AggregationSpec) or ctx.integration.merge is None:
+        raise SpecError(f"'{ctx.integration.name}' is not an aggregation of sources")
+    return ctx.integration
+
+
+class RequiredSourceFailed(FatalRunError):
+    """A source the integration cannot do without failed: there is no answer."""
+
+    def __init__(self, answer: Answer) -> None:
+        failed = [s for s in answer.sources.values() if s.required and s.status != "ok"]
+        super().__init__("required source " + ", ".join(
+            f"'{s.name}' {s.status}: {s.error}" for s in failed))
+        self.answer = answer
+
+
+@dataclass
+class SourceStatus:
+    """How reading one source went."""
+
+    name: str
+    system: str
+    required: bool
+    status: str = "running"
+    """ok, failed, or timeout."""
+    rows: int = 0
+    rejected: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    rejects: list[dict[str, Any]] = field(default_factory=list)
+    """The first set-aside records: key, code, reason."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"system": self.system, "status": self.status, "required": self.required,
+                "rows": self.rows, "rejected": self.rejected, "seconds": round(self.seconds, 3),
+                "error": self.error, "rejects": self.rejects}
+
+
+@dataclass
+class Answer:
+    """The merged data set, and how each source fared."""
+
+    table: pa.Table
+    sources: dict[str, SourceStatus]
+
+    @property
+    def partial(self) -> bool:
+        return any(s.status != "ok" for s in self.sources.values())
+
+    def summary(self) -> dict[str, Any]:
+        return {"rows": self.table.num_rows, "partial": self.partial,
+                "sources": {name: s.as_dict() for name, s in self.sources.items()}}
+
+
+class Aggregation:
+    """One aggregation integration with its sources and outputs."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.spec = spec_of(ctx)
+        self.lookups = LookupCache(ctx.systems)
+
+    # -- the answer -----------------------------------------------------------------------------
+
+    def answer(self) -> Answer:
+        """Read every source in parallel, merge; RequiredSourceFailed when a required source
+        failed or timed out."""
+        tables, statuses = self.collect()
+        assert self.spec.merge is not None
+        merged = merging.merge(tables, self.spec.merge, self.ctx.params)
+        answer = Answer(merged, statuses)
+        if any(s.required and s.status != "ok" for s in statuses.values()):
+            raise RequiredSourceFailed(answer)
+        return answer
+
+    def collect(self) -> tuple[dict[str, pa.Table], dict[str, SourceStatus]]:
+        """Each source's records in the common shape, read in a thread of its own; a
+        source still reading at its timeout is given up on (its thread ends on its own)."""
+        statuses = {s.name: SourceStatus(s.name, s.system, s.required) for s in self.spec.sources}
+        tables: dict[str, pa.Table] = {}
+        threads = []
+        for source in self.spec.sources:
+            thread = threading.Thread(target=self._read_into, args=(source, statuses[source.name],
+                                                                    tables),
+                                      name=f"aggregate-{source.name}", daemon=True)
+            thread.start()
+            threads.append((source, thread))
+        started = time.monotonic()
+        for source, thread in threads:
+            timeout = source.timeout_seconds or self.spec.options.timeout_seconds
+            thread.join(max(0.0, started + timeout - time.monotonic()))
+            status = statuses[source.name]
+            if thread.is_alive():
+                status.status, status.error = "timeout", f"no answer within {timeout:g}s"
+                status.seconds = time.monotonic() - started
+                tables.pop(source.name, None)
+        return {n: t for n, t in tables.items() if statuses[n].status == "ok"}, statuses
+
+    def _read_into(self, source: AggregationSourceSpec, status: SourceStatus,
+                   tables: dict[str, pa.Table]) -> None:
+        started = time.monotonic()
+        try:
+            table = self._read(source, status)
+        except Exception as exc:  # any failure of one source leaves the others' answer
+            status.status, status.error = "failed", f"{type(exc).__name__}: {exc}"
+        else:
+            if status.status == "running":
+                tables[source.name] = table
+                status.status, status.rows = "ok", table.num_rows
+        status.seconds = time.monotonic() - started
+
+    def _read(self, source: AggregationSourceSpec, status: SourceStatus) -> pa.Table:
+        connector = self.ctx.systems[source.system]
+        transform = Transform(source.transform, self.ctx.params, self.lookups)
+        needed = transform.source_fields
+        fields = source.fields or (sorted(needed) if needed is not None else None)
+        scope = scopes.bind(source.scope, self.ctx.params) if source.scope else None
+        parts: list[pa.Table] = []
+        for page in connector.read(source.object, scope, fields=fields,
+                                   page_size=self.spec.options.batch_size,
+                                   columnar=transform.columnar):
+            shaped = transform.apply_table(page.table) \
+                if page.table is not None and transform.columnar else None
+            if shaped is None:
+                result = transform.apply(page.records)
+                for refused in result.rejected:
+                    status.rejected += 1
+                    if len(status.rejects) < SAMPLE_REJECTS:
+                        status.rejects.append({"record": _jsonable_key(refused.source, source.key),
+                                               "code": refused.code, "reason": refused.reason})
+                shaped = _table(result.records, transform.output_fields)
+            parts.append(shaped)
+        if not parts:
+            return _table([], transform.output_fields)
+        return pa.concat_tables(parts, promote_options="permissive")
+
+    # -- outputs --------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        """Answer, then write every report file and destination; the run's summary."""
+        started = time.monotonic()
+        try:
+            answer = self.answer()
+        except RequiredSourceFailed as refused:
+            return {**self._head(), **refused.answer.summary(), "status": "failed",
+                    "error": str(refused), "seconds": round(time.monotonic() - started, 3)}
+        written = [str(self.write_report(answer.table, r.file, r.format, r.sheet))
+                   for r in self.spec.reports]
+        destinations = {f"{d.system}/{d.object}": self.write_destination(answer.table, d)
+                        for d in self.spec.destinations}
+        failed = any(c.get(Status.FAILED.value) or c.get("rejected") for c in destinations.values())
+        status = "partial" if answer.partial else ("complete_with_rejects" if failed or any(
+            s.rejected for s in answer.sources.values()) else "complete")
+        return {**self._head(), **answer.summary(), "status": status, "reports": written,
+                "destinations": destinations, "seconds": round(time.monotonic() - started, 3)}
+
+    def write_report(self, table: pa.Table, file: str, format: str | None, sheet: str) -> Path:
+        try:
+            name = file.format(**self.ctx.params)
+        except (KeyError, IndexError) as exc:
+            raise SpecError(f"report file {file!r} names a parameter that is not given: {exc}") \
+                from None
+        path = Path(name)
+        if not path.is_absolute() and self.ctx.spec_path is not None:
+            path = self.ctx.spec_path.parent / path
+        return reports.write_report(table, path, format, sheet)
+
+    def write_destination(self, table: pa.Table,
+                          destination: AggregationDestinationSpec) -> dict[str, Any]:
+        """Write the merged rows through the destination's transform, in batches; counts
+        of outcomes by status."""
+        connector = self.ctx.systems[destination.system]
+        transform = Transform(destination.transform, self.ctx.params, self.lookups)
+        schema = connector.describe(destination.object)
+        fields = transform.output_fields if not transform.passes_through else table.column_names
+        if schema.fields:
+            problems = misfits(schema, list(fields), system=destination.system,
+                               object=destination.object, key=destination.key)
+            if problems:
+                raise SpecError(f"integration '{self.spec.name}' does not fit its destination "
+                                f"{destination.system}/{destination.object}", problems)
+        creates = destination.operation in (Operation.INSERT, Operation.UPSERT)
+        conformer = Conformer(schema, list(fields), creates=creates) if schema.fields else None
+        counts: dict[str, Any] = {}
+        rejects: list[dict[str, Any]] = []
+
+        def refuse(key: Any, code: str | None, reason: str | None) -> None:
+            counts["rejected"] = counts.get("rejected", 0) + 1
+            if len(rejects) < SAMPLE_REJECTS:
+                rejects.append({"record": key, "code": code, "reason": reason})
+
+        for batch in table.to_batches(max_chunksize=self.spec.options.batch_size):
+            result = transform.apply(batch.to_pylist())
+            counts["skipped"] = counts.get("skipped", 0) + len(result.skipped)
+            for aside in result.rejected:
+                refuse(_jsonable_key(aside.source, self.spec.merge.key if self.spec.merge else None),
+                       aside.code, aside.reason)
+            records = result.records
+            if conformer is not None:
+                refused = conformer.conform_batch(records)
+                for position, problem in refused.items():
+                    refuse(_jsonable_key(records[position], destination.key), problem.code,
+                           problem.reason)
+                records = [r for i, r in enumerate(records) if i not in refused]
+            for outcome in connector.write(destination.object, records, destination.operation,
+                                           destination.key) if records else []:
+                if outcome.status is Status.REJECTED:
+                    refuse(outcome.key, outcome.code, outcome.reason)
+                else:
+                    counts[outcome.status.value] = counts.get(outcome.status.value, 0) + 1
+        found = {k: v for k, v in counts.items() if v}
+        return {**found, "rejects": rejects} if rejects else found
+
+    def serve(self, stop: threading.Event) -> None:
+        """Run on the integration's schedule until `stop` is set. A run that fails is
+        logged and the schedule goes on; a run missed while nothing was serving is not
+        made up."""
+        schedule = self.spec.schedule
+        if schedule is None:
+            raise SpecError(f"aggregation '{self.spec.name}' has no schedule to serve")
+        due = dt.datetime.now(dt.UTC) if schedule.every_seconds else next_run(schedule)
+        while not stop.wait(max(0.0, (due - dt.datetime.now(dt.UTC)).total_seconds())):
+            try:
+                report = self.run()
+            except Exception:  # the next scheduled run may well succeed
+                log.exception("%s: the scheduled run failed", self.spec.name)
+            else:
+                self.ctx.notify("aggregation", {"rows": report.get("rows", 0),
+                                                "partial": int(bool(report.get("partial")))})
+            due = next_run(schedule)
+
+    def _head(self) -> dict[str, Any]:
+        return {"integration": self.spec.name, "pattern": "aggregation"}
+
+
+def next_run(schedule: ScheduleSpec, after: dt.datetime | None = None) -> dt.datetime:
+    """The next time a schedule is due, after `after` (default now), in UTC."""
+    now = after or dt.datetime.now(dt.UTC)
+    if schedule.every_seconds is not None:
+        return now + dt.timedelta(seconds=schedule.every_seconds)
+    times = []
+    for text in schedule.daily_at or []:
+        hours, minutes = (int(part) for part in text.split(":"))
+        today = now.replace(hour=hours, minute=minutes, second=0, microsecond=0)
+        times.append(today if today > now else today + dt.timedelta(days=1))
+    return min(times)
+
+
+def _table(records: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> pa.Table:
+    if records:
+        return pa.Table.from_pylist(list(records))
+    return pa.table({name: pa.array([], pa.null()) for name in fields})
+
+
+def _jsonable_key(record: Mapping[str, Any], key: str | None) -> Any:
+    value = record.get(key) if key else None
+    return value if value is None or isinstance(value, str | int | float) else str(value)

@@ -1,0 +1,250 @@
+"""The customer 360 example against real systems: two local orgs, the ERP in PostgreSQL and
+the support desk in MariaDB. De-duplication, precedence, provenance, flags, roll-ups
+written back, reports, the live endpoint, and partial answers with a source down."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import openpyxl
+import psycopg
+import pyarrow.parquet as pq
+import pymysql
+import pytest
+from starlette.testclient import TestClient
+
+from patchbay import run_integration
+from patchbay.api.app import close_app, create_app
+from patchbay.localorg.org import OrgConfig
+from patchbay.localorg.running import LocalOrg
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "aggregation"
+NAME = "customer 360"
+
+
+@pytest.fixture
+def erp(pg_url: str) -> Iterator[str]:
+    schema = f"erp_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+        conn.execute(f"SET search_path TO {schema}")
+        conn.execute((EXAMPLE / "erp-and-support-schema.sql").read_text())
+        conn.execute("INSERT INTO customers VALUES "
+                     "('C-1', 'Analytical Engines', 'ADA@example.com ', '+44 1', '2026-11-01 09:00'),"
+                     "('C-2', 'Difference Works', 'charles@example.com', NULL, '2026-11-02 09:00'),"
+                     "('C-3', 'Only in ERP', 'erp@example.com', '+49 3', '2026-11-03 09:00')")
+        conn.execute("INSERT INTO orders VALUES ('O-1', 'C-1', 100.10, '2026-10-01'), "
+                     "('O-2', 'C-1', 200.20, '2026-11-01'), ('O-3', 'C-2', 50.00, '2026-09-09')")
+    yield f"{pg_url}?options=-csearch_path%3D{schema}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def support() -> Iterator[str]:
+    database = f"support_{uuid.uuid4().hex[:8]}"
+    conn = pymysql.connect(host="127.0.0.1", port=3306, user="root", autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE {database}")
+            cur.execute(f"USE {database}")
+            for statement in (EXAMPLE / "erp-and-support-schema.sql").read_text().split(";"):
+                if statement.strip() and "CREATE TABLE tickets" in statement:
+                    cur.execute(statement)
+            cur.executemany("INSERT INTO tickets VALUES (%s, %s, %s, %s, %s)", [
+                ("T-1", "ada@example.com", "help", "open", "2026-11-20 10:00:00"),
+                ("T-2", "Ada@Example.com", "more help", "pending", "2026-11-21 10:00:00"),
+                ("T-3", "ada@example.com", "solved", "closed", "2026-11-01 10:00:00"),
+                ("T-4", "grace@example.com", "hi", "open", "2026-11-22 10:00:00")])
+        yield f"mysql+pymysql://root@127.0.0.1:3306/{database}"
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {database}")
+        conn.close()
+
+
+@pytest.fixture
+def orgs(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[LocalOrg, LocalOrg]]:
+    schema = json.loads((EXAMPLE / "localorg-schema.json").read_text())
+    with LocalOrg(OrgConfig(custom_schema=schema)) as sales, \
+            LocalOrg(OrgConfig(custom_schema=schema)) as service:
+        sales.org.seed({"Account": [
+            {"Name": "Analytical Engines Ltd", "Customer_Email__c": "ada@example.com",
+             "Phone": "+44 20 1"},
+            {"Name": "Hopper Compilers", "Customer_Email__c": "grace@example.com"}]})
+        service.org.clock.advance(3600)
+        service.org.seed({"Account": [
+            {"Name": "Analytical Engines (support)", "Customer_Email__c": "Ada@Example.com",
+             "Phone": "+44 20 9"},
+            {"Name": "Difference Works", "Customer_Email__c": "charles@example.com",
+             "Phone": "+44 20 2"}]})
+        monkeypatch.setenv("SALES_ORG_URL", f"salesforce+http://127.0.0.1:{sales.port}")
+        monkeypatch.setenv("SERVICE_ORG_URL", f"salesforce+http://127.0.0.1:{service.port}")
+        yield sales, service
+
+
+@pytest.fixture
+def spec(tmp_path: Path, erp: str, support: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    shutil.copy(EXAMPLE / "customer-360.yaml", tmp_path / "customer-360.yaml")
+    monkeypatch.setenv("ERP_URL", erp)
+    monkeypatch.setenv("SUPPORT_URL", support)
+    return tmp_path / "customer-360.yaml"
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def by_email(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {r["email"]: r for r in rows}
+
+
+def test_customer_360_merges_enriches_writes_back_and_reports(
+        tmp_path: Path, spec: Path, orgs: tuple[LocalOrg, LocalOrg]) -> None:
+    sales, _ = orgs
+    report = run_integration(spec, NAME, state=tmp_path / "state")
+    assert report["status"] == "complete", json.dumps(report, default=str)[:3000]
+    assert {n: s["status"] for n, s in report["sources"].items()} == dict.fromkeys(
+        ["sales", "service", "erp", "orders", "tickets"], "ok")
+    assert report["rows"] == 4, "ada, charles, grace and erp@: one row per customer"
+
+    rows = by_email(pq.read_table(tmp_path / "reports" / "customer-360.parquet").to_pylist())
+    ada = rows["ada@example.com"]
+    # phone: most recent (the service org changed later); name: first non-empty in union order
+    assert (ada["phone"], ada["phone__source"]) == ("+44 20 9", "service")
+    assert (ada["name"], ada["name__source"]) == ("Analytical Engines Ltd", "sales")
+    assert ada["_sources"] == "sales|service|erp"
+    assert set(ada["_differs"].split("|")) >= {"name", "phone"}
+    assert ada["orders"] == 2 and ada["lifetime_value"] == Decimal("300.30")
+    assert ada["open_tickets"] == 2, "open and pending count; closed does not"
+    assert rows["grace@example.com"]["_sources"] == "sales"
+    assert rows["grace@example.com"]["orders"] == 0
+    assert rows["erp@example.com"]["_sources"] == "erp"
+    assert rows["charles@example.com"]["phone"] == "+44 20 2"
+
+    sheet = openpyxl.load_workbook(tmp_path / "reports" / "customer-360.xlsx")["customers"]
+    assert sheet.freeze_panes == "A2"
+    header = [c.value for c in sheet[1]]
+    assert header[0] == "email" and "lifetime_value" in header
+    assert sheet.max_row == 5
+
+    written = report["destinations"]["sales/Account"]
+    assert written.get("updated", 0) == 2, written
+    with sales.org.storage.lock:
+        rollups = dict((r[0], (r[1], r[2])) for r in sales.org.storage.db.execute(
+            'SELECT "Customer_Email__c", "Open_Tickets__c", "Lifetime_Value__c" FROM "Account"'))
+    assert rollups["ada@example.com"] == (2, 300.3)
+    assert rollups["grace@example.com"] == (1, None)
+
+
+def test_a_source_down_gives_a_partial_answer_naming_it(
+        tmp_path: Path, spec: Path, orgs: tuple[LocalOrg, LocalOrg],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SUPPORT_URL", f"mysql+pymysql://root@127.0.0.1:{closed_port()}/nothing")
+    report = run_integration(spec, NAME, state=tmp_path / "state")
+    assert report["status"] == "partial"
+    assert report["partial"] is True
+    assert report["sources"]["tickets"]["status"] == "failed"
+    assert report["sources"]["tickets"]["error"]
+    assert report["rows"] == 4
+    rows = by_email(pq.read_table(tmp_path / "reports" / "customer-360.parquet").to_pylist())
+    assert rows["ada@example.com"]["orders"] == 2, "the other sources still answer"
+
+
+def test_a_required_source_down_gives_no_answer(
+        tmp_path: Path, spec: Path, orgs: tuple[LocalOrg, LocalOrg],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ERP_URL", f"postgresql://postgres@127.0.0.1:{closed_port()}/test")
+    report = run_integration(spec, NAME, state=tmp_path / "state")
+    assert report["status"] == "failed"
+    assert "erp" in report["error"]
+    assert not (tmp_path / "reports" / "customer-360.parquet").exists()
+
+
+def test_the_live_endpoint_answers_for_one_customer_in_json_and_csv(
+        tmp_path: Path, spec: Path, orgs: tuple[LocalOrg, LocalOrg],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    app = create_app(spec, str(tmp_path / "state"), token=None)
+    try:
+        with TestClient(app) as client:
+            answer = client.get("/aggregations/customer 360",
+                                params={"email": "charles@example.com"})
+            assert answer.status_code == 200, answer.text
+            body = answer.json()
+            assert body["partial"] is False and answer.headers["x-patchbay-partial"] == "false"
+            [charles] = body["records"]
+            assert charles["email"] == "charles@example.com" and charles["open_tickets"] == 0
+            assert charles["_sources"] == "service|erp"
+            assert charles["lifetime_value"] == "50.00", "decimals travel as exact text"
+            assert set(body["sources"]) == {"sales", "service", "erp", "orders", "tickets"}
+            assert body["sources"]["erp"]["rows"] == 1, "the email is pushed down as a scope"
+
+            csv_answer = client.get("/aggregations/customer 360",
+                                    params={"email": "ada@example.com", "format": "csv"})
+            assert csv_answer.status_code == 200
+            lines = csv_answer.text.strip().splitlines()
+            assert lines[0].startswith("email,") and len(lines) == 2
+            assert "ada@example.com" in lines[1] and "+44 20 9" in lines[1]
+
+            assert client.get("/aggregations/customer 306").status_code == 404
+    finally:
+        close_app(app)
+
+    monkeypatch.setenv("SUPPORT_URL", f"mysql+pymysql://root@127.0.0.1:{closed_port()}/nothing")
+    app = create_app(spec, str(tmp_path / "state"), token=None)
+    try:
+        with TestClient(app) as client:
+            partial = client.get("/aggregations/customer 360", params={"email": "ada@example.com"})
+            assert partial.status_code == 200
+            assert partial.json()["partial"] is True
+            assert partial.headers["x-patchbay-failed-sources"] == "tickets"
+    finally:
+        close_app(app)
+
+
+def test_a_source_slower_than_its_timeout_is_given_up_and_named(tmp_path: Path, erp: str,
+                                                                 pg_url: str) -> None:
+    schema = erp.rsplit("%3D", 1)[1]
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE VIEW {schema}.slow_orders AS "
+                     f"SELECT o.* FROM {schema}.orders o, pg_sleep(4)")
+    spec = tmp_path / "slow.yaml"
+    spec.write_text(f"""
+systems:
+  erp: "{erp}"
+integrations:
+  - name: slow
+    pattern: aggregation
+    sources:
+      - {{name: customers, system: erp, object: customers,
+          transform: {{fields: {{id: customer_id, email: email}}}}}}
+      - {{name: orders, system: erp, object: slow_orders, timeout_seconds: 1,
+          transform: {{fields: {{customer_id: customer_id, amount: amount}}}}}}
+    merge:
+      union: [customers]
+      key: id
+      enrich:
+        - source: orders
+          join: {{customer_id: id}}
+          aggregate: {{orders: {{count: "*"}}}}
+    reports: [{{file: slow.csv}}]
+""")
+    started = time.monotonic()
+    report = run_integration(spec, state=tmp_path / "state")
+    assert time.monotonic() - started < 3.5, "the answer does not wait for the slow source"
+    assert report["status"] == "partial"
+    assert report["sources"]["orders"]["status"] == "timeout"
+    assert "1s" in report["sources"]["orders"]["error"]
+    assert report["rows"] == 3
+    assert (tmp_path / "slow.csv").read_text().count("\n") == 4
