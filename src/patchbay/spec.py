@@ -30,6 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from patchbay.cron import Cron
 from patchbay.errors import ParameterError, SpecError
 from patchbay.model import FieldType, Operation
 
@@ -396,6 +397,9 @@ class TriggerSpec(_Model):
                     "the source's own change stream (Salesforce Change Data Capture; a "
                     "PostgreSQL capture table added by `patchbay cdc install`).")
     poll_seconds: float = Field(default=5.0, gt=0, description="Poll the source this often.")
+    cron: str | None = Field(
+        default=None, description='Poll at these times instead (UTC cron, e.g. "*/15 * * * *" '
+                                  'or "@hourly"); deliveries and retries go on in between.')
     webhook: WebhookSpec | None = Field(
         default=None, description="Also accept changes pushed by the source (signed webhooks).")
     outbound_messages: OutboundMessagesSpec | None = Field(
@@ -403,6 +407,14 @@ class TriggerSpec(_Model):
     overlap_seconds: float = Field(
         default=0.0, ge=0, description="Re-read this far behind the last change seen, for "
                                        "transactions that commit late with an earlier time.")
+
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            Cron.parse(value)
+        return value
 
 
 class BroadcastDestinationSpec(_Model):
@@ -605,11 +617,14 @@ class ScheduleSpec(_Model):
                                         description="At start, then this often.")
     daily_at: list[str] | None = Field(
         default=None, description='Times of day, UTC, as "HH:MM" (e.g. ["02:00"]).')
+    cron: str | None = Field(default=None, description='A UTC cron expression, e.g. "0 2 * * 1-5".')
 
     @model_validator(mode="after")
     def _one(self) -> ScheduleSpec:
-        if (self.every_seconds is None) == (self.daily_at is None):
-            raise ValueError("a schedule is either every_seconds or daily_at")
+        if sum(v is not None for v in (self.every_seconds, self.daily_at, self.cron)) != 1:
+            raise ValueError("a schedule is one of every_seconds, daily_at or cron")
+        if self.cron is not None:
+            Cron.parse(self.cron)
         for time in self.daily_at or []:
             hours, _, minutes = time.partition(":")
             if not (hours.isdigit() and minutes.isdigit() and len(minutes) == 2

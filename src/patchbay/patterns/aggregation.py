@@ -23,6 +23,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from patchbay.cron import Cron
 from patchbay.elements import merge as merging
 from patchbay.elements import reports
 from patchbay.elements import scope as scopes
@@ -284,6 +285,8 @@ def next_run(schedule: ScheduleSpec, after: dt.datetime | None = None) -> dt.dat
     now = after or dt.datetime.now(dt.UTC)
     if schedule.every_seconds is not None:
         return now + dt.timedelta(seconds=schedule.every_seconds)
+    if schedule.cron is not None:
+        return Cron.parse(schedule.cron).next_after(now)
     times = []
     for text in schedule.daily_at or []:
         hours, minutes = (int(part) for part in text.split(":"))

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from patchbay.connectors.base import Connector
+from patchbay.cron import Cron
 from patchbay.elements import scope as scopes
 from patchbay.elements.conform import Conformer
 from patchbay.elements.transform import Transform
@@ -222,27 +223,39 @@ class Broadcast:
         for worker in workers:
             worker.start()
         purged_at = -PURGE_EVERY_SECONDS
+        poll_at = self._next_poll(dt.datetime.now(dt.UTC), first=True)
         try:
             while not stop.is_set():
                 if time.monotonic() - purged_at >= PURGE_EVERY_SECONDS:
                     self.purge()
                     purged_at = time.monotonic()
                 changes = 0
-                if poll:
+                if poll and dt.datetime.now(dt.UTC) >= poll_at:
                     try:
                         changes = self.poll(enqueued=wake_all)
                     except _TRANSIENT as exc:
                         log.warning("%s: noticing changes failed, trying again: %s",
                                     self.spec.name, exc)
+                    poll_at = self._next_poll(dt.datetime.now(dt.UTC))
                 stats = tally.take()
                 self.ctx.notify("broadcast", {"changes": changes, "delivered": stats.delivered,
                                               "retried": stats.retried, "dead": stats.dead})
-                stop.wait(self.spec.trigger.poll_seconds)
+                # Wake at least every poll_seconds, to report and purge between cron times.
+                until_poll = (poll_at - dt.datetime.now(dt.UTC)).total_seconds()
+                stop.wait(max(0.0, min(until_poll, self.spec.trigger.poll_seconds)))
         finally:
             ended.set()
             wake_all()
             for worker in workers:
                 worker.join(timeout=60)
+
+    def _next_poll(self, now: dt.datetime, first: bool = False) -> dt.datetime:
+        """When to poll next: now (at start) or `poll_seconds` on, or the trigger's next
+        cron time."""
+        cron = self.spec.trigger.cron
+        if cron is not None:
+            return Cron.parse(cron).next_after(now)
+        return now if first else now + dt.timedelta(seconds=self.spec.trigger.poll_seconds)
 
     def purge(self) -> int:
         """Forget the deliveries made longer ago than the options keep them; how many."""
