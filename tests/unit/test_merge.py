@@ -428,3 +428,16 @@ def test_a_large_union_is_merged_in_the_database() -> None:
     counts = pc.value_counts(out.column("_sources")).to_pylist()
     assert sorted((c["values"], c["counts"]) for c in counts) == [("a", size // 2), ("a|b", size // 2)]
     assert pc.sum(pc.equal(out.column("v"), "b")).as_py() == size // 2
+
+
+def test_one_union_source_keeps_its_rows_in_order_with_provenance_and_flags() -> None:
+    unique = pa.table({"id": [3, 1, 2], "v": ["c", None, ""]})
+    out = run({"a": unique}, union=["a"], key="id", provenance=True)
+    assert out.to_pylist() == [
+        {"id": 3, "v": "c", "v__source": "a", "_sources": "a", "_differs": ""},
+        {"id": 1, "v": None, "v__source": None, "_sources": "a", "_differs": ""},
+        {"id": 2, "v": "", "v__source": None, "_sources": "a", "_differs": ""}]
+    repeated = pa.table({"id": ["k", None, "k", None], "v": ["old", "x", "new", "y"]})
+    rows = run({"a": repeated}, union=["a"], key="id").to_pylist()
+    assert [(r["id"], r["v"]) for r in rows] == [(None, "x"), ("k", "new"), (None, "y")], \
+        "a repeated key is reduced to its last row; null keys stay apart, in table order"

@@ -283,11 +283,16 @@ class _Merge:
         recent = self.recent_by()
         latest = (f"{self.cell(name, recent)} DESC NULLS LAST, "
                   if recent is not None and recent in self.kinds[name] else "")
+        # A source whose keys are all there and all different has nothing to reduce: the
+        # check costs a fraction of the window it saves.
+        view = _ident(self.views[name])
+        unique = self.db.con.sql(f"SELECT count(*) = count(DISTINCT {key}) FROM {view}").fetchall()[0][0]
+        reduce = "" if unique else \
+            f"QUALIFY {blank} OR row_number() OVER (PARTITION BY {key} ORDER BY {latest}{_POS} DESC) = 1"
         return (f"SELECT {', '.join(cells)}, {at} AS {_UNION_AT}, {rank} AS {_RANK}, {_POS}, "
                 f"CASE WHEN {blank} THEN {at} END AS {_GROUP_SOURCE}, "
                 f"CASE WHEN {blank} THEN {_POS} END AS {_GROUP_POS} "
-                f"FROM {_ident(self.views[name])} "
-                f"QUALIFY {blank} OR row_number() OVER (PARTITION BY {key} ORDER BY {latest}{_POS} DESC) = 1")
+                f"FROM {view} {reduce}")
 
     def pick(self, value: str, field: str) -> str:
         """The aggregate choosing, per entity, `value` from the row the field's rule picks."""
@@ -304,6 +309,8 @@ class _Merge:
 
     def entities(self) -> tuple[str, list[str]]:
         """The SELECT of one row per entity, and its output columns."""
+        if len(self.names) == 1:
+            return self.single_entities()
         key = _ident(self.spec.key)
         columns = [self.spec.key, *self.fields]
         cells = [key, *(f"{self.pick(_ident(field), field)} AS {_ident(field)}" for field in self.fields)]
@@ -323,6 +330,23 @@ class _Merge:
         cells += [f"min({_UNION_AT}) AS {_FIRST_AT}", f"arg_min({_POS}, {_UNION_AT}) AS {_FIRST_POS}"]
         return (f"SELECT {', '.join(cells)} FROM ranked "
                 f"GROUP BY {key}, {_GROUP_SOURCE}, {_GROUP_POS}"), columns
+
+    def single_entities(self) -> tuple[str, list[str]]:
+        """The same with one union source: its rows are its entities already (one per key),
+        each value from it, nothing to differ."""
+        columns = [self.spec.key, *self.fields]
+        cells = [_ident(column) for column in columns]
+        if self.spec.provenance:
+            source = self.source_name("0")
+            for field in self.fields:
+                cells.append(f"CASE WHEN {_non_empty(_ident(field), self.types[field])} THEN {source} "
+                             f"END AS {_ident(field + '__source')}")
+                columns.append(field + "__source")
+        if self.spec.flags:
+            cells += [f"{self.source_name('0')} AS _sources", "'' AS _differs"]
+            columns += ["_sources", "_differs"]
+        cells += [f"0 AS {_FIRST_AT}", f"{_POS} AS {_FIRST_POS}"]
+        return f"SELECT {', '.join(cells)} FROM rows", columns
 
     def differs(self) -> str:
         compared = [(index, field) for index, field in enumerate(self.fields)
