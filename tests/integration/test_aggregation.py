@@ -248,3 +248,20 @@ integrations:
     assert "1s" in report["sources"]["orders"]["error"]
     assert report["rows"] == 3
     assert (tmp_path / "slow.csv").read_text().count("\n") == 4
+
+
+def test_post_runs_runs_an_aggregation_on_demand(
+        tmp_path: Path, spec: Path, orgs: tuple[LocalOrg, LocalOrg]) -> None:
+    app = create_app(spec, str(tmp_path / "state"), token="t0ken")
+    try:
+        with TestClient(app) as client:
+            assert client.post("/runs", json={"integration": NAME}).status_code == 401
+            done = client.post("/runs", json={"integration": NAME},
+                               headers={"Authorization": "Bearer t0ken"})
+            assert done.status_code == 200, done.text
+            assert done.json()["status"] == "complete" and done.json()["rows"] == 4
+            assert client.get("/aggregations/customer 360").status_code == 401, \
+                "the live answer needs the token too"
+    finally:
+        close_app(app)
+    assert (tmp_path / "reports" / "customer-360.parquet").exists()
