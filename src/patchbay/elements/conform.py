@@ -232,7 +232,10 @@ class Conformer:
                 return None
             if step.required and column.null_count:
                 return None
+            # No text has more characters than bytes: counting characters, which costs more,
+            # is needed only when some text has more bytes than the limit.
             if step.max_length is not None and len(column) and (
+                    pc.max(pc.binary_length(column)).as_py() or 0) > step.max_length and (
                     pc.max(pc.utf8_length(column)).as_py() or 0) > step.max_length:
                 return None
             if step.choices is not None and not pc.all(pc.or_kleene(

@@ -240,10 +240,10 @@ class Migration:
         ctx.notify("start", counters)
         checkpoints = _Checkpoints(store, run.id, comparison, watermark_after, ctx.notify)
         try:
-            for page in self._pages(prepared, state.get("position")):
+            for page, shaped in self._pages(prepared, state.get("position")):
                 batch_no += 1
-                rows, high_water, check = self._one_batch(prepared, page, counters, comparison,
-                                                          high_water)
+                rows, high_water, check = self._one_batch(prepared, page, shaped, counters,
+                                                          comparison, high_water)
                 checkpoints.put(_Written(batch_no, page.position, dict(counters), rows,
                                          high_water, check))
                 limit = self.options.max_rejects
@@ -270,10 +270,14 @@ class Migration:
         store.finish(run.id, status, report=report, counters=counters)
         return report
 
-    def _pages(self, prepared: Prepared, position: Any) -> Iterator[Page]:
-        """Read ahead in a thread, `concurrency` pages at most, so memory stays bounded."""
+    def _pages(self, prepared: Prepared, position: Any) -> Iterator[tuple[Page, Any]]:
+        """Read ahead in a thread, `concurrency` pages at most, so memory stays bounded. A page
+        that comes as a table is shaped there too (transform and conform, see `_shape_table`),
+        while the writer is busy with the pages before it: each page comes with its shaped
+        table, or None when it goes through the record lane."""
         src = self.integration.source
-        pages: queue.Queue[Page | BaseException | None] = queue.Queue(maxsize=self.options.concurrency)
+        pages: queue.Queue[tuple[Page, Any] | BaseException | None] = queue.Queue(
+            maxsize=self.options.concurrency)
         stop = threading.Event()
 
         def reader() -> None:
@@ -282,9 +286,10 @@ class Migration:
                                                  fields=prepared.read_fields, after=position,
                                                  page_size=self.options.batch_size,
                                                  columnar=prepared.columnar):
+                    item = (page, None if page.table is None else _shape_table(prepared, page.table))
                     while not stop.is_set():
                         try:
-                            pages.put(page, timeout=0.2)
+                            pages.put(item, timeout=0.2)
                             break
                         except queue.Full:
                             continue
@@ -308,11 +313,12 @@ class Migration:
             stop.set()
             thread.join(timeout=5)
 
-    def _one_batch(self, prepared: Prepared, page: Page, counters: Counter[str],
+    def _one_batch(self, prepared: Prepared, page: Page, shaped: Any, counters: Counter[str],
                    comparison: Comparison, high_water: Any
                    ) -> tuple[list[OutcomeRow], Any, Callable[[], None] | None]:
-        """Shape and write one page. Returns the records set aside, the watermark reached,
-        and the comparison of the written records with the destination, to be run later."""
+        """Write one page: its shaped table through the columnar lane, or else its records,
+        shaped here. Returns the records set aside, the watermark reached, and the
+        comparison of the written records with the destination, to be run later."""
         src_key = self.integration.source.key
         dst = self.integration.destination
         counters["read"] += len(page)
@@ -321,11 +327,9 @@ class Migration:
             top = _top(page, watermark)
             if top is not None:
                 high_water = _later(top, high_water)
-        if page.table is not None:
-            written_table = self._columnar_batch(prepared, page.table, counters)
-            if written_table is not None:
-                counters["batches_columnar"] += 1
-                return [], high_water, self._table_check(prepared, written_table, comparison)
+        if shaped is not None and self._columnar_batch(prepared, shaped, counters):
+            counters["batches_columnar"] += 1
+            return [], high_water, self._table_check(prepared, shaped, comparison)
         counters["batches_record"] += 1
         records, sources, rejected, skipped = shape(prepared, page.records)
         rows = [OutcomeRow(_source_key(s.source, src_key), Status.REJECTED, s.code, s.reason, s.source)
@@ -353,22 +357,17 @@ class Migration:
             comparison.add(written, actual)
         return rows, high_water, check
 
-    def _columnar_batch(self, prepared: Prepared, table: Any, counters: Counter[str]) -> Any:
-        """Transform, conform and write a page as one Arrow table; return the table written.
-        None when it holds anything the record lane must handle; nothing is written then."""
+    def _columnar_batch(self, prepared: Prepared, shaped: Any, counters: Counter[str]) -> bool:
+        """Write a shaped page as one Arrow table. False when the destination refused
+        something, which the record lane then finds; nothing is written then."""
         dst = self.integration.destination
-        shaped = prepared.transform.apply_table(table)
-        if shaped is not None:
-            shaped = prepared.conformer.conform_table(shaped)
-        if shaped is None:
-            return None
         written = self._retrying(lambda: prepared.destination.write_table(
             dst.object, shaped, dst.operation, dst.key))
         if written is None:
-            return None
+            return False
         for status, count in written.items():
             counters[status.value] += count
-        return shaped
+        return True
 
     def _table_check(self, prepared: Prepared, written: Any,
                      comparison: Comparison) -> Callable[[], None] | None:
@@ -437,6 +436,13 @@ class Migration:
             integration=self.integration, run_id=run.id, params=run.params,
             started_at=run.started_at, counters=counters, comparison=comparison,
             source_in_scope=in_scope, verify=self.options.verify, usage=usage)
+
+
+def _shape_table(prepared: Prepared, table: Any) -> Any:
+    """A page's Arrow table transformed and conformed for the columnar lane, or None when
+    it holds anything the record lane must handle."""
+    shaped = prepared.transform.apply_table(table)
+    return None if shaped is None else prepared.conformer.conform_table(shaped)
 
 
 def _later(value: Any, high_water: Any) -> Any:

@@ -6,13 +6,16 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from patchbay import spec
-from patchbay.patterns import aggregation, aggregation_stream, broadcast, migration
+from patchbay.patterns import broadcast, migration
 from patchbay.patterns.context import ProgressCallback, RunContext
 from patchbay.spec import AggregationSpec, AnyIntegration, BroadcastSpec, IntegrationFile
 from patchbay.store import Store
+
+if TYPE_CHECKING:
+    from patchbay.patterns.aggregation import Answer
 
 
 @dataclass
@@ -47,8 +50,12 @@ def run(ctx: RunContext, *, resume: str | None = None, fresh: bool = False,
         if isinstance(ctx.integration, BroadcastSpec):
             return broadcast.Broadcast(ctx).run_once()
         if isinstance(ctx.integration, AggregationSpec) and ctx.integration.stream is not None:
+            from patchbay.patterns import aggregation_stream  # brokers' clients: only when used
+
             return aggregation_stream.StreamAggregation(ctx).run_once()
         if isinstance(ctx.integration, AggregationSpec) and ctx.integration.stream is None:
+            from patchbay.patterns import aggregation  # DuckDB: only when used
+
             return aggregation.Aggregation(ctx).run()
         runner = migration.Migration(ctx)
         record = runner.start(resume=resume, fresh=fresh, full=full)
@@ -67,8 +74,12 @@ def serve(ctx: RunContext, stop: threading.Event, poll: bool = True) -> None:
     deliver), a stream aggregation (consume and flush), or a scheduled aggregation."""
     try:
         if isinstance(ctx.integration, AggregationSpec) and ctx.integration.stream is not None:
+            from patchbay.patterns import aggregation_stream
+
             aggregation_stream.StreamAggregation(ctx).serve(stop)
         elif isinstance(ctx.integration, AggregationSpec):
+            from patchbay.patterns import aggregation
+
             aggregation.Aggregation(ctx).serve(stop)
         else:
             broadcast.Broadcast(ctx).serve(stop, poll)
@@ -76,8 +87,10 @@ def serve(ctx: RunContext, stop: threading.Event, poll: bool = True) -> None:
         ctx.systems.close()
 
 
-def answer(ctx: RunContext) -> aggregation.Answer:
+def answer(ctx: RunContext) -> Answer:
     """An aggregation's merged data set and each source's status (the API's live answer)."""
+    from patchbay.patterns import aggregation
+
     try:
         return aggregation.Aggregation(ctx).answer()
     finally:
