@@ -26,6 +26,8 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/migration.py
+	$(BIN)/python bench/broadcast.py
+	$(BIN)/python bench/aggregation.py
 
 clean:
 	rm -rf $(VENV) .patchbay demo-output
