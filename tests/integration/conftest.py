@@ -18,6 +18,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -208,16 +209,30 @@ def open_db() -> Any:
     return open_database
 
 
-@pytest.fixture(params=["postgresql", "mariadb", "sqlite"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """Each of the three databases the SQL connector serves, with per-test tables."""
-    database = open_database(request.param, request, tmp_path)
+@contextmanager
+def _database_of(request: pytest.FixtureRequest, directory: Path) -> Iterator[Database]:
+    """The database of a parametrised fixture (`request.param`), its tables dropped after."""
+    database = open_database(request.param, request, directory)
     try:
         yield database
     finally:
         database.drop_all()
         if database.kind == "sqlite":
             database.engine.dispose()
+
+
+@pytest.fixture(params=["postgresql", "mariadb", "sqlite"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """Each of the three databases the SQL connector serves, with per-test tables."""
+    with _database_of(request, tmp_path) as database:
+        yield database
+
+
+@pytest.fixture(scope="session")
+def database_of() -> Any:
+    """`with database_of(request, directory) as database:` for modules that parametrise
+    their own choice of databases."""
+    return _database_of
 
 
 # -- the command line --------------------------------------------------------------------------

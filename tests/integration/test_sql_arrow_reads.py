@@ -57,15 +57,10 @@ def lite(request: pytest.FixtureRequest, tmp_path: Path, open_db: Any) -> Iterat
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
-def either(request: pytest.FixtureRequest, tmp_path: Path, open_db: Any) -> Iterator[Any]:
+def either(request: pytest.FixtureRequest, tmp_path: Path, database_of: Any) -> Iterator[Any]:
     """Each database the ADBC path serves."""
-    database = open_db(request.param, request, tmp_path)
-    try:
+    with database_of(request, tmp_path) as database:
         yield database
-    finally:
-        database.drop_all()
-        if database.kind == "sqlite":
-            database.engine.dispose()
 
 
 def connector(url: str, zone: str | None = None, **settings: str) -> SqlConnector:

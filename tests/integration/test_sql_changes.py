@@ -30,14 +30,9 @@ def at(seconds: float) -> dt.datetime:
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
-def db(request: pytest.FixtureRequest, tmp_path: Path, open_db: Any) -> Iterator[Any]:
-    database = open_db(request.param, request, tmp_path)
-    try:
+def db(request: pytest.FixtureRequest, tmp_path: Path, database_of: Any) -> Iterator[Any]:
+    with database_of(request, tmp_path) as database:
         yield database
-    finally:
-        database.drop_all()
-        if database.kind == "sqlite":
-            database.engine.dispose()
 
 
 @pytest.fixture

@@ -64,10 +64,7 @@ class ChangeStream:
         try:
             return self._follow(object, cursor, fields, limit)
         except StreamingError as exc:
-            dropped = self._subscriptions.pop(object, None)
-            if dropped is not None:
-                with contextlib.suppress(StreamingError):
-                    dropped.client.disconnect()
+            self._drop(object)
             if isinstance(exc, SessionExpired):
                 self.connector.forget_session()
             raise
@@ -108,10 +105,15 @@ class ChangeStream:
         return changes, state
 
     def close(self) -> None:
-        for subscription in self._subscriptions.values():
+        for object in list(self._subscriptions):
+            self._drop(object)
+
+    def _drop(self, object: str) -> None:
+        """Forget an object's subscription, telling the server if it still listens."""
+        dropped = self._subscriptions.pop(object, None)
+        if dropped is not None:
             with contextlib.suppress(StreamingError):
-                subscription.client.disconnect()
-        self._subscriptions.clear()
+                dropped.client.disconnect()
 
     def _catch_up(self, object: str, state: dict[str, Any], fields: Sequence[str],
                   limit: int) -> tuple[list[Change], dict[str, Any]]:
@@ -125,10 +127,7 @@ class ChangeStream:
         return found, state
 
     def _subscribe(self, object: str, replay_id: int) -> _Subscription:
-        old = self._subscriptions.pop(object, None)
-        if old is not None:
-            with contextlib.suppress(StreamingError):
-                old.client.disconnect()
+        self._drop(object)
         client = self.connector.cometd_client()
         client.handshake()
         client.subscribe(channel_of(object), replay_id)

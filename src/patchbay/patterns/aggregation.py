@@ -38,6 +38,7 @@ from patchbay.spec import (
     AggregationSpec,
     ScheduleSpec,
 )
+from patchbay.store.store import jsonable
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +174,7 @@ class Aggregation:
                 for refused in result.rejected:
                     status.rejected += 1
                     if len(status.rejects) < SAMPLE_REJECTS:
-                        status.rejects.append({"record": _jsonable_key(refused.source, source.key),
+                        status.rejects.append({"record": jsonable(refused.source.get(source.key or "")),
                                                "code": refused.code, "reason": refused.reason})
                 shaped = _table(result.records, transform.output_fields)
             parts.append(shaped)
@@ -236,17 +237,17 @@ class Aggregation:
             if len(rejects) < SAMPLE_REJECTS:
                 rejects.append({"record": key, "code": code, "reason": reason})
 
+        merge_key = self.spec.merge.key if self.spec.merge is not None else ""
         for batch in table.to_batches(max_chunksize=self.spec.options.batch_size):
             result = transform.apply(batch.to_pylist())
             counts["skipped"] = counts.get("skipped", 0) + len(result.skipped)
             for aside in result.rejected:
-                refuse(_jsonable_key(aside.source, self.spec.merge.key if self.spec.merge else None),
-                       aside.code, aside.reason)
+                refuse(jsonable(aside.source.get(merge_key)), aside.code, aside.reason)
             records = result.records
             if conformer is not None:
                 refused = conformer.conform_batch(records)
                 for position, problem in refused.items():
-                    refuse(_jsonable_key(records[position], destination.key), problem.code,
+                    refuse(jsonable(records[position].get(destination.key)), problem.code,
                            problem.reason)
                 records = [r for i, r in enumerate(records) if i not in refused]
             for outcome in connector.write(destination.object, records, destination.operation,
@@ -299,8 +300,3 @@ def _table(records: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> pa.Ta
     if records:
         return pa.Table.from_pylist(list(records))
     return pa.table({name: pa.array([], pa.null()) for name in fields})
-
-
-def _jsonable_key(record: Mapping[str, Any], key: str | None) -> Any:
-    value = record.get(key) if key else None
-    return value if value is None or isinstance(value, str | int | float) else str(value)

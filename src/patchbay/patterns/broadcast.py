@@ -94,6 +94,8 @@ class Broadcast:
                 scopes.to_predicate(scopes.bind(destination.filter, ctx.params)))
             targets[destination.name] = Target(conforming, destination.object,
                                                destination.operation, destination.key)
+        trigger = self.spec.trigger
+        self._cron = Cron.parse(trigger.cron) if trigger.cron is not None else None
         options = self.spec.options
         self.deliverer = Deliverer(
             ctx.store, self.spec.name, targets,
@@ -252,9 +254,8 @@ class Broadcast:
     def _next_poll(self, now: dt.datetime, first: bool = False) -> dt.datetime:
         """When to poll next: now (at start) or `poll_seconds` on, or the trigger's next
         cron time."""
-        cron = self.spec.trigger.cron
-        if cron is not None:
-            return Cron.parse(cron).next_after(now)
+        if self._cron is not None:
+            return self._cron.next_after(now)
         return now if first else now + dt.timedelta(seconds=self.spec.trigger.poll_seconds)
 
     def purge(self) -> int:
