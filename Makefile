@@ -12,10 +12,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# Real third-party Salesforce clients (jsforce, the Salesforce CLI) for the contract tests.
+NODE_CLIENTS := tests/contract/node
+NODE_STAMP := $(NODE_CLIENTS)/node_modules/.installed
+
+$(NODE_STAMP): $(NODE_CLIENTS)/package-lock.json
+	cd $(NODE_CLIENTS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/patchbay demo
 
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest
