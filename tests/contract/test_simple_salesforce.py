@@ -20,7 +20,8 @@ from tests.contract.conftest import KEY, PASSWORD, SECRET, TOKEN, USERNAME, rout
 
 
 def control(org: LocalOrg, action: str, body: dict[str, object] | None = None) -> None:
-    requests.post(f"{org.url}/_emulator/{action}", json=body or {}, timeout=10).raise_for_status()
+    requests.post(f"{org.url}/_emulator/{action}", json=body or {}, timeout=10,
+                  headers={"Authorization": f"Bearer {org.control_token}"}).raise_for_status()
 
 
 # 1. logins

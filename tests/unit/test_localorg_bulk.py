@@ -169,8 +169,9 @@ def test_column_delimiters_and_line_endings(client: TestClient, delimiter: str, 
     assert (second["BillingCity"], second["Description"]) == ("Rome", f"line one{end}line two")
 
 
-def test_upsert_by_external_id_creates_and_updates(client: TestClient) -> None:
-    assert client.post("/_emulator/schema", json=LEGACY_ID).status_code == 200
+def test_upsert_by_external_id_creates_and_updates(org: Org, client: TestClient) -> None:
+    assert client.post("/_emulator/schema", json=LEGACY_ID, headers={
+        "Authorization": f"Bearer {org.config.control_token}"}).status_code == 200
     existing = create(client, "Account", {"Name": "Old name", "Legacy_Id__c": "L-1", "Phone": "123"})
     data = ("Legacy_Id__c,Name,Phone\n"
             "l-1,New name,\n"          # matches L-1 case-insensitively; empty Phone stays

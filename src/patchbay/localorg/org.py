@@ -6,6 +6,7 @@ translates requests to these calls and `OrgError`s to Salesforce's error bodies.
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 import secrets
 import threading
 from collections.abc import Mapping
@@ -20,6 +21,11 @@ from patchbay.localorg.storage import Storage
 from patchbay.localorg.values import FieldValueError, from_storage, stored_datetime, to_storage
 
 ORG_ID = ids.make("00D", 1)
+
+
+def same_secret(given: str, expected: str) -> bool:
+    """Compare a secret in constant time, so the answer's timing tells nothing about it."""
+    return hmac.compare_digest(given.encode(), expected.encode())
 
 
 class OrgError(Exception):
@@ -101,6 +107,8 @@ class OrgConfig:
     public_url: str = "https://emulator.local"
     cdc_retention_hours: float = 72
     """How long change events can be replayed, by the org's clock (Salesforce keeps 72 h)."""
+    control_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    """The bearer token the control API under /_emulator/ asks for (new for every org)."""
 
 
 class Org:
@@ -165,7 +173,8 @@ class Org:
     def login(self, username: str, password: str) -> Session:
         """Password login; the security token may be appended to the password."""
         user = self.users.get(username.lower())
-        if user is None or password not in (user.password, user.password + user.security_token):
+        if user is None or not (same_secret(password, user.password)
+                                or same_secret(password, user.password + user.security_token)):
             raise OrgError(401, "INVALID_LOGIN",
                            "Invalid username, password, security token; or user locked out.")
         return self._open_session(user)
@@ -174,13 +183,14 @@ class Org:
         app = next((a for a in self.config.apps if a.consumer_key == key), None)
         if app is None:
             raise OrgError(400, "invalid_client_id", "client identifier invalid")
-        if app.consumer_secret != secret:
+        if not same_secret(secret, app.consumer_secret):
             raise OrgError(400, "invalid_client", "invalid client credentials")
         return self._open_session(self.users[app.run_as.lower()])
 
-    def app_secret(self, key: str) -> str | None:
+    def app_accepts(self, key: str, secret: str) -> bool:
+        """Whether `secret` is the consumer secret of the connected app with this key."""
         app = next((a for a in self.config.apps if a.consumer_key == key), None)
-        return app.consumer_secret if app else None
+        return app is not None and same_secret(secret, app.consumer_secret)
 
     def _open_session(self, user: User) -> Session:
         token = f"{ORG_ID[:15]}!{secrets.token_urlsafe(24)}"

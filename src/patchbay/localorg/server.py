@@ -19,12 +19,15 @@ from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from patchbay.localorg import bulk, ids, query, streaming
-from patchbay.localorg.org import ORG_ID, MultipleMatches, Org, OrgError, Session
+from patchbay.localorg.org import ORG_ID, MultipleMatches, Org, OrgError, Session, same_secret
+from patchbay.localorg.storage import create_tables
 from patchbay.localorg.values import parse_datetime, stored_datetime
 
 VERSIONS = [f"{major}.0" for major in range(52, 63)]
@@ -111,16 +114,15 @@ def create_app(org: Org | None = None) -> Starlette:
                         media_type="text/xml")
 
     async def oauth_token(request: Request) -> Response:
-        form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
+        form = {k: v[0] for k, v in parse_qs((await request.body()).decode(errors="replace")).items()}
         grant = form.get("grant_type")
         client_id, client_secret = form.get("client_id"), form.get("client_secret")
-        basic = request.headers.get("authorization", "")
-        if basic.lower().startswith("basic "):
-            decoded = base64.b64decode(basic[6:]).decode()
-            client_id, _, client_secret = decoded.partition(":")
         try:
+            basic = _basic_credentials(request)
+            if basic is not None:
+                client_id, client_secret = basic
             if grant == "password":
-                if org.app_secret(client_id or "") != client_secret:
+                if not org.app_accepts(client_id or "", client_secret or ""):
                     raise OrgError(400, "invalid_client", "invalid client credentials")
                 try:
                     session = org.login(form.get("username", ""), form.get("password", ""))
@@ -144,41 +146,12 @@ def create_app(org: Org | None = None) -> Starlette:
 
     async def control(request: Request) -> Response:
         action = request.path_params["action"]
-        body = await request.body()
-        payload = json.loads(body) if body.strip() else {}
-        if action == "reset":
-            org.reset()
-        elif action == "schema":
-            org.schema.extend(payload)
-            from patchbay.localorg.storage import create_tables
-
-            with org.storage.lock:
-                create_tables(org.storage.db, org.schema)
-        elif action == "clock":
-            if payload.get("real"):
-                org.clock.real()
-            elif "now" in payload:
-                when = parse_datetime(payload["now"])
-                if when is None:
-                    return JSONResponse({"error": "now must be an ISO datetime"}, status_code=400)
-                org.clock.set(when)
-            else:
-                org.clock.advance(float(payload.get("advance_seconds", 0)))
-        elif action == "sessions/expire":
-            org.expire_sessions()
-        elif action == "limits":
-            daily = payload.get("DailyApiRequests", {})
-            org.limits.max_requests = int(daily.get("Max", org.limits.max_requests))
-            org.limits.used = int(daily.get("used", org.limits.used))
-        elif action == "seed":
-            try:
-                created = org.seed(payload.get("records", {}))
-            except OrgError as exc:
-                return JSONResponse([exc.body()], status_code=exc.status)
-            return JSONResponse({"ok": True, "ids": created})
-        else:
-            return JSONResponse({"error": f"unknown control action {action}"}, status_code=404)
-        return JSONResponse({"ok": True, "now": stored_datetime(org.clock.now())})
+        try:
+            payload = _control_payload(await request.body())
+            return _control(org, action, payload)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            # A malformed control document (a wrong type, a missing name) is the caller's error.
+            return JSONResponse({"error": f"malformed {action} request: {exc}"}, status_code=400)
 
     methods = ["GET", "POST", "PATCH", "PUT", "DELETE", "HEAD"]
     routes = [
@@ -191,9 +164,90 @@ def create_app(org: Org | None = None) -> Starlette:
         *streaming.Streaming(org).routes(),
         Route("/_emulator/{action:path}", control, methods=["POST"]),
     ]
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, middleware=[
+        Middleware(ControlGuard, token=org.config.control_token)])
     app.state.org = org
     return app
+
+
+class ControlGuard:
+    """Lets a request under /_emulator/ (the control API, the change list) through only with
+    `Authorization: Bearer <control token>`: the org's test controls must not be open to
+    whoever can reach its port."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app, self.token = app, token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/_emulator/"):
+            given = _token(Request(scope)) or ""
+            if not same_secret(given, self.token):
+                response = JSONResponse({"error": "the control API needs the org's control "
+                                                  "token as a Bearer token"}, status_code=401)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _control_payload(body: bytes) -> dict[str, Any]:
+    payload = json.loads(body) if body.strip() else {}
+    if not isinstance(payload, dict):
+        raise ValueError("the body must be a JSON object")
+    return payload
+
+
+def _control(org: Org, action: str, payload: dict[str, Any]) -> Response:
+    """One control action; raises ValueError, TypeError, KeyError or AttributeError on a
+    malformed payload."""
+    if action == "reset":
+        org.reset()
+    elif action == "schema":
+        org.schema.extend(payload)
+        with org.storage.lock:
+            create_tables(org.storage.db, org.schema)
+    elif action == "clock":
+        if payload.get("real"):
+            org.clock.real()
+        elif "now" in payload:
+            when = parse_datetime(str(payload["now"]))
+            if when is None:
+                raise ValueError("now must be an ISO datetime")
+            org.clock.set(when)
+        else:
+            org.clock.advance(float(payload.get("advance_seconds", 0)))
+    elif action == "sessions/expire":
+        org.expire_sessions()
+    elif action == "limits":
+        daily = payload.get("DailyApiRequests", {})
+        org.limits.max_requests = int(daily.get("Max", org.limits.max_requests))
+        org.limits.used = int(daily.get("used", org.limits.used))
+    elif action == "seed":
+        records = payload.get("records", {})
+        if not isinstance(records, dict):
+            raise ValueError("records must map object names to lists of records")
+        try:
+            created = org.seed(records)
+        except OrgError as exc:
+            return JSONResponse([exc.body()], status_code=exc.status)
+        return JSONResponse({"ok": True, "ids": created})
+    else:
+        return JSONResponse({"error": f"unknown control action {action}"}, status_code=404)
+    return JSONResponse({"ok": True, "now": stored_datetime(org.clock.now())})
+
+
+def _basic_credentials(request: Request) -> tuple[str, str] | None:
+    """Client id and secret from an `Authorization: Basic` header; OrgError when it is malformed."""
+    header = request.headers.get("authorization", "")
+    if not header.lower().startswith("basic "):
+        return None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise OrgError(400, "invalid_client", "malformed Basic authorization header") from None
+    client_id, colon, client_secret = decoded.partition(":")
+    if not colon:
+        raise OrgError(400, "invalid_client", "malformed Basic authorization header")
+    return client_id, client_secret
 
 
 async def _dispatch(call: Call) -> Response:
