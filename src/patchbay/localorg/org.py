@@ -21,6 +21,7 @@ from patchbay.localorg.storage import Storage
 from patchbay.localorg.values import FieldValueError, from_storage, stored_datetime, to_storage
 
 ORG_ID = ids.make("00D", 1)
+INSTANCE_NAME = "LOCAL"
 
 
 def same_secret(given: str, expected: str) -> bool:
@@ -148,7 +149,8 @@ class Org:
             first = self.config.users[0].id
             self.storage.insert(org_object, {
                 "Id": ORG_ID, "Name": "patchbay local org", "IsSandbox": 0,
-                "OrganizationType": "Developer Edition", "IsDeleted": 0, "CreatedDate": now,
+                "OrganizationType": "Developer Edition", "InstanceName": INSTANCE_NAME,
+                "IsDeleted": 0, "CreatedDate": now,
                 "LastModifiedDate": now, "SystemModstamp": now, "CreatedById": first,
                 "LastModifiedById": first})
 
@@ -436,7 +438,8 @@ def _api_values(obj: SObject, stored: Mapping[str, Any], names: list[str]) -> di
 
 
 def _derive(obj: SObject, record: dict[str, Any], changes: dict[str, Any]) -> None:
-    """Fields the org computes: compound names, an opportunity's won/closed flags."""
+    """Fields the org computes: compound names, an opportunity's won/closed flags, a case's
+    closed flag."""
     if obj.name in ("Contact", "Lead", "User") and ({"FirstName", "LastName"} & set(changes)
                                                      or "Name" not in record):
         name = " ".join(p for p in (record.get("FirstName"), record.get("LastName")) if p)
@@ -445,5 +448,7 @@ def _derive(obj: SObject, record: dict[str, Any], changes: dict[str, Any]) -> No
         stage = record.get("StageName")
         record["IsWon"] = changes["IsWon"] = int(stage == "Closed Won")
         record["IsClosed"] = changes["IsClosed"] = int(stage in ("Closed Won", "Closed Lost"))
+    if obj.name == "Case" and "Status" in changes:
+        record["IsClosed"] = changes["IsClosed"] = int(record.get("Status") == "Closed")
     if obj.name == "Case" and record.get("CaseNumber") is None:
         record["CaseNumber"] = changes["CaseNumber"] = f"{int(record['Id'][6:15], 36) % 10**8:08d}"
