@@ -86,6 +86,8 @@ def test_subqueries_filter_limit_and_follow_custom_and_standard_relationships(or
      "No such column 'Nope' on entity 'Contact'."),
     ("SELECT Id, (SELECT Id FROM Contacts), (SELECT Id FROM contacts) FROM Account",
      "MALFORMED_QUERY", "duplicate subquery: Contacts"),
+    ("SELECT Id, " + ", ".join(["(SELECT Id FROM Contacts)"] * 21) + " FROM Account",
+     "MALFORMED_QUERY", "A query can hold at most 20 subqueries"),
 ])
 def test_a_wrong_subquery_is_refused(org: Org, text: str, code: str, reason: str) -> None:
     with pytest.raises(SoqlError) as raised:

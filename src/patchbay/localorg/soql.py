@@ -40,6 +40,7 @@ from patchbay.localorg.values import csv_text, from_storage, parse_datetime, sto
 
 MAX_OFFSET = 2000
 MAX_RELATIONSHIP_DEPTH = 5
+MAX_SUBQUERIES = 20  # parent-to-child relationships in one query, as Salesforce allows
 _FETCH_CHUNK = 500  # ids per fetch statement, well under SQLite's bound-parameter limit
 
 
@@ -940,6 +941,10 @@ class _Compiler:
         aggregates: list[tuple[str, _Target]] = []
         seen: set[str] = set()
         unnamed = 0
+        subqueries = [i for i in query.items if isinstance(i, _SubQuery)]
+        if len(subqueries) > MAX_SUBQUERIES:
+            raise _error("MALFORMED_QUERY", self.text, subqueries[MAX_SUBQUERIES].pos,
+                         f"A query can hold at most {MAX_SUBQUERIES} subqueries")
         for item in query.items:
             if isinstance(item, _SubQuery):
                 sub = self.subquery(item)
