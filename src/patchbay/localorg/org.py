@@ -108,7 +108,7 @@ class OrgConfig:
     public_url: str = "https://emulator.local"
     cdc_retention_hours: float = 72
     """How long change events can be replayed, by the org's clock (Salesforce keeps 72 h)."""
-    control_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    control_token: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
     """The bearer token the control API under /_emulator/ asks for (new for every org)."""
 
 
