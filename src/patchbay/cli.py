@@ -478,22 +478,36 @@ def _capture_sources(file: Path, integration: str | None
 
 @app.command()
 def localorg(port: Annotated[int, typer.Option(help="Port to listen on.")] = 8299,
-             host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+             host: Annotated[str, typer.Option(help="Address to listen on (loopback unless "
+                                                    "--allow-remote).")] = "127.0.0.1",
              schema_file: Annotated[Path | None, typer.Option(
                  "--schema", help="Custom objects and fields (JSON).")] = None,
              database: Annotated[str, typer.Option(
                  "--db", help="SQLite file for the records (default: in memory).")] = ":memory:",
+             control_token: Annotated[str | None, typer.Option(
+                 help="Bearer token of the control API under /_emulator/ (default: a new "
+                      "random one, printed at start).")] = None,
+             allow_remote: Annotated[bool, typer.Option(
+                 help="Listen on an address other machines can reach.")] = False,
              ) -> None:
-    """Serve a Salesforce-compatible local org (REST, SOAP login, OAuth, Bulk 2.0)."""
+    """Serve a Salesforce-compatible local org (REST, SOAP login, OAuth, Bulk 2.0): a test
+    tool with fixed credentials, not a place for real data."""
     from patchbay.localorg.org import OrgConfig
-    from patchbay.localorg.running import serve
+    from patchbay.localorg.running import is_loopback, serve
 
+    if not (allow_remote or is_loopback(host)):
+        raise typer.BadParameter(f"{host} is not a loopback address; the local org is a test "
+                                 "tool: add --allow-remote to listen beyond this machine",
+                                 param_hint="--host")
     config = OrgConfig(custom_schema=schema_file, database=database)
+    if control_token is not None:
+        config.control_token = control_token
     user, app_ = config.users[0], config.apps[0]
     errors.print(f"local org on http://{host}:{port}  user {user.username} / password "
                  f"{user.password} / token {user.security_token}; connected app "
-                 f"{app_.consumer_key} / {app_.consumer_secret}")
-    serve(host, port, config)
+                 f"{app_.consumer_key} / {app_.consumer_secret}; control API token "
+                 f"{config.control_token}")
+    serve(host, port, config, allow_remote)
 
 
 @app.command()

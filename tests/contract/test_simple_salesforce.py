@@ -20,7 +20,8 @@ from tests.contract.conftest import KEY, PASSWORD, SECRET, TOKEN, USERNAME, rout
 
 
 def control(org: LocalOrg, action: str, body: dict[str, object] | None = None) -> None:
-    requests.post(f"{org.url}/_emulator/{action}", json=body or {}, timeout=10).raise_for_status()
+    requests.post(f"{org.url}/_emulator/{action}", json=body or {}, timeout=10,
+                  headers={"Authorization": f"Bearer {org.control_token}"}).raise_for_status()
 
 
 # 1. logins
@@ -93,7 +94,9 @@ def test_create_get_update_upsert_delete_and_query_deleted(local_org: LocalOrg, 
     assert everything["records"][0]["IsDeleted"] is True
 
 
-def test_validation_errors_have_salesforce_codes(sf: Salesforce) -> None:
+def test_validation_errors_have_salesforce_codes(local_org: LocalOrg, sf: Salesforce) -> None:
+    control(local_org, "schema", {"fields": {"Account": [
+        {"name": "Tier__c", "type": "picklist", "picklist": ["Gold", "Silver"], "restricted": True}]}})
     with pytest.raises(SalesforceMalformedRequest) as missing:
         sf.Contact.create({"FirstName": "No Last Name"})
     assert missing.value.content[0]["errorCode"] == "REQUIRED_FIELD_MISSING"
@@ -105,7 +108,7 @@ def test_validation_errors_have_salesforce_codes(sf: Salesforce) -> None:
         sf.Account.create({"Name": "x" * 300})
     assert too_long.value.content[0]["errorCode"] == "STRING_TOO_LONG"
     with pytest.raises(SalesforceMalformedRequest) as picklist:
-        sf.Opportunity.create({"Name": "o", "StageName": "Dreaming", "CloseDate": "2024-01-01"})
+        sf.Account.create({"Name": "x", "Tier__c": "Platinum"})
     assert picklist.value.content[0]["errorCode"] == "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"
     with pytest.raises(SalesforceMalformedRequest) as reference:
         sf.Contact.create({"LastName": "Ng", "AccountId": "001000000000999AAA"})

@@ -39,6 +39,7 @@ class Rest:
 
     def __init__(self, org: LocalOrg) -> None:
         self.http = httpx.Client(base_url=org.url)
+        self.control_headers = {"Authorization": f"Bearer {org.control_token}"}
         self.token = ""
         self.login()
 
@@ -59,13 +60,15 @@ class Rest:
         return str(self.call("POST", f"sobjects/{obj}", json=fields).json()["id"])
 
     def changes(self, **params: Any) -> list[dict[str, Any]]:
-        response = self.http.get("/_emulator/changes", params=params)
+        response = self.http.get("/_emulator/changes", params=params,
+                                 headers=self.control_headers)
         assert response.status_code == 200, response.text
         events: list[dict[str, Any]] = response.json()
         return events
 
     def control(self, action: str, body: dict[str, Any]) -> None:
-        assert self.http.post(f"/_emulator/{action}", json=body).status_code == 200
+        assert self.http.post(f"/_emulator/{action}", json=body,
+                              headers=self.control_headers).status_code == 200
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 from patchbay.localorg import bulk
 from patchbay.localorg.org import Org
 from patchbay.localorg.server import create_app
+from patchbay.localorg.storage import create_tables
 
 V = "/services/data/v59.0"
 JOBS = f"{V}/jobs"
@@ -134,14 +135,17 @@ def test_insert_reports_successful_and_failed_rows(client: TestClient, org: Org)
     assert org.storage.db.execute('SELECT count(*) FROM "Contact"').fetchone()[0] == 2
 
 
-def test_insert_bad_picklist_and_null_required(client: TestClient) -> None:
-    data = ("Name,Industry,NumberOfEmployees\n"
-            "Acme,Retail,10\nBadCo,Space Mining,5\n#N/A,Retail,1\nNumCo,,many\n")
+def test_insert_bad_picklist_and_null_required(org: Org, client: TestClient) -> None:
+    org.schema.extend({"fields": {"Account": [{"name": "Tier__c", "type": "picklist",
+                                               "picklist": ["Gold", "Silver"], "restricted": True}]}})
+    create_tables(org.storage.db, org.schema)
+    data = ("Name,Tier__c,NumberOfEmployees\n"
+            "Acme,Gold,10\nBadCo,Platinum,5\n#N/A,Gold,1\nNumCo,,many\n")
     info = ingest(client, "Account", "insert", data)
     assert (info["numberRecordsProcessed"], info["numberRecordsFailed"]) == (4, 3)
     errors = {f["Name"]: f["sf__Error"] for f in results(client, info["id"], "failedResults")}
-    assert errors["BadCo"] == ("INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST:Industry: bad value for "
-                               "restricted picklist field: Space Mining:Industry --")
+    assert errors["BadCo"] == ("INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST:Tier: bad value for "
+                               "restricted picklist field: Platinum:Tier__c --")
     assert errors["#N/A"].startswith("REQUIRED_FIELD_MISSING:") and errors["#N/A"].endswith(":Name --")
     assert errors["NumCo"].endswith(":NumberOfEmployees --")
     [acme] = results(client, info["id"], "successfulResults")
@@ -169,8 +173,9 @@ def test_column_delimiters_and_line_endings(client: TestClient, delimiter: str, 
     assert (second["BillingCity"], second["Description"]) == ("Rome", f"line one{end}line two")
 
 
-def test_upsert_by_external_id_creates_and_updates(client: TestClient) -> None:
-    assert client.post("/_emulator/schema", json=LEGACY_ID).status_code == 200
+def test_upsert_by_external_id_creates_and_updates(org: Org, client: TestClient) -> None:
+    assert client.post("/_emulator/schema", json=LEGACY_ID, headers={
+        "Authorization": f"Bearer {org.config.control_token}"}).status_code == 200
     existing = create(client, "Account", {"Name": "Old name", "Legacy_Id__c": "L-1", "Phone": "123"})
     data = ("Legacy_Id__c,Name,Phone\n"
             "l-1,New name,\n"          # matches L-1 case-insensitively; empty Phone stays

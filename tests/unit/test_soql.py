@@ -588,7 +588,7 @@ def test_keywords_and_names_are_case_insensitive(org: Org) -> None:
     ("SELECT Id, FROM Account", 12),
     ("SELECT Id FROM Account WHERE Name = 'x' extra", 41),
     ("SELECT Id FROM Account WHERE Name = \"x\"", 37),
-    ("SELECT Id, (SELECT Id FROM Contacts) FROM Account", 12),
+    ("SELECT Id, (SELECT Id, (SELECT Id FROM Cases) FROM Contacts) FROM Account", 24),
     ("SELECT FIELDS(ALL) FROM Account", 8),
     ("SELECT Id FROM Account WHERE Id IN (SELECT AccountId FROM Contact)", 37),
     ("SELECT Id FROM Account GROUP BY Name", 24),

@@ -2,5 +2,5 @@
 
 A separate application in the patchbay distribution; it shares nothing with the engine.
 The contract it follows is the Salesforce REST, SOAP login, OAuth and Bulk 2.0 subset that
-patchbay's connector and the simple-salesforce client use.
+patchbay's connector and real clients (simple-salesforce, jsforce, the Salesforce CLI) use.
 """

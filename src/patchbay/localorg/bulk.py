@@ -631,6 +631,8 @@ async def _create_query(call: Call, jobs: Jobs) -> Response:
         raise OrgError(400, "API_ERROR", "Bulk query does not support COUNT() or aggregate functions")
     if compiled.offset:
         raise OrgError(400, "API_ERROR", "Bulk query does not support OFFSET")
+    if compiled.has_subqueries:
+        raise OrgError(400, "API_ERROR", "Bulk query does not support relationship subqueries")
     started = time.perf_counter()
 
     def snapshot() -> list[str]:

@@ -6,6 +6,7 @@ translates requests to these calls and `OrgError`s to Salesforce's error bodies.
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 import secrets
 import threading
 from collections.abc import Mapping
@@ -20,6 +21,12 @@ from patchbay.localorg.storage import Storage
 from patchbay.localorg.values import FieldValueError, from_storage, stored_datetime, to_storage
 
 ORG_ID = ids.make("00D", 1)
+INSTANCE_NAME = "LOCAL"
+
+
+def same_secret(given: str, expected: str) -> bool:
+    """Compare a secret in constant time, so the answer's timing tells nothing about it."""
+    return hmac.compare_digest(given.encode(), expected.encode())
 
 
 class OrgError(Exception):
@@ -101,6 +108,8 @@ class OrgConfig:
     public_url: str = "https://emulator.local"
     cdc_retention_hours: float = 72
     """How long change events can be replayed, by the org's clock (Salesforce keeps 72 h)."""
+    control_token: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
+    """The bearer token the control API under /_emulator/ asks for (new for every org)."""
 
 
 class Org:
@@ -140,7 +149,8 @@ class Org:
             first = self.config.users[0].id
             self.storage.insert(org_object, {
                 "Id": ORG_ID, "Name": "patchbay local org", "IsSandbox": 0,
-                "OrganizationType": "Developer Edition", "IsDeleted": 0, "CreatedDate": now,
+                "OrganizationType": "Developer Edition", "InstanceName": INSTANCE_NAME,
+                "IsDeleted": 0, "CreatedDate": now,
                 "LastModifiedDate": now, "SystemModstamp": now, "CreatedById": first,
                 "LastModifiedById": first})
 
@@ -165,7 +175,8 @@ class Org:
     def login(self, username: str, password: str) -> Session:
         """Password login; the security token may be appended to the password."""
         user = self.users.get(username.lower())
-        if user is None or password not in (user.password, user.password + user.security_token):
+        if user is None or not (same_secret(password, user.password)
+                                or same_secret(password, user.password + user.security_token)):
             raise OrgError(401, "INVALID_LOGIN",
                            "Invalid username, password, security token; or user locked out.")
         return self._open_session(user)
@@ -174,13 +185,14 @@ class Org:
         app = next((a for a in self.config.apps if a.consumer_key == key), None)
         if app is None:
             raise OrgError(400, "invalid_client_id", "client identifier invalid")
-        if app.consumer_secret != secret:
+        if not same_secret(secret, app.consumer_secret):
             raise OrgError(400, "invalid_client", "invalid client credentials")
         return self._open_session(self.users[app.run_as.lower()])
 
-    def app_secret(self, key: str) -> str | None:
+    def app_accepts(self, key: str, secret: str) -> bool:
+        """Whether `secret` is the consumer secret of the connected app with this key."""
         app = next((a for a in self.config.apps if a.consumer_key == key), None)
-        return app.consumer_secret if app else None
+        return app is not None and same_secret(secret, app.consumer_secret)
 
     def _open_session(self, user: User) -> Session:
         token = f"{ORG_ID[:15]}!{secrets.token_urlsafe(24)}"
@@ -426,7 +438,8 @@ def _api_values(obj: SObject, stored: Mapping[str, Any], names: list[str]) -> di
 
 
 def _derive(obj: SObject, record: dict[str, Any], changes: dict[str, Any]) -> None:
-    """Fields the org computes: compound names, an opportunity's won/closed flags."""
+    """Fields the org computes: compound names, an opportunity's won/closed flags, a case's
+    closed flag."""
     if obj.name in ("Contact", "Lead", "User") and ({"FirstName", "LastName"} & set(changes)
                                                      or "Name" not in record):
         name = " ".join(p for p in (record.get("FirstName"), record.get("LastName")) if p)
@@ -435,5 +448,7 @@ def _derive(obj: SObject, record: dict[str, Any], changes: dict[str, Any]) -> No
         stage = record.get("StageName")
         record["IsWon"] = changes["IsWon"] = int(stage == "Closed Won")
         record["IsClosed"] = changes["IsClosed"] = int(stage in ("Closed Won", "Closed Lost"))
+    if obj.name == "Case" and "Status" in changes:
+        record["IsClosed"] = changes["IsClosed"] = int(record.get("Status") == "Closed")
     if obj.name == "Case" and record.get("CaseNumber") is None:
         record["CaseNumber"] = changes["CaseNumber"] = f"{int(record['Id'][6:15], 36) % 10**8:08d}"

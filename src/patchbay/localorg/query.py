@@ -1,4 +1,5 @@
-"""query, queryMore and queryAll: SOQL through `soql.compile`, paged through cursors.
+"""query, queryMore and queryAll: SOQL through `soql.compile`, paged through cursors;
+`columns=true` answers the query's column metadata instead of its records.
 
 A query snapshots the ids it matches when it runs; its pages are then read by id, so a
 cursor sees the records that matched, with their values at the time each page is read.
@@ -38,6 +39,9 @@ async def handle(call: Call, include_deleted: bool, rest: list[str]) -> Response
                                 now=org.clock.now())
     except soql.SoqlError as exc:
         raise OrgError(400, exc.code, str(exc)) from None
+    if (call.query("columns") or "").lower() == "true":
+        # Column metadata only (what the Salesforce CLI asks for to lay out its table).
+        return JSONResponse(compiled.column_metadata())
     db = org.storage.db
     with org.storage.lock:
         if compiled.count_only:

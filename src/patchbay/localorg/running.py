@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import threading
 import time
@@ -25,6 +26,7 @@ class LocalOrg:
         with LocalOrg() as org:
             org.url                 # http://127.0.0.1:<port>
             org.org                 # the Org, for direct access in tests
+            org.control_token       # Bearer token of the control API under /_emulator/
     """
 
     def __init__(self, config: OrgConfig | None = None, port: int | None = None) -> None:
@@ -45,6 +47,10 @@ class LocalOrg:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def control_token(self) -> str:
+        return self.config.control_token
 
     def start(self) -> LocalOrg:
         # A free port can be taken by another process between choosing and binding it:
@@ -74,7 +80,23 @@ class LocalOrg:
         self.stop()
 
 
-def serve(host: str, port: int, config: OrgConfig) -> None:
-    """Serve a local org in the foreground until interrupted."""
+def is_loopback(host: str) -> bool:
+    """Whether `host` is an address only this machine can reach."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(host: str, port: int, config: OrgConfig, allow_remote: bool = False) -> None:
+    """Serve a local org in the foreground until interrupted.
+
+    The local org is a test tool (fixed users, a control API that resets it): it listens
+    beyond loopback only when the caller says so with `allow_remote`."""
+    if not (allow_remote or is_loopback(host)):
+        raise ValueError(f"{host} is not a loopback address: the local org is a test tool and "
+                         "listens beyond this machine only with allow_remote")
     config.public_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     uvicorn.run(create_app(Org(config)), host=host, port=port, log_level="info")

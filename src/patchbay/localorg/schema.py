@@ -1,20 +1,25 @@
 """The local org's objects and fields: the seed schema, custom objects from a JSON file,
 and the describe documents Salesforce returns for them.
 
-Custom schema file (JSON):
+The standard objects carry the fields a new org has (with Salesforce's names, types and
+lengths) and their picklists Salesforce's standard value sets, unrestricted as in a real
+org. Custom schema file (JSON; the README documents every key):
 
     {"objects": [{"name": "Invoice__c", "label": "Invoice",
                   "fields": [{"name": "Number__c", "type": "string", "length": 20,
-                              "externalId": true, "unique": true, "required": true}]}],
+                              "externalId": true, "unique": true, "required": true},
+                             {"name": "Account__c", "type": "reference",
+                              "referenceTo": "Account", "childRelationshipName": "Invoices"},
+                             {"name": "Status__c", "type": "picklist",
+                              "picklist": ["Open", "Paid"], "restricted": true}]}],
      "fields": {"Account": [{"name": "Legacy_Id__c", "type": "string", "length": 40,
-                             "externalId": true, "unique": true}]}}
-"""
+                             "externalId": true, "unique": true}]}}"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +53,8 @@ class SField:
     name_field: bool = False
     reference_to: tuple[str, ...] = ()
     relationship_name: str | None = None
+    child_relationship: str | None = None
+    """The name of the list of children on the parent (Account.Contacts for Contact.AccountId)."""
     picklist: tuple[str, ...] = ()
     restricted_picklist: bool = False
     precision: int = 0
@@ -153,9 +160,16 @@ class OrgSchema:
         return iter(self.objects.values())
 
     def children_of(self, parent: SObject) -> list[dict[str, Any]]:
-        return [{"childSObject": o.name, "field": f.name, "relationshipName": None,
+        return [{"childSObject": o.name, "field": f.name, "relationshipName": f.child_relationship,
                  "cascadeDelete": False, "restrictedDelete": False, "deprecatedAndHidden": False}
                 for o in self for f in o if parent.name in f.reference_to]
+
+    def child_relationship(self, parent: SObject, name: str) -> tuple[SObject, SField] | None:
+        """The child object and its reference field behind a child relationship name
+        (Account, "Contacts" → Contact, AccountId)."""
+        lowered = name.lower()
+        return next(((o, f) for o in self for f in o if parent.name in f.reference_to
+                     and f.child_relationship and f.child_relationship.lower() == lowered), None)
 
     def extend(self, document: Mapping[str, Any]) -> None:
         """Add custom objects and fields from a schema document (see the module docstring)."""
@@ -172,13 +186,13 @@ class OrgSchema:
                            defaulted_on_create=False))
             self.objects[name.lower()] = obj
             for field_spec in spec.get("fields", []):
-                obj.add(_custom_field(field_spec))
+                obj.add(_custom_field(obj, field_spec))
         for object_name, field_specs in document.get("fields", {}).items():
             target = self.get(object_name)
             if target is None:
                 raise ValueError(f"no object {object_name} to add fields to")
             for field_spec in field_specs:
-                target.add(_custom_field(field_spec))
+                target.add(_custom_field(target, field_spec))
 
     @classmethod
     def seed(cls, custom: Path | Mapping[str, Any] | None = None) -> OrgSchema:
@@ -190,9 +204,12 @@ class OrgSchema:
         return schema
 
 
-def _custom_field(spec: Mapping[str, Any]) -> SField:
+def _custom_field(obj: SObject, spec: Mapping[str, Any]) -> SField:
     kind = spec.get("type", "string")
     name = spec["name"]
+    # A custom lookup's list on the parent: `childRelationshipName` + "__r" (as Salesforce
+    # names it), by default the child object's name in the plural (Invoice__c → Invoices__r).
+    children = spec.get("childRelationshipName") or obj.name.removesuffix("__c") + "s"
     reference_to = tuple([spec["referenceTo"]] if isinstance(spec.get("referenceTo"), str)
                          else spec.get("referenceTo", ()))
     return SField(
@@ -204,8 +221,9 @@ def _custom_field(spec: Mapping[str, Any]) -> SField:
         reference_to=reference_to,
         relationship_name=(name[:-3] + "__r") if kind == "reference" and name.endswith("__c")
         else None,
+        child_relationship=children + "__r" if kind == "reference" else None,
         picklist=tuple(spec.get("picklist", ())),
-        restricted_picklist=bool(spec.get("restricted", bool(spec.get("picklist")))),
+        restricted_picklist=bool(spec.get("restricted", False)),
         precision=int(spec.get("precision", 18 if kind in NUMBER_TYPES - {"int"} else 0)),
         scale=int(spec.get("scale", 2 if kind in ("currency",) else 0)),
         default_value=spec.get("default"), defaulted_on_create="default" in spec)
@@ -239,17 +257,64 @@ def _with_system_fields(obj: SObject) -> SObject:
 
 
 def _text(name: str, length: int = 255, **extra: Any) -> SField:
-    kind = extra.pop("type", "string")
-    if kind == "picklist":
-        # (emu) the seed's picklists are restricted, so a bad value is refused as in an org
-        # whose admins restricted them
-        extra.setdefault("restricted_picklist", True)
-    return SField(name, kind, length=length, **extra)
+    return SField(name, extra.pop("type", "string"), length=length, **extra)
 
 
-def _ref(name: str, target: str, **extra: Any) -> SField:
+def _picklist(name: str, values: tuple[str, ...], **extra: Any) -> SField:
+    # A standard picklist is unrestricted, as in a real org: the API also takes values
+    # outside its standard value set.
+    return SField(name, "picklist", length=255, picklist=values, **extra)
+
+
+def _phone(name: str) -> SField:
+    return SField(name, "phone", length=40)
+
+
+def _ref(name: str, target: str, children: str | None = None, **extra: Any) -> SField:
     return SField(name, "reference", length=18, reference_to=(target,),
-                  relationship_name=name.removesuffix("Id"), **extra)
+                  relationship_name=name.removesuffix("Id"), child_relationship=children, **extra)
+
+
+def _address(prefix: str, street: str = "Street") -> list[SField]:
+    """The parts of an address (BillingStreet, BillingCity, ...), as Salesforce sizes them."""
+    return [_text(prefix + street, 255, type="textarea"), _text(prefix + "City", 40),
+            _text(prefix + "State", 80), _text(prefix + "PostalCode", 20),
+            _text(prefix + "Country", 80)]
+
+
+def _read_only(new: SField) -> SField:
+    return replace(new, createable=False, updateable=False)
+
+
+# Salesforce's standard value sets, as a new org has them.
+INDUSTRIES = (
+    "Agriculture", "Apparel", "Banking", "Biotechnology", "Chemicals", "Communications",
+    "Construction", "Consulting", "Education", "Electronics", "Energy", "Engineering",
+    "Entertainment", "Environmental", "Finance", "Food & Beverage", "Government", "Healthcare",
+    "Hospitality", "Insurance", "Machinery", "Manufacturing", "Media", "Not For Profit",
+    "Recreation", "Retail", "Shipping", "Technology", "Telecommunications", "Transportation",
+    "Utilities", "Other")
+ACCOUNT_TYPES = ("Prospect", "Customer - Direct", "Customer - Channel",
+                 "Channel Partner / Reseller", "Installation Partner", "Technology Partner",
+                 "Other")
+RATINGS = ("Hot", "Warm", "Cold")
+SOURCES = ("Web", "Phone Inquiry", "Partner Referral", "Purchased List", "Other")
+OWNERSHIPS = ("Public", "Private", "Subsidiary", "Other")
+SALUTATIONS = ("Mr.", "Ms.", "Mrs.", "Dr.", "Prof.", "Mx.")
+LEAD_STATUSES = ("Open - Not Contacted", "Working - Contacted", "Closed - Converted",
+                 "Closed - Not Converted")
+STAGES = ("Prospecting", "Qualification", "Needs Analysis", "Value Proposition",
+          "Id. Decision Makers", "Perception Analysis", "Proposal/Price Quote",
+          "Negotiation/Review", "Closed Won", "Closed Lost")
+OPPORTUNITY_TYPES = ("Existing Customer - Upgrade", "Existing Customer - Replacement",
+                     "Existing Customer - Downgrade", "New Customer")
+FORECAST_CATEGORIES = ("Omitted", "Pipeline", "Best Case", "Commit", "Closed")
+CASE_STATUSES = ("New", "Working", "Escalated", "Closed")
+CASE_ORIGINS = ("Phone", "Email", "Web")
+CASE_PRIORITIES = ("High", "Medium", "Low")
+CASE_REASONS = ("Installation", "Equipment Complexity", "Performance", "Breakdown",
+                "Equipment Design", "Feedback", "Other")
+CASE_TYPES = ("Mechanical", "Electrical", "Electronic", "Structural", "Other")
 
 
 def _standard_objects() -> list[SObject]:
@@ -261,60 +326,86 @@ def _standard_objects() -> list[SObject]:
 
     compound_name = SField("Name", "string", "Full Name", length=121, createable=False,
                            updateable=False, name_field=True, defaulted_on_create=True)
+    opt_outs = [SField(name, "boolean", nillable=False, defaulted_on_create=True,
+                       default_value=False)
+                for name in ("HasOptedOutOfEmail", "HasOptedOutOfFax", "DoNotCall")]
+    description = _text("Description", 32000, type="textarea")
     return [
         make("Account", "001", [
             _text("Name", nillable=False, name_field=True),
-            _text("AccountNumber", 40),
-            _text("Type", 255, type="picklist",
-                  picklist=("Prospect", "Customer - Direct", "Customer - Channel", "Partner",
-                            "Other")),
-            _text("Industry", 255, type="picklist",
-                  picklist=("Agriculture", "Banking", "Education", "Government", "Healthcare",
-                            "Manufacturing", "Retail", "Technology", "Other")),
-            _text("Phone", 40, type="phone"), _text("Website", 255, type="url"),
-            _text("BillingStreet", 255, type="textarea"), _text("BillingCity", 40),
-            _text("BillingState", 80), _text("BillingPostalCode", 20), _text("BillingCountry", 80),
+            _text("AccountNumber", 40), _picklist("Type", ACCOUNT_TYPES),
+            _picklist("Industry", INDUSTRIES), _picklist("Rating", RATINGS),
+            _picklist("AccountSource", SOURCES), _picklist("Ownership", OWNERSHIPS),
+            _phone("Phone"), _phone("Fax"), _text("Website", 255, type="url"),
+            _text("Site", 80), _text("TickerSymbol", 20), _text("Sic", 20),
+            _text("SicDesc", 80), _text("YearStarted", 4),
+            *_address("Billing"), *_address("Shipping"),
             SField("AnnualRevenue", "currency", precision=18, scale=0),
             SField("NumberOfEmployees", "int", precision=8),
-            _text("Description", 32000, type="textarea"),
-            _ref("ParentId", "Account"),
+            description, _ref("ParentId", "Account", "ChildAccounts"),
         ]),
         make("Contact", "003", [
-            _text("LastName", 80, nillable=False), _text("FirstName", 40), compound_name,
-            _ref("AccountId", "Account"), _text("Email", 80, type="email"),
-            _text("Phone", 40, type="phone"), _text("Title", 128),
-            _text("MailingCity", 40), _text("MailingCountry", 80),
-            SField("Birthdate", "date"), SField("HasOptedOutOfEmail", "boolean", nillable=False,
-                                                defaulted_on_create=True, default_value=False),
+            _text("LastName", 80, nillable=False), _text("FirstName", 40),
+            _picklist("Salutation", SALUTATIONS), compound_name,
+            _ref("AccountId", "Account", "Contacts"), _text("Email", 80, type="email"),
+            _phone("Phone"), _phone("MobilePhone"), _phone("HomePhone"), _phone("OtherPhone"),
+            _phone("Fax"), _text("Title", 128), _text("Department", 80),
+            _text("AssistantName", 40), _phone("AssistantPhone"),
+            _picklist("LeadSource", SOURCES), _ref("ReportsToId", "Contact"),
+            *_address("Mailing"), *_address("Other"),
+            SField("Birthdate", "date"), *opt_outs, description,
         ]),
         make("Lead", "00Q", [
-            _text("LastName", 80, nillable=False), _text("FirstName", 40), compound_name,
-            _text("Company", 255, nillable=False), _text("Email", 80, type="email"),
-            _text("Status", 255, type="picklist", nillable=False, defaulted_on_create=True,
-                  default_value="Open - Not Contacted",
-                  picklist=("Open - Not Contacted", "Working - Contacted", "Closed - Converted",
-                            "Closed - Not Converted")),
+            _text("LastName", 80, nillable=False), _text("FirstName", 40),
+            _picklist("Salutation", SALUTATIONS), compound_name,
+            _text("Company", 255, nillable=False), _text("Title", 128),
+            _text("Email", 80, type="email"), _phone("Phone"), _phone("MobilePhone"),
+            _phone("Fax"), _text("Website", 255, type="url"),
+            _picklist("Status", LEAD_STATUSES, nillable=False, defaulted_on_create=True,
+                      default_value="Open - Not Contacted"),
+            _picklist("LeadSource", SOURCES), _picklist("Industry", INDUSTRIES),
+            _picklist("Rating", RATINGS), *_address(""),
+            SField("AnnualRevenue", "currency", precision=18, scale=0),
+            SField("NumberOfEmployees", "int", precision=8), *opt_outs, description,
+            SField("IsConverted", "boolean", nillable=False, updateable=False,
+                   defaulted_on_create=True, default_value=False),
+            _read_only(SField("ConvertedDate", "date")),
+            _read_only(_ref("ConvertedAccountId", "Account")),
+            _read_only(_ref("ConvertedContactId", "Contact")),
+            _read_only(_ref("ConvertedOpportunityId", "Opportunity")),
         ]),
         make("Opportunity", "006", [
             _text("Name", 120, nillable=False, name_field=True),
-            _text("StageName", 255, type="picklist", nillable=False,
-                  picklist=("Prospecting", "Qualification", "Needs Analysis", "Proposal/Price Quote",
-                            "Negotiation/Review", "Closed Won", "Closed Lost")),
-            SField("CloseDate", "date", nillable=False), _ref("AccountId", "Account"),
+            _picklist("StageName", STAGES, nillable=False),
+            SField("CloseDate", "date", nillable=False),
+            _ref("AccountId", "Account", "Opportunities"),
             SField("Amount", "currency", precision=18, scale=2),
             SField("Probability", "percent", precision=3),
+            _picklist("Type", OPPORTUNITY_TYPES), _picklist("LeadSource", SOURCES),
+            _picklist("ForecastCategoryName", FORECAST_CATEGORIES),
+            _text("NextStep", 255), SField("TotalOpportunityQuantity", "double", precision=18,
+                                           scale=2),
+            description,
             SField("IsWon", "boolean", nillable=False, createable=False, updateable=False,
                    defaulted_on_create=True),
             SField("IsClosed", "boolean", nillable=False, createable=False, updateable=False,
                    defaulted_on_create=True),
         ]),
         make("Case", "500", [
-            _text("Subject", 255), _text("Status", 255, type="picklist", nillable=False,
-                                         defaulted_on_create=True, default_value="New",
-                                         picklist=("New", "Working", "Escalated", "Closed")),
-            _text("Priority", 255, type="picklist", picklist=("High", "Medium", "Low")),
-            _ref("AccountId", "Account"), _ref("ContactId", "Contact"),
-            _text("Description", 32000, type="textarea"),
+            _text("Subject", 255),
+            _picklist("Status", CASE_STATUSES, nillable=False, defaulted_on_create=True,
+                      default_value="New"),
+            _picklist("Priority", CASE_PRIORITIES), _picklist("Origin", CASE_ORIGINS),
+            _picklist("Reason", CASE_REASONS), _picklist("Type", CASE_TYPES),
+            _ref("AccountId", "Account", "Cases"), _ref("ContactId", "Contact", "Cases"),
+            _ref("ParentId", "Case", "Cases"),
+            _text("SuppliedName", 80), _text("SuppliedEmail", 80, type="email"),
+            _text("SuppliedPhone", 40), _text("SuppliedCompany", 80),
+            SField("IsEscalated", "boolean", nillable=False, defaulted_on_create=True,
+                   default_value=False),
+            SField("IsClosed", "boolean", nillable=False, createable=False, updateable=False,
+                   defaulted_on_create=True),
+            description,
             _text("CaseNumber", 30, createable=False, updateable=False, defaulted_on_create=True),
         ]),
         make("Product2", "01t", [
@@ -333,6 +424,9 @@ def _standard_objects() -> list[SObject]:
             _text("Name", 80, createable=False, updateable=False),
             SField("IsSandbox", "boolean", nillable=False, createable=False, updateable=False),
             _text("OrganizationType", 40, createable=False, updateable=False),
+            _text("InstanceName", 5, createable=False, updateable=False),
+            _text("NamespacePrefix", 15, createable=False, updateable=False),
+            _read_only(SField("TrialExpirationDate", "datetime")),
         ], ownable=False, readonly=True),
     ]
 

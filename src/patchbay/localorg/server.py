@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs, unquote, unquote_plus
@@ -19,16 +20,19 @@ from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from patchbay.localorg import bulk, ids, query, streaming
-from patchbay.localorg.org import ORG_ID, MultipleMatches, Org, OrgError, Session
+from patchbay.localorg.org import ORG_ID, MultipleMatches, Org, OrgError, Session, same_secret
+from patchbay.localorg.storage import create_tables
 from patchbay.localorg.values import parse_datetime, stored_datetime
 
-VERSIONS = [f"{major}.0" for major in range(52, 63)]
-LABELS = {"59.0": "Winter '24", "60.0": "Spring '24", "61.0": "Summer '24", "62.0": "Winter '25"}
+# Every version Salesforce still serves: 31.0 (Summer '14) to 62.0 (Winter '25).
+VERSIONS = [f"{major}.0" for major in range(31, 63)]
 COLLECTION_LIMIT = 200
 
 Handler = Callable[["Call"], Awaitable[Response]]
@@ -68,7 +72,7 @@ def create_app(org: Org | None = None) -> Starlette:
     org = org or Org()
 
     async def versions(request: Request) -> Response:
-        return JSONResponse([{"label": LABELS.get(v, f"v{v}"), "url": f"/services/data/v{v}",
+        return JSONResponse([{"label": _release(v), "url": f"/services/data/v{v}",
                               "version": v} for v in VERSIONS])
 
     async def data(request: Request) -> Response:
@@ -111,16 +115,15 @@ def create_app(org: Org | None = None) -> Starlette:
                         media_type="text/xml")
 
     async def oauth_token(request: Request) -> Response:
-        form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
+        form = {k: v[0] for k, v in parse_qs((await request.body()).decode(errors="replace")).items()}
         grant = form.get("grant_type")
         client_id, client_secret = form.get("client_id"), form.get("client_secret")
-        basic = request.headers.get("authorization", "")
-        if basic.lower().startswith("basic "):
-            decoded = base64.b64decode(basic[6:]).decode()
-            client_id, _, client_secret = decoded.partition(":")
         try:
+            basic = _basic_credentials(request)
+            if basic is not None:
+                client_id, client_secret = basic
             if grant == "password":
-                if org.app_secret(client_id or "") != client_secret:
+                if not org.app_accepts(client_id or "", client_secret or ""):
                     raise OrgError(400, "invalid_client", "invalid client credentials")
                 try:
                     session = org.login(form.get("username", ""), form.get("password", ""))
@@ -144,41 +147,34 @@ def create_app(org: Org | None = None) -> Starlette:
 
     async def control(request: Request) -> Response:
         action = request.path_params["action"]
-        body = await request.body()
-        payload = json.loads(body) if body.strip() else {}
-        if action == "reset":
-            org.reset()
-        elif action == "schema":
-            org.schema.extend(payload)
-            from patchbay.localorg.storage import create_tables
+        try:
+            payload = _control_payload(await request.body())
+            return _control(org, action, payload)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            # A malformed control document (a wrong type, a missing name) is the caller's error.
+            return JSONResponse({"error": f"malformed {action} request: {exc}"}, status_code=400)
 
-            with org.storage.lock:
-                create_tables(org.storage.db, org.schema)
-        elif action == "clock":
-            if payload.get("real"):
-                org.clock.real()
-            elif "now" in payload:
-                when = parse_datetime(payload["now"])
-                if when is None:
-                    return JSONResponse({"error": "now must be an ISO datetime"}, status_code=400)
-                org.clock.set(when)
-            else:
-                org.clock.advance(float(payload.get("advance_seconds", 0)))
-        elif action == "sessions/expire":
-            org.expire_sessions()
-        elif action == "limits":
-            daily = payload.get("DailyApiRequests", {})
-            org.limits.max_requests = int(daily.get("Max", org.limits.max_requests))
-            org.limits.used = int(daily.get("used", org.limits.used))
-        elif action == "seed":
-            try:
-                created = org.seed(payload.get("records", {}))
-            except OrgError as exc:
-                return JSONResponse([exc.body()], status_code=exc.status)
-            return JSONResponse({"ok": True, "ids": created})
-        else:
-            return JSONResponse({"error": f"unknown control action {action}"}, status_code=404)
-        return JSONResponse({"ok": True, "now": stored_datetime(org.clock.now())})
+    async def identity(request: Request) -> Response:
+        """The identity URL an OAuth answer names (`id`): who the session's user is."""
+        try:
+            session = org.session(_token(request))
+        except OrgError:
+            return JSONResponse({"error": "Bad_OAuth_Token"}, status_code=401)
+        # (emu) An identity URL of another user or org is refused as Salesforce refuses a
+        # token that does not belong to it.
+        if ids.to18(request.path_params["org_id"]) != ORG_ID or \
+                ids.to18(request.path_params["user_id"]) != session.user_id:
+            return JSONResponse({"error": "Bad_Id"}, status_code=403)
+        return JSONResponse(_identity(org, session))
+
+    async def userinfo(request: Request) -> Response:
+        """OpenID Connect user info of the session's user."""
+        try:
+            session = org.session(_token(request))
+        except OrgError:
+            return JSONResponse({"error": "invalid_token", "error_description":
+                                 "Session expired or invalid"}, status_code=401)
+        return JSONResponse(_userinfo(org, session))
 
     methods = ["GET", "POST", "PATCH", "PUT", "DELETE", "HEAD"]
     routes = [
@@ -188,12 +184,116 @@ def create_app(org: Org | None = None) -> Starlette:
         Route("/services/Soap/u/{version}", soap_login, methods=["POST"]),
         Route("/services/Soap/u/{version}/", soap_login, methods=["POST"]),
         Route("/services/oauth2/token", oauth_token, methods=["POST"]),
+        Route("/services/oauth2/userinfo", userinfo, methods=["GET", "POST"]),
+        Route("/id/{org_id}/{user_id}", identity, methods=["GET", "POST"]),
         *streaming.Streaming(org).routes(),
         Route("/_emulator/{action:path}", control, methods=["POST"]),
     ]
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, middleware=[
+        Middleware(SingleSlashes), Middleware(ControlGuard, token=org.config.control_token)])
     app.state.org = org
     return app
+
+
+class SingleSlashes:
+    """Reads `//services/data` as `/services/data`, as Salesforce does: clients that join an
+    instance URL ending in `/` with an absolute path (the Salesforce CLI) send such paths."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and "//" in scope["path"]:
+            scope = {**scope, "path": re.sub("/{2,}", "/", scope["path"])}
+            if "raw_path" in scope:
+                scope["raw_path"] = re.sub(b"/{2,}", b"/", scope["raw_path"])
+        await self.app(scope, receive, send)
+
+
+class ControlGuard:
+    """Lets a request under /_emulator/ (the control API, the change list) through only with
+    `Authorization: Bearer <control token>`: the org's test controls must not be open to
+    whoever can reach its port."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app, self.token = app, token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/_emulator/"):
+            given = _token(Request(scope)) or ""
+            if not same_secret(given, self.token):
+                response = JSONResponse({"error": "the control API needs the org's control "
+                                                  "token as a Bearer token"}, status_code=401)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _control_payload(body: bytes) -> dict[str, Any]:
+    payload = json.loads(body) if body.strip() else {}
+    if not isinstance(payload, dict):
+        raise ValueError("the body must be a JSON object")
+    return payload
+
+
+def _control(org: Org, action: str, payload: dict[str, Any]) -> Response:
+    """One control action; raises ValueError, TypeError, KeyError or AttributeError on a
+    malformed payload."""
+    if action == "reset":
+        org.reset()
+    elif action == "schema":
+        org.schema.extend(payload)
+        with org.storage.lock:
+            create_tables(org.storage.db, org.schema)
+    elif action == "clock":
+        if payload.get("real"):
+            org.clock.real()
+        elif "now" in payload:
+            when = parse_datetime(str(payload["now"]))
+            if when is None:
+                raise ValueError("now must be an ISO datetime")
+            org.clock.set(when)
+        else:
+            org.clock.advance(float(payload.get("advance_seconds", 0)))
+    elif action == "sessions/expire":
+        org.expire_sessions()
+    elif action == "limits":
+        daily = payload.get("DailyApiRequests", {})
+        org.limits.max_requests = int(daily.get("Max", org.limits.max_requests))
+        org.limits.used = int(daily.get("used", org.limits.used))
+    elif action == "seed":
+        records = payload.get("records", {})
+        if not isinstance(records, dict):
+            raise ValueError("records must map object names to lists of records")
+        try:
+            created = org.seed(records)
+        except OrgError as exc:
+            return JSONResponse([exc.body()], status_code=exc.status)
+        return JSONResponse({"ok": True, "ids": created})
+    else:
+        return JSONResponse({"error": f"unknown control action {action}"}, status_code=404)
+    return JSONResponse({"ok": True, "now": stored_datetime(org.clock.now())})
+
+
+def _basic_credentials(request: Request) -> tuple[str, str] | None:
+    """Client id and secret from an `Authorization: Basic` header; OrgError when it is malformed."""
+    header = request.headers.get("authorization", "")
+    if not header.lower().startswith("basic "):
+        return None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise OrgError(400, "invalid_client", "malformed Basic authorization header") from None
+    client_id, colon, client_secret = decoded.partition(":")
+    if not colon:
+        raise OrgError(400, "invalid_client", "malformed Basic authorization header")
+    return client_id, client_secret
+
+
+def _release(version: str) -> str:
+    """The release that brought an API version: three a year, 62.0 is Winter '25."""
+    steps = int(float(version)) - 62
+    return f"{('Winter', 'Spring', 'Summer')[steps % 3]} '{25 + steps // 3:02d}"
 
 
 async def _dispatch(call: Call) -> Response:
@@ -410,6 +510,47 @@ async def _retrieve(call: Call, obj: Any) -> Response:
 
 def _status(exc: OrgError) -> dict[str, Any]:
     return {"statusCode": exc.code, "message": exc.message, "fields": exc.fields or []}
+
+
+def _identity(org: Org, session: Session) -> dict[str, Any]:
+    user = org.read(org.sobject("User"), session.user_id)
+    base = org.config.public_url
+    return {
+        "id": f"{base}/id/{ORG_ID}/{session.user_id}", "asserted_user": True,
+        "user_id": session.user_id, "organization_id": ORG_ID, "username": user["Username"],
+        "nick_name": user["Alias"], "display_name": user["Name"], "email": user["Email"],
+        "email_verified": True, "first_name": user["FirstName"], "last_name": user["LastName"],
+        "timezone": "GMT", "active": user["IsActive"], "user_type": "STANDARD",
+        "language": "en_US", "locale": "en_US", "utcOffset": 0,
+        "last_modified_date": user["LastModifiedDate"], "is_app_installed": True,
+        "urls": _service_urls(base), "photos": {}, "status": {"created_date": None, "body": None},
+        "addr_street": None, "addr_city": None, "addr_state": None, "addr_country": None,
+        "addr_zip": None, "mobile_phone": None, "mobile_phone_verified": False,
+    }
+
+
+def _userinfo(org: Org, session: Session) -> dict[str, Any]:
+    who = _identity(org, session)
+    return {
+        "sub": who["id"], "user_id": who["user_id"], "organization_id": ORG_ID,
+        "preferred_username": who["username"], "nickname": who["nick_name"],
+        "name": who["display_name"], "email": who["email"], "email_verified": True,
+        "given_name": who["first_name"], "family_name": who["last_name"], "zoneinfo": "GMT",
+        "photos": {}, "profile": f"{org.config.public_url}/{session.user_id}", "picture": None,
+        "address": {}, "urls": who["urls"], "active": who["active"], "user_type": "STANDARD",
+        "language": "en_US", "locale": "en_US", "utcOffset": 0,
+        "updated_at": who["last_modified_date"], "is_app_installed": True,
+    }
+
+
+def _service_urls(base: str) -> dict[str, str]:
+    """The identity answer's `urls`, with `{version}` left for the client to fill in."""
+    data = f"{base}/services/data/v{{version}}"
+    return {"enterprise": f"{base}/services/Soap/c/{{version}}/{ORG_ID[:15]}",
+            "partner": f"{base}/services/Soap/u/{{version}}/{ORG_ID[:15]}",
+            "metadata": f"{base}/services/Soap/m/{{version}}/{ORG_ID[:15]}",
+            "rest": f"{data}/", "sobjects": f"{data}/sobjects/", "search": f"{data}/search/",
+            "query": f"{data}/query/", "recent": f"{data}/recent/"}
 
 
 def _limits(org: Org) -> Response:

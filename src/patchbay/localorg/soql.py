@@ -8,6 +8,10 @@ Three stages, each readable on its own:
 3. `_Compiler` resolves names against the `OrgSchema`, checks each value against its field's type, and
    writes SQLite SQL with a LEFT JOIN per parent relationship. Values only ever travel as `?` parameters.
 
+A parent-to-child subquery (`SELECT Name, (SELECT LastName FROM Contacts) FROM Account`) is compiled
+by a compiler of its own against the child object, with the child's reference to the parent as one
+more filter; fetching a page runs it once per parent record.
+
 The result, `CompiledQuery`, holds the SQL for the matching root Ids (which the server snapshots for
 cursors), for `COUNT()` and for `COUNT(path)`, and turns stored rows back into records shaped as the REST
 API returns them, or into Bulk API CSV rows.
@@ -36,6 +40,7 @@ from patchbay.localorg.values import csv_text, from_storage, parse_datetime, sto
 
 MAX_OFFSET = 2000
 MAX_RELATIONSHIP_DEPTH = 5
+MAX_SUBQUERIES = 20  # parent-to-child relationships in one query, as Salesforce allows
 _FETCH_CHUNK = 500  # ids per fetch statement, well under SQLite's bound-parameter limit
 
 
@@ -282,6 +287,14 @@ class _CountItem:
 
 
 @dataclass(frozen=True)
+class _SubQuery:
+    """`(SELECT fields FROM ChildRelationship ...)`: the parent's children, one list per record."""
+
+    query: _Query  # its object_name is the child relationship's name
+    pos: int
+
+
+@dataclass(frozen=True)
 class _Order:
     path: _Path
     descending: bool
@@ -290,7 +303,7 @@ class _Order:
 
 @dataclass(frozen=True)
 class _Query:
-    items: tuple[_FieldItem | _CountItem, ...]
+    items: tuple[_FieldItem | _CountItem | _SubQuery, ...]
     object_name: str
     object_pos: int
     where: _Condition | None
@@ -357,8 +370,14 @@ class _Parser:
     # -- grammar
 
     def query(self) -> _Query:
+        parsed = self.query_body(nested=False)
+        self.expect("eof")
+        return parsed
+
+    def query_body(self, nested: bool) -> _Query:
+        """SELECT ... FROM ... and its clauses; `nested` for a parent-to-child subquery."""
         self.expect_word("SELECT")
-        items = self.select_list()
+        items = self.select_list(nested)
         self.expect_word("FROM")
         target = self.peek()
         if target.kind != "ident" or target.arg is not None:
@@ -384,31 +403,35 @@ class _Parser:
             self.advance()
             limit = self.count_argument("LIMIT")
         offset = 0
-        if self.at_word("OFFSET"):
+        if self.at_word("OFFSET") and not nested:
             self.advance()
             offset_token = self.peek()
             offset = self.count_argument("OFFSET")
             if offset > MAX_OFFSET:
                 raise _error("NUMBER_OUTSIDE_VALID_RANGE", self.text, offset_token.pos,
                              f"Maximum SOQL offset allowed is {MAX_OFFSET}")
-        self.expect("eof")
         return _Query(tuple(items), target.text, target.pos, where, tuple(order), limit, offset)
 
-    def select_list(self) -> list[_FieldItem | _CountItem]:
-        items = [self.select_item()]
+    def select_list(self, nested: bool) -> list[_FieldItem | _CountItem | _SubQuery]:
+        items = [self.select_item(nested)]
         while self.peek().kind == ",":
             self.advance()
-            items.append(self.select_item())
+            items.append(self.select_item(nested))
         count_all = next((i for i in items if isinstance(i, _CountItem) and i.path is None), None)
         if count_all is not None and len(items) > 1:
             raise _error("MALFORMED_QUERY", self.text, count_all.pos,
                          "COUNT() can't be combined with other fields or aggregates")
         return items
 
-    def select_item(self) -> _FieldItem | _CountItem:
+    def select_item(self, nested: bool) -> _FieldItem | _CountItem | _SubQuery:
         token = self.peek()
         if token.kind == "(":
-            raise self.fail(token, "child relationship sub-queries are not supported by the local org")
+            if nested:
+                raise self.fail(token, "a subquery can't hold another subquery")
+            self.advance()
+            subquery = _SubQuery(self.query_body(nested=True), token.pos)
+            self.expect(")")
+            return subquery
         if token.kind == "ident" and self.peek(1).kind == "(":
             if token.text.upper() != "COUNT":
                 raise self.fail(token, f"{token.text.upper()}() is not supported by the local org")
@@ -587,13 +610,20 @@ class _Leaf:
     index: int  # position in a fetched row
 
 
+@dataclass(frozen=True)
+class _Children:
+    """A subquery's place in the result shape: the record's children, fetched by its Id."""
+
+    query: CompiledQuery
+
+
 @dataclass
 class _Node:
     """One record in the result shape: the root, or a parent reached through a relationship."""
 
     obj: SObject
     id_index: int  # position of this record's Id in a fetched row (null when the lookup is empty)
-    entries: list[tuple[str, _Node | _Leaf]] = field(default_factory=list)
+    entries: list[tuple[str, _Node | _Leaf | _Children]] = field(default_factory=list)
 
     def child(self, key: str) -> _Node | None:
         return next((e for k, e in self.entries if k == key and isinstance(e, _Node)), None)
@@ -611,7 +641,7 @@ class CompiledQuery:
     ids_sql: str  # the matching root Ids, ordered, after OFFSET and LIMIT
     count_sql: str  # how many Ids ids_sql returns
     aggregate_sql: str  # one row of counts, one per aggregate ("" when there are none)
-    params: tuple[Any, ...]
+    params: tuple[Any, ...]  # a subquery's `ids_sql` takes the parent's Id before them
     limit: int | None
     offset: int
     _fetch_sql: str = field(repr=False)  # SELECT ... FROM ... joins, without WHERE
@@ -621,6 +651,10 @@ class CompiledQuery:
     @property
     def is_aggregate(self) -> bool:
         return bool(self.aggregates)
+
+    @property
+    def has_subqueries(self) -> bool:
+        return any(isinstance(entry, _Children) for _, entry in self._shape.entries)
 
     @property
     def csv_header(self) -> list[str]:
@@ -642,8 +676,31 @@ class CompiledQuery:
         for row in self._rows(db, record_ids):
             record = _record(self._shape, row, version)
             assert record is not None  # the root Id is never null
+            for key, entry in self._shape.entries:
+                if isinstance(entry, _Children):
+                    record[key] = entry.query.fetch_children(db, row[self._shape.id_index], version)
             records.append(record)
         return records
+
+    def fetch_children(self, db: sqlite3.Connection, parent_id: str,
+                       version: str) -> dict[str, Any] | None:
+        """A subquery's answer for one parent: null without children, as Salesforce answers."""
+        child_ids = [row[0] for row in db.execute(self.ids_sql, (parent_id, *self.params))]
+        if not child_ids:
+            return None
+        records = self.fetch_records(db, child_ids, version)
+        return {"totalSize": len(records), "done": True, "records": records}
+
+    def column_metadata(self) -> dict[str, Any]:
+        """What `query?columns=true` answers: the selected columns, without running the query."""
+        if self.aggregates:
+            columns = [_column_entry(a.name, f"COUNT({'.'.join(a.path)})", "Integer",
+                                     aggregate=True) for a in self.aggregates]
+        else:
+            columns = _shape_columns(self._shape, ())
+        return {"columnMetadata": columns, "entityName": self.object.name,
+                "groupBy": False, "idSelected": any(c.path == ("Id",) for c in self.columns),
+                "keyPrefixes": [self.object.key_prefix]}
 
     def fetch_rows(self, db: sqlite3.Connection, record_ids: Sequence[str]) -> list[list[str]]:
         """The records with these Ids, in this order, as Bulk CSV cells (null is an empty cell)."""
@@ -677,9 +734,41 @@ def _record(node: _Node, row: tuple[Any, ...], version: str) -> dict[str, Any] |
     for key, entry in node.entries:
         if isinstance(entry, _Node):
             record[key] = _record(entry, row, version)
+        elif isinstance(entry, _Children):
+            record[key] = None  # keeps its place in SELECT order; fetch_records fills it in
         else:
             record[key] = from_storage(entry.field, row[entry.index])
     return record
+
+
+_APEX_TYPES = {"id": "Id", "reference": "Id", "boolean": "Boolean", "int": "Integer",
+               "double": "Double", "currency": "Decimal", "percent": "Double", "date": "Date",
+               "datetime": "Datetime", "time": "Time"}
+
+
+def _column_entry(name: str, display: str, apex_type: str | None, aggregate: bool = False,
+                  joins: list[dict[str, Any]] | None = None, f: SField | None = None) -> dict[str, Any]:
+    return {"aggregate": aggregate, "apexType": apex_type, "booleanType": apex_type == "Boolean",
+            "columnName": name, "custom": bool(f and f.custom), "displayName": display,
+            "foreignKeyName": None, "insertable": bool(f and f.createable),
+            "joinColumns": joins or [], "numberType": apex_type in ("Integer", "Double", "Decimal"),
+            "textType": apex_type == "String", "updatable": bool(f and f.updateable)}
+
+
+def _shape_columns(node: _Node, prefix: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Column metadata of a record shape: fields, parents with their fields, subqueries."""
+    columns = []
+    for key, entry in node.entries:
+        display = ".".join((*prefix, key))
+        if isinstance(entry, _Leaf):
+            columns.append(_column_entry(key, display, _APEX_TYPES.get(entry.field.type, "String"),
+                                         f=entry.field))
+        elif isinstance(entry, _Node):
+            columns.append(_column_entry(key, display, None, joins=_shape_columns(entry, (*prefix, key))))
+        else:
+            columns.append(_column_entry(key, display, None, aggregate=True,
+                                         joins=_shape_columns(entry.query._shape, ())))
+    return columns
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -701,6 +790,18 @@ class _Target:
     field: SField
     column: str  # SQL: alias."Field"
     joins: tuple[_Join, ...]  # one per relationship along the path
+
+    @property
+    def name(self) -> str:
+        return ".".join(self.path)
+
+
+@dataclass(frozen=True)
+class _SubTarget:
+    """A subquery resolved against the schema: the child relationship's name and its query."""
+
+    name: str  # describe casing: Contacts
+    query: CompiledQuery
 
 
 @dataclass(frozen=True)
@@ -746,12 +847,15 @@ class _Compiler:
         self.include_deleted = include_deleted
         if now.tzinfo is None:
             now = now.replace(tzinfo=dt.UTC)
+        self.now = now
         self.today = now.astimezone(dt.UTC).date()
         self.joins: dict[tuple[str, ...], _Join] = {}
         self.root: SObject | None = None
 
-    def compile(self, query: _Query) -> CompiledQuery:
-        root = self.schema.get(query.object_name)
+    def compile(self, query: _Query, link: tuple[SObject, SField] | None = None) -> CompiledQuery:
+        """The query, or with `link` (the child object and its reference to the parent) a
+        subquery whose `ids_sql` selects one parent's children."""
+        root = link[0] if link is not None else self.schema.get(query.object_name)
         if root is None:
             raise _error("INVALID_TYPE", self.text, query.object_pos,
                          f"sObject type '{query.object_name}' is not supported.")
@@ -759,6 +863,9 @@ class _Compiler:
 
         count_only = any(isinstance(i, _CountItem) and i.path is None for i in query.items)
         targets, aggregates = self.select(query)
+        if link is not None and (aggregates or count_only):
+            raise _error("MALFORMED_QUERY", self.text, query.object_pos,
+                         "a subquery can't count or aggregate")
         where_sql, params = self.condition(query.where) if query.where is not None else ("", [])
         order_sql = self.order(query.order, bool(aggregates))
 
@@ -766,7 +873,8 @@ class _Compiler:
             f" LEFT JOIN {quote(j.obj.name)} AS {j.alias} ON {j.alias}.\"Id\" = "
             f"{j.parent_alias}.{quote(j.reference.name)}" + self.not_deleted(j.alias, " AND ")
             for j in self.joins.values())
-        filters = [f for f in (self.not_deleted("t0", ""), where_sql) if f]
+        link_sql = f"t0.{quote(link[1].name)} = ?" if link is not None else ""
+        filters = [f for f in (self.not_deleted("t0", ""), link_sql, where_sql) if f]
         filter_sql = " WHERE " + " AND ".join(filters) if filters else ""
         paging = " LIMIT ? OFFSET ?"
         all_params = (*params, -1 if query.limit is None else query.limit, query.offset)
@@ -781,7 +889,7 @@ class _Compiler:
         shape, fetch_sql, column_indexes = self.shape(root, targets, from_sql)
         return CompiledQuery(
             text=self.text, object=root, count_only=count_only,
-            columns=tuple(Column(t.path, t.field) for t in targets),
+            columns=tuple(Column(t.path, t.field) for t in targets if isinstance(t, _Target)),
             aggregates=tuple(Aggregate(name, t.path, t.field) for name, t in aggregates),
             ids_sql=ids_sql, count_sql=f"SELECT COUNT(*) FROM ({ids_sql})", aggregate_sql=aggregate_sql,
             params=all_params, limit=query.limit, offset=query.offset,
@@ -828,13 +936,24 @@ class _Compiler:
                          f"No such column '{names[-1]}' on entity '{obj.name}'.")
         return _Target((*described, found.name), found, f"{alias}.{quote(found.name)}", tuple(joins))
 
-    def select(self, query: _Query) -> tuple[list[_Target], list[tuple[str, _Target]]]:
-        targets: list[_Target] = []
+    def select(self, query: _Query) -> tuple[list[_Target | _SubTarget], list[tuple[str, _Target]]]:
+        targets: list[_Target | _SubTarget] = []
         aggregates: list[tuple[str, _Target]] = []
         seen: set[str] = set()
         unnamed = 0
+        subqueries = [i for i in query.items if isinstance(i, _SubQuery)]
+        if len(subqueries) > MAX_SUBQUERIES:
+            raise _error("MALFORMED_QUERY", self.text, subqueries[MAX_SUBQUERIES].pos,
+                         f"A query can hold at most {MAX_SUBQUERIES} subqueries")
         for item in query.items:
-            if isinstance(item, _FieldItem):
+            if isinstance(item, _SubQuery):
+                sub = self.subquery(item)
+                if sub.name.lower() in seen:
+                    raise _error("MALFORMED_QUERY", self.text, item.pos,
+                                 f"duplicate subquery: {sub.name}")
+                seen.add(sub.name.lower())
+                targets.append(sub)
+            elif isinstance(item, _FieldItem):
                 target = self.resolve(item.path)
                 key = ".".join(target.path).lower()
                 if key in seen:
@@ -854,12 +973,29 @@ class _Compiler:
                 seen.add(name.lower())
                 aggregates.append((name, target))
         if aggregates and targets:
-            first = next(i for i in query.items if isinstance(i, _FieldItem))
-            raise _error("MALFORMED_QUERY", self.text, first.path.pos,
-                         f"Field must be grouped or aggregated: {'.'.join(targets[0].path)}")
+            first = next(i for i in query.items if not isinstance(i, _CountItem))
+            position = first.path.pos if isinstance(first, _FieldItem) else first.pos
+            raise _error("MALFORMED_QUERY", self.text, position,
+                         f"Field must be grouped or aggregated: {targets[0].name}")
         return targets, aggregates
 
-    def shape(self, root: SObject, targets: list[_Target],
+    def subquery(self, item: _SubQuery) -> _SubTarget:
+        """A parent-to-child subquery, compiled on its own against the child object."""
+        assert self.root is not None
+        relationship = item.query.object_name
+        found = self.schema.child_relationship(self.root, relationship)
+        if found is None:
+            raise _error("INVALID_TYPE", self.text, item.query.object_pos,
+                         f"Didn't understand relationship '{relationship}' in FROM part of query "
+                         "call. If you are attempting to use a custom relationship, be sure to "
+                         "append the '__r' after the custom relationship name.")
+        child = _Compiler(self.text, self.schema, self.include_deleted, self.now)
+        compiled = child.compile(item.query, link=found)
+        described = found[1].child_relationship
+        assert described is not None  # child_relationship found it by this name
+        return _SubTarget(described, compiled)
+
+    def shape(self, root: SObject, targets: list[_Target | _SubTarget],
               from_sql: str) -> tuple[_Node, str, tuple[int, ...]]:
         """The record tree the selected columns form, the SELECT that fetches its values, and where
         each column sits in a fetched row."""
@@ -873,6 +1009,9 @@ class _Compiler:
         tree = _Node(root, index('t0."Id"'))
         column_indexes = []
         for target in targets:
+            if isinstance(target, _SubTarget):
+                tree.entries.append((target.name, _Children(target.query)))
+                continue
             node = tree
             for key, join in zip(target.path[:-1], target.joins, strict=True):
                 child = node.child(key)
