@@ -21,6 +21,7 @@ import datetime as dt
 import difflib
 import os
 import re
+import zoneinfo
 from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -487,6 +488,23 @@ class AggregationSourceSpec(SourceSpec):
     timeout_seconds: float | None = Field(
         default=None, gt=0, description="Give up on this source after this long (default: "
                                         "the integration's options.timeout_seconds).")
+    timezone: str | None = Field(
+        default=None, description="The time zone of this source's timestamps that carry none "
+                                  "(as its transform gives them), e.g. Europe/Berlin: they are "
+                                  "read as wall-clock times there and merged as instants. "
+                                  "Without it they are read as UTC; the merge never uses the "
+                                  "machine's time zone.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                zoneinfo.ZoneInfo(value)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {value!r}: name one of the IANA "
+                                 "database, such as UTC or Europe/Berlin") from None
+        return value
 
 
 Rule = Literal["order", "non_empty", "most_recent"]
