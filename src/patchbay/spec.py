@@ -108,6 +108,8 @@ def redact_url(url: str) -> str:
 # -- scope --------------------------------------------------------------------------------------
 
 COMPARISONS = ("eq", "ne", "gt", "gte", "lt", "lte", "like", "not_like")
+NORMALIZABLE = ("eq", "ne", "in", "not_in", "like", "not_like")
+"""The operators a condition with `normalize: true` may use: text compared for equality or a pattern."""
 
 
 class Scope(_Model):
@@ -135,6 +137,14 @@ class Scope(_Model):
     optional: bool = Field(
         default=False, description="Drop this condition when the parameter it names is not "
                                    "given (null): one scope serves 'all' and 'just these'.")
+    normalize: bool = Field(
+        default=False, description="Compare the field's text and the value(s) trimmed of "
+                                   "surrounding whitespace and in lower case, as a match key "
+                                   "made with lower(strip(...)) is: `{field: email, eq: {param: "
+                                   "email}, normalize: true}` finds 'Ada@Example.com ' for "
+                                   "ada@example.com. For eq, ne, in, not_in, like and not_like; "
+                                   "pushed down to SQL databases (lower(trim(field))) and to "
+                                   "Salesforce (whose text comparisons ignore case).")
 
     @model_validator(mode="before")
     @classmethod
@@ -158,6 +168,9 @@ class Scope(_Model):
                 )
         elif len(groups) != 1 or given:
             raise ValueError("a scope is either {field: ..., <operator>: ...} or one of and/or/not")
+        if self.normalize and (self.field is None or given[0] not in NORMALIZABLE):
+            raise ValueError(f"normalize compares text: it goes with a field and one of "
+                             f"{', '.join(NORMALIZABLE)}")
         return self
 
     def operators_given(self) -> list[str]:
