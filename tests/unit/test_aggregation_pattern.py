@@ -239,3 +239,30 @@ def test_an_answer_stops_at_its_limit_and_the_api_refuses_one_over_the_cap(tmp_p
                                             "narrow it with parameters, or write a report")
     finally:
         close_app(app)
+
+
+def test_a_partial_run_writes_destinations_without_what_it_could_not_compute(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path)
+    with sqlite3.connect(tmp_path / "shop.db") as db:
+        db.execute("DROP TABLE orders")  # the orders source fails: the totals are unknown
+        db.execute("CREATE TABLE rollups (email TEXT PRIMARY KEY, orders INTEGER, total NUMERIC)")
+        db.execute("INSERT INTO rollups VALUES ('a@x.org', 2, 15)")
+        db.execute("CREATE TABLE by_total (total NUMERIC PRIMARY KEY, email TEXT)")
+    spec.write_text(spec.read_text() + """
+    destinations:
+      - {system: shop, object: rollups, key: email,
+         transform: {fields: {email: email, orders: orders, total: total}}}
+      - {system: shop, object: by_total, key: total,
+         transform: {fields: {total: total, email: email}}}
+""")
+    report = run_integration(spec, state=tmp_path / "state")
+
+    assert report["status"] == "partial"
+    assert report["incomplete"] == {"orders": ["orders"], "total": ["orders"]}
+    assert report["destinations"] == {
+        "shop/rollups": {"unchanged": 1, "created": 1, "left_out": ["orders", "total"]},
+        "shop/by_total": {"not_written": "its key or skip_if needs total, which this partial "
+                                         "answer could not compute"}}
+    with sqlite3.connect(tmp_path / "shop.db") as db:
+        assert sorted(db.execute("SELECT * FROM rollups")) == [("a@x.org", 2, 15), ("b@x.org", None, None)]
+        assert list(db.execute("SELECT * FROM by_total")) == []
