@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -266,3 +267,17 @@ def test_a_partial_run_writes_destinations_without_what_it_could_not_compute(tmp
     with sqlite3.connect(tmp_path / "shop.db") as db:
         assert sorted(db.execute("SELECT * FROM rollups")) == [("a@x.org", 2, 15), ("b@x.org", None, None)]
         assert list(db.execute("SELECT * FROM by_total")) == []
+
+
+def test_patchbay_run_says_what_a_partial_run_left_unknown_and_exits_3(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path)
+    with sqlite3.connect(tmp_path / "shop.db") as db:
+        db.execute("DROP TABLE orders")
+    done = subprocess.run([sys.executable, "-m", "patchbay.cli", "run", str(spec),
+                           "--state", str(tmp_path / "state")],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+    assert done.returncode == 3, done.stderr
+    assert "unknown, left null: orders (needs orders), total (needs orders)" in done.stdout
+    with (tmp_path / "out" / "report.csv").open(newline="") as handle:
+        rows = {r["email"]: (r["orders"], r["total"]) for r in csv.DictReader(handle)}
+    assert rows == {"a@x.org": ("", ""), "b@x.org": ("", "")}

@@ -83,7 +83,7 @@ class Merged:
 
 def merge(sources: Mapping[str, pa.Table], spec: MergeSpec,
           params: Mapping[str, Any] | None = None, *, limit: int | None = None) -> Merged:
-    """The sources merged by `spec` into one Arrow table.
+    """The sources merged by `spec` into one Arrow table, with the columns left unknown.
 
     `sources` holds each source's transformed records by source name; a source that failed
     is simply absent (see the module's documentation for what then happens). `params` are
