@@ -88,11 +88,11 @@ def _condition(scope: Scope, op: str, value: Any) -> Condition:
     assert scope.field is not None
     if not scope.normalize:
         return Condition(scope.field, op, value)
-    folded = [normalized(v) for v in value] if isinstance(value, list) else normalized(value)
+    folded = [_normalized(v) for v in value] if isinstance(value, list) else _normalized(value)
     return Condition(scope.field, op, folded, normalize=True)
 
 
-def normalized(value: Any) -> Any:
+def _normalized(value: Any) -> Any:
     """Text as a normalised condition compares it: trimmed, in lower case (None stays None)."""
     return None if value is None else str(value).strip().lower()
 
@@ -224,7 +224,7 @@ def _truth_normalized(scope: Condition) -> Truth:
     """The same test, of the field's text normalised."""
     plain = _truth(Condition("value", scope.op, scope.value))
     name = scope.field
-    return lambda record: plain({"value": normalized(record.get(name))})
+    return lambda record: plain({"value": _normalized(record.get(name))})
 
 
 def _all(values: list[bool | None]) -> bool | None:
