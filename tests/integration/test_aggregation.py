@@ -357,13 +357,18 @@ integrations:
             [busy] = [a for a in answers if a.status_code == 503]
             assert busy.headers["retry-after"] == str(ANSWER_RETRY_SECONDS)
             assert busy.json() == {
-                "error": f"busy: {MAX_CONCURRENT_ANSWERS} live answers are being computed, the most "
+                "error": f"busy: {MAX_CONCURRENT_ANSWERS} aggregations are being computed, the most "
                          f"this server computes at once; retry in {ANSWER_RETRY_SECONDS} seconds",
                 "retry_after_seconds": ANSWER_RETRY_SECONDS}
             assert all(a.json()["rows"] == 3 for a in answers if a.status_code == 200)
-            again = list(pool.map(lambda _: client.get("/aggregations/slow", params={"format": "csv"}),
-                                  range(MAX_CONCURRENT_ANSWERS)))
-            assert [a.status_code for a in again] == [200] * MAX_CONCURRENT_ANSWERS, \
+            answering = [pool.submit(client.get, "/aggregations/slow", params={"format": "csv"})
+                         for _ in range(MAX_CONCURRENT_ANSWERS)]
+            time.sleep(1)
+            run = client.post("/runs", json={"integration": "slow"})
+            assert (run.status_code, run.headers["retry-after"]) == (503, str(ANSWER_RETRY_SECONDS)), \
+                "a run on demand counts as one of them"
+            assert [a.result().status_code for a in answering] == [200] * MAX_CONCURRENT_ANSWERS, \
                 "every answer sent gave its place back"
+            assert client.post("/runs", json={"integration": "slow"}).status_code == 200
     finally:
         close_app(app)

@@ -74,7 +74,8 @@ MAX_ANSWER_ROWS = 100_000
 """A live aggregation answer larger than this is refused: a report file is the way. The
 merge stops at one row more, so a larger answer costs no more than that."""
 MAX_CONCURRENT_ANSWERS = 4
-"""Live aggregation answers computed (and sent) at once; each holds its data set in memory."""
+"""Aggregations computed at once, live answers (until sent) and POST /runs alike: each holds
+its data set in memory."""
 ANSWER_RETRY_SECONDS = 5
 """The Retry-After of an answer refused because MAX_CONCURRENT_ANSWERS are under way."""
 RUN_FIELDS = ("integration", "params", "full", "fresh")
@@ -224,14 +225,20 @@ class _Api:
                                 spec.resolve_parameters(integration, _json_params(integration, params)))
         if isinstance(integration, AggregationSpec | BroadcastSpec):
             # Done in the request: an aggregation's run, or one round of a broadcast.
-            once = self.runs.aggregate if isinstance(integration, AggregationSpec) \
-                else self.runs.broadcast_round
+            aggregating = isinstance(integration, AggregationSpec)
+            once = self.runs.aggregate if aggregating else self.runs.broadcast_round
+            # An aggregation's run holds its data set like a live answer: the same bound.
+            if aggregating and not self.answering.acquire(blocking=False):
+                return self._busy()
             try:
                 summary = await run_in_threadpool(once, invocation)
             except ParameterError as exc:  # a value the run refuses (a report path, say)
                 raise ApiError(400, exc.message, exc.problems) from None
             except SpecError as exc:
                 raise ApiError(500, f"'{name}' cannot run: {exc.message}", exc.problems) from None
+            finally:
+                if aggregating:
+                    self.answering.release()
             return self.json(summary)
         record = await run_in_threadpool(self.runs.start_migration, invocation,
                                          full=bool(options["full"]), fresh=bool(options["fresh"]))
@@ -332,16 +339,19 @@ class _Api:
         except ParameterError as exc:
             raise ApiError(400, exc.message, exc.problems) from None
         if not self.answering.acquire(blocking=False):
-            return self.json({"error": f"busy: {MAX_CONCURRENT_ANSWERS} live answers are being "
-                                       f"computed, the most this server computes at once; retry "
-                                       f"in {ANSWER_RETRY_SECONDS} seconds",
-                              "retry_after_seconds": ANSWER_RETRY_SECONDS},
-                             503, {"Retry-After": str(ANSWER_RETRY_SECONDS)})
+            return self._busy()
         try:
             return await self._answer(name, integration, params, wanted)
         except BaseException:
             self.answering.release()
             raise
+
+    def _busy(self) -> Response:
+        return self.json({"error": f"busy: {MAX_CONCURRENT_ANSWERS} aggregations are being "
+                                   f"computed, the most this server computes at once; retry in "
+                                   f"{ANSWER_RETRY_SECONDS} seconds",
+                          "retry_after_seconds": ANSWER_RETRY_SECONDS},
+                         503, {"Retry-After": str(ANSWER_RETRY_SECONDS)})
 
     async def _answer(self, name: str, integration: AggregationSpec, params: dict[str, Any],
                       wanted: str) -> Response:

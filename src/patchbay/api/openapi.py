@@ -227,7 +227,8 @@ PATHS: dict[str, Any] = {
                 "409": _error("A run of this integration with these parameters is going."),
                 "500": _error("The integration cannot run (its file does not fit its systems)."),
                 "502": _error("A system of the broadcast could not be reached."),
-                "503": _error("The server is shutting down.")}},
+                "503": _error("The server is shutting down, or (an aggregation) is computing as "
+                              "many aggregations as it may: retry after Retry-After seconds.")}},
     },
     "/runs/{run_id}": {"get": {
         "summary": "One run: status, counters, error; its report once finished",
