@@ -533,7 +533,7 @@ class PrecedenceSpec(_Model):
 
     Each source takes part with one row per key: of several rows of one key in a source,
     only the latest by `recent_by` (or, without it, the last read) counts, for every rule;
-    an older row of the same source is not looked at, even for non_empty."""
+    an older row of the same source is not looked at, unless `older_rows: non_empty`."""
 
     default: Rule = Field(
         default="non_empty",
@@ -547,6 +547,12 @@ class PrecedenceSpec(_Model):
                                                             "key. Timestamps compare as instants "
                                                             "(see the source's `timezone`).")
     fields: dict[str, Rule] = Field(default_factory=dict, description="Rules for single fields.")
+    older_rows: Literal["ignore", "non_empty"] = Field(
+        default="ignore", description="ignore: of a source's rows of one key only the latest "
+                                      "takes part. non_empty: for the fields under the "
+                                      "non_empty rule, a latest row with the field empty takes "
+                                      "the latest non-empty value of the same source's older "
+                                      "rows of the key, before the next source is asked.")
 
 
 class AggregateSpec(_Model):

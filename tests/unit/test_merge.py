@@ -80,6 +80,24 @@ def test_within_one_source_the_latest_recent_by_counts_and_null_loses() -> None:
     assert out.column("at").to_pylist() == [ts(9)]
 
 
+def test_older_rows_of_a_source_fill_its_non_empty_fields_only_when_declared() -> None:
+    crm = pa.table({"id": ["k", "k", "k", None, None], "phone": ["old", "older", "", "blank-1", ""],
+                    "city": ["Paris", "Lyon", None, "x", "y"], "at": [2, 1, 3, 4, 5]})
+    erp = pa.table({"id": ["k"], "phone": ["erp"], "city": ["Nice"], "at": [0]})
+    spec: dict[str, Any] = {"union": ["crm", "erp"], "key": "id", "provenance": True, "flags": False,
+                            "precedence": {"recent_by": "at", "fields": {"city": "order"}}}
+
+    latest_only = run({"crm": crm, "erp": erp}, **spec).to_pylist()
+    spec["precedence"]["older_rows"] = "non_empty"
+    filled = run({"crm": crm, "erp": erp}, **spec).to_pylist()
+
+    assert [(r["id"], r["phone"], r["phone__source"], r["city"]) for r in latest_only] == [
+        ("k", "erp", "erp", None), (None, "blank-1", "crm", "x"), (None, None, None, "y")]
+    assert [(r["id"], r["phone"], r["phone__source"], r["city"]) for r in filled] == [
+        ("k", "old", "crm", None), (None, "blank-1", "crm", "x"), (None, None, None, "y")], \
+        "phone (non_empty) from crm's latest older value; city (order) still the latest row's"
+
+
 def test_null_and_empty_keys_are_entities_of_their_own() -> None:
     a = pa.table({"id": [None, None, "", "k"], "v": ["a1", "a2", "a3", "a4"]})
     b = pa.table({"id": [None, "", "k"], "v": ["b1", "b2", "b3"]})

@@ -7,7 +7,8 @@ into Python objects) and returns an Arrow table:
 1. the `union` sources, one row per real-world entity: rows of equal `key` are one entity;
    a null or empty key matches nothing, so its row stays an entity of its own. Inside one
    source, of the rows of one key only the latest by `precedence.recent_by` counts (or,
-   without it, the last in the table's order);
+   without it, the last in the table's order); with `precedence.older_rows: non_empty`, a
+   non_empty field empty in that row takes the latest non-empty value of the older ones;
 2. each field of an entity takes its value by the field's precedence rule, with optional
    provenance (`<field>__source`) and flags (`_sources`, `_differs`);
 3. each `enrich` source reduced to aggregates per entity and joined on;
@@ -336,12 +337,25 @@ class _Merge:
         # check costs a fraction of the window it saves.
         view = _ident(self.views[name])
         unique = self.db.con.sql(f"SELECT count(*) = count(DISTINCT {key}) FROM {view}").fetchall()[0][0]
-        reduce = "" if unique else \
-            f"QUALIFY {blank} OR row_number() OVER (PARTITION BY {key} ORDER BY {latest}{_POS} DESC) = 1"
+        newest_first = f"PARTITION BY {key} ORDER BY {latest}{_POS} DESC"
+        reduce = "" if unique else f"QUALIFY {blank} OR row_number() OVER ({newest_first}) = 1"
+        if not unique and self.spec.precedence.older_rows == "non_empty":
+            cells = [self.filled(name, field, blank, newest_first)
+                     if field != self.spec.key and self.rule(field) == "non_empty" else cell
+                     for field, cell in zip(self.kinds[name], cells, strict=True)]
         return (f"SELECT {', '.join(cells)}, {at} AS {_UNION_AT}, {rank} AS {_RANK}, {_POS}, "
                 f"CASE WHEN {blank} THEN {at} END AS {_GROUP_SOURCE}, "
                 f"CASE WHEN {blank} THEN {_POS} END AS {_GROUP_POS} "
                 f"FROM {view} {reduce}")
+
+    def filled(self, name: str, field: str, blank: str, newest_first: str) -> str:
+        """A field of one source as `older_rows: non_empty` has it: the latest non-empty
+        value of the key's rows in the source (a blank key's row keeps its own)."""
+        value = self.cell(name, field)
+        latest = (f"first_value(CASE WHEN {_non_empty(value, self.types[field])} THEN {value} END "
+                  f"IGNORE NULLS) OVER ({newest_first} ROWS BETWEEN UNBOUNDED PRECEDING AND "
+                  f"UNBOUNDED FOLLOWING)")
+        return f"CASE WHEN {blank} THEN {value} ELSE {latest} END AS {_ident(field)}"
 
     def pick(self, value: str, field: str) -> str:
         """The aggregate choosing, per entity, `value` from the row the field's rule picks."""
