@@ -281,3 +281,19 @@ def test_patchbay_run_says_what_a_partial_run_left_unknown_and_exits_3(tmp_path:
     with (tmp_path / "out" / "report.csv").open(newline="") as handle:
         rows = {r["email"]: (r["orders"], r["total"]) for r in csv.DictReader(handle)}
     assert rows == {"a@x.org": ("", ""), "b@x.org": ("", "")}
+
+
+def test_the_answer_headers_name_any_column_percent_encoded(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path)
+    spec.write_text(spec.read_text().replace("total: {sum: amount}", '"größe, netto": {sum: amount}'))
+    with sqlite3.connect(tmp_path / "shop.db") as db:
+        db.execute("DROP TABLE orders")
+    app = create_app(spec, str(tmp_path / "state"), token=None)
+    try:
+        with TestClient(app) as client:
+            answer = client.get("/aggregations/shop report")
+            assert answer.status_code == 200, answer.text
+            assert answer.headers["x-patchbay-incomplete-columns"] == "orders,gr%C3%B6%C3%9Fe%2C netto"
+            assert answer.json()["incomplete"] == {"orders": ["orders"], "größe, netto": ["orders"]}
+    finally:
+        close_app(app)

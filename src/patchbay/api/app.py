@@ -29,11 +29,13 @@ import itertools
 import json
 import logging
 import os
+import string
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -371,8 +373,8 @@ class _Api:
                                 "parameters, or write a report")
         failed = [n for n, s in answer.sources.items() if s.status != "ok"]
         headers = {"X-Patchbay-Partial": "true" if answer.partial else "false",
-                   **({"X-Patchbay-Failed-Sources": ",".join(failed)} if failed else {}),
-                   **({"X-Patchbay-Incomplete-Columns": ",".join(answer.incomplete)}
+                   **({"X-Patchbay-Failed-Sources": _header_list(failed)} if failed else {}),
+                   **({"X-Patchbay-Incomplete-Columns": _header_list(answer.incomplete)}
                       if answer.incomplete else {})}
         if wanted == "csv":
             pieces = reports.csv_chunks(answer.table)
@@ -402,6 +404,15 @@ class _Api:
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
+
+def _header_list(names: Iterable[str]) -> str:
+    """Names as a header's comma-separated list: percent-encoded where a name holds a comma,
+    a percent sign, or a character a header cannot carry (beyond printable ASCII)."""
+    return ",".join(quote(name, safe=_HEADER_SAFE) for name in names)
+
+
+_HEADER_SAFE = "".join(c for c in string.punctuation if c not in ",%") + " "
 
 
 class _Streamed(StreamingResponse):
