@@ -9,7 +9,8 @@ the integration says the source is required: then there is no answer. What the m
 source would have decided (its enrich aggregates, say) is null in a partial answer and
 named in its `incomplete`, never a number; destinations are not written those fields.
 Records a source's transform refuses are set aside with their reasons and counted in the
-source's status; the rest go on. (Streaming aggregation, over messages, is patterns/aggregation_stream.py.)
+source's status; the rest go on. (Streaming aggregation, over messages, is
+patterns/aggregation_stream.py.)
 """
 
 from __future__ import annotations
