@@ -88,6 +88,9 @@ def aggregation(console: Console, report: Mapping[str, Any]) -> None:
                       + (" (required)" if source["required"] else ""), str(source["rows"]),
                       str(source["rejected"]), str(source["seconds"]), source["error"] or "")
     console.print(table)
+    if report.get("incomplete"):
+        console.print("[yellow]unknown, left null[/]: " + ", ".join(
+            f"{column} (needs {', '.join(sources)})" for column, sources in report["incomplete"].items()))
     for path in report.get("reports", []):
         console.print(f"report: {path}")
     for name, counts in report.get("destinations", {}).items():

@@ -21,6 +21,7 @@ import datetime as dt
 import difflib
 import os
 import re
+import zoneinfo
 from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -107,6 +108,8 @@ def redact_url(url: str) -> str:
 # -- scope --------------------------------------------------------------------------------------
 
 COMPARISONS = ("eq", "ne", "gt", "gte", "lt", "lte", "like", "not_like")
+NORMALIZABLE = ("eq", "ne", "in", "not_in", "like", "not_like")
+"""The operators a condition with `normalize: true` may use: text compared for equality or a pattern."""
 
 
 class Scope(_Model):
@@ -134,6 +137,14 @@ class Scope(_Model):
     optional: bool = Field(
         default=False, description="Drop this condition when the parameter it names is not "
                                    "given (null): one scope serves 'all' and 'just these'.")
+    normalize: bool = Field(
+        default=False, description="Compare the field's text and the value(s) trimmed of "
+                                   "surrounding whitespace and in lower case, as a match key "
+                                   "made with lower(strip(...)) is: `{field: email, eq: {param: "
+                                   "email}, normalize: true}` finds 'Ada@Example.com ' for "
+                                   "ada@example.com. For eq, ne, in, not_in, like and not_like; "
+                                   "pushed down to SQL databases (lower(trim(field))) and to "
+                                   "Salesforce (whose text comparisons ignore case).")
 
     @model_validator(mode="before")
     @classmethod
@@ -157,6 +168,9 @@ class Scope(_Model):
                 )
         elif len(groups) != 1 or given:
             raise ValueError("a scope is either {field: ..., <operator>: ...} or one of and/or/not")
+        if self.normalize and (self.field is None or given[0] not in NORMALIZABLE):
+            raise ValueError(f"normalize compares text: it goes with a field and one of "
+                             f"{', '.join(NORMALIZABLE)}")
         return self
 
     def operators_given(self) -> list[str]:
@@ -482,27 +496,63 @@ class AggregationSourceSpec(SourceSpec):
     name: str = Field(description="Names the source in provenance, flags, precedence and status.")
     transform: TransformSpec = Field(default_factory=TransformSpec)
     required: bool = Field(
-        default=False, description="Without this source there is no answer; otherwise the "
-                                   "answer is marked partial and names the failing source.")
+        default=False, description="Without this source there is no answer (no report, no "
+                                   "destination written; `patchbay run` exits 1, the API answers "
+                                   "503). Otherwise a failing source makes the answer partial: "
+                                   "it names the source, leaves null (never 0) and names under "
+                                   "`incomplete` the columns it would have decided, writes "
+                                   "destinations without the fields made from them, and "
+                                   "`patchbay run` exits 3.")
     timeout_seconds: float | None = Field(
         default=None, gt=0, description="Give up on this source after this long (default: "
                                         "the integration's options.timeout_seconds).")
+    timezone: str | None = Field(
+        default=None, description="The time zone of this source's timestamps that carry none "
+                                  "(as its transform gives them), e.g. Europe/Berlin: they are "
+                                  "read as wall-clock times there and merged as instants. "
+                                  "Without it they are read as UTC; the merge never uses the "
+                                  "machine's time zone.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                zoneinfo.ZoneInfo(value)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {value!r}: name one of the IANA "
+                                 "database, such as UTC or Europe/Berlin") from None
+        return value
 
 
 Rule = Literal["order", "non_empty", "most_recent"]
 
 
 class PrecedenceSpec(_Model):
-    """Which source's value a merged row takes when its sources disagree."""
+    """Which source's value a merged row takes when its sources disagree.
+
+    Each source takes part with one row per key: of several rows of one key in a source,
+    only the latest by `recent_by` (or, without it, the last read) counts, for every rule;
+    an older row of the same source is not looked at, unless `older_rows: non_empty`."""
 
     default: Rule = Field(
         default="non_empty",
-        description="order: the first source in `union` order that has the entity; non_empty: "
-                    "the first non-empty value in that order; most_recent: the value of the "
-                    "source whose `recent_by` field is latest.")
+        description="order: the value of the first source (in `order`) that has the entity, "
+                    "even null or empty; non_empty: the first value in that order that is "
+                    "neither null nor empty text; most_recent: the value of the source whose "
+                    "`recent_by` is latest (nulls last, ties by `order`), even null or empty.")
     order: list[str] | None = Field(default=None, description="Source order (default: `union`).")
-    recent_by: str | None = Field(default=None, description="The field most_recent compares.")
+    recent_by: str | None = Field(default=None, description="The field most_recent compares, and "
+                                                            "that picks a source's latest row of a "
+                                                            "key. Timestamps compare as instants "
+                                                            "(see the source's `timezone`).")
     fields: dict[str, Rule] = Field(default_factory=dict, description="Rules for single fields.")
+    older_rows: Literal["ignore", "non_empty"] = Field(
+        default="ignore", description="ignore: of a source's rows of one key only the latest "
+                                      "takes part. non_empty: for the fields under the "
+                                      "non_empty rule, a latest row with the field empty takes "
+                                      "the latest non-empty value of the same source's older "
+                                      "rows of the key, before the next source is asked.")
 
 
 class AggregateSpec(_Model):
@@ -539,7 +589,11 @@ class AggregateSpec(_Model):
 
 
 class EnrichSpec(_Model):
-    """Join a source onto the merged entities, reduced to aggregates per entity."""
+    """Join a source onto the merged entities, reduced to aggregates per entity.
+
+    An entity no row of the source matches gets 0 for count and count_distinct and null for
+    the others (sum, min, max, avg, latest). If the source failed, every aggregate is null
+    for every entity and named in the answer's `incomplete`: unknown, not zero."""
 
     source: str
     join: dict[str, str] = Field(description="{source field: entity field} equalities. (Not "
@@ -553,13 +607,22 @@ class MergeSpec(_Model):
 
     union: list[str] = Field(min_length=1, description="Sources merged into one row per entity.")
     key: str = Field(description="The field (after each source's transform) that says two rows "
-                                 "are one entity, e.g. a normalised email.")
+                                 "are one entity, e.g. a normalised email. A null or empty key "
+                                 "matches nothing: its row is an entity of its own.")
     precedence: PrecedenceSpec = Field(default_factory=PrecedenceSpec)
     provenance: bool = Field(default=False, description="Add `<field>__source` columns: the source "
-                                                        "each value came from.")
+                                                        "whose row the field's rule took the value "
+                                                        "from, even when that value is empty (order "
+                                                        "and most_recent may take it); null when no "
+                                                        "source had a non-empty value.")
     flags: bool = Field(default=True, description="Add `_sources` (the sources holding the entity, "
                                                   "'|'-separated in union order) and `_differs` "
-                                                  "(fields whose non-empty values disagree).")
+                                                  "(the fields, '|'-separated, whose non-empty "
+                                                  "values differ between the entity's sources, "
+                                                  "each source's latest row of the key: compared "
+                                                  "exactly in the merged type, so text differing "
+                                                  "in case or spaces differs; null and empty text "
+                                                  "are no value and differ from nothing).")
     enrich: list[EnrichSpec] = Field(default_factory=list)
     group_by: list[str] | None = Field(
         default=None, description="Reduce the merged rows to one per group (with `aggregate`).")

@@ -10,6 +10,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from patchbay import run_integration
-from patchbay.api.app import close_app, create_app
+from patchbay.api.app import ANSWER_RETRY_SECONDS, MAX_CONCURRENT_ANSWERS, close_app, create_app
 from patchbay.localorg.org import OrgConfig
 from patchbay.localorg.running import LocalOrg
 
@@ -148,18 +149,62 @@ def test_customer_360_merges_enriches_writes_back_and_reports(
     assert rollups["grace@example.com"] == (1, None)
 
 
-def test_a_source_down_gives_a_partial_answer_naming_it(
-        tmp_path: Path, spec: Path, orgs: tuple[LocalOrg, LocalOrg],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SUPPORT_URL", f"mysql+pymysql://root@127.0.0.1:{closed_port()}/nothing")
+def drop_tickets(support: str) -> None:
+    conn = pymysql.connect(host="127.0.0.1", port=3306, user="root", autocommit=True,
+                           database=support.rsplit("/", 1)[1])
+    with conn, conn.cursor() as cur:
+        cur.execute("DROP TABLE tickets")
+
+
+@pytest.mark.parametrize("how", ["wrong port", "dropped table"])
+def test_a_source_down_gives_a_partial_answer_naming_it_and_what_it_left_unknown(
+        tmp_path: Path, spec: Path, support: str, orgs: tuple[LocalOrg, LocalOrg],
+        monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    sales, _ = orgs
+    with sales.org.storage.lock:
+        sales.org.storage.db.execute(
+            'UPDATE "Account" SET "Open_Tickets__c" = 7 WHERE "Customer_Email__c" = \'ada@example.com\'')
+    if how == "wrong port":
+        monkeypatch.setenv("SUPPORT_URL", f"mysql+pymysql://root@127.0.0.1:{closed_port()}/nothing")
+    else:
+        drop_tickets(support)
     report = run_integration(spec, NAME, state=tmp_path / "state")
     assert report["status"] == "partial"
     assert report["partial"] is True
     assert report["sources"]["tickets"]["status"] == "failed"
     assert report["sources"]["tickets"]["error"]
+    assert report["incomplete"] == {"open_tickets": ["tickets"], "oldest_open_ticket": ["tickets"]}
     assert report["rows"] == 4
     rows = by_email(pq.read_table(tmp_path / "reports" / "customer-360.parquet").to_pylist())
     assert rows["ada@example.com"]["orders"] == 2, "the other sources still answer"
+    assert {email: row["open_tickets"] for email, row in rows.items()} == dict.fromkeys(rows), \
+        "tickets unknown, not 0"
+
+    written = report["destinations"]["sales/Account"]
+    assert written == {"updated": 1, "unchanged": 1, "skipped": 2, "left_out": ["Open_Tickets__c"]}, \
+        "grace has no value to write but the null she has"
+    with sales.org.storage.lock:
+        rollups = dict((r[0], (r[1], r[2])) for r in sales.org.storage.db.execute(
+            'SELECT "Customer_Email__c", "Open_Tickets__c", "Lifetime_Value__c" FROM "Account"'))
+    assert rollups["ada@example.com"] == (7, 300.3), "the count it had stays; the value is written"
+    assert rollups["grace@example.com"] == (None, None)
+
+    app = create_app(spec, str(tmp_path / "state"), token=None)
+    try:
+        with TestClient(app) as client:
+            live = client.get("/aggregations/customer 360", params={"email": "ada@example.com"})
+            assert live.status_code == 200, live.text
+            assert live.headers["x-patchbay-incomplete-columns"] == "open_tickets,oldest_open_ticket"
+            body = live.json()
+            assert body["incomplete"] == report["incomplete"]
+            [ada] = body["records"]
+            assert (ada["orders"], ada["open_tickets"], ada["oldest_open_ticket"]) == (2, None, None)
+            csv_answer = client.get("/aggregations/customer 360",
+                                    params={"email": "ada@example.com", "format": "csv"})
+            header, line = csv_answer.text.strip().splitlines()
+            assert dict(zip(header.split(","), line.split(","), strict=True))["open_tickets"] == ""
+    finally:
+        close_app(app)
 
 
 def test_a_required_source_down_gives_no_answer(
@@ -209,6 +254,24 @@ def test_the_live_endpoint_answers_for_one_customer_in_json_and_csv(
             assert partial.status_code == 200
             assert partial.json()["partial"] is True
             assert partial.headers["x-patchbay-failed-sources"] == "tickets"
+    finally:
+        close_app(app)
+
+
+def test_a_live_call_finds_the_customer_in_every_source_whatever_the_case_and_spaces(
+        tmp_path: Path, spec: Path, orgs: tuple[LocalOrg, LocalOrg]) -> None:
+    app = create_app(spec, str(tmp_path / "state"), token=None)
+    try:
+        with TestClient(app) as client:
+            answer = client.get("/aggregations/customer 360", params={"email": " Ada@Example.COM"})
+            assert answer.status_code == 200, answer.text
+            body = answer.json()
+            assert {name: s["rows"] for name, s in body["sources"].items()} == {
+                "sales": 1, "service": 1, "erp": 1, "orders": 3, "tickets": 3}, \
+                "PostgreSQL holds 'ADA@example.com ', the orgs 'ada@example.com' and 'Ada@Example.com'"
+            [ada] = body["records"]
+            assert (ada["email"], ada["_sources"], ada["orders"], ada["open_tickets"]) == (
+                "ada@example.com", "sales|service|erp", 2, 2)
     finally:
         close_app(app)
 
@@ -265,3 +328,47 @@ def test_post_runs_runs_an_aggregation_on_demand(
     finally:
         close_app(app)
     assert (tmp_path / "reports" / "customer-360.parquet").exists()
+
+
+def test_live_answers_past_the_concurrency_bound_are_told_to_retry(tmp_path: Path, erp: str,
+                                                                   pg_url: str) -> None:
+    schema = erp.rsplit("%3D", 1)[1]
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE VIEW {schema}.slow_customers AS "
+                     f"SELECT c.* FROM {schema}.customers c, pg_sleep(3)")
+    spec = tmp_path / "slow.yaml"
+    spec.write_text(f"""
+systems:
+  erp: "{erp}"
+integrations:
+  - name: slow
+    pattern: aggregation
+    sources:
+      - {{name: customers, system: erp, object: slow_customers,
+          transform: {{fields: {{id: customer_id, email: email}}}}}}
+    merge: {{union: [customers], key: id}}
+""")
+    app = create_app(spec, str(tmp_path / "state"), token=None)
+    try:
+        with TestClient(app) as client, ThreadPoolExecutor(MAX_CONCURRENT_ANSWERS + 1) as pool:
+            answers = list(pool.map(lambda _: client.get("/aggregations/slow"),
+                                    range(MAX_CONCURRENT_ANSWERS + 1)))
+            assert sorted(a.status_code for a in answers) == [200] * MAX_CONCURRENT_ANSWERS + [503]
+            [busy] = [a for a in answers if a.status_code == 503]
+            assert busy.headers["retry-after"] == str(ANSWER_RETRY_SECONDS)
+            assert busy.json() == {
+                "error": f"busy: {MAX_CONCURRENT_ANSWERS} aggregations are being computed, the most "
+                         f"this server computes at once; retry in {ANSWER_RETRY_SECONDS} seconds",
+                "retry_after_seconds": ANSWER_RETRY_SECONDS}
+            assert all(a.json()["rows"] == 3 for a in answers if a.status_code == 200)
+            answering = [pool.submit(client.get, "/aggregations/slow", params={"format": "csv"})
+                         for _ in range(MAX_CONCURRENT_ANSWERS)]
+            time.sleep(1)
+            run = client.post("/runs", json={"integration": "slow"})
+            assert (run.status_code, run.headers["retry-after"]) == (503, str(ANSWER_RETRY_SECONDS)), \
+                "a run on demand counts as one of them"
+            assert [a.result().status_code for a in answering] == [200] * MAX_CONCURRENT_ANSWERS, \
+                "every answer sent gave its place back"
+            assert client.post("/runs", json={"integration": "slow"}).status_code == 200
+    finally:
+        close_app(app)

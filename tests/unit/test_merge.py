@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Mapping
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from patchbay.elements.merge import merge
+from patchbay.elements.merge import localize, merge
 from patchbay.errors import ParameterError, SpecError
 from patchbay.spec import MergeSpec
 
 
 def run(sources: Mapping[str, pa.Table], params: Mapping[str, Any] | None = None,
         **spec: Any) -> pa.Table:
-    return merge(sources, MergeSpec.model_validate(spec), params)
+    return merge(sources, MergeSpec.model_validate(spec), params).table
 
 
 def by_key(table: pa.Table, key: str = "id") -> dict[Any, dict[str, Any]]:
@@ -73,6 +78,24 @@ def test_within_one_source_the_latest_recent_by_counts_and_null_loses() -> None:
     assert out.num_rows == 1
     assert out.column("v").to_pylist() == ["newest"]
     assert out.column("at").to_pylist() == [ts(9)]
+
+
+def test_older_rows_of_a_source_fill_its_non_empty_fields_only_when_declared() -> None:
+    crm = pa.table({"id": ["k", "k", "k", None, None], "phone": ["old", "older", "", "blank-1", ""],
+                    "city": ["Paris", "Lyon", None, "x", "y"], "at": [2, 1, 3, 4, 5]})
+    erp = pa.table({"id": ["k"], "phone": ["erp"], "city": ["Nice"], "at": [0]})
+    spec: dict[str, Any] = {"union": ["crm", "erp"], "key": "id", "provenance": True, "flags": False,
+                            "precedence": {"recent_by": "at", "fields": {"city": "order"}}}
+
+    latest_only = run({"crm": crm, "erp": erp}, **spec).to_pylist()
+    spec["precedence"]["older_rows"] = "non_empty"
+    filled = run({"crm": crm, "erp": erp}, **spec).to_pylist()
+
+    assert [(r["id"], r["phone"], r["phone__source"], r["city"]) for r in latest_only] == [
+        ("k", "erp", "erp", None), (None, "blank-1", "crm", "x"), (None, None, None, "y")]
+    assert [(r["id"], r["phone"], r["phone__source"], r["city"]) for r in filled] == [
+        ("k", "old", "crm", None), (None, "blank-1", "crm", "x"), (None, None, None, "y")], \
+        "phone (non_empty) from crm's latest older value; city (order) still the latest row's"
 
 
 def test_null_and_empty_keys_are_entities_of_their_own() -> None:
@@ -231,13 +254,50 @@ def test_without_any_union_source_the_answer_is_an_empty_table_with_the_key() ->
     assert out.column_names == ["id"]
 
 
-def test_a_missing_enrich_source_gives_zero_counts_and_null_aggregates() -> None:
-    out = run({"a": pa.table({"id": ["k"]})}, union=["a"], key="id", flags=False,
-              enrich=[{"source": "orders", "join": {"cust": "id"},
-                       "aggregate": {"n": {"count": "*"}, "d": {"count_distinct": "sku"},
-                                     "total": {"sum": "amount"}, "mean": {"avg": "amount"}}}])
+def test_a_missing_enrich_source_leaves_its_aggregates_null_and_names_them() -> None:
+    merged = merge({"a": pa.table({"id": ["k"]})}, MergeSpec.model_validate({
+        "union": ["a"], "key": "id", "flags": False,
+        "enrich": [{"source": "orders", "join": {"cust": "id"},
+                    "aggregate": {"n": {"count": "*"}, "d": {"count_distinct": "sku"},
+                                  "total": {"sum": "amount"}, "mean": {"avg": "amount"}}}]}))
 
-    assert out.to_pylist() == [{"id": "k", "n": 0, "d": 0, "total": None, "mean": None}]
+    assert merged.table.to_pylist() == [{"id": "k", "n": None, "d": None, "total": None, "mean": None}]
+    assert merged.table.schema.field("n").type == pa.int64()
+    assert merged.incomplete == {column: ["orders"] for column in ("n", "d", "total", "mean")}
+
+
+def test_an_entity_without_rows_in_a_present_enrich_source_counts_zero_and_is_not_incomplete() -> None:
+    merged = merge({"a": pa.table({"id": ["k", "m"]}), "orders": pa.table({"cust": ["k"]})},
+                   MergeSpec.model_validate({"union": ["a"], "key": "id", "flags": False,
+                                             "enrich": [{"source": "orders", "join": {"cust": "id"},
+                                                         "aggregate": {"n": {"count": "*"}}}]}))
+
+    assert merged.table.to_pylist() == [{"id": "k", "n": 1}, {"id": "m", "n": 0}]
+    assert merged.incomplete == {}
+
+
+def test_with_a_union_source_missing_group_aggregates_are_null_and_named() -> None:
+    spec = MergeSpec.model_validate({
+        "union": ["a", "b"], "key": "id", "group_by": ["country"],
+        "enrich": [{"source": "orders", "join": {"cust": "id"}, "aggregate": {"orders": {"count": "*"}}}],
+        "aggregate": {"accounts": {"count": "*"}, "orders": {"sum": "orders"}}})
+    a = pa.table({"id": ["1", "2"], "country": ["FR", "DE"]})
+    b = pa.table({"id": ["3"], "country": ["FR"]})
+    orders = pa.table({"cust": ["1", "3"]})
+
+    whole = merge({"a": a, "b": b, "orders": orders}, spec)
+    without_b = merge({"a": a, "orders": orders}, spec)
+    without_orders = merge({"a": a, "b": b}, spec)
+
+    assert whole.table.to_pylist() == [{"country": "DE", "accounts": 1, "orders": 0},
+                                       {"country": "FR", "accounts": 2, "orders": 2}]
+    assert whole.incomplete == {}
+    assert without_b.table.to_pylist() == [{"country": "DE", "accounts": None, "orders": None},
+                                           {"country": "FR", "accounts": None, "orders": None}]
+    assert without_b.incomplete == {"accounts": ["b"], "orders": ["b"]}
+    assert without_orders.table.to_pylist() == [{"country": "DE", "accounts": 1, "orders": None},
+                                                {"country": "FR", "accounts": 2, "orders": None}]
+    assert without_orders.incomplete == {"orders": ["orders"]}
 
 
 def test_a_field_only_a_missing_source_has_reads_as_null() -> None:
@@ -248,7 +308,9 @@ def test_a_field_only_a_missing_source_has_reads_as_null() -> None:
     a = pa.table({"id": ["k"]})
     b = pa.table({"id": ["k"], "account": ["acc-1"]})
 
-    assert run({"a": a, "orders": orders}, **spec).column("n").to_pylist() == [0]
+    without_b = merge({"a": a, "orders": orders}, MergeSpec.model_validate(spec))
+    assert without_b.table.column("n").to_pylist() == [None]
+    assert without_b.incomplete == {"n": ["b"]}, "the join field comes from the missing source"
     assert run({"a": a, "b": b, "orders": orders}, **spec).column("n").to_pylist() == [1]
     with pytest.raises(SpecError, match="entity field 'account'"):
         run({"a": a, "b": b.drop_columns(["account"]), "orders": orders}, **spec)
@@ -441,3 +503,77 @@ def test_one_union_source_keeps_its_rows_in_order_with_provenance_and_flags() ->
     rows = run({"a": repeated}, union=["a"], key="id").to_pylist()
     assert [(r["id"], r["v"]) for r in rows] == [(None, "x"), ("k", "new"), (None, "y")], \
         "a repeated key is reduced to its last row; null keys stay apart, in table order"
+
+
+# -- time zones, limits, file access --------------------------------------------------------------
+
+_TZ_MERGE = """
+import datetime as dt, json, sys
+import pyarrow as pa
+from patchbay.elements.merge import merge, localize
+from patchbay.spec import MergeSpec
+
+naive = pa.table({"id": ["k"], "phone": ["from a"],
+                  "modified": pa.array([dt.datetime(2026, 1, 1, 12)], pa.timestamp("us"))})
+aware = pa.table({"id": ["k"], "phone": ["from b"],
+                  "modified": pa.array([dt.datetime(2026, 1, 1, 5, tzinfo=dt.UTC)],
+                                       pa.timestamp("us", tz="UTC"))})
+spec = MergeSpec.model_validate({"union": ["a", "b"], "key": "id", "provenance": True,
+                                 "precedence": {"default": "most_recent", "recent_by": "modified"}})
+for a in (naive, localize(naive, "Asia/Tokyo")):
+    row = merge({"a": a, "b": aware}, spec).table.to_pylist()[0]
+    print(json.dumps({"phone": row["phone"], "source": row["phone__source"],
+                      "modified": row["modified"].isoformat()}))
+"""
+
+
+@pytest.mark.parametrize("zone", ["Asia/Tokyo", "America/Los_Angeles"])
+def test_the_machine_time_zone_does_not_change_a_merge(zone: str) -> None:
+    def answers(tz: str) -> list[dict[str, Any]]:
+        done = subprocess.run([sys.executable, "-c", _TZ_MERGE], env={**os.environ, "TZ": tz},
+                              capture_output=True, text=True, timeout=120, check=True)
+        return [json.loads(line) for line in done.stdout.splitlines()]
+
+    in_utc = answers("UTC")
+    assert answers(zone) == in_utc
+    # Naive 12:00 is 12:00 UTC, later than 05:00 UTC; declared Tokyo time, it is 03:00 UTC.
+    assert in_utc == [
+        {"phone": "from a", "source": "a", "modified": "2026-01-01T12:00:00+00:00"},
+        {"phone": "from b", "source": "b", "modified": "2026-01-01T05:00:00+00:00"}]
+
+
+def test_localize_reads_naive_timestamps_in_the_zone_and_leaves_the_rest() -> None:
+    table = pa.table({"at": pa.array([dt.datetime(2026, 7, 1, 12)], pa.timestamp("us")),
+                      "utc": pa.array([dt.datetime(2026, 7, 1, 12, tzinfo=dt.UTC)],
+                                      pa.timestamp("us", tz="UTC")),
+                      "day": pa.array([dt.date(2026, 7, 1)])})
+
+    out = localize(table, "Europe/Berlin")
+
+    assert out.schema.field("at").type == pa.timestamp("us", tz="Europe/Berlin")
+    assert out.column("at")[0].as_py().astimezone(dt.UTC) == dt.datetime(2026, 7, 1, 10, tzinfo=dt.UTC)
+    assert out.schema.field("utc").type == pa.timestamp("us", tz="UTC")
+    assert out.column("day").to_pylist() == [dt.date(2026, 7, 1)]
+
+
+@pytest.mark.parametrize("shape", ["merge", "group", "sql"])
+def test_a_limit_stops_the_merge_at_that_many_rows(shape: str) -> None:
+    sources = {"a": pa.table({"id": [str(n) for n in range(1000)], "g": list(range(1000))})}
+    extra: dict[str, Any] = {
+        "merge": {}, "group": {"group_by": ["g"], "aggregate": {"n": {"count": "*"}}},
+        "sql": {"sql": "SELECT id FROM merged ORDER BY g DESC"}}[shape]
+    spec = MergeSpec.model_validate({"union": ["a"], "key": "id", "flags": False, **extra})
+
+    whole = merge(sources, spec).table
+    limited = merge(sources, spec, limit=11).table
+
+    assert whole.num_rows == 1000
+    assert limited.to_pylist() == whole.slice(0, 11).to_pylist()
+
+
+def test_merge_sql_cannot_reach_files_through_a_parameter(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.csv"
+    secret.write_text("x\n42\n")
+    with pytest.raises(SpecError, match="file system operations are disabled"):
+        run({"a": pa.table({"id": ["1"]})}, {"file": str(secret)}, union=["a"], key="id",
+            sql="SELECT * FROM read_csv($file)")

@@ -23,7 +23,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from patchbay.elements import reports
-from patchbay.elements.reports import FORMATS, csv_text, format_of, rows_of, write_report
+from patchbay.elements.reports import (
+    FORMATS,
+    csv_chunks,
+    csv_text,
+    format_of,
+    json_chunks,
+    rows_of,
+    write_report,
+)
 from patchbay.errors import SpecError
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -343,6 +351,22 @@ def test_rows_of_gives_the_json_values() -> None:
 
 def test_csv_text_is_the_csv_file(tmp_path: Path) -> None:
     assert csv_text(sample()).encode("utf-8") == write_report(sample(), tmp_path / "r.csv").read_bytes()
+
+
+def test_streamed_pieces_are_the_report_files_in_batches(tmp_path: Path) -> None:
+    table = pa.concat_tables([sample()] * 3000)  # more rows than one batch
+    csv_pieces, json_pieces = list(csv_chunks(table)), list(json_chunks(table))
+    assert len(csv_pieces) > 2 and len(json_pieces) > 3
+    assert "".join(csv_pieces).encode("utf-8") == write_report(table, tmp_path / "r.csv").read_bytes()
+    assert "".join(json_pieces).encode("utf-8") == write_report(table, tmp_path / "r.json").read_bytes()
+
+
+def test_streamed_pieces_are_checked_before_the_first_is_asked_for() -> None:
+    binary = pa.table({"blob": pa.array([b"x"], pa.binary())})
+    with pytest.raises(SpecError, match="CSV reports cannot hold"):
+        csv_chunks(binary)
+    with pytest.raises(SpecError, match="JSON reports cannot hold"):
+        json_chunks(binary)
 
 
 def test_decimals_stay_exact_text() -> None:

@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
+from patchbay.connectors.salesforce import to_soql
 from patchbay.elements.scope import (
     BoundScope,
     Condition,
@@ -134,6 +135,15 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], list[int]]] = [
     ("injection_eq", {"field": "name", "eq": INJECTION}, {}, [5]),
     ("injection_like", {"field": "name", "like": INJECTION}, {}, [5]),
     ("injection_in", {"field": "name", "in": [INJECTION, "Beta AG"]}, {}, [2, 5]),
+    ("as_stored", {"field": "name", "eq": "  beta ag "}, {}, []),
+    ("normalized_eq", {"field": "name", "eq": "  beta ag ", "normalize": True}, {}, [2]),
+    ("normalized_ne", {"field": "email", "ne": "A@ALPHA.DE", "normalize": True}, {}, [3, 4]),
+    ("normalized_in", {"field": "country", "in": ["de", " gb"], "normalize": True}, {}, [1, 4, 5]),
+    ("normalized_not_in", {"field": "country", "not_in": ["De"], "normalize": True}, {}, [2, 3, 4]),
+    ("normalized_like", {"field": "name", "like": "%GMBH", "normalize": True}, {}, [1]),
+    ("normalized_not_like", {"field": "email", "not_like": "%.DE", "normalize": True}, {}, [3, 4]),
+    ("normalized_param", {"field": "email", "eq": {"param": "email"}, "normalize": True},
+     {"email": " G@Gamma.CH "}, [3]),
 ]
 
 
@@ -296,3 +306,36 @@ def test_an_optional_condition_is_dropped_when_its_parameter_is_not_given() -> N
     strict = Scope.model_validate({"field": "email", "eq": {"param": "email"}})
     assert bind(strict, {"email": None}) == Condition("email", "eq", None), \
         "without optional, a missing value is a condition on null, never dropped"
+
+
+def test_a_normalized_condition_matches_stored_text_trimmed_and_in_any_case() -> None:
+    engine = sa.create_engine("sqlite://")
+    metadata.create_all(engine)
+    rows = [{**ROWS[0], "email": " Ada@Example.com "}, {**ROWS[1], "email": "ADA@EXAMPLE.COM"},
+            {**ROWS[2], "email": "bob@example.com"}]
+    with engine.begin() as connection:
+        connection.execute(accounts.insert(), rows)
+    bound = scope({"field": "email", "eq": {"param": "email"}, "normalize": True},
+                  {"email": "Ada@example.COM"})
+    try:
+        assert bound == Condition("email", "eq", "ada@example.com", normalize=True)
+        assert sql_ids(engine, bound) == [1, 2]
+        assert predicate_ids(bound, rows) == [1, 2]
+        assert str(compiled(bound)) == "lower(trim(accounts.email)) = ?"
+    finally:
+        engine.dispose()
+
+
+def test_salesforce_gets_the_normalized_value_its_text_comparisons_ignore_case_of() -> None:
+    bound = scope({"field": "Customer_Email__c", "in": ["Ada@Example.com ", "B@x.org"], "normalize": True})
+    assert to_soql(bound, {"customer_email__c": "email"}) == \
+        "Customer_Email__c IN ('ada@example.com', 'b@x.org')"
+
+
+@pytest.mark.parametrize("data", [{"field": "amount", "gt": 5, "normalize": True},
+                                  {"field": "email", "is_null": True, "normalize": True},
+                                  {"and": [{"field": "email", "eq": "x"}], "normalize": True}])
+def test_normalize_goes_with_a_text_comparison_on_a_field(data: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="normalize compares text: it goes with a field and one of "
+                                         "eq, ne, in, not_in, like, not_like"):
+        Scope.model_validate(data)

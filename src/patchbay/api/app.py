@@ -25,21 +25,26 @@ are replaced by *** in every body.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+import string
+import threading
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from patchbay import spec
 from patchbay.api import outbound
@@ -68,7 +73,13 @@ log = logging.getLogger("patchbay.api")
 MAX_LIMIT = 1000
 MAX_IDS = 10_000
 MAX_ANSWER_ROWS = 100_000
-"""A live aggregation answer larger than this is refused: a report file is the way."""
+"""A live aggregation answer larger than this is refused: a report file is the way. The
+merge stops at one row more, so a larger answer costs no more than that."""
+MAX_CONCURRENT_ANSWERS = 4
+"""Aggregations computed at once, live answers (until sent) and POST /runs alike: each holds
+its data set in memory."""
+ANSWER_RETRY_SECONDS = 5
+"""The Retry-After of an answer refused because MAX_CONCURRENT_ANSWERS are under way."""
 RUN_FIELDS = ("integration", "params", "full", "fresh")
 _FINISHED = (RunStatus.COMPLETE, RunStatus.COMPLETE_WITH_REJECTS, RunStatus.INCOMPLETE)
 
@@ -117,6 +128,7 @@ class _Api:
                  runs: Runs) -> None:
         self.file, self.store, self.reports_dir = file, store, reports_dir
         self.redact, self.runs = redact, runs
+        self.answering = threading.BoundedSemaphore(MAX_CONCURRENT_ANSWERS)
 
     def routes(self) -> list[Route]:
         def route(path: str, handler: Handler, method: str) -> Route:
@@ -215,12 +227,20 @@ class _Api:
                                 spec.resolve_parameters(integration, _json_params(integration, params)))
         if isinstance(integration, AggregationSpec | BroadcastSpec):
             # Done in the request: an aggregation's run, or one round of a broadcast.
-            once = self.runs.aggregate if isinstance(integration, AggregationSpec) \
-                else self.runs.broadcast_round
+            aggregating = isinstance(integration, AggregationSpec)
+            once = self.runs.aggregate if aggregating else self.runs.broadcast_round
+            # An aggregation's run holds its data set like a live answer: the same bound.
+            if aggregating and not self.answering.acquire(blocking=False):
+                return self._busy()
             try:
                 summary = await run_in_threadpool(once, invocation)
+            except ParameterError as exc:  # a value the run refuses (a report path, say)
+                raise ApiError(400, exc.message, exc.problems) from None
             except SpecError as exc:
                 raise ApiError(500, f"'{name}' cannot run: {exc.message}", exc.problems) from None
+            finally:
+                if aggregating:
+                    self.answering.release()
             return self.json(summary)
         record = await run_in_threadpool(self.runs.start_migration, invocation,
                                          full=bool(options["full"]), fresh=bool(options["fresh"]))
@@ -300,8 +320,11 @@ class _Api:
 
     async def aggregation(self, request: Request) -> Response:
         """An aggregation's live answer, with each source's status: JSON, or CSV with
-        `?format=csv` or `Accept: text/csv`. A source down makes the answer partial (said in
-        the body, or the X-Patchbay-Partial header), a required one 503."""
+        `?format=csv` or `Accept: text/csv`, streamed out a batch of rows at a time. A source
+        down makes the answer partial (said in the body, or the X-Patchbay-Partial header;
+        the columns it left null in `incomplete` or X-Patchbay-Incomplete-Columns), a
+        required one 503. At most MAX_CONCURRENT_ANSWERS are computed at once: past that,
+        503 with Retry-After."""
         name = request.path_params["integration"]
         integration = next((i for i in self.file.integrations if i.name == name), None)
         if not isinstance(integration, AggregationSpec) or integration.merge is None:
@@ -317,24 +340,52 @@ class _Api:
             params = spec.resolve_parameters(integration, query)
         except ParameterError as exc:
             raise ApiError(400, exc.message, exc.problems) from None
+        if not self.answering.acquire(blocking=False):
+            return self._busy()
         try:
-            answer = await run_in_threadpool(self.runs.answer, Invocation(self.file, integration, params))
+            return await self._answer(name, integration, params, wanted)
+        except BaseException:
+            self.answering.release()
+            raise
+
+    def _busy(self) -> Response:
+        return self.json({"error": f"busy: {MAX_CONCURRENT_ANSWERS} aggregations are being "
+                                   f"computed, the most this server computes at once; retry in "
+                                   f"{ANSWER_RETRY_SECONDS} seconds",
+                          "retry_after_seconds": ANSWER_RETRY_SECONDS},
+                         503, {"Retry-After": str(ANSWER_RETRY_SECONDS)})
+
+    async def _answer(self, name: str, integration: AggregationSpec, params: dict[str, Any],
+                      wanted: str) -> Response:
+        """The answer, streamed; it releases `answering` once sent."""
+        try:
+            # One row more than the cap tells an answer over it from one exactly at it.
+            answer = await run_in_threadpool(self.runs.answer, Invocation(self.file, integration, params),
+                                             MAX_ANSWER_ROWS + 1)
         except aggregation.RequiredSourceFailed as refused:
+            self.answering.release()
             return self.json({"integration": name, "error": str(refused),
                               **refused.answer.summary()}, 503)
         except SpecError as exc:
             raise ApiError(500, f"'{name}' cannot answer: {exc.message}", exc.problems) from None
         if answer.table.num_rows > MAX_ANSWER_ROWS:
-            raise ApiError(413, f"the answer has {answer.table.num_rows} rows, more than "
-                                f"{MAX_ANSWER_ROWS}; narrow it with parameters, or write a report")
+            raise ApiError(413, f"the answer has more than {MAX_ANSWER_ROWS} rows; narrow it with "
+                                "parameters, or write a report")
         failed = [n for n, s in answer.sources.items() if s.status != "ok"]
         headers = {"X-Patchbay-Partial": "true" if answer.partial else "false",
-                   **({"X-Patchbay-Failed-Sources": ",".join(failed)} if failed else {})}
+                   **({"X-Patchbay-Failed-Sources": _header_list(failed)} if failed else {}),
+                   **({"X-Patchbay-Incomplete-Columns": _header_list(answer.incomplete)}
+                      if answer.incomplete else {})}
         if wanted == "csv":
-            return Response(self.redact(reports.csv_text(answer.table)),
-                            media_type="text/csv; charset=utf-8", headers=headers)
-        return self.json({"integration": name, **answer.summary(),
-                          "records": reports.rows_of(answer.table)}, 200, headers)
+            pieces = reports.csv_chunks(answer.table)
+            media_type = "text/csv; charset=utf-8"
+        else:
+            # The summary's JSON object, opened again for the records streamed after it.
+            head = bytes(JSON({"integration": name, **answer.summary()}).body).decode("utf-8")
+            pieces = itertools.chain([head[:-1] + ',"records":'], reports.json_chunks(answer.table), ["}"])
+            media_type = "application/json"
+        return _Streamed(map(self.redact, pieces), headers=headers, media_type=media_type,
+                         done=self.answering.release)
 
     async def outbound_message(self, request: Request) -> Response:
         return await outbound.receive(request, self.file, self.runs, self.redact)
@@ -353,6 +404,30 @@ class _Api:
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
+
+def _header_list(names: Iterable[str]) -> str:
+    """Names as a header's comma-separated list: percent-encoded where a name holds a comma,
+    a percent sign, or a character a header cannot carry (beyond printable ASCII)."""
+    return ",".join(quote(name, safe=_HEADER_SAFE) for name in names)
+
+
+_HEADER_SAFE = "".join(c for c in string.punctuation if c not in ",%") + " "
+
+
+class _Streamed(StreamingResponse):
+    """A streamed answer that calls `done` once sent, or once the client has gone."""
+
+    def __init__(self, pieces: Iterator[str], *, headers: Mapping[str, str], media_type: str,
+                 done: Callable[[], None]) -> None:
+        super().__init__(pieces, headers=headers, media_type=media_type)
+        self._done = done
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._done()
 
 
 async def _signed_body(request: Request, webhook: WebhookSpec) -> tuple[bytes, str]:

@@ -227,7 +227,8 @@ PATHS: dict[str, Any] = {
                 "409": _error("A run of this integration with these parameters is going."),
                 "500": _error("The integration cannot run (its file does not fit its systems)."),
                 "502": _error("A system of the broadcast could not be reached."),
-                "503": _error("The server is shutting down.")}},
+                "503": _error("The server is shutting down, or (an aggregation) is computing as "
+                              "many aggregations as it may: retry after Retry-After seconds.")}},
     },
     "/runs/{run_id}": {"get": {
         "summary": "One run: status, counters, error; its report once finished",
@@ -276,8 +277,11 @@ PATHS: dict[str, Any] = {
                        "timeout), merges them and answers. The integration's declared "
                        "parameters are query parameters (e.g. ?email=...). A failed or slow "
                        "source makes the answer partial (`partial`, and the headers "
-                       "X-Patchbay-Partial and X-Patchbay-Failed-Sources); a required one "
-                       "makes it 503. JSON by default; CSV with ?format=csv or Accept: text/csv.",
+                       "X-Patchbay-Partial and X-Patchbay-Failed-Sources); the columns it left "
+                       "null are named in `incomplete` and X-Patchbay-Incomplete-Columns; a "
+                       "required one makes it 503. JSON by default; CSV with ?format=csv or "
+                       "Accept: text/csv; streamed. At most 4 answers are computed at once: "
+                       "past that, 503 with Retry-After.",
         "operationId": "getAggregation",
         "parameters": [
             {"name": "integration", "in": "path", "required": True, "schema": {"type": "string"}},
@@ -288,6 +292,8 @@ PATHS: dict[str, Any] = {
                         "application/json": {"schema": {"type": "object", "properties": {
                             "integration": {"type": "string"}, "rows": {"type": "integer"},
                             "partial": {"type": "boolean"},
+                            "incomplete": {"type": "object", "additionalProperties": {
+                                "type": "array", "items": {"type": "string"}}},
                             "sources": {"type": "object", "additionalProperties": {
                                 "type": "object"}},
                             "records": {"type": "array", "items": {"type": "object"}}}}},
@@ -297,7 +303,9 @@ PATHS: dict[str, Any] = {
             "404": _error("No such aggregation."),
             "413": _error("More rows than a live answer holds: write a report instead."),
             "503": _json({"type": "object"}, "A required source failed: no answer, the "
-                                             "sources' statuses say why.")}}},
+                                             "sources' statuses say why. Or the server is "
+                                             "computing as many answers as it may: retry "
+                                             "after the Retry-After header's seconds.")}}},
     "/hooks/{integration}": {"post": {
         "summary": "Changes pushed by a broadcast's source (signed webhook)",
         "description": "No bearer token: the request is signed instead. Headers "

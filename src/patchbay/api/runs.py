@@ -138,9 +138,9 @@ class Runs:
         """Run an aggregation now (answer, reports, destinations); its summary."""
         return runner.run(invocation.context(self.store, self.reports_dir))
 
-    def answer(self, invocation: Invocation) -> aggregation.Answer:
-        """An aggregation's live answer."""
-        return runner.answer(invocation.context(self.store, self.reports_dir))
+    def answer(self, invocation: Invocation, limit: int | None = None) -> aggregation.Answer:
+        """An aggregation's live answer, at most `limit` rows."""
+        return runner.answer(invocation.context(self.store, self.reports_dir), limit)
 
     def push(self, invocation: Invocation, body: Mapping[str, Any], received_at: str) -> int:
         """Queue the changes a broadcast's source pushed; the broadcast's loop delivers them."""

@@ -7,7 +7,8 @@ into Python objects) and returns an Arrow table:
 1. the `union` sources, one row per real-world entity: rows of equal `key` are one entity;
    a null or empty key matches nothing, so its row stays an entity of its own. Inside one
    source, of the rows of one key only the latest by `precedence.recent_by` counts (or,
-   without it, the last in the table's order);
+   without it, the last in the table's order); with `precedence.older_rows: non_empty`, a
+   non_empty field empty in that row takes the latest non-empty value of the older ones;
 2. each field of an entity takes its value by the field's precedence rule, with optional
    provenance (`<field>__source`) and flags (`_sources`, `_differs`);
 3. each `enrich` source reduced to aggregates per entity and joined on;
@@ -15,10 +16,21 @@ into Python objects) and returns an Arrow table:
 5. `sql`, a last SELECT over `merged` (the result so far) and the sources by name.
 
 A source missing from `sources` failed; the answer is then partial, and the step goes on
-without it: a union member is left out, an enrich source gives 0 for count and
-count_distinct and null for every other aggregate. Fields the present sources do not have
-are not in the result; a field the spec names that is missing only because a source is
-missing reads as null, while with every union source present it is a SpecError.
+without it: a union member is left out, and what the missing source would have decided is
+left null and named in `Merged.incomplete`, never given as a number: every aggregate of an
+enrich source that is missing (or whose join field is missing with a union source), and,
+when a union source is missing, every `group_by` aggregate (the groups lack its entities)
+as well as any aggregate over an incomplete column. (An entity that simply has no rows in
+an enrich source that answered gets 0 for count and count_distinct.) Fields the present
+sources do not have are not in the result; a field the spec names that is missing only
+because a source is missing reads as null, while with every union source present it is a
+SpecError. `merge.sql` is the integration's own: the columns it passes on by name keep
+their mark, what it computes from them is its business.
+
+Timestamps are merged in UTC: the connection's time zone is pinned, so naive timestamps
+read as UTC wall-clock times whatever the machine's zone (a source whose naive timestamps
+mean another zone declares it, see `localize`), and an aware timestamp is compared by its
+instant.
 
 Where the sources' Arrow types of one field differ, the field takes the type DuckDB gives
 their UNION, as long as every source's type converts to it implicitly (conversions that
@@ -32,6 +44,7 @@ groups in the order of their group values.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import duckdb
@@ -60,13 +73,24 @@ _SMALL_INTEGERS = frozenset({"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYI
 _VALUE_PICKERS = frozenset({"min", "max", "latest"})
 
 
+@dataclass
+class Merged:
+    """The merged data set, and the columns a missing source left uncomputed."""
+
+    table: pa.Table
+    incomplete: dict[str, list[str]]
+    """{column: the missing sources it needed}: its values are null, not a count of nothing."""
+
+
 def merge(sources: Mapping[str, pa.Table], spec: MergeSpec,
-          params: Mapping[str, Any] | None = None) -> pa.Table:
-    """The sources merged by `spec` into one Arrow table.
+          params: Mapping[str, Any] | None = None, *, limit: int | None = None) -> Merged:
+    """The sources merged by `spec` into one Arrow table, with the columns left unknown.
 
     `sources` holds each source's transformed records by source name; a source that failed
     is simply absent (see the module's documentation for what then happens). `params` are
-    the run's parameters, bound by name in `spec.sql` (`$name`). Raises SpecError when the
+    the run's parameters, bound by name in `spec.sql` (`$name`). `limit`: at most this many
+    rows come out, the database stopping there (a caller capping an answer asks for one
+    more than its cap, to tell "exactly the cap" from "over it"). Raises SpecError when the
     spec does not fit the data (a field that is not there, an aggregate DuckDB refuses, a
     failing `sql`), and ParameterError when `spec.sql` uses a parameter not given.
     """
@@ -75,18 +99,39 @@ def merge(sources: Mapping[str, pa.Table], spec: MergeSpec,
         raise SpecError("merge.precedence uses most_recent but has no recent_by: name the field that "
                         "says which source's row is the most recent")
     if not any(name in sources for name in spec.union):
-        return pa.table({spec.key: pa.array([], pa.string())})
-    complete = all(name in sources for name in spec.union)
-    with duckdb.connect() as con:
+        return Merged(pa.table({spec.key: pa.array([], pa.string())}), {})
+    missing_union = [name for name in dict.fromkeys(spec.union) if name not in sources]
+    # No file access: `merge.sql` may use run parameters, which must not reach a path
+    # (read_csv($file) and the like); the sources are registered Arrow tables.
+    with duckdb.connect(config={"enable_external_access": False}) as con:
+        # DuckDB takes the machine's zone otherwise, and casts naive timestamps through it.
+        con.execute("SET TimeZone = 'UTC'")
         db = _Database(con)
-        result = _Merge(db, sources, spec, complete).run()
+        last = "sql" if spec.sql is not None else "group" if spec.group_by is not None else "merge"
+        merging = _Merge(db, sources, spec, not missing_union)
+        result = merging.run(limit if last == "merge" else None)
+        incomplete = merging.incomplete
         if spec.group_by is not None:
-            result = _group(db, result, spec.group_by, spec.aggregate, complete)
+            result, incomplete = _group(db, result, spec.group_by, spec.aggregate, missing_union,
+                                        incomplete, limit if last == "group" else None)
         if spec.sql is not None:
             named = dict.fromkeys([*spec.union, *(enrich.source for enrich in spec.enrich)])
             result = _final_select(con, sources, result, spec.sql, params or {},
-                                   [name for name in named if name not in sources])
-    return result
+                                   [name for name in named if name not in sources], limit)
+            incomplete = {c: s for c, s in incomplete.items() if c in result.column_names}
+    return Merged(result, incomplete)
+
+
+def localize(table: pa.Table, zone: str) -> pa.Table:
+    """`table` with its naive timestamp columns read as wall-clock times in `zone`, which
+    makes them aware (and comparable with every other source's instants). A wall-clock time
+    a daylight-saving change makes ambiguous or skips takes the earlier instant."""
+    for index, column in enumerate(table.schema):
+        if pa.types.is_timestamp(column.type) and column.type.tz is None:
+            aware = pc.assume_timezone(table.column(index), zone, ambiguous="earliest",
+                                       nonexistent="earliest")
+            table = table.set_column(index, column.name, aware)
+    return table
 
 
 def _ident(name: str) -> str:
@@ -138,7 +183,9 @@ class _Database:
             return _TEXT
         return union if safe else _TEXT
 
-    def fetch(self, sql: str, params: Mapping[str, Any], doing: str) -> pa.Table:
+    def fetch(self, sql: str, params: Mapping[str, Any], doing: str, limit: int | None = None) -> pa.Table:
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
         try:
             return self.con.sql(sql, params=dict(params) or None).to_arrow_table()
         except duckdb.Error as error:
@@ -178,11 +225,12 @@ def _check_unique(columns: Sequence[str], where: str) -> None:
         raise SpecError(f"{where} would have two columns named '{twice[0]}'; rename one")
 
 
-def _absent(agg: AggregateSpec) -> str:
-    """An aggregate over no rows, as SQL: what an entity without matching rows gets."""
+def _unknown(agg: AggregateSpec) -> str:
+    """An aggregate that cannot be computed (its source or field is missing), as SQL: null,
+    of the aggregate's type where that does not depend on the data."""
     function = agg.function[0]
     if function in ("count", "count_distinct"):
-        return "CAST(0 AS BIGINT)"
+        return "CAST(NULL AS BIGINT)"
     if function == "avg":
         return "CAST(NULL AS DOUBLE)"
     return "NULL"
@@ -191,7 +239,7 @@ def _absent(agg: AggregateSpec) -> str:
 def _aggregate(agg: AggregateSpec, kinds: Mapping[str, str], where: str, strict: bool) -> str:
     """One aggregate as SQL over a registered table of these column types.
 
-    A field that is not there is a SpecError when `strict`, else the aggregate of no rows.
+    A field that is not there is a SpecError when `strict`, else the aggregate is unknown.
     """
     function, field = agg.function
     if function == "count" and field == "*":
@@ -200,7 +248,7 @@ def _aggregate(agg: AggregateSpec, kinds: Mapping[str, str], where: str, strict:
         if name is not None and name not in kinds:
             if strict:
                 raise SpecError(f"{where} names field '{name}', which is not there{suggest(name, kinds)}")
-            return _absent(agg)
+            return _unknown(agg)
     column = _ident(field)
     if function == "count_distinct":
         return f"count(DISTINCT {column})"
@@ -253,6 +301,8 @@ class _Merge:
                       for field in order}
         self.fields = [field for field in order if field != spec.key]
         self.params: dict[str, Any] = {}
+        self.missing = [name for name in dict.fromkeys(spec.union) if name not in sources]
+        self.incomplete: dict[str, list[str]] = {}
 
     def rule(self, field: str) -> str:
         return self.spec.precedence.fields.get(field, self.spec.precedence.default)
@@ -287,12 +337,25 @@ class _Merge:
         # check costs a fraction of the window it saves.
         view = _ident(self.views[name])
         unique = self.db.con.sql(f"SELECT count(*) = count(DISTINCT {key}) FROM {view}").fetchall()[0][0]
-        reduce = "" if unique else \
-            f"QUALIFY {blank} OR row_number() OVER (PARTITION BY {key} ORDER BY {latest}{_POS} DESC) = 1"
+        newest_first = f"PARTITION BY {key} ORDER BY {latest}{_POS} DESC"
+        reduce = "" if unique else f"QUALIFY {blank} OR row_number() OVER ({newest_first}) = 1"
+        if not unique and self.spec.precedence.older_rows == "non_empty":
+            cells = [self.filled(name, field, blank, newest_first)
+                     if field != self.spec.key and self.rule(field) == "non_empty" else cell
+                     for field, cell in zip(self.kinds[name], cells, strict=True)]
         return (f"SELECT {', '.join(cells)}, {at} AS {_UNION_AT}, {rank} AS {_RANK}, {_POS}, "
                 f"CASE WHEN {blank} THEN {at} END AS {_GROUP_SOURCE}, "
                 f"CASE WHEN {blank} THEN {_POS} END AS {_GROUP_POS} "
                 f"FROM {view} {reduce}")
+
+    def filled(self, name: str, field: str, blank: str, newest_first: str) -> str:
+        """A field of one source as `older_rows: non_empty` has it: the latest non-empty
+        value of the key's rows in the source (a blank key's row keeps its own)."""
+        value = self.cell(name, field)
+        latest = (f"first_value(CASE WHEN {_non_empty(value, self.types[field])} THEN {value} END "
+                  f"IGNORE NULLS) OVER ({newest_first} ROWS BETWEEN UNBOUNDED PRECEDING AND "
+                  f"UNBOUNDED FOLLOWING)")
+        return f"CASE WHEN {blank} THEN {value} ELSE {latest} END AS {_ident(field)}"
 
     def pick(self, value: str, field: str) -> str:
         """The aggregate choosing, per entity, `value` from the row the field's rule picks."""
@@ -377,13 +440,14 @@ class _Merge:
         where = f"merge.enrich[{index}]"
         alias = f"{_RESERVED}e{index}"
         table = self.sources.get(enrich.source)
-        unmatched = [f"{_absent(agg)} AS {_ident(name)}" for name, agg in enrich.aggregate.items()]
         missing = [field for field in enrich.join.values() if field not in self.types]
         if missing and self.complete:
             raise SpecError(f"{where}.join names entity field '{missing[0]}', which is not there"
                             f"{suggest(missing[0], self.types)}")
         if table is None or missing:
-            return None, unmatched
+            needed = [*([enrich.source] if table is None else []), *(self.missing if missing else [])]
+            self.incomplete.update({name: needed for name in enrich.aggregate})
+            return None, [f"{_unknown(agg)} AS {_ident(name)}" for name, agg in enrich.aggregate.items()]
         view = self.db.register(table)
         kinds = self.db.kinds(view)
         for field in enrich.join:
@@ -407,7 +471,7 @@ class _Merge:
                              for n, entity in enumerate(enrich.join.values()))
         return f"LEFT JOIN {alias} ON {equal}"
 
-    def run(self) -> pa.Table:
+    def run(self, limit: int | None) -> pa.Table:
         entities, columns = self.entities()
         ctes = [f"{_RESERVED}s{at} AS ({self.rows(name)})" for at, name in enumerate(self.names)]
         union = " UNION ALL BY NAME ".join(f"SELECT * FROM {_RESERVED}s{at}" for at in range(len(self.names)))
@@ -427,14 +491,18 @@ class _Merge:
         _check_unique(columns, "the merged data set")
         sql = (f"WITH {', '.join(ctes)} SELECT {', '.join(items)} FROM entities AS m {' '.join(joins)} "
                f"ORDER BY m.{_FIRST_AT}, m.{_FIRST_POS}")
-        return _restore_types(self.db.fetch(sql, self.params, "merge"), wanted)
+        return _restore_types(self.db.fetch(sql, self.params, "merge", limit), wanted)
 
 
 def _group(db: _Database, merged: pa.Table, group_by: Sequence[str],
-           aggregates: Mapping[str, AggregateSpec], complete: bool) -> pa.Table:
-    """The merged rows reduced to one per group of `group_by`, with the aggregates."""
+           aggregates: Mapping[str, AggregateSpec], missing_union: Sequence[str],
+           incomplete: Mapping[str, list[str]], limit: int | None) -> tuple[pa.Table, dict[str, list[str]]]:
+    """The merged rows reduced to one per group of `group_by`, with the aggregates, and the
+    aggregates left unknown: all of them when a union source is missing (its entities are
+    not in the groups), else those over an incomplete column."""
     view = db.register(merged)
     kinds = db.kinds(view)
+    complete = not missing_union
     groups = []
     for field in group_by:
         if field in kinds:
@@ -444,23 +512,34 @@ def _group(db: _Database, merged: pa.Table, group_by: Sequence[str],
                             f"{suggest(field, kinds)}")
         else:
             groups.append(f"NULL AS {_ident(field)}")
-    items = [*groups, *(f"{_aggregate(agg, kinds, f'merge.aggregate.{name}', complete)} AS {_ident(name)}"
-                        for name, agg in aggregates.items())]
+    unknown: dict[str, list[str]] = {}
+    items = [*groups]
+    for name, agg in aggregates.items():
+        computed = _aggregate(agg, kinds, f"merge.aggregate.{name}", complete)
+        needed = [*missing_union, *(source for column in (agg.function[1], agg.by)
+                                    for source in incomplete.get(column or "", []))]
+        if needed:
+            unknown[name] = list(dict.fromkeys(needed))
+            # Computed all the same, so that DuckDB still checks it and gives it its type.
+            computed = f"CASE WHEN true THEN NULL ELSE {computed} END"
+        items.append(f"{computed} AS {_ident(name)}")
     if not items:
         raise SpecError("merge.group_by is empty and merge.aggregate names no aggregate: "
                         "the result would have no column")
     _check_unique([*group_by, *aggregates], "the grouped data set")
     order = f" ORDER BY {', '.join(str(n + 1) for n in range(len(groups)))}" if groups else ""
     result = db.fetch(f"SELECT {', '.join(items)} FROM {_ident(view)} GROUP BY ALL{order}", {},
-                      "merge.aggregate")
+                      "merge.aggregate", limit)
     types = {field.name: field.type for field in merged.schema}
     wanted = {field: types[field] for field in group_by if field in types}
     wanted.update(_value_types(aggregates, types))
-    return _restore_types(result, wanted)
+    kept = {column: sources for column, sources in incomplete.items() if column in group_by}
+    return _restore_types(result, wanted), {**kept, **unknown}
 
 
 def _final_select(con: duckdb.DuckDBPyConnection, sources: Mapping[str, pa.Table], merged: pa.Table,
-                  sql: str, params: Mapping[str, Any], missing_sources: Sequence[str]) -> pa.Table:
+                  sql: str, params: Mapping[str, Any], missing_sources: Sequence[str],
+                  limit: int | None) -> pa.Table:
     """`sql` run over `merged` and the sources by name, with the parameters it uses."""
     try:
         statements = con.extract_statements(sql)
@@ -478,7 +557,8 @@ def _final_select(con: duckdb.DuckDBPyConnection, sources: Mapping[str, pa.Table
         con.register(name, table)
     con.register("merged", merged)
     try:
-        return con.sql(sql, params={name: params[name] for name in used} or None).to_arrow_table()
+        relation = con.sql(sql, params={name: params[name] for name in used} or None)
+        return (relation if limit is None else relation.limit(limit)).to_arrow_table()
     except duckdb.Error as error:
         absent = f" (sources missing from this run: {', '.join(missing_sources)})" if missing_sources else ""
         raise SpecError(f"merge.sql failed: {error}{absent}") from error

@@ -114,11 +114,25 @@ def rows_of(table: pa.Table) -> list[dict[str, Any]]:
     return [row for rows in _json_batches(table) for row in rows]
 
 
+def json_chunks(table: pa.Table) -> Iterator[str]:
+    """The text of a JSON report, a batch of rows at a time (for an answer streamed out).
+    The table is checked now, before the first piece is asked for."""
+    _check_columns(table)
+    _check_types(table, "json")
+    return _json_pieces(table)
+
+
 def csv_text(table: pa.Table) -> str:
     """The table as a CSV report holds it: a header row, then one line per row."""
+    return "".join(csv_chunks(table))
+
+
+def csv_chunks(table: pa.Table) -> Iterator[str]:
+    """`csv_text` in pieces: the header row, then a batch of lines at a time. The table is
+    checked now, before the first piece is asked for."""
     _check_columns(table)
     _check_types(table, "csv")
-    return "".join(_csv_pieces(table))
+    return _csv_pieces(table)
 
 
 # -- checks -------------------------------------------------------------------------------------
@@ -299,14 +313,19 @@ def _write_csv(table: pa.Table, handle: TextIO) -> None:
         handle.write(piece)
 
 
-def _write_json(table: pa.Table, handle: TextIO) -> None:
-    handle.write("[")
+def _json_pieces(table: pa.Table) -> Iterator[str]:
+    yield "["
     separator = "\n"
     for rows in _json_batches(table):
         if rows:
-            handle.write(separator + ",\n".join(map(_json, rows)))
+            yield separator + ",\n".join(map(_json, rows))
             separator = ",\n"
-    handle.write("]\n" if separator == "\n" else "\n]\n")
+    yield "]\n" if separator == "\n" else "\n]\n"
+
+
+def _write_json(table: pa.Table, handle: TextIO) -> None:
+    for piece in _json_pieces(table):
+        handle.write(piece)
 
 
 def _write_jsonl(table: pa.Table, handle: TextIO) -> None:

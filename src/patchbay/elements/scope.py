@@ -3,6 +3,10 @@
 A scope is written once in the integration file and bound to the run's parameters here.
 Connectors push the bound scope down to their system (`to_sql` gives a parameterised
 SQLAlchemy WHERE clause); `to_predicate` serves systems that cannot filter themselves.
+
+A condition marked `normalize` compares text trimmed and in lower case on both sides: its
+value is normalised here, when bound, and each compiler normalises the field (SQL as
+lower(trim(column)), the predicate in Python; SOQL compares text ignoring case already).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ class Condition:
     field: str
     op: str
     value: Any = None
+    normalize: bool = False
+    """Compare the field's text trimmed and in lower case (the value is so already)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +69,11 @@ def bind(scope: Scope | None, params: Mapping[str, Any]) -> BoundScope | None:
             return None
         for op in COMPARISONS:
             if op in scope.model_fields_set:
-                return Condition(scope.field, op, value_of(getattr(scope, op)))
+                return _condition(scope, op, value_of(getattr(scope, op)))
         if "in_" in scope.model_fields_set:
-            return Condition(scope.field, "in", value_of(scope.in_))
+            return _condition(scope, "in", value_of(scope.in_))
         if "not_in" in scope.model_fields_set:
-            return Condition(scope.field, "not_in", value_of(scope.not_in))
+            return _condition(scope, "not_in", value_of(scope.not_in))
         return Condition(scope.field, "is_null", bool(scope.is_null))
     if scope.and_ is not None or scope.or_ is not None:
         op, members = ("and", scope.and_) if scope.and_ is not None else ("or", scope.or_)
@@ -76,6 +82,19 @@ def bind(scope: Scope | None, params: Mapping[str, Any]) -> BoundScope | None:
     assert scope.not_ is not None
     inner = bind(scope.not_, params)
     return None if inner is None else Group("not", (inner,))
+
+
+def _condition(scope: Scope, op: str, value: Any) -> Condition:
+    assert scope.field is not None
+    if not scope.normalize:
+        return Condition(scope.field, op, value)
+    folded = [_normalized(v) for v in value] if isinstance(value, list) else _normalized(value)
+    return Condition(scope.field, op, folded, normalize=True)
+
+
+def _normalized(value: Any) -> Any:
+    """Text as a normalised condition compares it: trimmed, in lower case (None stays None)."""
+    return None if value is None else str(value).strip().lower()
 
 
 def _param_refs(scope: Scope) -> list[ParamRef]:
@@ -121,6 +140,8 @@ def to_sql(scope: BoundScope | None, columns: Mapping[str, sa.ColumnElement[Any]
         raise SpecError(f"scope names field '{scope.field}', which {object_name or 'the object'} "
                         f"does not have{suggest(scope.field, list(columns.keys()))}")
     column = columns[scope.field]
+    if scope.normalize:
+        column = sa.func.lower(sa.func.trim(column))
     op, value = scope.op, scope.value
     if op in _SQL_COMPARE:
         if value is None and op in ("eq", "ne"):
@@ -165,6 +186,8 @@ def _truth(scope: BoundScope | None) -> Truth:
         only = tests[0]
         return lambda record: None if (v := only(record)) is None else not v
     name, op, value = scope.field, scope.op, scope.value
+    if scope.normalize:
+        return _truth_normalized(scope)
     if op == "is_null":
         return lambda record: _is_null(record.get(name)) == value
     if op in ("like", "not_like"):
@@ -195,6 +218,13 @@ def _truth(scope: BoundScope | None) -> Truth:
         except TypeError:
             return bool(compare(str(left), str(right)))
     return test
+
+
+def _truth_normalized(scope: Condition) -> Truth:
+    """The same test, of the field's text normalised."""
+    plain = _truth(Condition("value", scope.op, scope.value))
+    name = scope.field
+    return lambda record: plain({"value": _normalized(record.get(name))})
 
 
 def _all(values: list[bool | None]) -> bool | None:

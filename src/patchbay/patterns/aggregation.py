@@ -5,15 +5,20 @@ to destination systems, or returned as an API answer.
         ──► merge in DuckDB (elements/merge.py) ──► report files | destinations | answer
 
 A source that fails or times out leaves the answer partial, with the source named, unless
-the integration says the source is required: then there is no answer. Records a source's
-transform refuses are set aside with their reasons and counted in the source's status;
-the rest go on. (Streaming aggregation, over messages, is patterns/aggregation_stream.py.)
+the integration says the source is required: then there is no answer. What the missing
+source would have decided (its enrich aggregates, say) is null in a partial answer and
+named in its `incomplete`, never a number; destinations are not written those fields.
+Records a source's transform refuses are set aside with their reasons and counted in the
+source's status; the rest go on. (Streaming aggregation, over messages, is
+patterns/aggregation_stream.py.)
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
+import string
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -28,8 +33,9 @@ from patchbay.elements import merge as merging
 from patchbay.elements import reports
 from patchbay.elements import scope as scopes
 from patchbay.elements.conform import Conformer
+from patchbay.elements.expressions import Expression
 from patchbay.elements.transform import Transform
-from patchbay.errors import FatalRunError, SpecError
+from patchbay.errors import FatalRunError, ParameterError, SpecError
 from patchbay.model import Operation, Status
 from patchbay.patterns.context import LookupCache, RunContext, misfits
 from patchbay.spec import (
@@ -37,6 +43,7 @@ from patchbay.spec import (
     AggregationSourceSpec,
     AggregationSpec,
     ScheduleSpec,
+    TransformSpec,
 )
 from patchbay.store.store import jsonable
 
@@ -90,13 +97,15 @@ class Answer:
 
     table: pa.Table
     sources: dict[str, SourceStatus]
+    incomplete: dict[str, list[str]] = field(default_factory=dict)
+    """{column: the failed sources it needed}: null throughout, not computed."""
 
     @property
     def partial(self) -> bool:
         return any(s.status != "ok" for s in self.sources.values())
 
     def summary(self) -> dict[str, Any]:
-        return {"rows": self.table.num_rows, "partial": self.partial,
+        return {"rows": self.table.num_rows, "partial": self.partial, "incomplete": self.incomplete,
                 "sources": {name: s.as_dict() for name, s in self.sources.items()}}
 
 
@@ -110,13 +119,13 @@ class Aggregation:
 
     # -- the answer -----------------------------------------------------------------------------
 
-    def answer(self) -> Answer:
+    def answer(self, limit: int | None = None) -> Answer:
         """Read every source in parallel, merge; RequiredSourceFailed when a required source
-        failed or timed out."""
+        failed or timed out. `limit`: at most this many rows (see merge.merge)."""
         tables, statuses = self.collect()
         assert self.spec.merge is not None
-        merged = merging.merge(tables, self.spec.merge, self.ctx.params)
-        answer = Answer(merged, statuses)
+        merged = merging.merge(tables, self.spec.merge, self.ctx.params, limit=limit)
+        answer = Answer(merged.table, statuses, merged.incomplete)
         if any(s.required and s.status != "ok" for s in statuses.values()):
             raise RequiredSourceFailed(answer)
         return answer
@@ -178,23 +187,26 @@ class Aggregation:
                                                "code": refused.code, "reason": refused.reason})
                 shaped = _table(result.records, transform.output_fields)
             parts.append(shaped)
-        if not parts:
-            return _table([], transform.output_fields)
-        return pa.concat_tables(parts, promote_options="permissive")
+        table = pa.concat_tables(parts, promote_options="permissive") if parts else \
+            _table([], transform.output_fields)
+        return merging.localize(table, source.timezone) if source.timezone else table
 
     # -- outputs --------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
         """Answer, then write every report file and destination; the run's summary."""
         started = time.monotonic()
+        # Before any source is read: a parameter that would put a report elsewhere refuses the run.
+        paths = [self.report_path(r.file) for r in self.spec.reports]
         try:
             answer = self.answer()
         except RequiredSourceFailed as refused:
             return {**self._head(), **refused.answer.summary(), "status": "failed",
                     "error": str(refused), "seconds": round(time.monotonic() - started, 3)}
-        written = [str(self.write_report(answer.table, r.file, r.format, r.sheet))
-                   for r in self.spec.reports]
-        destinations = {f"{d.system}/{d.object}": self.write_destination(answer.table, d)
+        written = [str(reports.write_report(answer.table, path, r.format, r.sheet))
+                   for path, r in zip(paths, self.spec.reports, strict=True)]
+        destinations = {f"{d.system}/{d.object}": self.write_destination(answer.table, d,
+                                                                         answer.incomplete)
                         for d in self.spec.destinations}
         failed = any(c.get(Status.FAILED.value) or c.get("rejected") for c in destinations.values())
         status = "partial" if answer.partial else ("complete_with_rejects" if failed or any(
@@ -202,25 +214,47 @@ class Aggregation:
         return {**self._head(), **answer.summary(), "status": status, "reports": written,
                 "destinations": destinations, "seconds": round(time.monotonic() - started, 3)}
 
-    def write_report(self, table: pa.Table, file: str, format: str | None, sheet: str) -> Path:
-        try:
-            name = file.format(**self.ctx.params)
-        except (KeyError, IndexError) as exc:
-            raise SpecError(f"report file {file!r} names a parameter that is not given: {exc}") \
-                from None
-        path = Path(name)
-        if not path.is_absolute() and self.ctx.spec_path is not None:
-            path = self.ctx.spec_path.parent / path
-        return reports.write_report(table, path, format, sheet)
+    def report_path(self, file: str) -> Path:
+        """The path of report `file` with the run's parameters in it (relative to the
+        integration file). A parameter's value is a name, not a path: one holding a
+        separator or a control character, or that is '.' or '..', is refused; and the path,
+        symbolic links resolved, must stay inside the folder named by the text of `file`
+        before its first {param}. ParameterError otherwise: the run is refused."""
+        base = self.ctx.spec_path.parent if self.ctx.spec_path is not None else Path.cwd()
+        prefix, named = "", False
+        for text, field_name, _, _ in string.Formatter().parse(file):
+            prefix += "" if named else text
+            if field_name is None:
+                continue
+            named = True
+            name = re.split(r"[.\[]", field_name, maxsplit=1)[0]
+            if name not in self.ctx.params:
+                raise SpecError(f"report file {file!r} names parameter '{name}', which is not given")
+            _check_path_value(file, name, self.ctx.params[name])
+        path = base / file.format(**self.ctx.params)
+        if not named:
+            return path
+        folder = base / prefix if prefix == "" or prefix.endswith("/") else (base / prefix).parent
+        if not path.resolve().is_relative_to(folder.resolve()):
+            raise ParameterError(f"report file {file!r} would be {path}, outside {folder}: "
+                                 "a run's parameters may not move a report elsewhere")
+        return path
 
-    def write_destination(self, table: pa.Table,
-                          destination: AggregationDestinationSpec) -> dict[str, Any]:
+    def write_destination(self, table: pa.Table, destination: AggregationDestinationSpec,
+                          incomplete: Mapping[str, Sequence[str]]) -> dict[str, Any]:
         """Write the merged rows through the destination's transform, in batches; counts
-        of outcomes by status."""
+        of outcomes by status. Fields made from `incomplete` columns are left out (listed
+        under "left_out"): the destination keeps what it had rather than take a null."""
         connector = self.ctx.systems[destination.system]
         transform = Transform(destination.transform, self.ctx.params, self.lookups)
+        unknown = _unknown_fields(destination.transform, incomplete, table.column_names)
+        needed = unknown.get(destination.key) or unknown.get("")
+        if needed:
+            return {"not_written": f"its key or skip_if needs {', '.join(needed)}, which this "
+                                   "partial answer could not compute"}
         schema = connector.describe(destination.object)
         fields = transform.output_fields if not transform.passes_through else table.column_names
+        fields = [f for f in fields if f not in unknown]
         if schema.fields:
             problems = misfits(schema, list(fields), system=destination.system,
                                object=destination.object, key=destination.key)
@@ -243,7 +277,8 @@ class Aggregation:
             counts["skipped"] = counts.get("skipped", 0) + len(result.skipped)
             for aside in result.rejected:
                 refuse(jsonable(aside.source.get(merge_key)), aside.code, aside.reason)
-            records = result.records
+            records = [{k: v for k, v in r.items() if k not in unknown} for r in result.records] \
+                if unknown else result.records
             if conformer is not None:
                 refused = conformer.conform_batch(records)
                 for position, problem in refused.items():
@@ -257,6 +292,8 @@ class Aggregation:
                 else:
                     counts[outcome.status.value] = counts.get(outcome.status.value, 0) + 1
         found = {k: v for k, v in counts.items() if v}
+        if unknown:
+            found["left_out"] = sorted(unknown)
         return {**found, "rejects": rejects} if rejects else found
 
     def serve(self, stop: threading.Event) -> None:
@@ -294,6 +331,38 @@ def next_run(schedule: ScheduleSpec, after: dt.datetime | None = None) -> dt.dat
         today = now.replace(hour=hours, minute=minutes, second=0, microsecond=0)
         times.append(today if today > now else today + dt.timedelta(days=1))
     return min(times)
+
+
+def _check_path_value(file: str, name: str, value: Any) -> None:
+    text = str(value)
+    if text in ("", ".", "..") or re.search(r"[/\\\x00-\x1f\x7f]", text):
+        raise ParameterError(f"parameter '{name}' is {text!r}, which report file {file!r} cannot "
+                             "take: a value in a path must be a name (not empty, '.' or '..'; no "
+                             "'/', '\\' or control characters)")
+
+
+def _unknown_fields(transform: TransformSpec, incomplete: Mapping[str, Sequence[str]],
+                    columns: Sequence[str]) -> dict[str, list[str]]:
+    """{destination field: the incomplete columns it is made from} for the fields of a
+    destination's transform; under "" those `skip_if` reads."""
+    if not incomplete:
+        return {}
+    reads: dict[str, set[str]] = {}
+    for target, mapping in transform.fields.items():
+        if mapping.lookup is not None:
+            reads[target] = {mapping.lookup.value}
+        elif mapping.from_:
+            reads[target] = {mapping.from_}
+        elif mapping.expr:
+            reads[target] = set(Expression(mapping.expr).fields)
+        elif mapping.value is None:
+            reads[target] = {target}
+    if transform.keep_unmapped or not transform.fields:
+        reads.update({column: {column} for column in columns if column not in transform.fields})
+    if transform.skip_if:
+        reads[""] = set(Expression(transform.skip_if).fields)
+    found = {target: sorted(read & incomplete.keys()) for target, read in reads.items()}
+    return {target: read for target, read in found.items() if read}
 
 
 def _table(records: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> pa.Table:

@@ -87,12 +87,13 @@ def serve(ctx: RunContext, stop: threading.Event, poll: bool = True) -> None:
         ctx.systems.close()
 
 
-def answer(ctx: RunContext) -> Answer:
-    """An aggregation's merged data set and each source's status (the API's live answer)."""
+def answer(ctx: RunContext, limit: int | None = None) -> Answer:
+    """An aggregation's merged data set, at most `limit` rows, and each source's status (the
+    API's live answer)."""
     from patchbay.patterns import aggregation
 
     try:
-        return aggregation.Aggregation(ctx).answer()
+        return aggregation.Aggregation(ctx).answer(limit)
     finally:
         ctx.systems.close()
 
