@@ -767,7 +767,8 @@ def loads(text: str, path: Path | None = None, environ: Mapping[str, str] | None
     where = str(path) if path else "<integration>"
     data, lines = _parse_yaml(text, where)
     if not isinstance(data, dict):
-        raise SpecError(f"{where}: expected a mapping with 'systems' and 'integrations' at the top")
+        raise SpecError(f"{where}:{lines[()]}: expected a mapping with 'systems' and 'integrations' "
+                        "at the top")
     environ = os.environ if environ is None else environ
     problems: list[str] = []
     systems = data.get("systems")
@@ -861,12 +862,20 @@ def _resolve_system(name: str, value: Any, environ: Mapping[str, str], base: Pat
             return ""
         return _ENV.sub(one, text)
 
+    def url(text: str, loc: tuple[Any, ...]) -> str:
+        resolved = substitute(text, loc)
+        if "\x00" in resolved:
+            # no driver or path takes one, and pathlib raises a bare ValueError on it
+            problems.append(_at(where, lines, loc) + "the URL holds a NUL character")
+            return resolved
+        return _anchor_relative(resolved, base)
+
     if isinstance(value, str):
-        return _anchor_relative(substitute(value, ("systems", name)), base)
+        return url(value, ("systems", name))
     if isinstance(value, dict):
         resolved = dict(value)
         if isinstance(value.get("url"), str):
-            resolved["url"] = _anchor_relative(substitute(value["url"], ("systems", name, "url")), base)
+            resolved["url"] = url(value["url"], ("systems", name, "url"))
         if isinstance(value.get("options"), dict):
             resolved["options"] = _substitute_all(value["options"], ("systems", name, "options"),
                                                   substitute)
@@ -900,33 +909,125 @@ def _anchor_relative(url: str, base: Path) -> str:
 
 # -- YAML with line numbers ---------------------------------------------------------------------
 
+MAX_DEPTH = 64
+"""Mappings and lists nested deeper than this are refused (the composer recurses per level)."""
+MAX_VALUES = 200_000
+"""Values a document may hold once its aliases are expanded (a few anchors can otherwise
+expand to billions)."""
+
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader, with every value that cannot be built reported at its line."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except yaml.YAMLError:
+            raise
+        except Exception as exc:
+            # `!!int abc`, `!!int ''`, `!!timestamp 2024-13-01`: a tag's constructor fails with
+            # whatever its conversion raises, and without the line
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {node.value!r} as {node.tag.rsplit(':', 1)[-1]} "
+                            f"({type(exc).__name__}: {exc})", node.start_mark) from None
+
 
 def _parse_yaml(text: str, where: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        _check_depth(text, where)
+        node = yaml.compose(text, Loader=_Loader)
+        if node is None:
+            raise SpecError(f"{where}:1: the file is empty")
+        problems = _duplicate_keys(node, where)
+        if problems:
+            raise SpecError(f"{where}: invalid integration file", problems)
+        data = _Loader(text).construct_document(node)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark else where
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError(f"{at}: malformed YAML: {problem}") from None
-    if node is None:
-        raise SpecError(f"{where}: the file is empty")
+        raise _malformed(where, getattr(exc, "problem_mark", None),
+                         getattr(exc, "problem", None) or str(exc)) from None
     lines: dict[tuple[Any, ...], int] = {}
-    _index_lines(node, (), lines)
-    data = yaml.SafeLoader(text).construct_document(node)
+    _index_lines(node, (), lines, set())
     return data, lines
 
 
-def _index_lines(node: yaml.Node, loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> None:
+def _malformed(where: str, mark: Any, problem: str) -> SpecError:
+    """`mark` is where the YAML reader stopped (of its C or its Python implementation)."""
+    at = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark is not None else f"{where}:1"
+    return SpecError(f"{at}: malformed YAML: {problem}")
+
+
+def _check_depth(text: str, where: str) -> None:
+    """Refuse deep nesting from the parser's events, which need no recursion to read."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise _malformed(where, event.start_mark, f"nested more than {MAX_DEPTH} levels deep")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+def _duplicate_keys(root: yaml.Node, where: str) -> list[str]:
+    """Every key given twice in one mapping (YAML loaders keep the last one silently), and
+    every alias that refers to itself or expands the document beyond MAX_VALUES."""
+    problems: list[str] = []
+    sizes: dict[int, int] = {}
+
+    def walk(node: yaml.Node, path: tuple[Any, ...], open_: set[int]) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if id(node) in open_:
+            raise yaml.MarkedYAMLError(problem="an alias refers to the value that contains it",
+                                       problem_mark=node.start_mark)
+        open_.add(id(node))
+        size = 1
+        if isinstance(node, yaml.MappingNode):
+            first: dict[tuple[str, str], yaml.Node] = {}
+            for key_node, value_node in node.value:
+                if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                    seen = first.setdefault((key_node.tag, key_node.value), key_node)
+                    if seen is not key_node:
+                        line, again = seen.start_mark.line + 1, key_node.start_mark.line + 1
+                        problems.append(
+                            f"{where}:{again}: {_dotted((*path, key_node.value))}: given twice, "
+                            f"on lines {line} and {again}; YAML would keep only the second")
+                size += walk(key_node, path, open_)
+                size += walk(value_node, (*path, _key_of(key_node)), open_)
+        elif isinstance(node, yaml.SequenceNode):
+            size += sum(walk(item, (*path, index), open_) for index, item in enumerate(node.value))
+        open_.discard(id(node))
+        sizes[id(node)] = size
+        if size > MAX_VALUES:
+            raise yaml.MarkedYAMLError(problem=f"holds more than {MAX_VALUES} values once its "
+                                               "aliases are expanded", problem_mark=node.start_mark)
+        return size
+
+    walk(root, (), set())
+    return problems
+
+
+def _key_of(node: yaml.Node) -> Any:
+    """A mapping key as a path part: its text, or its line for a key that is a list or mapping."""
+    return node.value if isinstance(node, yaml.ScalarNode) else f"<key on line {node.start_mark.line + 1}>"
+
+
+def _index_lines(node: yaml.Node, loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int],
+                 seen: set[int]) -> None:
     lines.setdefault(loc, node.start_mark.line + 1)
+    if id(node) in seen:
+        # an alias: its contents are indexed where the anchor is (problems inside it fall
+        # back to the alias's own line)
+        return
+    seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
-            key = (*loc, key_node.value)
+            key = (*loc, _key_of(key_node))
             lines[key] = key_node.start_mark.line + 1
-            _index_lines(value_node, key, lines)
+            _index_lines(value_node, key, lines, seen)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _index_lines(item, (*loc, index), lines)
+            _index_lines(item, (*loc, index), lines, seen)
 
 
 def _at(where: str, lines: dict[tuple[Any, ...], int], loc: tuple[Any, ...]) -> str:

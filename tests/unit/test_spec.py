@@ -213,6 +213,45 @@ def test_empty_file_and_non_mapping_are_errors() -> None:
         loads("- a\n- b\n", environ={})
 
 
+def test_every_duplicate_key_is_reported_with_both_lines() -> None:
+    text = minimal(
+        systems="systems:\n  legacy: sqlite:///legacy.db\n  warehouse: sqlite:///wh.db\n"
+                "  legacy: sqlite:///other.db\n",
+        destination="    destination:\n      system: warehouse\n      object: accounts\n"
+                    "      key: legacy_id\n      object: contacts\n",
+    )
+    with pytest.raises(SpecError) as caught:
+        loads(text, path=Path("f.yaml"), environ={})
+    assert caught.value.problems == [
+        "f.yaml:4: systems.legacy: given twice, on lines 2 and 4; YAML would keep only the second",
+        "f.yaml:13: integrations[0].destination.object: given twice, on lines 11 and 13; "
+        "YAML would keep only the second",
+    ]
+
+
+def test_merge_keys_and_equal_keys_in_different_mappings_are_not_duplicates() -> None:
+    text = minimal(
+        systems="systems:\n  legacy: &db {url: sqlite:///legacy.db}\n"
+                "  warehouse: {<<: *db, url: sqlite:///wh.db}\n")
+    assert loads(text, environ={}).systems["warehouse"].url.endswith("wh.db")
+
+
+@pytest.mark.parametrize(("text", "start", "problem"), [
+    ("a: !!int abc\n", "f.yaml:1:4", "cannot read 'abc' as int"),
+    ("a: !!timestamp 2024-13-01\n", "f.yaml:1:4", "cannot read '2024-13-01' as timestamp"),
+    ("a: !!python/object:os.system x\n", "f.yaml:1:4", "could not determine a constructor"),
+    ("? [1]\n: 2\n", "f.yaml:1:3", "found unhashable key"),
+    ("a: &x [1, *x]\n", "f.yaml:1:4", "an alias refers to the value that contains it"),
+    ("a: " + "[" * 70 + "]" * 70 + "\n", "f.yaml:1:67", "nested more than 64 levels deep"),
+    ("a: &a [" + ", ".join(["x"] * 60) + "]\nb: &b [" + ", ".join(["*a"] * 60) + "]\n"
+     "c: [" + ", ".join(["*b"] * 60) + "]\n", "f.yaml:3:4", "holds more than 200000 values"),
+])
+def test_yaml_that_cannot_be_read_is_a_located_spec_error(text: str, start: str, problem: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        loads(text, path=Path("f.yaml"), environ={})
+    assert str(caught.value).startswith(f"{start}: malformed YAML: {problem}")
+
+
 def test_missing_file_is_a_spec_error(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="cannot read integration file"):
         load(tmp_path / "nope.yaml")
