@@ -17,15 +17,16 @@ The models are the documentation: `patchbay schema` prints their JSON Schema.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import difflib
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, unquote_plus, urlsplit, urlunsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -81,6 +82,26 @@ class SystemSpec(_Model):
     def redacted_url(self) -> str:
         return redact_url(self.url)
 
+    @property
+    def secrets(self) -> list[str]:
+        """What this system's declaration holds that must never be shown: the URL's password
+        and user (a Basic header carries them together), secret query arguments, and
+        options under secret names."""
+        try:
+            parts = urlsplit(self.url)
+            password = parts.password
+        except ValueError:
+            return [self.url, *_secret_values(self.options)]
+        found = [password, f"{parts.username or ''}:{password}"] if password else []
+        found += [value for name, value in parse_qsl(parts.query) if is_secret_name(name) and value]
+        found += [match["value"] for match in _QUERY_ARGUMENT.finditer("?" + parts.query)
+                  if is_secret_name(match["name"]) and match["value"]]
+        return found + _secret_values(self.options)
+
+    def scrub(self, text: str) -> str:
+        """`text` (a driver's error, say) with this system's secrets and every URL redacted."""
+        return scrub(text, self.secrets)
+
     def __repr__(self) -> str:
         return f"SystemSpec(name={self.name!r}, url={self.redacted_url!r})"
 
@@ -88,20 +109,84 @@ class SystemSpec(_Model):
 
 
 _USERINFO_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@?#]*:)[^@]*@")
+_SECRET_NAME = re.compile(
+    r"pass|pwd|secret|token|credential|authori[sz]ation|^auth$|private|signature|^sig$"
+    r"|^key$|(api|access|ssl|sign|signing|master|encryption)[_-]?key",  # not routing_key
+    re.IGNORECASE)
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]+")
+_NEXT_URL = re.compile(r",(?=[A-Za-z][A-Za-z0-9+.-]*://)")
+_QUERY_ARGUMENT = re.compile(r"(?P<lead>[?&;])(?P<name>[^=&;#]*)=(?P<value>[^&;#]*)")
+SECRET_MIN_LENGTH = 4
+"""Secrets shorter than this are not searched for in free text: replacing them everywhere
+would garble messages more than it would protect."""
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether an option or URL query argument of this name (percent-encoded or not) holds
+    a secret: password, passwd, pwd, secret, token, access_token, client_secret,
+    sslpassword, api_key, key, authorization, ..."""
+    return bool(_SECRET_NAME.search(unquote_plus(name)))
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced, for logs and reports."""
+    """The URL with its password and the values of secret query arguments replaced, for logs
+    and reports. A comma-separated list of URLs (NATS servers) is redacted URL by URL."""
+    if _NEXT_URL.search(url):
+        return ",".join(redact_url(part) for part in _NEXT_URL.split(url))
     try:
         parts = urlsplit(url)
+        password = parts.password
     except ValueError:
         return "<unparseable url>"
-    if parts.password is None:
+    if password is None:
         # an unencoded '/', '?' or '#' in the password hides it from urlsplit, not from
         # SQLAlchemy, which reads everything up to the '@' as the password
-        return _USERINFO_PASSWORD.sub(r"\1***@", url, count=1)
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+        url = _USERINFO_PASSWORD.sub(r"\1***@", url, count=1)
+    else:
+        netloc = parts.netloc.replace(f":{password}@", ":***@", 1)
+        url = urlunsplit(parts._replace(netloc=netloc))
+    return _QUERY_ARGUMENT.sub(_redact_argument, url)
+
+
+def _redact_argument(match: re.Match[str]) -> str:
+    if not is_secret_name(match["name"]):
+        return match[0]
+    return f"{match['lead']}{match['name']}=***"
+
+
+def redact_urls(text: str) -> str:
+    """`text` (an error message, say) with every URL in it redacted."""
+    return _URL_IN_TEXT.sub(lambda match: redact_url(match[0]), text)
+
+
+def secret_forms(secret: str) -> set[str]:
+    """The ways a secret may be written out: as is, percent-encoded (both ways, and decoded
+    when it came encoded), and base64 (as in a Basic authorization header)."""
+    forms = set()
+    for plain in {secret, unquote_plus(secret), unquote(secret)}:
+        forms |= {plain, quote(plain, safe=""), quote_plus(plain),
+                  base64.b64encode(plain.encode()).decode().rstrip("=")}
+    return {form for form in forms if len(form) >= SECRET_MIN_LENGTH}
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """`text` with its URLs redacted and every form of the given secrets replaced by ***."""
+    text = redact_urls(text)
+    for form in sorted({f for s in secrets for f in secret_forms(s)}, key=len, reverse=True):
+        text = text.replace(form, "***")
+    return text
+
+
+def _secret_values(value: Any, secret: bool = False) -> list[str]:
+    """Values under secret names, however deep in an option (headers, nested maps)."""
+    if isinstance(value, Mapping):
+        return [found for key, item in value.items()
+                for found in _secret_values(item, secret or is_secret_name(str(key)))]
+    if isinstance(value, (list, tuple)):
+        return [found for item in value for found in _secret_values(item, secret)]
+    if secret and value is not None and not isinstance(value, bool):
+        return [str(value)]
+    return []
 
 
 # -- scope --------------------------------------------------------------------------------------
@@ -733,6 +818,15 @@ class IntegrationFile:
     @property
     def integrations(self) -> list[AnyIntegration]:
         return self.document.integrations
+
+    @property
+    def secrets(self) -> list[str]:
+        """Every secret the file's systems resolved (see SystemSpec.secrets)."""
+        return [secret for system in self.systems.values() for secret in system.secrets]
+
+    def scrub(self, text: str) -> str:
+        """`text` with every URL redacted and every secret of the file replaced by ***."""
+        return scrub(text, self.secrets)
 
     def integration(self, name: str | None) -> AnyIntegration:
         """The integration called `name`, or the only one when `name` is None."""

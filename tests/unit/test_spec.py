@@ -461,6 +461,39 @@ def test_urls_without_password_are_unchanged() -> None:
         "mysql+pymysql://u:***@h/db?charset=utf8"
 
 
+def test_secret_names() -> None:
+    names = ["password", "passwd", "pwd", "secret", "token", "access_token", "client_secret",
+             "sslpassword", "api_key", "apiKey", "key", "sslkey", "Authorization", "auth",
+             "private_key", "sig", "security_token", "pass%77ord", "routing_key", "keepalives",
+             "sslmode", "user", "client_id", "authSource", "key_field"]
+    assert [n for n in names if spec.is_secret_name(n)] == names[:18]
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("postgresql://u@h/db?password=hunter22", "postgresql://u@h/db?password=***"),
+    ("postgresql://u@h/db?sslmode=require&passwd=p%40ss&x=1", "postgresql://u@h/db?sslmode=require&passwd=***&x=1"),
+    ("postgresql://u:pw1@h/db?pass%77ord=abc%2Fdef", "postgresql://u:***@h/db?pass%77ord=***"),
+    ("https://api.example.com/hook?access_token=t0k&client_secret=s3c&api_key=k3y&key=abcd&page=2",
+     "https://api.example.com/hook?access_token=***&client_secret=***&api_key=***&key=***&page=2"),
+    ("redis://h:6379/0?PWD=xyzw;token=ab12#frag", "redis://h:6379/0?PWD=***;token=***#frag"),
+    ("nats://u:p1@h1:4222,nats://u:p2@h2:4222?token=tk12", "nats://u:***@h1:4222,nats://u:***@h2:4222?token=***"),
+])
+def test_secret_query_arguments_and_passwords_are_redacted(url: str, shown: str) -> None:
+    assert spec.redact_url(url) == shown
+
+
+def test_scrub_redacts_urls_and_every_form_of_a_system_secret() -> None:
+    text = minimal(systems=("systems:\n  legacy: sqlite:///legacy.db\n  warehouse:\n"
+                            "    url: postgresql://app:${PW}@db/crm?sslpassword=${SSL}\n"
+                            "    options: {headers: {Authorization: Bearer b3arer-t0ken}}\n"))
+    system = loads(text, environ={"PW": "p%40ss%2Fw0rd", "SSL": "ss+l+k3y"}).systems["warehouse"]
+    assert set(system.secrets) >= {"p%40ss%2Fw0rd", "app:p%40ss%2Fw0rd", "ss+l+k3y", "Bearer b3arer-t0ken"}
+    said = ("connect to postgresql://app:p%40ss%2Fw0rd@db/crm?sslpassword=ss+l+k3y failed; "
+            "password 'p@ss/w0rd', key 'ss l k3y', basic YXBwOnBAc3MvdzByZA==, b3arer 'Bearer b3arer-t0ken'")
+    assert system.scrub(said) == ("connect to postgresql://app:***@db/crm?sslpassword=*** failed; "
+                                  "password '***', key '***', basic ***==, b3arer '***'")
+
+
 # -- shorthand forms and paths ------------------------------------------------------------------
 
 

@@ -110,7 +110,7 @@ class SqlConnector(Connector):
                 self._engine = sa.create_engine(url, connect_args=connect_args)
             except (sa_exc.ArgumentError, ImportError) as exc:
                 raise SpecError(f"system '{self.name}': bad database URL "
-                                f"{self.system.redacted_url}: {exc}") from None
+                                f"{self.system.redacted_url}: {self.system.scrub(str(exc))}") from None
             if self._engine.dialect.name == "sqlite":
                 sa.event.listen(self._engine, "connect", _sqlite_foreign_keys)
         return self._engine
@@ -128,8 +128,9 @@ class SqlConnector(Connector):
 
     def _connection_failed(self, exc: sa_exc.DBAPIError) -> ConnectionFailed:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        # drivers may echo the connection string, or the part of it they failed on
         return ConnectionFailed(f"cannot reach system '{self.name}' at "
-                                f"{self.system.redacted_url}: {reason}")
+                                f"{self.system.redacted_url}: {self.system.scrub(reason)}")
 
     def close(self) -> None:
         if self._engine is not None:
