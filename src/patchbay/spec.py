@@ -859,7 +859,7 @@ def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Integrat
 def loads(text: str, path: Path | None = None, environ: Mapping[str, str] | None = None) -> IntegrationFile:
     """Validate an integration file's text; `path` names it in errors and anchors relative paths."""
     where = str(path) if path else "<integration>"
-    data, lines = _parse_yaml(text, where)
+    data, lines = parse_yaml(text, where)
     if not isinstance(data, dict):
         raise SpecError(f"{where}:{lines[()]}: expected a mapping with 'systems' and 'integrations' "
                         "at the top")
@@ -1026,7 +1026,9 @@ class _Loader(yaml.SafeLoader):
                             f"({type(exc).__name__}: {exc})", node.start_mark) from None
 
 
-def _parse_yaml(text: str, where: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
+def parse_yaml(text: str, where: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
+    """The document, and the line of every path in it. Raises SpecError naming `where` and
+    the line for anything that is not well-formed YAML, and for every key given twice."""
     try:
         _check_depth(text, where)
         node = yaml.compose(text, Loader=_Loader)
