@@ -50,5 +50,5 @@ def test_every_yaml_block_loads(where: str, fragment: bool, text: str) -> None:
 
 
 def test_a_yaml_error_names_the_document_line() -> None:
-    with pytest.raises(spec.SpecError, match=r"^README\.md:3:6: malformed YAML"):
+    with pytest.raises(spec.SpecError, match=r"^README\.md:3:9: malformed YAML"):
         spec.parse_yaml("\n" * 2 + "a: {b: ${X}}\n", "README.md")
