@@ -46,7 +46,7 @@ class _Model(BaseModel):
 class ParamRef(_Model):
     """A value given when the run starts: `{param: country}`."""
 
-    param: str
+    param: str = Field(description="The name of a parameter the integration declares.")
 
 
 Scalar = str | int | float | bool | dt.date | dt.datetime | None
@@ -193,6 +193,21 @@ def _secret_values(value: Any, secret: bool = False) -> list[str]:
 
 COMPARISONS = ("eq", "ne", "gt", "gte", "lt", "lte", "like", "not_like")
 
+SCOPE_OPERATORS: dict[str, str] = {
+    "eq": "equal to the value",
+    "ne": "not equal to the value (null is not in scope, as in SQL)",
+    "gt": "greater than the value",
+    "gte": "greater than or equal to the value",
+    "lt": "less than the value",
+    "lte": "less than or equal to the value",
+    "like": "matches the SQL pattern: `%` any text, `_` one character",
+    "not_like": "does not match the SQL pattern (null is not in scope)",
+    "in": "one of a list of values, or a `list` parameter",
+    "not_in": "none of a list of values (null is not in scope)",
+    "is_null": "`true`: the field is null; `false`: it is not",
+}
+"""The operators of a condition on a field, with what they mean (the reference lists them)."""
+
 
 class Scope(_Model):
     """Which records: one condition on a field, or `and` / `or` / `not` of scopes.
@@ -201,7 +216,7 @@ class Scope(_Model):
     `{and: [{field: status, eq: active}, {field: updated_at, gte: {param: since}}]}`.
     """
 
-    field: str | None = None
+    field: str | None = Field(default=None, description="The field the condition is on.")
     eq: Value = None
     ne: Value = None
     gt: Value = None
@@ -213,9 +228,11 @@ class Scope(_Model):
     in_: list[Value] | ParamRef | None = Field(default=None, alias="in")
     not_in: list[Value] | ParamRef | None = None
     is_null: bool | None = None
-    and_: list[Scope] | None = Field(default=None, alias="and")
-    or_: list[Scope] | None = Field(default=None, alias="or")
-    not_: Scope | None = Field(default=None, alias="not")
+    and_: list[Scope] | None = Field(default=None, alias="and",
+                                     description="Every one of these scopes.")
+    or_: list[Scope] | None = Field(default=None, alias="or",
+                                    description="At least one of these scopes.")
+    not_: Scope | None = Field(default=None, alias="not", description="Not this scope.")
     optional: bool = Field(
         default=False, description="Drop this condition when the parameter it names is not "
                                    "given (null): one scope serves 'all' and 'just these'.")
@@ -235,7 +252,7 @@ class Scope(_Model):
             if groups:
                 raise ValueError(f"a condition on a field cannot also hold '{groups[0]}'")
             if len(given) != 1:
-                ops = ", ".join((*COMPARISONS, "in", "not_in", "is_null"))
+                ops = ", ".join(SCOPE_OPERATORS)
                 raise ValueError(
                     f"a condition on '{self.field}' needs exactly one operator "
                     f"({ops}); found {len(given)}: {', '.join(given) or 'none'}"
@@ -258,12 +275,13 @@ class Lookup(_Model):
     """Find a value in another object: the `returns` field of the record whose `key` equals
     this record's `value` field (e.g. the destination id of an account by its legacy id)."""
 
-    system: str
-    object: str
+    system: str = Field(description="The system to look in.")
+    object: str = Field(description="The object to look in.")
     key: str = Field(description="Field of the looked-up object to match on.")
     value: str = Field(description="Field of the source record holding the value to look for.")
     returns: str = Field(description="Field of the looked-up record to use.")
-    on_missing: Literal["reject", "null"] = "reject"
+    on_missing: Literal["reject", "null"] = Field(
+        default="reject", description="When no record has the value: set the record aside, or null.")
 
 
 class FieldMapping(_Model):
@@ -275,7 +293,7 @@ class FieldMapping(_Model):
     from_: str | None = Field(default=None, alias="from", description="Source field to copy.")
     value: Any = Field(default=None, description="A constant, or {param: name}.")
     expr: str | None = Field(default=None, description="An expression over the record's fields.")
-    lookup: Lookup | None = None
+    lookup: Lookup | None = Field(default=None, description="A field of a record of another object.")
     type: FieldType | None = Field(default=None, description="Coerce the value to this type.")
     formats: list[str] | None = Field(
         default=None, description="strptime formats tried for date and datetime strings."
@@ -343,9 +361,9 @@ class TransformSpec(_Model):
 
 
 class SourceSpec(_Model):
-    system: str
-    object: str
-    scope: Scope | None = None
+    system: str = Field(description="A system declared under `systems`.")
+    object: str = Field(description="Table, file, sObject, queue or subject, as the system calls it.")
+    scope: Scope | None = Field(default=None, description="Which records; all when not given.")
     key: str | None = Field(
         default=None, description="Unique, orderable field: reads are ordered by it to resume."
     )
@@ -356,8 +374,8 @@ class SourceSpec(_Model):
 
 
 class DestinationSpec(_Model):
-    system: str
-    object: str
+    system: str = Field(description="A system declared under `systems`.")
+    object: str = Field(description="Table, file, sObject, queue or subject, as the system calls it.")
     operation: Operation = Operation.UPSERT
     key: str = Field(description="Destination field that identifies a record (external id).")
 
@@ -386,11 +404,15 @@ class Options(_Model):
 
 
 class ParameterSpec(_Model):
-    type: Literal["string", "integer", "number", "boolean", "date", "datetime", "list"] = "string"
-    default: Any = None
-    required: bool | None = None
-    description: str | None = None
-    choices: list[Any] | None = None
+    """A value given when a run starts (`-p name=value`, or `params` of `POST /runs`)."""
+
+    type: Literal["string", "integer", "number", "boolean", "date", "datetime", "list"] = Field(
+        default="string", description="What the given text is converted to; a list is comma-separated.")
+    default: Any = Field(default=None, description="Used when the parameter is not given.")
+    required: bool | None = Field(
+        default=None, description="Whether a run must give it (default: when it has no default).")
+    description: str | None = Field(default=None, description="Shown when it is missing.")
+    choices: list[Any] | None = Field(default=None, description="The values allowed.")
 
     @property
     def is_required(self) -> bool:
@@ -403,9 +425,11 @@ PATTERNS = ("migration", "broadcast", "aggregation", "sync", "correlation")
 class _Integration(_Model):
     """What every integration has, whatever its pattern."""
 
-    name: str
+    name: str = Field(description="Unique in the file; commands and the API choose it by this.")
     description: str | None = None
-    parameters: dict[str, ParameterSpec] = Field(default_factory=dict)
+    parameters: dict[str, ParameterSpec] = Field(
+        default_factory=dict, description="Parameter name -> declaration (`name:` alone: a "
+                                          "required string).")
 
     @field_validator("parameters", mode="before")
     @classmethod
@@ -791,8 +815,9 @@ class Document(_Model):
     """An integration file."""
 
     version: Literal[1] = 1
-    systems: dict[str, SystemSpec]
-    integrations: list[IntegrationSpec] = Field(min_length=1)
+    systems: dict[str, SystemSpec] = Field(description="System name -> URL, or URL and options.")
+    integrations: list[IntegrationSpec] = Field(
+        min_length=1, description="Each with a `pattern` saying which of these it is.")
 
     @model_validator(mode="after")
     def _name_systems(self) -> Document:

@@ -6,7 +6,7 @@ of which may be `${ENV}`:
 
     crm:
       url: salesforce://login.salesforce.com
-      options: {client_id: ${SF_CLIENT_ID}, client_secret: ${SF_CLIENT_SECRET}}   # client credentials
+      options: {client_id: "${SF_CLIENT_ID}", client_secret: "${SF_CLIENT_SECRET}"}   # client credentials
       # or: {username, password, security_token}                 (SOAP login)
       # or: {username, password, client_id, client_secret}       (OAuth password flow)
       # or: {instance_url, access_token}                          (an existing session)

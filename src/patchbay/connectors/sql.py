@@ -1,5 +1,16 @@
 """SQL databases through SQLAlchemy Core: SQLite, PostgreSQL (psycopg 3), MySQL/MariaDB (PyMySQL).
 
+A system is a database URL:
+
+    legacy: sqlite:///legacy.db                       # relative to the integration file
+    archive: sqlite:////var/data/archive.db           # absolute
+    crm: postgresql://app:${PG_PASSWORD}@db.internal:5432/crm?sslmode=require
+    erp: mysql://app:${MYSQL_PASSWORD}@erp.internal/erp    # or mariadb://
+
+Query arguments go to the driver. An object is a table, or `schema.table`. Options:
+`connect_timeout` (seconds, default 10) and, for PostgreSQL change capture,
+`capture_schema` (default "public").
+
 Reads stream one server-side query in pages ordered by the key, so a page's last key is the
 position to resume after. Columnar reads of PostgreSQL and SQLite run the same query through
 an ADBC driver, which returns Arrow, and hand over to the row stream where the driver cannot
