@@ -6,13 +6,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from patchbay.errors import SpecError
-from patchbay.spec import loads
+from patchbay.spec import loads, redact_url
 
 WHERE = Path("fuzz.yaml")
 LOCATED = re.compile(r"^fuzz\.yaml:\d+[:]")
@@ -153,3 +154,13 @@ def test_a_valid_file_with_text_inserted(data: st.DataObject) -> None:
 def test_the_valid_file_loads() -> None:
     assert [i.name for i in loads(yaml.safe_dump(VALID), path=WHERE, environ={"PW": "x"}).integrations] \
         == ["A to B - Account - migration", "A to B and C - broadcast", "customer 360"]
+
+
+@FUZZ
+@given(st.text(min_size=4, max_size=30), st.sampled_from(["password", "pwd", "sslpassword", "token",
+                                                        "client_secret", "api_key", "pass%77ord"]))
+def test_redact_url_hides_any_password_and_secret_argument(secret: str, name: str) -> None:
+    encoded = quote(secret, safe="")
+    url = f"postgresql://u:{encoded}@h/db?sslmode=require&{name}={encoded}"
+    shown = redact_url(url)
+    assert shown == f"postgresql://u:***@h/db?sslmode=require&{name}=***"
