@@ -12,7 +12,7 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from patchbay.spec import IntegrationFile, redact_urls, secret_forms
+from patchbay.spec import IntegrationFile, secret_forms
 
 
 class ApiError(Exception):
@@ -38,8 +38,10 @@ def _plain(value: Any) -> Any:
 
 
 class Redactor:
-    """Redacts URLs and replaces known secrets (those of the integration file, the API token)
-    in response bodies, in every form a secret may take (spec.secret_forms)."""
+    """Replaces known secrets (those of the integration file, the API token) in response
+    bodies, in every form a secret may take (spec.secret_forms). URLs in the bodies are left
+    as they are: messages redact theirs where they are made, and an answer's data may hold
+    URLs of its own."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         found = {form for secret in secrets for form in secret_forms(secret)}
@@ -47,7 +49,6 @@ class Redactor:
         self._escaped = sorted({json.dumps(s)[1:-1] for s in found}, key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
-        text = redact_urls(text)
         for secret in self._escaped:
             text = text.replace(secret, "***")
         return text
