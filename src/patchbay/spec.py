@@ -85,14 +85,18 @@ class SystemSpec(_Model):
     @property
     def secrets(self) -> list[str]:
         """What this system's declaration holds that must never be shown: the URL's password
-        and user (a Basic header carries them together), secret query arguments, and
-        options under secret names."""
+        (and its Basic authorization form), secret query arguments, and options under
+        secret names."""
         try:
             parts = urlsplit(self.url)
             password = parts.password
         except ValueError:
             return [self.url, *_secret_values(self.options)]
-        found = [password, f"{parts.username or ''}:{password}"] if password else []
+        found = [password] if password else []
+        # a Basic authorization header carries user and password together, in base64 (the
+        # user alone is no secret, so `user:password` is not searched for as text)
+        found += [base64.b64encode(f"{parts.username or ''}:{plain}".encode()).decode()
+                  for plain in {password, unquote(password)}] if password else []
         found += [value for name, value in parse_qsl(parts.query) if is_secret_name(name) and value]
         found += [match["value"] for match in _QUERY_ARGUMENT.finditer("?" + parts.query)
                   if is_secret_name(match["name"]) and match["value"]]
