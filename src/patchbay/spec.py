@@ -1098,6 +1098,7 @@ def _duplicate_keys(root: yaml.Node, where: str) -> list[str]:
     every alias that refers to itself or expands the document beyond MAX_VALUES."""
     problems: list[str] = []
     sizes: dict[int, int] = {}
+    keys = _Loader("")
 
     def walk(node: yaml.Node, path: tuple[Any, ...], open_: set[int]) -> int:
         if id(node) in sizes:
@@ -1108,15 +1109,16 @@ def _duplicate_keys(root: yaml.Node, where: str) -> list[str]:
         open_.add(id(node))
         size = 1
         if isinstance(node, yaml.MappingNode):
-            first: dict[tuple[str, str], yaml.Node] = {}
+            first: dict[Any, yaml.Node] = {}
             for key_node, value_node in node.value:
                 if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
-                    seen = first.setdefault((key_node.tag, key_node.value), key_node)
+                    # keys as the loader builds them: `yes` and `true`, `1` and `0x1` are one key
+                    seen = first.setdefault(keys.construct_object(key_node), key_node)
                     if seen is not key_node:
-                        line, again = seen.start_mark.line + 1, key_node.start_mark.line + 1
-                        problems.append(
-                            f"{where}:{again}: {_dotted((*path, key_node.value))}: given twice, "
-                            f"on lines {line} and {again}; YAML would keep only the second")
+                        problems.append(f"{where}:{key_node.start_mark.line + 1}: "
+                                        f"{_dotted((*path, key_node.value))}: given "
+                                        f"{_twice(seen.start_mark, key_node.start_mark)}; "
+                                        "YAML would keep only the second")
                 size += walk(key_node, path, open_)
                 size += walk(value_node, (*path, _key_of(key_node)), open_)
         elif isinstance(node, yaml.SequenceNode):
@@ -1130,6 +1132,13 @@ def _duplicate_keys(root: yaml.Node, where: str) -> list[str]:
 
     walk(root, (), set())
     return problems
+
+
+def _twice(first: Any, second: Any) -> str:
+    """Where a key is given twice: its lines, or its columns when both are on one line."""
+    if first.line == second.line:
+        return f"twice on line {first.line + 1} (columns {first.column + 1} and {second.column + 1})"
+    return f"twice, on lines {first.line + 1} and {second.line + 1}"
 
 
 def _key_of(node: yaml.Node) -> Any:

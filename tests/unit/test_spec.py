@@ -229,6 +229,16 @@ def test_every_duplicate_key_is_reported_with_both_lines() -> None:
     ]
 
 
+def test_keys_that_the_loader_reads_as_one_are_duplicates() -> None:
+    with pytest.raises(SpecError) as caught:
+        loads("a: {yes: 1, true: 2, 1: 3, 0x1: 4, '1': 5}\n", path=Path("f.yaml"), environ={})
+    assert caught.value.problems == [
+        "f.yaml:1: a.true: given twice on line 1 (columns 5 and 13); YAML would keep only the second",
+        "f.yaml:1: a.1: given twice on line 1 (columns 5 and 22); YAML would keep only the second",
+        "f.yaml:1: a.0x1: given twice on line 1 (columns 5 and 28); YAML would keep only the second",
+    ]
+
+
 def test_merge_keys_and_equal_keys_in_different_mappings_are_not_duplicates() -> None:
     text = minimal(
         systems="systems:\n  legacy: &db {url: sqlite:///legacy.db}\n"
