@@ -2,15 +2,24 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# The demo needs patchbay alone; the test tools (mypy, pandas, ...) take most of the install
+# time, so they have a stamp of their own.
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 
 .PHONY: demo test lint bench clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
 	touch $(STAMP)
+
+$(DEV_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP) $(DEV_STAMP)
 
 # Real third-party Salesforce clients (jsforce, the Salesforce CLI) for the contract tests.
 NODE_CLIENTS := tests/contract/node
@@ -23,16 +32,16 @@ $(NODE_STAMP): $(NODE_CLIENTS)/package-lock.json
 demo: $(STAMP)
 	$(BIN)/patchbay demo
 
-test: $(STAMP) $(NODE_STAMP)
+test: $(DEV_STAMP) $(NODE_STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(BIN)/python bench/migration.py
 	$(BIN)/python bench/broadcast.py
 	$(BIN)/python bench/aggregation.py

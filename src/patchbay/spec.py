@@ -17,16 +17,17 @@ The models are the documentation: `patchbay schema` prints their JSON Schema.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import difflib
 import os
 import re
 import zoneinfo
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, unquote_plus, urlsplit, urlunsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -46,7 +47,7 @@ class _Model(BaseModel):
 class ParamRef(_Model):
     """A value given when the run starts: `{param: country}`."""
 
-    param: str
+    param: str = Field(description="The name of a parameter the integration declares.")
 
 
 Scalar = str | int | float | bool | dt.date | dt.datetime | None
@@ -82,6 +83,30 @@ class SystemSpec(_Model):
     def redacted_url(self) -> str:
         return redact_url(self.url)
 
+    @property
+    def secrets(self) -> list[str]:
+        """What this system's declaration holds that must never be shown: the URL's password
+        (and its Basic authorization form), secret query arguments, and options under
+        secret names."""
+        try:
+            parts = urlsplit(self.url)
+            password = parts.password
+        except ValueError:
+            return [self.url, *_secret_values(self.options)]
+        found = [password] if password else []
+        # a Basic authorization header carries user and password together, in base64 (the
+        # user alone is no secret, so `user:password` is not searched for as text)
+        found += [base64.b64encode(f"{parts.username or ''}:{plain}".encode()).decode()
+                  for plain in {password, unquote(password)}] if password else []
+        found += [value for name, value in parse_qsl(parts.query) if is_secret_name(name) and value]
+        found += [match["value"] for match in _QUERY_ARGUMENT.finditer("?" + parts.query)
+                  if is_secret_name(match["name"]) and match["value"]]
+        return found + _secret_values(self.options)
+
+    def scrub(self, text: str) -> str:
+        """`text` (a driver's error, say) with this system's secrets and every URL redacted."""
+        return scrub(text, self.secrets)
+
     def __repr__(self) -> str:
         return f"SystemSpec(name={self.name!r}, url={self.redacted_url!r})"
 
@@ -89,20 +114,84 @@ class SystemSpec(_Model):
 
 
 _USERINFO_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@?#]*:)[^@]*@")
+_SECRET_NAME = re.compile(
+    r"pass|pwd|secret|token|credential|authori[sz]ation|^auth$|private|signature|^sig$"
+    r"|^key$|(api|access|ssl|sign|signing|master|encryption)[_-]?key",  # not routing_key
+    re.IGNORECASE)
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]+")
+_NEXT_URL = re.compile(r",(?=[A-Za-z][A-Za-z0-9+.-]*://)")
+_QUERY_ARGUMENT = re.compile(r"(?P<lead>[?&;])(?P<name>[^=&;#]*)=(?P<value>[^&;#]*)")
+SECRET_MIN_LENGTH = 4
+"""Secrets shorter than this are not searched for in free text: replacing them everywhere
+would garble messages more than it would protect."""
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether an option or URL query argument of this name (percent-encoded or not) holds
+    a secret: password, passwd, pwd, secret, token, access_token, client_secret,
+    sslpassword, api_key, key, authorization, ..."""
+    return bool(_SECRET_NAME.search(unquote_plus(name)))
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced, for logs and reports."""
+    """The URL with its password and the values of secret query arguments replaced, for logs
+    and reports. A comma-separated list of URLs (NATS servers) is redacted URL by URL."""
+    if _NEXT_URL.search(url):
+        return ",".join(redact_url(part) for part in _NEXT_URL.split(url))
     try:
         parts = urlsplit(url)
+        password = parts.password
     except ValueError:
         return "<unparseable url>"
-    if parts.password is None:
+    if password is None:
         # an unencoded '/', '?' or '#' in the password hides it from urlsplit, not from
         # SQLAlchemy, which reads everything up to the '@' as the password
-        return _USERINFO_PASSWORD.sub(r"\1***@", url, count=1)
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+        url = _USERINFO_PASSWORD.sub(r"\1***@", url, count=1)
+    else:
+        netloc = parts.netloc.replace(f":{password}@", ":***@", 1)
+        url = urlunsplit(parts._replace(netloc=netloc))
+    return _QUERY_ARGUMENT.sub(_redact_argument, url)
+
+
+def _redact_argument(match: re.Match[str]) -> str:
+    if not is_secret_name(match["name"]):
+        return match[0]
+    return f"{match['lead']}{match['name']}=***"
+
+
+def redact_urls(text: str) -> str:
+    """`text` (an error message, say) with every URL in it redacted."""
+    return _URL_IN_TEXT.sub(lambda match: redact_url(match[0]), text)
+
+
+def secret_forms(secret: str) -> set[str]:
+    """The ways a secret may be written out: as is, percent-encoded (both ways, and decoded
+    when it came encoded), and base64 (as in a Basic authorization header)."""
+    forms = set()
+    for plain in {secret, unquote_plus(secret), unquote(secret)}:
+        forms |= {plain, quote(plain, safe=""), quote_plus(plain),
+                  base64.b64encode(plain.encode()).decode().rstrip("=")}
+    return {form for form in forms if len(form) >= SECRET_MIN_LENGTH}
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """`text` with its URLs redacted and every form of the given secrets replaced by ***."""
+    text = redact_urls(text)
+    for form in sorted({f for s in secrets for f in secret_forms(s)}, key=len, reverse=True):
+        text = text.replace(form, "***")
+    return text
+
+
+def _secret_values(value: Any, secret: bool = False) -> list[str]:
+    """Values under secret names, however deep in an option (headers, nested maps)."""
+    if isinstance(value, Mapping):
+        return [found for key, item in value.items()
+                for found in _secret_values(item, secret or is_secret_name(str(key)))]
+    if isinstance(value, (list, tuple)):
+        return [found for item in value for found in _secret_values(item, secret)]
+    if secret and value is not None and not isinstance(value, bool):
+        return [str(value)]
+    return []
 
 
 # -- scope --------------------------------------------------------------------------------------
@@ -110,6 +199,21 @@ def redact_url(url: str) -> str:
 COMPARISONS = ("eq", "ne", "gt", "gte", "lt", "lte", "like", "not_like")
 NORMALIZABLE = ("eq", "ne", "in", "not_in", "like", "not_like")
 """The operators a condition with `normalize: true` may use: text compared for equality or a pattern."""
+
+SCOPE_OPERATORS: dict[str, str] = {
+    "eq": "equal to the value",
+    "ne": "not equal to the value (null is not in scope, as in SQL)",
+    "gt": "greater than the value",
+    "gte": "greater than or equal to the value",
+    "lt": "less than the value",
+    "lte": "less than or equal to the value",
+    "like": "matches the SQL pattern: `%` any text, `_` one character",
+    "not_like": "does not match the SQL pattern (null is not in scope)",
+    "in": "one of a list of values, or a `list` parameter",
+    "not_in": "none of a list of values (null is not in scope)",
+    "is_null": "`true`: the field is null; `false`: it is not",
+}
+"""The operators of a condition on a field, with what they mean (the reference lists them)."""
 
 
 class Scope(_Model):
@@ -119,7 +223,7 @@ class Scope(_Model):
     `{and: [{field: status, eq: active}, {field: updated_at, gte: {param: since}}]}`.
     """
 
-    field: str | None = None
+    field: str | None = Field(default=None, description="The field the condition is on.")
     eq: Value = None
     ne: Value = None
     gt: Value = None
@@ -131,9 +235,11 @@ class Scope(_Model):
     in_: list[Value] | ParamRef | None = Field(default=None, alias="in")
     not_in: list[Value] | ParamRef | None = None
     is_null: bool | None = None
-    and_: list[Scope] | None = Field(default=None, alias="and")
-    or_: list[Scope] | None = Field(default=None, alias="or")
-    not_: Scope | None = Field(default=None, alias="not")
+    and_: list[Scope] | None = Field(default=None, alias="and",
+                                     description="Every one of these scopes.")
+    or_: list[Scope] | None = Field(default=None, alias="or",
+                                    description="At least one of these scopes.")
+    not_: Scope | None = Field(default=None, alias="not", description="Not this scope.")
     optional: bool = Field(
         default=False, description="Drop this condition when the parameter it names is not "
                                    "given (null): one scope serves 'all' and 'just these'.")
@@ -161,7 +267,7 @@ class Scope(_Model):
             if groups:
                 raise ValueError(f"a condition on a field cannot also hold '{groups[0]}'")
             if len(given) != 1:
-                ops = ", ".join((*COMPARISONS, "in", "not_in", "is_null"))
+                ops = ", ".join(SCOPE_OPERATORS)
                 raise ValueError(
                     f"a condition on '{self.field}' needs exactly one operator "
                     f"({ops}); found {len(given)}: {', '.join(given) or 'none'}"
@@ -187,12 +293,13 @@ class Lookup(_Model):
     """Find a value in another object: the `returns` field of the record whose `key` equals
     this record's `value` field (e.g. the destination id of an account by its legacy id)."""
 
-    system: str
-    object: str
+    system: str = Field(description="The system to look in.")
+    object: str = Field(description="The object to look in.")
     key: str = Field(description="Field of the looked-up object to match on.")
     value: str = Field(description="Field of the source record holding the value to look for.")
     returns: str = Field(description="Field of the looked-up record to use.")
-    on_missing: Literal["reject", "null"] = "reject"
+    on_missing: Literal["reject", "null"] = Field(
+        default="reject", description="When no record has the value: set the record aside, or null.")
 
 
 class FieldMapping(_Model):
@@ -204,7 +311,7 @@ class FieldMapping(_Model):
     from_: str | None = Field(default=None, alias="from", description="Source field to copy.")
     value: Any = Field(default=None, description="A constant, or {param: name}.")
     expr: str | None = Field(default=None, description="An expression over the record's fields.")
-    lookup: Lookup | None = None
+    lookup: Lookup | None = Field(default=None, description="A field of a record of another object.")
     type: FieldType | None = Field(default=None, description="Coerce the value to this type.")
     formats: list[str] | None = Field(
         default=None, description="strptime formats tried for date and datetime strings."
@@ -272,9 +379,9 @@ class TransformSpec(_Model):
 
 
 class SourceSpec(_Model):
-    system: str
-    object: str
-    scope: Scope | None = None
+    system: str = Field(description="A system declared under `systems`.")
+    object: str = Field(description="Table, file, sObject, queue or subject, as the system calls it.")
+    scope: Scope | None = Field(default=None, description="Which records; all when not given.")
     key: str | None = Field(
         default=None, description="Unique, orderable field: reads are ordered by it to resume."
     )
@@ -285,8 +392,8 @@ class SourceSpec(_Model):
 
 
 class DestinationSpec(_Model):
-    system: str
-    object: str
+    system: str = Field(description="A system declared under `systems`.")
+    object: str = Field(description="Table, file, sObject, queue or subject, as the system calls it.")
     operation: Operation = Operation.UPSERT
     key: str = Field(description="Destination field that identifies a record (external id).")
 
@@ -315,11 +422,15 @@ class Options(_Model):
 
 
 class ParameterSpec(_Model):
-    type: Literal["string", "integer", "number", "boolean", "date", "datetime", "list"] = "string"
-    default: Any = None
-    required: bool | None = None
-    description: str | None = None
-    choices: list[Any] | None = None
+    """A value given when a run starts (`-p name=value`, or `params` of `POST /runs`)."""
+
+    type: Literal["string", "integer", "number", "boolean", "date", "datetime", "list"] = Field(
+        default="string", description="What the given text is converted to; a list is comma-separated.")
+    default: Any = Field(default=None, description="Used when the parameter is not given.")
+    required: bool | None = Field(
+        default=None, description="Whether a run must give it (default: when it has no default).")
+    description: str | None = Field(default=None, description="Shown when it is missing.")
+    choices: list[Any] | None = Field(default=None, description="The values allowed.")
 
     @property
     def is_required(self) -> bool:
@@ -332,9 +443,11 @@ PATTERNS = ("migration", "broadcast", "aggregation", "sync", "correlation")
 class _Integration(_Model):
     """What every integration has, whatever its pattern."""
 
-    name: str
+    name: str = Field(description="Unique in the file; commands and the API choose it by this.")
     description: str | None = None
-    parameters: dict[str, ParameterSpec] = Field(default_factory=dict)
+    parameters: dict[str, ParameterSpec] = Field(
+        default_factory=dict, description="Parameter name -> declaration (`name:` alone: a "
+                                          "required string).")
 
     @field_validator("parameters", mode="before")
     @classmethod
@@ -769,8 +882,9 @@ class Document(_Model):
     """An integration file."""
 
     version: Literal[1] = 1
-    systems: dict[str, SystemSpec]
-    integrations: list[IntegrationSpec] = Field(min_length=1)
+    systems: dict[str, SystemSpec] = Field(description="System name -> URL, or URL and options.")
+    integrations: list[IntegrationSpec] = Field(
+        min_length=1, description="Each with a `pattern` saying which of these it is.")
 
     @model_validator(mode="after")
     def _name_systems(self) -> Document:
@@ -796,6 +910,15 @@ class IntegrationFile:
     @property
     def integrations(self) -> list[AnyIntegration]:
         return self.document.integrations
+
+    @property
+    def secrets(self) -> list[str]:
+        """Every secret the file's systems resolved (see SystemSpec.secrets)."""
+        return [secret for system in self.systems.values() for secret in system.secrets]
+
+    def scrub(self, text: str) -> str:
+        """`text` with every URL redacted and every secret of the file replaced by ***."""
+        return scrub(text, self.secrets)
 
     def integration(self, name: str | None) -> AnyIntegration:
         """The integration called `name`, or the only one when `name` is None."""
@@ -828,9 +951,10 @@ def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Integrat
 def loads(text: str, path: Path | None = None, environ: Mapping[str, str] | None = None) -> IntegrationFile:
     """Validate an integration file's text; `path` names it in errors and anchors relative paths."""
     where = str(path) if path else "<integration>"
-    data, lines = _parse_yaml(text, where)
+    data, lines = parse_yaml(text, where)
     if not isinstance(data, dict):
-        raise SpecError(f"{where}: expected a mapping with 'systems' and 'integrations' at the top")
+        raise SpecError(f"{where}:{lines[()]}: expected a mapping with 'systems' and 'integrations' "
+                        "at the top")
     environ = os.environ if environ is None else environ
     problems: list[str] = []
     systems = data.get("systems")
@@ -924,12 +1048,20 @@ def _resolve_system(name: str, value: Any, environ: Mapping[str, str], base: Pat
             return ""
         return _ENV.sub(one, text)
 
+    def url(text: str, loc: tuple[Any, ...]) -> str:
+        resolved = substitute(text, loc)
+        if "\x00" in resolved:
+            # no driver or path takes one, and pathlib raises a bare ValueError on it
+            problems.append(_at(where, lines, loc) + "the URL holds a NUL character")
+            return resolved
+        return _anchor_relative(resolved, base)
+
     if isinstance(value, str):
-        return _anchor_relative(substitute(value, ("systems", name)), base)
+        return url(value, ("systems", name))
     if isinstance(value, dict):
         resolved = dict(value)
         if isinstance(value.get("url"), str):
-            resolved["url"] = _anchor_relative(substitute(value["url"], ("systems", name, "url")), base)
+            resolved["url"] = url(value["url"], ("systems", name, "url"))
         if isinstance(value.get("options"), dict):
             resolved["options"] = _substitute_all(value["options"], ("systems", name, "options"),
                                                   substitute)
@@ -963,33 +1095,136 @@ def _anchor_relative(url: str, base: Path) -> str:
 
 # -- YAML with line numbers ---------------------------------------------------------------------
 
+MAX_DEPTH = 64
+"""Mappings and lists nested deeper than this are refused (the composer recurses per level)."""
+MAX_VALUES = 200_000
+"""Values a document may hold once its aliases are expanded (a few anchors can otherwise
+expand to billions)."""
 
-def _parse_yaml(text: str, where: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader, with every value that cannot be built reported at its line."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except yaml.YAMLError:
+            raise
+        except Exception as exc:
+            # `!!int abc`, `!!int ''`, `!!timestamp 2024-13-01`: a tag's constructor fails with
+            # whatever its conversion raises, and without the line
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {node.value!r} as {node.tag.rsplit(':', 1)[-1]} "
+                            f"({type(exc).__name__}: {exc})", node.start_mark) from None
+
+
+def parse_yaml(text: str, where: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
+    """The document, and the line of every path in it. Raises SpecError naming `where` and
+    the line for anything that is not well-formed YAML, and for every key given twice."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        _check_depth(text, where)
+        node = yaml.compose(text, Loader=_Loader)
+        if node is None:
+            raise SpecError(f"{where}:1: the file is empty")
+        problems = _duplicate_keys(node, where)
+        if problems:
+            raise SpecError(f"{where}: invalid integration file", problems)
+        data = _Loader(text).construct_document(node)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark else where
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError(f"{at}: malformed YAML: {problem}") from None
-    if node is None:
-        raise SpecError(f"{where}: the file is empty")
+        raise _malformed(where, getattr(exc, "problem_mark", None),
+                         getattr(exc, "problem", None) or str(exc)) from None
     lines: dict[tuple[Any, ...], int] = {}
-    _index_lines(node, (), lines)
-    data = yaml.SafeLoader(text).construct_document(node)
+    _index_lines(node, (), lines, set())
     return data, lines
 
 
-def _index_lines(node: yaml.Node, loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int]) -> None:
+def _malformed(where: str, mark: Any, problem: str) -> SpecError:
+    """`mark` is where the YAML reader stopped (of its C or its Python implementation)."""
+    at = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark is not None else f"{where}:1"
+    return SpecError(f"{at}: malformed YAML: {problem}")
+
+
+def _check_depth(text: str, where: str) -> None:
+    """Refuse deep nesting from the parser's events, which need no recursion to read."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise _malformed(where, event.start_mark, f"nested more than {MAX_DEPTH} levels deep")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+def _duplicate_keys(root: yaml.Node, where: str) -> list[str]:
+    """Every key given twice in one mapping (YAML loaders keep the last one silently), and
+    every alias that refers to itself or expands the document beyond MAX_VALUES."""
+    problems: list[str] = []
+    sizes: dict[int, int] = {}
+    keys = _Loader("")
+
+    def walk(node: yaml.Node, path: tuple[Any, ...], open_: set[int]) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if id(node) in open_:
+            raise yaml.MarkedYAMLError(problem="an alias refers to the value that contains it",
+                                       problem_mark=node.start_mark)
+        open_.add(id(node))
+        size = 1
+        if isinstance(node, yaml.MappingNode):
+            first: dict[Any, yaml.Node] = {}
+            for key_node, value_node in node.value:
+                if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                    # keys as the loader builds them: `yes` and `true`, `1` and `0x1` are one key
+                    seen = first.setdefault(keys.construct_object(key_node), key_node)
+                    if seen is not key_node:
+                        problems.append(f"{where}:{key_node.start_mark.line + 1}: "
+                                        f"{_dotted((*path, key_node.value))}: given "
+                                        f"{_twice(seen.start_mark, key_node.start_mark)}; "
+                                        "YAML would keep only the second")
+                size += walk(key_node, path, open_)
+                size += walk(value_node, (*path, _key_of(key_node)), open_)
+        elif isinstance(node, yaml.SequenceNode):
+            size += sum(walk(item, (*path, index), open_) for index, item in enumerate(node.value))
+        open_.discard(id(node))
+        sizes[id(node)] = size
+        if size > MAX_VALUES:
+            raise yaml.MarkedYAMLError(problem=f"holds more than {MAX_VALUES} values once its "
+                                               "aliases are expanded", problem_mark=node.start_mark)
+        return size
+
+    walk(root, (), set())
+    return problems
+
+
+def _twice(first: Any, second: Any) -> str:
+    """Where a key is given twice: its lines, or its columns when both are on one line."""
+    if first.line == second.line:
+        return f"twice on line {first.line + 1} (columns {first.column + 1} and {second.column + 1})"
+    return f"twice, on lines {first.line + 1} and {second.line + 1}"
+
+
+def _key_of(node: yaml.Node) -> Any:
+    """A mapping key as a path part: its text, or its line for a key that is a list or mapping."""
+    return node.value if isinstance(node, yaml.ScalarNode) else f"<key on line {node.start_mark.line + 1}>"
+
+
+def _index_lines(node: yaml.Node, loc: tuple[Any, ...], lines: dict[tuple[Any, ...], int],
+                 seen: set[int]) -> None:
     lines.setdefault(loc, node.start_mark.line + 1)
+    if id(node) in seen:
+        # an alias: its contents are indexed where the anchor is (problems inside it fall
+        # back to the alias's own line)
+        return
+    seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
-            key = (*loc, key_node.value)
+            key = (*loc, _key_of(key_node))
             lines[key] = key_node.start_mark.line + 1
-            _index_lines(value_node, key, lines)
+            _index_lines(value_node, key, lines, seen)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _index_lines(item, (*loc, index), lines)
+            _index_lines(item, (*loc, index), lines, seen)
 
 
 def _at(where: str, lines: dict[tuple[Any, ...], int], loc: tuple[Any, ...]) -> str:

@@ -213,6 +213,55 @@ def test_empty_file_and_non_mapping_are_errors() -> None:
         loads("- a\n- b\n", environ={})
 
 
+def test_every_duplicate_key_is_reported_with_both_lines() -> None:
+    text = minimal(
+        systems="systems:\n  legacy: sqlite:///legacy.db\n  warehouse: sqlite:///wh.db\n"
+                "  legacy: sqlite:///other.db\n",
+        destination="    destination:\n      system: warehouse\n      object: accounts\n"
+                    "      key: legacy_id\n      object: contacts\n",
+    )
+    with pytest.raises(SpecError) as caught:
+        loads(text, path=Path("f.yaml"), environ={})
+    assert caught.value.problems == [
+        "f.yaml:4: systems.legacy: given twice, on lines 2 and 4; YAML would keep only the second",
+        "f.yaml:13: integrations[0].destination.object: given twice, on lines 11 and 13; "
+        "YAML would keep only the second",
+    ]
+
+
+def test_keys_that_the_loader_reads_as_one_are_duplicates() -> None:
+    with pytest.raises(SpecError) as caught:
+        loads("a: {yes: 1, true: 2, 1: 3, 0x1: 4, '1': 5}\n", path=Path("f.yaml"), environ={})
+    assert caught.value.problems == [
+        "f.yaml:1: a.true: given twice on line 1 (columns 5 and 13); YAML would keep only the second",
+        "f.yaml:1: a.1: given twice on line 1 (columns 5 and 22); YAML would keep only the second",
+        "f.yaml:1: a.0x1: given twice on line 1 (columns 5 and 28); YAML would keep only the second",
+    ]
+
+
+def test_merge_keys_and_equal_keys_in_different_mappings_are_not_duplicates() -> None:
+    text = minimal(
+        systems="systems:\n  legacy: &db {url: sqlite:///legacy.db}\n"
+                "  warehouse: {<<: *db, url: sqlite:///wh.db}\n")
+    assert loads(text, environ={}).systems["warehouse"].url.endswith("wh.db")
+
+
+@pytest.mark.parametrize(("text", "start", "problem"), [
+    ("a: !!int abc\n", "f.yaml:1:4", "cannot read 'abc' as int"),
+    ("a: !!timestamp 2024-13-01\n", "f.yaml:1:4", "cannot read '2024-13-01' as timestamp"),
+    ("a: !!python/object:os.system x\n", "f.yaml:1:4", "could not determine a constructor"),
+    ("? [1]\n: 2\n", "f.yaml:1:3", "found unhashable key"),
+    ("a: &x [1, *x]\n", "f.yaml:1:4", "an alias refers to the value that contains it"),
+    ("a: " + "[" * 70 + "]" * 70 + "\n", "f.yaml:1:67", "nested more than 64 levels deep"),
+    ("a: &a [" + ", ".join(["x"] * 60) + "]\nb: &b [" + ", ".join(["*a"] * 60) + "]\n"
+     "c: [" + ", ".join(["*b"] * 60) + "]\n", "f.yaml:3:4", "holds more than 200000 values"),
+])
+def test_yaml_that_cannot_be_read_is_a_located_spec_error(text: str, start: str, problem: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        loads(text, path=Path("f.yaml"), environ={})
+    assert str(caught.value).startswith(f"{start}: malformed YAML: {problem}")
+
+
 def test_missing_file_is_a_spec_error(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="cannot read integration file"):
         load(tmp_path / "nope.yaml")
@@ -420,6 +469,40 @@ def test_urls_without_password_are_unchanged() -> None:
         assert spec.redact_url(url) == url
     assert spec.redact_url("mysql+pymysql://u:pw@h/db?charset=utf8") == \
         "mysql+pymysql://u:***@h/db?charset=utf8"
+
+
+def test_secret_names() -> None:
+    names = ["password", "passwd", "pwd", "secret", "token", "access_token", "client_secret",
+             "sslpassword", "api_key", "apiKey", "key", "sslkey", "Authorization", "auth",
+             "private_key", "sig", "security_token", "pass%77ord", "routing_key", "keepalives",
+             "sslmode", "user", "client_id", "authSource", "key_field"]
+    assert [n for n in names if spec.is_secret_name(n)] == names[:18]
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("postgresql://u@h/db?password=hunter22", "postgresql://u@h/db?password=***"),
+    ("postgresql://u@h/db?sslmode=require&passwd=p%40ss&x=1", "postgresql://u@h/db?sslmode=require&passwd=***&x=1"),
+    ("postgresql://u:pw1@h/db?pass%77ord=abc%2Fdef", "postgresql://u:***@h/db?pass%77ord=***"),
+    ("https://api.example.com/hook?access_token=t0k&client_secret=s3c&api_key=k3y&key=abcd&page=2",
+     "https://api.example.com/hook?access_token=***&client_secret=***&api_key=***&key=***&page=2"),
+    ("redis://h:6379/0?PWD=xyzw;token=ab12#frag", "redis://h:6379/0?PWD=***;token=***#frag"),
+    ("nats://u:p1@h1:4222,nats://u:p2@h2:4222?token=tk12", "nats://u:***@h1:4222,nats://u:***@h2:4222?token=***"),
+])
+def test_secret_query_arguments_and_passwords_are_redacted(url: str, shown: str) -> None:
+    assert spec.redact_url(url) == shown
+
+
+def test_scrub_redacts_urls_and_every_form_of_a_system_secret() -> None:
+    text = minimal(systems=("systems:\n  legacy: sqlite:///legacy.db\n  warehouse:\n"
+                            "    url: postgresql://app:${PW}@db/crm?sslpassword=${SSL}\n"
+                            "    options: {headers: {Authorization: Bearer b3arer-t0ken}}\n"))
+    system = loads(text, environ={"PW": "p%40ss%2Fw0rd", "SSL": "ss+l+k3y"}).systems["warehouse"]
+    assert set(system.secrets) == {"p%40ss%2Fw0rd", "YXBwOnAlNDBzcyUyRncwcmQ=", "YXBwOnBAc3MvdzByZA==",
+                                   "ss+l+k3y", "ss l k3y", "Bearer b3arer-t0ken"}
+    said = ("connect to postgresql://app:p%40ss%2Fw0rd@db/crm?sslpassword=ss+l+k3y failed; "
+            "password 'p@ss/w0rd', key 'ss l k3y', basic YXBwOnBAc3MvdzByZA==, b3arer 'Bearer b3arer-t0ken'")
+    assert system.scrub(said) == ("connect to postgresql://app:***@db/crm?sslpassword=*** failed; "
+                                  "password '***', key '***', basic ***, b3arer '***'")
 
 
 # -- shorthand forms and paths ------------------------------------------------------------------

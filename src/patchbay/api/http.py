@@ -5,16 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 import json
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from patchbay.spec import IntegrationFile
+from patchbay.spec import IntegrationFile, secret_forms
 
 
 class ApiError(Exception):
@@ -40,14 +38,13 @@ def _plain(value: Any) -> Any:
 
 
 class Redactor:
-    """Replaces known secrets (system passwords and secret options, the API token) in
-    response bodies. Values shorter than 4 characters are not searched for: replacing them
-    everywhere would garble the bodies more than it would protect."""
-
-    MIN_LENGTH = 4
+    """Replaces known secrets (those of the integration file, the API token) in response
+    bodies, in every form a secret may take (spec.secret_forms). URLs in the bodies are left
+    as they are: messages redact theirs where they are made, and an answer's data may hold
+    URLs of its own."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        found = {s for s in secrets if len(s) >= self.MIN_LENGTH}
+        found = {form for secret in secrets for form in secret_forms(secret)}
         # as they appear inside a JSON string, longest first (a secret may contain another)
         self._escaped = sorted({json.dumps(s)[1:-1] for s in found}, key=len, reverse=True)
 
@@ -57,36 +54,10 @@ class Redactor:
         return text
 
 
-_SECRET_NAME = re.compile(r"pass|secret|token|credential|authori[sz]ation|private|api[_-]?key", re.I)
-
-
 def secrets_of(file: IntegrationFile) -> list[str]:
     """The secrets an integration file resolved: URL passwords, and the values of options and
     URL query arguments whose names say they are secret."""
-    found: list[str] = []
-
-    def walk(value: Any, secret: bool) -> None:
-        if isinstance(value, Mapping):
-            for key, item in value.items():
-                walk(item, secret or bool(_SECRET_NAME.search(str(key))))
-        elif isinstance(value, (list, tuple)):
-            for item in value:
-                walk(item, secret)
-        elif secret and value is not None and not isinstance(value, bool):
-            found.append(str(value))
-
-    for system in file.systems.values():
-        try:
-            parts = urlsplit(system.url)
-            password = parts.password
-        except ValueError:
-            parts, password = None, None
-        if password:
-            found += [password, unquote(password)]
-        if parts is not None:
-            walk({k: v for k, v in parse_qsl(parts.query)}, False)
-        walk(system.options, False)
-    return found
+    return file.secrets
 
 
 class JSON(Response):

@@ -259,7 +259,7 @@ class HttpConnector(Connector):
                            f"{self.timeout:g}s ({type(exc).__name__})", "TIMEOUT")
         except httpx.HTTPError as exc:
             return Outcome(value, Status.FAILED, f"{self.method} {_shown(url)} failed: "
-                           f"{type(exc).__name__}: {exc}", "TRANSPORT_ERROR")
+                           f"{type(exc).__name__}: {self.system.scrub(str(exc))}", "TRANSPORT_ERROR")
         return self._outcome(value, operation, response)
 
     def _outcome(self, value: Any, operation: Operation, response: httpx.Response) -> Outcome:
@@ -283,7 +283,7 @@ class HttpConnector(Connector):
 
     def _unreachable(self, url: str, exc: Exception) -> _Unreachable:
         return _Unreachable(f"cannot reach HTTP system '{self.name}' at {_shown(url)}: "
-                            f"{type(exc).__name__}: {exc}")
+                            f"{type(exc).__name__}: {self.system.scrub(str(exc))}")
 
 
 # -- helpers ------------------------------------------------------------------------------------

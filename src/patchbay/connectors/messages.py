@@ -18,7 +18,6 @@ import uuid
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any, ClassVar, NamedTuple
-from urllib.parse import unquote, urlsplit
 
 from patchbay.connectors.base import Capability, Connector
 from patchbay.errors import ConnectionFailed, RetriableError, SpecError
@@ -204,14 +203,8 @@ class MessageDestination(Connector):
         return value
 
     def _scrubbed(self, text: str) -> str:
-        """`text` with the URL's password, should a library quote it, replaced by ***."""
-        try:
-            password = urlsplit(self.system.url).password
-        except ValueError:
-            password = None
-        for secret in {password, unquote(password)} if password else ():
-            text = text.replace(secret, "***")
-        return text
+        """`text` with the system's secrets, should a library quote them, replaced by ***."""
+        return self.system.scrub(text)
 
     def _reason(self, exc: BaseException) -> str:
         text = str(exc).strip()

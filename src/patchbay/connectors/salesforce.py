@@ -6,7 +6,7 @@ of which may be `${ENV}`:
 
     crm:
       url: salesforce://login.salesforce.com
-      options: {client_id: ${SF_CLIENT_ID}, client_secret: ${SF_CLIENT_SECRET}}   # client credentials
+      options: {client_id: "${SF_CLIENT_ID}", client_secret: "${SF_CLIENT_SECRET}"}   # client credentials
       # or: {username, password, security_token}                 (SOAP login)
       # or: {username, password, client_id, client_secret}       (OAuth password flow)
       # or: {instance_url, access_token}                          (an existing session)
@@ -141,7 +141,7 @@ class SalesforceConnector(Connector):
                 return
         except httpx.HTTPError as exc:
             raise ConnectionFailed(f"cannot reach Salesforce system '{self.name}' at {base}: "
-                                   f"{exc}") from None
+                                   f"{self.system.scrub(str(exc))}") from None
         if not self._token:
             raise SpecError(f"Salesforce system '{self.name}' needs credentials: client_id and "
                             "client_secret, username and password (and security_token), or "
@@ -186,8 +186,8 @@ class SalesforceConnector(Connector):
                                               **kwargs)
             except httpx.TransportError as exc:
                 if attempt == self.retries:
-                    raise RetriableError(f"Salesforce system '{self.name}' unreachable: {exc}") \
-                        from None
+                    raise RetriableError(f"Salesforce system '{self.name}' unreachable: "
+                                         f"{self.system.scrub(str(exc))}") from None
                 time.sleep(self.backoff * 2 ** attempt)
                 kwargs["headers"] = {k: v for k, v in headers.items() if k != "Authorization"}
                 continue

@@ -1,5 +1,16 @@
 """SQL databases through SQLAlchemy Core: SQLite, PostgreSQL (psycopg 3), MySQL/MariaDB (PyMySQL).
 
+A system is a database URL:
+
+    legacy: sqlite:///legacy.db                       # relative to the integration file
+    archive: sqlite:////var/data/archive.db           # absolute
+    crm: postgresql://app:${PG_PASSWORD}@db.internal:5432/crm?sslmode=require
+    erp: mysql://app:${MYSQL_PASSWORD}@erp.internal/erp    # or mariadb://
+
+Query arguments go to the driver. An object is a table, or `schema.table`. Options:
+`connect_timeout` (seconds, default 10) and, for PostgreSQL change capture,
+`capture_schema` (default "public").
+
 Reads stream one server-side query in pages ordered by the key, so a page's last key is the
 position to resume after. Columnar reads of PostgreSQL and SQLite run the same query through
 an ADBC driver, which returns Arrow, and hand over to the row stream where the driver cannot
@@ -110,7 +121,7 @@ class SqlConnector(Connector):
                 self._engine = sa.create_engine(url, connect_args=connect_args)
             except (sa_exc.ArgumentError, ImportError) as exc:
                 raise SpecError(f"system '{self.name}': bad database URL "
-                                f"{self.system.redacted_url}: {exc}") from None
+                                f"{self.system.redacted_url}: {self.system.scrub(str(exc))}") from None
             if self._engine.dialect.name == "sqlite":
                 sa.event.listen(self._engine, "connect", _sqlite_foreign_keys)
         return self._engine
@@ -128,8 +139,9 @@ class SqlConnector(Connector):
 
     def _connection_failed(self, exc: sa_exc.DBAPIError) -> ConnectionFailed:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        # drivers may echo the connection string, or the part of it they failed on
         return ConnectionFailed(f"cannot reach system '{self.name}' at "
-                                f"{self.system.redacted_url}: {reason}")
+                                f"{self.system.redacted_url}: {self.system.scrub(reason)}")
 
     def close(self) -> None:
         if self._engine is not None:

@@ -57,6 +57,31 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "now": lambda: dt.datetime.now(dt.UTC),
 }
 
+DESCRIPTIONS: dict[str, str] = {
+    "upper": "`upper(text)`: in capitals",
+    "lower": "`lower(text)`: in small letters",
+    "title": "`title(text)`: each word capitalised",
+    "strip": "`strip(text)`: without surrounding spaces",
+    "replace": "`replace(text, old, new)`: every `old` replaced by `new`",
+    "left": "`left(text, n)`: the first n characters",
+    "right": "`right(text, n)`: the last n characters",
+    "split_part": "`split_part(text, separator, i)`: the i-th part (from 0), or empty text",
+    "length": "`length(text)`: the number of characters",
+    "round": "`round(number, digits=0)`: rounded half to even",
+    "int": "`int(value)`: as an integer",
+    "float": "`float(value)`: as a floating-point number",
+    "decimal": "`decimal(value)`: as an exact decimal",
+    "str": "`str(value)`: as text",
+    "abs": "`abs(number)`: without its sign",
+    "min": "`min(a, b, ...)`: the smallest",
+    "max": "`max(a, b, ...)`: the largest",
+    "coalesce": "`coalesce(a, b, ...)`: the first that is neither null nor empty text",
+    "concat": "`concat(a, b, ...)`: joined as text, null as empty text",
+    "today": "`today()`: the date on the machine running patchbay",
+    "now": "`now()`: the current time, UTC",
+}
+"""What each function does, for the reference (a test checks every function has one)."""
+
 _ALLOWED_NODES = (
     ast.Expression, ast.BoolOp, ast.BinOp, ast.UnaryOp, ast.Compare, ast.IfExp, ast.Call,
     ast.Name, ast.Load, ast.Constant, ast.Attribute, ast.Subscript, ast.Tuple, ast.List,

@@ -1,0 +1,44 @@
+"""`make demo` installs what the demo needs and no test tools; `make test` installs them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def planned(target: str, venv: Path) -> list[str]:
+    """The commands `make` would run for `target` (a dry run of the real Makefile)."""
+    done = subprocess.run(["make", "-n", "-C", str(ROOT), target, f"VENV={venv}"],
+                          capture_output=True, text=True, check=True)
+    return [line for line in done.stdout.splitlines() if "pip install" in line]
+
+
+def test_demo_installs_patchbay_without_the_test_tools(tmp_path: Path) -> None:
+    assert planned("demo", tmp_path / "venv") == [
+        f"{tmp_path}/venv/bin/pip install --quiet --upgrade pip",
+        f"{tmp_path}/venv/bin/pip install --quiet -e .",
+    ]
+
+
+def test_test_installs_the_test_tools(tmp_path: Path) -> None:
+    assert planned("test", tmp_path / "venv") == [
+        f"{tmp_path}/venv/bin/pip install --quiet --upgrade pip",
+        f"{tmp_path}/venv/bin/pip install --quiet -e '.[dev]'",
+    ]
+
+
+def test_after_the_demo_test_adds_the_test_tools_and_after_test_the_demo_installs_nothing(
+        tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").touch()
+    later = (ROOT / "pyproject.toml").stat().st_mtime + 10
+    (venv / ".installed").touch()
+    os.utime(venv / ".installed", (later, later))
+    assert planned("test", venv) == [f"{venv}/bin/pip install --quiet -e '.[dev]'"]
+    (venv / ".installed-dev").touch()
+    os.utime(venv / ".installed-dev", (later, later))
+    assert planned("demo", venv) == []
