@@ -106,7 +106,8 @@ def test_handshake_with_a_good_and_a_bad_token(org: LocalOrg, rest: Rest) -> Non
                                                          "supportedConnectionTypes": ["long-polling"]}],
                        headers={"Authorization": "Bearer nope"}).json()
     assert reply == [{"channel": "/meta/handshake", "successful": False, "error": "403::Handshake denied",
-                      "ext": {"sfdc": {"failureReason": "401::Authentication invalid"}}}]
+                      "ext": {"sfdc": {"failureReason": "401::Authentication invalid"}, "replay": True},
+                      "advice": {"reconnect": "none"}}]
 
 
 def test_change_events_carry_what_salesforce_puts_in_them(org: LocalOrg, rest: Rest) -> None:
@@ -130,7 +131,8 @@ def test_change_events_carry_what_salesforce_puts_in_them(org: LocalOrg, rest: R
     body = {k: v for k, v in created["data"]["payload"].items() if k != "ChangeEventHeader"}
     assert body["Name"] == "Acme" and body["NumberOfEmployees"] == 12 and body["AnnualRevenue"] == 1000.5
     assert body["OwnerId"] == user_id
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+0000", body["CreatedDate"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", body["CreatedDate"])
+    assert (header["nulledFields"], header["diffFields"]) == ([], [])
     assert not {"Id", "IsDeleted", "SystemModstamp", "Description", "Website"} & set(body)
     assert None not in body.values()
 
@@ -139,6 +141,8 @@ def test_change_events_carry_what_salesforce_puts_in_them(org: LocalOrg, rest: R
     assert header["changeType"] == "UPDATE"
     assert set(payload) == set(header["changedFields"]) == {"Phone", "Website", "LastModifiedDate"}
     assert payload["Phone"] is None and payload["Website"] == "acme.example"
+    assert (header["nulledFields"], header["diffFields"]) == (["Phone"], [])
+    assert payload["LastModifiedDate"].endswith("Z")
     assert header["transactionKey"] != created["data"]["payload"]["ChangeEventHeader"]["transactionKey"]
 
     assert list(deleted["data"]["payload"]) == ["ChangeEventHeader"]
@@ -159,6 +163,10 @@ def test_one_write_call_is_one_transaction_and_compound_names_nest(org: LocalOrg
     headers = [e["data"]["payload"]["ChangeEventHeader"] for e in (first, second)]
     assert headers[0]["transactionKey"] == headers[1]["transactionKey"]
     assert [h["sequenceNumber"] for h in headers] == [1, 2]
+    # One commit number per transaction, growing from one transaction to the next.
+    later = renamed["data"]["payload"]["ChangeEventHeader"]["commitNumber"]
+    assert headers[0]["commitNumber"] == headers[1]["commitNumber"] < later
+    assert isinstance(later, int)
     assert first["data"]["payload"]["Name"] == {"FirstName": "Jo", "LastName": "Doe"}
     assert second["data"]["payload"]["Name"] == {"LastName": "Roe"}
     assert "LastName" not in first["data"]["payload"]
