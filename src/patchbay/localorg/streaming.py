@@ -101,9 +101,10 @@ def change_event(row: ChangeRow, channel: str, version: str, obj: SObject | None
 def _event_value(obj: SObject | None, name: str, value: Any) -> Any:
     """A snapshot value as events carry it: datetimes end in `Z` there (`+0000` in REST)."""
     field = obj.field(name) if obj is not None else None
-    when = parse_datetime(value) if field is not None and field.type == "datetime" \
-        and isinstance(value, str) else None
-    return stored_datetime(when) if when is not None else value
+    if field is None or field.type != "datetime" or not isinstance(value, str):
+        return value
+    when = parse_datetime(value)
+    return value if when is None else stored_datetime(when)
 
 
 def _nest_name(entity: str, body: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
