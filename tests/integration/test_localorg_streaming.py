@@ -217,6 +217,42 @@ def test_a_held_connect_returns_as_soon_as_a_record_changes(org: LocalOrg, rest:
     assert len(events) == 1 and 0.25 < elapsed < 2
 
 
+def test_the_first_connect_after_a_handshake_is_answered_at_once(org: LocalOrg, rest: Rest) -> None:
+    def post(message: dict[str, Any]) -> tuple[list[dict[str, Any]], float]:
+        started = time.monotonic()
+        reply = httpx.post(f"{org.url}/cometd/59.0", json=[message], timeout=30,
+                           headers={"Authorization": f"Bearer {rest.token}"}).json()
+        return reply, time.monotonic() - started
+
+    [handshake], _ = post({"channel": "/meta/handshake", "version": "1.0",
+                           "supportedConnectionTypes": ["long-polling"]})
+    connect = {"channel": "/meta/connect", "clientId": handshake["clientId"],
+               "connectionType": "long-polling"}
+    [first], elapsed = post(connect)
+    assert elapsed < 2
+    assert (first["successful"], first["advice"]) == (True, {"reconnect": "retry", "interval": 0,
+                                                             "timeout": 110_000})
+    [held], elapsed = post({**connect, "advice": {"timeout": 500}})
+    assert held["successful"] is True and elapsed >= 0.45
+
+
+def test_a_subscribe_wakes_a_held_connect(org: LocalOrg, rest: Rest) -> None:
+    account = rest.create("Account", Name="Acme")
+    client = streaming(org, rest)
+    client.handshake()
+    delivered: list[dict[str, Any]] = []
+    holder = threading.Thread(target=lambda: delivered.extend(client.connect(10)))
+    started = time.monotonic()
+    holder.start()
+    time.sleep(0.3)
+    reply = httpx.post(f"{org.url}/cometd/59.0", headers={"Authorization": f"Bearer {rest.token}"},
+                       json=[{"channel": "/meta/subscribe", "clientId": client.client_id,
+                              "subscription": ACCOUNTS, "ext": {"replay": {ACCOUNTS: -2}}}]).json()
+    assert reply[0]["successful"] is True
+    holder.join()
+    assert record_ids(delivered) == [account] and time.monotonic() - started < 3
+
+
 def test_object_channels_and_the_all_changes_channel(org: LocalOrg, rest: Rest) -> None:
     client = streaming(org, rest)
     client.subscribe(ACCOUNTS, -1)
