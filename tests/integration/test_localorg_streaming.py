@@ -109,7 +109,8 @@ def test_handshake_with_a_good_and_a_bad_token(org: LocalOrg, rest: Rest) -> Non
                                                          "supportedConnectionTypes": ["long-polling"]}],
                        headers={"Authorization": "Bearer nope"}).json()
     assert reply == [{"channel": "/meta/handshake", "successful": False, "error": "403::Handshake denied",
-                      "ext": {"sfdc": {"failureReason": "401::Authentication invalid"}}}]
+                      "ext": {"sfdc": {"failureReason": "401::Authentication invalid"}, "replay": True},
+                      "advice": {"reconnect": "none"}}]
 
 
 def test_change_events_carry_what_salesforce_puts_in_them(org: LocalOrg, rest: Rest) -> None:
@@ -133,7 +134,8 @@ def test_change_events_carry_what_salesforce_puts_in_them(org: LocalOrg, rest: R
     body = {k: v for k, v in created["data"]["payload"].items() if k != "ChangeEventHeader"}
     assert body["Name"] == "Acme" and body["NumberOfEmployees"] == 12 and body["AnnualRevenue"] == 1000.5
     assert body["OwnerId"] == user_id
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+0000", body["CreatedDate"])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", body["CreatedDate"])
+    assert (header["nulledFields"], header["diffFields"]) == ([], [])
     assert not {"Id", "IsDeleted", "SystemModstamp", "Description", "Website"} & set(body)
     assert None not in body.values()
 
@@ -142,6 +144,8 @@ def test_change_events_carry_what_salesforce_puts_in_them(org: LocalOrg, rest: R
     assert header["changeType"] == "UPDATE"
     assert set(payload) == set(header["changedFields"]) == {"Phone", "Website", "LastModifiedDate"}
     assert payload["Phone"] is None and payload["Website"] == "acme.example"
+    assert (header["nulledFields"], header["diffFields"]) == (["Phone"], [])
+    assert payload["LastModifiedDate"].endswith("Z")
     assert header["transactionKey"] != created["data"]["payload"]["ChangeEventHeader"]["transactionKey"]
 
     assert list(deleted["data"]["payload"]) == ["ChangeEventHeader"]
@@ -162,6 +166,10 @@ def test_one_write_call_is_one_transaction_and_compound_names_nest(org: LocalOrg
     headers = [e["data"]["payload"]["ChangeEventHeader"] for e in (first, second)]
     assert headers[0]["transactionKey"] == headers[1]["transactionKey"]
     assert [h["sequenceNumber"] for h in headers] == [1, 2]
+    # One commit number per transaction, growing from one transaction to the next.
+    later = renamed["data"]["payload"]["ChangeEventHeader"]["commitNumber"]
+    assert headers[0]["commitNumber"] == headers[1]["commitNumber"] < later
+    assert isinstance(later, int)
     assert first["data"]["payload"]["Name"] == {"FirstName": "Jo", "LastName": "Doe"}
     assert second["data"]["payload"]["Name"] == {"LastName": "Roe"}
     assert "LastName" not in first["data"]["payload"]
@@ -210,6 +218,42 @@ def test_a_held_connect_returns_as_soon_as_a_record_changes(org: LocalOrg, rest:
     elapsed = time.monotonic() - started
     writer.join()
     assert len(events) == 1 and 0.25 < elapsed < 2
+
+
+def test_the_first_connect_after_a_handshake_is_answered_at_once(org: LocalOrg, rest: Rest) -> None:
+    def post(message: dict[str, Any]) -> tuple[list[dict[str, Any]], float]:
+        started = time.monotonic()
+        reply = httpx.post(f"{org.url}/cometd/59.0", json=[message], timeout=30,
+                           headers={"Authorization": f"Bearer {rest.token}"}).json()
+        return reply, time.monotonic() - started
+
+    [handshake], _ = post({"channel": "/meta/handshake", "version": "1.0",
+                           "supportedConnectionTypes": ["long-polling"]})
+    connect = {"channel": "/meta/connect", "clientId": handshake["clientId"],
+               "connectionType": "long-polling"}
+    [first], elapsed = post(connect)
+    assert elapsed < 2
+    assert (first["successful"], first["advice"]) == (True, {"reconnect": "retry", "interval": 0,
+                                                             "timeout": 110_000})
+    [held], elapsed = post({**connect, "advice": {"timeout": 500}})
+    assert held["successful"] is True and elapsed >= 0.45
+
+
+def test_a_subscribe_wakes_a_held_connect(org: LocalOrg, rest: Rest) -> None:
+    account = rest.create("Account", Name="Acme")
+    client = streaming(org, rest)
+    client.handshake()
+    delivered: list[dict[str, Any]] = []
+    holder = threading.Thread(target=lambda: delivered.extend(client.connect(10)))
+    started = time.monotonic()
+    holder.start()
+    time.sleep(0.3)
+    reply = httpx.post(f"{org.url}/cometd/59.0", headers={"Authorization": f"Bearer {rest.token}"},
+                       json=[{"channel": "/meta/subscribe", "clientId": client.client_id,
+                              "subscription": ACCOUNTS, "ext": {"replay": {ACCOUNTS: -2}}}]).json()
+    assert reply[0]["successful"] is True
+    holder.join()
+    assert record_ids(delivered) == [account] and time.monotonic() - started < 3
 
 
 def test_object_channels_and_the_all_changes_channel(org: LocalOrg, rest: Rest) -> None:

@@ -75,6 +75,13 @@ class CometdClient:
             raise error(f"Salesforce streaming at {self._endpoint} refused the handshake: {reason}")
         self._client_id = str(reply["clientId"])
         self._advised(reply)
+        # Salesforce answers the first connect after a handshake at once: made here, before
+        # any subscription, so that it can carry no event and every later connect is held.
+        first = self._call({"channel": "/meta/connect", "clientId": self._client_id,
+                            "connectionType": "long-polling", "advice": {"timeout": 0}})
+        if not first.get("successful"):
+            self._refused(first)
+        self._advised(first)
         for channel, replay_id in list(self._replay.items()):
             if replay_id == -1:
                 # Subscribed for new events and none came yet: subscribing for new events

@@ -41,6 +41,12 @@ from patchbay.localorg.values import csv_text, from_storage, parse_datetime, sto
 MAX_OFFSET = 2000
 MAX_RELATIONSHIP_DEPTH = 5
 MAX_SUBQUERIES = 20  # parent-to-child relationships in one query, as Salesforce allows
+MAX_RELATIONSHIPS = 55  # child-to-parent relationships in one query
+MAX_LENGTH = 100_000  # characters in a statement
+# NOTs and parentheses around a condition. Ours (Salesforce documents none): the SQL a condition
+# becomes nests deeper still, and SQLite's parser takes a few dozen levels at most.
+MAX_NESTING = 10
+_RUN = 100  # operands of one AND/OR chain in SQL (see _joined)
 _FETCH_CHUNK = 500  # ids per fetch statement, well under SQLite's bound-parameter limit
 
 
@@ -93,6 +99,8 @@ _DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,3})?(?:Z|[
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d+)?|\.\d+)")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SQL_INTEGERS = (-(2**63), 2**63 - 1)
+_MAX_LIMIT = 2**31 - 1  # the largest LIMIT (ours: Salesforce's integers are 32-bit)
 _OPERATORS = ("<=", ">=", "!=", "<>", "=", "<", ">")
 _ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "b": "\b", "f": "\f", '"': '"', "'": "'", "\\": "\\",
             "%": "%", "_": "_"}
@@ -112,7 +120,7 @@ def _tokenize(text: str) -> list[_Token]:
             token = _string(text, pos)
         elif ch.isdigit() or (ch in "+-." and _NUMBER.match(text, pos)):
             token = _literal(text, pos)
-        elif ch.isalpha() or ch == "_":
+        elif _IDENT.match(ch):  # ASCII only: names never hold other letters
             token = _identifier(text, pos)
         elif ch in "(),.":
             token = _Token(ch, ch, pos)
@@ -166,6 +174,9 @@ def _literal(text: str, pos: int) -> _Token:
                 value = None
         else:
             value = float(written) if "." in written else int(written)
+            if isinstance(value, int) and not _SQL_INTEGERS[0] <= value <= _SQL_INTEGERS[1]:
+                # Past SQLite's integers: still a number, and it compares as one.
+                value = float(written)
         if value is None:
             raise _error("MALFORMED_QUERY", text, pos, f"invalid {kind}: {written}")
         return _Token(kind, written, pos, value)
@@ -336,6 +347,7 @@ class _Parser:
         self.text = text
         self.tokens = _tokenize(text)
         self.index = 0
+        self.nesting = 0  # NOTs and parentheses open around the condition being read
 
     # -- helpers
 
@@ -481,8 +493,9 @@ class _Parser:
 
     def count_argument(self, clause: str) -> int:
         token = self.peek()
-        if token.kind != "number" or not token.text.isdigit():
-            raise self.fail(token, f"{clause} needs a non-negative integer, not '{token.text}'")
+        if token.kind != "number" or not token.text.isdigit() or int(token.text) > _MAX_LIMIT:
+            raise self.fail(token, f"{clause} needs a non-negative integer up to {_MAX_LIMIT}, "
+                                   f"not '{token.text}'")
         self.advance()
         return int(token.text)
 
@@ -503,15 +516,20 @@ class _Parser:
         return _Junction(junction, tuple(operands))
 
     def unary(self) -> _Condition:
-        if self.at_word("NOT"):
-            self.advance()
-            return _Not(self.unary())
-        if self.peek().kind == "(":
-            self.advance()
+        if not self.at_word("NOT") and self.peek().kind != "(":
+            return self.predicate()
+        opening = self.advance()
+        # Bounded, so that no query runs the parser (or SQLite) out of stack.
+        self.nesting += 1
+        if self.nesting > MAX_NESTING:
+            raise self.fail(opening, f"conditions nest at most {MAX_NESTING} deep in the local org")
+        if opening.kind == "(":
             inner = self.condition()
             self.expect(")")
-            return inner
-        return self.predicate()
+        else:
+            inner = _Not(self.unary())
+        self.nesting -= 1
+        return inner
 
     def predicate(self) -> _Condition:
         path = self.path()
@@ -602,6 +620,7 @@ class Aggregate:
     name: str
     path: tuple[str, ...]
     field: SField
+    position: int  # of its count in the aggregate row (items counting the same path share one)
 
 
 @dataclass(frozen=True)
@@ -713,7 +732,7 @@ class CompiledQuery:
             return []
         rows = db.execute(self.aggregate_sql, self.params).fetchall()
         return [{"attributes": {"type": "AggregateResult"},
-                 **{a.name: int(n) for a, n in zip(self.aggregates, row, strict=True)}} for row in rows]
+                 **{a.name: int(row[a.position]) for a in self.aggregates}} for row in rows]
 
     def _rows(self, db: sqlite3.Connection, record_ids: Sequence[str]) -> list[tuple[Any, ...]]:
         by_id: dict[str, tuple[Any, ...]] = {}
@@ -881,16 +900,19 @@ class _Compiler:
 
         ids_sql = f'SELECT t0."Id" {from_sql}{filter_sql} ORDER BY {order_sql}{paging}'
         aggregate_sql = ""
+        # Each counted column once: SQLite returns 2000 columns at most.
+        counted = list(dict.fromkeys(t.column for _, t in aggregates))
         if aggregates:
             # One result row, so LIMIT and OFFSET apply to it as Salesforce applies them to grouped rows.
-            counts = ", ".join(f"COUNT({t.column})" for _, t in aggregates)
+            counts = ", ".join(f"COUNT({column})" for column in counted)
             aggregate_sql = f"SELECT {counts} {from_sql}{filter_sql}{paging}"
 
         shape, fetch_sql, column_indexes = self.shape(root, targets, from_sql)
         return CompiledQuery(
             text=self.text, object=root, count_only=count_only,
             columns=tuple(Column(t.path, t.field) for t in targets if isinstance(t, _Target)),
-            aggregates=tuple(Aggregate(name, t.path, t.field) for name, t in aggregates),
+            aggregates=tuple(Aggregate(name, t.path, t.field, counted.index(t.column))
+                             for name, t in aggregates),
             ids_sql=ids_sql, count_sql=f"SELECT COUNT(*) FROM ({ids_sql})", aggregate_sql=aggregate_sql,
             params=all_params, limit=query.limit, offset=query.offset,
             _fetch_sql=fetch_sql, _shape=shape, _column_indexes=column_indexes)
@@ -925,6 +947,10 @@ class _Compiler:
             chain += (name.lower(),)
             join = self.joins.get(chain)
             if join is None:
+                if len(self.joins) == MAX_RELATIONSHIPS:
+                    raise _error("MALFORMED_QUERY", self.text, path.pos,
+                                 f"No more than {MAX_RELATIONSHIPS} child-to-parent relationships can "
+                                 "be specified in a query")
                 join = _Join(f"t{len(self.joins) + 1}", parent, alias, reference)
                 self.joins[chain] = join
             joins.append(join)
@@ -1030,12 +1056,16 @@ class _Compiler:
             raise _error("MALFORMED_QUERY", self.text, order[0].path.pos,
                          "Ordered field must be grouped or aggregated")
         terms = []
+        ordered: set[str] = set()
         by_id = False
         for item in order:
             target = self.resolve(item.path)
             if target.field.type == "textarea":
                 raise _error("INVALID_FIELD", self.text, item.path.pos,
                              f"field '{target.field.name}' can not be sorted in a query call")
+            if target.column in ordered:
+                continue  # a repeated key orders nothing more (and SQLite takes 2000 at most)
+            ordered.add(target.column)
             by_id = by_id or target.column == 't0."Id"'
             direction = " DESC" if item.descending else ""
             nulls = "LAST" if item.nulls_last else "FIRST"
@@ -1050,8 +1080,7 @@ class _Compiler:
         """SQL that is true or false, never NULL (see the module docstring)."""
         if isinstance(cond, _Junction):
             parts = [self.condition(c) for c in cond.operands]
-            sql = "(" + f" {cond.op} ".join(sql for sql, _ in parts) + ")"
-            return sql, [p for _, params in parts for p in params]
+            return _joined([sql for sql, _ in parts], cond.op), [p for _, params in parts for p in params]
         if isinstance(cond, _Not):
             sql, params = self.condition(cond.operand)
             return f"NOT ({sql})", params
@@ -1100,7 +1129,7 @@ class _Compiler:
             if isinstance(b, _Range):
                 parts.append(f"({column} >= ? AND {column} < ?)")
                 params.extend((b.start, b.end))
-        sql = f"({column} IS NOT NULL AND ({' OR '.join(parts)}))" if parts else "0"
+        sql = f"({column} IS NOT NULL AND {_joined(parts, 'OR')})" if parts else "0"
         if any(b is None for b in bounds):
             sql = f"({column} IS NULL OR {sql})"
         # The positive form is never NULL, so its negation also matches null rows (unless null is listed).
@@ -1163,6 +1192,14 @@ class _Compiler:
                       f"value of filter criterion for field '{f.name}' must be of type {name} and {quotes}")
 
 
+def _joined(parts: list[str], op: str) -> str:
+    """`(a OP b OP c ...)`. SQLite refuses an expression over 1000 deep, and a chain of one operator is
+    as deep as it is long; so a long chain is cut into parenthesised runs of _RUN operands."""
+    if len(parts) > _RUN:
+        parts = [_joined(parts[i:i + _RUN], op) for i in range(0, len(parts), _RUN)]
+    return "(" + f" {op} ".join(parts) + ")"
+
+
 def _midnight(day: dt.date) -> str:
     return stored_datetime(dt.datetime.combine(day, dt.time(), dt.UTC))
 
@@ -1170,6 +1207,12 @@ def _midnight(day: dt.date) -> str:
 def _add_months(first: dt.date, months: int) -> dt.date:
     index = first.year * 12 + first.month - 1 + months
     return dt.date(index // 12, index % 12 + 1, 1)
+
+
+def _days_after(day: dt.date, days: int) -> dt.date:
+    """`day` moved by `days`, held within years 1 to 9999 (a range past them ends there)."""
+    ordinal = min(max(day.toordinal() + days, 1), dt.date.max.toordinal())
+    return dt.date.fromordinal(ordinal)
 
 
 def _date_range(literal: _DateLiteral, today: dt.date) -> tuple[dt.date, dt.date]:
@@ -1184,12 +1227,12 @@ def _date_range(literal: _DateLiteral, today: dt.date) -> tuple[dt.date, dt.date
         return today + day, today + 2 * day
     if name in ("LAST_N_DAYS", "LAST_90_DAYS"):
         # Counts back from today and includes it: LAST_N_DAYS:1 is yesterday and today.
-        return today - (90 if n is None else n) * day, today + day
+        return _days_after(today, -(90 if n is None else n)), today + day
     if name in ("NEXT_N_DAYS", "NEXT_90_DAYS"):
-        return today + day, today + (1 + (90 if n is None else n)) * day
+        return today + day, _days_after(today, 1 + (90 if n is None else n))
     if name == "N_DAYS_AGO":
         assert n is not None
-        return today - n * day, today - (n - 1) * day
+        return _days_after(today, -n), _days_after(today, 1 - n)
     shift = {"THIS": 0, "LAST": -1, "NEXT": 1}[name.split("_")[0]]
     if name.endswith("_WEEK"):
         sunday = today - ((today.weekday() + 1) % 7) * day  # weeks start on Sunday (en_US)
@@ -1209,4 +1252,7 @@ def compile(text: str, schema: OrgSchema, *, include_deleted: bool, now: dt.date
 
     `include_deleted` is queryAll (soft-deleted rows too); `now` is the org's clock, for date literals.
     """
+    if len(text) > MAX_LENGTH:
+        raise SoqlError("MALFORMED_QUERY", f"SOQL statements cannot be longer than {MAX_LENGTH} "
+                                           f"characters; this one has {len(text)}.")
     return _Compiler(text, schema, include_deleted, now).compile(_Parser(text).query())

@@ -12,7 +12,10 @@ Choices of ours where Salesforce's behaviour is not documented or not checked (e
   change log does not know which version wrote. Seeded records have an empty changeOrigin.
 - A replay id is valid from the seq before the oldest retained event up to the newest seq.
 - The `schema` id is a hash of the object's field names.
-- A client's own `advice.timeout` on `/meta/connect` shortens the hold (never lengthens it).
+- A client's own `advice.timeout` on `/meta/connect` shortens the hold (never lengthens it);
+  the first connect after a handshake is never held, as on Salesforce.
+- `commitNumber` is the seq of the transaction's first change; `nulledFields` lists the fields
+  an update set to null; `diffFields` is always empty (no field is sent as a diff).
 """
 
 from __future__ import annotations
@@ -68,24 +71,40 @@ def channel_of(obj: SObject) -> str:
     return f"/data/{name}ChangeEvent"
 
 
-def change_event(row: ChangeRow, channel: str, version: str, schema_id: str) -> dict[str, Any]:
+def change_event(row: ChangeRow, channel: str, version: str, obj: SObject | None) -> dict[str, Any]:
     """A change-log row as the change event Salesforce delivers over CometD."""
     change_type = _CHANGE_TYPES[row.kind]
     body = {} if change_type == "DELETE" else {
-        name: value for name, value in row.snapshot.items()
+        name: _event_value(obj, name, value) for name, value in row.snapshot.items()
         if name not in _LEFT_OUT and (value is not None or change_type == "UPDATE")}
+    nulled = [name for name, value in body.items() if value is None]
     body, changed = _nest_name(row.object, body)
     when = parse_datetime(row.at)
+    sequence = row.sequence_number or 1
     header = {
         "entityName": row.object, "recordIds": [row.record_id], "changeType": change_type,
         "changedFields": changed if change_type == "UPDATE" else [],
         "changeOrigin": f"com/salesforce/api/{row.origin}/{version}"
         if row.origin in ("rest", "bulkapi") else "",
-        "transactionKey": row.transaction_key or "", "sequenceNumber": row.sequence_number or 1,
+        "transactionKey": row.transaction_key or "", "sequenceNumber": sequence,
         "commitTimestamp": int(when.timestamp() * 1000) if when else 0,
-        "commitUser": row.commit_user or ""}
-    return {"channel": channel, "data": {"schema": schema_id, "event": {"replayId": row.seq},
+        # A transaction's changes are logged one after the other under the storage lock, so
+        # the seq of its first change numbers the commit: shared by its events, increasing.
+        "commitNumber": row.seq - sequence + 1,
+        "commitUser": row.commit_user or "", "nulledFields": _nested_names(row.object, nulled),
+        "diffFields": []}
+    return {"channel": channel, "data": {"schema": _schema_id(obj, row.object),
+                                         "event": {"replayId": row.seq},
                                          "payload": {"ChangeEventHeader": header, **body}}}
+
+
+def _event_value(obj: SObject | None, name: str, value: Any) -> Any:
+    """A snapshot value as events carry it: datetimes end in `Z` there (`+0000` in REST)."""
+    field = obj.field(name) if obj is not None else None
+    if field is None or field.type != "datetime" or not isinstance(value, str):
+        return value
+    when = parse_datetime(value)
+    return value if when is None else stored_datetime(when)
 
 
 def _nest_name(entity: str, body: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -96,8 +115,15 @@ def _nest_name(entity: str, body: dict[str, Any]) -> tuple[dict[str, Any], list[
     parts = {p: body[p] for p in _NAME_PARTS if p in body}
     # The full name is derived from its parts, which the event carries instead.
     rest = {k: v for k, v in body.items() if k not in parts and k != "Name"}
-    changed = [f"Name.{k}" if k in parts else k for k in body if k != "Name"]
-    return ({"Name": parts, **rest} if parts else rest), changed
+    return ({"Name": parts, **rest} if parts else rest), _nested_names(entity, list(body))
+
+
+def _nested_names(entity: str, names: list[str]) -> list[str]:
+    """Field names as an event's header lists them: a compound Name's parts as `Name.LastName`,
+    the derived full name left out."""
+    if entity not in _COMPOUND_NAMES:
+        return names
+    return [f"Name.{n}" if n in _NAME_PARTS else n for n in names if n != "Name"]
 
 
 def _schema_id(obj: SObject | None, entity: str) -> str:
@@ -192,8 +218,7 @@ class Streaming:
     def _events(self, channel: str, objects: tuple[str, ...] | None, after: int, upto: int,
                 limit: int, version: str) -> list[dict[str, Any]]:
         rows = self.org.storage.change_rows(after, upto, objects, self._cutoff(), limit)
-        return [change_event(r, channel, version, _schema_id(self.org.schema.get(r.object), r.object))
-                for r in rows]
+        return [change_event(r, channel, version, self.org.schema.get(r.object)) for r in rows]
 
     def _pending(self, positions: dict[str, tuple[tuple[str, ...] | None, int]], version: str
                  ) -> tuple[list[dict[str, Any]], dict[str, int]]:
@@ -289,8 +314,10 @@ class Streaming:
         try:
             self.org.session(token)
         except OrgError:
+            # Advice "none": a client must not handshake again with a token that was refused.
             return {**reply, "successful": False, "error": "403::Handshake denied",
-                    "ext": {"sfdc": {"failureReason": "401::Authentication invalid"}}}
+                    "ext": {"sfdc": {"failureReason": "401::Authentication invalid"}, "replay": True},
+                    "advice": {"reconnect": "none"}}
         now = time.monotonic()
         for gone in [c.id for c in self.clients.values() if c.expires < now]:
             del self.clients[gone]
@@ -317,18 +344,24 @@ class Streaming:
         if start is None:
             return {**reply, "successful": False, "error": INVALID_REPLAY.format(replay)}
         client.subscriptions[channel] = _Subscription(objects, start)
+        # A connect held meanwhile delivers the replayed events now, not when its wait ends.
+        self._wake()
         return {**reply, "successful": True}
 
     async def _connect(self, client: _Client, message: dict[str, Any], reply: dict[str, Any],
                        version: str, request: Request) -> list[dict[str, Any]]:
         asked = (message.get("advice") or {}).get("timeout")
-        hold_ms = min(int(asked), HOLD_MS) if isinstance(asked, int | float) and asked >= 0 else HOLD_MS
+        # The first connect after a handshake is answered at once, with the hold that later
+        # connects get as advice (a client's `timeout: 0` there asks for no hold).
+        first = client.connects == 0
+        hold_ms = min(int(asked), HOLD_MS) if isinstance(asked, int | float) and asked >= 0 \
+            and not first else HOLD_MS
         client.connects += 1
         mine = client.connects
         client.expires = math.inf
         self._wake()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + hold_ms / 1000
+        deadline = loop.time() + (0 if first else hold_ms / 1000)
         events: list[dict[str, Any]] = []
         woken = True
         while client.connects == mine and self.clients.get(client.id) is client:

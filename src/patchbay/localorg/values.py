@@ -41,7 +41,10 @@ def parse_datetime(text: str) -> dt.datetime | None:
     if zone and zone != "Z":
         sign = 1 if zone[0] == "+" else -1
         digits = zone[1:].replace(":", "")
-        value -= sign * dt.timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
+        try:
+            value -= sign * dt.timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
+        except OverflowError:  # in UTC it falls before year 1 or after 9999
+            return None
     return value
 
 
