@@ -580,8 +580,10 @@ def test_help_names_what_options_take(tmp_path: Path, patchbay: Any) -> None:
 
 def test_the_runs_table_keeps_run_ids_whole_on_80_columns(tmp_path: Path, patchbay: Any) -> None:
     spec = accounts_and_contacts(tmp_path)
-    spec.write_text(spec.read_text().replace("name: accounts", "name: " + "accounts " * 8))
-    assert patchbay("run", spec, cwd=tmp_path).code == 0
+    long_name = " ".join(["accounts"] * 8)
+    spec.write_text(spec.read_text().replace("name: accounts", f"name: {long_name}"))
+    for name in (long_name, "contacts"):
+        assert patchbay("run", spec, "-i", name, cwd=tmp_path).code == 0
 
     listed = patchbay("runs", cwd=tmp_path, env={"COLUMNS": "80"})
 
