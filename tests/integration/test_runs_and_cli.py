@@ -350,9 +350,19 @@ integrations:
 
     assert result.code == 1, result.log
     assert "stopped: none of the 1,000 records read was written, 1,000 were set aside; e.g. " \
-        "LOOKUP_FAILED: account_id: no accounts with legacy_id = 1 in target" in said(result), result.log
+        "LOOKUP_FAILED: account_id: no accounts with legacy_id = 1 in target" in said(result), \
+        result.log
     [run] = patchbay("runs", "--json", cwd=tmp_path).json()
-    assert (run["status"], run["counters"]["read"]) == ("failed", 1000)
+    assert (run["status"], run["counters"]) == ("failed", {}), "its refused records are not skipped"
+
+    with sqlite3.connect(tmp_path / "target.db") as db:  # the accounts, migrated at last
+        db.executemany("INSERT INTO accounts VALUES (?, ?)", [(i, f"A{i}") for i in range(7)])
+    db.close()
+    again = patchbay("run", spec, "--json", cwd=tmp_path)
+
+    assert again.code == 0, again.log
+    assert f"resuming run {run['run']} from record 0" in said(again)
+    assert again.json()["counts"]["created"] == 8000
 
 
 def test_max_rejects_is_checked_at_load(tmp_path: Path, patchbay: Any) -> None:

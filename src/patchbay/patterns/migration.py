@@ -325,6 +325,8 @@ class Migration:
             # What was written before the failure still gets its checkpoint; the run keeps
             # the counters of its last checkpoint, so a resume counts nothing twice.
             checkpoints.finish(raise_error=False)
+            if isinstance(exc, _NothingWritten):
+                store.forget_progress(run.id)
             store.finish(run.id, RunStatus.FAILED, error=str(exc) or type(exc).__name__)
             raise
         report = self.report(run, prepared, counters, comparison)
@@ -364,11 +366,11 @@ class Migration:
         written = sum(counters[s.value] for s in (Status.CREATED, Status.UPDATED,
                                                   Status.UNCHANGED, Status.DELETED))
         if rejected and not written and (finished or read >= EARLY_SAMPLE):
-            raise FatalRunError(
+            raise _NothingWritten(
                 f"stopped: none of the {read:,} records read was written, {rejected:,} were "
                 f"set aside{example}. Fix the cause (a record they depend on not migrated yet?) "
-                "and run again, or set options.max_rejects to let such a run go on",
-                run=run_id)
+                "and run again, from the first record; or set options.max_rejects to let such "
+                "a run go on", run=run_id)
 
     def _pages(self, prepared: Prepared, position: Any) -> Iterator[tuple[Page, Any]]:
         """Read ahead in a thread, `concurrency` pages at most, so memory stays bounded. A page
@@ -536,6 +538,12 @@ class Migration:
             integration=self.integration, run_id=run.id, params=run.params,
             started_at=run.started_at, counters=counters, comparison=comparison,
             source_in_scope=in_scope, verify=self.options.verify, usage=usage)
+
+
+class _NothingWritten(FatalRunError):
+    """A run stopped early because every record it read was refused. Its checkpoint is
+    dropped: resumed from it, the run would skip the records it refused, which are those
+    it has to write once their cause is fixed."""
 
 
 def _shape_table(prepared: Prepared, table: Any) -> Any:

@@ -202,6 +202,13 @@ class Store(OutboxMixin, AggregatesMixin):
                 batches=batch, checkpoint=jsonable(checkpoint), counters=dict(counters),
                 heartbeat_at=_now()))
 
+    def forget_progress(self, run_id: str) -> None:
+        """Take a run back to its start: no checkpoint, counters or set-aside records."""
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(outcomes).where(outcomes.c.run_id == run_id))
+            conn.execute(sa.update(runs).where(runs.c.id == run_id).values(
+                batches=0, checkpoint=None, counters={}))
+
     def finish(self, run_id: str, status: str, *, report: Mapping[str, Any] | None = None,
                error: str | None = None, counters: Mapping[str, int] | None = None) -> None:
         values: dict[str, Any] = dict(status=status, error=error)
