@@ -76,12 +76,13 @@ class SystemSpec(_Model):
     @field_validator("url")
     @classmethod
     def _port_is_a_number(cls, value: str) -> str:
-        # the drivers would fail on it later with a traceback (int() of the port)
+        # The drivers would fail on it later with a traceback (int() of the port). Read
+        # redacted: an unencoded '/', '?' or '#' in a password would split the URL elsewhere.
+        redacted = redact_url(value)
         try:
-            _ = urlsplit(value).port
+            _ = urlsplit(redacted).port
         except ValueError:
-            raise ValueError(f"the port of {redact_url(value)} is not a number from 0 to "
-                             "65535") from None
+            raise ValueError(f"the port of {redacted} is not a number from 0 to 65535") from None
         return value
 
     @property
