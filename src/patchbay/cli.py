@@ -239,8 +239,10 @@ def serve(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = N
           api: Annotated[bool, typer.Option(
               "--api/--no-api", help="Serve the HTTP API beside the broadcasts (bearer token "
                                      "from PATCHBAY_API_TOKEN; none: loopback only).")] = True,
-          host: Annotated[str, typer.Option(help="Address the API listens on.")] = "127.0.0.1",
-          port: Annotated[int, typer.Option(help="Port the API listens on.")] = 8877) -> None:
+          host: Annotated[str, typer.Option(metavar="ADDRESS",
+                                            help="Address the API listens on.")] = "127.0.0.1",
+          port: Annotated[int, typer.Option(metavar="PORT",
+                                            help="Port the API listens on.")] = 8877) -> None:
     """Keep broadcasts going (poll their sources and deliver), stream aggregations (consume
     and flush) and scheduled aggregations, until Ctrl-C; and serve the HTTP API (on-demand
     runs, run status, dead letters, live aggregation answers), which alone also serves a
@@ -332,11 +334,12 @@ app.add_typer(dead_letters, name="dead-letters")
 
 @dead_letters.command("list")
 def dead_letters_list(integration: IntegrationOpt = None,
-                      destination: Annotated[str | None, typer.Option(help="Only this destination.")] = None,
-                      limit: Annotated[int, typer.Option(help="How many.")] = 50,
+                      destination: Annotated[str | None, typer.Option(
+                          metavar="NAME", help="Only this destination.")] = None,
+                      limit: Annotated[int, typer.Option(metavar="N", help="How many.")] = 50,
                       state: StateOpt = None, as_json: JsonOpt = False) -> None:
     """List dead letters, oldest first."""
-    with _handled():
+    with _handled(as_json):
         store, _ = _open_store(state)
         letters = store.dead_letters(integration, destination, limit)
         if as_json:
@@ -344,8 +347,9 @@ def dead_letters_list(integration: IntegrationOpt = None,
             return
         table = Table("id", "integration", "destination", "record", "attempts", "error")
         for d in letters:
-            table.add_row(str(d.id), d.integration, d.destination, str(d.record_key),
-                          str(d.attempts), d.last_error or "")
+            table.add_row(str(d.id), render.text(d.integration), render.text(d.destination),
+                          render.text(d.record_key), str(d.attempts),
+                          render.text(d.last_error or ""))
         console.print(table)
 
 
@@ -387,7 +391,7 @@ app.add_typer(outbox_app, name="outbox")
 
 @outbox_app.command("purge")
 def outbox_purge(older_than: Annotated[str, typer.Option(
-                     help="Age of the deliveries to forget: 30m, 12h, 7d.")] = "7d",
+                     metavar="AGE", help="Age of the deliveries to forget: 30m, 12h, 7d.")] = "7d",
                  integration: IntegrationOpt = None, state: StateOpt = None) -> None:
     """Delete deliveries made (and dead letters discarded) longer ago than --older-than.
     Pending deliveries and dead letters are kept. `serve` does this on its own, by the
@@ -530,12 +534,14 @@ def _capture_sources(file: Path, integration: str | None
 
 
 @app.command()
-def localorg(port: Annotated[int, typer.Option(help="Port to listen on.")] = 8299,
-             host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+def localorg(port: Annotated[int, typer.Option(metavar="PORT", help="Port to listen on.")] = 8299,
+             host: Annotated[str, typer.Option(metavar="ADDRESS",
+                                               help="Address to listen on.")] = "127.0.0.1",
              schema_file: Annotated[Path | None, typer.Option(
-                 "--schema", help="Custom objects and fields (JSON).")] = None,
+                 "--schema", metavar="FILE", help="Custom objects and fields (JSON).")] = None,
              database: Annotated[str, typer.Option(
-                 "--db", help="SQLite file for the records (default: in memory).")] = ":memory:",
+                 "--db", metavar="FILE",
+                 help="SQLite file for the records (default: in memory).")] = ":memory:",
              ) -> None:
     """Serve a Salesforce-compatible local org (REST, SOAP login, OAuth, Bulk 2.0)."""
     from patchbay.localorg.org import OrgConfig
@@ -550,7 +556,8 @@ def localorg(port: Annotated[int, typer.Option(help="Port to listen on.")] = 829
 
 
 @app.command()
-def demo(directory: Annotated[Path, typer.Option(help="Where the demo writes its files.")] =
+def demo(directory: Annotated[Path, typer.Option(metavar="DIR",
+                                                 help="Where the demo writes its files.")] =
          Path("demo-output")) -> None:
     """Run the bundled demo: a legacy CRM migrated into SQLite, with its report."""
     from patchbay.demo.run import run_demo
