@@ -304,7 +304,7 @@ def _keep_going(invocations: list[Invocation], store: Store, reports: Path, *, p
         thread.start()
         threads.append(thread)
     names = ", ".join(i.integration.name for i in invocations) or "the API only"
-    errors.print(f"{'serving' if poll else 'delivering'} {names}; Ctrl-C to stop")
+    errors.print(f"{'serving' if poll else 'delivering'} {render.text(names)}; Ctrl-C to stop")
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
         while not stop.is_set() and (any(t.is_alive() for t in threads)
@@ -322,7 +322,8 @@ def _keep_going(invocations: list[Invocation], store: Store, reports: Path, *, p
 def _serve_progress(name: str) -> Any:
     def report(event: str, counters: Mapping[str, int]) -> None:
         if any(counters.values()):
-            errors.print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in counters.items() if v),
+            errors.print(render.text(f"{name}: " + ", ".join(f"{k} {v}" for k, v in counters.items()
+                                                             if v)),
                          highlight=False)
     return report
 
@@ -440,7 +441,7 @@ def cdc_install(file: FileArg, integration: IntegrationOpt = None, param: ParamO
             with connector.capture_setup() as conn:
                 [done] = pgcapture.install(conn, [spec.source.object], spec.name,
                                            pgcapture.schema_of(connector.system))
-            console.print(f"[bold]{spec.name}[/]: capturing {done.table} of system "
+            console.print(f"[bold]{render.text(spec.name)}[/]: capturing {done.table} of system "
                           f"'{connector.name}' by {', '.join(done.key)}; trigger {done.trigger}, "
                           + ("consumer registered" if done.registered else "consumer already registered"),
                           highlight=False)
@@ -458,13 +459,13 @@ def cdc_remove(file: FileArg, integration: IntegrationOpt = None) -> None:
                 [done] = pgcapture.remove(conn, [spec.source.object], spec.name,
                                           pgcapture.schema_of(connector.system))
             if not done.unregistered:
-                console.print(f"[bold]{spec.name}[/]: {done.table} was not captured for it",
+                console.print(f"[bold]{render.text(spec.name)}[/]: {done.table} was not captured for it",
                               highlight=False)
                 continue
             trigger = ("trigger dropped" if done.trigger_dropped else
                        f"trigger kept for {done.consumers_left} other consumer(s)"
                        if done.consumers_left else "no trigger left to drop")
-            console.print(f"[bold]{spec.name}[/]: capture of {done.table} removed; "
+            console.print(f"[bold]{render.text(spec.name)}[/]: capture of {done.table} removed; "
                           f"{done.dropped_rows} pending changes dropped, {trigger}", highlight=False)
 
 
@@ -490,7 +491,7 @@ def cdc_status(file: FileArg) -> None:
             else:
                 capture = "installed" if state.installed else "[red]trigger missing[/]"
             oldest = state.oldest.strftime("%Y-%m-%d %H:%M:%S") if state and state.oldest else ""
-            table.add_row(spec.name, name or spec.source.object, capture,
+            table.add_row(render.text(spec.name), render.text(name or spec.source.object), capture,
                           str(state.pending if state else 0), oldest)
         console.print(table)
 
@@ -525,7 +526,7 @@ def _capture_sources(file: Path, integration: str | None
                        "PostgreSQL: `patchbay cdc` sets up PostgreSQL change capture")
             if integration is not None:
                 raise SpecError(message)
-            errors.print(f"skipped: {message}", highlight=False)
+            errors.print(f"skipped: {render.text(message)}", highlight=False)
         if not sources:
             raise SpecError(f"no broadcast of {file} with trigger.changes: cdc reads PostgreSQL")
         yield sources
