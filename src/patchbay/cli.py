@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import signal
 import threading
 import time
@@ -16,17 +17,18 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 
-from patchbay import render
-from patchbay.errors import ConnectionFailed, PatchbayError, RunNotResumable, SpecError
+from patchbay import __version__, render
+from patchbay.errors import ConnectionFailed, PatchbayError, RunNotResumable, SpecError, UnknownRun
 from patchbay.runtime import runner
 from patchbay.runtime.runner import Invocation
+from patchbay.spec import load, resolve_parameters, suggest
 from patchbay.store import Store
 from patchbay.store.store import DEFAULT_DIRECTORY, RunStatus
 
@@ -39,24 +41,60 @@ EXIT_INTERRUPTED = 130
 _VERDICT_EXIT = {RunStatus.COMPLETE: EXIT_OK, RunStatus.COMPLETE_WITH_REJECTS: EXIT_REJECTS,
                  RunStatus.INCOMPLETE: EXIT_INCOMPLETE, RunStatus.INTERRUPTED: EXIT_INTERRUPTED}
 
+# Plain help (no rich panels): the panels print a flag's type as `<bool>` and any text
+# as `<str>`; plain help leaves flags bare, and every option below names what it takes.
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,
                   help="patchbay: declared, observable integrations around Salesforce.")
 console = Console()
 errors = Console(stderr=True, soft_wrap=True)
 
-FileArg = Annotated[Path, typer.Argument(help="The integration file (YAML).")]
+FileArg = Annotated[Path, typer.Argument(help="The integration file (YAML).", metavar="FILE")]
 IntegrationOpt = Annotated[str | None, typer.Option(
-    "--integration", "-i", help="Which integration of the file (needed when it has several).")]
+    "--integration", "-i", metavar="NAME",
+    help="Which integration of the file (default: all of them, in dependency order).")]
 ParamOpt = Annotated[list[str] | None, typer.Option(
-    "--param", "-p", help="A run parameter, NAME=VALUE; repeatable.")]
+    "--param", "-p", metavar="NAME=VALUE", help="A run parameter; repeatable.")]
 StateOpt = Annotated[str | None, typer.Option(
-    "--state", envvar="PATCHBAY_STATE",
+    "--state", envvar="PATCHBAY_STATE", metavar="DIR|URL",
     help="Engine state: a directory (default .patchbay) or a database URL.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result (or the error) as JSON.")]
+RunIdArg = Annotated[str, typer.Argument(metavar="RUN", help="A run id (see `patchbay runs`).")]
 
 
 def main() -> None:
+    _log_without_tracebacks()
     app()
+
+
+class _OneLine(logging.Formatter):
+    """A log record as one line: the command reports failures itself, so a library's
+    traceback (a driver's, when a connection is lost) would only bury that message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {record.name}: {record.getMessage()}"
+
+
+def _log_without_tracebacks() -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(_OneLine())
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
+    # The pool logs, with a traceback, that it could not reset a connection the database
+    # dropped; the operation that lost it says so already (RetriableError, ConnectionFailed).
+    logging.getLogger("sqlalchemy.pool").setLevel(logging.CRITICAL)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"patchbay {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True,
+        help="Print patchbay's version and exit.")] = False) -> None:
+    """patchbay: declared, observable integrations around Salesforce."""
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -64,26 +102,31 @@ def main() -> None:
 
 @app.command()
 def run(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = None,
-        resume: Annotated[str | None, typer.Option(help="Resume this run id.")] = None,
+        resume: Annotated[str | None, typer.Option(metavar="RUN",
+                                                   help="Resume this run id.")] = None,
         fresh: Annotated[bool, typer.Option(
-            help="Start a new run even if an unfinished one could be resumed.")] = False,
+            "--fresh", help="Start a new run even if an unfinished one could be resumed.")] = False,
         full: Annotated[bool, typer.Option(
-            help="Ignore the incremental watermark and take the whole scope.")] = False,
+            "--full", help="Ignore the incremental watermark and take the whole scope.")] = False,
         state: StateOpt = None, as_json: JsonOpt = False) -> None:
-    """Run an integration (resuming its unfinished run with the same parameters, if any)."""
-    with _handled():
+    """Run an integration, or every integration of the file in dependency order (a migration
+    resumes its unfinished run of the same definition and parameters, if any)."""
+    with _handled(as_json):
+        if integration is None and resume is None and len(load(file).integrations) > 1:
+            raise typer.Exit(_execute_all(file, _params(param), state, fresh=fresh, full=full,
+                                          as_json=as_json))
         invocation = Invocation.load(file, integration, _params(param))
         raise typer.Exit(_execute(invocation, state, resume=resume, fresh=fresh, full=full,
                                   as_json=as_json))
 
 
 @app.command()
-def resume(run_id: Annotated[str, typer.Argument(help="The run to resume.")],
+def resume(run_id: RunIdArg,
            file: Annotated[Path | None, typer.Option(
-               help="The integration file, if it moved since the run started.")] = None,
+               metavar="FILE", help="The integration file, if it moved since the run started.")] = None,
            state: StateOpt = None, as_json: JsonOpt = False) -> None:
     """Resume an interrupted or failed run from its last checkpoint."""
-    with _handled():
+    with _handled(as_json):
         store, _ = _open_store(state)
         record = store.run(run_id)
         path = file or (Path(record.spec_path) if record.spec_path else None)
@@ -96,10 +139,11 @@ def resume(run_id: Annotated[str, typer.Argument(help="The run to resume.")],
 
 @app.command()
 def plan(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = None,
-         examples: Annotated[int, typer.Option(help="Examples shown per kind of change.")] = 3,
+         examples: Annotated[int, typer.Option(
+             metavar="N", help="Examples shown per kind of change.")] = 3,
          state: StateOpt = None, as_json: JsonOpt = False) -> None:
     """Show what a run would do (inserts, updates, unchanged, rejects), writing nothing."""
-    with _handled():
+    with _handled(as_json):
         invocation = Invocation.load(file, integration, _params(param))
         store, reports = _open_store(state)
         result = runner.plan(invocation.context(store, reports), examples=examples)
@@ -113,7 +157,7 @@ def plan(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = No
 def verify(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = None,
            state: StateOpt = None, as_json: JsonOpt = False) -> None:
     """Compare the destination with the source scope now, writing nothing."""
-    with _handled():
+    with _handled(as_json):
         invocation = Invocation.load(file, integration, _params(param))
         store, reports = _open_store(state)
         with _progress("verifying") as progress:
@@ -127,30 +171,36 @@ def verify(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = 
 
 @app.command("runs")
 def list_runs(integration: IntegrationOpt = None,
-              limit: Annotated[int, typer.Option(help="How many, newest first.")] = 20,
+              limit: Annotated[int, typer.Option(metavar="N", help="How many, newest first.")] = 20,
               state: StateOpt = None, as_json: JsonOpt = False) -> None:
     """List runs, newest first."""
-    with _handled():
+    with _handled(as_json):
         store, _ = _open_store(state)
         records = store.runs(integration, limit)
         if as_json:
             console.print_json(json.dumps([_run_summary(r) for r in records], default=str))
             return
-        table = Table("run", "integration", "status", "read", "written", "rejected", "started")
+        table = Table("integration", "status", "read", "written", "rejected", "started")
+        # the id is what one copies into `show` or `resume`: never wrapped nor cut, however
+        # narrow the terminal; the integration's name gives way instead
+        table.columns.insert(0, Column("run", no_wrap=True, min_width=len(records[0].id)
+                                       if records else None))
         for r in records:
             c = r.counters
             written = sum(c.get(k, 0) for k in ("created", "updated", "unchanged", "deleted"))
-            table.add_row(r.id, r.integration, render.status_text(r.status), str(c.get("read", 0)),
-                          str(written), str(c.get("rejected", 0)), r.started_at.strftime("%Y-%m-%d %H:%M:%S"))
+            table.add_row(r.id, render.text(r.integration), render.status_text(r.status),
+                          str(c.get("read", 0)), str(written), str(c.get("rejected", 0)),
+                          r.started_at.strftime("%Y-%m-%d %H:%M"))
         console.print(table)
 
 
 @app.command()
-def show(run_id: Annotated[str, typer.Argument(help="The run to show.")],
-         rejects: Annotated[int, typer.Option(help="How many set-aside records to list.")] = 10,
+def show(run_id: RunIdArg,
+         rejects: Annotated[int, typer.Option(
+             metavar="N", help="How many set-aside records to list.")] = 10,
          state: StateOpt = None, as_json: JsonOpt = False) -> None:
     """Show one run: status, counters, report and the records it set aside."""
-    with _handled():
+    with _handled(as_json):
         store, _ = _open_store(state)
         record = store.run(run_id)
         set_aside = store.outcomes(run_id, limit=rejects)
@@ -161,14 +211,17 @@ def show(run_id: Annotated[str, typer.Argument(help="The run to show.")],
         if record.report:
             render.report(console, record.report)
         else:
-            console.print(f"run [bold]{record.id}[/] of [bold]{record.integration}[/]: "
-                          f"{render.status_text(record.status)}; counters {dict(record.counters)}")
+            console.print(f"run [bold]{render.text(record.id)}[/] of "
+                          f"[bold]{render.text(record.integration)}[/]: "
+                          f"{render.status_text(record.status)}; "
+                          f"counters {render.text(dict(record.counters))}")
             if record.error:
-                console.print(f"[red]error:[/] {record.error}")
+                console.print(f"[red]error:[/] {render.text(record.error)}")
         if set_aside:
             table = Table("key", "status", "code", "reason", title="set aside")
             for row in set_aside:
-                table.add_row(str(row["record_key"]), row["status"], row["code"] or "", row["reason"] or "")
+                table.add_row(*(render.text(row[name] or "") for name in
+                                ("record_key", "status", "code", "reason")))
             console.print(table)
 
 
@@ -186,8 +239,10 @@ def serve(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = N
           api: Annotated[bool, typer.Option(
               "--api/--no-api", help="Serve the HTTP API beside the broadcasts (bearer token "
                                      "from PATCHBAY_API_TOKEN; none: loopback only).")] = True,
-          host: Annotated[str, typer.Option(help="Address the API listens on.")] = "127.0.0.1",
-          port: Annotated[int, typer.Option(help="Port the API listens on.")] = 8877) -> None:
+          host: Annotated[str, typer.Option(metavar="ADDRESS",
+                                            help="Address the API listens on.")] = "127.0.0.1",
+          port: Annotated[int, typer.Option(metavar="PORT",
+                                            help="Port the API listens on.")] = 8877) -> None:
     """Keep broadcasts going (poll their sources and deliver), stream aggregations (consume
     and flush) and scheduled aggregations, until Ctrl-C; and serve the HTTP API (on-demand
     runs, run status, dead letters, live aggregation answers), which alone also serves a
@@ -249,7 +304,7 @@ def _keep_going(invocations: list[Invocation], store: Store, reports: Path, *, p
         thread.start()
         threads.append(thread)
     names = ", ".join(i.integration.name for i in invocations) or "the API only"
-    errors.print(f"{'serving' if poll else 'delivering'} {names}; Ctrl-C to stop")
+    errors.print(f"{'serving' if poll else 'delivering'} {render.text(names)}; Ctrl-C to stop")
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
         while not stop.is_set() and (any(t.is_alive() for t in threads)
@@ -267,7 +322,8 @@ def _keep_going(invocations: list[Invocation], store: Store, reports: Path, *, p
 def _serve_progress(name: str) -> Any:
     def report(event: str, counters: Mapping[str, int]) -> None:
         if any(counters.values()):
-            errors.print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in counters.items() if v),
+            errors.print(render.text(f"{name}: " + ", ".join(f"{k} {v}" for k, v in counters.items()
+                                                             if v)),
                          highlight=False)
     return report
 
@@ -279,11 +335,12 @@ app.add_typer(dead_letters, name="dead-letters")
 
 @dead_letters.command("list")
 def dead_letters_list(integration: IntegrationOpt = None,
-                      destination: Annotated[str | None, typer.Option(help="Only this destination.")] = None,
-                      limit: Annotated[int, typer.Option(help="How many.")] = 50,
+                      destination: Annotated[str | None, typer.Option(
+                          metavar="NAME", help="Only this destination.")] = None,
+                      limit: Annotated[int, typer.Option(metavar="N", help="How many.")] = 50,
                       state: StateOpt = None, as_json: JsonOpt = False) -> None:
     """List dead letters, oldest first."""
-    with _handled():
+    with _handled(as_json):
         store, _ = _open_store(state)
         letters = store.dead_letters(integration, destination, limit)
         if as_json:
@@ -291,8 +348,9 @@ def dead_letters_list(integration: IntegrationOpt = None,
             return
         table = Table("id", "integration", "destination", "record", "attempts", "error")
         for d in letters:
-            table.add_row(str(d.id), d.integration, d.destination, str(d.record_key),
-                          str(d.attempts), d.last_error or "")
+            table.add_row(str(d.id), render.text(d.integration), render.text(d.destination),
+                          render.text(d.record_key), str(d.attempts),
+                          render.text(d.last_error or ""))
         console.print(table)
 
 
@@ -334,7 +392,7 @@ app.add_typer(outbox_app, name="outbox")
 
 @outbox_app.command("purge")
 def outbox_purge(older_than: Annotated[str, typer.Option(
-                     help="Age of the deliveries to forget: 30m, 12h, 7d.")] = "7d",
+                     metavar="AGE", help="Age of the deliveries to forget: 30m, 12h, 7d.")] = "7d",
                  integration: IntegrationOpt = None, state: StateOpt = None) -> None:
     """Delete deliveries made (and dead letters discarded) longer ago than --older-than.
     Pending deliveries and dead letters are kept. `serve` does this on its own, by the
@@ -383,7 +441,7 @@ def cdc_install(file: FileArg, integration: IntegrationOpt = None, param: ParamO
             with connector.capture_setup() as conn:
                 [done] = pgcapture.install(conn, [spec.source.object], spec.name,
                                            pgcapture.schema_of(connector.system))
-            console.print(f"[bold]{spec.name}[/]: capturing {done.table} of system "
+            console.print(f"[bold]{render.text(spec.name)}[/]: capturing {done.table} of system "
                           f"'{connector.name}' by {', '.join(done.key)}; trigger {done.trigger}, "
                           + ("consumer registered" if done.registered else "consumer already registered"),
                           highlight=False)
@@ -401,13 +459,13 @@ def cdc_remove(file: FileArg, integration: IntegrationOpt = None) -> None:
                 [done] = pgcapture.remove(conn, [spec.source.object], spec.name,
                                           pgcapture.schema_of(connector.system))
             if not done.unregistered:
-                console.print(f"[bold]{spec.name}[/]: {done.table} was not captured for it",
+                console.print(f"[bold]{render.text(spec.name)}[/]: {done.table} was not captured for it",
                               highlight=False)
                 continue
             trigger = ("trigger dropped" if done.trigger_dropped else
                        f"trigger kept for {done.consumers_left} other consumer(s)"
                        if done.consumers_left else "no trigger left to drop")
-            console.print(f"[bold]{spec.name}[/]: capture of {done.table} removed; "
+            console.print(f"[bold]{render.text(spec.name)}[/]: capture of {done.table} removed; "
                           f"{done.dropped_rows} pending changes dropped, {trigger}", highlight=False)
 
 
@@ -433,7 +491,7 @@ def cdc_status(file: FileArg) -> None:
             else:
                 capture = "installed" if state.installed else "[red]trigger missing[/]"
             oldest = state.oldest.strftime("%Y-%m-%d %H:%M:%S") if state and state.oldest else ""
-            table.add_row(spec.name, name or spec.source.object, capture,
+            table.add_row(render.text(spec.name), render.text(name or spec.source.object), capture,
                           str(state.pending if state else 0), oldest)
         console.print(table)
 
@@ -468,7 +526,7 @@ def _capture_sources(file: Path, integration: str | None
                        "PostgreSQL: `patchbay cdc` sets up PostgreSQL change capture")
             if integration is not None:
                 raise SpecError(message)
-            errors.print(f"skipped: {message}", highlight=False)
+            errors.print(f"skipped: {render.text(message)}", highlight=False)
         if not sources:
             raise SpecError(f"no broadcast of {file} with trigger.changes: cdc reads PostgreSQL")
         yield sources
@@ -477,16 +535,17 @@ def _capture_sources(file: Path, integration: str | None
 
 
 @app.command()
-def localorg(port: Annotated[int, typer.Option(help="Port to listen on.")] = 8299,
-             host: Annotated[str, typer.Option(help="Address to listen on (loopback unless "
-                                                    "--allow-remote).")] = "127.0.0.1",
+def localorg(port: Annotated[int, typer.Option(metavar="PORT", help="Port to listen on.")] = 8299,
+             host: Annotated[str, typer.Option(metavar="ADDRESS", help="Address to listen on (loopback "
+                                               "unless --allow-remote).")] = "127.0.0.1",
              schema_file: Annotated[Path | None, typer.Option(
-                 "--schema", help="Custom objects and fields (JSON).")] = None,
+                 "--schema", metavar="FILE", help="Custom objects and fields (JSON).")] = None,
              database: Annotated[str, typer.Option(
-                 "--db", help="SQLite file for the records (default: in memory).")] = ":memory:",
+                 "--db", metavar="FILE",
+                 help="SQLite file for the records (default: in memory).")] = ":memory:",
              control_token: Annotated[str | None, typer.Option(
-                 help="Bearer token of the control API under /_emulator/ (default: a new "
-                      "random one, printed at start).")] = None,
+                 metavar="TOKEN", help="Bearer token of the control API under /_emulator/ (default: "
+                                       "a new random one, printed at start).")] = None,
              allow_remote: Annotated[bool, typer.Option(
                  help="Listen on an address other machines can reach.")] = False,
              ) -> None:
@@ -511,7 +570,8 @@ def localorg(port: Annotated[int, typer.Option(help="Port to listen on.")] = 829
 
 
 @app.command()
-def demo(directory: Annotated[Path, typer.Option(help="Where the demo writes its files.")] =
+def demo(directory: Annotated[Path, typer.Option(metavar="DIR",
+                                                 help="Where the demo writes its files.")] =
          Path("demo-output")) -> None:
     """Run the bundled demo: a legacy CRM migrated into SQLite, with its report."""
     from patchbay.demo.run import run_demo
@@ -525,33 +585,84 @@ def demo(directory: Annotated[Path, typer.Option(help="Where the demo writes its
 
 def _execute(invocation: Invocation, state: str | None, *, resume: str | None = None,
              fresh: bool = False, full: bool = False, as_json: bool = False) -> int:
-    store, reports = _open_store(state)
-    stop = threading.Event()
-    with _stop_on_interrupt(stop), _progress(invocation.integration.name, quiet=as_json) as progress:
-        ctx = invocation.context(store, reports, progress=progress, stop=stop)
-        report = runner.run(ctx, resume=resume, fresh=fresh, full=full)
-    if report.get("pattern") == "aggregation":
-        if as_json:
-            console.print_json(json.dumps(report, default=str))
-        else:
-            render.aggregation(console, report)
-        return {"complete": EXIT_OK, "failed": EXIT_FAILED}.get(report["status"], EXIT_REJECTS)
-    if report.get("pattern") == "stream aggregation":
-        console.print_json(json.dumps(report, default=str))
-        return EXIT_FAILED if report["errors"] else EXIT_REJECTS if report["rejected"] else EXIT_OK
-    if report.get("pattern") == "broadcast":
-        if as_json:
-            console.print_json(json.dumps(report, default=str))
-        else:
-            render.broadcast(console, report)
-        return EXIT_REJECTS if report["dead"] else EXIT_OK
+    report = _run_one(invocation, state, resume=resume, fresh=fresh, full=full, quiet=as_json)
     if as_json:
         console.print_json(json.dumps(report, default=str))
+    else:
+        _show_report(report)
+    return _exit_code(report)
+
+
+def _execute_all(file: Path, given: Mapping[str, str], state: str | None, *, fresh: bool,
+                 full: bool, as_json: bool) -> int:
+    """Run every integration of the file, each after those it looks records up from, and stop
+    at the first that does not end complete (with or without rejects). Every parameter goes
+    to the integrations that declare it; all are checked before anything runs."""
+    loaded = load(file)
+    order = runner.in_dependency_order(loaded)
+    declared = {name for i in order for name in i.parameters}
+    unknown = [name for name in given if name not in declared]
+    if unknown:
+        raise SpecError(f"unknown parameter '{unknown[0]}': no integration of {file} declares "
+                        f"it{suggest(unknown[0], declared)}")
+    invocations = [Invocation(loaded, i, resolve_parameters(
+        i, {k: v for k, v in given.items() if k in i.parameters})) for i in order]
+    reports, code = [], EXIT_OK
+    for number, invocation in enumerate(invocations, 1):
+        if not as_json:
+            errors.print(f"[bold]{number}/{len(invocations)}[/] "
+                         f"{render.text(invocation.integration.name)}", highlight=False)
+        report = _run_one(invocation, state, fresh=fresh, full=full, quiet=as_json)
+        reports.append(report)
+        if not as_json:
+            _show_report(report)
+        code = max(code, _exit_code(report))
+        if code not in (EXIT_OK, EXIT_REJECTS):
+            left = [i.integration.name for i in invocations[number:]]
+            if left and not as_json:
+                errors.print(f"[red]stopped:[/] {render.text(invocation.integration.name)} did "
+                             f"not complete; not run: {render.text(', '.join(left))}",
+                             highlight=False)
+            break
+    if as_json:
+        console.print_json(json.dumps(reports, default=str))
+    return code
+
+
+def _run_one(invocation: Invocation, state: str | None, *, resume: str | None = None,
+             fresh: bool = False, full: bool = False, quiet: bool = False) -> dict[str, Any]:
+    store, reports = _open_store(state)
+    stop = threading.Event()
+    with _stop_on_interrupt(stop), _progress(invocation.integration.name, quiet=quiet) as progress:
+        ctx = invocation.context(store, reports, progress=progress, stop=stop)
+        return runner.run(ctx, resume=resume, fresh=fresh, full=full, say=_say)
+
+
+def _say(message: str) -> None:
+    errors.print(render.text(message), highlight=False)
+
+
+def _show_report(report: Mapping[str, Any]) -> None:
+    if report.get("pattern") == "aggregation":
+        render.aggregation(console, report)
+    elif report.get("pattern") == "stream aggregation":
+        console.print_json(json.dumps(report, default=str))
+    elif report.get("pattern") == "broadcast":
+        render.broadcast(console, report)
     elif report.get("status") == RunStatus.INTERRUPTED:
         console.print(f"[yellow]interrupted[/] after {report['counters'].get('read', 0)} records; "
                       f"continue with: patchbay resume {report['run']}")
     else:
         render.report(console, report)
+
+
+def _exit_code(report: Mapping[str, Any]) -> int:
+    if report.get("pattern") == "aggregation":
+        return {"complete": EXIT_OK, "failed": EXIT_FAILED}.get(report["status"], EXIT_REJECTS)
+    if report.get("pattern") == "stream aggregation":
+        return EXIT_FAILED if report["errors"] else EXIT_REJECTS if report["rejected"] else EXIT_OK
+    if report.get("pattern") == "broadcast":
+        return EXIT_REJECTS if report["dead"] else EXIT_OK
     return _VERDICT_EXIT.get(report.get("verdict") or report.get("status", ""), EXIT_FAILED)
 
 
@@ -577,6 +688,9 @@ class _ProgressBar:
         self.started = time.monotonic()
 
     def __call__(self, event: str, counters: Mapping[str, int]) -> None:
+        if event == "scope":
+            self.progress.update(self.task, total=counters["in_scope"])
+            return
         read = counters.get("read", 0)
         rate = read / max(time.monotonic() - self.started, 1e-6)
         self.progress.update(self.task, completed=read, rate=f"{rate:,.0f} records/s",
@@ -617,19 +731,27 @@ def _params(given: list[str] | None) -> dict[str, str]:
 
 
 @contextmanager
-def _handled() -> Iterator[None]:
-    """Errors become one clear message and an exit code, never a traceback."""
+def _handled(as_json: bool = False) -> Iterator[None]:
+    """Errors become one clear message and an exit code, never a traceback; with --json, a
+    JSON object on standard output: {"error": ..., "problems": [...], "exit": code}."""
     try:
         yield
-    except SpecError as exc:
-        errors.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except (SpecError, UnknownRun) as exc:
+        _fail(exc, EXIT_BAD_INPUT, "error", as_json)
     except (ConnectionFailed, RunNotResumable) as exc:
-        errors.print(f"[red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(EXIT_FAILED) from None
+        _fail(exc, EXIT_FAILED, "error", as_json)
     except PatchbayError as exc:
-        errors.print(f"[red]run failed:[/] {exc}", highlight=False)
-        raise typer.Exit(EXIT_FAILED) from None
+        _fail(exc, EXIT_FAILED, "run failed", as_json)
+
+
+def _fail(exc: PatchbayError, code: int, label: str, as_json: bool) -> NoReturn:
+    if as_json:
+        problems = exc.problems if isinstance(exc, SpecError) else [str(exc)]
+        typer.echo(json.dumps({"error": exc.message if isinstance(exc, SpecError) else str(exc),
+                               "problems": problems, "exit": code}))
+    else:
+        errors.print(f"[red]{label}:[/] {render.text(exc)}", highlight=False)
+    raise typer.Exit(code) from None
 
 
 def _run_summary(record: Any) -> dict[str, Any]:

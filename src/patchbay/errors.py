@@ -8,6 +8,7 @@
     ├── RecordRejected       one record is set aside with its reason; the run goes on
     ├── FatalRunError        the run cannot go on; it stops resumable at its checkpoint
     └── RunNotResumable      asked to resume a run that is finished or unknown
+        └── UnknownRun       no run has this id (bad input, exit 2)
 
 Each error carries the context it concerns (integration, run, system, object,
 record key) so that a message can be read on its own.
@@ -72,3 +73,7 @@ class FatalRunError(PatchbayError):
 
 class RunNotResumable(PatchbayError):
     """The run asked for does not exist or has already finished."""
+
+
+class UnknownRun(RunNotResumable):
+    """No run has the id given: a mistyped id, or another engine state."""

@@ -267,7 +267,8 @@ def run_patchbay(
     """Run the `patchbay` command in `cwd` (so its engine state lands in cwd/.patchbay)."""
     argv = [str(a) for a in args]
     environ = {k: v for k, v in os.environ.items() if k != "PATCHBAY_STATE"}
-    environ.update(COLUMNS="200", NO_COLOR="1", PYTHONIOENCODING="utf-8", **(env or {}))
+    environ.update(COLUMNS="200", NO_COLOR="1", PYTHONIOENCODING="utf-8")
+    environ.update(env or {})  # a test may narrow the terminal (COLUMNS)
     done = subprocess.run(
         [*PATCHBAY, *argv],
         cwd=cwd,

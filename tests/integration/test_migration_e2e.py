@@ -639,5 +639,5 @@ class TestMigrationEndToEnd:
         assert shown_json["report"]["counts"] == scenario.report["counts"]
         assert shown_json["report"]["verdict"] == "complete_with_rejects"
         assert len(shown_json["set_aside"]) == 10
-        assert unknown.code == 1, unknown.log
+        assert unknown.code == 2, unknown.log  # an unknown id is bad input
         assert "no run 'no-such-run'" in unknown.stderr and "Traceback" not in unknown.stderr

@@ -77,6 +77,8 @@ class Runs:
                     record = migration.start(fresh=fresh, full=full)
                 except RunNotResumable as exc:
                     raise ApiError(409, str(exc)) from None
+                if migration.notice is not None:
+                    log.info("'%s': %s", invocation.integration.name, migration.notice)
                 thread = threading.Thread(target=self._carry, args=(key, migration, record, ctx),
                                           name=f"patchbay-api-run-{record.id}", daemon=True)
                 with self._lock:

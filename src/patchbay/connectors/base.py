@@ -50,6 +50,8 @@ class Capability(StrEnum):
     CHANGES = "changes"
     COLUMNAR = "columnar"
     CONSUME = "consume"
+    COUNT = "count"
+    """`count(scope)` is cheap: the system answers it without reading the records out."""
 
 
 BROKEN_BODY = "__error__"

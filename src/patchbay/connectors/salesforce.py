@@ -76,7 +76,7 @@ class SalesforceConnector(Connector):
     schemes: ClassVar[tuple[str, ...]] = ("salesforce",)
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {Capability.READ, Capability.WRITE, Capability.GET, Capability.DESCRIBE,
-         Capability.CHANGES})
+         Capability.CHANGES, Capability.COUNT})
 
     def __init__(self, system: SystemSpec) -> None:
         super().__init__(system)
@@ -254,12 +254,21 @@ class SalesforceConnector(Connector):
         return text
 
     def count(self, object: str, scope: BoundScope | None = None) -> int:
+        self._known_fields(object, sorted(fields_of(scope)))
         where = to_soql(scope, self._field_types(object))
         deleted = "isdeleted" in {f.lower() for f in fields_of(scope)}
         body = self.request("GET", "queryAll" if deleted else "query",
                             params={"q": f"SELECT COUNT() FROM {object}"
                                          + (f" WHERE {where}" if where else "")})
         return int(body["totalSize"])
+
+    def _known_fields(self, object: str, names: Sequence[str]) -> None:
+        types = self._field_types(object)
+        unknown = [n for n in names if n.lower() not in types and "." not in n]
+        if unknown:
+            known = [f["name"] for f in self._describe(object)["fields"]]
+            raise SpecError(f"Salesforce object '{object}' of system '{self.name}' has no field "
+                            f"'{unknown[0]}'{suggest(unknown[0], known)}")
 
     def read(self, object: str, scope: BoundScope | None = None, *, key: str | None = None,
              fields: Sequence[str] | None = None, after: Position = None,
@@ -268,11 +277,8 @@ class SalesforceConnector(Connector):
         key = key or "Id"
         names = list(dict.fromkeys([*(fields or [f["name"] for f in self._describe(object)["fields"]
                                        if f["type"] not in ("address", "location")]), key]))
-        unknown = [n for n in names if n.lower() not in types and "." not in n]
-        if unknown:
-            known = [f["name"] for f in self._describe(object)["fields"]]
-            raise SpecError(f"Salesforce object '{object}' of system '{self.name}' has no field "
-                            f"'{unknown[0]}'{suggest(unknown[0], known)}")
+        # the scope's fields too: the org would refuse the query, without a suggestion
+        self._known_fields(object, [*names, *sorted(fields_of(scope))])
         where = to_soql(scope, types)
         if after is not None:
             boundary = to_soql(Condition(key, "gt", after), types)

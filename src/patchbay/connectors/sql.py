@@ -96,7 +96,7 @@ class SqlConnector(Connector):
     schemes: ClassVar[tuple[str, ...]] = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {Capability.READ, Capability.WRITE, Capability.GET, Capability.DESCRIBE,
-         Capability.CHANGES, Capability.COLUMNAR})
+         Capability.CHANGES, Capability.COLUMNAR, Capability.COUNT})
 
     def __init__(self, system: SystemSpec) -> None:
         super().__init__(system)

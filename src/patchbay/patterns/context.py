@@ -29,10 +29,14 @@ class Systems:
 
     def __getitem__(self, name: str) -> Connector:
         if name not in self._open:
-            if name not in self._specs:
-                raise SpecError(f"unknown system '{name}'{suggest(name, self._specs)}")
-            self._open[name] = connect(self._specs[name])
+            self._open[name] = connect(self.spec(name))
         return self._open[name]
+
+    def spec(self, name: str) -> SystemSpec:
+        """The declaration of a system, without connecting to it."""
+        if name not in self._specs:
+            raise SpecError(f"unknown system '{name}'{suggest(name, self._specs)}")
+        return self._specs[name]
 
     def close(self) -> None:
         for connector in self._open.values():
@@ -110,11 +114,17 @@ def misfits(schema: ObjectSchema, fields: list[str], *, system: str, object: str
 
 def validate_destination(integration: MigrationSpec, schema: ObjectSchema,
                          fields: list[str]) -> Conformer:
-    """Fail before any work when the transform writes fields the destination does not have."""
+    """Fail before any work when the transform writes fields the destination does not have,
+    or leaves out a field every new record needs (NOT NULL without a default): each record
+    would be refused."""
     destination = integration.destination
     problems = misfits(schema, fields, system=destination.system, object=destination.object,
                        key=destination.key)
+    conformer = Conformer(schema, fields, creates=destination.operation in (Operation.INSERT,
+                                                                            Operation.UPSERT))
+    problems += [f"'{destination.object}' of system '{destination.system}' requires field "
+                 f"'{name}' (not null, no default), which the transform does not produce"
+                 for name in conformer.missing_required]
     if problems:
         raise SpecError(f"integration '{integration.name}' does not fit its destination", problems)
-    return Conformer(schema, fields, creates=destination.operation in (Operation.INSERT,
-                                                                       Operation.UPSERT))
+    return conformer

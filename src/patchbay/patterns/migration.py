@@ -15,6 +15,8 @@ resumable.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import queue
 import threading
 import time
@@ -22,6 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from patchbay.connectors.base import Capability, Connector
 from patchbay.elements import capture
@@ -34,11 +37,14 @@ from patchbay.elements.transform import SetAside, Transform
 from patchbay.errors import FatalRunError, PatchbayError, RetriableError, RunNotResumable, SpecError
 from patchbay.model import Operation, Outcome, Page, Record, Status
 from patchbay.patterns.context import LookupCache, RunContext, validate_destination
-from patchbay.spec import MigrationSpec
+from patchbay.spec import MigrationSpec, redact_url
 from patchbay.store import Store
 from patchbay.store.store import OutcomeRow, RunRecord, RunStatus, jsonable
 
 T = TypeVar("T")
+
+EARLY_SAMPLE = 1000
+"""Records read before a run judges its share of rejects (or that it writes nothing at all)."""
 
 BROKEN = "__error__"
 """Field by which a source marks a record it could not read whole."""
@@ -63,6 +69,32 @@ def spec_of(ctx: RunContext) -> MigrationSpec:
     if not isinstance(ctx.integration, MigrationSpec):
         raise SpecError(f"'{ctx.integration.name}' is a {ctx.integration.pattern}, not a migration")
     return ctx.integration
+
+
+def fingerprint(ctx: RunContext) -> str:
+    """A digest of the definition a run runs: the integration as declared (source, scope,
+    transform, destination, parameters; not its options, which a resumed run may tune), the
+    identity of every system it uses, and the run's parameters. Secrets never enter it: a
+    system's identity is its URL without password, query or fragment, and secrets only
+    ever sit in systems (`${ENV}` is filled in nowhere else)."""
+    integration = spec_of(ctx)
+    systems = {name: system_identity(ctx.systems.spec(name).url)
+               for name in sorted({s for s, _ in integration.systems_used()})}
+    definition = {"integration": integration.model_dump(mode="json", by_alias=True,
+                                                        exclude={"options"}),
+                  "systems": systems,
+                  "params": {k: v for k, v in jsonable(dict(ctx.params)).items()
+                             if not k.startswith("__")}}
+    text = json.dumps(definition, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def system_identity(url: str) -> str:
+    """Which system a URL reaches, without anything secret: scheme, user, host, port, path."""
+    redacted = redact_url(url)
+    with contextlib.suppress(ValueError):
+        return urlunsplit(urlsplit(redacted)._replace(query="", fragment=""))
+    return redacted
 
 
 def prepare(ctx: RunContext, watermark_after: Any = None) -> Prepared:
@@ -186,27 +218,61 @@ class Migration:
         self.ctx = ctx
         self.integration = spec_of(ctx)
         self.options = self.integration.options
+        self.notice: str | None = None
+        """What `start` chose, when the person running it should hear of it."""
+        self._first_refusal: OutcomeRow | None = None
 
     # -- starting and resuming ------------------------------------------------------------------
 
     def start(self, *, resume: str | None = None, fresh: bool = False, full: bool = False) -> RunRecord:
-        """Begin a run, or resume one: `resume` by id, or the unfinished run with these params."""
+        """Begin a run, or resume one: `resume` by id, or the latest unfinished run of the
+        same definition (fingerprint) and parameters. `notice` then says what was chosen
+        when it is not a plain new run."""
         store, name = self.ctx.store, self.integration.name
+        mark = fingerprint(self.ctx)
         if resume is not None:
             run = store.run(resume)
             if run.integration != name:
                 raise RunNotResumable(f"run {resume} belongs to '{run.integration}', not '{name}'")
             if run.status not in RunStatus.UNFINISHED:
                 raise RunNotResumable(f"run {resume} is {run.status}; nothing to resume")
+            if run.fingerprint is not None and run.fingerprint != mark:
+                raise RunNotResumable(
+                    f"run {resume} ran another definition of '{name}' (systems, source, scope, "
+                    "transform, destination or parameters differ); `patchbay run --fresh` "
+                    "starts a new run")
         else:
-            found = None if fresh else store.unfinished_run(name, self._run_params(full))
+            found = None if fresh else self._resumable(mark, self._run_params(full))
             if found is None:
                 return store.start_run(name, self.integration.pattern, self._run_params(full),
-                                       str(self.ctx.spec_path) if self.ctx.spec_path else None)
+                                       str(self.ctx.spec_path) if self.ctx.spec_path else None,
+                                       fingerprint=mark)
             run = found
         if run.owner_alive:
             raise RunNotResumable(f"run {run.id} is still running (owner {run.owner})")
+        self.notice = f"resuming run {run.id} from record {run.counters.get('read', 0):,}"
         return store.claim(run.id)
+
+    def _resumable(self, mark: str, params: Mapping[str, Any]) -> RunRecord | None:
+        """The latest unfinished run of this very definition and these parameters. Runs of the
+        same name but another definition (another file, a changed destination) or of an
+        unknown one (started before runs kept their fingerprint) are left alone: resuming
+        them would skip records this definition never wrote."""
+        candidates = self.ctx.store.unfinished_runs(self.integration.name, params)
+        same = next((r for r in candidates if r.fingerprint == mark), None)
+        unknown_live = next((r for r in candidates if r.fingerprint is None and r.owner_alive),
+                            None)
+        if same is None and unknown_live is not None:
+            # a process of an older patchbay may be running this very definition right now
+            raise RunNotResumable(f"run {unknown_live.id} is still running "
+                                  f"(owner {unknown_live.owner})")
+        if same is None and candidates:
+            other = candidates[0]
+            why = ("it ran another definition of this integration" if other.fingerprint
+                   else "it predates definition fingerprints, so it may have run another one")
+            self.notice = (f"starting a new run: unfinished run {other.id} is not resumed, "
+                           f"because {why} (`patchbay resume {other.id}` continues it)")
+        return same
 
     def _run_params(self, full: bool) -> dict[str, Any]:
         params = dict(self.ctx.params)
@@ -238,6 +304,7 @@ class Migration:
         batch_no = run.batches
         high_water = state.get("high_water")
         ctx.notify("start", counters)
+        self._announce_scope(prepared)
         checkpoints = _Checkpoints(store, run.id, comparison, watermark_after, ctx.notify)
         try:
             for page, shaped in self._pages(prepared, state.get("position")):
@@ -246,20 +313,20 @@ class Migration:
                                                           comparison, high_water)
                 checkpoints.put(_Written(batch_no, page.position, dict(counters), rows,
                                          high_water, check))
-                limit = self.options.max_rejects
-                if limit is not None and counters["rejected"] > limit:
-                    raise FatalRunError(f"{counters['rejected']} records rejected, more than "
-                                        f"max_rejects ({limit})", run=run.id)
+                self._check_rejects(counters, rows, run.id, finished=False)
                 if ctx.stop.is_set():
                     checkpoints.finish()
                     store.finish(run.id, RunStatus.INTERRUPTED)
                     return {"run": run.id, "status": RunStatus.INTERRUPTED,
                             "counters": dict(counters)}
             checkpoints.finish()
+            self._check_rejects(counters, [], run.id, finished=True)
         except BaseException as exc:
             # What was written before the failure still gets its checkpoint; the run keeps
             # the counters of its last checkpoint, so a resume counts nothing twice.
             checkpoints.finish(raise_error=False)
+            if isinstance(exc, _NothingWritten):
+                store.forget_progress(run.id)
             store.finish(run.id, RunStatus.FAILED, error=str(exc) or type(exc).__name__)
             raise
         report = self.report(run, prepared, counters, comparison)
@@ -269,6 +336,41 @@ class Migration:
         report = capture.write_report_files(ctx.reports_dir / run.id, report, store.outcomes(run.id))
         store.finish(run.id, status, report=report, counters=counters)
         return report
+
+    def _announce_scope(self, prepared: Prepared) -> None:
+        """Tell the progress display how many records are in scope, when the source can say
+        so without reading them (a COUNT query); a file would have to be read twice."""
+        if self.ctx.progress is None or Capability.COUNT not in prepared.source.capabilities:
+            return
+        with contextlib.suppress(PatchbayError, NotImplementedError):
+            in_scope = prepared.source.count(self.integration.source.object, prepared.scope)
+            self.ctx.notify("scope", {"in_scope": in_scope})
+
+    def _check_rejects(self, counters: Counter[str], rows: list[OutcomeRow], run_id: str, *,
+                       finished: bool) -> None:
+        """Stop the run, failed, when it sets aside more than `max_rejects` allows; without
+        a limit, when every record read so far was refused (contacts run before their
+        accounts): after the first EARLY_SAMPLE records, or at the end of a smaller scope."""
+        read, rejected = counters["read"], counters["rejected"]
+        if self._first_refusal is None:
+            self._first_refusal = next((r for r in rows if r.status == Status.REJECTED), None)
+        example = ("" if self._first_refusal is None else
+                   f"; e.g. {self._first_refusal.code}: {self._first_refusal.reason}")
+        limit = self.options.max_rejects
+        if limit is not None:
+            allowed = self.options.rejects_allowed(read)
+            if rejected > allowed and (finished or isinstance(limit, int) or read >= EARLY_SAMPLE):
+                raise FatalRunError(f"{rejected:,} of {read:,} records set aside, more than "
+                                    f"max_rejects ({limit}) allows{example}", run=run_id)
+            return
+        written = sum(counters[s.value] for s in (Status.CREATED, Status.UPDATED,
+                                                  Status.UNCHANGED, Status.DELETED))
+        if rejected and not written and (finished or read >= EARLY_SAMPLE):
+            raise _NothingWritten(
+                f"stopped: none of the {read:,} records read was written, {rejected:,} were "
+                f"set aside{example}. Fix the cause (a record they depend on not migrated yet?) "
+                "and run again, from the first record; or set options.max_rejects to let such "
+                "a run go on", run=run_id)
 
     def _pages(self, prepared: Prepared, position: Any) -> Iterator[tuple[Page, Any]]:
         """Read ahead in a thread, `concurrency` pages at most, so memory stays bounded. A page
@@ -436,6 +538,12 @@ class Migration:
             integration=self.integration, run_id=run.id, params=run.params,
             started_at=run.started_at, counters=counters, comparison=comparison,
             source_in_scope=in_scope, verify=self.options.verify, usage=usage)
+
+
+class _NothingWritten(FatalRunError):
+    """A run stopped early because every record it read was refused. Its checkpoint is
+    dropped: resumed from it, the run would skip the records it refused, which are those
+    it has to write once their cause is fixed."""
 
 
 def _shape_table(prepared: Prepared, table: Any) -> Any:

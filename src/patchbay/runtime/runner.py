@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from patchbay import spec
+from patchbay.errors import SpecError
 from patchbay.patterns import broadcast, migration
 from patchbay.patterns.context import ProgressCallback, RunContext
-from patchbay.spec import AggregationSpec, AnyIntegration, BroadcastSpec, IntegrationFile
+from patchbay.spec import AggregationSpec, AnyIntegration, BroadcastSpec, IntegrationFile, MigrationSpec
 from patchbay.store import Store
 
 if TYPE_CHECKING:
@@ -41,11 +42,46 @@ class Invocation:
         return ctx
 
 
+def in_dependency_order(file: IntegrationFile) -> list[AnyIntegration]:
+    """Every integration of the file, each after those whose destination it looks records
+    up in (accounts before the contacts that look up their account ids); otherwise in the
+    file's order."""
+    integrations = file.integrations
+    written = [_destinations(i) for i in integrations]
+    needs = {index: {other for other, objects in enumerate(written)
+                     if other != index and objects & _lookups(integration)}
+             for index, integration in enumerate(integrations)}
+    ordered: list[int] = []
+    while len(ordered) < len(integrations):
+        ready = [i for i in range(len(integrations))
+                 if i not in ordered and needs[i] <= set(ordered)]
+        if not ready:
+            stuck = ", ".join(f"'{integrations[i].name}'" for i in needs if i not in ordered)
+            raise SpecError(f"{file.path or 'the integration file'}: {stuck} look up each "
+                            "other's destinations, so no order runs each after what it needs; "
+                            "run them one by one with --integration")
+        ordered.append(ready[0])
+    return [integrations[i] for i in ordered]
+
+
+def _destinations(integration: AnyIntegration) -> set[tuple[str, str]]:
+    """The (system, object) pairs an integration writes."""
+    if isinstance(integration, MigrationSpec):
+        return {(integration.destination.system, integration.destination.object)}
+    return {(d.system, d.object) for d in integration.destinations}
+
+
+def _lookups(integration: AnyIntegration) -> set[tuple[str, str]]:
+    """The (system, object) pairs an integration's transforms look records up in."""
+    return {(m.lookup.system, m.lookup.object) for transform, _ in integration.transforms()
+            for m in transform.fields.values() if m.lookup is not None}
+
+
 def run(ctx: RunContext, *, resume: str | None = None, fresh: bool = False,
-        full: bool = False) -> dict[str, Any]:
+        full: bool = False, say: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run (or resume) a migration to its end, a broadcast once (poll everything new,
     deliver everything due), or an aggregation (answer and write its outputs); return its
-    report."""
+    report. `say` hears which run a migration resumes, or why it did not resume one."""
     try:
         if isinstance(ctx.integration, BroadcastSpec):
             return broadcast.Broadcast(ctx).run_once()
@@ -59,6 +95,8 @@ def run(ctx: RunContext, *, resume: str | None = None, fresh: bool = False,
             return aggregation.Aggregation(ctx).run()
         runner = migration.Migration(ctx)
         record = runner.start(resume=resume, fresh=fresh, full=full)
+        if runner.notice is not None and say is not None:
+            say(runner.notice)
         return runner.run(record)
     finally:
         ctx.systems.close()

@@ -36,6 +36,7 @@ runs = sa.Table(
     sa.Column("checkpoint", sa.JSON),
     sa.Column("report", sa.JSON),
     sa.Column("error", sa.Text),
+    sa.Column("fingerprint", sa.String(64)),
 )
 
 outcomes = sa.Table(
@@ -126,7 +127,15 @@ def _v3(conn: Connection) -> None:
         table.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3]
+def _v4(conn: Connection) -> None:
+    # A run remembers the definition it ran (see migration.fingerprint), so that only a run
+    # of the same definition is resumed. A store created by this version has the column
+    # already (runs.create in _v1); an older one gets it added, empty for its old runs.
+    if "fingerprint" not in {c["name"] for c in sa.inspect(conn).get_columns("patchbay_runs")}:
+        conn.execute(sa.text("ALTER TABLE patchbay_runs ADD COLUMN fingerprint VARCHAR(64)"))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -60,6 +60,9 @@ class RunRecord:
     checkpoint: dict[str, Any] | None
     report: dict[str, Any] | None
     error: str | None
+    fingerprint: str | None
+    """The digest of the definition the run ran (see migration.fingerprint); None for runs
+    started before patchbay kept it."""
 
     @property
     def owner_alive(self) -> bool:
@@ -140,12 +143,12 @@ class Store(OutboxMixin, AggregatesMixin):
     # -- runs -----------------------------------------------------------------------------------
 
     def start_run(self, integration: str, pattern: str, params: Mapping[str, Any],
-                  spec_path: str | None = None) -> RunRecord:
+                  spec_path: str | None = None, fingerprint: str | None = None) -> RunRecord:
         now = _now()
         values = dict(id=new_run_id(), integration=integration, pattern=pattern,
                       spec_path=spec_path, params=jsonable(params), status=RunStatus.RUNNING,
                       started_at=now, heartbeat_at=now, owner=_owner(), batches=0, counters={},
-                      checkpoint=None)
+                      checkpoint=None, fingerprint=fingerprint)
         with self.engine.begin() as conn:
             conn.execute(sa.insert(runs).values(**values))
         return self.run(str(values["id"]))
@@ -162,9 +165,9 @@ class Store(OutboxMixin, AggregatesMixin):
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).mappings().first()
         if row is None:
-            from patchbay.errors import RunNotResumable
+            from patchbay.errors import UnknownRun
 
-            raise RunNotResumable(f"no run '{run_id}' in the engine state")
+            raise UnknownRun(f"no run '{run_id}' in the engine state")
         return _run_record(row)
 
     def runs(self, integration: str | None = None, limit: int = 50) -> list[RunRecord]:
@@ -174,17 +177,16 @@ class Store(OutboxMixin, AggregatesMixin):
         with self.engine.connect() as conn:
             return [_run_record(r) for r in conn.execute(stmt).mappings()]
 
-    def unfinished_run(self, integration: str, params: Mapping[str, Any]) -> RunRecord | None:
-        """The latest unfinished run of this integration with the same parameters."""
+    def unfinished_runs(self, integration: str, params: Mapping[str, Any]) -> list[RunRecord]:
+        """The unfinished runs of this integration name with the same parameters, latest
+        first, whatever definition they ran (the caller compares fingerprints)."""
         wanted = jsonable(params)
         stmt = (sa.select(runs).where(runs.c.integration == integration,
                                       runs.c.status.in_(RunStatus.UNFINISHED))
-                .order_by(runs.c.started_at.desc()))
+                .order_by(runs.c.started_at.desc(), runs.c.id.desc()))
         with self.engine.connect() as conn:
-            for row in conn.execute(stmt).mappings():
-                if row["params"] == wanted:
-                    return _run_record(row)
-        return None
+            return [_run_record(row) for row in conn.execute(stmt).mappings()
+                    if row["params"] == wanted]
 
     def checkpoint(self, run_id: str, *, batch: int, checkpoint: Mapping[str, Any],
                    counters: Mapping[str, int], outcome_rows: Sequence[OutcomeRow] = ()) -> None:
@@ -199,6 +201,13 @@ class Store(OutboxMixin, AggregatesMixin):
             conn.execute(sa.update(runs).where(runs.c.id == run_id).values(
                 batches=batch, checkpoint=jsonable(checkpoint), counters=dict(counters),
                 heartbeat_at=_now()))
+
+    def forget_progress(self, run_id: str) -> None:
+        """Take a run back to its start: no checkpoint, counters or set-aside records."""
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(outcomes).where(outcomes.c.run_id == run_id))
+            conn.execute(sa.update(runs).where(runs.c.id == run_id).values(
+                batches=0, checkpoint=None, counters={}))
 
     def finish(self, run_id: str, status: str, *, report: Mapping[str, Any] | None = None,
                error: str | None = None, counters: Mapping[str, int] | None = None) -> None:
