@@ -31,7 +31,8 @@ Writes: `insert` appends, without looking for the key in the file (use `upsert` 
 CSV or Parquet file takes the first record's fields, and a later record with a field the file
 lacks is REJECTED with code UNKNOWN_FIELD. `upsert`, `update`, `delete`, and any write to
 Parquet, rewrite the file into a temporary file in the same folder and rename it over the
-original, so that readers never see half a file; rows the batch does not touch, broken ones
+original, so that readers never see half a file (a temporary file a killed process left
+behind is removed when the folder is next opened); rows the batch does not touch, broken ones
 included, are copied unchanged. Values are written as text the reader gives back: dates and
 datetimes as ISO text, Decimals as strings, booleans as true/false in CSV, nested values as JSON.
 """
@@ -52,7 +53,7 @@ from decimal import Decimal
 from pathlib import Path, PurePath
 from typing import Any, ClassVar, TextIO
 
-from patchbay.atomic import replacing
+from patchbay.atomic import remove_stale, replacing
 from patchbay.connectors.base import Capability, Connector, completed, last_per_key
 from patchbay.elements.compare import same_values
 from patchbay.elements.scope import BoundScope, fields_of, to_predicate
@@ -123,6 +124,8 @@ class FileConnector(Connector):
             "parquet": _Parquet(),
         }
         self._declared_fields = _declared_fields(self.name, options.get("fields"))
+        if self.folder.is_dir():  # the copies a process killed mid-write left behind
+            remove_stale(self.folder)
 
     # -- files ----------------------------------------------------------------------------------
 
