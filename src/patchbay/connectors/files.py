@@ -5,7 +5,8 @@ A system is a folder (`file:/data/export` or `file:///data/export`); an object i
 .jsonl or .ndjson, .parquet) unless the system option `format` names one. Other options:
 `delimiter` (CSV, default ","), `encoding` (default "utf-8"), `null_values` (CSV texts read as
 None, default [""]) and `fields` (the field names of files that do not exist yet, so that a
-destination can be described: a list, or a mapping of file name to list).
+destination can be described: a list, or a mapping of file name to list; their values are
+written with the types they come with, as text in a CSV).
 
 Reads stream: CSV and JSON Lines line by line, Parquet batch by batch, so memory does not grow
 with the file. Rows come in file order (sorting on `key` would need the whole file) and the scope
@@ -176,7 +177,7 @@ class FileConnector(Connector):
                 raise SpecError(f"system '{self.name}': file {path} does not exist yet or is "
                                 f"empty; create it, or list its fields under the system option "
                                 f"'fields'")
-            described = {n: FieldSchema(n, FieldType.STRING) for n in names}
+            described = {n: FieldSchema(n, fmt.declared_type) for n in names}
         return ObjectSchema(object, described)
 
     # -- read -----------------------------------------------------------------------------------
@@ -249,6 +250,10 @@ class FileConnector(Connector):
 
 
 class _Format(ABC):
+    declared_type: ClassVar[FieldType] = FieldType.JSON
+    """The type of the fields the option `fields` names: any value, kept as it comes (a
+    number stays a number), the file's own format deciding how it is written."""
+
     @abstractmethod
     def names(self, path: Path) -> list[str] | None:
         """The fields the file declares (CSV header, Parquet schema); None when rows vary."""
@@ -375,6 +380,8 @@ class _CsvRow:
 
 
 class _Csv(_Format):
+    declared_type = FieldType.STRING  # a CSV holds text
+
     def __init__(self, encoding: str, delimiter: str, null_values: list[str]) -> None:
         self.encoding = encoding
         self.delimiter = delimiter
