@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -304,6 +306,43 @@ def test_by_default_a_transaction_committing_late_on_postgresql_is_caught(
 
         assert [(c.key, c.record["name"]) for c in late] == [(1, "committed late")]
         assert poll(sql, table, cursor)[0] == []
+    finally:
+        sql.close()
+        db.drop_all()
+
+
+def test_a_user_that_cannot_see_other_sessions_reads_a_minute_further_back(
+        request: pytest.FixtureRequest, tmp_path: Path, open_db: Any, pg_url: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """pg_read_all_data reads every table but sees no other user's transaction."""
+    db = open_db("postgresql", request, tmp_path)
+    sql = SqlConnector(SystemSpec(url=db.url, name="src"))
+
+    def reader_role(dbapi: Any, _record: Any) -> None:
+        dbapi.execute("SET ROLE pg_read_all_data")
+        dbapi.commit()  # a SET undone with its transaction otherwise
+
+    sa.event.listen(sql.engine, "connect", reader_role)
+    try:
+        table = db.create("hidden", "id INTEGER PRIMARY KEY, name VARCHAR(40), "
+                                    "updated_at TIMESTAMPTZ NOT NULL DEFAULT now()")
+        with psycopg.connect(pg_url) as slow:
+            slow.execute(f"INSERT INTO {table} (id, name) VALUES (1, 'committed late')")
+            time.sleep(0.05)
+            db.execute(f"INSERT INTO {table} (id, name) VALUES (2, 'second')")
+            with caplog.at_level(logging.WARNING, logger="patchbay.connectors.sql"):
+                first, cursor = poll(sql, table, {"watermark": "updated_at", "key": "id"})
+            assert keys(first) == [2]
+            # It sees no open transaction, so the horizon is its own time less a minute.
+            behind = dt.datetime.fromisoformat(cursor["position"]) - \
+                dt.datetime.fromisoformat(cursor["horizon"])
+            assert dt.timedelta(seconds=50) < behind <= dt.timedelta(seconds=60)
+        late, cursor = poll(sql, table, cursor)
+
+        assert [(c.key, c.record["name"]) for c in late] == [(1, "committed late")]
+        assert [r.getMessage() for r in caplog.records] == [
+            "system 'src': the polling user cannot see other users' transactions (grant it "
+            "pg_read_all_stats); re-reading 60.0 s behind the ones it sees"]
     finally:
         sql.close()
         db.drop_all()
