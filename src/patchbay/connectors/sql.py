@@ -515,8 +515,8 @@ class SqlConnector(Connector):
         delivered at or after the start of the next read. Everything in it is JSON, to be
         stored and handed back as it is.
 
-        Rows are read with `watermark >= position - overlap` (or from the `horizon`, below,
-        when that is earlier), ordered by watermark then key. A row whose key and watermark
+        Rows are read with `watermark >= position - overlap` (or from further back, below, for
+        transactions still open), ordered by watermark then key. A row whose key and watermark
         value are in `seen` with the same digest is skipped; with another digest it is a second
         change sharing its timestamp with the first, delivered with a version of its own
         (`<watermark value>#<digest>`, so message ids differ). So rows sharing the cursor's
@@ -525,18 +525,21 @@ class SqlConnector(Connector):
 
         Late commits: a transaction can stamp a row, then commit after rows stamped later were
         read. `overlap_seconds` (a number of the watermark's own units for a numeric
-        watermark) re-reads that far behind the position. On PostgreSQL, with a timestamp or
-        date watermark, each call also asks `pg_stat_activity` for the start of the oldest
-        transaction still open in the database (`horizon`, the call's own time when none is):
-        anything such a transaction, or a later one, commits is stamped at or after it (when
-        the database's clock stamps it: now(), a default, a trigger), so the next call reads
-        from there and nothing committed late is lost, whatever the overlap. A user that
-        cannot see other users' sessions (neither superuser nor pg_read_all_stats) falls back
-        to DEFAULT_OVERLAP_SECONDS behind the horizon it can see. Without `overlap_seconds`
-        the overlap is 0 on PostgreSQL, and DEFAULT_OVERLAP_SECONDS for a timestamp or date
-        watermark elsewhere (SQLite, MySQL: no horizon is asked for). `seen` holds the rows
-        from the start of the next read on: a bulk update stamping a million rows alike, or a
-        transaction left open for an hour, makes it large.
+        watermark) re-reads that far behind the position. On PostgreSQL each call also asks
+        `pg_stat_activity` when the oldest transaction open in the database began (the call's
+        own time when none is), and the next call reads from where such a transaction could
+        still commit (see `_late_floor`): for a timestamp or date, from that start (`horizon`),
+        as anything it or a later transaction commits is stamped at or after it when the
+        database's clock stamps it (now(), a default, a trigger); for a number taken from a
+        sequence, from the highest number visible before it began (`open_since`, `marks`).
+        So nothing committed late is lost, whatever the overlap. A user that cannot see other
+        users' sessions (neither superuser nor pg_read_all_stats) takes the oldest one for
+        DEFAULT_OVERLAP_SECONDS older than what it sees, and logs a warning. Without
+        `overlap_seconds` the overlap is 0 on PostgreSQL and for numbers, and
+        DEFAULT_OVERLAP_SECONDS for a timestamp or date watermark elsewhere (SQLite, MySQL:
+        they cannot say which transactions are open). `seen` holds the rows from the start of
+        the next read on: a bulk update stamping a million rows alike, or a transaction left
+        open for an hour, makes it large.
 
         Every change is UPDATED, unless the cursor names a `created` column: a row whose
         created value equals its watermark value is then CREATED (`"created": "id"` with an
@@ -581,7 +584,7 @@ class SqlConnector(Connector):
         if created_name is not None:
             self._column(table, str(created_name))
         kind = _python_type(watermark)
-        timed = kind in (dt.datetime, dt.date)
+        timed, numbered = kind in (dt.datetime, dt.date), kind in (int, float, Decimal)
         overlap = config.get("overlap_seconds")
         if overlap is None:
             overlap = DEFAULT_OVERLAP_SECONDS if timed and self.dialect != "postgresql" else 0
@@ -592,9 +595,10 @@ class SqlConnector(Connector):
                             f"'{watermark_name}' is a timestamp, a date or a number), not {overlap!r}")
         position = _from_json(config.get("position"), kind)
         start = None if position is None else _minus(position, overlap)
-        horizon = _from_json(config.get("horizon"), kind)
-        if start is not None and horizon is not None:
-            start = min(start, horizon)
+        if start is not None:
+            held, floor = _late_floor(config, kind)
+            if held:
+                start = None if floor is None else min(start, floor)
         # Each remembered row's last digest; None for a cursor stored before digests were.
         remembered: dict[tuple[Any, Any], str | None] = {
             (_to_json(entry[0]), _from_json(entry[1], kind)): entry[2] if len(entry) > 2 else None
@@ -613,9 +617,14 @@ class SqlConnector(Connector):
         if start is not None:
             stmt = stmt.where(watermark >= self._watermark_bound(start))
         with self._reading() as conn:
+            # A mark, before the transactions open are asked for: when none began before it,
+            # the next read may start from it.
+            mark = tuple(conn.execute(sa.select(sa.func.max(watermark),
+                                                sa.func.clock_timestamp())).one()) \
+                if numbered and self.dialect == "postgresql" else None
             # Asked before the rows are read: a transaction that commits after the read was
             # open then, or began later.
-            horizon = self._horizon(conn, watermark) if timed else None
+            since = self._open_since(conn) if timed or numbered else None
             rows = conn.execute(stmt).all()
 
         found: list[Change] = []
@@ -647,24 +656,31 @@ class SqlConnector(Connector):
         if created_name is not None:
             after["created"] = created_name
         window = None if top is None else _minus(top, overlap)
-        if window is not None and horizon is not None and horizon < window:
-            window = horizon
-            after["horizon"] = _to_json(horizon)
+        if since is not None and timed:
+            horizon = _watermark_time(since, watermark)
+            if window is not None and horizon < window:
+                window = horizon
+                after["horizon"] = _to_json(horizon)
+        elif since is not None and mark is not None:
+            after["open_since"] = since[0].isoformat()
+            after["marks"] = _marks(config, since[0], mark)
+            floor = _late_floor(after, kind)[1]
+            window = None if floor is None or window is None else min(window, floor)
         after["position"] = _to_json(top)
+        # Everything delivered from where the next read starts (from the first row: all).
         after["seen"] = [[k, _to_json(v), *([d] if d is not None else [])]
                          for (k, v), d in {**remembered, **delivered}.items()
-                         if window is not None and v >= window]
+                         if window is None or v >= window]
         return found, after
 
-    def _horizon(self, conn: Connection, watermark: sa.Column[Any]) -> Any:
-        """The earliest watermark value a transaction that commits from now on can stamp: the
-        start of the oldest transaction open in the database, else now (the database's clock,
-        in the watermark column's type); None where it cannot be known (not PostgreSQL)."""
+    def _open_since(self, conn: Connection) -> tuple[dt.datetime, dt.datetime] | None:
+        """When the oldest transaction open in the database began (now, when none is), by the
+        database's clock: aware, and as a timestamp without time zone in the session's time
+        zone (as now() is stored in such a column); None where that cannot be known (not
+        PostgreSQL)."""
         if self.dialect != "postgresql":
             return None
-        # Sessions of other users hide their times from a user without pg_read_all_stats. The
-        # horizon comes also as a timestamp without time zone, as now() is stored in such a
-        # column: in the session's time zone.
+        # Sessions of other users hide their times from a user without pg_read_all_stats.
         aware, local, hidden = conn.execute(sa.text(
             "SELECT h, h::timestamp, hidden FROM (SELECT least(statement_timestamp(), "
             "min(xact_start) FILTER (WHERE backend_type = 'client backend' "
@@ -672,15 +688,15 @@ class SqlConnector(Connector):
             "count(*) FILTER (WHERE query = '<insufficient privilege>') AS hidden "
             "FROM pg_stat_activity WHERE datname = current_database() "
             "AND pid <> pg_backend_pid()) AS open")).one()
-        horizon: dt.datetime = aware if getattr(watermark.type, "timezone", False) else local
         if hidden:
             if not self._warned_hidden:
                 log.warning("system '%s': the polling user cannot see other users' transactions "
                             "(grant it pg_read_all_stats); re-reading %s s behind the ones it "
                             "sees", self.name, DEFAULT_OVERLAP_SECONDS)
                 self._warned_hidden = True
-            horizon -= dt.timedelta(seconds=DEFAULT_OVERLAP_SECONDS)
-        return horizon.date() if _python_type(watermark) is dt.date else horizon
+            behind = dt.timedelta(seconds=DEFAULT_OVERLAP_SECONDS)
+            aware, local = aware - behind, local - behind
+        return aware, local
 
     def _watermark_bound(self, value: Any) -> Any:
         """The lower bound of a changes query. SQLite keeps timestamps as text, with or without
@@ -863,7 +879,8 @@ class SqlConnector(Connector):
 
 
 _CURSOR_ENTRIES = ("watermark", "key", "overlap_seconds", "created", "position", "horizon",
-                   "seen")
+                   "open_since", "marks", "seen")
+_MARKS = 20
 
 
 def _python_type(column: sa.Column[Any]) -> type | None:
@@ -896,6 +913,44 @@ def _from_json(value: Any, kind: type | None) -> Any:
     if kind is Decimal:
         return Decimal(value)
     return value
+
+
+def _watermark_time(since: tuple[dt.datetime, dt.datetime], watermark: sa.Column[Any]) -> Any:
+    """The start of the oldest open transaction as a value of a timestamp or date column."""
+    aware, local = since
+    moment = aware if getattr(watermark.type, "timezone", False) else local
+    return moment.date() if _python_type(watermark) is dt.date else moment
+
+
+def _late_floor(cursor: Mapping[str, Any], kind: type | None) -> tuple[bool, Any]:
+    """Whether the cursor holds back the next read for transactions still open when it was
+    made, and from which watermark value (None: from the first row).
+
+    A timestamp or date watermark keeps the start of the oldest one as `horizon`: what
+    commits later is stamped at or after it. A number (an identity, a sequence) cannot be
+    told from a time, so each call keeps a mark, [time, highest number visible then]: a
+    transaction begun after a mark's time takes numbers above the mark's. The read starts
+    at the latest mark before `open_since`, the start of the oldest open transaction, or at
+    the first row when there is none (a transaction already open at the first call)."""
+    if cursor.get("horizon") is not None:
+        return True, _from_json(cursor["horizon"], kind)
+    if cursor.get("open_since") is None:
+        return False, None
+    since = dt.datetime.fromisoformat(cursor["open_since"])
+    before = [value for at, value in cursor.get("marks") or ()
+              if dt.datetime.fromisoformat(at) <= since]
+    return True, _from_json(before[-1], kind) if before else None
+
+
+def _marks(cursor: Mapping[str, Any], since: dt.datetime, mark: tuple[Any, ...]) -> list[list[Any]]:
+    """The cursor's marks with this call's, less those older than the latest before `since`
+    (no transaction that can still commit began before it), at most _MARKS of them: dropping
+    one moves a later read's start back, never forward."""
+    marks = [*(cursor.get("marks") or ()), [mark[1].isoformat(), _to_json(mark[0])]]
+    before = [i for i, (at, _) in enumerate(marks) if dt.datetime.fromisoformat(at) <= since]
+    if before:
+        marks = marks[before[-1]:]
+    return marks if len(marks) <= _MARKS else [marks[0], *marks[1 - _MARKS:]]
 
 
 def _digest(values: Mapping[str, Any]) -> str:
