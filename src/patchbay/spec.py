@@ -571,9 +571,11 @@ class TriggerSpec(_Model):
         default=None, description="Also accept changes pushed by the source (signed webhooks).")
     outbound_messages: OutboundMessagesSpec | None = Field(
         default=None, description="Also accept Salesforce Outbound Messages.")
-    overlap_seconds: float = Field(
-        default=0.0, ge=0, description="Re-read this far behind the last change seen, for "
-                                       "transactions that commit late with an earlier time.")
+    overlap_seconds: float | None = Field(
+        default=None, ge=0, description="Re-read this far behind the last change seen, for "
+                                        "transactions that commit late with an earlier time. "
+                                        "Default: 0 on PostgreSQL, which also re-reads from the "
+                                        "oldest open transaction; 60 on SQLite and MySQL.")
 
 
     @field_validator("cron")

@@ -153,3 +153,35 @@ def test_an_unreachable_destination_does_not_hold_up_the_others(
     erp_counts = report["outbox"]["erp"]
     assert erp_counts["delivered"] == 0
     assert erp_counts["pending"] + erp_counts["dead"] == 20, "nothing lost: retrying or dead"
+
+
+def test_by_default_a_change_committed_late_is_broadcast(
+        tmp_path: Path, pg_url: str, erp: str) -> None:
+    with sqlite3.connect(tmp_path / "crm.db") as db:  # a timestamp column, not text
+        db.execute("CREATE TABLE opportunities (id INTEGER PRIMARY KEY, name TEXT, stage TEXT, "
+                   "amount REAL, updated_at DATETIME)")
+    source(tmp_path / "crm.db", [(1, "First", "Closed Won", 10.0, "2026-01-01 10:00:00"),
+                                 (2, "Second", "Closed Won", 20.0, "2026-01-01 10:00:05")])
+    path = spec(tmp_path, pg_url, erp)
+    state = tmp_path / "state"
+    assert run_integration(path, state=state)["changes"] == 2
+
+    # Stamped before the change already broadcast, committed after it (no overlap declared).
+    source(tmp_path / "crm.db", [(3, "Late", "Closed Won", 30.0, "2026-01-01 10:00:03")])
+    late = run_integration(path, state=state)
+
+    assert late["changes"] == 1
+    assert erp_rows(pg_url, erp) == {1: ("First", 10.0), 2: ("Second", 20.0), 3: ("Late", 30.0)}
+    assert run_integration(path, state=state)["changes"] == 0
+
+
+def test_a_file_destination_that_does_not_exist_yet_keeps_the_types_of_values(
+        tmp_path: Path, pg_url: str, erp: str) -> None:
+    source(tmp_path / "crm.db", [(1, "Small win", "Closed Won", 500.5, "2026-01-01 10:00:00"),
+                                 (2, "Open deal", "Prospecting", 70.0, "2026-01-01 10:00:01")])
+
+    run_integration(spec(tmp_path, pg_url, erp), state=tmp_path / "state")
+
+    assert audit_lines(tmp_path) == [  # numbers stay numbers, not the text of the declared fields
+        {"change": "1@2026-01-01 10:00:00", "id": 1, "stage": "Closed Won", "amount": 500.5},
+        {"change": "2@2026-01-01 10:00:01", "id": 2, "stage": "Prospecting", "amount": 70.0}]

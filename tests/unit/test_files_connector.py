@@ -161,15 +161,39 @@ def test_broken_csv_rows_arrive_as_error_records_between_the_good_ones(tmp_path:
     assert [r.get("id", r.get(RAW_FIELD)) for r in resumed] == ['6,"Zeta"x,60', "7"]
 
 
-def test_unclosed_quote_is_one_broken_row_not_a_silent_merge(tmp_path: Path) -> None:
-    (tmp_path / "accounts.csv").write_text('id,name\n1,Acme\n2,"Beta\n3,Gamma\n')
+def test_an_unbalanced_quote_breaks_its_line_and_the_rows_after_it_are_read(tmp_path: Path) -> None:
+    text = ('id,name\n'
+            '1,Acme\n'
+            '2,"Beta\n'               # line 3: the quote runs on to line 6
+            '3,Gamma\n'
+            '\n'
+            '4,"Delta, Inc."\n'
+            '5,"Eps\n'                # line 7: the quote runs on to the end of the file
+            '6,Zeta\n')
+    (tmp_path / "accounts.csv").write_text(text)
+    connector = files(tmp_path)
+    where = tmp_path / "accounts.csv"
 
-    found = records(list(files(tmp_path).read("accounts.csv")))
+    found = records(list(connector.read("accounts.csv")))
 
-    assert found[0] == {"id": "1", "name": "Acme"}
-    assert found[1][ERROR_FIELD].endswith("line 3: malformed CSV: unexpected end of data")
-    assert found[1][RAW_FIELD] == '2,"Beta\n3,Gamma'
-    assert len(found) == 2
+    assert found == [
+        {"id": "1", "name": "Acme"},
+        {ERROR_FIELD: f"{where} line 3: malformed CSV: an unbalanced quote ran on over 4 lines "
+                      f"(',' expected after '\"')", RAW_FIELD: '2,"Beta'},
+        {"id": "3", "name": "Gamma"},
+        {"id": "4", "name": "Delta, Inc."},
+        {ERROR_FIELD: f"{where} line 7: malformed CSV: an unbalanced quote ran on over 2 lines "
+                      f"(unexpected end of data)", RAW_FIELD: '5,"Eps'},
+        {"id": "6", "name": "Zeta"},
+    ]
+    assert connector.count("accounts.csv") == 6  # every row counts, the broken ones too
+    resumed = records(list(connector.read("accounts.csv", after=3)))
+    assert [r.get("id", r.get(RAW_FIELD)) for r in resumed] == ["4", '5,"Eps', "6"]
+    # A rewrite copies the broken lines as they are and still finds the rows after them.
+    outcomes = connector.write("accounts.csv", [{"id": "3", "name": "Gamma 2"}], Operation.UPSERT,
+                               "id")
+    assert statuses(outcomes) == [Status.UPDATED]
+    assert where.read_text() == text.replace("3,Gamma\n", "3,Gamma 2\n")
 
 
 def test_broken_json_lines_arrive_as_error_records_between_the_good_ones(tmp_path: Path) -> None:
@@ -258,7 +282,7 @@ def test_describe_of_a_missing_file_needs_the_fields_option(tmp_path: Path) -> N
 
     assert [(f.name, f.type) for f in described] == [
         ("id", FieldType.STRING), ("name", FieldType.STRING)]
-    assert list(per_file.fields) == ["key"]
+    assert [(f.name, f.type) for f in per_file] == [("key", FieldType.JSON)]  # kept as they come
 
 
 def test_check_needs_the_folder_and_objects_need_a_known_format(tmp_path: Path) -> None:

@@ -5,7 +5,8 @@ A system is a folder (`file:/data/export` or `file:///data/export`); an object i
 .jsonl or .ndjson, .parquet) unless the system option `format` names one. Other options:
 `delimiter` (CSV, default ","), `encoding` (default "utf-8"), `null_values` (CSV texts read as
 None, default [""]) and `fields` (the field names of files that do not exist yet, so that a
-destination can be described: a list, or a mapping of file name to list).
+destination can be described: a list, or a mapping of file name to list; their values are
+written with the types they come with, as text in a CSV).
 
 Reads stream: CSV and JSON Lines line by line, Parquet batch by batch, so memory does not grow
 with the file. Rows come in file order (sorting on `key` would need the whole file) and the scope
@@ -23,13 +24,16 @@ an object, is yielded in its page, whatever the scope and `fields`, as a record 
 `__error__` (ERROR_FIELD) names the file and the line the row starts on; `__raw__` (RAW_FIELD)
 holds the row's text as in the file, undecodable bytes shown as \\x escapes. The migration pattern
 sets such records aside as rejects. They count as rows for positions and for `count`; `get`
-skips them.
+skips them. A broken CSV row that spans lines (an unbalanced quote runs on until a quote
+closes it or the file ends) is only its first line: reading starts again on the next line,
+so the rows after it are read, and counted, as rows.
 
 Writes: `insert` appends, without looking for the key in the file (use `upsert` for that); a new
 CSV or Parquet file takes the first record's fields, and a later record with a field the file
 lacks is REJECTED with code UNKNOWN_FIELD. `upsert`, `update`, `delete`, and any write to
 Parquet, rewrite the file into a temporary file in the same folder and rename it over the
-original, so that readers never see half a file; rows the batch does not touch, broken ones
+original, so that readers never see half a file (a temporary file a killed process left
+behind is removed when the folder is next opened); rows the batch does not touch, broken ones
 included, are copied unchanged. Values are written as text the reader gives back: dates and
 datetimes as ISO text, Decimals as strings, booleans as true/false in CSV, nested values as JSON.
 """
@@ -50,7 +54,7 @@ from decimal import Decimal
 from pathlib import Path, PurePath
 from typing import Any, ClassVar, TextIO
 
-from patchbay.atomic import replacing
+from patchbay.atomic import remove_stale, replacing
 from patchbay.connectors.base import Capability, Connector, completed, last_per_key
 from patchbay.elements.compare import same_values
 from patchbay.elements.scope import BoundScope, fields_of, to_predicate
@@ -121,6 +125,8 @@ class FileConnector(Connector):
             "parquet": _Parquet(),
         }
         self._declared_fields = _declared_fields(self.name, options.get("fields"))
+        if self.folder.is_dir():  # the copies a process killed mid-write left behind
+            remove_stale(self.folder)
 
     # -- files ----------------------------------------------------------------------------------
 
@@ -171,7 +177,7 @@ class FileConnector(Connector):
                 raise SpecError(f"system '{self.name}': file {path} does not exist yet or is "
                                 f"empty; create it, or list its fields under the system option "
                                 f"'fields'")
-            described = {n: FieldSchema(n, FieldType.STRING) for n in names}
+            described = {n: FieldSchema(n, fmt.declared_type) for n in names}
         return ObjectSchema(object, described)
 
     # -- read -----------------------------------------------------------------------------------
@@ -244,6 +250,10 @@ class FileConnector(Connector):
 
 
 class _Format(ABC):
+    declared_type: ClassVar[FieldType] = FieldType.JSON
+    """The type of the fields the option `fields` names: any value, kept as it comes (a
+    number stays a number), the file's own format deciding how it is written."""
+
     @abstractmethod
     def names(self, path: Path) -> list[str] | None:
         """The fields the file declares (CSV header, Parquet schema); None when rows vary."""
@@ -333,26 +343,31 @@ def _unknown_field(record: Record, names: Sequence[str], path: Path) -> str | No
 
 
 class _Lines:
-    """The lines of a text file, keeping the text of those read since the last `take`."""
+    """The lines of a text file, keeping those read since the last `take`; lines given back
+    are read again first."""
 
     def __init__(self, handle: TextIO) -> None:
         self._handle = handle
         self._taken: list[str] = []
+        self._again: list[str] = []
         self.count = 0
 
     def __iter__(self) -> _Lines:
         return self
 
     def __next__(self) -> str:
-        line = next(self._handle)
+        line = self._again.pop() if self._again else next(self._handle)
         self.count += 1
         self._taken.append(line)
         return line
 
-    def take(self) -> str:
-        text = "".join(self._taken)
-        self._taken.clear()
-        return text
+    def take(self) -> list[str]:
+        taken, self._taken = self._taken, []
+        return taken
+
+    def give_back(self, lines: list[str]) -> None:
+        self._again.extend(reversed(lines))
+        self.count -= len(lines)
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,6 +380,8 @@ class _CsvRow:
 
 
 class _Csv(_Format):
+    declared_type = FieldType.STRING  # a CSV holds text
+
     def __init__(self, encoding: str, delimiter: str, null_values: list[str]) -> None:
         self.encoding = encoding
         self.delimiter = delimiter
@@ -372,25 +389,44 @@ class _Csv(_Format):
         self.null_text = null_values[0] if null_values else ""
 
     def _parse(self, handle: TextIO) -> Iterator[_CsvRow]:
-        """Every non-blank row, header first; a row's raw text includes blank lines before it."""
+        """Every non-blank row, header first; a row's raw text includes blank lines before it.
+
+        A broken row that spans lines (malformed quoting, or another number of fields than
+        the header) is taken for an unbalanced quote that ran on into the rows after it: its
+        first line alone is the broken row, and reading starts again on the next line, so
+        the good rows after it are rows again."""
         lines = _Lines(handle)
         # strict: an unclosed quote would otherwise swallow the rest of the file as one field.
         reader = csv.reader(lines, delimiter=self.delimiter, strict=True)
+        width: int | None = None
         while True:
             start = lines.count + 1
+            problem = ""
             try:
-                cells = next(reader)
+                cells: list[str] | None = next(reader)
             except StopIteration:
                 return
             except csv.Error as exc:
-                yield _CsvRow(start, None, f"malformed CSV: {exc}", lines.take())
+                cells, problem = None, str(exc)
+            if cells == []:
                 continue
-            if not cells:
+            taken = lines.take()
+            spans = lines.count - start + 1
+            if spans > 1 and (cells is None or (width is not None and len(cells) != width)):
+                # Blank lines before the row stay with it; the lines after its first go back.
+                lines.give_back(taken[len(taken) - spans + 1:])
+                taken = taken[:len(taken) - spans + 1]
+                found = problem or f"expected {width} fields, found {len(cells or ())}"
+                yield _CsvRow(start, None, f"malformed CSV: an unbalanced quote ran on over "
+                                           f"{spans} lines ({found})", "".join(taken))
                 continue
-            raw = lines.take()
-            if _UNDECODABLE.search(raw):
+            raw = "".join(taken)
+            if cells is None:
+                yield _CsvRow(start, None, f"malformed CSV: {problem}", raw)
+            elif _UNDECODABLE.search(raw):
                 yield _CsvRow(start, None, f"bytes that are not valid {self.encoding}", raw)
             else:
+                width = len(cells) if width is None else width
                 yield _CsvRow(start, cells, "", raw)
 
     def _open(self, path: Path) -> TextIO:

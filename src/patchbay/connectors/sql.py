@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
 import io
 import json
+import logging
 import math
 import uuid
 from collections import Counter
@@ -87,6 +89,14 @@ _MYSQL_CODES = {1048: "REQUIRED_FIELD_MISSING", 1364: "REQUIRED_FIELD_MISSING",
                 1264: "NUMBER_OUTSIDE_VALID_RANGE", 3819: "FIELD_CUSTOM_VALIDATION_EXCEPTION"}
 
 
+DEFAULT_OVERLAP_SECONDS = 60.0
+"""How far behind its position a poll by a timestamp re-reads where the database cannot say
+which transactions are still open (SQLite, MySQL): longer than a write transaction takes
+between stamping a row and committing it, in most applications."""
+
+log = logging.getLogger(__name__)
+
+
 def sqlalchemy_url(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     return _DRIVERS.get(scheme.lower(), scheme) + sep + rest
@@ -102,6 +112,7 @@ class SqlConnector(Connector):
         super().__init__(system)
         self._engine: Engine | None = None
         self._tables: dict[str, sa.Table] = {}
+        self._warned_hidden = False
 
     # -- connection -----------------------------------------------------------------------------
 
@@ -512,18 +523,35 @@ class SqlConnector(Connector):
 
         The returned cursor adds `position` (the highest watermark value delivered: ISO text for
         a timestamp or date, a number as is, a decimal as text; null until a row is delivered)
-        and `seen`, the [key, watermark value] pairs already delivered at or after `position`
-        minus the overlap. Everything in it is JSON, to be stored and handed back as it is.
+        and `seen`, the [key, watermark value, digest of the row's values] of the rows already
+        delivered at or after the start of the next read. Everything in it is JSON, to be
+        stored and handed back as it is.
 
-        Rows are read with `watermark >= position - overlap`, ordered by watermark then key,
-        and a row whose (key, watermark value) pair is in `seen` is skipped. So rows sharing
-        the cursor's value, split across calls by `limit` or committed late with that value,
-        are delivered, and exactly once. `overlap_seconds` (a number of the watermark's own
-        units for a numeric watermark; 0 by default) re-reads a window before the position,
-        for transactions that commit late with an earlier value than rows already delivered:
-        a row of the window whose pair is remembered is not delivered again, a row whose
-        watermark moved is. `seen` holds only the pairs inside the window, but all of one
-        watermark value: a bulk update stamping a million rows alike remembers a million keys.
+        Rows are read with `watermark >= position - overlap` (or from further back, below, for
+        transactions still open), ordered by watermark then key. A row whose key and watermark
+        value are in `seen` with the same digest is skipped; with another digest it is a second
+        change sharing its timestamp with the first, delivered with a version of its own
+        (`<watermark value>#<digest>`, so message ids differ). So rows sharing the cursor's
+        value, split across calls by `limit` or committed late with that value, are
+        delivered, and each change exactly once.
+
+        Late commits: a transaction can stamp a row, then commit after rows stamped later were
+        read. `overlap_seconds` (a number of the watermark's own units for a numeric
+        watermark) re-reads that far behind the position. On PostgreSQL each call also asks
+        `pg_stat_activity` when the oldest transaction open in the database began (the call's
+        own time when none is), and the next call reads from where such a transaction could
+        still commit (see `_late_floor`): for a timestamp or date, from that start (`horizon`),
+        as anything it or a later transaction commits is stamped at or after it when the
+        database's clock stamps it (now(), a default, a trigger); for a number taken from a
+        sequence, from the highest number visible before it began (`open_since`, `marks`).
+        So nothing committed late is lost, whatever the overlap. A user that cannot see other
+        users' sessions (neither superuser nor pg_read_all_stats) takes the oldest one for
+        DEFAULT_OVERLAP_SECONDS older than what it sees, and logs a warning. Without
+        `overlap_seconds` the overlap is 0 on PostgreSQL and for numbers, and
+        DEFAULT_OVERLAP_SECONDS for a timestamp or date watermark elsewhere (SQLite, MySQL:
+        they cannot say which transactions are open). `seen` holds the rows from the start of
+        the next read on: a bulk update stamping a million rows alike, or a transaction left
+        open for an hour, makes it large.
 
         Every change is UPDATED, unless the cursor names a `created` column: a row whose
         created value equals its watermark value is then CREATED (`"created": "id"` with an
@@ -567,16 +595,26 @@ class SqlConnector(Connector):
         created_name = config.get("created") or None
         if created_name is not None:
             self._column(table, str(created_name))
-        overlap = config.get("overlap_seconds") or 0
         kind = _python_type(watermark)
+        timed, numbered = kind in (dt.datetime, dt.date), kind in (int, float, Decimal)
+        overlap = config.get("overlap_seconds")
+        if overlap is None:
+            overlap = DEFAULT_OVERLAP_SECONDS if timed and self.dialect != "postgresql" else 0
         if isinstance(overlap, bool) or not isinstance(overlap, int | float) or overlap < 0 \
                 or (overlap and kind not in (dt.datetime, dt.date, int, float, Decimal)):
             raise SpecError(f"changes of table '{object}' of system '{self.name}': overlap_seconds "
                             f"must be a number of at least 0 (and 0 unless the watermark "
                             f"'{watermark_name}' is a timestamp, a date or a number), not {overlap!r}")
         position = _from_json(config.get("position"), kind)
-        remembered = [(_to_json(k), _from_json(v, kind)) for k, v in config.get("seen") or ()]
-        seen = set(remembered)
+        start = None if position is None else _minus(position, overlap)
+        if start is not None:
+            held, floor = _late_floor(config, kind)
+            if held:
+                start = None if floor is None else min(start, floor)
+        # Each remembered row's last digest; None for a cursor stored before digests were.
+        remembered: dict[tuple[Any, Any], str | None] = {
+            (_to_json(entry[0]), _from_json(entry[1], kind)): entry[2] if len(entry) > 2 else None
+            for entry in config.get("seen") or ()}
 
         names = list(dict.fromkeys([*(fields or table.c.keys()), key.name, watermark.name,
                                     *([str(created_name)] if created_name else [])]))
@@ -585,29 +623,41 @@ class SqlConnector(Connector):
         stmt = (sa.select(*[self._column(table, n) for n in names])
                 .where(watermark.is_not(None))
                 .order_by(watermark, key)
-                # Each remembered pair hides at most one row (the key is unique), so this many
+                # Each remembered row hides at most one row (the key is unique), so this many
                 # rows hold `limit` changes, or all there are.
-                .limit(limit + len(seen)))
-        if position is not None:
-            stmt = stmt.where(watermark >= self._watermark_bound(_minus(position, overlap)))
+                .limit(limit + len(remembered)))
+        if start is not None:
+            stmt = stmt.where(watermark >= self._watermark_bound(start))
         with self._reading() as conn:
+            # A mark, before the transactions open are asked for: when none began before it,
+            # the next read may start from it.
+            mark = tuple(conn.execute(sa.select(sa.func.max(watermark),
+                                                sa.func.clock_timestamp())).one()) \
+                if numbered and self.dialect == "postgresql" else None
+            # Asked before the rows are read: a transaction that commits after the read was
+            # open then, or began later.
+            since = self._open_since(conn) if timed or numbered else None
             rows = conn.execute(stmt).all()
 
         found: list[Change] = []
-        delivered: list[tuple[Any, Any]] = []
+        delivered: dict[tuple[Any, Any], str | None] = {}
         top = position
         for row in rows:
             values = dict(zip(names, row, strict=True))
             version = values[watermark.name]
             pair = (_to_json(values[key.name]), version)
-            if pair in seen:
+            digest = _digest(values)
+            if pair in remembered and remembered[pair] in (None, digest):
                 continue
             created = created_name is not None and values[str(created_name)] == version
             record = values if shown is names else {n: values[n] for n in shown}
-            found.append(Change(self.name, object, values[key.name],
-                                ChangeKind.CREATED if created else ChangeKind.UPDATED, record,
-                                at=version if isinstance(version, dt.datetime) else None))
-            delivered.append(pair)
+            found.append(Change(
+                self.name, object, values[key.name],
+                ChangeKind.CREATED if created else ChangeKind.UPDATED, record,
+                at=version if isinstance(version, dt.datetime) else None,
+                # The same row changed again without its watermark moving.
+                version=f"{_to_json(version)}#{digest}" if pair in remembered else None))
+            delivered[pair] = digest
             if top is None or version > top:
                 top = version
             if len(found) >= limit:
@@ -618,10 +668,47 @@ class SqlConnector(Connector):
         if created_name is not None:
             after["created"] = created_name
         window = None if top is None else _minus(top, overlap)
+        if since is not None and timed:
+            horizon = _watermark_time(since, watermark)
+            if window is not None and horizon < window:
+                window = horizon
+                after["horizon"] = _to_json(horizon)
+        elif since is not None and mark is not None:
+            after["open_since"] = since[0].isoformat()
+            after["marks"] = _marks(config, since[0], mark)
+            floor = _late_floor(after, kind)[1]
+            window = None if floor is None or window is None else min(window, floor)
         after["position"] = _to_json(top)
-        after["seen"] = [[k, _to_json(v)] for k, v in dict.fromkeys([*remembered, *delivered])
-                         if window is not None and v >= window]
+        # Everything delivered from where the next read starts (from the first row: all).
+        after["seen"] = [[k, _to_json(v), *([d] if d is not None else [])]
+                         for (k, v), d in {**remembered, **delivered}.items()
+                         if window is None or v >= window]
         return found, after
+
+    def _open_since(self, conn: Connection) -> tuple[dt.datetime, dt.datetime] | None:
+        """When the oldest transaction open in the database began (now, when none is), by the
+        database's clock: aware, and as a timestamp without time zone in the session's time
+        zone (as now() is stored in such a column); None where that cannot be known (not
+        PostgreSQL)."""
+        if self.dialect != "postgresql":
+            return None
+        # Sessions of other users hide their times from a user without pg_read_all_stats.
+        aware, local, hidden = conn.execute(sa.text(
+            "SELECT h, h::timestamp, hidden FROM (SELECT least(statement_timestamp(), "
+            "min(xact_start) FILTER (WHERE backend_type = 'client backend' "
+            "AND state <> 'idle in transaction (aborted)')) AS h, "
+            "count(*) FILTER (WHERE query = '<insufficient privilege>') AS hidden "
+            "FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()) AS open")).one()
+        if hidden:
+            if not self._warned_hidden:
+                log.warning("system '%s': the polling user cannot see other users' transactions "
+                            "(grant it pg_read_all_stats); re-reading %s s behind the ones it "
+                            "sees", self.name, DEFAULT_OVERLAP_SECONDS)
+                self._warned_hidden = True
+            behind = dt.timedelta(seconds=DEFAULT_OVERLAP_SECONDS)
+            aware, local = aware - behind, local - behind
+        return aware, local
 
     def _watermark_bound(self, value: Any) -> Any:
         """The lower bound of a changes query. SQLite keeps timestamps as text, with or without
@@ -803,7 +890,9 @@ class SqlConnector(Connector):
         return statuses
 
 
-_CURSOR_ENTRIES = ("watermark", "key", "overlap_seconds", "created", "position", "seen")
+_CURSOR_ENTRIES = ("watermark", "key", "overlap_seconds", "created", "position", "horizon",
+                   "open_since", "marks", "seen")
+_MARKS = 20
 
 
 def _python_type(column: sa.Column[Any]) -> type | None:
@@ -836,6 +925,50 @@ def _from_json(value: Any, kind: type | None) -> Any:
     if kind is Decimal:
         return Decimal(value)
     return value
+
+
+def _watermark_time(since: tuple[dt.datetime, dt.datetime], watermark: sa.Column[Any]) -> Any:
+    """The start of the oldest open transaction as a value of a timestamp or date column."""
+    aware, local = since
+    moment = aware if getattr(watermark.type, "timezone", False) else local
+    return moment.date() if _python_type(watermark) is dt.date else moment
+
+
+def _late_floor(cursor: Mapping[str, Any], kind: type | None) -> tuple[bool, Any]:
+    """Whether the cursor holds back the next read for transactions still open when it was
+    made, and from which watermark value (None: from the first row).
+
+    A timestamp or date watermark keeps the start of the oldest one as `horizon`: what
+    commits later is stamped at or after it. A number (an identity, a sequence) cannot be
+    told from a time, so each call keeps a mark, [time, highest number visible then]: a
+    transaction begun after a mark's time takes numbers above the mark's. The read starts
+    at the latest mark before `open_since`, the start of the oldest open transaction, or at
+    the first row when there is none (a transaction already open at the first call)."""
+    if cursor.get("horizon") is not None:
+        return True, _from_json(cursor["horizon"], kind)
+    if cursor.get("open_since") is None:
+        return False, None
+    since = dt.datetime.fromisoformat(cursor["open_since"])
+    before = [value for at, value in cursor.get("marks") or ()
+              if dt.datetime.fromisoformat(at) <= since]
+    return True, _from_json(before[-1], kind) if before else None
+
+
+def _marks(cursor: Mapping[str, Any], since: dt.datetime, mark: tuple[Any, ...]) -> list[list[Any]]:
+    """The cursor's marks with this call's, less those older than the latest before `since`
+    (no transaction that can still commit began before it), at most _MARKS of them: dropping
+    one moves a later read's start back, never forward."""
+    marks = [*(cursor.get("marks") or ()), [mark[1].isoformat(), _to_json(mark[0])]]
+    before = [i for i, (at, _) in enumerate(marks) if dt.datetime.fromisoformat(at) <= since]
+    if before:
+        marks = marks[before[-1]:]
+    return marks if len(marks) <= _MARKS else [marks[0], *marks[1 - _MARKS:]]
+
+
+def _digest(values: Mapping[str, Any]) -> str:
+    """A short digest of a row's values, to tell two changes sharing a watermark value apart."""
+    text = json.dumps([_to_json(v) for v in values.values()], default=str)
+    return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
 
 
 def _minus(value: Any, overlap: float) -> Any:

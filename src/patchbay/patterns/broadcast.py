@@ -112,8 +112,9 @@ class Broadcast:
         total = 0
         while True:
             cursor = store.cursor(self.spec.name, src.system, src.object)
-            if cursor is None and src.watermark:
-                cursor = {"watermark": src.watermark, "key": src.key,
+            if src.watermark and not (cursor and cursor.get("cdc")):
+                # The overlap as declared now (None: the source kind's default), not as stored.
+                cursor = {**(cursor or {"watermark": src.watermark, "key": src.key}),
                           "overlap_seconds": self.spec.trigger.overlap_seconds}
             if self.spec.trigger.changes != "cdc" and cursor and cursor.get("cdc"):
                 cursor = {k: v for k, v in cursor.items() if k != "cdc"}  # back to polling

@@ -125,9 +125,15 @@ class Deliverer:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     lease_seconds: float = 60.0
     worker: str = field(default_factory=default_worker)
+    _reclaimed: bool = field(default=False, init=False, repr=False)
 
     def deliver_once(self, destination: str, limit: int = 500) -> DeliveryStats:
         """Lease up to `limit` due deliveries for `destination`, write them, mark them."""
+        if not self._reclaimed:
+            # Workers of this machine that were killed hold leases no one would take for
+            # `lease_seconds`: a restart takes them over now.
+            self.store.reclaim(self.integration)
+            self._reclaimed = True
         target = self.targets[destination]
         leased = self.store.lease(self.integration, destination, self.worker, limit,
                                   self.lease_seconds)

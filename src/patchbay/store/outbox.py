@@ -26,8 +26,9 @@ Rules a caller can rely on:
   delivery at once (PostgreSQL re-reads a row another worker has just leased and skips
   it); on SQLite that UPDATE is one writer transaction. A lease that expires (its worker died, or was slower
   than `lease_seconds`) can be taken by another worker; the first worker's late marks are
-  then ignored. `lease_seconds` must exceed the longest write, or a late write of an old
-  version could land after a newer one.
+  then ignored. A worker of this machine whose process has ended holds nothing: `reclaim`
+  frees its leases at once (a Deliverer does it when it starts). `lease_seconds` must
+  exceed the longest write, or a late write of an old version could land after a newer one.
 - Clock: on PostgreSQL every timestamp the outbox compares (due, lease expiry, created,
   delivered) is the database server's clock, so workers with skewed clocks agree; on
   SQLite it is the local clock (one machine). A `retry` given a timedelta counts it from
@@ -47,6 +48,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from patchbay.processes import gone
 from patchbay.store.schema import outbox
 
 
@@ -173,6 +175,21 @@ class OutboxMixin:
             leased = [_delivery(row) for row in conn.execute(stmt).mappings()]
         return sorted(leased, key=lambda d: d.id)
 
+    def reclaim(self, integration: str) -> int:
+        """Free the leases held by workers of this machine whose process has ended (killed,
+        crashed); how many. A restarted process then delivers them at once instead of
+        waiting `lease_seconds`. Leases of other machines' workers are left to expire."""
+        with self.engine.begin() as conn:
+            held = (outbox.c.integration == integration,
+                    outbox.c.status == DeliveryStatus.PENDING.value,
+                    outbox.c.lease_expires_at > clock(conn))
+            owners = conn.execute(sa.select(outbox.c.lease_owner).distinct().where(*held)).scalars()
+            ended = [owner for owner in owners if owner and _ended(owner)]
+            if not ended:
+                return 0
+            return int(conn.execute(sa.update(outbox).where(*held, outbox.c.lease_owner.in_(ended))
+                                    .values(lease_owner=None, lease_expires_at=None)).rowcount)
+
     def delivered(self, ids: Sequence[int], worker: str) -> int:
         """Mark deliveries `worker` holds as delivered; return how many it still held."""
         done = 0
@@ -276,6 +293,13 @@ class OutboxMixin:
                 per = counts.setdefault(destination, {s.value: 0 for s in DeliveryStatus})
                 per[status] = int(n)
         return counts
+
+
+def _ended(worker: str) -> bool:
+    """Whether the process of a worker named `host:pid:...` (runtime.delivery's names) is
+    known to have ended."""
+    host, pid, *_ = [*worker.split(":"), "", ""]
+    return gone(host, pid)
 
 
 def _held(ids: Sequence[int], worker: str) -> sa.Update:

@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from patchbay.processes import gone, this_host
 from patchbay.store import schema
 from patchbay.store.aggregates import AggregatesMixin
 from patchbay.store.outbox import Delivery as Delivery
@@ -70,14 +71,8 @@ class RunRecord:
         if self.status != RunStatus.RUNNING or not self.owner:
             return False
         host, _, pid = self.owner.rpartition(":")
-        if host == socket.gethostname():
-            try:
-                os.kill(int(pid), 0)
-            except (ProcessLookupError, ValueError):
-                return False
-            except PermissionError:
-                return True
-            return True
+        if host == this_host():
+            return pid.isdigit() and not gone(host, pid)
         beat = self.heartbeat_at or self.started_at
         return _now() - _aware(beat) < STALE_AFTER
 
