@@ -7,7 +7,8 @@
     │   └── ConnectionFailed a system cannot be reached or refused the credentials
     ├── RecordRejected       one record is set aside with its reason; the run goes on
     ├── FatalRunError        the run cannot go on; it stops resumable at its checkpoint
-    └── RunNotResumable      asked to resume a run that is finished or unknown
+    ├── RunNotResumable      asked to resume a run that is finished or unknown
+    └── MessageSeen          a pushed message accepted already comes again (a replay)
 
 Each error carries the context it concerns (integration, run, system, object,
 record key) so that a message can be read on its own.
@@ -72,3 +73,8 @@ class FatalRunError(PatchbayError):
 
 class RunNotResumable(PatchbayError):
     """The run asked for does not exist or has already finished."""
+
+
+class MessageSeen(PatchbayError):
+    """A pushed message (a signed webhook request) was accepted already: it is not
+    queued again."""

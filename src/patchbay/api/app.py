@@ -27,7 +27,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -42,13 +41,19 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from patchbay import spec
-from patchbay.api import outbound
+from patchbay.api import outbound, webhooks
 from patchbay.api.http import JSON, ApiError, BearerAuth, Redactor, secrets_of
 from patchbay.api.openapi import OPENAPI
 from patchbay.api.runs import Runs
-from patchbay.connectors.http import verify_signature
 from patchbay.elements import reports
-from patchbay.errors import ConnectionFailed, ParameterError, PatchbayError, RunNotResumable, SpecError
+from patchbay.errors import (
+    ConnectionFailed,
+    MessageSeen,
+    ParameterError,
+    PatchbayError,
+    RunNotResumable,
+    SpecError,
+)
 from patchbay.patterns import aggregation
 from patchbay.runtime.runner import Invocation
 from patchbay.spec import (
@@ -57,7 +62,6 @@ from patchbay.spec import (
     BroadcastSpec,
     IntegrationFile,
     ParameterSpec,
-    WebhookSpec,
 )
 from patchbay.store import RunRecord, Store
 from patchbay.store.outbox import Delivery, DeliveryStatus
@@ -117,6 +121,7 @@ class _Api:
                  runs: Runs) -> None:
         self.file, self.store, self.reports_dir = file, store, reports_dir
         self.redact, self.runs = redact, runs
+        self.seen_signatures = webhooks.SeenSignatures(store)
 
     def routes(self) -> list[Route]:
         def route(path: str, handler: Handler, method: str) -> Route:
@@ -282,20 +287,21 @@ class _Api:
         return self.json({"discarded": count, "requested": len(ids)})
 
     async def push(self, request: Request) -> Response:
-        """Changes a broadcast's source pushes: verified, then durably queued."""
+        """Changes a broadcast's source pushes: verified, then durably queued (once)."""
         name = request.path_params["integration"]
         integration = next((i for i in self.file.integrations if i.name == name), None)
         if not isinstance(integration, BroadcastSpec) or integration.trigger.webhook is None:
             raise ApiError(404, f"no broadcast '{name}' takes webhooks")
-        body, received_at = await _signed_body(request, integration.trigger.webhook)
+        webhook = integration.trigger.webhook
+        push = await webhooks.verified_push(request, webhook)
         try:
-            payload = json.loads(body)
-        except ValueError:
-            raise ApiError(400, "the webhook's body is not JSON") from None
-        if not isinstance(payload, dict):
-            raise ApiError(400, "the webhook's body must be an object")
-        accepted = await run_in_threadpool(self.runs.push, Invocation(self.file, integration, {}),
-                                           payload, received_at)
+            accepted = await run_in_threadpool(
+                self.runs.push, Invocation(self.file, integration, {}), push.body,
+                push.received_at, (webhooks.SOURCE, push.signature))
+        except MessageSeen:
+            raise ApiError(409, "this signed request was accepted already; a change is sent "
+                                "again with a new timestamp and signature") from None
+        await run_in_threadpool(self.seen_signatures.forget_old, name, webhook)
         return self.json({"accepted": accepted}, 202)
 
     async def aggregation(self, request: Request) -> Response:
@@ -353,24 +359,6 @@ class _Api:
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-async def _signed_body(request: Request, webhook: WebhookSpec) -> tuple[bytes, str]:
-    """The raw body of a webhook whose signature, age and source check out, and its time."""
-    secret = os.environ.get(webhook.secret_env)
-    if not secret:
-        raise ApiError(500, f"the webhook's secret is not set (environment variable "
-                            f"{webhook.secret_env})")
-    body = await request.body()
-    timestamp = request.headers.get("x-patchbay-timestamp", "")
-    signature = request.headers.get("x-patchbay-signature", "")
-    if not verify_signature(secret, timestamp, body, signature,
-                            max_age_seconds=webhook.max_age_seconds):
-        raise ApiError(401, "the webhook's signature is missing, wrong or too old")
-    if webhook.sources is not None and \
-            request.headers.get("x-patchbay-source") not in webhook.sources:
-        raise ApiError(403, "the webhook's source is not one this integration accepts")
-    return body, dt.datetime.fromtimestamp(int(timestamp), dt.UTC).isoformat()
 
 
 async def _body(request: Request) -> dict[str, Any]:

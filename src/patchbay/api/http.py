@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from starlette.datastructures import Headers
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -144,3 +145,18 @@ class BearerAuth:
                     return hmac.compare_digest(credentials.strip(), self._token)
                 return False
         return False
+
+
+async def capped_body(request: Request, limit: int) -> bytes | None:
+    """The request's body, or None once it is larger than `limit` bytes: a Content-Length
+    over the limit is refused before anything is read, and the stream is cut as soon as
+    it passes the limit, so no more than `limit` bytes (and a chunk) are ever held."""
+    length = request.headers.get("content-length", "")
+    if length.isascii() and length.isdigit() and (len(length) > 18 or int(length) > limit):
+        return None
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > limit:
+            return None
+    return bytes(raw)
