@@ -42,7 +42,7 @@ from starlette.routing import Route
 
 from patchbay import spec
 from patchbay.api import outbound, webhooks
-from patchbay.api.http import JSON, ApiError, BearerAuth, Redactor, secrets_of
+from patchbay.api.http import JSON, ApiError, BearerAuth, Redactor, capped_body, secrets_of
 from patchbay.api.openapi import OPENAPI
 from patchbay.api.runs import Runs
 from patchbay.elements import reports
@@ -71,6 +71,8 @@ log = logging.getLogger("patchbay.api")
 
 MAX_LIMIT = 1000
 MAX_IDS = 10_000
+MAX_BODY = 1024 * 1024
+"""The largest JSON body of POST /runs and the dead-letter routes."""
 MAX_ANSWER_ROWS = 100_000
 """A live aggregation answer larger than this is refused: a report file is the way."""
 RUN_FIELDS = ("integration", "params", "full", "fresh")
@@ -88,12 +90,13 @@ def open_store(state: str | None) -> tuple[Store, Path]:
 
 
 def create_app(spec_path: Path, state: str | None, token: str | None, *,
-               serving: Iterable[str] = ()) -> Starlette:
+               serving: Iterable[str] = (), hosts: Iterable[str] | None = None) -> Starlette:
     """The API over the integrations of `spec_path` and the engine state `state`.
 
     `token`: the bearer token every route but GET /health requires; None leaves the app
     open (serve_api allows that on loopback only). `serving`: the broadcasts this process
-    already keeps going, which POST /runs then refuses to run a round of (409).
+    already keeps going, which POST /runs then refuses to run a round of (409). `hosts`:
+    without a token, the only Host names answered (serve_api gives the loopback ones).
     The file is loaded (and its `${VARS}` resolved) once, here: a SpecError says why not.
     """
     file = spec.load(Path(spec_path).resolve())
@@ -102,7 +105,7 @@ def create_app(spec_path: Path, state: str | None, token: str | None, *,
                Runs(store, reports_dir, serving))
     app = Starlette(
         routes=api.routes(),
-        middleware=[Middleware(BearerAuth, token=token)],
+        middleware=[Middleware(BearerAuth, token=token, hosts=hosts)],
         exception_handlers={HTTPException: api.http_error, Exception: api.internal_error},
     )
     app.state.runs = api.runs
@@ -362,7 +365,14 @@ class _Api:
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
+    """The JSON object of a state-changing request. Only `application/json` is taken: a
+    web page can post text/plain or a form to any site without asking (CSRF)."""
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise ApiError(415, "the body must be JSON, sent as Content-Type: application/json")
+    raw = await capped_body(request, MAX_BODY)
+    if raw is None:
+        raise ApiError(413, f"the body exceeds {MAX_BODY} bytes")
     try:
         data = json.loads(raw) if raw.strip() else None
     except ValueError:

@@ -110,7 +110,12 @@ class BearerAuth:
 
     The token is compared in constant time (hmac.compare_digest), as bytes. With no token
     configured every request passes: the server refuses to start that way unless it listens
-    on loopback only (see patchbay.api.server)."""
+    on loopback only (see patchbay.api.server). A web page the machine's browser opens can
+    still reach loopback: given `hosts` (the names this server is reached by), a request
+    without a token must name one of them as its Host, which a page of another site whose
+    name was made to point at 127.0.0.1 (DNS rebinding) cannot; and a state-changing
+    request must be `application/json` (see app._body), which a page cannot send to another
+    site without the browser asking first (a CORS preflight, never answered here)."""
 
     PUBLIC = frozenset({("GET", "/health"), ("HEAD", "/health")})
     SIGNED = ("/hooks/", "/outbound/")
@@ -118,13 +123,26 @@ class BearerAuth:
     webhooks carry an HMAC signature, Salesforce Outbound Messages come from a known org
     with the URL's secret."""
 
-    def __init__(self, app: ASGIApp, token: str | None) -> None:
+    def __init__(self, app: ASGIApp, token: str | None, hosts: Iterable[str] | None = None) -> None:
         self.app = app
         self._token = token.encode("utf-8") if token else None
+        self._hosts = None if hosts is None else frozenset(h.lower() for h in hosts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (scope["type"] != "http" or self._token is None
-                or (scope["method"], scope["path"]) in self.PUBLIC
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self._token is None:
+            host = host_name(Headers(scope=scope).get("host", ""))
+            if self._hosts is not None and host not in self._hosts:
+                response = JSON({"error": f"Host {host!r} is not this server's name: without a "
+                                          "token the API answers requests to "
+                                          + ", ".join(sorted(self._hosts)) + " only"}, 403)
+                await response(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+            return
+        if ((scope["method"], scope["path"]) in self.PUBLIC
                 or (scope["method"] == "POST" and scope["path"].startswith(self.SIGNED))):
             await self.app(scope, receive, send)
             return
@@ -160,3 +178,11 @@ async def capped_body(request: Request, limit: int) -> bytes | None:
         if len(raw) > limit:
             return None
     return bytes(raw)
+
+
+def host_name(host: str) -> str:
+    """The name of a Host header, without its port, lower-case ("[::1]:8877" -> "[::1]")."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host.partition("]")[0] + "]"
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
