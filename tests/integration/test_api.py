@@ -6,6 +6,7 @@ through the `patchbay serve` command itself.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -158,7 +159,7 @@ def test_without_a_token_only_json_changes_state_and_only_loopback_names_are_ans
         spec_path: Path, state: str) -> None:
     with serve_api("127.0.0.1", free_port(), spec_path, state, token=None) as server:
         port = server.url.rsplit(":", 1)[1]
-        body = '{"integration": "%s", "params": {"country": "DE"}}' % MIGRATION
+        body = json.dumps({"integration": MIGRATION, "params": {"country": "DE"}})
         # What a web page can send to any site without the browser asking first.
         for media_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data"):
             answer = httpx.post(f"{server.url}/runs", content=body,
