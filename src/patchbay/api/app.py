@@ -71,6 +71,8 @@ log = logging.getLogger("patchbay.api")
 
 MAX_LIMIT = 1000
 MAX_IDS = 10_000
+MAX_ID = 2 ** 63 - 1
+"""The largest delivery id (a signed 64-bit column)."""
 MAX_BODY = 1024 * 1024
 """The largest JSON body of POST /runs and the dead-letter routes."""
 MAX_ANSWER_ROWS = 100_000
@@ -274,7 +276,8 @@ class _Api:
 
     async def dead_letter(self, request: Request) -> Response:
         delivery_id = request.path_params["delivery_id"]
-        found = await run_in_threadpool(self.store.delivery, delivery_id)
+        found = await run_in_threadpool(self.store.delivery, delivery_id) \
+            if delivery_id <= MAX_ID else None
         if found is None:
             raise ApiError(404, f"no delivery {delivery_id}")
         return self.json({**_letter(found), "payload": found.payload})
@@ -400,8 +403,10 @@ def _ids(body: Mapping[str, Any]) -> list[int]:
     problems = [f"unknown field '{k}'; it takes ids" for k in body if k != "ids"]
     ids = body.get("ids")
     if (not isinstance(ids, list) or not ids
-            or any(isinstance(i, bool) or not isinstance(i, int) for i in ids)):
-        problems.append("'ids' must be a non-empty list of delivery ids (whole numbers)")
+            or any(isinstance(i, bool) or not isinstance(i, int) or not 1 <= i <= MAX_ID
+                   for i in ids)):
+        problems.append(f"'ids' must be a non-empty list of delivery ids (whole numbers from 1 "
+                        f"to {MAX_ID})")
     elif len(ids) > MAX_IDS:
         problems.append(f"at most {MAX_IDS} ids at once, not {len(ids)}")
     if problems:
