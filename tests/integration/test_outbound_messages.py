@@ -23,6 +23,7 @@ from starlette.testclient import TestClient
 from patchbay.api import serve_api
 from patchbay.api.app import close_app, create_app
 from patchbay.api.outbound import MAX_ELEMENTS
+from patchbay.connectors.http import sign
 from patchbay.errors import SpecError
 from patchbay.localorg import ids
 from patchbay.localorg.org import ORG_ID, OrgConfig, Session
@@ -441,3 +442,28 @@ def test_messages_dense_with_elements_neither_stall_the_server_nor_get_parsed_wh
         (400, ("soapenv:Client", f"a message holds at most {MAX_ELEMENTS} XML elements"))] * 3
     # Parsed on the event loop, each took it away for seconds (a loaded machine: margin).
     assert slowest < 2.0, f"GET /health waited {slowest:.1f} s while messages were parsed"
+
+
+def test_a_webhook_of_salesforce_ids_takes_15_and_18_characters_alike(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SF_HOOK_SECRET", "hook-secret-for-tests")
+    declared = world.tmp / "hooked.yaml"
+    declared.write_text(SPEC.format(port=world.local.port, name=NAME, org=ORG_ID[:15]).replace(
+        "trigger: {outbound_messages:", "trigger: {webhook: {secret_env: SF_HOOK_SECRET}, "
+                                        "outbound_messages:"))
+    acme, globex = world.account("Acme"), world.account("Globex")
+    world.local.org.delete(world.local.org.sobject("Account"), globex)
+    body = json.dumps({"ids": [acme[:15], globex[:15], ids.make("001", 999)]}).encode()
+    stamp = str(int(time.time()))
+    app = create_app(declared, str(world.tmp / "state"), TOKEN)
+    try:
+        with TestClient(app) as client:
+            answer = client.post(f"/hooks/{NAME}", content=body, headers={
+                "X-Patchbay-Timestamp": stamp, "Content-Type": "application/json",
+                "X-Patchbay-Signature": sign("hook-secret-for-tests", stamp, body)})
+    finally:
+        close_app(app)
+    assert answer.status_code == 202, answer.text
+    assert [(d.destination, d.record_key, d.operation) for d in world.queued()] == [
+        ("accounts", acme, "upsert"), ("accounts", globex, "delete"),
+        ("history", acme, "upsert"), ("history", globex, "delete")]

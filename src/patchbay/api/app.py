@@ -13,6 +13,8 @@ Routes (all but GET /health need `Authorization: Bearer <token>` when a token is
     POST /dead-letters/replay       {"ids": [...]}: send again
     POST /dead-letters/discard      {"ids": [...]}: give up for good
     GET  /outbox/{integration}      deliveries per destination and status
+    POST /hooks/{integration}       changes a broadcast's source pushes (no token: signed,
+                                    see api/webhooks.py)
     POST /outbound/{integration}    Salesforce Outbound Messages (SOAP; no token: checked by
                                     the sending org and the URL's secret, see api/outbound.py)
     GET  /openapi.json              the OpenAPI 3.1 description of all of this

@@ -3,12 +3,15 @@
 
 Salesforce cannot send the API's bearer token, so the route is open (BearerAuth.SIGNED)
 and checks instead: the integration is a broadcast declaring `trigger.outbound_messages`,
-the sending org is the declared one, and the URL carries `?secret=` when a secret is set.
+the sending org is the declared one, and the URL carries `?secret=` (required unless the
+trigger says `allow_unauthenticated: true`).
 
-Only the record ids of a message are used: the engine fetches the records' current values
-from the broadcast's source, as for a webhook's `{"ids": [...]}`. Salesforce delivers at
-least once and out of order, so the values inside a notification may be older than what
-the source holds now; fetching makes late and repeated notifications harmless.
+Only the record ids of a message are used, in their 18-character form: the engine fetches
+the records' current values from the broadcast's source, as for a webhook's
+`{"ids": [...]}` (a record the org does not have is a delete only when the org holds it as
+deleted). Salesforce delivers at least once and out of order, so the values inside a
+notification may be older than what the source holds now; fetching makes late and
+repeated notifications harmless.
 
 Anything but an Ack is a SOAP fault, which Salesforce answers by sending the message again
 later (for up to 24 hours): what we want when the source or the engine state is down.
