@@ -60,7 +60,6 @@ BROKEN = "__error__"
 fails at the destination with this reason and lands in the dead letters."""
 
 
-
 _waking: dict[str, set[Callable[[], None]]] = {}
 _waking_lock = threading.Lock()
 
@@ -92,7 +91,7 @@ def pushed_changes(body: Mapping[str, Any], key: str
     problems = [f"unknown field '{name}': a push holds 'changes' or 'ids'"
                 for name in body if name not in ("changes", "ids")]
     changes: list[tuple[ChangeKind, dict[str, Any]]] = []
-    items = body.get("changes") or []
+    items = body.get("changes", [])
     if not isinstance(items, list) or len(items) > MAX_PUSHED:
         problems.append(f"'changes' must be a list of at most {MAX_PUSHED} changes")
         items = []
@@ -109,7 +108,7 @@ def pushed_changes(body: Mapping[str, Any], key: str
                             "characters or a whole number of 64 bits")
         else:
             changes.append((ChangeKind(kind), dict(record)))
-    ids = body.get("ids") or []
+    ids = body.get("ids", [])
     if not isinstance(ids, list) or len(ids) > MAX_PUSHED:
         problems.append(f"'ids' must be a list of at most {MAX_PUSHED} ids")
         ids = []

@@ -309,10 +309,12 @@ def _newer_only(conn: Connection, integration: str,
     their destination (discarded ones aside). Versions that cannot be compared (of
     different kinds, or none) never leave a row out."""
     keys = sorted({row["record_key"] for row in rows})
+    destinations = sorted({row["destination"] for row in rows})
     newest: dict[tuple[str, str], Any] = {}
     for start in range(0, len(keys), 5000):
         stmt = (sa.select(outbox.c.destination, outbox.c.record_key, outbox.c.version)
                 .where(outbox.c.integration == integration,
+                       outbox.c.destination.in_(destinations),
                        outbox.c.record_key.in_(keys[start:start + 5000]),
                        outbox.c.status != DeliveryStatus.DISCARDED.value,
                        outbox.c.version.is_not(None)))
