@@ -290,6 +290,16 @@ def test_errors_are_json(client: TestClient) -> None:
     not_json = client.post("/runs", content=b"{nope", headers={"Content-Type": "application/json"})
     assert (not_json.status_code, not_json.json()) == (400, {"error": "the body is not valid JSON"})
     assert client.post("/runs", json=[1]).json() == {"error": "the body must be a JSON object"}
+    deep = {"integration": MIGRATION, "params": {"country": [[[[[[[[["DE"]]]]]]]]]}}
+    for _ in range(60):
+        deep = {"integration": MIGRATION, "params": {"country": deep}}
+    too_deep = client.post("/runs", json=deep)
+    assert (too_deep.status_code, too_deep.json()) == (
+        400, {"error": "the body is nested deeper than 64 levels"})
+    brackets = client.post("/runs", content=b"[" * 100_000 + b"]" * 100_000,
+                           headers={"Content-Type": "application/json"})
+    assert (brackets.status_code, brackets.json()) == (
+        400, {"error": "the body is nested deeper than 64 levels"})
     assert client.get("/nowhere").status_code == 404 and "error" in client.get("/nowhere").json()
     wrong_method = client.delete("/runs")
     assert wrong_method.status_code == 405 and wrong_method.json() == {"error": "method not allowed"}

@@ -158,6 +158,10 @@ def test_headers_are_checked_before_the_body_and_the_body_is_capped(
     assert long_stamp.status_code == 400
     assert long_stamp.json() == {"error": "X-Patchbay-Timestamp must be Unix seconds (at most "
                                           "12 digits)"}
+    deep = b"[" * 100_000 + b"]" * 100_000
+    too_deep = client.post(f"/hooks/{NAME}", content=deep, headers=signed(deep))
+    assert (too_deep.status_code, too_deep.json()) == (
+        400, {"error": "the webhook's body is not JSON: nested deeper than 64 levels"})
     big = json.dumps({"ids": [7], "padding": "x" * MAX_BODY}).encode()
     too_big = client.post(f"/hooks/{NAME}", content=big, headers=signed(big))
     assert too_big.status_code == 413

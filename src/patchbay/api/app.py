@@ -27,7 +27,6 @@ are replaced by *** in every body.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from decimal import Decimal
@@ -44,7 +43,16 @@ from starlette.routing import Route
 
 from patchbay import spec
 from patchbay.api import outbound, webhooks
-from patchbay.api.http import JSON, ApiError, BearerAuth, Redactor, capped_body, secrets_of
+from patchbay.api.http import (
+    JSON,
+    ApiError,
+    BearerAuth,
+    NestedTooDeep,
+    Redactor,
+    capped_body,
+    json_body,
+    secrets_of,
+)
 from patchbay.api.openapi import OPENAPI
 from patchbay.api.runs import Runs
 from patchbay.elements import reports
@@ -379,7 +387,9 @@ async def _body(request: Request) -> dict[str, Any]:
     if raw is None:
         raise ApiError(413, f"the body exceeds {MAX_BODY} bytes")
     try:
-        data = json.loads(raw) if raw.strip() else None
+        data = json_body(raw) if raw.strip() else None
+    except NestedTooDeep as exc:
+        raise ApiError(400, f"the body is {exc}") from None
     except ValueError:
         raise ApiError(400, "the body is not valid JSON") from None
     if not isinstance(data, dict):

@@ -186,3 +186,28 @@ def host_name(host: str) -> str:
     if host.startswith("["):
         return host.partition("]")[0] + "]"
     return host.rpartition(":")[0] if host.count(":") == 1 else host
+
+
+MAX_NESTING = 64
+"""How deep JSON bodies may nest: deeper ones are refused before anything recurses into
+them (a body of a million brackets would exhaust the interpreter's stack)."""
+
+
+class NestedTooDeep(ValueError):
+    """A JSON body nested deeper than MAX_NESTING."""
+
+
+def json_body(raw: bytes) -> Any:
+    """The JSON value of a body; ValueError when it is not JSON, NestedTooDeep when it
+    nests too deep."""
+    try:
+        value = json.loads(raw)
+    except RecursionError:
+        raise NestedTooDeep(f"nested deeper than {MAX_NESTING} levels") from None
+    level: list[Any] = [value]
+    for _ in range(MAX_NESTING):
+        level = [item for parent in level if isinstance(parent, (dict, list))
+                 for item in (parent.values() if isinstance(parent, dict) else parent)]
+        if not level:
+            return value
+    raise NestedTooDeep(f"nested deeper than {MAX_NESTING} levels")

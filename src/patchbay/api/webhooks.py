@@ -20,7 +20,6 @@ now when it is checked); past that the timestamp check refuses it anyway.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import re
 import threading
@@ -30,7 +29,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from patchbay.api.http import ApiError, capped_body
+from patchbay.api.http import ApiError, capped_body, json_body
 from patchbay.connectors.http import SIGNATURE_PREFIX, verify_signature
 from patchbay.spec import WebhookSpec
 from patchbay.store import Store
@@ -81,9 +80,9 @@ async def verified_push(request: Request, webhook: WebhookSpec) -> Push:
                             max_age_seconds=webhook.max_age_seconds):
         raise ApiError(401, "the webhook's signature is wrong")
     try:
-        payload = json.loads(body)
-    except ValueError:
-        raise ApiError(400, "the webhook's body is not JSON") from None
+        payload = json_body(body)
+    except ValueError as exc:
+        raise ApiError(400, f"the webhook's body is not JSON: {exc}") from None
     if not isinstance(payload, dict):
         raise ApiError(400, "the webhook's body must be an object")
     received_at = dt.datetime.fromtimestamp(int(timestamp), dt.UTC).isoformat()
