@@ -9,21 +9,25 @@ their secrets set: a 500 here is a bug, not a missing secret.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 import schemathesis
+import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.core import NOT_SET
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi.schemas import OpenApiSchema
+from sqlalchemy.engine import Engine
 
 from patchbay.api import serve_api
 from patchbay.connectors.http import sign
@@ -33,8 +37,8 @@ TOKEN = "t0ken-for-generated-requests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SECRETS = {"FUZZ_HOOK_SECRET": "hook-secret-for-generated-requests",
            "FUZZ_OUTBOUND_SECRET": "outbound-secret-for-generated-requests"}
-EXAMPLES = 15
-"""Per operation and test: about 200 requests each, seconds in all."""
+EXAMPLES = 10
+"""Per operation, test and engine state: about 140 requests each, seconds in all."""
 BROADCAST = "pushed"
 
 SPEC = f"""
@@ -57,8 +61,10 @@ integrations:
 """
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The API over the file, its engine state in SQLite or in a PostgreSQL schema of its
+    own (which refuses what SQLite takes, NUL characters among them)."""
     directory = tmp_path_factory.mktemp("schema")
     for name in ("source", "target"):
         with sqlite3.connect(directory / f"{name}.db") as db:
@@ -66,16 +72,34 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     (directory / "api.yaml").write_text(SPEC.replace("sqlite:///", f"sqlite:///{directory}/"))
     saved = {name: os.environ.get(name) for name in SECRETS}
     os.environ.update(SECRETS)
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(_restore, saved)
+        state = str(directory / "state")
+        if request.param == "postgresql":
+            state = cleanup.enter_context(_postgres_state(request.getfixturevalue("pg_url"),
+                                                          request.getfixturevalue("pg_engine")))
+        yield cleanup.enter_context(serve_api("127.0.0.1", free_port(), directory / "api.yaml",
+                                              state, token=TOKEN)).url
+
+
+def _restore(saved: dict[str, str | None]) -> None:
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@contextlib.contextmanager
+def _postgres_state(pg_url: str, pg_engine: Engine) -> Iterator[str]:
+    schema = f"pb_api_schema_{uuid.uuid4().hex[:10]}"
+    with pg_engine.begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
     try:
-        with serve_api("127.0.0.1", free_port(), directory / "api.yaml", str(directory / "state"),
-                       token=TOKEN) as server:
-            yield server.url
+        yield f"{pg_url}{'&' if '?' in pg_url else '?'}options=-csearch_path%3D{schema}"
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        with pg_engine.begin() as conn:
+            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
 
 
 @pytest.fixture(scope="module")
@@ -148,3 +172,11 @@ def test_no_generated_request_is_a_server_error_without_the_token(
             assert response.status_code == 401, (case.method, case.formatted_path)
 
     _each_operation(api_schema, check)
+
+
+def test_nul_characters_in_the_path_or_query_are_400_on_either_engine_state(served: str) -> None:
+    for path in ("/outbox/a%00b", "/runs/x%00", "/runs?integration=a%00", "/dead-letters?destination=%00",
+                 "/aggregations/a%00"):
+        answer = httpx.get(served + path, headers=AUTH)
+        assert (answer.status_code, answer.json()) == (
+            400, {"error": "the path and the query cannot hold NUL characters"}), path

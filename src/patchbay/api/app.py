@@ -169,6 +169,7 @@ class _Api:
         """The handler, with the errors it raises on purpose turned into JSON answers."""
         async def guarded(request: Request) -> Response:
             try:
+                _refuse_nul(request)
                 return await handler(request)
             except ApiError as exc:
                 return self.json(exc.body(), exc.status)
@@ -375,6 +376,14 @@ class _Api:
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
+
+def _refuse_nul(request: Request) -> None:
+    """NUL characters in the path or the query are refused: no name holds one, and a
+    PostgreSQL engine state cannot even be asked about one."""
+    if "\x00" in request.scope["path"] or any("\x00" in key or "\x00" in value
+                                         for key, value in request.query_params.multi_items()):
+        raise ApiError(400, "the path and the query cannot hold NUL characters")
 
 
 async def _body(request: Request) -> dict[str, Any]:

@@ -87,7 +87,8 @@ def _woken_by_pushes(name: str, callback: Callable[[], None]) -> Iterator[None]:
 def pushed_changes(body: Mapping[str, Any], key: str
                    ) -> tuple[list[tuple[ChangeKind, dict[str, Any]]], list[Any]]:
     """The changes (kind, record) and ids of a pushed body; a SpecError lists every problem.
-    Keys are bounded: text of at most 255 characters, or whole numbers of 64 bits."""
+    Keys are bounded: text of at most 255 characters (no NUL, which no database takes), or
+    whole numbers of 64 bits."""
     problems = [f"unknown field '{name}': a push holds 'changes' or 'ids'"
                 for name in body if name not in ("changes", "ids")]
     changes: list[tuple[ChangeKind, dict[str, Any]]] = []
@@ -123,7 +124,7 @@ def pushed_changes(body: Mapping[str, Any], key: str
 
 def _bounded_key(value: Any) -> bool:
     if isinstance(value, str):
-        return 0 < len(value) <= 255
+        return 0 < len(value) <= 255 and "\x00" not in value
     return isinstance(value, int) and not isinstance(value, bool) and \
         _INT64[0] <= value <= _INT64[1]
 
