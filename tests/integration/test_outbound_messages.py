@@ -30,7 +30,7 @@ from patchbay.localorg.org import ORG_ID, OrgConfig, Session
 from patchbay.localorg.running import LocalOrg, free_port
 from patchbay.patterns.broadcast import Broadcast
 from patchbay.runtime.delivery import DeliveryStats
-from patchbay.runtime.runner import Invocation
+from patchbay.runtime.runner import Invocation, serve
 from patchbay.spec import load
 from patchbay.store import Store
 from patchbay.store.outbox import Delivery
@@ -467,3 +467,32 @@ def test_a_webhook_of_salesforce_ids_takes_15_and_18_characters_alike(
     assert [(d.destination, d.record_key, d.operation) for d in world.queued()] == [
         ("accounts", acme, "upsert"), ("accounts", globex, "delete"),
         ("history", acme, "upsert"), ("history", globex, "delete")]
+
+
+def test_an_acknowledged_notification_is_delivered_at_once_by_the_serving_broadcast(
+        world: World) -> None:
+    declared = world.tmp / "slow-poll.yaml"
+    declared.write_text(SPEC.format(port=world.local.port, name=NAME, org=ORG_ID[:15]).replace(
+        "trigger: {outbound_messages:", "trigger: {poll_seconds: 60, outbound_messages:"))
+    store = Store.open(directory=world.tmp / "state")
+    polled = threading.Event()
+    ctx = Invocation.load(declared, NAME, {}).context(store, world.tmp / "state" / "runs",
+                                                      progress=lambda *_: polled.set())
+    stop = threading.Event()
+    serving = threading.Thread(target=serve, args=(ctx, stop), daemon=True)
+    serving.start()
+    try:
+        # The first poll (at start) finds nothing; the next one is a minute away.
+        assert polled.wait(30)
+        acme = world.account("Acme")
+        pushed_at = time.monotonic()
+        assert ack_of(world.post(notification([{"Id": acme}]))) == "true"
+        accounts = world.tmp / "out" / "accounts.jsonl"
+        while not accounts.exists() or not world.lines("accounts.jsonl"):
+            assert time.monotonic() - pushed_at < 10, "the notification waits for the next poll"
+            time.sleep(0.05)
+        assert [(r["account_id"], r["name"]) for r in world.lines("accounts.jsonl")] == [(acme, "Acme")]
+    finally:
+        stop.set()
+        serving.join(timeout=30)
+        store.close()
