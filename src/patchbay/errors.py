@@ -7,8 +7,9 @@
     │   └── ConnectionFailed a system cannot be reached or refused the credentials
     ├── RecordRejected       one record is set aside with its reason; the run goes on
     ├── FatalRunError        the run cannot go on; it stops resumable at its checkpoint
-    └── RunNotResumable      asked to resume a run that is finished or unknown
-        └── UnknownRun       no run has this id (bad input, exit 2)
+    ├── RunNotResumable      asked to resume a run that is finished or unknown
+    │   └── UnknownRun       no run has this id (bad input, exit 2)
+    └── MessageSeen          a pushed message accepted already comes again (a replay)
 
 Each error carries the context it concerns (integration, run, system, object,
 record key) so that a message can be read on its own.
@@ -77,3 +78,8 @@ class RunNotResumable(PatchbayError):
 
 class UnknownRun(RunNotResumable):
     """No run has the id given: a mistyped id, or another engine state."""
+
+
+class MessageSeen(PatchbayError):
+    """A pushed message (a signed webhook request) was accepted already: it is not
+    queued again."""

@@ -552,7 +552,18 @@ class OutboundMessagesSpec(_Model):
         description="The sending org's id (00D...); notifications from any other org are refused.")
     secret_env: str | None = Field(
         default=None, description="Environment variable holding a secret that the endpoint URL "
-                                  "configured in Salesforce carries as `?secret=`.")
+                                  "configured in Salesforce carries as `?secret=`. Required "
+                                  "unless allow_unauthenticated is true.")
+    allow_unauthenticated: bool = Field(
+        default=False, description="Accept notifications without a secret: anyone who knows "
+                                   "the org id can then make the broadcast fetch records.")
+
+    @model_validator(mode="after")
+    def _authenticated(self) -> OutboundMessagesSpec:
+        if self.secret_env is None and not self.allow_unauthenticated:
+            raise ValueError("give secret_env (an environment variable holding the secret the "
+                             "endpoint URL carries as ?secret=), or allow_unauthenticated: true")
+        return self
 
 
 class TriggerSpec(_Model):

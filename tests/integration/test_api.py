@@ -6,6 +6,7 @@ through the `patchbay serve` command itself.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -154,6 +155,34 @@ def test_without_a_token_the_api_listens_on_loopback_only(spec_path: Path, state
         assert [i["name"] for i in answer.json()["integrations"]] == [MIGRATION, BROADCAST]
 
 
+def test_without_a_token_only_json_changes_state_and_only_loopback_names_are_answered(
+        spec_path: Path, state: str) -> None:
+    with serve_api("127.0.0.1", free_port(), spec_path, state, token=None) as server:
+        port = server.url.rsplit(":", 1)[1]
+        body = json.dumps({"integration": MIGRATION, "params": {"country": "DE"}})
+        # What a web page can send to any site without the browser asking first.
+        for media_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data"):
+            answer = httpx.post(f"{server.url}/runs", content=body,
+                                headers={"Content-Type": media_type})
+            assert (answer.status_code, answer.json()) == (415, {
+                "error": "the body must be JSON, sent as Content-Type: application/json"}), media_type
+        for path in ("/dead-letters/replay", "/dead-letters/discard"):
+            assert httpx.post(server.url + path, content='{"ids": [1]}').status_code == 415
+        assert httpx.get(f"{server.url}/runs").json() == {"runs": []}, "nothing was started"
+        # A page of another site whose name points at 127.0.0.1 (DNS rebinding).
+        for host in (f"attacker.example:{port}", "attacker.example", f"127.0.0.1.nip.example:{port}"):
+            answer = httpx.get(f"{server.url}/integrations", headers={"Host": host})
+            assert answer.status_code == 403, host
+            assert answer.json()["error"].startswith(f"Host {host.rsplit(':', 1)[0]!r} is not "
+                                                     "this server's name")
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", "LOCALHOST"):
+            assert httpx.get(f"{server.url}/integrations", headers={"Host": host}).status_code == 200
+        started = httpx.post(f"{server.url}/runs", content=body,
+                             headers={"Content-Type": "application/json; charset=utf-8"})
+        assert started.status_code == 202, started.text
+        wait_for_run(lambda path: httpx.get(server.url + path), started.json()["url"])
+
+
 def test_a_port_in_use_is_a_clear_error(spec_path: Path, state: str) -> None:
     with serve_api("127.0.0.1", free_port(), spec_path, state, token=TOKEN) as server:
         port = int(server.url.rsplit(":", 1)[1])
@@ -261,6 +290,16 @@ def test_errors_are_json(client: TestClient) -> None:
     not_json = client.post("/runs", content=b"{nope", headers={"Content-Type": "application/json"})
     assert (not_json.status_code, not_json.json()) == (400, {"error": "the body is not valid JSON"})
     assert client.post("/runs", json=[1]).json() == {"error": "the body must be a JSON object"}
+    deep = {"integration": MIGRATION, "params": {"country": [[[[[[[[["DE"]]]]]]]]]}}
+    for _ in range(60):
+        deep = {"integration": MIGRATION, "params": {"country": deep}}
+    too_deep = client.post("/runs", json=deep)
+    assert (too_deep.status_code, too_deep.json()) == (
+        400, {"error": "the body is nested deeper than 64 levels"})
+    brackets = client.post("/runs", content=b"[" * 100_000 + b"]" * 100_000,
+                           headers={"Content-Type": "application/json"})
+    assert (brackets.status_code, brackets.json()) == (
+        400, {"error": "the body is nested deeper than 64 levels"})
     assert client.get("/nowhere").status_code == 404 and "error" in client.get("/nowhere").json()
     wrong_method = client.delete("/runs")
     assert wrong_method.status_code == 405 and wrong_method.json() == {"error": "method not allowed"}

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from patchbay.connectors.sql import SqlConnector
+from patchbay.errors import MessageSeen
 from patchbay.model import Operation
 from patchbay.runtime.delivery import Deliverer, DeliveryStats, Target
 from patchbay.spec import SystemSpec
@@ -173,5 +174,27 @@ def test_outbox_rules_hold_on_postgresql(space: Space) -> None:
         assert store.delivered([last.id], "w2") == 1
         assert store.outbox_counts(INTEGRATION)["crm"] == {
             "pending": 1, "delivered": 2, "dead": 0, "discarded": 0}
+    finally:
+        store.close()
+
+
+def test_pushed_changes_are_taken_once_and_never_older_than_what_is_queued(space: Space) -> None:
+    store = Store.open(space.state_url)
+    try:
+        def pushed(version: str, name: str, message: str | None = None) -> int:
+            return store.enqueue(INTEGRATION, [NewDelivery("dest", "k1", version, "upsert",
+                                                           {"id": "k1", "name": name})],
+                                 message=None if message is None else ("webhook", message),
+                                 newer_only=True)
+
+        assert pushed("2026-03-01T10:00:05+00:00", "newer", "sig-b") == 1
+        assert pushed("2026-03-01 10:00:00", "older", "sig-a") == 0, "older: left out"
+        with pytest.raises(MessageSeen, match="message 'sig-b' from webhook was accepted already"):
+            pushed("2026-03-01T10:00:09+00:00", "again", "sig-b")
+        assert pushed("2026-03-01T10:00:05+00:00", "same version") == 1
+        with space.engine.connect() as conn:
+            names = conn.execute(sa.text(f"SELECT payload->>'name' FROM {space.schema}.patchbay_outbox "
+                                         "ORDER BY id")).scalars().all()
+        assert names == ["newer", "same version"]
     finally:
         store.close()

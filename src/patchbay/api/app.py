@@ -13,6 +13,8 @@ Routes (all but GET /health need `Authorization: Bearer <token>` when a token is
     POST /dead-letters/replay       {"ids": [...]}: send again
     POST /dead-letters/discard      {"ids": [...]}: give up for good
     GET  /outbox/{integration}      deliveries per destination and status
+    POST /hooks/{integration}       changes a broadcast's source pushes (no token: signed,
+                                    see api/webhooks.py)
     POST /outbound/{integration}    Salesforce Outbound Messages (SOAP; no token: checked by
                                     the sending org and the URL's secret, see api/outbound.py)
     GET  /openapi.json              the OpenAPI 3.1 description of all of this
@@ -26,9 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import json
 import logging
-import os
 import string
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
@@ -47,13 +47,28 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from patchbay import spec
-from patchbay.api import outbound
-from patchbay.api.http import JSON, ApiError, BearerAuth, Redactor, secrets_of
+from patchbay.api import outbound, webhooks
+from patchbay.api.http import (
+    JSON,
+    ApiError,
+    BearerAuth,
+    NestedTooDeep,
+    Redactor,
+    capped_body,
+    json_body,
+    secrets_of,
+)
 from patchbay.api.openapi import OPENAPI
 from patchbay.api.runs import Runs
-from patchbay.connectors.http import verify_signature
 from patchbay.elements import reports
-from patchbay.errors import ConnectionFailed, ParameterError, PatchbayError, RunNotResumable, SpecError
+from patchbay.errors import (
+    ConnectionFailed,
+    MessageSeen,
+    ParameterError,
+    PatchbayError,
+    RunNotResumable,
+    SpecError,
+)
 from patchbay.patterns import aggregation
 from patchbay.runtime.runner import Invocation
 from patchbay.spec import (
@@ -62,7 +77,6 @@ from patchbay.spec import (
     BroadcastSpec,
     IntegrationFile,
     ParameterSpec,
-    WebhookSpec,
 )
 from patchbay.store import RunRecord, Store
 from patchbay.store.outbox import Delivery, DeliveryStatus
@@ -72,6 +86,10 @@ log = logging.getLogger("patchbay.api")
 
 MAX_LIMIT = 1000
 MAX_IDS = 10_000
+MAX_ID = 2 ** 63 - 1
+"""The largest delivery id (a signed 64-bit column)."""
+MAX_BODY = 1024 * 1024
+"""The largest JSON body of POST /runs and the dead-letter routes."""
 MAX_ANSWER_ROWS = 100_000
 """A live aggregation answer larger than this is refused: a report file is the way. The
 merge stops at one row more, so a larger answer costs no more than that."""
@@ -95,12 +113,13 @@ def open_store(state: str | None) -> tuple[Store, Path]:
 
 
 def create_app(spec_path: Path, state: str | None, token: str | None, *,
-               serving: Iterable[str] = ()) -> Starlette:
+               serving: Iterable[str] = (), hosts: Iterable[str] | None = None) -> Starlette:
     """The API over the integrations of `spec_path` and the engine state `state`.
 
     `token`: the bearer token every route but GET /health requires; None leaves the app
     open (serve_api allows that on loopback only). `serving`: the broadcasts this process
-    already keeps going, which POST /runs then refuses to run a round of (409).
+    already keeps going, which POST /runs then refuses to run a round of (409). `hosts`:
+    without a token, the only Host names answered (serve_api gives the loopback ones).
     The file is loaded (and its `${VARS}` resolved) once, here: a SpecError says why not.
     """
     file = spec.load(Path(spec_path).resolve())
@@ -109,7 +128,7 @@ def create_app(spec_path: Path, state: str | None, token: str | None, *,
                Runs(store, reports_dir, serving))
     app = Starlette(
         routes=api.routes(),
-        middleware=[Middleware(BearerAuth, token=token)],
+        middleware=[Middleware(BearerAuth, token=token, hosts=hosts)],
         exception_handlers={HTTPException: api.http_error, Exception: api.internal_error},
     )
     app.state.runs = api.runs
@@ -129,6 +148,7 @@ class _Api:
         self.file, self.store, self.reports_dir = file, store, reports_dir
         self.redact, self.runs = redact, runs
         self.answering = threading.BoundedSemaphore(MAX_CONCURRENT_ANSWERS)
+        self.seen_signatures = webhooks.SeenSignatures(store)
 
     def routes(self) -> list[Route]:
         def route(path: str, handler: Handler, method: str) -> Route:
@@ -161,6 +181,7 @@ class _Api:
         """The handler, with the errors it raises on purpose turned into JSON answers."""
         async def guarded(request: Request) -> Response:
             try:
+                _refuse_nul(request)
                 return await handler(request)
             except ApiError as exc:
                 return self.json(exc.body(), exc.status)
@@ -286,7 +307,8 @@ class _Api:
 
     async def dead_letter(self, request: Request) -> Response:
         delivery_id = request.path_params["delivery_id"]
-        found = await run_in_threadpool(self.store.delivery, delivery_id)
+        found = await run_in_threadpool(self.store.delivery, delivery_id) \
+            if delivery_id <= MAX_ID else None
         if found is None:
             raise ApiError(404, f"no delivery {delivery_id}")
         return self.json({**_letter(found), "payload": found.payload})
@@ -302,20 +324,21 @@ class _Api:
         return self.json({"discarded": count, "requested": len(ids)})
 
     async def push(self, request: Request) -> Response:
-        """Changes a broadcast's source pushes: verified, then durably queued."""
+        """Changes a broadcast's source pushes: verified, then durably queued (once)."""
         name = request.path_params["integration"]
         integration = next((i for i in self.file.integrations if i.name == name), None)
         if not isinstance(integration, BroadcastSpec) or integration.trigger.webhook is None:
             raise ApiError(404, f"no broadcast '{name}' takes webhooks")
-        body, received_at = await _signed_body(request, integration.trigger.webhook)
+        webhook = integration.trigger.webhook
+        push = await webhooks.verified_push(request, webhook)
         try:
-            payload = json.loads(body)
-        except ValueError:
-            raise ApiError(400, "the webhook's body is not JSON") from None
-        if not isinstance(payload, dict):
-            raise ApiError(400, "the webhook's body must be an object")
-        accepted = await run_in_threadpool(self.runs.push, Invocation(self.file, integration, {}),
-                                           payload, received_at)
+            accepted = await run_in_threadpool(
+                self.runs.push, Invocation(self.file, integration, {}), push.body,
+                push.received_at, (webhooks.SOURCE, push.signature))
+        except MessageSeen:
+            raise ApiError(409, "this signed request was accepted already; a change is sent "
+                                "again with a new timestamp and signature") from None
+        await run_in_threadpool(self.seen_signatures.forget_old, name, webhook)
         return self.json({"accepted": accepted}, 202)
 
     async def aggregation(self, request: Request) -> Response:
@@ -430,28 +453,27 @@ class _Streamed(StreamingResponse):
             self._done()
 
 
-async def _signed_body(request: Request, webhook: WebhookSpec) -> tuple[bytes, str]:
-    """The raw body of a webhook whose signature, age and source check out, and its time."""
-    secret = os.environ.get(webhook.secret_env)
-    if not secret:
-        raise ApiError(500, f"the webhook's secret is not set (environment variable "
-                            f"{webhook.secret_env})")
-    body = await request.body()
-    timestamp = request.headers.get("x-patchbay-timestamp", "")
-    signature = request.headers.get("x-patchbay-signature", "")
-    if not verify_signature(secret, timestamp, body, signature,
-                            max_age_seconds=webhook.max_age_seconds):
-        raise ApiError(401, "the webhook's signature is missing, wrong or too old")
-    if webhook.sources is not None and \
-            request.headers.get("x-patchbay-source") not in webhook.sources:
-        raise ApiError(403, "the webhook's source is not one this integration accepts")
-    return body, dt.datetime.fromtimestamp(int(timestamp), dt.UTC).isoformat()
+def _refuse_nul(request: Request) -> None:
+    """NUL characters in the path or the query are refused: no name holds one, and a
+    PostgreSQL engine state cannot even be asked about one."""
+    if "\x00" in request.scope["path"] or any("\x00" in key or "\x00" in value
+                                         for key, value in request.query_params.multi_items()):
+        raise ApiError(400, "the path and the query cannot hold NUL characters")
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
+    """The JSON object of a state-changing request. Only `application/json` is taken: a
+    web page can post text/plain or a form to any site without asking (CSRF)."""
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise ApiError(415, "the body must be JSON, sent as Content-Type: application/json")
+    raw = await capped_body(request, MAX_BODY)
+    if raw is None:
+        raise ApiError(413, f"the body exceeds {MAX_BODY} bytes")
     try:
-        data = json.loads(raw) if raw.strip() else None
+        data = json_body(raw) if raw.strip() else None
+    except NestedTooDeep as exc:
+        raise ApiError(400, f"the body is {exc}") from None
     except ValueError:
         raise ApiError(400, "the body is not valid JSON") from None
     if not isinstance(data, dict):
@@ -477,8 +499,10 @@ def _ids(body: Mapping[str, Any]) -> list[int]:
     problems = [f"unknown field '{k}'; it takes ids" for k in body if k != "ids"]
     ids = body.get("ids")
     if (not isinstance(ids, list) or not ids
-            or any(isinstance(i, bool) or not isinstance(i, int) for i in ids)):
-        problems.append("'ids' must be a non-empty list of delivery ids (whole numbers)")
+            or any(isinstance(i, bool) or not isinstance(i, int) or not 1 <= i <= MAX_ID
+                   for i in ids)):
+        problems.append(f"'ids' must be a non-empty list of delivery ids (whole numbers from 1 "
+                        f"to {MAX_ID})")
     elif len(ids) > MAX_IDS:
         problems.append(f"at most {MAX_IDS} ids at once, not {len(ids)}")
     if problems:

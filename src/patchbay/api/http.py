@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from starlette.datastructures import Headers
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -80,7 +81,12 @@ class BearerAuth:
 
     The token is compared in constant time (hmac.compare_digest), as bytes. With no token
     configured every request passes: the server refuses to start that way unless it listens
-    on loopback only (see patchbay.api.server)."""
+    on loopback only (see patchbay.api.server). A web page the machine's browser opens can
+    still reach loopback: given `hosts` (the names this server is reached by), a request
+    without a token must name one of them as its Host, which a page of another site whose
+    name was made to point at 127.0.0.1 (DNS rebinding) cannot; and a state-changing
+    request must be `application/json` (see app._body), which a page cannot send to another
+    site without the browser asking first (a CORS preflight, never answered here)."""
 
     PUBLIC = frozenset({("GET", "/health"), ("HEAD", "/health")})
     SIGNED = ("/hooks/", "/outbound/")
@@ -88,13 +94,26 @@ class BearerAuth:
     webhooks carry an HMAC signature, Salesforce Outbound Messages come from a known org
     with the URL's secret."""
 
-    def __init__(self, app: ASGIApp, token: str | None) -> None:
+    def __init__(self, app: ASGIApp, token: str | None, hosts: Iterable[str] | None = None) -> None:
         self.app = app
         self._token = token.encode("utf-8") if token else None
+        self._hosts = None if hosts is None else frozenset(h.lower() for h in hosts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (scope["type"] != "http" or self._token is None
-                or (scope["method"], scope["path"]) in self.PUBLIC
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self._token is None:
+            host = host_name(Headers(scope=scope).get("host", ""))
+            if self._hosts is not None and host not in self._hosts:
+                response = JSON({"error": f"Host {host!r} is not this server's name: without a "
+                                          "token the API answers requests to "
+                                          + ", ".join(sorted(self._hosts)) + " only"}, 403)
+                await response(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+            return
+        if ((scope["method"], scope["path"]) in self.PUBLIC
                 or (scope["method"] == "POST" and scope["path"].startswith(self.SIGNED))):
             await self.app(scope, receive, send)
             return
@@ -115,3 +134,51 @@ class BearerAuth:
                     return hmac.compare_digest(credentials.strip(), self._token)
                 return False
         return False
+
+
+async def capped_body(request: Request, limit: int) -> bytes | None:
+    """The request's body, or None once it is larger than `limit` bytes: a Content-Length
+    over the limit is refused before anything is read, and the stream is cut as soon as
+    it passes the limit, so no more than `limit` bytes (and a chunk) are ever held."""
+    length = request.headers.get("content-length", "")
+    if length.isascii() and length.isdigit() and (len(length) > 18 or int(length) > limit):
+        return None
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > limit:
+            return None
+    return bytes(raw)
+
+
+def host_name(host: str) -> str:
+    """The name of a Host header, without its port, lower-case ("[::1]:8877" -> "[::1]")."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host.partition("]")[0] + "]"
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
+
+
+MAX_NESTING = 64
+"""How deep JSON bodies may nest: deeper ones are refused before anything recurses into
+them (a body of a million brackets would exhaust the interpreter's stack)."""
+
+
+class NestedTooDeep(ValueError):
+    """A JSON body nested deeper than MAX_NESTING."""
+
+
+def json_body(raw: bytes) -> Any:
+    """The JSON value of a body; ValueError when it is not JSON, NestedTooDeep when it
+    nests too deep."""
+    try:
+        value = json.loads(raw)
+    except RecursionError:
+        raise NestedTooDeep(f"nested deeper than {MAX_NESTING} levels") from None
+    level: list[Any] = [value]
+    for _ in range(MAX_NESTING):
+        level = [item for parent in level if isinstance(parent, (dict, list))
+                 for item in (parent.values() if isinstance(parent, dict) else parent)]
+        if not level:
+            return value
+    raise NestedTooDeep(f"nested deeper than {MAX_NESTING} levels")

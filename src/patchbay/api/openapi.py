@@ -23,6 +23,8 @@ def _soap(description: str) -> dict[str, Any]:
 
 _UNAUTHORIZED = {"401": {"$ref": "#/components/responses/Unauthorized"}}
 _BAD_REQUEST = {"400": _error("Bad input; `problems` lists every problem found.")}
+_JSON_BODY = {"413": _error("A body over 1 MiB."),
+              "415": _error("A body not sent as Content-Type: application/json.")}
 
 
 def _nullable(kind: str | dict[str, Any]) -> dict[str, Any]:
@@ -164,7 +166,8 @@ SCHEMAS: dict[str, Any] = {
     "Ids": {
         "type": "object", "required": ["ids"], "additionalProperties": False,
         "properties": {"ids": {"type": "array", "minItems": 1, "maxItems": 10000,
-                               "items": {"type": "integer"}}},
+                               "items": {"type": "integer", "minimum": 1,
+                                         "maximum": 2 ** 63 - 1}}},
     },
     "Replayed": {
         "type": "object", "required": ["replayed", "requested"],
@@ -223,7 +226,7 @@ PATHS: dict[str, Any] = {
                 "202": {**_json(_ref("RunStarted"), "The migration started."),
                         "headers": {"Location": {"schema": {"type": "string"},
                                                  "description": "The run's URL."}}},
-                **_BAD_REQUEST, **_UNAUTHORIZED,
+                **_BAD_REQUEST, **_UNAUTHORIZED, **_JSON_BODY,
                 "409": _error("A run of this integration with these parameters is going."),
                 "500": _error("The integration cannot run (its file does not fit its systems)."),
                 "502": _error("A system of the broadcast could not be reached."),
@@ -256,13 +259,13 @@ PATHS: dict[str, Any] = {
                        "server's broadcast loop, or POST /runs) delivers them first.",
         "requestBody": _IDS_BODY,
         "responses": {"200": _json(_ref("Replayed"), "How many were replayed."),
-                      **_BAD_REQUEST, **_UNAUTHORIZED}}},
+                      **_BAD_REQUEST, **_UNAUTHORIZED, **_JSON_BODY}}},
     "/dead-letters/discard": {"post": {
         "summary": "Give up on dead letters for good", "operationId": "discardDeadLetters",
         "description": "Final; unblocks later changes of the same records.",
         "requestBody": _IDS_BODY,
         "responses": {"200": _json(_ref("Discarded"), "How many were discarded."),
-                      **_BAD_REQUEST, **_UNAUTHORIZED}}},
+                      **_BAD_REQUEST, **_UNAUTHORIZED, **_JSON_BODY}}},
     "/outbox/{integration}": {"get": {
         "summary": "A broadcast's deliveries per destination and status",
         "operationId": "getOutbox",
@@ -309,38 +312,59 @@ PATHS: dict[str, Any] = {
     "/hooks/{integration}": {"post": {
         "summary": "Changes pushed by a broadcast's source (signed webhook)",
         "description": "No bearer token: the request is signed instead. Headers "
-                       "X-Patchbay-Timestamp (Unix seconds) and X-Patchbay-Signature "
-                       "(`sha256=` + hex HMAC-SHA256 of `<timestamp>.<body>` with the secret "
-                       "named by the integration's trigger.webhook.secret_env); "
-                       "X-Patchbay-Source when the integration lists its sources. The body is "
-                       "{\"changes\": [{\"kind\", \"record\"}]} or {\"ids\": [...]} (current "
-                       "values are fetched). Answered once the changes are in the outbox.",
+                       "X-Patchbay-Timestamp (Unix seconds, within the trigger's "
+                       "max_age_seconds of now) and X-Patchbay-Signature (`sha256=` + hex "
+                       "HMAC-SHA256 of `<timestamp>.<body>` with the secret named by the "
+                       "integration's trigger.webhook.secret_env); X-Patchbay-Source when the "
+                       "integration lists its sources. The headers are checked before the "
+                       "body is read; the body, at most 5 MB, is {\"changes\": [{\"kind\", "
+                       "\"record\"}]} or {\"ids\": [...]} (current values are fetched; an id "
+                       "the source does not have is a delete only when the source says it was "
+                       "deleted). A signed request is taken once: sent again it is 409. A "
+                       "change older than one of the same record already queued is left out. "
+                       "Answered once the changes are in the outbox; a server that keeps the "
+                       "broadcast going delivers them at once.",
         "operationId": "pushChanges",
         "security": [],
-        "parameters": [{"name": "integration", "in": "path", "required": True,
-                        "schema": {"type": "string"}}],
+        "parameters": [
+            {"name": "integration", "in": "path", "required": True, "schema": {"type": "string"}},
+            {"name": "X-Patchbay-Timestamp", "in": "header", "required": False,
+             "schema": {"type": "string", "pattern": "^[0-9]{1,12}$"}},
+            {"name": "X-Patchbay-Signature", "in": "header", "required": False,
+             "schema": {"type": "string", "pattern": "^sha256=[0-9a-f]{64}$"}},
+            {"name": "X-Patchbay-Source", "in": "header", "required": False,
+             "schema": {"type": "string"}}],
         "requestBody": {"required": True, "content": {"application/json": {"schema": {
-            "type": "object", "properties": {
-                "changes": {"type": "array", "items": {"type": "object", "properties": {
-                    "kind": {"enum": ["created", "updated", "deleted"]},
-                    "record": {"type": "object"}}, "required": ["record"]}},
-                "ids": {"type": "array", "items": {}}}}}}},
+            "type": "object", "additionalProperties": False, "properties": {
+                "changes": {"type": "array", "maxItems": 10000, "items": {
+                    "type": "object", "required": ["record"], "properties": {
+                        "kind": {"enum": ["created", "updated", "deleted"]},
+                        "record": {"type": "object"}}}},
+                "ids": {"type": "array", "maxItems": 10000, "items": {"anyOf": [
+                    {"type": "string", "minLength": 1, "maxLength": 255},
+                    {"type": "integer", "minimum": -(2 ** 63), "maximum": 2 ** 63 - 1}]}}}}}}},
         "responses": {"202": _json({"type": "object", "properties": {
                           "accepted": {"type": "integer"}}}, "The changes are durably queued."),
-                      "400": _error("A malformed body."),
+                      "400": _error("A malformed timestamp or body; `problems` says what."),
                       "401": _error("Missing, wrong or stale signature."),
                       "403": _error("A source that is not accepted."),
-                      "404": _error("No broadcast with a webhook trigger of that name.")}}},
+                      "404": _error("No broadcast with a webhook trigger of that name."),
+                      "409": _error("This signed request was accepted already (a replay)."),
+                      "413": _error("A body over 5 MB."),
+                      "500": _error("The webhook's secret is not set on the server."),
+                      "502": _error("The source could not be reached to fetch the ids.")}}},
     "/outbound/{integration}": {"post": {
         "summary": "Salesforce Outbound Messages for a broadcast (SOAP 1.1 notifications)",
         "description": "No bearer token: Salesforce cannot send one. The integration's "
                        "trigger.outbound_messages names the org whose notifications are "
                        "accepted (15- or 18-character id) and, with secret_env, a secret the "
-                       "endpoint URL configured in Salesforce carries as `?secret=`. Only the "
-                       "notifications' record ids are used: current values are fetched from "
-                       "the source (an id it no longer has becomes a delete). The Ack is sent "
-                       "once the changes are in the outbox; any other answer is a SOAP fault, "
-                       "after which Salesforce sends the message again.",
+                       "endpoint URL configured in Salesforce carries as `?secret=` (required "
+                       "unless the trigger says allow_unauthenticated). Only the "
+                       "notifications' record ids are used (15- and 18-character ids name the "
+                       "same record): current values are fetched from the source, and an id it "
+                       "does not have is a delete only when it holds the record as deleted. "
+                       "The Ack is sent once the changes are in the outbox; any other answer "
+                       "is a SOAP fault, after which Salesforce sends the message again.",
         "operationId": "receiveOutboundMessage",
         "security": [],
         "parameters": [{"name": "integration", "in": "path", "required": True,
@@ -348,12 +372,14 @@ PATHS: dict[str, Any] = {
                        _query("secret", "The secret of trigger.outbound_messages.secret_env.",
                               {"type": "string"})],
         "requestBody": {"required": True, "description": "A `notifications` SOAP envelope "
-                        "(namespace http://soap.sforce.com/2005/09/outbound), at most 5 MB, "
-                        "UTF-8, without DOCTYPE or ENTITY declarations.",
+                        "(namespace http://soap.sforce.com/2005/09/outbound), at most 5 MB and "
+                        "100,000 elements, UTF-8, without DOCTYPE or ENTITY declarations.",
                         "content": {t: {"schema": {"type": "string"}}
                                     for t in ("text/xml", "application/soap+xml")}},
         "responses": {"200": _soap("`notificationsResponse` with `Ack` true: the changes are "
                                    "durably queued."),
+                      "400": _soap("Fault (soapenv:Client): a malformed message, or one of "
+                                   "another object."),
                       "401": _soap("Fault: the URL's secret missing or wrong."),
                       "403": _soap("Fault: a notification from another org."),
                       "404": _soap("Fault: no broadcast with trigger.outbound_messages of that "
@@ -361,10 +387,9 @@ PATHS: dict[str, Any] = {
                       "413": _soap("Fault: a body over 5 MB."),
                       "415": _soap("Fault: a body that is not UTF-8 text/xml or "
                                    "application/soap+xml."),
-                      "500": _soap("Fault: a malformed message or one of another object "
-                                   "(faultcode soapenv:Client), or changes that could not be "
-                                   "recorded now, the source or engine state being unreachable "
-                                   "(soapenv:Server); Salesforce retries.")}}},
+                      "500": _soap("Fault (soapenv:Server): the changes could not be recorded "
+                                   "now, a system or the engine state being unreachable, or "
+                                   "the secret not set on the server; Salesforce retries.")}}},
 }
 
 OPENAPI: dict[str, Any] = {
@@ -375,6 +400,9 @@ OPENAPI: dict[str, Any] = {
         "description": "Run the integrations of one file on demand, follow their runs, and "
                        "handle broadcast dead letters. Every route but GET /health needs "
                        "`Authorization: Bearer <token>`, the server's PATCHBAY_API_TOKEN. "
+                       "A server without a token listens on loopback only and answers only "
+                       "requests whose Host is a loopback name (403 otherwise). Bodies of "
+                       "POST /runs and /dead-letters/* are application/json only. "
                        "Errors are JSON: {\"error\": ..., \"problems\": [...]}.",
     },
     "security": [{"bearer": []}],

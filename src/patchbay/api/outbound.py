@@ -3,12 +3,15 @@
 
 Salesforce cannot send the API's bearer token, so the route is open (BearerAuth.SIGNED)
 and checks instead: the integration is a broadcast declaring `trigger.outbound_messages`,
-the sending org is the declared one, and the URL carries `?secret=` when a secret is set.
+the sending org is the declared one, and the URL carries `?secret=` (required unless the
+trigger says `allow_unauthenticated: true`).
 
-Only the record ids of a message are used: the engine fetches the records' current values
-from the broadcast's source, as for a webhook's `{"ids": [...]}`. Salesforce delivers at
-least once and out of order, so the values inside a notification may be older than what
-the source holds now; fetching makes late and repeated notifications harmless.
+Only the record ids of a message are used, in their 18-character form: the engine fetches
+the records' current values from the broadcast's source, as for a webhook's
+`{"ids": [...]}` (a record the org does not have is a delete only when the org holds it as
+deleted). Salesforce delivers at least once and out of order, so the values inside a
+notification may be older than what the source holds now; fetching makes late and
+repeated notifications harmless.
 
 Anything but an Ack is a SOAP fault, which Salesforce answers by sending the message again
 later (for up to 24 hours): what we want when the source or the engine state is down.
@@ -16,22 +19,26 @@ later (for up to 24 hours): what we want when the source or the engine state is 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hmac
 import logging
 import os
 import re
+import weakref
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
+from anyio import CapacityLimiter, to_thread
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from patchbay.api.http import Redactor
+from patchbay.api.http import Redactor, capped_body
 from patchbay.api.runs import Runs
-from patchbay.errors import PatchbayError
+from patchbay.errors import ConnectionFailed, PatchbayError
+from patchbay.localorg.ids import to18
 from patchbay.runtime.runner import Invocation
 from patchbay.spec import BroadcastSpec, IntegrationFile, OutboundMessagesSpec
 
@@ -45,9 +52,11 @@ XSI = "http://www.w3.org/2001/XMLSchema-instance"
 PATH = "/outbound/"
 MAX_BODY = 5 * 1024 * 1024
 MAX_NOTIFICATIONS = 100
+MAX_ELEMENTS = 100_000
+"""Far more than 100 notifications of every field of an object take."""
+PARSE_SLICE = 16 * 1024
 MEDIA_TYPES = frozenset({"text/xml", "application/soap+xml"})
 
-_RECORD_ID = re.compile(r"[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?")
 _FORBIDDEN = re.compile(r"<!DOCTYPE|<!ENTITY", re.IGNORECASE)
 
 _ACK = ('<?xml version="1.0" encoding="UTF-8"?>'
@@ -58,7 +67,9 @@ _ACK = ('<?xml version="1.0" encoding="UTF-8"?>'
 
 class Fault(Exception):
     """A notification not recorded: the HTTP status, and who is at fault (the sender, or
-    this server, whose faults a redelivery may get past)."""
+    this server, whose faults a redelivery may get past). Malformed messages are 400, not
+    the 500 of SOAP 1.1's HTTP binding: a 500 is this server's fault, and Salesforce sends
+    the message again whatever the status."""
 
     def __init__(self, status: int, message: str, *, server: bool = False) -> None:
         super().__init__(message)
@@ -91,39 +102,66 @@ def parse(text: str) -> Notifications:
     """The notifications of a SOAP envelope; a Fault says what is wrong with it."""
     # expat would expand internal entities: with no DOCTYPE there can be none to expand.
     if _FORBIDDEN.search(text):
-        raise Fault(500, "DOCTYPE and ENTITY declarations are not accepted")
+        raise Fault(400, "DOCTYPE and ENTITY declarations are not accepted")
     try:
-        root = ElementTree.fromstring(text)
+        root = _tree(text)
     except ElementTree.ParseError as exc:
-        raise Fault(500, f"the body is not well-formed XML: {exc}") from None
+        raise Fault(400, f"the body is not well-formed XML: {exc}") from None
     body = root.find(f"{{{SOAP_ENV}}}Body") if root.tag == f"{{{SOAP_ENV}}}Envelope" else None
     if body is None:
-        raise Fault(500, f"the body is not a SOAP 1.1 envelope ({SOAP_ENV}) with a Body")
+        raise Fault(400, f"the body is not a SOAP 1.1 envelope ({SOAP_ENV}) with a Body")
     message = body.find(f"{{{OUTBOUND}}}notifications")
     if message is None:
-        raise Fault(500, f"the SOAP body holds no notifications element of {OUTBOUND}")
+        raise Fault(400, f"the SOAP body holds no notifications element of {OUTBOUND}")
     organization_id = _text(message, f"{{{OUTBOUND}}}OrganizationId")
     if organization_id is None:
-        raise Fault(500, "the notifications carry no OrganizationId")
+        raise Fault(400, "the notifications carry no OrganizationId")
     elements = message.findall(f"{{{OUTBOUND}}}Notification")
     if not 1 <= len(elements) <= MAX_NOTIFICATIONS:
-        raise Fault(500, f"a message holds 1 to {MAX_NOTIFICATIONS} Notification elements, "
+        raise Fault(400, f"a message holds 1 to {MAX_NOTIFICATIONS} Notification elements, "
                          f"not {len(elements)}")
     return Notifications(organization_id, _text(message, f"{{{OUTBOUND}}}ActionId"),
                          tuple(_notification(n, i) for i, n in enumerate(elements, 1)))
+
+
+def _tree(text: str) -> ElementTree.Element:
+    """The parsed document, fed to the parser a slice at a time and refused past
+    MAX_ELEMENTS. The C parser keeps the interpreter's lock for as long as one call lasts:
+    a whole 5 MB body dense with elements held it for seconds, stalling the event loop's
+    thread even while this ran in a worker thread; a slice holds it for milliseconds."""
+    parser: ElementTree.XMLPullParser[ElementTree.Element] = ElementTree.XMLPullParser(("start",))
+    root: ElementTree.Element | None = None
+    elements = 0
+    for start in range(0, len(text) + 1, PARSE_SLICE):
+        if start < len(text):
+            parser.feed(text[start:start + PARSE_SLICE])
+        else:
+            parser.close()
+        for event in parser.read_events():
+            # ("start", element): the only events asked for
+            if root is None and isinstance(event, tuple) and len(event) == 2 \
+                    and isinstance(event[1], ElementTree.Element):
+                root = event[1]
+            elements += 1
+        if elements > MAX_ELEMENTS:
+            raise Fault(400, f"a message holds at most {MAX_ELEMENTS} XML elements")
+    assert root is not None  # close() raised ParseError for a document without one
+    return root
 
 
 def _notification(element: ElementTree.Element, number: int) -> Notification:
     sobject = element.find(f"{{{OUTBOUND}}}sObject")
     declared = sobject.get(f"{{{XSI}}}type") if sobject is not None else None
     if sobject is None or not declared:
-        raise Fault(500, f"Notification {number} has no sObject with an xsi:type")
-    record_id = _text(sobject, f"{{{SOBJECT}}}Id")
-    if record_id is None or not _RECORD_ID.fullmatch(record_id):
-        raise Fault(500, f"Notification {number}: its sObject has no Id of 15 or 18 letters "
+        raise Fault(400, f"Notification {number} has no sObject with an xsi:type")
+    given = _text(sobject, f"{{{SOBJECT}}}Id")
+    record_id = to18(given) if given is not None else None
+    if record_id is None:
+        raise Fault(400, f"Notification {number}: its sObject has no Id of 15 or 18 letters "
                          f"and digits ({SOBJECT})")
     # ElementTree keeps no namespace declarations to resolve the type's prefix with;
-    # the local part is the object's name either way.
+    # the local part is the object's name either way. The id in its 18-character form:
+    # a 15-character one names the same record, and the source answers with the 18.
     return Notification(declared.rpartition(":")[2], record_id)
 
 
@@ -159,7 +197,11 @@ async def receive(request: Request, file: IntegrationFile, runs: Runs, redact: R
     try:
         integration, declared = _receiving(file, name)
         _check_secret(request, declared)
-        notifications = parse(await _text_body(request))
+        # Parsing takes a while for a large body: off the event loop, which goes on
+        # answering every other request meanwhile; one at a time, so that parses do not
+        # crowd the loop's thread out of the interpreter's lock.
+        notifications = await to_thread.run_sync(parse_body, await _raw_body(request),
+                                                 limiter=_parsing())
         if not same_org(declared.organization_id, notifications.organization_id):
             raise Fault(403, f"notifications from org {notifications.organization_id!r} are not "
                              f"accepted by '{name}'")
@@ -167,18 +209,14 @@ async def receive(request: Request, file: IntegrationFile, runs: Runs, redact: R
         others = sorted({n.object for n in notifications.items
                          if n.object.casefold() != expected.casefold()})
         if others:
-            raise Fault(500, f"'{name}' takes notifications of {expected}, not of "
+            raise Fault(400, f"'{name}' takes notifications of {expected}, not of "
                              + ", ".join(others))
         received_at = dt.datetime.now(dt.UTC).isoformat()
         try:
             await run_in_threadpool(runs.push, Invocation(file, integration, {}),
                                     {"ids": notifications.record_ids}, received_at)
-        except PatchbayError as exc:
-            raise Fault(500, f"the changes could not be recorded: {exc}", server=True) from None
         except Exception as exc:
-            log.error("outbound message for '%s' not recorded: %s", name, type(exc).__name__)
-            raise Fault(500, "the changes could not be recorded; the server's log has the "
-                             "details", server=True) from None
+            raise _not_recorded(name, exc, redact) from None
     except Fault as exc:
         log.warning("outbound message for '%s' refused (%d): %s", name, exc.status,
                     redact(exc.message))
@@ -186,6 +224,27 @@ async def receive(request: Request, file: IntegrationFile, runs: Runs, redact: R
     log.info("outbound message %s for '%s': %d record(s) queued", notifications.action_id or "",
              name, len(notifications.record_ids))
     return ack()
+
+
+def _not_recorded(name: str, exc: Exception, redact: Redactor) -> Fault:
+    """The fault of changes that could not be queued. Its text says what kind of trouble,
+    never the error itself, which may name the server's files (a SQLite path) or
+    addresses: those go to the log only."""
+    log.error("outbound message for '%s' not recorded: %s", name,
+              redact(str(exc)) if isinstance(exc, PatchbayError) else type(exc).__name__)
+    reason = ("a system the broadcast reads cannot be reached now"
+              if isinstance(exc, ConnectionFailed) else "the changes could not be recorded now")
+    return Fault(500, f"{reason}; the server's log has the details", server=True)
+
+
+_limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CapacityLimiter] = \
+    weakref.WeakKeyDictionary()
+
+
+def _parsing() -> CapacityLimiter:
+    """The one-at-a-time limiter of parses, of the running event loop (a limiter belongs
+    to the loop that first uses it)."""
+    return _limiters.setdefault(asyncio.get_running_loop(), CapacityLimiter(1))
 
 
 def _receiving(file: IntegrationFile, name: str) -> tuple[BroadcastSpec, OutboundMessagesSpec]:
@@ -207,8 +266,8 @@ def _check_secret(request: Request, declared: OutboundMessagesSpec) -> None:
         raise Fault(401, "the endpoint URL's secret is missing or wrong")
 
 
-async def _text_body(request: Request) -> str:
-    """The body as text, refused above MAX_BODY bytes before it is all read."""
+async def _raw_body(request: Request) -> bytes:
+    """The body, refused above MAX_BODY bytes before it is all read."""
     media_type, _, parameters = request.headers.get("content-type", "").partition(";")
     if media_type.strip().lower() not in MEDIA_TYPES:
         raise Fault(415, "the body must be text/xml or application/soap+xml")
@@ -217,15 +276,15 @@ async def _text_body(request: Request) -> str:
                     if key.strip().lower() == "charset"), "utf-8")
     if charset not in ("utf-8", "utf8"):
         raise Fault(415, f"the body must be UTF-8, not {charset!r}")
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > MAX_BODY:
+    raw = await capped_body(request, MAX_BODY)
+    if raw is None:
         raise Fault(413, f"the body exceeds {MAX_BODY} bytes")
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_BODY:
-            raise Fault(413, f"the body exceeds {MAX_BODY} bytes")
+    return raw
+
+
+def parse_body(raw: bytes) -> Notifications:
+    """The notifications of a body read as UTF-8."""
     try:
-        return raw.decode("utf-8")
+        return parse(raw.decode("utf-8"))
     except UnicodeDecodeError:
-        raise Fault(500, "the body is not valid UTF-8") from None
+        raise Fault(400, "the body is not valid UTF-8") from None

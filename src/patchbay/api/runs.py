@@ -144,11 +144,13 @@ class Runs:
         """An aggregation's live answer, at most `limit` rows."""
         return runner.answer(invocation.context(self.store, self.reports_dir), limit)
 
-    def push(self, invocation: Invocation, body: Mapping[str, Any], received_at: str) -> int:
-        """Queue the changes a broadcast's source pushed; the broadcast's loop delivers them."""
+    def push(self, invocation: Invocation, body: Mapping[str, Any], received_at: str,
+             message: tuple[str, str] | None = None) -> int:
+        """Queue the changes a broadcast's source pushed; the broadcast's loop delivers them
+        (at once, when it serves in this process). `message`: see runner.accept."""
         ctx = invocation.context(self.store, self.reports_dir)
         try:
-            return runner.accept(ctx, body, received_at)
+            return runner.accept(ctx, body, received_at, message)
         finally:
             ctx.systems.close()
 

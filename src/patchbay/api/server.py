@@ -41,6 +41,12 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def loopback_names(host: str) -> set[str]:
+    """The Host names by which a browser reaches a server listening on loopback `host`."""
+    bound = host.lower().strip("[]")
+    return {"localhost", "127.0.0.1", "[::1]", f"[{bound}]" if ":" in bound else bound}
+
+
 def check_binding(host: str, port: int, token: str | None) -> None:
     """An API without a token (None or empty) is open: allowed on loopback only."""
     if not token and not is_loopback(host):
@@ -112,9 +118,11 @@ def serve_api(host: str, port: int, spec_path: Path, state: str | None, *, token
     """Serve the API of `spec_path` on host:port in a background thread; return it started.
 
     Without a token (None or empty) the API is open, which is allowed on loopback only:
-    anything else raises ApiConfigError before the file is even read."""
+    anything else raises ApiConfigError before the file is even read. Open, it answers
+    only requests whose Host is a loopback name (see BearerAuth)."""
     check_binding(host, port, token)
-    app = create_app(spec_path, state, token, serving=serving)
+    app = create_app(spec_path, state, token, serving=serving,
+                     hosts=None if token else loopback_names(host))
     try:
         config = server_config(app, host, port, token, log_level)
     except BaseException:

@@ -135,6 +135,12 @@ class Connector:
         """The records whose `key` field is one of `values`, by key value."""
         raise self._cannot("get")
 
+    def deleted(self, object: str, key: str, values: Sequence[KeyValue]) -> dict[KeyValue, KeyValue]:
+        """Of `values`, which `get` did not find, those the system says were deleted, each
+        with its key as the system spells it. A system that keeps nothing of a deleted
+        record (a table row, a line of a file) says so by not having it: the default."""
+        return {value: value for value in values}
+
     def write(self, object: str, records: Sequence[Record], operation: Operation,
               key: str) -> list[Outcome]:
         """Write a batch; one Outcome per record, in order. A bad record fails alone."""

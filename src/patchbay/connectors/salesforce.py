@@ -37,6 +37,7 @@ from patchbay.connectors.cometd import CometdClient
 from patchbay.elements.compare import same_values
 from patchbay.elements.scope import BoundScope, Condition, Group, fields_of
 from patchbay.errors import ConnectionFailed, RetriableError, SpecError
+from patchbay.localorg.ids import to18
 from patchbay.model import (
     Change,
     ChangeKind,
@@ -457,8 +458,29 @@ class SalesforceConnector(Connector):
                 if body.get("done", True):
                     break
                 body = self.request("GET", body["nextRecordsUrl"])
-        by_text = {str(k).lower(): r for k, r in found.items()}
-        return {v: by_text[str(v).lower()] for v in distinct if str(v).lower() in by_text}
+        same = _same_key(key)
+        by_text = {same(k): r for k, r in found.items()}
+        return {v: by_text[same(v)] for v in distinct if same(v) in by_text}
+
+    def deleted(self, object: str, key: str, values: Sequence[KeyValue]) -> dict[KeyValue, KeyValue]:
+        """Of `values`, the records the org holds as deleted (IsDeleted, in its recycle bin,
+        found by queryAll). One the org does not know at all is not taken for deleted."""
+        types = self._field_types(object)
+        same = _same_key(key)
+        gone: dict[str, KeyValue] = {}
+        distinct = [v for v in dict.fromkeys(values) if v is not None]
+        for start in range(0, len(distinct), COLLECTION_SIZE):
+            where = to_soql(Group("and", (Condition(key, "in", distinct[start:start + COLLECTION_SIZE]),
+                                          Condition("IsDeleted", "eq", True))), types)
+            body = self.request("GET", "queryAll", params={"q": self._soql(object, [key], where)})
+            while True:
+                for raw in body["records"]:
+                    record = self._record(raw, [key], types)
+                    gone[same(record[key])] = record[key]
+                if body.get("done", True):
+                    break
+                body = self.request("GET", body["nextRecordsUrl"])
+        return {v: gone[same(v)] for v in distinct if same(v) in gone}
 
     # -- write ----------------------------------------------------------------------------------
 
@@ -566,6 +588,14 @@ class SalesforceConnector(Connector):
                                                  "message": "no result for this row"}]}
         return [by_row.get(tuple(_csv_value(r.get("id" if c == "Id" else c)) for c in columns),
                            missing) for r in payload]
+
+
+def _same_key(key: str) -> Any:
+    """How two values of `key` are compared: record ids by their 18-character form (the
+    15-character one names the same record), other keys without regard to case."""
+    if key.lower() == "id":
+        return lambda value: to18(str(value)) or str(value).lower()
+    return lambda value: str(value).lower()
 
 
 def _payload(object: str, record: Record, operation: Operation, key: str,

@@ -18,7 +18,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -51,10 +51,82 @@ PURGE_EVERY_SECONDS = 600.0
 _TRANSIENT: tuple[type[Exception], ...] = (RetriableError, *UNAVAILABLE)
 """A source, destination or engine state that cannot be reached now: tried again later."""
 
+MAX_PUSHED = 10_000
+"""At most this many changes, and this many ids, in one push."""
+_INT64 = (-(2 ** 63), 2 ** 63 - 1)
+
 BROKEN = "__error__"
 """Payload field of a change the transform could not make a record of: the delivery
 fails at the destination with this reason and lands in the dead letters."""
 
+
+_waking: dict[str, set[Callable[[], None]]] = {}
+_waking_lock = threading.Lock()
+
+
+def wake(name: str) -> None:
+    """Wake the delivering threads of broadcast `name` that serve in this process: pushed
+    changes are delivered at once, not at the next poll."""
+    with _waking_lock:
+        callbacks = list(_waking.get(name, ()))
+    for callback in callbacks:
+        callback()
+
+
+@contextlib.contextmanager
+def _woken_by_pushes(name: str, callback: Callable[[], None]) -> Iterator[None]:
+    with _waking_lock:
+        _waking.setdefault(name, set()).add(callback)
+    try:
+        yield
+    finally:
+        with _waking_lock:
+            _waking[name].discard(callback)
+
+
+def pushed_changes(body: Mapping[str, Any], key: str
+                   ) -> tuple[list[tuple[ChangeKind, dict[str, Any]]], list[Any]]:
+    """The changes (kind, record) and ids of a pushed body; a SpecError lists every problem.
+    Keys are bounded: text of at most 255 characters (no NUL, which no database takes), or
+    whole numbers of 64 bits."""
+    problems = [f"unknown field '{name}': a push holds 'changes' or 'ids'"
+                for name in body if name not in ("changes", "ids")]
+    changes: list[tuple[ChangeKind, dict[str, Any]]] = []
+    items = body.get("changes", [])
+    if not isinstance(items, list) or len(items) > MAX_PUSHED:
+        problems.append(f"'changes' must be a list of at most {MAX_PUSHED} changes")
+        items = []
+    kinds = ", ".join(repr(k.value) for k in ChangeKind)
+    for number, item in enumerate(items, 1):
+        record = item.get("record") if isinstance(item, dict) else None
+        kind = item.get("kind", "updated") if isinstance(item, dict) else None
+        if not isinstance(record, dict):
+            problems.append(f"change {number}: must be an object with a 'record' object")
+        elif kind not in {k.value for k in ChangeKind}:
+            problems.append(f"change {number}: 'kind' must be one of {kinds}, not {kind!r}")
+        elif not _bounded_key(record.get(key)):
+            problems.append(f"change {number}: its record needs '{key}', text of at most 255 "
+                            "characters or a whole number of 64 bits")
+        else:
+            changes.append((ChangeKind(kind), dict(record)))
+    ids = body.get("ids", [])
+    if not isinstance(ids, list) or len(ids) > MAX_PUSHED:
+        problems.append(f"'ids' must be a list of at most {MAX_PUSHED} ids")
+        ids = []
+    bad = [i for i, value in enumerate(ids, 1) if not _bounded_key(value)]
+    if bad:
+        problems.append(f"ids must be text of at most 255 characters or whole numbers of 64 "
+                        f"bits: not id {', '.join(map(str, bad[:5]))}")
+    if problems:
+        raise SpecError("invalid push", problems)
+    return changes, list(dict.fromkeys(ids))
+
+
+def _bounded_key(value: Any) -> bool:
+    if isinstance(value, str):
+        return 0 < len(value) <= 255 and "\x00" not in value
+    return isinstance(value, int) and not isinstance(value, bool) and \
+        _INT64[0] <= value <= _INT64[1]
 
 
 def spec_of(ctx: RunContext) -> BroadcastSpec:
@@ -159,30 +231,40 @@ class Broadcast:
                                                   {BROKEN: refused[id(change.record)]}))
         return deliveries
 
-    def accept(self, body: Mapping[str, Any], received_at: str) -> int:
+    def accept(self, body: Mapping[str, Any], received_at: str,
+               message: tuple[str, str] | None = None) -> int:
         """Enqueue changes pushed by the source; how many. The body holds either whole
         records, `{"changes": [{"kind": "created"|"updated"|"deleted", "record": {...}}]}`,
-        or only ids, `{"ids": [...]}`: their current values are fetched (an id the source
-        no longer has is a delete). Returns once the deliveries are durably in the outbox."""
+        or only ids, `{"ids": [...]}`: their current values are fetched, and an id the
+        source does not have is a delete only when the source says it was deleted (see
+        Connector.deleted); else it is left out. A change older than one of the same record
+        already queued is left out too. `message` (where it came from, its id) makes a
+        second push of the same message raise MessageSeen. Returns once the deliveries are
+        durably in the outbox, and wakes this process's delivering threads."""
         src = self.spec.source
         key = src.key or "Id"
-        changes: list[Change] = []
-        for item in body.get("changes") or []:
-            record = dict(item.get("record") or {})
-            if record.get(key) is None:
-                raise SpecError(f"a pushed change has no '{key}' in its record")
-            kind = ChangeKind(item.get("kind", "updated"))
-            changes.append(Change(self.source.name, src.object, record[key], kind, record))
-        wanted = list(body.get("ids") or [])
+        pushed, wanted = pushed_changes(body, key)
+        changes = [Change(self.source.name, src.object, record[key], kind, record)
+                   for kind, record in pushed]
         if wanted:
             found = self.source.get(src.object, key, wanted, src.fields)
+            missing = [value for value in wanted if value not in found]
+            deleted = self.source.deleted(src.object, key, missing) if missing else {}
             for value in wanted:
-                current = found.get(value)
-                changes.append(Change(self.source.name, src.object, value,
-                                      ChangeKind.UPDATED if current else ChangeKind.DELETED,
-                                      current or {key: value}))
+                if value in found:
+                    current = found[value]
+                    changes.append(Change(self.source.name, src.object, current.get(key, value),
+                                          ChangeKind.UPDATED, current))
+                elif value in deleted:
+                    changes.append(Change(self.source.name, src.object, deleted[value],
+                                          ChangeKind.DELETED, {key: deleted[value]}))
+            unknown = [value for value in missing if value not in deleted]
+            if unknown:
+                log.warning("%s: %d pushed id(s) neither found nor deleted in the source; left "
+                            "out", self.spec.name, len(unknown))
         deliveries = self._deliveries(changes, default_version=received_at)
-        self.ctx.store.enqueue(self.spec.name, deliveries, None)
+        self.ctx.store.enqueue(self.spec.name, deliveries, None, message=message, newer_only=True)
+        wake(self.spec.name)
         return len(changes)
 
     # -- delivering -----------------------------------------------------------------------------
@@ -208,10 +290,11 @@ class Broadcast:
     def serve(self, stop: threading.Event, poll: bool = True) -> None:
         """Notice and deliver until `stop` is set. This thread polls the source every
         `poll_seconds` (unless `poll` is false: an extra worker, which only delivers); each
-        destination has a delivering thread of its own, woken as soon as a poll has put
-        something in the outbox. So delivering overlaps noticing, and a slow destination
-        holds up no other. A source or engine state that cannot be reached for a while is
-        tried again on the next round; any other error stops the broadcast."""
+        destination has a delivering thread of its own, woken as soon as a poll, or a push
+        to this process, has put something in the outbox. So delivering overlaps noticing,
+        and a slow destination holds up no other. A source or engine state that cannot be
+        reached for a while is tried again on the next round; any other error stops the
+        broadcast."""
         ended = threading.Event()
         wakes = {name: threading.Event() for name in self.destinations}
         tally = _Tally()
@@ -228,24 +311,27 @@ class Broadcast:
         purged_at = -PURGE_EVERY_SECONDS
         poll_at = self._next_poll(dt.datetime.now(dt.UTC), first=True)
         try:
-            while not stop.is_set():
-                if time.monotonic() - purged_at >= PURGE_EVERY_SECONDS:
-                    self.purge()
-                    purged_at = time.monotonic()
-                changes = 0
-                if poll and dt.datetime.now(dt.UTC) >= poll_at:
-                    try:
-                        changes = self.poll(enqueued=wake_all)
-                    except _TRANSIENT as exc:
-                        log.warning("%s: noticing changes failed, trying again: %s",
-                                    self.spec.name, exc)
-                    poll_at = self._next_poll(dt.datetime.now(dt.UTC))
-                stats = tally.take()
-                self.ctx.notify("broadcast", {"changes": changes, "delivered": stats.delivered,
-                                              "retried": stats.retried, "dead": stats.dead})
-                # Wake at least every poll_seconds, to report and purge between cron times.
-                until_poll = (poll_at - dt.datetime.now(dt.UTC)).total_seconds()
-                stop.wait(max(0.0, min(until_poll, self.spec.trigger.poll_seconds)))
+            # A push (webhook, Outbound Message) to this process wakes the delivering
+            # threads at once, as a poll that found changes does.
+            with _woken_by_pushes(self.spec.name, wake_all):
+                while not stop.is_set():
+                    if time.monotonic() - purged_at >= PURGE_EVERY_SECONDS:
+                        self.purge()
+                        purged_at = time.monotonic()
+                    changes = 0
+                    if poll and dt.datetime.now(dt.UTC) >= poll_at:
+                        try:
+                            changes = self.poll(enqueued=wake_all)
+                        except _TRANSIENT as exc:
+                            log.warning("%s: noticing changes failed, trying again: %s",
+                                        self.spec.name, exc)
+                        poll_at = self._next_poll(dt.datetime.now(dt.UTC))
+                    stats = tally.take()
+                    self.ctx.notify("broadcast", {"changes": changes, "delivered": stats.delivered,
+                                                  "retried": stats.retried, "dead": stats.dead})
+                    # Wake at least every poll_seconds, to report and purge between cron times.
+                    until_poll = (poll_at - dt.datetime.now(dt.UTC)).total_seconds()
+                    stop.wait(max(0.0, min(until_poll, self.spec.trigger.poll_seconds)))
         finally:
             ended.set()
             wake_all()
@@ -274,6 +360,9 @@ class Broadcast:
                          ended: threading.Event, tally: _Tally) -> None:
         limit, pause = self.spec.options.batch_size, self.spec.trigger.poll_seconds
         while not (stop.is_set() or ended.is_set()):
+            # Cleared before the lease, not after the wait: a wake that comes while this
+            # pass leases finds the next wait already set.
+            wake.clear()
             try:
                 stats = self.deliverer.deliver_once(name, limit)
             except _TRANSIENT as exc:  # its deliveries wait for the next try
@@ -286,9 +375,8 @@ class Broadcast:
             if stats.total:
                 tally.add(stats)
                 continue
-            # Nothing due: sleep until a poll enqueues, or a retry may have come due.
+            # Nothing due: sleep until a poll or a push enqueues, or a retry may have come due.
             wake.wait(pause)
-            wake.clear()
 
     def summary(self, changes: int, stats: DeliveryStats) -> dict[str, Any]:
         return {"integration": self.spec.name, "pattern": "broadcast", "changes": changes,

@@ -102,9 +102,11 @@ def run(ctx: RunContext, *, resume: str | None = None, fresh: bool = False,
         ctx.systems.close()
 
 
-def accept(ctx: RunContext, body: Mapping[str, Any], received_at: str) -> int:
-    """Queue changes pushed to a broadcast (a webhook); how many."""
-    return broadcast.Broadcast(ctx).accept(body, received_at)
+def accept(ctx: RunContext, body: Mapping[str, Any], received_at: str,
+           message: tuple[str, str] | None = None) -> int:
+    """Queue changes pushed to a broadcast (a webhook, an Outbound Message); how many.
+    `message`: (where it came from, its id), refused as MessageSeen when pushed again."""
+    return broadcast.Broadcast(ctx).accept(body, received_at, message)
 
 
 def serve(ctx: RunContext, stop: threading.Event, poll: bool = True) -> None:

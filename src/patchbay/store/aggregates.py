@@ -92,7 +92,7 @@ class AggregatesMixin:
                     for source, message_id in sorted(unique)]
             recorded: set[tuple[str, str]] = set()
             for chunk in _chunks(rows):
-                stmt = (_insert(conn, seen_messages).values(chunk)
+                stmt = (insert_or_skip(conn, seen_messages).values(chunk)
                         .on_conflict_do_nothing()
                         .returning(seen_messages.c.source, seen_messages.c.message_id))
                 recorded.update((str(s), str(i)) for s, i in conn.execute(stmt))
@@ -110,7 +110,7 @@ class AggregatesMixin:
         # A group new to the state gets an empty row first, so that every group of the
         # batch can be locked the same way (a lock cannot be taken on a row not there).
         for chunk in _chunks(keys):
-            conn.execute(_insert(conn, aggregates).values(
+            conn.execute(insert_or_skip(conn, aggregates).values(
                 [dict(integration=integration, group_key=key, state={}, revision=0, dirty=False,
                       updated_at=now) for key in chunk]).on_conflict_do_nothing())
         stored: dict[str, Mapping[str, Any]] = {}
@@ -173,7 +173,7 @@ class AggregatesMixin:
                 return purged
 
 
-def _insert(conn: Connection, table: sa.Table) -> Any:
+def insert_or_skip(conn: Connection, table: sa.Table) -> Any:
     """An INSERT that can skip rows already there (the engine state is SQLite or PostgreSQL)."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     return dialect.insert(table)

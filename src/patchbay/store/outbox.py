@@ -120,6 +120,22 @@ def as_text(value: Any) -> str | None:
     return str(value)
 
 
+def version_order(version: str | None) -> tuple[str, Any] | None:
+    """A stored version as something to order by: a time (ISO 8601, a naive one taken as
+    UTC), or a whole number; None for anything else. Only versions of the same kind (the
+    first item) compare."""
+    if not version:
+        return None
+    text = version.strip()
+    if text.isascii() and text.isdigit() and len(text) <= 30:
+        return ("number", int(text))
+    try:
+        at = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return ("time", at if at.tzinfo is not None else at.replace(tzinfo=dt.UTC))
+
+
 def clock(conn: Connection) -> Any:
     """Now, as the outbox compares times: the database's clock on PostgreSQL (an SQL
     expression, the transaction's start), the local clock elsewhere (a datetime)."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import secrets
 import socket
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,14 +16,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from patchbay.errors import MessageSeen
 from patchbay.processes import gone, this_host
 from patchbay.store import schema
-from patchbay.store.aggregates import AggregatesMixin
+from patchbay.store.aggregates import AggregatesMixin, insert_or_skip
 from patchbay.store.outbox import Delivery as Delivery
 from patchbay.store.outbox import DeliveryStatus as DeliveryStatus
 from patchbay.store.outbox import NewDelivery as NewDelivery
-from patchbay.store.outbox import OutboxMixin, as_text, clock
-from patchbay.store.schema import cursors, outbox, outcomes, runs
+from patchbay.store.outbox import OutboxMixin, as_text, clock, version_order
+from patchbay.store.schema import cursors, outbox, outcomes, runs, seen_messages
 
 UNAVAILABLE: tuple[type[Exception], ...] = (sa.exc.OperationalError, sa.exc.InterfaceError)
 """What the engine state raises while it cannot be reached (a restart, a lock held too
@@ -29,6 +32,7 @@ long): the work waits and is tried again."""
 
 DEFAULT_DIRECTORY = ".patchbay"
 MIGRATION_LOCK = 0x7061746368626179  # "patchbay": the advisory lock that serialises migrations
+PUSH_LOCK = 0x70757368  # "push", with the integration: serialises its pushed changes
 STALE_AFTER = dt.timedelta(minutes=2)
 """A running run whose owner has not checkpointed for this long, on another host, is dead."""
 
@@ -109,6 +113,7 @@ class Store(OutboxMixin, AggregatesMixin):
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._pushing = threading.Lock()
         with engine.begin() as conn:
             if engine.dialect.name == "postgresql":
                 # Workers starting together on a new state: one creates the schema, the
@@ -253,26 +258,83 @@ class Store(OutboxMixin, AggregatesMixin):
     # -- outbox ---------------------------------------------------------------------------------
 
     def enqueue(self, integration: str, deliveries: Sequence[NewDelivery],
-                cursor: tuple[str, str, Any] | None = None) -> int:
+                cursor: tuple[str, str, Any] | None = None, *,
+                message: tuple[str, str] | None = None, newer_only: bool = False) -> int:
         """Record deliveries, and move the cursor `(system, object, value)` past the changes
         they carry, in ONE transaction: after a crash both happened or neither did, so a
         change is never lost between its capture and its delivery. Return how many were
-        recorded. The rest of the outbox is in store/outbox.py."""
+        recorded. The rest of the outbox is in store/outbox.py.
+
+        For changes a source pushed: `message` (where it came from, its id) is recorded as
+        seen in the same transaction, and MessageSeen raised if it was already (a replay);
+        `newer_only` leaves out each delivery older than one of the same record already in
+        the outbox for its destination (a late push never overwrites a newer version)."""
         rows = [dict(integration=integration, destination=d.destination,
                      record_key=as_text(d.record_key), version=as_text(d.version),
                      operation=d.operation,
                      payload=jsonable(d.payload) if d.payload is not None else None)
                 for d in deliveries]
-        with self.engine.begin() as conn:
-            if cursor is not None:
-                system, object, value = cursor
-                self.set_cursor(integration, system, object, value, conn)
-            if rows:
-                now = clock(conn)
-                conn.execute(sa.insert(outbox).values(
-                    status=DeliveryStatus.PENDING.value, attempts=0, next_attempt_at=now,
-                    created_at=now), rows)
+        with contextlib.ExitStack() as serial:
+            if newer_only:
+                # Two pushes of one record must not both find themselves the newest.
+                serial.enter_context(self._pushing)
+            with self.engine.begin() as conn:
+                if message is not None:
+                    self._first_sight(conn, integration, *message)
+                if newer_only and rows:
+                    if conn.dialect.name == "postgresql":
+                        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key, hashtext(:name))"),
+                                     {"key": PUSH_LOCK, "name": integration})
+                    rows = _newer_only(conn, integration, rows)
+                if cursor is not None:
+                    system, object, value = cursor
+                    self.set_cursor(integration, system, object, value, conn)
+                if rows:
+                    now = clock(conn)
+                    conn.execute(sa.insert(outbox).values(
+                        status=DeliveryStatus.PENDING.value, attempts=0, next_attempt_at=now,
+                        created_at=now), rows)
         return len(rows)
+
+    def _first_sight(self, conn: Connection, integration: str, source: str, message_id: str) -> None:
+        """Record a pushed message as seen; MessageSeen if it was already."""
+        stmt = (insert_or_skip(conn, seen_messages)
+                .values(integration=integration, source=source, message_id=message_id,
+                        seen_at=clock(conn))
+                .on_conflict_do_nothing().returning(seen_messages.c.message_id))
+        if conn.execute(stmt).first() is None:
+            raise MessageSeen(f"message {message_id!r} from {source} was accepted already",
+                              integration=integration)
+
+
+def _newer_only(conn: Connection, integration: str,
+                rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows no older than every delivery of their record already in the outbox for
+    their destination (discarded ones aside). Versions that cannot be compared (of
+    different kinds, or none) never leave a row out."""
+    keys = sorted({row["record_key"] for row in rows})
+    destinations = sorted({row["destination"] for row in rows})
+    newest: dict[tuple[str, str], Any] = {}
+    for start in range(0, len(keys), 5000):
+        stmt = (sa.select(outbox.c.destination, outbox.c.record_key, outbox.c.version)
+                .where(outbox.c.integration == integration,
+                       outbox.c.destination.in_(destinations),
+                       outbox.c.record_key.in_(keys[start:start + 5000]),
+                       outbox.c.status != DeliveryStatus.DISCARDED.value,
+                       outbox.c.version.is_not(None)))
+        for destination, record_key, version in conn.execute(stmt):
+            order = version_order(version)
+            held = newest.get((destination, record_key))
+            if order is not None and (held is None or (held[0] == order[0] and order > held)):
+                newest[(destination, record_key)] = order
+    kept = []
+    for row in rows:
+        held = newest.get((row["destination"], row["record_key"]))
+        order = version_order(row["version"])
+        if held is not None and order is not None and order[0] == held[0] and order < held:
+            continue
+        kept.append(row)
+    return kept
 
 
 def _run_record(row: sa.RowMapping) -> RunRecord:
