@@ -20,12 +20,12 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
+from patchbay import sfid
 from patchbay.api import serve_api
 from patchbay.api.app import close_app, create_app
 from patchbay.api.outbound import MAX_ELEMENTS
 from patchbay.connectors.http import sign
 from patchbay.errors import SpecError
-from patchbay.localorg import ids
 from patchbay.localorg.org import ORG_ID, OrgConfig, Session
 from patchbay.localorg.running import LocalOrg, free_port
 from patchbay.patterns.broadcast import Broadcast
@@ -80,7 +80,7 @@ def notification(records: Sequence[Mapping[str, str]], *, org: str = ORG_ID,
     """A `notifications` message as Salesforce posts it (spec §6.4): the selected fields as
     sf: elements of the enterprise namespace, the object as the sObject's xsi:type."""
     items = "".join(
-        f"<Notification><Id>{ids.make('04l', number)}</Id>"
+        f"<Notification><Id>{sfid.make('04l', number)}</Id>"
         f'<sObject xsi:type="sf:{object}" xmlns:sf="urn:sobject.enterprise.soap.sforce.com">'
         + "".join(f"<sf:{field}>{escape(value)}</sf:{field}>" for field, value in record.items())
         + "</sObject></Notification>"
@@ -93,7 +93,7 @@ def notification(records: Sequence[Mapping[str, str]], *, org: str = ORG_ID,
         'xmlns:xsd="http://www.w3.org/2001/XMLSchema" '
         'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'
         f'<soapenv:Body><notifications xmlns="{OUTBOUND}">'
-        f"<OrganizationId>{org}</OrganizationId><ActionId>{ids.make('04k', 1)}</ActionId>"
+        f"<OrganizationId>{org}</OrganizationId><ActionId>{sfid.make('04k', 1)}</ActionId>"
         f"{session}<EnterpriseUrl>https://example.my.salesforce.com/services/Soap/c/59.0/"
         f"{org[:15]}</EnterpriseUrl><PartnerUrl>https://example.my.salesforce.com/services/"
         f"Soap/u/59.0/{org[:15]}</PartnerUrl>{items}"
@@ -250,7 +250,7 @@ def test_notifications_from_another_org_or_without_the_secret_are_refused(
     acme = world.account("Acme")
     message = notification([{"Id": acme, "Name": "Acme"}])
 
-    other_org = world.post(notification([{"Id": acme}], org=ids.make("00D", 2)))
+    other_org = world.post(notification([{"Id": acme}], org=sfid.make("00D", 2)))
     assert other_org.status_code == 403 and fault_of(other_org)[0] == "soapenv:Client"
     lower_case = world.post(notification([{"Id": acme}], org=ORG_ID.lower()))
     assert lower_case.status_code == 403, "org ids are case-sensitive"
@@ -283,7 +283,7 @@ def test_bodies_that_are_not_notifications_for_this_broadcast_are_refused(world:
     assert fault_of(malformed)[1].startswith("the body is not well-formed XML: mismatched tag")
     not_soap = world.post(b"<notifications/>")
     assert "not a SOAP 1.1 envelope" in fault_of(not_soap)[1]
-    contacts = world.post(notification([{"Id": ids.make("003", 1)}], object="Contact"))
+    contacts = world.post(notification([{"Id": sfid.make("003", 1)}], object="Contact"))
     assert fault_of(contacts)[1] == f"'{NAME}' takes notifications of Account, not of Contact"
     too_many = world.post(notification([{"Id": acme}] * 101))
     assert "1 to 100 Notification elements, not 101" in fault_of(too_many)[1]
@@ -328,7 +328,7 @@ def test_the_session_id_is_never_logged(world: World, caplog: pytest.LogCaptureF
     acme = world.account("Acme")
     caplog.set_level(logging.DEBUG)
     assert ack_of(world.post(notification([{"Id": acme}], session_id=SESSION_ID))) == "true"
-    refused = world.post(notification([{"Id": acme}], session_id=SESSION_ID, org=ids.make("00D", 2)))
+    refused = world.post(notification([{"Id": acme}], session_id=SESSION_ID, org=sfid.make("00D", 2)))
     assert refused.status_code == 403
     ours = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("patchbay"))
     assert "outbound message" in ours and SECRET not in ours
@@ -338,7 +338,7 @@ def test_the_session_id_is_never_logged(world: World, caplog: pytest.LogCaptureF
 def test_a_15_character_id_is_the_same_record_and_an_id_never_deleted_is_no_delete(
         world: World) -> None:
     acme, globex = world.account("Acme"), world.account("Globex")
-    never_existed = ids.make("001", 999)
+    never_existed = sfid.make("001", 999)
     message = notification([{"Id": acme[:15]}, {"Id": globex}, {"Id": never_existed}])
 
     assert ack_of(world.post(message)) == "true"
@@ -403,7 +403,7 @@ integrations:
     try:
         with TestClient(app) as client:
             answer = client.post(f"/outbound/{NAME}", params={"secret": SECRET},
-                                 content=notification([{"Id": ids.make("001", 1)}]),
+                                 content=notification([{"Id": sfid.make("001", 1)}]),
                                  headers=SOAP_HEADERS)
     finally:
         close_app(app)
@@ -453,7 +453,7 @@ def test_a_webhook_of_salesforce_ids_takes_15_and_18_characters_alike(
                                         "outbound_messages:"))
     acme, globex = world.account("Acme"), world.account("Globex")
     world.local.org.delete(world.local.org.sobject("Account"), globex)
-    body = json.dumps({"ids": [acme[:15], globex[:15], ids.make("001", 999)]}).encode()
+    body = json.dumps({"ids": [acme[:15], globex[:15], sfid.make("001", 999)]}).encode()
     stamp = str(int(time.time()))
     app = create_app(declared, str(world.tmp / "state"), TOKEN)
     try:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from patchbay.localorg import ids
+from patchbay import sfid
 from patchbay.localorg.schema import OrgSchema
 from patchbay.localorg.soql import CompiledQuery, SoqlError, compile
 from patchbay.localorg.storage import Storage
@@ -422,7 +422,7 @@ def test_a_malformed_id_is_refused(org: Org) -> None:
     error = failure(org, "SELECT Id FROM Account WHERE Id = 'nope'")
     assert error.code == "INVALID_QUERY_FILTER_OPERATOR"
     assert "invalid ID field: nope" in error.message
-    assert ids.to18("nope") is None
+    assert sfid.to18("nope") is None
 
 
 # ---------------------------------------------------------------------------------------------------

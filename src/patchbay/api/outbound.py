@@ -38,8 +38,8 @@ from starlette.responses import Response
 from patchbay.api.http import Redactor, capped_body
 from patchbay.api.runs import Runs
 from patchbay.errors import ConnectionFailed, PatchbayError
-from patchbay.localorg.ids import to18
 from patchbay.runtime.runner import Invocation
+from patchbay.sfid import to18
 from patchbay.spec import BroadcastSpec, IntegrationFile, OutboundMessagesSpec
 
 log = logging.getLogger("patchbay.api")

@@ -37,7 +37,6 @@ from patchbay.connectors.cometd import CometdClient
 from patchbay.elements.compare import same_values
 from patchbay.elements.scope import BoundScope, Condition, Group, fields_of
 from patchbay.errors import ConnectionFailed, RetriableError, SpecError
-from patchbay.localorg.ids import to18
 from patchbay.model import (
     Change,
     ChangeKind,
@@ -52,6 +51,7 @@ from patchbay.model import (
     Record,
     Status,
 )
+from patchbay.sfid import to18
 from patchbay.spec import SystemSpec, suggest
 
 if TYPE_CHECKING:

@@ -39,7 +39,8 @@ from typing import TYPE_CHECKING, Any
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
-from patchbay.localorg import ids, soql
+from patchbay import sfid
+from patchbay.localorg import soql
 from patchbay.localorg.org import MultipleMatches, Org, OrgError, Session
 from patchbay.localorg.schema import SField, SObject
 from patchbay.localorg.storage import quote
@@ -118,14 +119,14 @@ class Jobs:
     def new_id(self) -> str:
         with self._lock:
             self._counter += 1
-            return ids.make("750", self._counter)
+            return sfid.make("750", self._counter)
 
     def add(self, job: Job) -> None:
         with self._lock:
             self._jobs[job.id] = job
 
     def get(self, raw: str, kind: str) -> Job:
-        key = ids.to18(raw)
+        key = sfid.to18(raw)
         job = self._jobs.get(key) if key else None
         if job is None or job.kind != kind:
             raise _not_found()

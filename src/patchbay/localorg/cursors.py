@@ -6,7 +6,7 @@ import datetime as dt
 import threading
 from dataclasses import dataclass
 
-from patchbay.localorg import ids
+from patchbay import sfid
 from patchbay.localorg.soql import CompiledQuery
 
 CURSOR_LIFETIME = dt.timedelta(days=2)
@@ -35,7 +35,7 @@ class Cursors:
     def open(self, cursor: Cursor) -> str:
         with self._lock:
             self._counter += 1
-            key = ids.make("01g", self._counter)
+            key = sfid.make("01g", self._counter)
             self._open[key] = cursor
         return key
 

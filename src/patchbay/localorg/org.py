@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from patchbay.localorg import ids
+from patchbay import sfid
 from patchbay.localorg.cursors import Cursors
 from patchbay.localorg.schema import OrgSchema, SField, SObject
 from patchbay.localorg.storage import Storage
 from patchbay.localorg.values import FieldValueError, from_storage, stored_datetime, to_storage
 
-ORG_ID = ids.make("00D", 1)
+ORG_ID = sfid.make("00D", 1)
 INSTANCE_NAME = "LOCAL"
 
 
@@ -229,8 +229,8 @@ class Org:
 
     def record_id(self, obj: SObject, raw: str) -> str | None:
         """The 18-character id of `raw` if it is an id of this object."""
-        value = ids.to18(raw)
-        return value if value is not None and ids.prefix_of(value) == obj.key_prefix else None
+        value = sfid.to18(raw)
+        return value if value is not None and sfid.prefix_of(value) == obj.key_prefix else None
 
     def _live(self, obj: SObject, record_id: str) -> dict[str, Any]:
         """A record's stored values; 404 when there is none or it is deleted."""
@@ -395,13 +395,13 @@ class Org:
         return values
 
     def _reference(self, f: SField, raw: str) -> str:
-        value = ids.to18(raw)
+        value = sfid.to18(raw)
         if value is None:
             raise OrgError(400, "MALFORMED_ID", f"{f.label or f.name}: id value of incorrect "
                                                 f"type: {raw}", [f.name])
         for target_name in f.reference_to:
             target = self.schema.get(target_name)
-            if target is not None and ids.prefix_of(value) == target.key_prefix:
+            if target is not None and sfid.prefix_of(value) == target.key_prefix:
                 stored = self.storage.get(target, value)
                 if stored is not None and not stored["IsDeleted"]:
                     return value

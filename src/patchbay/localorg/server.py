@@ -26,7 +26,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from patchbay.localorg import bulk, ids, query, streaming
+from patchbay import sfid
+from patchbay.localorg import bulk, query, streaming
 from patchbay.localorg.org import ORG_ID, MultipleMatches, Org, OrgError, Session, same_secret
 from patchbay.localorg.storage import create_tables
 from patchbay.localorg.values import parse_datetime, stored_datetime
@@ -162,8 +163,8 @@ def create_app(org: Org | None = None) -> Starlette:
             return JSONResponse({"error": "Bad_OAuth_Token"}, status_code=401)
         # (emu) An identity URL of another user or org is refused as Salesforce refuses a
         # token that does not belong to it.
-        if ids.to18(request.path_params["org_id"]) != ORG_ID or \
-                ids.to18(request.path_params["user_id"]) != session.user_id:
+        if sfid.to18(request.path_params["org_id"]) != ORG_ID or \
+                sfid.to18(request.path_params["user_id"]) != session.user_id:
             return JSONResponse({"error": "Bad_Id"}, status_code=403)
         return JSONResponse(_identity(org, session))
 
@@ -450,8 +451,8 @@ def _collection_item(call: Call, method: str, item: Any, rest: list[str],
     org = call.org
     if method == "DELETE":
         found = _object_of_id(org, item)
-        org.delete(found, ids.to18(item) or item, session=call.session)
-        return {"id": ids.to18(item), "success": True, "errors": []}
+        org.delete(found, sfid.to18(item) or item, session=call.session)
+        return {"id": sfid.to18(item), "success": True, "errors": []}
     if not isinstance(item, dict):
         raise OrgError(400, "JSON_PARSER_ERROR", "each record must be an object")
     body = {k: v for k, v in item.items() if k not in ("attributes", "id", "Id")}
@@ -481,7 +482,7 @@ def _collection_item(call: Call, method: str, item: Any, rest: list[str],
 
 
 def _object_of_id(org: Org, raw: str) -> Any:
-    value = ids.to18(raw)
+    value = sfid.to18(raw)
     obj = org.schema.by_prefix(value[:3]) if value else None
     if obj is None:
         raise OrgError(400, "MALFORMED_ID", f"malformed id {raw}")

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from patchbay.localorg import ids
+from patchbay import sfid
 from patchbay.localorg.schema import NUMBER_TYPES, OrgSchema, SField, SObject
 from patchbay.localorg.storage import quote
 from patchbay.localorg.values import csv_text, from_storage, parse_datetime, stored_datetime
@@ -1175,7 +1175,7 @@ class _Compiler:
                 return _Range(_midnight(start), _midnight(end))
         elif kind in ("id", "reference"):
             if isinstance(value, _Text):
-                normal = ids.to18(value.value)
+                normal = sfid.to18(value.value)
                 if normal is None:
                     raise _error("INVALID_QUERY_FILTER_OPERATOR", self.text, value.pos,
                                  f"invalid ID field: {value.value}")

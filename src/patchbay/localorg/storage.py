@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from patchbay.localorg import ids
+from patchbay import sfid
 from patchbay.localorg.schema import OrgSchema, SField, SObject
 
 _SQL_TYPES = {"boolean": "INTEGER", "int": "INTEGER", "double": "REAL", "currency": "REAL",
@@ -141,7 +141,7 @@ class Storage:
             counter = (row[0] if row else 0) + 1
             db.execute('INSERT INTO "_Counters" (prefix, n) VALUES (?, ?) '
                        "ON CONFLICT(prefix) DO UPDATE SET n = excluded.n", (obj.key_prefix, counter))
-        return ids.make(obj.key_prefix, counter)
+        return sfid.make(obj.key_prefix, counter)
 
     def get(self, obj: SObject, record_id: str) -> dict[str, Any] | None:
         """A record's stored values by field name, deleted ones included (see IsDeleted)."""

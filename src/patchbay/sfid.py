@@ -1,5 +1,8 @@
 """Salesforce record ids: 15 case-sensitive characters, returned in their 18-character form.
 
+A leaf module (it imports nothing of patchbay): the engine reads ids with it and the local
+org makes them with it, so both agree on the checksum.
+
 The first 3 characters are the object's key prefix. The 3-character suffix encodes, for
 each 5-character chunk, which of its characters are upper-case letters.
 """
