@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 
 import pytest
 import requests
@@ -222,12 +224,21 @@ def test_bulk2_insert_upsert_delete_and_query_by_locator(local_org: LocalOrg, sf
     failed = sf.bulk2.Contact.get_failed_records(inserted[0]["job_id"])
     assert "REQUIRED_FIELD_MISSING" in failed
 
+    existing = sf.query("SELECT Id FROM Contact WHERE Legacy_Id__c = 'P-1'")["records"][0]["Id"]
     upserted = sf.bulk2.Contact.upsert(records=[{"Legacy_Id__c": "P-1", "Title": "Boss"},
                                                 {"Legacy_Id__c": "P-new", "LastName": "New"}],
                                        external_id_field="Legacy_Id__c", wait=0)
     assert upserted[0]["numberRecordsFailed"] == 0
     successes = sf.bulk2.Contact.get_successful_records(upserted[0]["job_id"])
-    assert '"true"' in successes and '"false"' in successes
+    by_key = {row["Legacy_Id__c"]: row for row in csv.DictReader(io.StringIO(successes))}
+    assert by_key.keys() == {"P-1", "P-new"}
+    assert (by_key["P-1"]["sf__Id"], by_key["P-1"]["sf__Created"]) == (existing, "false")
+    assert by_key["P-new"]["sf__Created"] == "true"
+    upserted_rows = sf.query("SELECT Id, LastName, Title, Legacy_Id__c FROM Contact "
+                             "WHERE Legacy_Id__c IN ('P-1', 'P-new') ORDER BY Legacy_Id__c")
+    assert [(r["Id"], r["LastName"], r["Title"], r["Legacy_Id__c"])
+            for r in upserted_rows["records"]] == [
+        (existing, "Person 1", "Boss", "P-1"), (by_key["P-new"]["sf__Id"], "New", None, "P-new")]
 
     pages = list(sf.bulk2.Contact.query("SELECT Id, LastName FROM Contact", max_records=100,
                                         wait=0))
