@@ -45,7 +45,7 @@ def test_a_wrong_password_raises_authentication_failed(local_org: LocalOrg) -> N
         Salesforce(username=USERNAME, password="wrong", security_token=TOKEN,
                    session=routed(local_org))
     assert "INVALID_LOGIN" in str(raised.value)
-    with pytest.raises(SalesforceAuthenticationFailed):
+    with pytest.raises(SalesforceAuthenticationFailed, match="invalid_grant"):
         Salesforce(username=USERNAME, password="wrong", consumer_key=KEY, consumer_secret=SECRET,
                    session=routed(local_org))
 
@@ -62,7 +62,7 @@ def test_expired_session_logs_in_again_or_raises_for_a_direct_session(
     control(local_org, "sessions/expire")
     assert sf.query("SELECT Id FROM Organization")["totalSize"] == 1
     assert sf.session_id != old
-    with pytest.raises(SalesforceExpiredSession):
+    with pytest.raises(SalesforceExpiredSession, match="INVALID_SESSION_ID"):
         direct.query("SELECT Id FROM Organization")
 
 
@@ -86,7 +86,7 @@ def test_create_get_update_upsert_delete_and_query_deleted(local_org: LocalOrg, 
     assert sf.Account.get_by_custom_id("Legacy_Id__c", "l-1")["Name"] == "Legacy One Ltd"
 
     assert sf.Account.delete(created["id"]) == 204
-    with pytest.raises(SalesforceResourceNotFound):
+    with pytest.raises(SalesforceResourceNotFound, match="ENTITY_IS_DELETED"):
         sf.Account.get(created["id"])
     alive = sf.query(f"SELECT Id FROM Account WHERE Id = '{created['id']}'")
     assert alive["totalSize"] == 0

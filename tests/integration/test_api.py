@@ -146,7 +146,7 @@ def test_without_a_token_the_api_listens_on_loopback_only(spec_path: Path, state
     for host in ("0.0.0.0", "::", "192.168.1.10", "example.com"):
         with pytest.raises(ApiConfigError, match="PATCHBAY_API_TOKEN"):
             serve_api(host, free_port(), spec_path, state, token=None)
-        with pytest.raises(ApiConfigError):
+        with pytest.raises(ApiConfigError, match="PATCHBAY_API_TOKEN"):
             serve_api(host, free_port(), spec_path, state, token="")
     with serve_api("127.0.0.1", free_port(), spec_path, state, token=None) as server:
         answer = httpx.get(f"{server.url}/integrations")  # open: the loopback demo case

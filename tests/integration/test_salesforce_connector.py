@@ -129,7 +129,7 @@ def test_the_run_pauses_when_the_allowance_runs_out_and_resumes_losing_nothing(
     spec = write_spec(tmp_path, org)
     state = tmp_path / "state"
     org.org.limits.max_requests = 20
-    with pytest.raises(RetriableError):
+    with pytest.raises(RetriableError, match="REQUEST_LIMIT_EXCEEDED"):
         run_integration(spec, state=state)
     held = org.org.storage.db.execute('SELECT count(*) FROM "Account"').fetchone()[0]
     assert 0 < held < 1000

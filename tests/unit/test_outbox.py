@@ -118,7 +118,8 @@ def test_enqueue_advances_the_cursor_with_the_deliveries(store: Store) -> None:
 def test_a_failing_insert_leaves_the_cursor_where_it_was(store: Store) -> None:
     store.enqueue(INTEGRATION, [change("c1", "1")], cursor=("salesforce", "Contact", 10))
     broken = NewDelivery("crm", None, "2", "upsert", {"id": None})  # the outbox refuses a null key
-    with pytest.raises(sa.exc.IntegrityError):
+    with pytest.raises(sa.exc.IntegrityError,
+                       match=r"NOT NULL constraint failed: patchbay_outbox\.record_key"):
         store.enqueue(INTEGRATION, [change("c2", "2"), broken], cursor=("salesforce", "Contact", 20))
     assert store.cursor(INTEGRATION, "salesforce", "Contact") == 10
     assert store.outbox_counts(INTEGRATION)["crm"]["pending"] == 1
@@ -252,9 +253,9 @@ def test_retry_policy_doubles_up_to_the_cap_less_the_jitter() -> None:
     assert [exact.next_delay(n) for n in (1, 2, 3)] == [0.5, 1.0, 2.0]
     assert RetryPolicy().max_attempts == 8
     assert not RetryPolicy().gives_up(7) and RetryPolicy().gives_up(8)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="jitter is a fraction"):
         RetryPolicy(jitter=1.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="max_attempts must be at least 1"):
         RetryPolicy(max_attempts=0)
 
 
