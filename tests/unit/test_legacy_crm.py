@@ -334,8 +334,7 @@ def test_schema_and_indexes(default_build: Built) -> None:
         for index in conn.execute(f"PRAGMA index_list({table})")
         for info in conn.execute(f"PRAGMA index_info({index[1]})")
     }
-    assert ("accounts", "updated_at") in indexed
-    assert ("contacts", "acct_id") in indexed
+    assert indexed == {("accounts", "updated_at"), ("contacts", "acct_id")}
     revenue_types = {
         r[0] for r in conn.execute("SELECT DISTINCT typeof(annual_revenue) FROM accounts")
     }
