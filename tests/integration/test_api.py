@@ -333,18 +333,27 @@ def test_a_broadcast_the_server_keeps_going_is_not_run_on_demand(spec_path: Path
 def test_secrets_never_appear_in_answers(client: TestClient, state: str) -> None:
     from patchbay.store.outbox import NewDelivery
 
+    # Secrets in every answer that can carry them: a dead letter's error and payload, and a
+    # failed run's error.
+    error = f"cannot connect to postgresql://svc:{PASSWORD}@db with {TOKEN}"
+    redacted = "cannot connect to postgresql://svc:***@db with ***"
     store = Store.open(directory=state)
-    store.enqueue(BROADCAST, [NewDelivery("small", 7, "v1", "upsert", {"id": 7})])
+    store.enqueue(BROADCAST, [NewDelivery("small", 7, "v1", "upsert", {"id": 7, "note": PASSWORD})])
     [leased] = store.lease(BROADCAST, "small", "worker")
-    store.dead(leased.id, "worker", f"cannot connect to postgresql://svc:{PASSWORD}@db with {TOKEN}")
+    store.dead(leased.id, "worker", error)
+    run = store.start_run(MIGRATION, "migration", {"country": "DE"})
+    store.finish(run.id, "failed", error=error)
     store.close()
-    answer = client.get(f"/dead-letters/{leased.id}")
-    assert answer.status_code == 200
-    assert PASSWORD not in answer.text and TOKEN not in answer.text
-    assert answer.json()["last_error"] == "cannot connect to postgresql://svc:***@db with ***"
-    for path in ("/integrations", "/openapi.json", "/runs", "/dead-letters"):
-        text = client.get(path).text
-        assert PASSWORD not in text and TOKEN not in text
+    answers = {path: client.get(path) for path in (
+        f"/dead-letters/{leased.id}", "/dead-letters", f"/runs/{run.id}", "/runs")}
+    for path, answer in answers.items():
+        assert answer.status_code == 200, (path, answer.text)
+        assert PASSWORD not in answer.text and TOKEN not in answer.text, path
+    letter = answers[f"/dead-letters/{leased.id}"].json()
+    assert (letter["last_error"], letter["payload"]) == (redacted, {"id": 7, "note": "***"})
+    assert [d["last_error"] for d in answers["/dead-letters"].json()["dead_letters"]] == [redacted]
+    assert answers[f"/runs/{run.id}"].json()["error"] == redacted
+    assert [r["error"] for r in answers["/runs"].json()["runs"]] == [redacted]
 
 
 # -- OpenAPI ------------------------------------------------------------------------------------
