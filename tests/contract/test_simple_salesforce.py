@@ -119,7 +119,9 @@ def test_describe_lists_objects_and_fields(sf: Salesforce) -> None:
     assert {"Account", "Contact", "Opportunity", "Lead", "Case", "Product2", "User"} <= names
     fields = {f["name"]: f for f in sf.Opportunity.describe()["fields"]}
     assert fields["StageName"]["type"] == "picklist"
-    assert "Closed Won" in [p["value"] for p in fields["StageName"]["picklistValues"]]
+    assert [p["value"] for p in fields["StageName"]["picklistValues"]] == [
+        "Prospecting", "Qualification", "Needs Analysis", "Proposal/Price Quote", "Negotiation/Review",
+        "Closed Won", "Closed Lost"]
     assert fields["CloseDate"]["nillable"] is False and fields["Amount"]["type"] == "currency"
     assert fields["AccountId"]["referenceTo"] == ["Account"]
 
