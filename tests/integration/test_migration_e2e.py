@@ -321,9 +321,7 @@ def scenario(
 class TestMigrationEndToEnd:
     def test_first_run_writes_exactly_the_good_rows_in_scope(self, scenario: Scenario) -> None:
         in_scope = source_rows(scenario.source, "SELECT * FROM accounts WHERE country = ?", ("DE",))
-        assert len(in_scope) == 2000
         expected = {expected_account(r) for r in in_scope if r["acct_id"] not in REJECTED}
-        assert len(expected) == 2000 - len(REJECTED)
 
         assert destination_accounts(scenario.db, scenario.accounts) == expected
         assert (
