@@ -5,7 +5,6 @@ the last run delivers only what the workers left."""
 from __future__ import annotations
 
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ import psycopg
 import pytest
 
 from patchbay import run_integration
-from tests.faults.test_kill_broadcast import Items, kill_in_flight, owned_by
+from tests.faults.test_kill_broadcast import Items, kill_in_flight, owned_by, stop
 
 ROWS = 3_000
 
@@ -117,10 +116,8 @@ integrations:
                 assert in_flight, "none of 5 kills came while the helper held leases"
         time.sleep(1)
     finally:
-        for process in (server, helper):
-            process.send_signal(signal.SIGINT)
-        for process in (server, helper):
-            process.wait(timeout=60)
+        stopped = [stop(process) for process in (server, helper)]
+    assert stopped == [True, True], "serve and the worker end on Ctrl-C"
 
     time.sleep(2.5)  # leases of the killed worker run out
     before = outbox()
