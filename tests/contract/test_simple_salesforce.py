@@ -224,7 +224,10 @@ def test_bulk2_insert_upsert_delete_and_query_by_locator(local_org: LocalOrg, sf
     assert sum(job["numberRecordsProcessed"] for job in inserted) == 251
     assert sum(job["numberRecordsFailed"] for job in inserted) == 1
     failed = sf.bulk2.Contact.get_failed_records(inserted[0]["job_id"])
-    assert "REQUIRED_FIELD_MISSING" in failed
+    assert list(csv.DictReader(io.StringIO(failed))) == [{
+        "sf__Id": "",
+        "sf__Error": "REQUIRED_FIELD_MISSING:Required fields are missing: [LastName]:LastName --",
+        "Legacy_Id__c": "P-bad", "FirstName": "No last name", "LastName": ""}]
 
     existing = sf.query("SELECT Id FROM Contact WHERE Legacy_Id__c = 'P-1'")["records"][0]["Id"]
     upserted = sf.bulk2.Contact.upsert(records=[{"Legacy_Id__c": "P-1", "Title": "Boss"},
