@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 
 import pytest
 import requests
@@ -44,7 +46,7 @@ def test_a_wrong_password_raises_authentication_failed(local_org: LocalOrg) -> N
         Salesforce(username=USERNAME, password="wrong", security_token=TOKEN,
                    session=routed(local_org))
     assert "INVALID_LOGIN" in str(raised.value)
-    with pytest.raises(SalesforceAuthenticationFailed):
+    with pytest.raises(SalesforceAuthenticationFailed, match="invalid_grant"):
         Salesforce(username=USERNAME, password="wrong", consumer_key=KEY, consumer_secret=SECRET,
                    session=routed(local_org))
 
@@ -61,7 +63,7 @@ def test_expired_session_logs_in_again_or_raises_for_a_direct_session(
     control(local_org, "sessions/expire")
     assert sf.query("SELECT Id FROM Organization")["totalSize"] == 1
     assert sf.session_id != old
-    with pytest.raises(SalesforceExpiredSession):
+    with pytest.raises(SalesforceExpiredSession, match="INVALID_SESSION_ID"):
         direct.query("SELECT Id FROM Organization")
 
 
@@ -85,7 +87,7 @@ def test_create_get_update_upsert_delete_and_query_deleted(local_org: LocalOrg, 
     assert sf.Account.get_by_custom_id("Legacy_Id__c", "l-1")["Name"] == "Legacy One Ltd"
 
     assert sf.Account.delete(created["id"]) == 204
-    with pytest.raises(SalesforceResourceNotFound):
+    with pytest.raises(SalesforceResourceNotFound, match="ENTITY_IS_DELETED"):
         sf.Account.get(created["id"])
     alive = sf.query(f"SELECT Id FROM Account WHERE Id = '{created['id']}'")
     assert alive["totalSize"] == 0
@@ -120,7 +122,9 @@ def test_describe_lists_objects_and_fields(sf: Salesforce) -> None:
     assert {"Account", "Contact", "Opportunity", "Lead", "Case", "Product2", "User"} <= names
     fields = {f["name"]: f for f in sf.Opportunity.describe()["fields"]}
     assert fields["StageName"]["type"] == "picklist"
-    assert "Closed Won" in [p["value"] for p in fields["StageName"]["picklistValues"]]
+    assert [p["value"] for p in fields["StageName"]["picklistValues"]] == [
+        "Prospecting", "Qualification", "Needs Analysis", "Proposal/Price Quote", "Negotiation/Review",
+        "Closed Won", "Closed Lost"]
     assert fields["CloseDate"]["nillable"] is False and fields["Amount"]["type"] == "currency"
     assert fields["AccountId"]["referenceTo"] == ["Account"]
 
@@ -223,14 +227,26 @@ def test_bulk2_insert_upsert_delete_and_query_by_locator(local_org: LocalOrg, sf
     assert sum(job["numberRecordsProcessed"] for job in inserted) == 251
     assert sum(job["numberRecordsFailed"] for job in inserted) == 1
     failed = sf.bulk2.Contact.get_failed_records(inserted[0]["job_id"])
-    assert "REQUIRED_FIELD_MISSING" in failed
+    assert list(csv.DictReader(io.StringIO(failed))) == [{
+        "sf__Id": "",
+        "sf__Error": "REQUIRED_FIELD_MISSING:Required fields are missing: [LastName]:LastName --",
+        "Legacy_Id__c": "P-bad", "FirstName": "No last name", "LastName": ""}]
 
+    existing = sf.query("SELECT Id FROM Contact WHERE Legacy_Id__c = 'P-1'")["records"][0]["Id"]
     upserted = sf.bulk2.Contact.upsert(records=[{"Legacy_Id__c": "P-1", "Title": "Boss"},
                                                 {"Legacy_Id__c": "P-new", "LastName": "New"}],
                                        external_id_field="Legacy_Id__c", wait=0)
     assert upserted[0]["numberRecordsFailed"] == 0
     successes = sf.bulk2.Contact.get_successful_records(upserted[0]["job_id"])
-    assert '"true"' in successes and '"false"' in successes
+    by_key = {row["Legacy_Id__c"]: row for row in csv.DictReader(io.StringIO(successes))}
+    assert by_key.keys() == {"P-1", "P-new"}
+    assert (by_key["P-1"]["sf__Id"], by_key["P-1"]["sf__Created"]) == (existing, "false")
+    assert by_key["P-new"]["sf__Created"] == "true"
+    upserted_rows = sf.query("SELECT Id, LastName, Title, Legacy_Id__c FROM Contact "
+                             "WHERE Legacy_Id__c IN ('P-1', 'P-new') ORDER BY Legacy_Id__c")
+    assert [(r["Id"], r["LastName"], r["Title"], r["Legacy_Id__c"])
+            for r in upserted_rows["records"]] == [
+        (existing, "Person 1", "Boss", "P-1"), (by_key["P-new"]["sf__Id"], "New", None, "P-new")]
 
     pages = list(sf.bulk2.Contact.query("SELECT Id, LastName FROM Contact", max_records=100,
                                         wait=0))

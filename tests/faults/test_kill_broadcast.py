@@ -1,5 +1,7 @@
-"""SIGKILL `patchbay serve` at random points while changes flow, restart it each time:
-every destination ends equal to the source, and no change is delivered twice."""
+"""SIGKILL `patchbay serve` twenty times while it delivers, each time in the middle of a batch
+(it holds leases on deliveries), restart it each time: every destination ends equal to the
+source, no change is delivered twice, and the last run delivers only what the killed
+workers left."""
 
 from __future__ import annotations
 
@@ -13,8 +15,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -37,6 +40,75 @@ def table(pg_url: str) -> Iterator[str]:
 
 def stamp() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+class Items:
+    """The source table of items, and every state of an item the test wrote: `written` maps
+    (item, updated_at) to the qty of that state, which a change of that version carries."""
+
+    def __init__(self, path: Path, rows: int) -> None:
+        self.db = sqlite3.connect(path, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, label TEXT, qty INTEGER, "
+                        "updated_at TEXT)")
+        first = [(i, f"item {i}", 0, stamp()) for i in range(1, rows + 1)]
+        self.db.executemany("INSERT INTO items VALUES (?, ?, ?, ?)", first)
+        self.written = {(i, at): qty for i, _, qty, at in first}
+        self.qty = {i: qty for i, _, qty, _ in first}
+
+    def change(self, item: int) -> None:
+        at = stamp()
+        self.qty[item] += 1
+        self.db.execute("UPDATE items SET qty = ?, updated_at = ? WHERE id = ?",
+                        (self.qty[item], at, item))
+        self.written[(item, at)] = self.qty[item]
+
+    def current(self) -> dict[int, tuple[str, int, str]]:
+        """item -> (label, qty, updated_at), read from the table."""
+        return {i: (label, qty, at) for i, label, qty, at in
+                self.db.execute("SELECT id, label, qty, updated_at FROM items")}
+
+
+def owned_by(pid: int) -> str:
+    """A LIKE pattern of the lease owners of process `pid` (workers are named host:pid:random)."""
+    return f"%:{pid}:%"
+
+
+def until_leased(process: subprocess.Popen[bytes], leases: Callable[[], set[int]],
+                 nudge: Callable[[], None], log: Path) -> None:
+    """Return the moment `process` holds leases on deliveries: it is writing a batch or about
+    to mark one. `nudge` makes changes when it has had nothing to deliver for a while."""
+    deadline = time.monotonic() + 120
+    quiet_since = time.monotonic()
+    while not leases():
+        assert process.poll() is None, f"the worker ended:\n{log.read_text(errors='replace')}"
+        assert time.monotonic() < deadline, "the worker leased no delivery in 120 s"
+        if time.monotonic() - quiet_since > 2:
+            nudge()
+            quiet_since = time.monotonic()
+        time.sleep(0.005)
+
+
+def kill_in_flight(process: subprocess.Popen[bytes], leases: Callable[[], set[int]],
+                   nudge: Callable[[], None], log: Path) -> set[int]:
+    """SIGKILL `process` as soon as it holds leases; the deliveries it still held once dead
+    (none when it marked its batch between the look and the kill: that kill missed)."""
+    until_leased(process, leases, nudge, log)
+    os.kill(process.pid, signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    return leases()
+
+
+def stop(process: subprocess.Popen[bytes]) -> bool:
+    """Ctrl-C `process`; whether it ended within 60 s (else it is killed, never left behind)."""
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return False
+    return True
 
 
 def write_spec(directory: Path, pg_url: str, table: str) -> Path:
@@ -68,43 +140,101 @@ integrations:
     return spec
 
 
-def test_killing_the_worker_twenty_times_while_changes_flow_loses_and_duplicates_nothing(
+def outbox_rows(state: Path, where: str = "1 = 1", *args: object) -> list[tuple[Any, ...]]:
+    """(id, destination, record_key, version, status) of the deliveries `where` selects; none
+    before serve has made the engine state."""
+    if not state.exists():
+        return []
+    try:
+        with sqlite3.connect(state, timeout=10) as db:
+            return db.execute("SELECT id, destination, record_key, version, status "
+                              f"FROM patchbay_outbox WHERE {where}", args).fetchall()
+    except sqlite3.OperationalError:
+        return []
+
+
+def statuses(rows: list[tuple[Any, ...]]) -> dict[str, dict[str, int]]:
+    """Deliveries per destination and status, every status present, as the report counts them."""
+    counts: dict[str, dict[str, int]] = {}
+    for _, destination, _, _, status in rows:
+        per = counts.setdefault(destination, dict.fromkeys(
+            ("pending", "delivered", "dead", "discarded"), 0))
+        per[status] += 1
+    return counts
+
+
+def test_killing_the_worker_twenty_times_mid_batch_loses_and_duplicates_nothing(
         tmp_path: Path, pg_url: str, table: str) -> None:
     rng = random.Random(11)
-    db = sqlite3.connect(tmp_path / "source.db", isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, label TEXT, qty INTEGER, updated_at TEXT)")
-    db.executemany("INSERT INTO items VALUES (?, ?, ?, ?)",
-                   [(i, f"item {i}", 0, stamp()) for i in range(1, ROWS + 1)])
+    items = Items(tmp_path / "source.db", ROWS)
     spec = write_spec(tmp_path, pg_url, table)
-    kills = 0
-    for _ in range(KILLS):
-        worker = subprocess.Popen([sys.executable, "-m", "patchbay.cli", "serve", str(spec), "--no-api"],
-                                  cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        for _ in range(rng.randrange(300, 700)):
-            item = rng.randrange(1, ROWS + 1)
-            db.execute("UPDATE items SET qty = qty + 1, updated_at = ? WHERE id = ?", (stamp(), item))
-        time.sleep(rng.uniform(0.3, 1.5))
-        assert worker.poll() is None, worker.stderr.read().decode() if worker.stderr else ""
-        os.kill(worker.pid, signal.SIGKILL)
-        assert worker.wait() == -signal.SIGKILL
-        kills += 1
-    assert kills == KILLS
+    state = tmp_path / ".patchbay" / "state.db"
+
+    def burst(changes: int) -> None:
+        for _ in range(changes):
+            items.change(rng.randrange(1, ROWS + 1))
+
+    hits, in_flight = 0, set[int]()
+    for attempt in range(2 * KILLS):
+        if hits == KILLS:
+            break
+        log = tmp_path / f"serve-{attempt}.log"
+        with log.open("wb") as out:
+            worker = subprocess.Popen([sys.executable, "-m", "patchbay.cli", "serve", str(spec),
+                                       "--no-api"], cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+        burst(rng.randrange(300, 700))
+
+        def leases(pid: int = worker.pid) -> set[int]:
+            return {row[0] for row in outbox_rows(
+                state, "status = 'pending' AND lease_owner LIKE ?", owned_by(pid))}
+
+        try:
+            # Up and delivering, then some way into its work, killed in the middle of a batch.
+            until_leased(worker, leases, lambda: burst(50), log)
+            time.sleep(rng.uniform(0.1, 1.0))
+            in_flight = kill_in_flight(worker, leases, lambda: burst(50), log)
+        finally:
+            if worker.poll() is None:  # the test failed: leave no worker behind
+                worker.kill()
+                worker.wait()
+        hits += bool(in_flight)
+    assert hits == KILLS, f"only {hits} of {2 * KILLS} kills came while the worker held leases"
 
     time.sleep(2.5)  # the last killed worker's leases (lease_seconds: 2) run out
+    before = outbox_rows(state)
+    served = statuses(before)
+    assert served["warehouse"]["delivered"] > 0 and served["audit"]["delivered"] > 0, \
+        f"the killed workers delivered nothing themselves: {served}"
+    queued = {(key, version) for _, destination, key, version, _ in before if destination == "audit"}
+    current = items.current()
+    unqueued = [i for i, (_, _, at) in current.items() if (str(i), at) not in queued]
     report = run_integration(spec, state=tmp_path / ".patchbay")
-    assert report["outbox"]["warehouse"]["pending"] == 0 and report["outbox"]["audit"]["pending"] == 0
-    assert report["dead"] == 0 and report["outbox"]["warehouse"]["dead"] == 0
+    assert report["changes"] == len(unqueued), "the last run noticed only what no worker had"
+    pending = sum(counts["pending"] for counts in served.values())
+    assert report["delivered"] == pending + 2 * len(unqueued), \
+        "the last run delivered only the remainder: what the workers left, and its own changes"
+    assert report["outbox"] == {name: {"pending": 0, "delivered": counts["delivered"]
+                                       + counts["pending"] + len(unqueued), "dead": 0, "discarded": 0}
+                                for name, counts in served.items()}
+    left = {row[0]: row[4] for row in outbox_rows(state) if row[0] in in_flight}
+    assert left == dict.fromkeys(in_flight, "delivered"), \
+        "what the last worker held when killed was delivered after its leases ran out"
 
-    expected = {i: (label, qty) for i, label, qty in db.execute("SELECT id, label, qty FROM items")}
+    expected = {i: (label, qty) for i, (label, qty, _) in current.items()}
     with psycopg.connect(pg_url) as conn:
         held = {r[0]: (r[1], r[2]) for r in conn.execute(f"SELECT item_id, label, qty FROM {table}")}
     assert held == expected
 
+    delivered = [(key, version) for _, destination, key, version, status
+                 in outbox_rows(state) if destination == "audit" and status == "delivered"]
+    assert len(delivered) == len(set(delivered)), "no change was queued twice"
     lines = [json.loads(line) for line in
              (tmp_path / "audit" / "changes.jsonl").read_text().splitlines() if line.strip()]
-    changes = [line["change"] for line in lines]
-    assert len(changes) == len(set(changes)), "no change was written twice"
+    # The file holds text: the audit's fields are declared without types.
+    assert sorted((line["change"], line["item_id"], line["qty"]) for line in lines) == sorted(
+        (f"{key}@{version}", key, str(items.written.get((int(key), version))))
+        for key, version in delivered), \
+        "the audit holds each delivered change once, with the qty the test wrote in that version"
     last = {}
     for line in lines:
         last[int(line["item_id"])] = int(line["qty"])

@@ -126,7 +126,7 @@ def test_customer_360_merges_enriches_writes_back_and_reports(
     assert (ada["phone"], ada["phone__source"]) == ("+44 20 9", "service")
     assert (ada["name"], ada["name__source"]) == ("Analytical Engines Ltd", "sales")
     assert ada["_sources"] == "sales|service|erp"
-    assert set(ada["_differs"].split("|")) >= {"name", "phone"}
+    assert set(ada["_differs"].split("|")) == {"modified", "name", "phone"}  # each org its own time
     assert ada["orders"] == 2 and ada["lifetime_value"] == Decimal("300.30")
     assert ada["open_tickets"] == 2, "open and pending count; closed does not"
     assert rows["grace@example.com"]["_sources"] == "sales"
@@ -281,7 +281,7 @@ def test_a_source_slower_than_its_timeout_is_given_up_and_named(tmp_path: Path, 
     schema = erp.rsplit("%3D", 1)[1]
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(f"CREATE VIEW {schema}.slow_orders AS "
-                     f"SELECT o.* FROM {schema}.orders o, pg_sleep(4)")
+                     f"SELECT o.* FROM {schema}.orders o, pg_sleep(12)")
     spec = tmp_path / "slow.yaml"
     spec.write_text(f"""
 systems:
@@ -305,7 +305,8 @@ integrations:
 """)
     started = time.monotonic()
     report = run_integration(spec, state=tmp_path / "state")
-    assert time.monotonic() - started < 3.5, "the answer does not wait for the slow source"
+    # Well under the slow source's 12 s, with room for a loaded machine over the 1 s timeout.
+    assert time.monotonic() - started < 9, "the answer does not wait for the slow source"
     assert report["status"] == "partial"
     assert report["sources"]["orders"]["status"] == "timeout"
     assert "1s" in report["sources"]["orders"]["error"]

@@ -7,7 +7,6 @@ the destination or in rejects.csv.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import sqlite3
 from pathlib import Path
@@ -281,10 +280,6 @@ CSV_LINES = [
 BROKEN_LINES = {4: "unexpected", 7: "6,Wilson", 9: "M\\xfcller"}
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("patchbay.connectors.files") is None,
-    reason="the file connector (patchbay.connectors.files) has not landed yet",
-)
 def test_csv_source_with_broken_rows(workdir: Path, patchbay: Any) -> None:
     folder = workdir / "export"
     folder.mkdir()

@@ -103,7 +103,7 @@ def test_handshake_with_a_good_and_a_bad_token(org: LocalOrg, rest: Rest) -> Non
     good.handshake()
     assert good.client_id
     bad = CometdClient(httpx.Client(), f"{org.url}/cometd/59.0", lambda: {"Authorization": "Bearer nope"})
-    with pytest.raises(SessionExpired):
+    with pytest.raises(SessionExpired, match="refused the handshake: 401::Authentication invalid"):
         bad.handshake()
     reply = httpx.post(f"{org.url}/cometd/59.0", json=[{"channel": "/meta/handshake", "version": "1.0",
                                                          "supportedConnectionTypes": ["long-polling"]}],
@@ -214,10 +214,10 @@ def test_a_held_connect_returns_as_soon_as_a_record_changes(org: LocalOrg, rest:
     writer = threading.Timer(0.3, lambda: rest.create("Account", Name="Late"))
     started = time.monotonic()
     writer.start()
-    events = client.connect(10)
+    events = client.connect(30)
     elapsed = time.monotonic() - started
     writer.join()
-    assert len(events) == 1 and 0.25 < elapsed < 2
+    assert len(events) == 1 and 0.25 < elapsed < 15, "back with the change, long before the hold ends"
 
 
 def test_the_first_connect_after_a_handshake_is_answered_at_once(org: LocalOrg, rest: Rest) -> None:
@@ -347,7 +347,7 @@ def test_a_resume_past_retention_is_refused_so_the_caller_can_poll(org: LocalOrg
     rest.control("clock", {"advance_seconds": 73 * 3600})
     rest.login()
     latest = rest.create("Account", Name="Latest")
-    with pytest.raises(ReplayIdInvalid):
+    with pytest.raises(ReplayIdInvalid, match="The replayId 1 you provided was invalid"):
         client.connect(0.2)
     client.subscribe(ACCOUNTS, -2)
     assert record_ids(collect(client, 1)) == [latest]
@@ -357,7 +357,7 @@ def test_an_expired_session_is_reported_and_renewed(org: LocalOrg, rest: Rest) -
     client = streaming(org, rest)
     client.subscribe(ACCOUNTS, -2)
     rest.control("sessions/expire", {})
-    with pytest.raises(SessionExpired):
+    with pytest.raises(SessionExpired, match="refused the session: 401::Authentication invalid"):
         client.connect(0.2)
     rest.login()
     created = rest.create("Account", Name="Renewed")

@@ -321,9 +321,7 @@ def scenario(
 class TestMigrationEndToEnd:
     def test_first_run_writes_exactly_the_good_rows_in_scope(self, scenario: Scenario) -> None:
         in_scope = source_rows(scenario.source, "SELECT * FROM accounts WHERE country = ?", ("DE",))
-        assert len(in_scope) == 2000
         expected = {expected_account(r) for r in in_scope if r["acct_id"] not in REJECTED}
-        assert len(expected) == 2000 - len(REJECTED)
 
         assert destination_accounts(scenario.db, scenario.accounts) == expected
         assert (
@@ -519,7 +517,7 @@ class TestMigrationEndToEnd:
         inserted = {e["key"] for e in result["examples"]["insert"]}
         assert inserted == {6001, 6002, 6003, 6004, *DUPLICATE_WEBSITE_OF}
         rejected = {e["source"]["acct_id"] for e in result["examples"]["reject"]}
-        assert rejected <= {str(k) for k in REJECTED_IN_TRANSFORM} | set(REJECTED_IN_TRANSFORM)
+        assert rejected == set(sorted(REJECTED_IN_TRANSFORM)[:10]), "--examples 10: the first, by key"
         assert scenario.snapshot() == before, "plan wrote to the destination"
         assert scenario.runs_recorded() == runs_before, "plan started a run"
 
@@ -554,7 +552,7 @@ class TestMigrationEndToEnd:
         assert edited.code == 4, edited.log
         report = edited.json()
         assert report["verdict"] == "incomplete"
-        assert any("differ" in reason for reason in report["verdict_reasons"])
+        assert report["verdict_reasons"] == ["1 records differ from the source"]
         comparison = report["comparison"]
         assert comparison["differing"] == 1
         assert {

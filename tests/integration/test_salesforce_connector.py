@@ -129,7 +129,7 @@ def test_the_run_pauses_when_the_allowance_runs_out_and_resumes_losing_nothing(
     spec = write_spec(tmp_path, org)
     state = tmp_path / "state"
     org.org.limits.max_requests = 20
-    with pytest.raises(RetriableError):
+    with pytest.raises(RetriableError, match="REQUEST_LIMIT_EXCEEDED"):
         run_integration(spec, state=state)
     held = org.org.storage.db.execute('SELECT count(*) FROM "Account"').fetchone()[0]
     assert 0 < held < 1000
@@ -187,7 +187,7 @@ def test_changes_since_a_cursor_never_skip_records_sharing_a_timestamp(org: Loca
     org.org.delete(account, first[1])
     changes, cursor = crm.changes("Account", cursor, ["Name"])
     kinds = {(c.key, c.kind.value) for c in changes}
-    assert (first[0], "updated") in kinds and (first[1], "deleted") in kinds
+    assert kinds == {(first[0], "updated"), (first[1], "deleted")}
     assert [c.record["Name"] for c in changes if c.kind.value == "updated"] == ["Renamed"]
     changes, cursor = crm.changes("Account", cursor, ["Name"])
     assert changes == [], "nothing is delivered twice"

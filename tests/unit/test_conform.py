@@ -170,12 +170,13 @@ def test_converter_with_formats() -> None:
         convert("31/01/2024")
 
 
-@pytest.mark.parametrize(("kind", "raw"), [
-    (FieldType.INTEGER, "1.5"), (FieldType.INTEGER, 2.5), (FieldType.INTEGER, "x"),
-    (FieldType.INTEGER, Decimal("NaN")), (FieldType.INTEGER, float("inf")),
-    (FieldType.NUMBER, "x"), (FieldType.DECIMAL, "1,5"), (FieldType.BOOLEAN, "2"),
-    (FieldType.JSON, "{not json"),
+@pytest.mark.parametrize(("kind", "raw", "problem"), [
+    (FieldType.INTEGER, "1.5", "is not a whole number"), (FieldType.INTEGER, 2.5, "is not a whole number"),
+    (FieldType.INTEGER, "x", "is not an integer"), (FieldType.INTEGER, Decimal("NaN"), "is not an integer"),
+    (FieldType.INTEGER, float("inf"), "is not an integer"), (FieldType.NUMBER, "x", "is not a number"),
+    (FieldType.DECIMAL, "1,5", "is not a decimal number"), (FieldType.BOOLEAN, "2", "is not a boolean"),
+    (FieldType.JSON, "{not json", "is not JSON"),
 ])
-def test_converter_errors_are_coercion_errors(kind: FieldType, raw: Any) -> None:
-    with pytest.raises(CoercionError):
+def test_converter_errors_are_coercion_errors(kind: FieldType, raw: Any, problem: str) -> None:
+    with pytest.raises(CoercionError, match=f" {problem}$"):
         converter(kind)(raw)

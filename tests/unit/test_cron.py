@@ -75,5 +75,6 @@ integrations:
 """)
     with pytest.raises(SpecError) as caught:
         load(spec)
-    assert any(":8:" in p and "trigger.cron" in p and "5 fields" in p for p in caught.value.problems), \
-        caught.value.problems
+    assert caught.value.problems == [
+        f"{spec}:8: integrations[0].trigger.cron: cron '*/5 * * *' needs 5 fields "
+        "(minute hour day-of-month month day-of-week), found 4"]

@@ -28,7 +28,8 @@ from patchbay.store import schema as store_schema
 from patchbay.store.store import DeliveryStatus, NewDelivery
 
 INTEGRATION = "contacts-broadcast"
-FAST = RetryPolicy(max_attempts=4, backoff_seconds=0.2, backoff_max=10.0, jitter=0.0)
+# Delays long enough that "not due yet" holds on a loaded machine, short enough to wait out.
+FAST = RetryPolicy(max_attempts=4, backoff_seconds=0.5, backoff_max=10.0, jitter=0.0)
 
 
 @pytest.fixture
@@ -118,7 +119,8 @@ def test_enqueue_advances_the_cursor_with_the_deliveries(store: Store) -> None:
 def test_a_failing_insert_leaves_the_cursor_where_it_was(store: Store) -> None:
     store.enqueue(INTEGRATION, [change("c1", "1")], cursor=("salesforce", "Contact", 10))
     broken = NewDelivery("crm", None, "2", "upsert", {"id": None})  # the outbox refuses a null key
-    with pytest.raises(sa.exc.IntegrityError):
+    with pytest.raises(sa.exc.IntegrityError,
+                       match=r"NOT NULL constraint failed: patchbay_outbox\.record_key"):
         store.enqueue(INTEGRATION, [change("c2", "2"), broken], cursor=("salesforce", "Contact", 20))
     assert store.cursor(INTEGRATION, "salesforce", "Contact") == 10
     assert store.outbox_counts(INTEGRATION)["crm"]["pending"] == 1
@@ -214,7 +216,7 @@ def test_a_transient_failure_is_retried_later_and_later_then_dead_then_replayed(
         assert (delivery.status, delivery.attempts, delivery.lease_owner) == (
             DeliveryStatus.PENDING, attempt, None)
         assert delivery.last_error is not None and "cannot reach system 'crm'" in delivery.last_error
-        expected = dt.timedelta(seconds=0.2 * 2 ** (attempt - 1))
+        expected = dt.timedelta(seconds=FAST.backoff_seconds * 2 ** (attempt - 1))
         assert before + expected <= delivery.next_attempt_at <= after + expected
         delays.append(delivery.next_attempt_at - before)
         assert deliverer.deliver_once("crm").total == 0, "not due yet"
@@ -252,9 +254,9 @@ def test_retry_policy_doubles_up_to_the_cap_less_the_jitter() -> None:
     assert [exact.next_delay(n) for n in (1, 2, 3)] == [0.5, 1.0, 2.0]
     assert RetryPolicy().max_attempts == 8
     assert not RetryPolicy().gives_up(7) and RetryPolicy().gives_up(8)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="jitter is a fraction"):
         RetryPolicy(jitter=1.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="max_attempts must be at least 1"):
         RetryPolicy(max_attempts=0)
 
 
@@ -282,9 +284,9 @@ def test_an_expired_lease_goes_to_another_worker_and_the_first_ones_marks_are_ig
         store: Store, tmp_path: Path) -> None:
     path = make_destination(tmp_path / "crm.db")
     store.enqueue(INTEGRATION, [change("c1", "1", "Ann")])
-    [held] = store.lease(INTEGRATION, "crm", "w1", lease_seconds=0.5)  # w1 then "dies"
+    [held] = store.lease(INTEGRATION, "crm", "w1", lease_seconds=2)  # w1 then "dies"
     assert store.lease(INTEGRATION, "crm", "w2") == []
-    time.sleep(0.6)
+    time.sleep(2.1)
 
     w2 = Deliverer(store, INTEGRATION, {"crm": sqlite_target(path)}, worker="w2")
     assert w2.deliver_once("crm") == DeliveryStats(delivered=1)

@@ -256,7 +256,7 @@ def test_bind_of_no_scope() -> None:
 
 
 def test_bind_needs_the_parameter() -> None:
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match=r"^'missing'$"):
         bind(Scope.model_validate({"field": "a", "eq": {"param": "missing"}}), {})
 
 
