@@ -123,8 +123,9 @@ def test_describe_lists_objects_and_fields(sf: Salesforce) -> None:
     fields = {f["name"]: f for f in sf.Opportunity.describe()["fields"]}
     assert fields["StageName"]["type"] == "picklist"
     assert [p["value"] for p in fields["StageName"]["picklistValues"]] == [
-        "Prospecting", "Qualification", "Needs Analysis", "Proposal/Price Quote", "Negotiation/Review",
-        "Closed Won", "Closed Lost"]
+        "Prospecting", "Qualification", "Needs Analysis", "Value Proposition", "Id. Decision Makers",
+        "Perception Analysis", "Proposal/Price Quote", "Negotiation/Review", "Closed Won", "Closed Lost"]
+    assert fields["StageName"]["restrictedPicklist"] is False
     assert fields["CloseDate"]["nillable"] is False and fields["Amount"]["type"] == "currency"
     assert fields["AccountId"]["referenceTo"] == ["Account"]
 
