@@ -718,7 +718,12 @@ def to_soql(scope: BoundScope | None, types: Mapping[str, str]) -> str:
     if op == "is_null":
         return f"{name} = null" if value else f"{name} != null"
     if op in ("in", "not_in"):
-        listed = ", ".join(soql_literal(v, kind) for v in value) or "null"
+        # SOQL's IN (..., null) matches null fields, SQL's never does; its NOT IN with a null
+        # keeps nothing.
+        present = [v for v in value if v is not None]
+        if (op == "not_in" and len(present) < len(value)) or (op == "in" and not present):
+            return _NEVER
+        listed = ", ".join(soql_literal(v, kind) for v in present) or "null"
         return f"{name} IN ({listed})" if op == "in" else \
             f"({name} NOT IN ({listed}) AND {name} != null)"
     if op in ("like", "not_like"):
