@@ -53,6 +53,10 @@ def scopes(subject: Subject) -> dict[str, BoundScope]:
         "not_in, with null": Condition(amount, "not_in", [10, None]),
         "not of in, with null": Group("not", (Condition(amount, "in", [10, None]),)),
         "not_like": Condition(name, "not_like", "Al%"),
+        "normalized eq": Condition(name, "eq", "alpha", normalize=True),
+        "normalized in": Condition(name, "in", ["bravo", "echo"], normalize=True),
+        "gt on text": Condition(name, "gt", "Charlie"),
+        "and": Group("and", (Condition(amount, "gte", 20), Condition(name, "lt", "E"))),
         "like": Condition(name, "like", "Al%"),
         "is null": Condition(amount, "is_null", True),
         "or": Group("or", (Condition(name, "eq", "Bravo"), Condition(amount, "gte", 50))),
@@ -148,6 +152,14 @@ def test_upsert_updates_existing_records_and_creates_new_ones(subject: Subject) 
 
 
 @every(STORES)
+def test_writing_a_record_as_it_stands_leaves_it_unchanged(subject: Subject) -> None:
+    position = KEYS.index("k01")
+    same = subject.record(*SEED[position], revision=position + 1)
+    assert written(subject, [same], Operation.UPSERT) == [("k01", Status.UNCHANGED)]
+    assert written(subject, [same], Operation.UPDATE) == [("k01", Status.UNCHANGED)]
+
+
+@every(STORES)
 def test_update_updates_existing_records_and_skips_missing_ones(subject: Subject) -> None:
     records = [subject.record("k13", "Missing", 1, 10), subject.record("k03", "Charlie changed", None, 11)]
     assert written(subject, records, Operation.UPDATE) == [
@@ -170,6 +182,15 @@ def test_a_record_without_a_key_fails_alone_in_its_place(subject: Subject) -> No
     made = Status.CREATED
     assert written(subject, records, Operation.UPSERT) == [
         ("k20", made), (None, Status.REJECTED), ("k21", made)]
+
+
+@every(STORES)
+def test_of_a_key_repeated_in_a_batch_the_last_record_is_written(subject: Subject) -> None:
+    records = [subject.record("k30", "First", 1, 10), subject.record("k31", "Other", 1, 11),
+               subject.record("k30", "Second", 1, 12)]
+    assert written(subject, records, Operation.UPSERT) == [
+        ("k30", Status.SKIPPED), ("k31", Status.CREATED), ("k30", Status.CREATED)]
+    assert names_by_key(subject, ["k30", "k31"]) == {"k30": "Second", "k31": "Other"}
 
 
 @every(MESSAGES)
