@@ -174,11 +174,10 @@ def _redis(url: str, stack: ExitStack) -> Subject:
 
 
 def _open(name: str, request: pytest.FixtureRequest, folder: Path, stack: ExitStack) -> Subject:
-    if name in ("sqlite", "postgresql", "mariadb"):
-        url = {"sqlite": lambda: f"sqlite:///{folder / 'contract.sqlite'}",
-               "postgresql": lambda: request.getfixturevalue("pg_url"),
-               "mariadb": lambda: request.getfixturevalue("mysql_url")}[name]()
-        return _sql(url, stack)
+    if name == "sqlite":
+        return _sql(f"sqlite:///{folder / 'contract.sqlite'}", stack)
+    if name in ("postgresql", "mariadb"):
+        return _sql(request.getfixturevalue("pg_url" if name == "postgresql" else "mysql_url"), stack)
     if name in ("csv", "jsonl", "parquet"):
         return _files(folder, name, stack)
     if name == "salesforce":

@@ -12,7 +12,7 @@ import pytest
 
 from patchbay.connectors.base import Capability
 from patchbay.elements.scope import BoundScope, Condition, Group, to_predicate
-from patchbay.model import Change, Operation, Record, Status
+from patchbay.model import Change, Operation, Position, Record, Status
 
 from .conftest import SEED, Subject, claiming
 
@@ -23,11 +23,12 @@ def every(subjects: list[str]) -> pytest.MarkDecorator:
     return pytest.mark.parametrize("subject", subjects, indirect=True)
 
 
-def read_all(subject: Subject, scope: BoundScope | None = None, **arguments: object) -> list[Record]:
-    fields = [subject.key, subject.name, subject.amount]
-    return [record for page in subject.connector.read(subject.object, scope, key=subject.key,
-                                                      fields=fields, **arguments)  # type: ignore[arg-type]
-            for record in page.records]
+def read_all(subject: Subject, scope: BoundScope | None = None, *, after: Position = None,
+             columnar: bool = False, page_size: int = 1000) -> list[Record]:
+    pages = subject.connector.read(subject.object, scope, key=subject.key, after=after,
+                                   fields=[subject.key, subject.name, subject.amount],
+                                   columnar=columnar, page_size=page_size)
+    return [record for page in pages for record in page.records]
 
 
 def keys_of(records: list[Record], subject: Subject) -> list[str]:
@@ -91,6 +92,12 @@ def test_a_scope_keeps_exactly_the_records_to_predicate_keeps(subject: Subject) 
     for label, scope in scopes(subject).items():
         kept = [r[subject.key] for r in everything if to_predicate(scope)(r)]
         assert keys_of(read_all(subject, scope), subject) == kept, label
+
+
+@every(claiming(Capability.COLUMNAR))
+def test_a_columnar_read_yields_the_records_a_record_read_yields(subject: Subject) -> None:
+    scope = Condition(subject.amount, "gte", 20)
+    assert read_all(subject, scope, columnar=True, page_size=3) == read_all(subject, scope)
 
 
 # -- count --------------------------------------------------------------------------------------
