@@ -31,6 +31,7 @@ from patchbay.localorg.soql.syntax import (
 )
 
 _MAX_LIMIT = 2**31 - 1  # the largest LIMIT (ours: Salesforce's integers are 32-bit)
+
 # Words SOQL reserves: never a field name.
 _RESERVED = frozenset({"AND", "ASC", "DESC", "EXCLUDES", "FIRST", "FROM", "GROUP", "HAVING", "IN", "INCLUDES",
                        "LAST", "LIKE", "LIMIT", "NOT", "NULL", "NULLS", "OR", "SELECT", "WHERE", "WITH"})
