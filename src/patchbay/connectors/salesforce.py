@@ -580,9 +580,7 @@ class SalesforceConnector(Connector):
                     result = {"success": True, "id": row.get("sf__Id"),
                               "created": row.get("sf__Created") == "true"}
                 else:
-                    code, _, message = (row.get("sf__Error") or "UNPROCESSED:not processed").partition(":")
-                    result = {"success": False, "errors": [{"statusCode": code,
-                                                            "message": message.rstrip(" -:")}]}
+                    result = {"success": False, "errors": [_bulk_error(row.get("sf__Error"))]}
                 by_row[identity] = result
         missing = {"success": False, "errors": [{"statusCode": "UNKNOWN_EXCEPTION",
                                                  "message": "no result for this row"}]}
@@ -615,6 +613,17 @@ def _csv_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def _bulk_error(text: str | None) -> dict[str, Any]:
+    """An sf__Error cell (`CODE:message:Field1 Field2 --`, or `CODE:message:--` without
+    fields) as the error of a REST result."""
+    code, _, rest = (text or "UNPROCESSED:not processed").partition(":")
+    fields: list[str] = []
+    if rest.endswith("--"):
+        rest, _, names = rest[:-2].rstrip().rpartition(":")
+        fields = names.split()
+    return {"statusCode": code, "message": rest.rstrip(" -:"), "fields": fields}
 
 
 def _outcome(key: KeyValue, result: Mapping[str, Any], operation: Operation,

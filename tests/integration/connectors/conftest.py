@@ -38,6 +38,7 @@ SEED: tuple[tuple[str, str, int | None], ...] = (
 SCHEMES: dict[str, str] = {
     "sqlite": "sqlite", "postgresql": "postgresql", "mariadb": "mysql",
     "csv": "file", "jsonl": "file", "parquet": "file", "salesforce": "salesforce",
+    "salesforce-bulk": "salesforce",
     "rabbitmq": "amqp", "nats": "nats", "redis": "redis",
 }
 
@@ -66,6 +67,9 @@ class Subject:
     """False where the connector documents reading in stored order (files: no sorting)."""
     insert_looks_up_keys: bool = True
     """False where the connector documents that an insert appends without looking (files)."""
+    compares_before_writing: bool = True
+    """False where the connector documents writing equal records too (Salesforce bulk jobs):
+    they are then reported UPDATED rather than UNCHANGED."""
     revision: str | None = None
     """A number the SQL subjects' changes are polled by: every write sets it."""
     changes_cursor: dict[str, Any] | None = None
@@ -109,13 +113,18 @@ def _files(folder: Path, extension: str, stack: ExitStack) -> Subject:
                    insert_looks_up_keys=False)
 
 
-def _salesforce(stack: ExitStack) -> Subject:
+def _salesforce(stack: ExitStack, bulk: bool) -> Subject:
+    """The local org; with `bulk`, every read and write of more than one record goes through
+    a Bulk 2.0 job instead of the REST query and sObject Collections."""
     org = stack.enter_context(LocalOrg(OrgConfig(custom_schema=_ACCOUNT_KEY)))
+    options: dict[str, Any] = {"username": "integration@patchbay.local", "password": "password",
+                               "security_token": "TOKEN"}
+    if bulk:
+        options["bulk_threshold"] = 1
     connector = stack.enter_context(connect(SystemSpec(
-        url=f"salesforce+http://127.0.0.1:{org.port}", name="contract",
-        options={"username": "integration@patchbay.local", "password": "password",
-                 "security_token": "TOKEN"})))
-    return Subject(connector, "Account", "Legacy_Id__c", "Name", "NumberOfEmployees")
+        url=f"salesforce+http://127.0.0.1:{org.port}", name="contract", options=options)))
+    return Subject(connector, "Account", "Legacy_Id__c", "Name", "NumberOfEmployees",
+                   compares_before_writing=not bulk)
 
 
 def _rabbitmq(url: str, stack: ExitStack) -> Subject:
@@ -180,8 +189,8 @@ def _open(name: str, request: pytest.FixtureRequest, folder: Path, stack: ExitSt
         return _sql(request.getfixturevalue("pg_url" if name == "postgresql" else "mysql_url"), stack)
     if name in ("csv", "jsonl", "parquet"):
         return _files(folder, name, stack)
-    if name == "salesforce":
-        return _salesforce(stack)
+    if name.startswith("salesforce"):
+        return _salesforce(stack, bulk=name == "salesforce-bulk")
     url = request.getfixturevalue({"rabbitmq": "amqp_url", "nats": "nats_url",
                                    "redis": "redis_url"}[name])
     return {"rabbitmq": _rabbitmq, "nats": _nats, "redis": _redis}[name](url, stack)
