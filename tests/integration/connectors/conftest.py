@@ -10,10 +10,12 @@ every test of it.
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +41,7 @@ SCHEMES: dict[str, str] = {
     "sqlite": "sqlite", "postgresql": "postgresql", "mariadb": "mysql",
     "csv": "file", "jsonl": "file", "parquet": "file", "salesforce": "salesforce",
     "salesforce-bulk": "salesforce",
-    "rabbitmq": "amqp", "nats": "nats", "redis": "redis",
+    "rabbitmq": "amqp", "nats": "nats", "redis": "redis", "http": "http",
 }
 
 _ACCOUNT_KEY = {"fields": {"Account": [{"name": "Legacy_Id__c", "type": "string", "length": 40,
@@ -182,6 +184,29 @@ def _redis(url: str, stack: ExitStack) -> Subject:
     return Subject(connector, stream, "code", "name", "amount", stores_records=False)
 
 
+class _Accepting(BaseHTTPRequestHandler):
+    """A webhook receiver that takes every request."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the tests read outcomes, not the server's log."""
+
+
+def _http(stack: ExitStack) -> Subject:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Accepting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    stack.callback(server.server_close)
+    stack.callback(server.shutdown)
+    connector = stack.enter_context(connect(SystemSpec(
+        url=f"http://127.0.0.1:{server.server_address[1]}", name="contract")))
+    return Subject(connector, "/accounts", "code", "name", "amount", stores_records=False)
+
+
 def _open(name: str, request: pytest.FixtureRequest, folder: Path, stack: ExitStack) -> Subject:
     if name == "sqlite":
         return _sql(f"sqlite:///{folder / 'contract.sqlite'}", stack)
@@ -191,6 +216,8 @@ def _open(name: str, request: pytest.FixtureRequest, folder: Path, stack: ExitSt
         return _files(folder, name, stack)
     if name.startswith("salesforce"):
         return _salesforce(stack, bulk=name == "salesforce-bulk")
+    if name == "http":
+        return _http(stack)
     url = request.getfixturevalue({"rabbitmq": "amqp_url", "nats": "nats_url",
                                    "redis": "redis_url"}[name])
     return {"rabbitmq": _rabbitmq, "nats": _nats, "redis": _redis}[name](url, stack)

@@ -1,7 +1,8 @@
 """The shared connector tests: what every connector claiming a capability must do.
 
 Each test runs once for every subject (a real system: SQLite, PostgreSQL, MariaDB, CSV,
-JSON Lines and Parquet files, the local org, RabbitMQ, NATS JetStream, Redis) whose
+JSON Lines and Parquet files, the local org through REST and through Bulk 2.0 jobs,
+RabbitMQ, NATS JetStream, Redis, an HTTP receiver) whose
 connector class claims the capability the test is about, and uses the connector's public
 methods only. A new connector joins by adding its subject to conftest.py.
 """
