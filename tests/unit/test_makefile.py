@@ -48,11 +48,10 @@ def test_check_lints_types_and_runs_the_unit_tests_not_marked_slow(tmp_path: Pat
     venv = tmp_path / "venv"
     done = subprocess.run(["make", "-n", "-C", str(ROOT), "check", f"VENV={venv}"],
                           capture_output=True, text=True, check=True)
-    assert [line for line in done.stdout.splitlines() if not line.startswith("make")] == [
-        f"python3 -m venv {venv}",
+    commands = [line for line in done.stdout.splitlines() if line.startswith(f"{venv}/bin/")]
+    assert commands == [
         f"{venv}/bin/pip install --quiet --upgrade pip",
         f"{venv}/bin/pip install --quiet -e '.[dev]'",
-        f"touch {venv}/.installed {venv}/.installed-dev",
         f"{venv}/bin/ruff check src tests bench",
         f"{venv}/bin/mypy",
         f'{venv}/bin/pytest -q -m "not slow" tests/unit',
