@@ -1,4 +1,5 @@
 # The two commands: `make demo` and `make test`. Both create .venv and install into it.
+# `make check` is the fast inner loop: lint, types and the unit tests not marked slow.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -7,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test check lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +41,9 @@ test: $(DEV_STAMP) $(NODE_STAMP)
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
+
+check: lint
+	$(BIN)/pytest -q -m "not slow" tests/unit
 
 bench: $(DEV_STAMP)
 	$(BIN)/python bench/migration.py

@@ -18,3 +18,12 @@ def pg_url() -> str:
     except psycopg.OperationalError as exc:
         pytest.fail(f"PostgreSQL is not reachable for the fault tests: {exc}", pytrace=False)
     return url
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every fault test is slow (it stops, kills or waits out a real process), so `make check`
+    and `pytest -m "not slow"` leave this folder out without each test saying so."""
+    here = os.path.dirname(__file__)
+    for item in items:
+        if str(item.path).startswith(here + os.sep):
+            item.add_marker(pytest.mark.slow)

@@ -331,6 +331,7 @@ def test_post_runs_runs_an_aggregation_on_demand(
     assert (tmp_path / "reports" / "customer-360.parquet").exists()
 
 
+@pytest.mark.slow
 def test_live_answers_past_the_concurrency_bound_are_told_to_retry(tmp_path: Path, erp: str,
                                                                    pg_url: str) -> None:
     schema = erp.rsplit("%3D", 1)[1]

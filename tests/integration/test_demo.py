@@ -7,11 +7,13 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from patchbay.demo.run import ACCOUNTS, CONTACTS, SALESFORCE, run_demo
 
 
+@pytest.mark.slow
 def test_demo_migrates_the_legacy_crm_and_sets_the_dirt_aside(tmp_path: Path) -> None:
     out = io.StringIO()
     assert run_demo(tmp_path, Console(file=out, width=120)) == 0

@@ -521,6 +521,7 @@ class TestMigrationEndToEnd:
         assert scenario.snapshot() == before, "plan wrote to the destination"
         assert scenario.runs_recorded() == runs_before, "plan started a run"
 
+    @pytest.mark.slow
     def test_verify_finds_a_row_edited_by_hand(self, scenario: Scenario, patchbay: Any) -> None:
         db, table = scenario.db, scenario.accounts
         baseline = patchbay(
@@ -605,6 +606,7 @@ class TestMigrationEndToEnd:
         }
         assert "99999" in rejects[303]["reason"]
 
+    @pytest.mark.slow
     def test_runs_and_show_print_the_run(self, scenario: Scenario, patchbay: Any) -> None:
         run_id = scenario.report["run"]
 

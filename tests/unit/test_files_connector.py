@@ -231,6 +231,7 @@ def test_get_matches_keys_as_text_and_skips_broken_rows(tmp_path: Path) -> None:
     assert found == {2: {"name": "Beta", "id": "2"}, "5": {"name": "Apex", "id": "5"}}
 
 
+@pytest.mark.slow
 def test_reading_a_large_csv_keeps_memory_flat(tmp_path: Path) -> None:
     path = tmp_path / "big.csv"
     with path.open("w") as handle:

@@ -42,3 +42,17 @@ def test_after_the_demo_test_adds_the_test_tools_and_after_test_the_demo_install
     (venv / ".installed-dev").touch()
     os.utime(venv / ".installed-dev", (later, later))
     assert planned("demo", venv) == []
+
+
+def test_check_lints_types_and_runs_the_unit_tests_not_marked_slow(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    done = subprocess.run(["make", "-n", "-C", str(ROOT), "check", f"VENV={venv}"],
+                          capture_output=True, text=True, check=True)
+    commands = [line for line in done.stdout.splitlines() if line.startswith(f"{venv}/bin/")]
+    assert commands == [
+        f"{venv}/bin/pip install --quiet --upgrade pip",
+        f"{venv}/bin/pip install --quiet -e '.[dev]'",
+        f"{venv}/bin/ruff check src tests bench",
+        f"{venv}/bin/mypy",
+        f'{venv}/bin/pytest -q -m "not slow" tests/unit',
+    ]

@@ -353,6 +353,7 @@ def test_csv_text_is_the_csv_file(tmp_path: Path) -> None:
     assert csv_text(sample()).encode("utf-8") == write_report(sample(), tmp_path / "r.csv").read_bytes()
 
 
+@pytest.mark.slow
 def test_streamed_pieces_are_the_report_files_in_batches(tmp_path: Path) -> None:
     table = pa.concat_tables([sample()] * 3000)  # more rows than one batch
     csv_pieces, json_pieces = list(csv_chunks(table)), list(json_chunks(table))
@@ -446,6 +447,7 @@ def test_a_large_csv_keeps_memory_flat(tmp_path: Path) -> None:
                     dt.datetime.fromtimestamp(299_999_000, dt.UTC).isoformat()]
 
 
+@pytest.mark.slow
 def test_a_large_xlsx(tmp_path: Path) -> None:
     path = write_report(large(300_000).select(["id", "amount"]), tmp_path / "r.xlsx")
     with zipfile.ZipFile(path) as archive:

@@ -504,7 +504,7 @@ class SalesforceConnector(Connector):
                 results += self._collection(object, payload[start:start + COLLECTION_SIZE],
                                             operation, key)
         for index, result in zip(todo, results, strict=True):
-            outcomes[index] = _outcome(records[index].get(key), result, operation)
+            outcomes[index] = _outcome(records[index].get(key), result, operation, key)
         return completed(records, key, outcomes)
 
     def _skip_unchanged(self, object: str, records: Sequence[Record], todo: list[int], key: str,
@@ -580,9 +580,7 @@ class SalesforceConnector(Connector):
                     result = {"success": True, "id": row.get("sf__Id"),
                               "created": row.get("sf__Created") == "true"}
                 else:
-                    code, _, message = (row.get("sf__Error") or "UNPROCESSED:not processed").partition(":")
-                    result = {"success": False, "errors": [{"statusCode": code,
-                                                            "message": message.rstrip(" -:")}]}
+                    result = {"success": False, "errors": [_bulk_error(row.get("sf__Error"))]}
                 by_row[identity] = result
         missing = {"success": False, "errors": [{"statusCode": "UNKNOWN_EXCEPTION",
                                                  "message": "no result for this row"}]}
@@ -617,7 +615,19 @@ def _csv_value(value: Any) -> str:
     return str(value)
 
 
-def _outcome(key: KeyValue, result: Mapping[str, Any], operation: Operation) -> Outcome:
+def _bulk_error(text: str | None) -> dict[str, Any]:
+    """An sf__Error cell (`CODE:message:Field1 Field2 --`, or `CODE:message:--` without
+    fields) as the error of a REST result."""
+    code, _, rest = (text or "UNPROCESSED:not processed").partition(":")
+    fields: list[str] = []
+    if rest.endswith("--"):
+        rest, _, names = rest[:-2].rstrip().rpartition(":")
+        fields = names.split()
+    return {"statusCode": code, "message": rest.rstrip(" -:"), "fields": fields}
+
+
+def _outcome(key: KeyValue, result: Mapping[str, Any], operation: Operation,
+             key_field: str) -> Outcome:
     if result.get("success"):
         if operation is Operation.DELETE:
             status = Status.DELETED
@@ -631,6 +641,9 @@ def _outcome(key: KeyValue, result: Mapping[str, Any], operation: Operation) -> 
     status = Status.FAILED if code in RETRIABLE_CODES else Status.REJECTED
     fields = error.get("fields") or []
     reason = error.get("message", code) + (f" ({', '.join(fields)})" if fields else "")
+    if operation is Operation.INSERT and code == "DUPLICATE_VALUE" and key_field in fields:
+        # An insert leaves a record that has the key alone, as every connector's insert does.
+        return Outcome(key, Status.SKIPPED, reason, code)
     return Outcome(key, status, reason, code)
 
 
@@ -707,14 +720,19 @@ def to_soql(scope: BoundScope | None, types: Mapping[str, str]) -> str:
     if isinstance(scope, Group):
         parts = [to_soql(p, types) for p in scope.parts]
         if scope.op == "not":
-            return f"(NOT ({parts[0]}))"
+            return _false_soql(scope.parts[0], types)
         return "(" + f" {scope.op.upper()} ".join(parts) + ")"
     name, op, value = scope.field, scope.op, scope.value
     kind = types.get(name.lower(), "string")
     if op == "is_null":
         return f"{name} = null" if value else f"{name} != null"
     if op in ("in", "not_in"):
-        listed = ", ".join(soql_literal(v, kind) for v in value) or "null"
+        # SOQL's IN (..., null) matches null fields, SQL's never does; its NOT IN with a null
+        # keeps nothing.
+        present = [v for v in value if v is not None]
+        if (op == "not_in" and len(present) < len(value)) or (op == "in" and not present):
+            return _NEVER
+        listed = ", ".join(soql_literal(v, kind) for v in present) or "null"
         return f"{name} IN ({listed})" if op == "in" else \
             f"({name} NOT IN ({listed}) AND {name} != null)"
     if op in ("like", "not_like"):
@@ -724,6 +742,38 @@ def to_soql(scope: BoundScope | None, types: Mapping[str, str]) -> str:
         return f"{name} {'=' if op == 'eq' else '!='} null"
     condition = f"{name} {_COMPARE[op]} {soql_literal(value, kind)}"
     return f"({condition} AND {name} != null)" if op == "ne" else condition
+
+
+_NEVER = "Id = null"  # no record matches: every record has an Id
+_NEGATED = {"eq": "!=", "ne": "=", "gt": "<=", "gte": "<", "lt": ">=", "lte": ">"}
+
+
+def _false_soql(scope: BoundScope, types: Mapping[str, str]) -> str:
+    """A SOQL condition matching the records for which `scope` is false, which is what `not`
+    keeps in SQL. SOQL has no unknown, so `NOT (x)` alone would also keep the records where
+    x compares a null field (unknown in SQL); each comparison is negated here instead."""
+    if isinstance(scope, Group):
+        if scope.op == "not":
+            return to_soql(scope.parts[0], types)
+        parts = [_false_soql(p, types) for p in scope.parts]
+        return "(" + f" {'OR' if scope.op == 'and' else 'AND'} ".join(parts) + ")"
+    name, op, value = scope.field, scope.op, scope.value
+    kind = types.get(name.lower(), "string")
+    if op == "is_null":
+        return to_soql(Condition(name, op, not value), types)
+    if op in ("in", "not_in"):
+        listed = [v for v in value if v is not None]
+        if (op == "in" and len(listed) < len(value)) or (op == "not_in" and not listed):
+            return _NEVER  # `in` a list holding null is never false, nor `not_in` only nulls
+        return to_soql(Condition(name, "not_in" if op == "in" else "in", listed), types)
+    if op in ("like", "not_like"):
+        return to_soql(Condition(name, "not_like" if op == "like" else "like", value), types)
+    if value is None:
+        if op not in ("eq", "ne"):
+            return _NEVER  # compared with null: unknown, never false
+        return f"{name} {'!=' if op == 'eq' else '='} null"
+    condition = f"{name} {_NEGATED[op]} {soql_literal(value, kind)}"
+    return f"({condition} AND {name} != null)" if op == "eq" else condition
 
 
 def soql_literal(value: Any, kind: str) -> str:

@@ -4,7 +4,8 @@
 system's own naming, ``accounts`` and ``contacts`` (schema in ``_SCHEMA``). The
 data looks real: company names are built from per-country word lists, person
 names come from several cultures, cities and phone area codes match the
-country, and the timestamps run from 2015 to 2024. Everything comes from one
+country, and the timestamps run from 2015 to 2024 (the word lists and other
+tables are in ``legacy_crm_data``). Everything comes from one
 ``random.Random(seed)`` and nothing reads the clock, so the same arguments give
 a byte-identical file.
 
@@ -95,7 +96,19 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
-from typing import NamedTuple
+
+from patchbay.demo.legacy_crm_data import (
+    COUNTRIES,
+    CULTURES,
+    FOLD,
+    LANGUAGES,
+    NAME_NOTES,
+    SLUG_STOPWORDS,
+    UNKNOWN_INDUSTRY,
+    WEBSITE_PREFIXES,
+    Country,
+    Culture,
+)
 
 __all__ = [
     "ACCOUNT_DIRT_BP",
@@ -191,522 +204,9 @@ class LegacyCrmSummary:
     dirty_kinds: Mapping[str, int] = field(hash=False)
 
 
-# --------------------------------------------------------------------------
-# Reference data
-# --------------------------------------------------------------------------
-
-
-# The word lists below are kept hand-wrapped so they stay readable as tables.
-# fmt: off
-
-
-class _Culture(NamedTuple):
-    first: tuple[str, ...]
-    last: tuple[str, ...]
-
-
-_CULTURES: Mapping[str, _Culture] = {
-    "german": _Culture(
-        first=(
-            "Anna", "Lena", "Julia", "Katharina", "Sabine", "Petra", "Claudia",
-            "Monika", "Laura", "Sophie", "Birgit", "Heike", "Ute", "Jürgen",
-            "Thomas", "Michael", "Stefan", "Andreas", "Markus", "Jan", "Lukas",
-            "Felix", "Matthias", "Klaus", "Tobias", "Sebastian", "Christian",
-            "Uwe", "Jörg", "Björn",
-        ),
-        last=(
-            "Müller", "Schmidt", "Schneider", "Fischer", "Weber", "Meyer",
-            "Wagner", "Becker", "Schulz", "Hoffmann", "Hartmann", "Koch",
-            "Richter", "Klein", "Wolf", "Schröder", "Neumann", "Schwarz",
-            "Zimmermann", "Braun", "Krüger", "Lange", "Werner", "Krause",
-            "Lehmann", "Köhler", "Maier", "Huber", "Weiß", "Gruber", "Brunner",
-            "Steiner", "Moser", "Keller", "Baumann", "Vogel", "Frank", "Berger",
-        ),
-    ),
-    "english": _Culture(
-        first=(
-            "James", "John", "Robert", "Michael", "William", "David", "Mary",
-            "Patricia", "Jennifer", "Linda", "Elizabeth", "Sarah", "Emily",
-            "Jessica", "Daniel", "Matthew", "Christopher", "Olivia", "Emma",
-            "Oliver", "Harry", "George", "Amelia", "Charlotte", "Jack", "Megan",
-            "Ryan", "Tyler", "Rachel", "Kevin",
-        ),
-        last=(
-            "Smith", "Johnson", "Williams", "Brown", "Jones", "Miller", "Davis",
-            "Wilson", "Anderson", "Taylor", "Thomas", "Moore", "Jackson",
-            "Martin", "Thompson", "White", "Harris", "Clark", "Lewis", "Walker",
-            "Hall", "Young", "Evans", "Roberts", "Wright", "Hughes", "O'Brien",
-            "McDonald", "Campbell", "Murphy", "Reed", "Bennett",
-        ),
-    ),
-    "french": _Culture(
-        first=(
-            "Jean", "Pierre", "Michel", "Philippe", "Nicolas", "François",
-            "Julien", "Antoine", "Camille", "Marie", "Nathalie", "Isabelle",
-            "Sophie", "Élodie", "Céline", "Chloé", "Léa", "Manon", "Hélène",
-            "Stéphane", "Sébastien", "Thierry", "Aurélie", "Mathieu", "Benoît",
-        ),
-        last=(
-            "Martin", "Bernard", "Dubois", "Thomas", "Robert", "Richard",
-            "Petit", "Durand", "Leroy", "Moreau", "Simon", "Laurent", "Lefèvre",
-            "Michel", "Garcia", "Bertrand", "Roux", "Vincent", "Fournier",
-            "Morel", "Girard", "André", "Mercier", "Dupont", "Lambert",
-            "Bonnet", "Faure", "Rousseau", "Chevalier", "Gauthier",
-        ),
-    ),
-    "dutch": _Culture(
-        first=(
-            "Daan", "Sem", "Lucas", "Levi", "Bram", "Jeroen", "Pieter", "Sander",
-            "Joost", "Maarten", "Sanne", "Fleur", "Anouk", "Lotte", "Femke",
-            "Eva", "Iris", "Marieke", "Ingrid", "Willem", "Hendrik", "Roel",
-            "Thijs", "Noor", "Esther",
-        ),
-        last=(
-            "de Jong", "Jansen", "de Vries", "van den Berg", "van Dijk",
-            "Bakker", "Janssen", "Visser", "Smit", "Meijer", "de Boer",
-            "Mulder", "de Groot", "Bos", "Vos", "Peters", "Hendriks",
-            "van Leeuwen", "Dekker", "Brouwer", "de Wit", "Dijkstra", "Smits",
-            "de Graaf", "van der Meer",
-        ),
-    ),
-    "turkish": _Culture(
-        first=(
-            "Mehmet", "Ahmet", "Mustafa", "Ali", "Emre", "Can", "Burak", "Ayşe",
-            "Fatma", "Elif", "Zeynep", "Merve", "Özlem", "Deniz", "Selin",
-        ),
-        last=(
-            # Turkish dotless i is intended, not a look-alike typo.
-            "Yılmaz", "Kaya", "Demir", "Şahin", "Çelik", "Yıldız", "Aydın",  # noqa: RUF001
-            "Öztürk", "Arslan", "Doğan", "Koç", "Kurt",
-        ),
-    ),
-    "polish": _Culture(
-        first=(
-            "Piotr", "Krzysztof", "Tomasz", "Paweł", "Marek", "Agnieszka",
-            "Katarzyna", "Małgorzata", "Anna", "Magdalena",
-        ),
-        last=(
-            "Nowak", "Kowalski", "Wiśniewski", "Wójcik", "Kowalczyk",
-            "Kamiński", "Lewandowski", "Zieliński", "Szymański", "Woźniak",
-        ),
-    ),
-    "italian": _Culture(
-        first=(
-            "Marco", "Giuseppe", "Luca", "Alessandro", "Francesca", "Giulia",
-            "Chiara", "Matteo", "Valentina", "Davide",
-        ),
-        last=(
-            "Rossi", "Russo", "Ferrari", "Esposito", "Bianchi", "Romano",
-            "Colombo", "Ricci", "Marino", "Greco",
-        ),
-    ),
-    "spanish": _Culture(
-        first=(
-            "Carlos", "José", "Javier", "Lucía", "María", "Carmen", "Diego",
-            "Sofía", "Alejandro", "Isabel",
-        ),
-        last=(
-            "García", "Fernández", "González", "Rodríguez", "López", "Martínez",
-            "Sánchez", "Pérez", "Gómez", "Díaz",
-        ),
-    ),
-    "south_asian": _Culture(
-        first=(
-            "Priya", "Rahul", "Amit", "Anjali", "Vikram", "Deepak", "Sunita",
-            "Arjun", "Neha", "Rohan",
-        ),
-        last=(
-            "Sharma", "Patel", "Singh", "Gupta", "Kumar", "Reddy", "Iyer",
-            "Nair", "Mehta", "Desai",
-        ),
-    ),
-    "chinese": _Culture(
-        first=("Wei", "Jing", "Li Na", "Hao", "Xiu Ying", "Jun", "Mei", "Yan"),
-        last=("Wang", "Li", "Zhang", "Liu", "Chen", "Yang", "Huang", "Zhao"),
-    ),
-    "japanese": _Culture(
-        first=("Hiroshi", "Yuki", "Kenji", "Akiko", "Takeshi", "Naomi", "Haruto"),
-        last=("Tanaka", "Suzuki", "Sato", "Takahashi", "Watanabe", "Ito"),
-    ),
-}
-
-
-class _Language(NamedTuple):
-    culture: str
-    private_templates: tuple[str, ...]
-    edu_templates: tuple[str, ...]
-    gov_templates: tuple[str, ...]
-    coined: tuple[str, ...]
-    departments: tuple[str, ...]
-    sectors: Mapping[str, tuple[str, ...]]
-    titles: tuple[str, ...]
-
-
-# Template fields: {s}/{s2} surnames, {c} coined brand, {w} sector word,
-# {x} legal form, {city}, {d} public-sector department.
-_LANGUAGES: Mapping[str, _Language] = {
-    "de": _Language(
-        culture="german",
-        private_templates=(
-            "{s} {w} {x}", "{s} {w} {x}", "{s} & {s2} {x}", "{c} {w} {x}",
-            "{c}-{w} {x}", "{s} {w}",
-        ),
-        edu_templates=(
-            "Volkshochschule {city}", "Hochschule {c}", "{s} Akademie {x}",
-            "Sprachschule {c}", "Bildungszentrum {c} {x}",
-        ),
-        gov_templates=(
-            "Stadt {city} - Referat für {d}", "Amt für {d} {city}",
-            "Stadtwerke {city}", "Landkreis {c} - Fachbereich {d}",
-        ),
-        coined=(
-            "Nordwind", "Rheintal", "Alpenblick", "Isartal", "Elbtal",
-            "Schwarzwald", "Bergland", "Sonnenhof", "Lindenhof", "Adler",
-            "Falkenstein", "Weitblick", "Lichtblick", "Mainau", "Taunus",
-        ),
-        departments=(
-            "Stadtentwicklung", "Umwelt", "Digitalisierung", "Schule und Bildung",
-            "Verkehr", "Soziales", "Bauwesen", "Finanzen",
-        ),
-        sectors={
-            "MFG": (
-                "Maschinenbau", "Metallverarbeitung", "Kunststofftechnik",
-                "Antriebstechnik", "Präzisionsteile", "Anlagenbau",
-            ),
-            "FIN": (
-                "Finanzberatung", "Vermögensverwaltung", "Versicherungsmakler",
-                "Treuhand", "Kapitalpartner",
-            ),
-            "HLT": (
-                "Medizintechnik", "Pflegedienst", "Praxisbedarf",
-                "Labordiagnostik", "Orthopädietechnik",
-            ),
-            "RET": (
-                "Logistik", "Handel", "Versandhandel", "Einzelhandel",
-                "Großhandel", "Baumarkt",
-            ),
-            "TEC": (
-                "Software", "IT-Systeme", "Datentechnik", "Digital",
-                "Netzwerktechnik", "Informatik",
-            ),
-        },
-        titles=(
-            "Geschäftsführung", "Leitung Einkauf", "IT-Leitung", "Vertriebsleitung",
-            "Projektleitung", "Sachbearbeitung Buchhaltung", "Prokurist",
-            "Assistenz der Geschäftsführung", "Teamleitung Logistik",
-            "Personalreferentin", "Controller", "Leitung Marketing",
-        ),
-    ),
-    "en": _Language(
-        culture="english",
-        private_templates=(
-            "{c} {w} {x}", "{c} {w} {x}", "{s} {w} {x}", "{s} & {s2} {x}",
-            "{c} {w}", "{s} {w} Group",
-        ),
-        edu_templates=(
-            "{city} Community College", "{c} Academy", "{s} Learning Center",
-            "{c} School of Business", "{city} Institute of Technology",
-        ),
-        gov_templates=(
-            "City of {city} - {d}", "{city} County {d}",
-            "Department of {d}, {city}",
-        ),
-        coined=(
-            "Blue Ridge", "Silver Creek", "Red Oak", "Granite Peak", "Lakeside",
-            "Pioneer", "Summit", "Evergreen", "Iron Bridge", "Northstar",
-            "Cedar Point", "Harborview", "Keystone", "Bright Path", "Clearwater",
-            "Oakfield", "Redwood", "Stonegate", "Riverbend", "Highland",
-        ),
-        departments=(
-            "Public Works", "Parks and Recreation", "IT Services", "Procurement",
-            "Transportation", "Housing", "Finance", "Education",
-        ),
-        sectors={
-            "MFG": (
-                "Manufacturing", "Industries", "Precision Tools", "Fabrication",
-                "Components", "Machine Works",
-            ),
-            "FIN": (
-                "Capital", "Financial", "Partners", "Wealth Management",
-                "Insurance Brokers", "Advisors",
-            ),
-            "HLT": (
-                "Health", "Medical Devices", "Care Services", "Diagnostics",
-                "Pharma", "Clinics",
-            ),
-            "RET": ("Retail", "Stores", "Trading", "Outfitters", "Supply", "Logistics"),
-            "TEC": ("Analytics", "Software", "Systems", "Labs", "Networks", "Data"),
-        },
-        titles=(
-            "CEO", "CFO", "CTO", "Head of Procurement", "Purchasing Manager",
-            "IT Manager", "Sales Director", "Office Manager", "Operations Manager",
-            "Account Executive", "Software Engineer", "Project Manager",
-            "HR Business Partner", "Marketing Manager", "Controller",
-            "Executive Assistant",
-        ),
-    ),
-    "fr": _Language(
-        culture="french",
-        private_templates=(
-            "{s} {w} {x}", "{s} {w} {x}", "Groupe {s}", "{c} {w} {x}",
-            "Établissements {s}", "{s} & {s2} {x}",
-        ),
-        edu_templates=(
-            "Lycée {s}", "École {c}", "Institut {c} de Formation",
-            "Université de {city}",
-        ),
-        gov_templates=("Mairie de {city} - {d}", "Communauté de communes {c} - {d}"),
-        coined=(
-            "Horizon", "Belle Rive", "Mont Blanc", "Atlantique", "Lumière",
-            "Les Tilleuls", "Beauséjour", "Val de Loire", "Provence", "Azur",
-        ),
-        departments=(
-            "Urbanisme", "Voirie", "Services Numériques", "Affaires Scolaires",
-            "Environnement", "Finances",
-        ),
-        sectors={
-            "MFG": ("Mécanique", "Industrie", "Usinage", "Métallurgie"),
-            "FIN": ("Finance", "Conseil Patrimonial", "Assurances", "Gestion"),
-            "HLT": ("Santé", "Médical", "Pharma", "Soins"),
-            "RET": ("Distribution", "Commerce", "Négoce", "Logistique"),
-            "TEC": ("Informatique", "Logiciels", "Numérique", "Data"),
-        },
-        titles=(
-            "Directeur général", "Responsable achats", "DSI", "Chef de projet",
-            "Responsable commercial", "Comptable", "Assistante de direction",
-            "Responsable RH", "Responsable logistique",
-        ),
-    ),
-    "nl": _Language(
-        culture="dutch",
-        private_templates=(
-            "{s} {w} {x}", "{s} {w} {x}", "{c} {w} {x}", "{s} & {s2} {x}",
-            "{c} {w}",
-        ),
-        edu_templates=("ROC {city}", "Hogeschool {c}", "{c} Academie", "Taleninstituut {c}"),
-        gov_templates=("Gemeente {city} - {d}", "Waterschap {c} - {d}"),
-        coined=(
-            "Noordzee", "Polderland", "Zuiderzee", "Oranje", "Tulp", "Molenwaard",
-            "Duinzicht", "Rijnmond", "Waterland", "Zonnehof",
-        ),
-        departments=(
-            "Ruimtelijke Ordening", "Openbare Werken", "ICT", "Onderwijs",
-            "Milieu", "Financiën",
-        ),
-        sectors={
-            "MFG": ("Machinebouw", "Techniek", "Metaalbewerking"),
-            "FIN": ("Financieel Advies", "Verzekeringen", "Vermogensbeheer"),
-            "HLT": ("Zorg", "Medische Techniek", "Thuiszorg"),
-            "RET": ("Handel", "Groothandel", "Winkels", "Logistiek"),
-            "TEC": ("Software", "ICT", "Data", "Automatisering"),
-        },
-        titles=(
-            "Directeur", "Inkoper", "IT-manager", "Projectleider",
-            "Accountmanager", "Office manager", "Controller", "HR-adviseur",
-        ),
-    ),
-}
-
-
-class _Country(NamedTuple):
-    weight: int
-    language: str
-    cultures: tuple[tuple[str, int], ...]
-    cities: tuple[tuple[str, str], ...]  # (city, dialling area code)
-    dial: str
-    landline_groups: tuple[int, ...]
-    mobile_prefixes: tuple[str, ...]
-    mobile_groups: tuple[int, ...]
-    tld: str
-    legal_forms: tuple[str, ...]
-    dirty_names: tuple[str, ...]
-
-
-_COUNTRIES: Mapping[str, _Country] = {
-    "DE": _Country(
-        weight=35,
-        language="de",
-        cultures=(
-            ("german", 75), ("turkish", 8), ("polish", 6), ("italian", 3),
-            ("english", 3), ("spanish", 2), ("south_asian", 2), ("chinese", 1),
-        ),
-        cities=(
-            ("Berlin", "30"), ("Hamburg", "40"), ("München", "89"), ("Köln", "221"),
-            ("Frankfurt am Main", "69"), ("Stuttgart", "711"), ("Düsseldorf", "211"),
-            ("Leipzig", "341"), ("Dresden", "351"), ("Nürnberg", "911"),
-            ("Hannover", "511"), ("Bremen", "421"), ("Essen", "201"),
-            ("Dortmund", "231"), ("Freiburg im Breisgau", "761"), ("Münster", "251"),
-        ),
-        dial="+49",
-        landline_groups=(7,),
-        mobile_prefixes=("151", "160", "170", "171", "176"),
-        mobile_groups=(8,),
-        tld="de",
-        legal_forms=("GmbH", "GmbH", "GmbH", "GmbH & Co. KG", "AG", "KG", "e.K."),
-        dirty_names=("Germany", "Deutschland", "de", "GER", "D"),
-    ),
-    "US": _Country(
-        weight=18,
-        language="en",
-        cultures=(
-            ("english", 65), ("spanish", 12), ("south_asian", 8), ("chinese", 6),
-            ("italian", 4), ("german", 3), ("japanese", 2),
-        ),
-        cities=(
-            ("New York", "212"), ("Chicago", "312"), ("Austin", "512"),
-            ("Seattle", "206"), ("Boston", "617"), ("Denver", "303"),
-            ("Atlanta", "404"), ("San Francisco", "415"), ("Minneapolis", "612"),
-            ("Raleigh", "919"), ("Phoenix", "602"), ("Portland", "503"),
-        ),
-        dial="+1",
-        landline_groups=(3, 4),
-        mobile_prefixes=("212", "312", "415", "646", "917"),
-        mobile_groups=(3, 4),
-        tld="com",
-        legal_forms=("Inc.", "Inc.", "LLC", "LLC", "Corp."),
-        dirty_names=("USA", "United States", "us", "U.S."),
-    ),
-    "GB": _Country(
-        weight=10,
-        language="en",
-        cultures=(
-            ("english", 75), ("south_asian", 12), ("polish", 5), ("french", 3),
-            ("italian", 3), ("chinese", 2),
-        ),
-        cities=(
-            ("London", "20"), ("Manchester", "161"), ("Birmingham", "121"),
-            ("Leeds", "113"), ("Bristol", "117"), ("Edinburgh", "131"),
-            ("Glasgow", "141"), ("Nottingham", "115"), ("Cambridge", "1223"),
-        ),
-        dial="+44",
-        landline_groups=(4, 4),
-        mobile_prefixes=("7700", "7911", "7400", "7500"),
-        mobile_groups=(6,),
-        tld="co.uk",
-        legal_forms=("Ltd", "Ltd", "Ltd", "plc", "LLP"),
-        dirty_names=("UK", "United Kingdom", "England", "gb"),
-    ),
-    "FR": _Country(
-        weight=10,
-        language="fr",
-        cultures=(
-            ("french", 80), ("spanish", 5), ("italian", 5), ("english", 3),
-            ("turkish", 3), ("chinese", 2), ("german", 2),
-        ),
-        cities=(
-            ("Paris", "1"), ("Lyon", "4"), ("Marseille", "4"), ("Toulouse", "5"),
-            ("Bordeaux", "5"), ("Lille", "3"), ("Nantes", "2"), ("Strasbourg", "3"),
-            ("Rennes", "2"), ("Nice", "4"),
-        ),
-        dial="+33",
-        landline_groups=(2, 2, 2, 2),
-        mobile_prefixes=("6", "7"),
-        mobile_groups=(2, 2, 2, 2),
-        tld="fr",
-        legal_forms=("SARL", "SAS", "SAS", "SA"),
-        dirty_names=("France", "fr", "FRA"),
-    ),
-    "AT": _Country(
-        weight=8,
-        language="de",
-        cultures=(
-            ("german", 80), ("turkish", 6), ("polish", 5), ("italian", 4),
-            ("english", 3), ("spanish", 2),
-        ),
-        cities=(
-            ("Wien", "1"), ("Graz", "316"), ("Linz", "732"), ("Salzburg", "662"),
-            ("Innsbruck", "512"), ("Klagenfurt", "463"),
-        ),
-        dial="+43",
-        landline_groups=(6,),
-        mobile_prefixes=("664", "650", "676", "699"),
-        mobile_groups=(7,),
-        tld="at",
-        legal_forms=("GmbH", "GmbH", "GmbH", "AG", "OG", "KG"),
-        dirty_names=("Austria", "Österreich", "at", "AUT"),
-    ),
-    "CH": _Country(
-        weight=8,
-        language="de",
-        cultures=(
-            ("german", 60), ("french", 15), ("italian", 15), ("english", 5),
-            ("turkish", 3), ("south_asian", 2),
-        ),
-        cities=(
-            ("Zürich", "44"), ("Basel", "61"), ("Bern", "31"), ("Luzern", "41"),
-            ("St. Gallen", "71"), ("Winterthur", "52"), ("Zug", "41"),
-        ),
-        dial="+41",
-        landline_groups=(3, 2, 2),
-        mobile_prefixes=("79", "78", "76", "77"),
-        mobile_groups=(3, 2, 2),
-        tld="ch",
-        legal_forms=("AG", "AG", "AG", "GmbH", "GmbH"),
-        dirty_names=("Switzerland", "Schweiz", "CHE", "ch"),
-    ),
-    "NL": _Country(
-        weight=11,
-        language="nl",
-        cultures=(
-            ("dutch", 75), ("turkish", 8), ("english", 5), ("german", 5),
-            ("south_asian", 4), ("chinese", 3),
-        ),
-        cities=(
-            ("Amsterdam", "20"), ("Rotterdam", "10"), ("Den Haag", "70"),
-            ("Utrecht", "30"), ("Eindhoven", "40"), ("Groningen", "50"),
-            ("Haarlem", "23"), ("Tilburg", "13"),
-        ),
-        dial="+31",
-        landline_groups=(7,),
-        mobile_prefixes=("6",),
-        mobile_groups=(8,),
-        tld="nl",
-        legal_forms=("B.V.", "B.V.", "B.V.", "N.V."),
-        dirty_names=("Netherlands", "Holland", "Nederland", "nl"),
-    ),
-}
-
 _INDUSTRY_WEIGHTS: tuple[int, ...] = (8, 6, 22, 14, 12, 16, 22)  # order of INDUSTRY_CODES
 _STATUS: tuple[str, ...] = ("active", "inactive", "prospect")
 _STATUS_WEIGHTS: tuple[int, ...] = (60, 15, 25)
-_UNKNOWN_INDUSTRY: tuple[str, ...] = ("XXX", "N/A", "???", "99", "OTH", "-")
-
-# Free-text notes are what overflowing company names look like in real
-# legacy exports: account managers used the name field as a memo.
-_NAME_NOTES: tuple[str, ...] = (
-    "Ansprechpartner wechselt ab Q3, bitte Rechnungen nur an die Zentrale senden.",
-    "ACHTUNG: Doppelter Datensatz? Mit Vertrieb Nord klären, bevor Angebote rausgehen.",
-    "Rahmenvertrag läuft bis Ende des Jahres, Verlängerung wird gerade verhandelt.",
-    "Do not call before 10am, the switchboard is only staffed in the afternoons.",
-    "Billing address differs from shipping address, see the old Excel list on the share.",
-    "Key account since the 2016 trade fair; CEO knows our MD personally.",
-    "Ne pas relancer avant la fin du trimestre, budget gelé.",
-    "Merged with subsidiary in 2019, old customer number still used by accounting.",
-    "Payment terms 60 days net, approved by finance as an exception.",
-)
-
-# German-style transliteration (ü -> ue) rather than dropping accents, because
-# that is how German-speaking companies spell these names in e-mail addresses.
-# Applied after lower(), so only lower-case letters need an entry.
-_FOLD = str.maketrans(
-    {
-        "ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss", "é": "e", "è": "e",
-        "ê": "e", "ë": "e", "à": "a", "â": "a", "ç": "c", "î": "i", "ï": "i",
-        "ô": "o", "û": "u", "ù": "u", "ÿ": "y", "ł": "l", "ś": "s", "ż": "z",
-        "ź": "z", "ó": "o", "ń": "n", "ą": "a", "ę": "e", "ć": "c", "ş": "s",
-        "ğ": "g", "ı": "i", "á": "a", "í": "i", "ú": "u", "ñ": "n",  # noqa: RUF001
-    }
-)
-_SLUG_STOPWORDS = frozenset(
-    {
-        "gmbh", "ag", "kg", "co", "ek", "inc", "llc", "corp", "ltd", "plc",
-        "llp", "sarl", "sas", "sa", "bv", "nv", "og", "fuer", "und", "of",
-        "the", "de", "du", "des", "la", "le", "les", "van", "der", "den",
-        "groupe", "group", "city", "stadt", "department",
-    }
-)
-# fmt: on
-_WEBSITE_PREFIXES: tuple[str, ...] = ("https://www.",) * 7 + ("www.",) * 2 + ("http://www.",)
 
 
 # --------------------------------------------------------------------------
@@ -722,7 +222,7 @@ def _planned(rows: int, basis_points: int) -> int:
 def _fold(text: str) -> str:
     # NFKD catches any accented letter the table misses, so a name added to
     # the word lists later cannot silently lose letters.
-    decomposed = unicodedata.normalize("NFKD", text.lower().translate(_FOLD))
+    decomposed = unicodedata.normalize("NFKD", text.lower().translate(FOLD))
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
 
@@ -733,7 +233,7 @@ def _ascii_token(text: str) -> str:
 def _slug(name: str) -> str:
     folded = _fold(name)
     words = "".join(ch if ch.isascii() and ch.isalnum() else " " for ch in folded).split()
-    kept = [w for w in words if w not in _SLUG_STOPWORDS] or words or ["company"]
+    kept = [w for w in words if w not in SLUG_STOPWORDS] or words or ["company"]
     return "-".join(kept[:2])
 
 
@@ -755,19 +255,19 @@ def _digit_groups(rng: random.Random, groups: Sequence[int]) -> str:
     return " ".join(parts)
 
 
-def _landline(rng: random.Random, country: _Country, area: str) -> str:
+def _landline(rng: random.Random, country: Country, area: str) -> str:
     return f"{country.dial} {area} {_digit_groups(rng, country.landline_groups)}"
 
 
-def _mobile(rng: random.Random, country: _Country) -> str:
+def _mobile(rng: random.Random, country: Country) -> str:
     prefix = rng.choice(country.mobile_prefixes)
     return f"{country.dial} {prefix} {_digit_groups(rng, country.mobile_groups)}"
 
 
-def _weighted_culture(rng: random.Random, country: _Country) -> _Culture:
+def _weighted_culture(rng: random.Random, country: Country) -> Culture:
     names = [name for name, _ in country.cultures]
     weights = [weight for _, weight in country.cultures]
-    return _CULTURES[rng.choices(names, weights=weights)[0]]
+    return CULTURES[rng.choices(names, weights=weights)[0]]
 
 
 # --------------------------------------------------------------------------
@@ -794,15 +294,15 @@ class _Account:
     website: str | None
 
 
-def _company_name(rng: random.Random, country: _Country, industry: str, city: str) -> str:
-    language = _LANGUAGES[country.language]
+def _company_name(rng: random.Random, country: Country, industry: str, city: str) -> str:
+    language = LANGUAGES[country.language]
     if industry == "EDU":
         templates = language.edu_templates
     elif industry == "GOV":
         templates = language.gov_templates
     else:
         templates = language.private_templates
-    surnames = _CULTURES[language.culture].last
+    surnames = CULTURES[language.culture].last
     surname = rng.choice(surnames)
     partner = rng.choice(surnames)
     while partner == surname:
@@ -819,7 +319,7 @@ def _company_name(rng: random.Random, country: _Country, industry: str, city: st
 
 
 def _unique_company_name(
-    rng: random.Random, country: _Country, industry: str, city: str, taken: set[str]
+    rng: random.Random, country: Country, industry: str, city: str, taken: set[str]
 ) -> str:
     name = ""
     for _ in range(40):
@@ -836,8 +336,8 @@ def _unique_company_name(
 
 def _make_accounts(rng: random.Random, count: int) -> tuple[list[_Account], list[int]]:
     """Clean accounts in id order, plus the ids skipped by the sequence (deleted accounts)."""
-    country_codes = list(_COUNTRIES)
-    country_weights = [c.weight for c in _COUNTRIES.values()]
+    country_codes = list(COUNTRIES)
+    country_weights = [c.weight for c in COUNTRIES.values()]
     created = sorted(rng.randrange(_SPAN_SECONDS) for _ in range(count))
     taken: set[str] = set()
     accounts: list[_Account] = []
@@ -849,7 +349,7 @@ def _make_accounts(rng: random.Random, count: int) -> tuple[list[_Account], list
             gaps.extend(range(next_id, next_id + skipped))
             next_id += skipped
         code = rng.choices(country_codes, weights=country_weights)[0]
-        country = _COUNTRIES[code]
+        country = COUNTRIES[code]
         city, area = rng.choice(country.cities)
         industry = rng.choices(INDUSTRY_CODES, weights=_INDUSTRY_WEIGHTS)[0]
         employees = max(1, int(10 ** rng.uniform(0.3, 4.7)))
@@ -861,7 +361,7 @@ def _make_accounts(rng: random.Random, count: int) -> tuple[list[_Account], list
         if not null_revenue:
             revenue = float(round(employees * rng.uniform(60_000, 300_000), -3))
         domain = f"{_slug(name)}.{country.tld}"
-        website = None if rng.random() < 0.12 else rng.choice(_WEBSITE_PREFIXES) + domain
+        website = None if rng.random() < 0.12 else rng.choice(WEBSITE_PREFIXES) + domain
         phone = None if rng.random() < 0.03 else _landline(rng, country, area)
         updated_at = created_at if rng.random() < 0.2 else _later(rng, created_at)
         accounts.append(
@@ -890,7 +390,7 @@ def _make_accounts(rng: random.Random, count: int) -> tuple[list[_Account], list
 def _too_long_name(rng: random.Random, name: str) -> str:
     target = rng.randint(256, 400)
     text = name
-    for note in rng.sample(_NAME_NOTES, len(_NAME_NOTES)):
+    for note in rng.sample(NAME_NOTES, len(NAME_NOTES)):
         if len(text) > target:
             break
         text += " - " + note
@@ -934,9 +434,9 @@ def _account_rows(
         elif kind == "industry_code_unnormalized":
             industry = _dirty_industry(rng, industry)
         elif kind == "industry_code_unknown":
-            industry = rng.choice(_UNKNOWN_INDUSTRY)
+            industry = rng.choice(UNKNOWN_INDUSTRY)
         elif kind == "country_not_iso2":
-            country = rng.choice(_COUNTRIES[country].dirty_names)
+            country = rng.choice(COUNTRIES[country].dirty_names)
         elif kind == "country_blank":
             country = ""
         elif kind == "employees_not_numeric":
@@ -1015,13 +515,13 @@ def _make_contacts(
         (1.0 + math.log10(a.employees)) * (0.5 if a.status == "prospect" else 1.0) for a in accounts
     ]
     owners = rng.choices(accounts, weights=weights, k=count)
-    other_codes = list(_COUNTRIES)
+    other_codes = list(COUNTRIES)
     contacts: list[_Contact] = []
     for acct in owners:
         code = acct.country_code
         if rng.random() < 0.12:
             code = rng.choice(other_codes)
-        country = _COUNTRIES[code]
+        country = COUNTRIES[code]
         culture = _weighted_culture(rng, country)
         first = rng.choice(culture.first)
         last = rng.choice(culture.last)
@@ -1039,9 +539,9 @@ def _make_contacts(
         if title_roll < 0.08:
             title = None
         elif title_roll < 0.45:
-            title = rng.choice(_LANGUAGES["en"].titles)
+            title = rng.choice(LANGUAGES["en"].titles)
         else:
-            title = rng.choice(_LANGUAGES[country.language].titles)
+            title = rng.choice(LANGUAGES[country.language].titles)
         birthdate = None
         if rng.random() >= 0.35:
             birthdate = date.fromordinal(rng.randint(_BIRTH_FIRST, _BIRTH_LAST)).isoformat()

@@ -199,9 +199,18 @@ def _truth(scope: BoundScope | None) -> Truth:
         options = list(value)
         want = op == "in"
 
+        # A null in the list is never equal to anything: where nothing else matches, the
+        # answer is unknown, so `not_in` with a null keeps nothing, as in SQL.
+        unknown_otherwise = any(_is_null(o) for o in options)
+        listed = [o for o in options if not _is_null(o)]
+
         def member(record: Record) -> bool | None:
             got = record.get(name)
-            return None if _is_null(got) else any(_equal(got, o) for o in options) == want
+            if _is_null(got):
+                return None
+            if any(_equal(got, o) for o in listed):
+                return want
+            return None if unknown_otherwise else not want
         return member
     compare = _SQL_COMPARE[op]
 
