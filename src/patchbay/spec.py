@@ -1209,6 +1209,17 @@ def _check_depth(text: str, where: str) -> None:
             depth -= 1
 
 
+def _key_identity(loader: _Loader, key_node: yaml.ScalarNode) -> Any:
+    """A key as the loader builds it, or its tag and text when that is not hashable (a scalar
+    tagged `!!set` builds a set: the loader itself refuses it as a key later, with a line)."""
+    key = loader.construct_object(key_node)
+    try:
+        hash(key)
+    except TypeError:
+        return (key_node.tag, key_node.value)
+    return key
+
+
 def _duplicate_keys(root: yaml.Node, where: str) -> list[str]:
     """Every key given twice in one mapping (YAML loaders keep the last one silently), and
     every alias that refers to itself or expands the document beyond MAX_VALUES."""
@@ -1229,7 +1240,7 @@ def _duplicate_keys(root: yaml.Node, where: str) -> list[str]:
             for key_node, value_node in node.value:
                 if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
                     # keys as the loader builds them: `yes` and `true`, `1` and `0x1` are one key
-                    seen = first.setdefault(keys.construct_object(key_node), key_node)
+                    seen = first.setdefault(_key_identity(keys, key_node), key_node)
                     if seen is not key_node:
                         problems.append(f"{where}:{key_node.start_mark.line + 1}: "
                                         f"{_dotted((*path, key_node.value))}: given "
