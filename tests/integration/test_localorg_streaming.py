@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from patchbay.connectors.cometd import (
+from patchbay.connectors.salesforce.cometd import (
     CometdClient,
     ReplayIdInvalid,
     SessionExpired,

@@ -11,11 +11,11 @@ import pytest
 
 from patchbay import SpecError, plan_integration, run_integration
 from patchbay.connectors.salesforce import SalesforceConnector, to_soql
-from patchbay.elements.scope import Condition, Group
 from patchbay.errors import RetriableError
 from patchbay.localorg.org import OrgConfig
 from patchbay.localorg.running import LocalOrg
 from patchbay.model import Operation, Status
+from patchbay.scope import Condition, Group
 from patchbay.spec import SystemSpec
 
 SCHEMA = {"fields": {"Account": [{"name": "Legacy_Id__c", "type": "string", "length": 40,

@@ -15,9 +15,9 @@ import pytest
 import sqlalchemy as sa
 
 from patchbay.connectors.sql import SqlConnector
-from patchbay.elements.scope import bind, to_predicate
 from patchbay.errors import ConnectionFailed
 from patchbay.model import FieldType, Operation, Status
+from patchbay.scope import bind, to_predicate
 from patchbay.spec import Scope, SystemSpec
 
 

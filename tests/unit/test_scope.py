@@ -11,7 +11,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
 from patchbay.connectors.salesforce import to_soql
-from patchbay.elements.scope import (
+from patchbay.errors import SpecError
+from patchbay.scope import (
     BoundScope,
     Condition,
     Group,
@@ -20,7 +21,6 @@ from patchbay.elements.scope import (
     to_predicate,
     to_sql,
 )
-from patchbay.errors import SpecError
 from patchbay.spec import Scope
 
 INJECTION = "x'; DROP TABLE accounts; --"

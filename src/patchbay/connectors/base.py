@@ -26,7 +26,6 @@ from enum import StrEnum
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
-from patchbay.elements.scope import BoundScope
 from patchbay.errors import SpecError
 from patchbay.model import (
     Change,
@@ -39,6 +38,7 @@ from patchbay.model import (
     Record,
     Status,
 )
+from patchbay.scope import BoundScope
 from patchbay.spec import SystemSpec, suggest
 
 

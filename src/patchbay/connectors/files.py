@@ -55,9 +55,8 @@ from pathlib import Path, PurePath
 from typing import Any, ClassVar, TextIO
 
 from patchbay.atomic import remove_stale, replacing
+from patchbay.compare import same_values
 from patchbay.connectors.base import Capability, Connector, completed, last_per_key
-from patchbay.elements.compare import same_values
-from patchbay.elements.scope import BoundScope, fields_of, to_predicate
 from patchbay.errors import ConnectionFailed, SpecError
 from patchbay.model import (
     FieldSchema,
@@ -71,6 +70,7 @@ from patchbay.model import (
     Record,
     Status,
 )
+from patchbay.scope import BoundScope, fields_of, to_predicate
 from patchbay.spec import SystemSpec, suggest
 
 ERROR_FIELD = "__error__"

@@ -23,9 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from patchbay import scope as scopes
 from patchbay.connectors.base import Connector
 from patchbay.cron import Cron
-from patchbay.elements import scope as scopes
 from patchbay.elements.conform import Conformer
 from patchbay.elements.transform import Transform
 from patchbay.errors import ConnectionFailed, RetriableError, SpecError

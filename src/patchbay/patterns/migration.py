@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from patchbay import scope as scopes
+from patchbay.compare import differing_fields, normalise, same_values
 from patchbay.connectors.base import Capability, Connector
 from patchbay.elements import capture
-from patchbay.elements import scope as scopes
 from patchbay.elements.capture import Comparison
 from patchbay.elements.columnar import arrow_type
-from patchbay.elements.compare import differing_fields, normalise, same_values
 from patchbay.elements.conform import Conformer
 from patchbay.elements.transform import SetAside, Transform
 from patchbay.errors import FatalRunError, PatchbayError, RetriableError, RunNotResumable, SpecError

@@ -25,17 +25,18 @@ import io
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
 import httpx
 
+from patchbay.compare import same_values
 from patchbay.connectors.base import Capability, Connector, completed, last_per_key
-from patchbay.connectors.cometd import CometdClient
-from patchbay.elements.compare import same_values
-from patchbay.elements.scope import BoundScope, Condition, Group, fields_of
+from patchbay.connectors.salesforce.cdc import ChangeStream
+from patchbay.connectors.salesforce.cometd import CometdClient
+from patchbay.connectors.salesforce.soql import soql_literal, to_soql
 from patchbay.errors import ConnectionFailed, RetriableError, SpecError
 from patchbay.model import (
     Change,
@@ -51,11 +52,9 @@ from patchbay.model import (
     Record,
     Status,
 )
+from patchbay.scope import BoundScope, Condition, Group, fields_of
 from patchbay.sfid import to18
 from patchbay.spec import SystemSpec, suggest
-
-if TYPE_CHECKING:
-    from patchbay.connectors.salesforce_cdc import ChangeStream
 
 API_VERSION = "59.0"
 COLLECTION_SIZE = 200
@@ -306,11 +305,9 @@ class SalesforceConnector(Connector):
                 ) -> tuple[list[Change], dict[str, Any]]:
         """Records created, updated or deleted since `cursor`, and the cursor after them:
         from the object's Change Data Capture events when the cursor says `cdc`
-        (connectors/salesforce_cdc.py), else polled (`poll_changes`)."""
+        (`cdc.py`), else polled (`poll_changes`)."""
         if cursor is not None and cursor.get("cdc"):
             if self._stream is None:
-                from patchbay.connectors.salesforce_cdc import ChangeStream
-
                 self._stream = ChangeStream(self)
             return self._stream.changes(object, cursor, self._change_fields(object, fields), limit)
         return self.poll_changes(object, cursor, fields, limit)
@@ -689,68 +686,3 @@ def _error_message(response: httpx.Response) -> str:
     if isinstance(body, list) and body and isinstance(body[0], dict):
         return str(body[0].get("message", ""))
     return response.text[:300]
-
-
-# -- scope as SOQL ----------------------------------------------------------------------------
-
-_COMPARE = {"eq": "=", "ne": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
-
-
-def to_soql(scope: BoundScope | None, types: Mapping[str, str]) -> str:
-    """A SOQL WHERE condition, each value quoted and escaped for its field's type.
-
-    `ne` and `not_in` exclude nulls, as the same scope does in SQL (SOQL's != alone would
-    keep them).
-    """
-    if scope is None:
-        return ""
-    if isinstance(scope, Group):
-        parts = [to_soql(p, types) for p in scope.parts]
-        if scope.op == "not":
-            return f"(NOT ({parts[0]}))"
-        return "(" + f" {scope.op.upper()} ".join(parts) + ")"
-    name, op, value = scope.field, scope.op, scope.value
-    kind = types.get(name.lower(), "string")
-    if op == "is_null":
-        return f"{name} = null" if value else f"{name} != null"
-    if op in ("in", "not_in"):
-        listed = ", ".join(soql_literal(v, kind) for v in value) or "null"
-        return f"{name} IN ({listed})" if op == "in" else \
-            f"({name} NOT IN ({listed}) AND {name} != null)"
-    if op in ("like", "not_like"):
-        condition = f"{name} LIKE {soql_literal(str(value), 'string')}"
-        return condition if op == "like" else f"(NOT {condition} AND {name} != null)"
-    if value is None:
-        return f"{name} {'=' if op == 'eq' else '!='} null"
-    condition = f"{name} {_COMPARE[op]} {soql_literal(value, kind)}"
-    return f"({condition} AND {name} != null)" if op == "ne" else condition
-
-
-def soql_literal(value: Any, kind: str) -> str:
-    """A value written for a SOQL filter on a field of type `kind`."""
-    if value is None:
-        return "null"
-    if kind == "datetime":
-        if isinstance(value, dt.datetime):
-            moment = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-        elif isinstance(value, dt.date):
-            moment = dt.datetime.combine(value, dt.time(), dt.UTC)
-        else:
-            moment = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-            moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
-        moment = moment.astimezone(dt.UTC)
-        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-    if kind == "date":
-        day = value.date() if isinstance(value, dt.datetime) else value
-        if not isinstance(day, dt.date):
-            day = dt.date.fromisoformat(str(day)[:10])
-        return day.isoformat()
-    if isinstance(value, bool) or kind == "boolean":
-        return "true" if value in (True, "true", "True", 1, "1") else "false"
-    if kind in ("int", "double", "currency", "percent") and isinstance(value, int | float | Decimal):
-        return str(value)
-    text = str(value)
-    for raw, escaped in (("\\", "\\\\"), ("'", "\\'"), ("\n", "\\n"), ("\r", "\\r"),
-                         ("\t", "\\t"), ('"', '\\"')):
-        text = text.replace(raw, escaped)
-    return f"'{text}'"
