@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
 from patchbay.connectors.salesforce import to_soql
+from patchbay.connectors.sql.where import to_sql
 from patchbay.errors import SpecError
 from patchbay.scope import (
     BoundScope,
@@ -19,7 +20,6 @@ from patchbay.scope import (
     bind,
     fields_of,
     to_predicate,
-    to_sql,
 )
 from patchbay.spec import Scope
 

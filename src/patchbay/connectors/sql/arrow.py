@@ -3,7 +3,7 @@ give the row path's values as Arrow, and how a batch is converted or refused."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,3 +148,23 @@ def arrow_pages(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.Tab
             count -= start
     if count:
         yield pa.Table.from_batches(held)
+
+
+def rows_to_table(rows: Sequence[tuple[Any, ...]], names: Sequence[str],
+                  struct: pa.StructType | None) -> tuple[pa.Table | None, pa.StructType | None]:
+    """A table from driver rows, and the row type to reuse for the next page.
+
+    Without a known row type, each column's type is inferred; a column whose values
+    are of mixed Python types (as SQLite allows) makes the page unfit for the lane.
+    """
+    try:
+        if struct is None:
+            arrays = [pa.array(column) for column in zip(*rows, strict=True)]
+            struct = pa.struct([pa.field(n, a.type) for n, a in zip(names, arrays, strict=True)])
+            if any(pa.types.is_null(f.type) for f in struct):
+                return pa.Table.from_arrays(arrays, names=list(names)), None
+            return pa.Table.from_arrays(arrays, names=list(names)), struct
+        rows_array = pa.array(rows, type=struct)
+        return pa.Table.from_arrays(rows_array.flatten(), names=list(names)), struct
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        return None, None

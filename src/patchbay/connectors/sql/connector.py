@@ -54,6 +54,7 @@ from patchbay.connectors.sql.arrow import (
     Refused,
     arrow_pages,
     postgres_column,
+    rows_to_table,
     sqlite_column,
 )
 from patchbay.connectors.sql.changes import (
@@ -79,7 +80,7 @@ from patchbay.connectors.sql.types import (
     quote_name,
     quoted_table,
 )
-from patchbay.elements import columnar as columnar_lane
+from patchbay.connectors.sql.where import to_sql
 from patchbay.errors import ConnectionFailed, PatchbayError, RetriableError, SpecError
 from patchbay.model import (
     Change,
@@ -95,7 +96,7 @@ from patchbay.model import (
     Record,
     Status,
 )
-from patchbay.scope import BoundScope, to_sql
+from patchbay.scope import BoundScope
 from patchbay.spec import SystemSpec, suggest
 from patchbay.urls import sqlalchemy_url
 
@@ -257,7 +258,7 @@ class SqlConnector(Connector):
                    fields: Sequence[str] | None, after: Position, page_size: int,
                    columnar: bool, row_type: pa.StructType | None = None) -> Iterator[Page]:
         """The read by rows; a columnar one types its pages by `row_type`, or until a page
-        has a value in every column, by their values (see columnar.rows_to_table)."""
+        has a value in every column, by their values (see arrow.rows_to_table)."""
         stmt, offset = self._ordered(object, scope, key, fields, after)
         key_index = None
         with self._reading() as conn:
@@ -269,7 +270,7 @@ class SqlConnector(Connector):
                     offset += len(rows)
                     position = rows[-1][key_index] if key_index is not None else offset
                     if columnar:
-                        arrow, row_type = columnar_lane.rows_to_table(rows, names, row_type)
+                        arrow, row_type = rows_to_table(rows, names, row_type)
                         if arrow is not None:
                             yield Page(None, position, arrow)
                             continue
