@@ -28,6 +28,8 @@ from typing import Any, ClassVar
 
 from patchbay.errors import SpecError
 from patchbay.model import (
+    ERROR_FIELD,
+    RAW_FIELD,
     Change,
     KeyValue,
     ObjectSchema,
@@ -52,11 +54,6 @@ class Capability(StrEnum):
     CONSUME = "consume"
     COUNT = "count"
     """`count(scope)` is cheap: the system answers it without reading the records out."""
-
-
-BROKEN_BODY = "__error__"
-"""Field of a message body that could not be read as a JSON object: why (the raw text is
-under `__raw__`). The same marker the files connector gives rows it cannot read."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,16 +88,16 @@ class Subscription(ABC):
 
 
 def message_body(data: bytes) -> dict[str, Any]:
-    """A message's JSON object, or {BROKEN_BODY: why, "__raw__": text} when it is not one.
+    """A message's JSON object, or {ERROR_FIELD: why, RAW_FIELD: text} when it is not one.
     Numbers with a fraction become Decimals: a float would make totals drift."""
     text = data.decode("utf-8", errors="replace")
     try:
         value = json.loads(text, parse_float=Decimal)
     except ValueError as exc:
-        return {BROKEN_BODY: f"the body is not JSON: {exc}", "__raw__": text[:2000]}
+        return {ERROR_FIELD: f"the body is not JSON: {exc}", RAW_FIELD: text[:2000]}
     if not isinstance(value, dict):
-        return {BROKEN_BODY: f"the body is JSON but not an object (a {type(value).__name__})",
-                "__raw__": text[:2000]}
+        return {ERROR_FIELD: f"the body is JSON but not an object (a {type(value).__name__})",
+                RAW_FIELD: text[:2000]}
     return value
 
 

@@ -59,6 +59,8 @@ from patchbay.compare import same_values
 from patchbay.connectors.base import Capability, Connector, completed, last_per_key
 from patchbay.errors import ConnectionFailed, SpecError
 from patchbay.model import (
+    ERROR_FIELD,
+    RAW_FIELD,
     FieldSchema,
     FieldType,
     KeyValue,
@@ -72,11 +74,6 @@ from patchbay.model import (
 )
 from patchbay.scope import BoundScope, fields_of, to_predicate
 from patchbay.spec import SystemSpec, suggest
-
-ERROR_FIELD = "__error__"
-"""Field of a record the file could not give whole: what is wrong, with file and line."""
-RAW_FIELD = "__raw__"
-"""Field of the same record: the row's text as it stands in the file."""
 
 _EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 _FORMAT_NAMES = {"csv": "csv", "jsonl": "jsonl", "ndjson": "jsonl", "parquet": "parquet"}

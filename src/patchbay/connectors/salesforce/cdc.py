@@ -25,13 +25,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from patchbay.connectors.salesforce.cometd import (
-    CometdClient,
-    ReplayIdInvalid,
-    SessionExpired,
-    StreamingError,
-)
+from patchbay.connectors.salesforce.cometd import CometdClient
 from patchbay.connectors.salesforce.soql import soql_literal
+from patchbay.errors import ReplayIdInvalid, SessionExpired, StreamingError
 from patchbay.model import Change, ChangeKind, KeyValue, Record
 
 NEW_EVENTS = -1

@@ -37,7 +37,7 @@ from patchbay.connectors.base import Capability, Connector, completed, last_per_
 from patchbay.connectors.salesforce.cdc import ChangeStream
 from patchbay.connectors.salesforce.cometd import CometdClient
 from patchbay.connectors.salesforce.soql import soql_literal, to_soql
-from patchbay.errors import ConnectionFailed, RetriableError, SpecError
+from patchbay.errors import ConnectionFailed, RetriableError, SalesforceError, SpecError
 from patchbay.model import (
     Change,
     ChangeKind,
@@ -62,14 +62,6 @@ RETRIABLE_CODES = frozenset({"UNABLE_TO_LOCK_ROW", "REQUEST_LIMIT_EXCEEDED", "SE
 _TYPES = {"boolean": FieldType.BOOLEAN, "int": FieldType.INTEGER, "double": FieldType.NUMBER,
           "currency": FieldType.NUMBER, "percent": FieldType.NUMBER, "date": FieldType.DATE,
           "datetime": FieldType.DATETIME}
-
-
-class SalesforceError(Exception):
-    """An error answer from Salesforce: status, error code and message."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.status, self.code, self.message = status, code, message
 
 
 class SalesforceConnector(Connector):
@@ -206,7 +198,7 @@ class SalesforceConnector(Connector):
                 continue
             if response.status_code >= 300 and response.status_code != 300:
                 raise SalesforceError(response.status_code, _error_code(response),
-                                      _error_message(response))
+                                      _error_message(response), system=self.name)
             if not expect_json:
                 return response
             return response.json() if response.content else None
@@ -433,7 +425,8 @@ class SalesforceConnector(Connector):
             job: dict[str, Any] = self.request("GET", path)
             if job["state"] in ("JobComplete", "Failed", "Aborted"):
                 if job["state"] != "JobComplete":
-                    raise SalesforceError(400, job["state"].upper(), job.get("errorMessage") or job["state"])
+                    raise SalesforceError(400, job["state"].upper(), job.get("errorMessage") or job["state"],
+                                          system=self.name)
                 return job
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
