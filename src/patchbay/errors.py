@@ -2,7 +2,8 @@
 
     PatchbayError
     ├── SpecError              the integration file is wrong; nothing ran (exit 2)
-    │   └── ParameterError     a run parameter is missing or of the wrong type
+    │   ├── ParameterError     a run parameter is missing or of the wrong type
+    │   └── MissingDriver      a system's driver is not installed: the extra to install
     ├── RetriableError         a transient fault (timeout, limit, 5xx): retry with backoff
     │   └── ConnectionFailed   a system cannot be reached or refused the credentials
     │       └── StreamingError Salesforce's streaming (CometD) connection failed
@@ -56,6 +57,11 @@ class SpecError(PatchbayError):
 
 class ParameterError(SpecError):
     """A run parameter is missing, unknown or cannot be converted to its type."""
+
+
+class MissingDriver(SpecError):
+    """A system (or an aggregation's merge, an XLSX report) needs a driver package that is
+    not installed; the message names the extra that brings it (`patchbay[rabbitmq]`)."""
 
 
 class RetriableError(PatchbayError):

@@ -27,6 +27,7 @@ from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
 from patchbay.errors import SpecError
+from patchbay.extras import driver_needed
 from patchbay.model import (
     ERROR_FIELD,
     RAW_FIELD,
@@ -260,7 +261,8 @@ def connector_class(scheme: str) -> type[Connector]:
         raise SpecError(f"no connector for '{scheme}://' URLs{suggest(scheme, known)}; "
                         f"known schemes: {', '.join(known)}")
     module, _, name = target.partition(":")
-    loaded: type[Connector] = getattr(importlib.import_module(module), name)
+    with driver_needed(f"the {scheme}:// connector"):
+        loaded: type[Connector] = getattr(importlib.import_module(module), name)
     return loaded
 
 

@@ -48,7 +48,6 @@ from sqlalchemy.engine import Connection, Engine
 from patchbay.compare import same_values
 from patchbay.connectors.base import Capability, Connector, completed, last_per_key
 from patchbay.connectors.sql import arrow as arrow_reads
-from patchbay.connectors.sql import pgcapture, pgtables
 from patchbay.connectors.sql.arrow import (
     ArrowQuery,
     Refused,
@@ -68,7 +67,6 @@ from patchbay.connectors.sql.changes import (
     updated_marks,
     watermark_time,
 )
-from patchbay.connectors.sql.pgcopy import PostgresCopyWriter, key_condition
 from patchbay.connectors.sql.types import (
     binary_copy_type,
     error_code,
@@ -82,6 +80,7 @@ from patchbay.connectors.sql.types import (
 )
 from patchbay.connectors.sql.where import to_sql
 from patchbay.errors import ConnectionFailed, PatchbayError, RetriableError, SpecError
+from patchbay.extras import driver_needed
 from patchbay.model import (
     Change,
     ChangeKind,
@@ -130,7 +129,8 @@ class SqlConnector(Connector):
             try:
                 # No pre-ping: it costs a round trip per batch, and a write on a dead pooled
                 # connection fails as retriable, is retried on a fresh one.
-                self._engine = sa.create_engine(url, connect_args=connect_args)
+                with driver_needed(f"system '{self.name}'"):
+                    self._engine = sa.create_engine(url, connect_args=connect_args)
             except (sa_exc.ArgumentError, ImportError) as exc:
                 raise SpecError(f"system '{self.name}': bad database URL "
                                 f"{self.system.redacted_url}: {self.system.scrub(str(exc))}") from None
@@ -398,8 +398,11 @@ class SqlConnector(Connector):
             if type(value) not in (int, float, str):
                 return None  # sqlite3 and ADBC bind other types differently
             parameters.append(value)
-        import adbc_driver_sqlite
-        import adbc_driver_sqlite.dbapi
+        try:
+            import adbc_driver_sqlite
+            import adbc_driver_sqlite.dbapi
+        except ModuleNotFoundError:
+            return None  # without the `sqlite` extra, SQLite reads take the row path
 
         # Read-only: a file that is gone is not created anew.
         uri = Path(path).absolute().as_uri() + "?mode=ro"
@@ -567,6 +570,8 @@ class SqlConnector(Connector):
         with no watermark column; see `pgcapture.changes` for its cursor.
         """
         if cursor and cursor.get("cdc"):
+            from patchbay.connectors.sql import pgcapture
+
             self._need_capture()
             table = self.table(object)
             with self._reading() as conn:
@@ -753,6 +758,8 @@ class SqlConnector(Connector):
         keys = table[key]
         if keys.null_count or pc.count_distinct(keys).as_py() != len(keys):
             return None
+        from patchbay.connectors.sql.pgcopy import PostgresCopyWriter
+
         dbapi_error = self.engine.dialect.loaded_dbapi.Error
         try:
             with self.engine.begin() as conn:
@@ -768,6 +775,9 @@ class SqlConnector(Connector):
         """Read back records as an Arrow table; PostgreSQL only."""
         if self.dialect != "postgresql":
             return None
+        from patchbay.connectors.sql import pgtables
+        from patchbay.connectors.sql.pgcopy import key_condition
+
         target = self.table(object)
         where, params = key_condition(quote_name(key), values)
         # One row back, one aggregate per column (see pgtables.ReadBack). The aggregates of one
@@ -827,6 +837,8 @@ class SqlConnector(Connector):
     def _write_batch(self, conn: Connection, table: sa.Table, batch: list[Record],
                      operation: Operation, key: str) -> list[tuple[Status, str | None]]:
         if self.dialect == "postgresql" and self._has_unique(table, key):
+            from patchbay.connectors.sql.pgcopy import PostgresCopyWriter
+
             dbapi_error = self.engine.dialect.loaded_dbapi.Error
             try:
                 return PostgresCopyWriter(conn, table, key).write(batch, operation)
