@@ -10,6 +10,11 @@ A connector is one class in one module. It states its capabilities rather than f
     subscribe(object, consumer) -> Subscription           (messages of a queue or subject:
                                                           fetch, ack, close; at least once)
 
+Each connector declares its `options` (a system's `options:` in the integration file) as
+a pydantic model, `options_model`: loading a file validates every system's options through
+the registry by URL scheme, so a misspelt option is an error with its line and a "did you
+mean", and `patchbay schema` describes them.
+
 Connectors register by URL scheme. Third-party packages add theirs through the
 `patchbay.connectors` entry point group (name = scheme, value = "module:Class").
 """
@@ -24,7 +29,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 from importlib.metadata import entry_points
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from patchbay.errors import SpecError
 from patchbay.extras import driver_needed
@@ -42,7 +49,7 @@ from patchbay.model import (
     Status,
 )
 from patchbay.scope import BoundScope
-from patchbay.spec import SystemSpec, suggest
+from patchbay.spec import SystemSpec, suggest, use_connector_options
 
 
 class Capability(StrEnum):
@@ -102,14 +109,49 @@ def message_body(data: bytes) -> dict[str, Any]:
     return value
 
 
+class ConnectorOptions(BaseModel):
+    """The options of a connector's systems: subclass it with one field per option, each
+    with its type, default and description. Unknown options are refused."""
+
+    # YAML reads `password: 12345` or `api_version: 59.0` as numbers; they are text here.
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+
+OptionsT = TypeVar("OptionsT", bound=ConnectorOptions)
+
+
 class Connector:
     """One connection to one system. Subclasses implement what their capabilities promise."""
 
     schemes: ClassVar[tuple[str, ...]] = ()
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    options_model: ClassVar[type[ConnectorOptions] | None] = None
+    """The options this connector takes; None (a connector that declares none) leaves
+    them unchecked."""
 
     def __init__(self, system: SystemSpec) -> None:
         self.system = system
+        self._refuse_unknown_options()
+
+    def _refuse_unknown_options(self) -> None:
+        """Options are checked when the file is loaded; a connector made from a SystemSpec
+        in code checks their names here (their values where it reads them)."""
+        if self.options_model is None:
+            return
+        known = [f.alias or n for n, f in self.options_model.model_fields.items()]
+        for option in self.system.options:
+            if option not in known:
+                raise SpecError(f"system '{self.name}': unknown option '{option}'"
+                                f"{suggest(option, known)}; known options: {', '.join(known)}")
+
+    def _options_as(self, model: type[OptionsT]) -> OptionsT:
+        """The system's options as `model` says, typed; SpecError naming each bad value."""
+        try:
+            return model.model_validate(self.system.options)
+        except ValidationError as exc:
+            problems = [f"option {'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
+                        for error in exc.errors()]
+            raise SpecError(f"system '{self.name}': invalid options", problems) from None
 
     @property
     def name(self) -> str:
@@ -264,6 +306,29 @@ def connector_class(scheme: str) -> type[Connector]:
     with driver_needed(f"the {scheme}:// connector"):
         loaded: type[Connector] = getattr(importlib.import_module(module), name)
     return loaded
+
+
+def options_model(scheme: str) -> type[ConnectorOptions] | None:
+    """The options model of a scheme's connector; None for a scheme no connector serves
+    (reported when the system is used) or whose driver is not installed (likewise)."""
+    try:
+        return connector_class(scheme).options_model
+    except SpecError:
+        return None
+
+
+def options_models() -> dict[str, type[ConnectorOptions]]:
+    """Each built-in connector's options model, by its first scheme, for `patchbay schema`
+    (connectors whose driver is not installed are left out)."""
+    found: dict[str, type[ConnectorOptions]] = {}
+    for scheme, target in _BUILTIN.items():
+        model = options_model(scheme)
+        if model is not None and target not in {_BUILTIN[s] for s in found}:
+            found[scheme] = model
+    return found
+
+
+use_connector_options(options_model, options_models)
 
 
 def connect(system: SystemSpec, **options: Any) -> Connector:

@@ -31,9 +31,10 @@ from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
 import httpx
+from pydantic import Field
 
 from patchbay.compare import same_values
-from patchbay.connectors.base import Capability, Connector, completed, last_per_key
+from patchbay.connectors.base import Capability, Connector, ConnectorOptions, completed, last_per_key
 from patchbay.connectors.salesforce.cdc import ChangeStream
 from patchbay.connectors.salesforce.cometd import CometdClient
 from patchbay.connectors.salesforce.soql import soql_literal, to_soql
@@ -64,26 +65,47 @@ _TYPES = {"boolean": FieldType.BOOLEAN, "int": FieldType.INTEGER, "double": Fiel
           "datetime": FieldType.DATETIME}
 
 
+class SalesforceOptions(ConnectorOptions):
+    """Credentials: client_id + client_secret (client credentials), username + password +
+    security_token (SOAP login), username + password + client_id + client_secret (OAuth
+    password flow), or instance_url + access_token (an existing session)."""
+
+    client_id: str | None = Field(None, description="The connected app's consumer key.")
+    client_secret: str | None = Field(None, description="The connected app's consumer secret.")
+    username: str | None = Field(None, description="The integration user's username.")
+    password: str | None = Field(None, description="The integration user's password.")
+    security_token: str | None = Field(None, description="The user's security token (SOAP login).")
+    instance_url: str | None = Field(None, description="The org's URL, with access_token.")
+    access_token: str | None = Field(None, description="A session id of the org.")
+    api_version: str = Field(API_VERSION, description="The REST API version.")
+    bulk_threshold: int = Field(10_000, ge=0, description="Reads of more records go through a Bulk "
+                                "2.0 query job, writes of batches over a tenth of it an ingest job.")
+    retries: int = Field(5, ge=0, description="Retries of a call refused for a limit or a 5xx.")
+    backoff_seconds: float = Field(1.0, ge=0, description="The first retry's wait; doubled each time.")
+    timeout: float = Field(60, gt=0, description="Seconds per HTTP request.")
+
+
 class SalesforceConnector(Connector):
     schemes: ClassVar[tuple[str, ...]] = ("salesforce",)
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {Capability.READ, Capability.WRITE, Capability.GET, Capability.DESCRIBE,
          Capability.CHANGES, Capability.COUNT})
+    options_model: ClassVar[type[ConnectorOptions]] = SalesforceOptions
 
     def __init__(self, system: SystemSpec) -> None:
         super().__init__(system)
-        options = system.options
+        self.options = options = self._options_as(SalesforceOptions)
         scheme, _, rest = system.url.partition("://")
         self.transport = "http" if scheme.lower().endswith("+http") else "https"
         self.login_host = rest.strip("/") or "login.salesforce.com"
-        self.version = str(options.get("api_version", API_VERSION))
-        self.bulk_threshold = int(options.get("bulk_threshold", 10_000))
-        self.retries = int(options.get("retries", 5))
-        self.backoff = float(options.get("backoff_seconds", 1.0))
+        self.version = options.api_version
+        self.bulk_threshold = options.bulk_threshold
+        self.retries = options.retries
+        self.backoff = options.backoff_seconds
         self.api_calls = 0
-        self._http = httpx.Client(timeout=float(options.get("timeout", 60)))
-        self._instance: str | None = options.get("instance_url")
-        self._token: str | None = options.get("access_token")
+        self._http = httpx.Client(timeout=options.timeout)
+        self._instance: str | None = options.instance_url
+        self._token: str | None = options.access_token
         self._described: dict[str, dict[str, Any]] = {}
         self._stream: ChangeStream | None = None
 
@@ -100,22 +122,21 @@ class SalesforceConnector(Connector):
 
     @property
     def _can_login(self) -> bool:
-        options = self.system.options
-        return bool(options.get("username") or options.get("client_id"))
+        return bool(self.options.username or self.options.client_id)
 
     def _login(self) -> None:
-        options = self.system.options
+        options = self.options
         base = f"{self.transport}://{self.login_host}"
-        username, password = options.get("username"), options.get("password")
-        client_id, secret = options.get("client_id"), options.get("client_secret")
+        username, password = options.username, options.password
+        client_id, secret = options.client_id, options.client_secret
+        token = options.security_token or ""
         try:
             if username and password and not client_id:
-                self._soap_login(base, str(username), str(password) + str(options.get("security_token", "")))
+                self._soap_login(base, str(username), str(password) + token)
                 return
             if client_id and secret:
                 form = ({"grant_type": "password", "client_id": client_id, "client_secret": secret,
-                         "username": username, "password": str(password) +
-                         str(options.get("security_token", ""))} if username
+                         "username": username, "password": str(password) + token} if username
                         else {"grant_type": "client_credentials"})
                 url = f"{base}/services/oauth2/token"
                 response = (self._http.post(url, data=form) if username else

@@ -42,11 +42,12 @@ from urllib.parse import quote, urlencode
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
+from pydantic import Field
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
 from patchbay.compare import same_values
-from patchbay.connectors.base import Capability, Connector, completed, last_per_key
+from patchbay.connectors.base import Capability, Connector, ConnectorOptions, completed, last_per_key
 from patchbay.connectors.sql import arrow as arrow_reads
 from patchbay.connectors.sql.arrow import (
     ArrowQuery,
@@ -102,14 +103,26 @@ from patchbay.urls import sqlalchemy_url
 log = logging.getLogger(__name__)
 
 
+class SqlOptions(ConnectorOptions):
+    connect_timeout: int = Field(10, gt=0, description="Seconds connecting may take (PostgreSQL, MySQL).")
+    schema_: str | None = Field(None, alias="schema", description="The schema of tables named "
+                                "without one (`schema.table` names its own).")
+    pool_size: int | None = Field(None, gt=0, description="Connections kept open (PostgreSQL, "
+                                  "MySQL; SQLAlchemy's default 5).")
+    capture_schema: str | None = Field(None, description="PostgreSQL change capture: the schema of "
+                                       "patchbay's capture table and function (default public).")
+
+
 class SqlConnector(Connector):
     schemes: ClassVar[tuple[str, ...]] = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {Capability.READ, Capability.WRITE, Capability.GET, Capability.DESCRIBE,
          Capability.CHANGES, Capability.COLUMNAR, Capability.COUNT})
+    options_model: ClassVar[type[ConnectorOptions]] = SqlOptions
 
     def __init__(self, system: SystemSpec) -> None:
         super().__init__(system)
+        self.options = self._options_as(SqlOptions)
         self._engine: Engine | None = None
         self._tables: dict[str, sa.Table] = {}
         self._warned_hidden = False
@@ -121,16 +134,18 @@ class SqlConnector(Connector):
         if self._engine is None:
             url = sqlalchemy_url(self.system.url)
             connect_args: dict[str, Any] = {}
-            if url.startswith("postgresql"):
-                connect_args["connect_timeout"] = int(self.system.options.get("connect_timeout", 10))
-            elif url.startswith("mysql"):
-                connect_args["connect_timeout"] = int(self.system.options.get("connect_timeout", 10))
+            pool: dict[str, Any] = {}
+            if url.startswith(("postgresql", "mysql")):
+                connect_args["connect_timeout"] = self.options.connect_timeout
+                if self.options.pool_size is not None:
+                    pool["pool_size"] = self.options.pool_size
+            if url.startswith("mysql"):
                 connect_args.setdefault("charset", "utf8mb4")
             try:
                 # No pre-ping: it costs a round trip per batch, and a write on a dead pooled
                 # connection fails as retriable, is retried on a fresh one.
                 with driver_needed(f"system '{self.name}'"):
-                    self._engine = sa.create_engine(url, connect_args=connect_args)
+                    self._engine = sa.create_engine(url, connect_args=connect_args, **pool)
             except (sa_exc.ArgumentError, ImportError) as exc:
                 raise SpecError(f"system '{self.name}': bad database URL "
                                 f"{self.system.redacted_url}: {self.system.scrub(str(exc))}") from None
@@ -163,6 +178,7 @@ class SqlConnector(Connector):
     def table(self, object: str) -> sa.Table:
         if object not in self._tables:
             schema, _, name = object.rpartition(".")
+            schema = schema or self.options.schema_ or ""
             try:
                 self._tables[object] = sa.Table(name, sa.MetaData(), schema=schema or None,
                                                 autoload_with=self.engine)
@@ -362,7 +378,7 @@ class SqlConnector(Connector):
 
         _, arguments = self.engine.dialect.create_connect_args(self.engine.url)
         arguments.pop("context", None)  # psycopg's adapters, not a connection parameter
-        arguments["connect_timeout"] = int(self.system.options.get("connect_timeout", 10))
+        arguments["connect_timeout"] = self.options.connect_timeout
         arguments["client_encoding"] = "UTF8"  # Arrow's text is UTF-8, whatever the database's
         known = {option.keyword.decode() for option in psycopg.pq.Conninfo.get_defaults()}
         if not known.issuperset(arguments):
