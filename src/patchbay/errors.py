@@ -19,7 +19,8 @@
     └── ApiError               an HTTP API answer other than success (status, problems)
 
 Each error carries the context it concerns (integration, run, system, object,
-record key) so that a message can be read on its own.
+record key) as keyword arguments, in `context`, so that a message can be read on its own:
+what the message does not name already is shown after it.
 """
 
 from __future__ import annotations
@@ -36,9 +37,12 @@ class PatchbayError(Exception):
         self.context = {k: v for k, v in context.items() if v is not None}
 
     def __str__(self) -> str:
-        if not self.context:
+        # Messages usually name their system ("system 'crm' ..."): not said twice.
+        unsaid = {k: v for k, v in self.context.items() if f"'{v}'" not in self.message
+                  and f" {v}:" not in self.message}
+        if not unsaid:
             return self.message
-        where = ", ".join(f"{k}={v}" for k, v in self.context.items())
+        where = ", ".join(f"{k}={v}" for k, v in unsaid.items())
         return f"{self.message} ({where})"
 
 

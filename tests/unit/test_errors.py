@@ -60,3 +60,22 @@ def test_the_error_marker_is_spelled_in_one_module() -> None:
         for node in ast.walk(ast.parse(path.read_text()))
         if isinstance(node, ast.Constant) and node.value == "__error__")
     assert spelled == ["model.py"]
+
+
+def test_an_error_carries_its_context_and_says_only_what_its_message_does_not() -> None:
+    lost = ConnectionFailed("system 'erp' connection lost while writing accounts: timeout",
+                            system="erp", object="accounts", run="r-1")
+    assert lost.context == {"system": "erp", "object": "accounts", "run": "r-1"}
+    assert str(lost) == "system 'erp' connection lost while writing accounts: timeout (run=r-1)"
+
+
+def test_a_database_that_cannot_be_reached_names_its_system_in_the_context() -> None:
+    from patchbay.connectors.sql import SqlConnector
+    from patchbay.spec import SystemSpec
+
+    unreachable = SqlConnector(SystemSpec(url="postgresql://nobody@127.0.0.1:1/none", name="erp",
+                                          options={"connect_timeout": 1}))
+    with pytest.raises(ConnectionFailed, match=r"^cannot reach system 'erp' at ") as refused:
+        unreachable.check()
+    assert refused.value.context == {"system": "erp"}
+    assert "(system=" not in str(refused.value)  # the message names it already

@@ -148,13 +148,13 @@ class SalesforceConnector(Connector):
                         "content-type", "").startswith("application/json") else {}
                     reason = detail.get("error_description") or response.text[:200]
                     raise ConnectionFailed(f"Salesforce system '{self.name}' refused the "
-                                           f"credentials: {reason}")
+                                           f"credentials: {reason}", system=self.name)
                 body = response.json()
                 self._token, self._instance = body["access_token"], body["instance_url"]
                 return
         except httpx.HTTPError as exc:
             raise ConnectionFailed(f"cannot reach Salesforce system '{self.name}' at {base}: "
-                                   f"{self.system.scrub(str(exc))}") from None
+                                   f"{self.system.scrub(str(exc))}", system=self.name) from None
         if not self._token:
             raise SpecError(f"Salesforce system '{self.name}' needs credentials: client_id and "
                             "client_secret, username and password (and security_token), or "
@@ -177,7 +177,8 @@ class SalesforceConnector(Connector):
         texts = {e.tag.rsplit("}", 1)[-1]: (e.text or "") for e in root.iter()}
         if response.status_code != 200:
             raise ConnectionFailed(f"Salesforce system '{self.name}' refused the login: "
-                                   f"{texts.get('faultstring', response.status_code)}")
+                                   f"{texts.get('faultstring', response.status_code)}",
+                                   system=self.name)
         server = urlsplit(texts["serverUrl"])
         self._token = texts["sessionId"]
         self._instance = f"{server.scheme}://{server.netloc}"

@@ -168,7 +168,8 @@ class SqlConnector(Connector):
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         # drivers may echo the connection string, or the part of it they failed on
         return ConnectionFailed(f"cannot reach system '{self.name}' at "
-                                f"{self.system.redacted_url}: {self.system.scrub(reason)}")
+                                f"{self.system.redacted_url}: {self.system.scrub(reason)}",
+                                system=self.name)
 
     def close(self) -> None:
         if self._engine is not None:
@@ -506,7 +507,7 @@ class SqlConnector(Connector):
             if lost:
                 reason = str(exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc)
                 raise RetriableError(f"system '{self.name}' lost its connection: "
-                                     f"{reason.strip().splitlines()[0]}") from exc
+                                     f"{reason.strip().splitlines()[0]}", system=self.name) from exc
             raise
 
     @contextmanager
@@ -836,7 +837,8 @@ class SqlConnector(Connector):
         except sa_exc.DBAPIError as exc:
             if is_connection_error(exc):
                 raise RetriableError(f"system '{self.name}' connection lost while writing "
-                                     f"{table.name}: {first_line(exc)}") from exc
+                                     f"{table.name}: {first_line(exc)}", system=self.name,
+                                     object=table.name) from exc
             if len(indexes) == 1:
                 index = indexes[0]
                 outcomes[index] = Outcome(records[index].get(key), Status.REJECTED,
