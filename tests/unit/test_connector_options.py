@@ -61,10 +61,12 @@ def test_valid_options_load() -> None:
 
 def test_the_schema_describes_every_connectors_options() -> None:
     described = spec.json_schema()["connectorOptions"]
-    assert set(described) == {"sqlite", "file", "salesforce", "amqp", "nats", "redis", "http"}
+    assert set(described) == {"sqlite", "postgresql", "postgres", "mysql", "mariadb", "file",
+                              "salesforce", "amqp", "nats", "redis", "http", "https"}
     assert list(described["file"]["properties"]) == [
         "format", "delimiter", "encoding", "null_values", "fields"]
     assert described["file"]["additionalProperties"] is False
+    assert described["postgresql"] == described["sqlite"]
     assert described["sqlite"]["properties"]["schema"]["description"] == (
         "The schema of tables named without one (`schema.table` names its own).")
     assert described["amqp"]["properties"]["timeout"]["default"] == 30.0

@@ -318,14 +318,10 @@ def options_model(scheme: str) -> type[ConnectorOptions] | None:
 
 
 def options_models() -> dict[str, type[ConnectorOptions]]:
-    """Each built-in connector's options model, by its first scheme, for `patchbay schema`
-    (connectors whose driver is not installed are left out)."""
-    found: dict[str, type[ConnectorOptions]] = {}
-    for scheme, target in _BUILTIN.items():
-        model = options_model(scheme)
-        if model is not None and target not in {_BUILTIN[s] for s in found}:
-            found[scheme] = model
-    return found
+    """The options model of each built-in scheme, for `patchbay schema` (schemes whose
+    driver is not installed are left out)."""
+    found = {scheme: options_model(scheme) for scheme in _BUILTIN}
+    return {scheme: model for scheme, model in found.items() if model is not None}
 
 
 use_connector_options(options_model, options_models)
