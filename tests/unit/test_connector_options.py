@@ -4,6 +4,8 @@ made in code."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -94,3 +96,15 @@ def test_a_connector_reads_its_options_typed() -> None:
     crm = connect(SystemSpec(url="salesforce+http://127.0.0.1:1", name="crm",
                              options={"api_version": 61.0, "bulk_threshold": "2000"}))
     assert (crm.version, crm.bulk_threshold) == ("61.0", 2000)  # type: ignore[attr-defined]
+
+
+def test_loading_alone_validates_the_options(tmp_path: Path) -> None:
+    """Importing the file's models is enough: the registry is registered with them by the
+    package itself, not by whoever happened to import the connectors first."""
+    (tmp_path / "crm.yaml").write_text(FILE)
+    script = ("import sys\nfrom patchbay.spec import load\nfrom patchbay.errors import SpecError\n"
+              "try:\n    load(sys.argv[1])\nexcept SpecError as exc:\n    print(exc.problems[0])\n")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "crm.yaml")],
+                          capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout == (f"{tmp_path / 'crm.yaml'}:5: systems.out.options.delimeter: unknown field "
+                           "'delimeter'; did you mean 'delimiter'?\n")
