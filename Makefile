@@ -3,8 +3,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# The demo needs patchbay alone; the test tools (mypy, pandas, ...) take most of the install
-# time, so they have a stamp of their own.
+# The demo needs patchbay and the extras of what it runs (DuckDB for the aggregation, openpyxl
+# for its XLSX report, ADBC for SQLite reads); the test tools (mypy, pandas, ...) and every
+# driver (`dev` pulls `all`) take most of the install time, so they have a stamp of their own.
+DEMO_EXTRAS := aggregation,xlsx,sqlite,salesforce
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
@@ -15,7 +17,7 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e '.[$(DEMO_EXTRAS)]'
 	touch $(STAMP)
 
 $(DEV_STAMP): pyproject.toml | $(BIN)/python

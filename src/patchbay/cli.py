@@ -430,7 +430,7 @@ app.add_typer(cdc, name="cdc")
 def cdc_install(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = None) -> None:
     """Capture the changes of each cdc broadcast's source table: a trigger writes them into a
     capture table of its PostgreSQL database. Installing again changes nothing."""
-    from patchbay.connectors import pgcapture
+    from patchbay.connectors.sql import pgcapture
     from patchbay.spec import resolve_parameters
 
     with _handled(), _capture_sources(file, integration) as sources:
@@ -451,7 +451,7 @@ def cdc_install(file: FileArg, integration: IntegrationOpt = None, param: ParamO
 def cdc_remove(file: FileArg, integration: IntegrationOpt = None) -> None:
     """Stop capturing for each cdc broadcast: its changes not yet read are dropped, and a
     table's trigger goes with its last consumer."""
-    from patchbay.connectors import pgcapture
+    from patchbay.connectors.sql import pgcapture
 
     with _handled(), _capture_sources(file, integration) as sources:
         for spec, connector in sources:
@@ -473,7 +473,7 @@ def cdc_remove(file: FileArg, integration: IntegrationOpt = None) -> None:
 def cdc_status(file: FileArg) -> None:
     """Show, for each cdc broadcast, whether its source table is captured, how many changes
     wait to be read and since when."""
-    from patchbay.connectors import pgcapture
+    from patchbay.connectors.sql import pgcapture
 
     with _handled(), _capture_sources(file, None) as sources:
         table = Table("integration", "table", "capture", "pending", "oldest pending",

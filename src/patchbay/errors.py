@@ -1,18 +1,26 @@
 """The one error tree of patchbay, named by what the runner does with it.
 
     PatchbayError
-    ├── SpecError            the integration file is wrong; nothing ran (exit 2)
-    │   └── ParameterError   a run parameter is missing or of the wrong type
-    ├── RetriableError       a transient fault (timeout, limit, 5xx): retry with backoff
-    │   └── ConnectionFailed a system cannot be reached or refused the credentials
-    ├── RecordRejected       one record is set aside with its reason; the run goes on
-    ├── FatalRunError        the run cannot go on; it stops resumable at its checkpoint
-    ├── RunNotResumable      asked to resume a run that is finished or unknown
-    │   └── UnknownRun       no run has this id (bad input, exit 2)
-    └── MessageSeen          a pushed message accepted already comes again (a replay)
+    ├── SpecError              the integration file is wrong; nothing ran (exit 2)
+    │   ├── ParameterError     a run parameter is missing or of the wrong type
+    │   └── MissingDriver      a system's driver is not installed: the extra to install
+    ├── RetriableError         a transient fault (timeout, limit, 5xx): retry with backoff
+    │   └── ConnectionFailed   a system cannot be reached or refused the credentials
+    │       └── StreamingError Salesforce's streaming (CometD) connection failed
+    │           └── SessionExpired  the session was refused: renew it, then retry
+    ├── RecordRejected         one record is set aside with its reason; the run goes on
+    ├── FatalRunError          the run cannot go on; it stops resumable at its checkpoint
+    ├── RunNotResumable        asked to resume a run that is finished or unknown
+    │   └── UnknownRun         no run has this id (bad input, exit 2)
+    ├── MessageSeen            a pushed message accepted already comes again (a replay)
+    ├── SalesforceError        an error answer of a Salesforce org (status, error code)
+    ├── ReplayIdInvalid        a CDC replay id the org no longer keeps: poll instead
+    ├── CoercionError          a value cannot become a field's type (also a ValueError)
+    └── ApiError               an HTTP API answer other than success (status, problems)
 
 Each error carries the context it concerns (integration, run, system, object,
-record key) so that a message can be read on its own.
+record key) as keyword arguments, in `context`, so that a message can be read on its own:
+what the message does not name already is shown after it.
 """
 
 from __future__ import annotations
@@ -29,9 +37,12 @@ class PatchbayError(Exception):
         self.context = {k: v for k, v in context.items() if v is not None}
 
     def __str__(self) -> str:
-        if not self.context:
+        # Messages usually name their system ("system 'crm' ..."): not said twice.
+        unsaid = {k: v for k, v in self.context.items() if f"'{v}'" not in self.message
+                  and f" {v}:" not in self.message}
+        if not unsaid:
             return self.message
-        where = ", ".join(f"{k}={v}" for k, v in self.context.items())
+        where = ", ".join(f"{k}={v}" for k, v in unsaid.items())
         return f"{self.message} ({where})"
 
 
@@ -50,6 +61,11 @@ class SpecError(PatchbayError):
 
 class ParameterError(SpecError):
     """A run parameter is missing, unknown or cannot be converted to its type."""
+
+
+class MissingDriver(SpecError):
+    """A system (or an aggregation's merge, an XLSX report) needs a driver package that is
+    not installed; the message names the extra that brings it (`patchbay[rabbitmq]`)."""
 
 
 class RetriableError(PatchbayError):
@@ -83,3 +99,52 @@ class UnknownRun(RunNotResumable):
 class MessageSeen(PatchbayError):
     """A pushed message (a signed webhook request) was accepted already: it is not
     queued again."""
+
+
+class SalesforceError(PatchbayError):
+    """An error answer of a Salesforce org that the connector does not turn into an
+    outcome: its HTTP status, error code (INVALID_FIELD, ...) and message."""
+
+    def __init__(self, status: int, code: str, message: str, **context: Any) -> None:
+        super().__init__(f"{code}: {message}", **context)
+        self.status, self.code = status, code
+
+
+class StreamingError(ConnectionFailed):
+    """Salesforce's streaming server (CometD) could not be reached or refused a request."""
+
+
+class SessionExpired(StreamingError):
+    """The streaming server refused the session token: renew it and call again (the next
+    call handshakes again by itself)."""
+
+
+class ReplayIdInvalid(PatchbayError):
+    """A subscription's replay id is outside the org's retention; the change stream falls
+    back to polling for what it missed."""
+
+    def __init__(self, channel: str, replay_id: int, message: str) -> None:
+        super().__init__(message)
+        self.channel, self.replay_id = channel, replay_id
+
+
+class CoercionError(PatchbayError, ValueError):
+    """A value cannot become the type asked for. A ValueError too: converters are called
+    where a failing conversion of any kind means the same."""
+
+
+class ApiError(PatchbayError):
+    """An answer of the HTTP API other than success: its status, message and, for bad
+    input, problems; `extra` are further fields of the JSON body."""
+
+    def __init__(self, status: int, message: str, problems: list[str] | None = None,
+                 **extra: Any) -> None:
+        super().__init__(message)
+        self.status, self.problems, self.extra = status, problems, extra
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.message}
+        if self.problems is not None:
+            body["problems"] = self.problems
+        body.update(self.extra)
+        return body

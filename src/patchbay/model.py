@@ -15,6 +15,13 @@ Record = dict[str, Any]
 KeyValue = Any
 """The value of a record's key field (an id, an external id, a natural key)."""
 
+ERROR_FIELD = "__error__"
+"""Reserved field of a record a system could not give whole (a broken file row, a message
+body that is not a JSON object) or a transform could not make: why, with where it came
+from. The pattern sets such a record aside (or dead-letters its delivery) with this reason."""
+RAW_FIELD = "__raw__"
+"""Reserved field beside ERROR_FIELD: the text as the system holds it (bounded)."""
+
 VERSION_FIELD = "__version__"
 """Reserved field of a broadcast's records: the version of the change. Message
 destinations build their idempotency ids from it; it is never written as a field."""

@@ -1025,7 +1025,36 @@ def loads(text: str, path: Path | None = None, environ: Mapping[str, str] | None
         problems = _describe(exc, where, lines) + _read_as_suggested(exc, data, where, lines)
         raise SpecError(f"{where}: invalid integration file", problems) from None
     _check_references(document, where, lines)
+    _check_system_options(document, where, lines)
     return IntegrationFile(document, path)
+
+
+OptionsModelOf = Callable[[str], "type[BaseModel] | None"]
+_options_model_of: OptionsModelOf = lambda scheme: None  # noqa: E731
+_options_models: Callable[[], Mapping[str, type[BaseModel]]] = dict
+
+
+def use_connector_options(model_of: OptionsModelOf,
+                          models: Callable[[], Mapping[str, type[BaseModel]]]) -> None:
+    """The connector registry (a layer above, which this module does not import) says which
+    options model a URL scheme's systems take (`model_of`) and lists them all (`models`):
+    loading validates each system's options with it, `json_schema` describes them."""
+    global _options_model_of, _options_models
+    _options_model_of, _options_models = model_of, models
+
+
+def _check_system_options(document: Document, where: str, lines: dict[tuple[Any, ...], int]) -> None:
+    problems: list[str] = []
+    for name, system in document.systems.items():
+        model = _options_model_of(system.scheme) if system.options else None
+        if model is None:
+            continue
+        try:
+            model.model_validate(system.options)
+        except ValidationError as exc:
+            problems += _describe(exc, where, lines, ("systems", name, "options"), model)
+    if problems:
+        raise SpecError(f"{where}: invalid integration file", problems)
 
 
 def _check_references(document: Document, where: str, lines: dict[tuple[Any, ...], int]) -> None:
@@ -1492,5 +1521,9 @@ def _convert_parameter(raw: Any, kind: str) -> Any:
 
 
 def json_schema() -> dict[str, Any]:
-    """JSON Schema of integration files, for editors."""
-    return Document.model_json_schema(by_alias=True)
+    """JSON Schema of integration files, for editors; `connectorOptions` holds the options
+    each connector takes, by URL scheme (a system's `options`)."""
+    schema = Document.model_json_schema(by_alias=True)
+    schema["connectorOptions"] = {scheme: model.model_json_schema(by_alias=True)
+                                  for scheme, model in _options_models().items()}
+    return schema

@@ -15,12 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from patchbay.connectors.cometd import (
-    CometdClient,
-    ReplayIdInvalid,
-    SessionExpired,
-    StreamingError,
-)
+from patchbay.connectors.salesforce.cometd import CometdClient
+from patchbay.errors import ReplayIdInvalid, SessionExpired, StreamingError
 from patchbay.localorg.org import OrgConfig
 from patchbay.localorg.running import LocalOrg
 

@@ -20,8 +20,7 @@ import psycopg
 import pytest
 
 from patchbay import run_integration
-from patchbay.connectors import pgcapture
-from patchbay.connectors.sql import SqlConnector
+from patchbay.connectors.sql import SqlConnector, pgcapture
 from patchbay.errors import RetriableError, SpecError
 from patchbay.model import Change, ChangeKind
 from patchbay.spec import SystemSpec

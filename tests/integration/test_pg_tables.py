@@ -18,8 +18,7 @@ import pyarrow as pa
 import pyarrow.csv as arrow_csv
 import pytest
 
-from patchbay.connectors import pgtables
-from patchbay.connectors.sql import SqlConnector
+from patchbay.connectors.sql import SqlConnector, pgtables
 from patchbay.model import Operation, Status
 from patchbay.spec import SystemSpec
 

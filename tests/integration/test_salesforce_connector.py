@@ -11,11 +11,11 @@ import pytest
 
 from patchbay import SpecError, plan_integration, run_integration
 from patchbay.connectors.salesforce import SalesforceConnector, to_soql
-from patchbay.elements.scope import Condition, Group
-from patchbay.errors import RetriableError
+from patchbay.errors import PatchbayError, RetriableError, SalesforceError
 from patchbay.localorg.org import OrgConfig
 from patchbay.localorg.running import LocalOrg
 from patchbay.model import Operation, Status
+from patchbay.scope import Condition, Group
 from patchbay.spec import SystemSpec
 
 SCHEMA = {"fields": {"Account": [{"name": "Legacy_Id__c", "type": "string", "length": 40,
@@ -204,3 +204,12 @@ def test_a_scope_on_is_deleted_reads_deleted_records(org: LocalOrg) -> None:
                                       fields=["Name"]) for r in page.records]
     assert [r["Id"] for r in deleted] == [gone]
     assert crm.count("Account", Condition("IsDeleted", "eq", True)) == 1
+
+
+def test_an_error_answer_of_the_org_is_a_patchbay_error_naming_its_system(org: LocalOrg) -> None:
+    crm = connector(org)
+    with pytest.raises(SalesforceError, match=r"^NOT_FOUND: .* \(system=crm\)$") as refused:
+        crm.request("GET", "sobjects/Account/001000000000000AAA")
+    assert isinstance(refused.value, PatchbayError)
+    assert (refused.value.status, refused.value.code, refused.value.context) == (
+        404, "NOT_FOUND", {"system": "crm"})

@@ -29,11 +29,11 @@ import psycopg
 import pyarrow as pa
 import pytest
 
-from patchbay.connectors import sql as sql_module
 from patchbay.connectors.sql import SqlConnector
+from patchbay.connectors.sql import arrow as arrow_reads
 from patchbay.demo.legacy_crm import build_legacy_crm
-from patchbay.elements.scope import bind, to_predicate
 from patchbay.model import Page, Position
+from patchbay.scope import bind, to_predicate
 from patchbay.spec import Scope, SystemSpec
 
 
@@ -230,7 +230,7 @@ def test_a_value_arrow_refuses_hands_the_rest_to_the_row_path(
     table = pg.create("refused", "id INTEGER PRIMARY KEY, amount NUMERIC(10,2), note TEXT")
     pg.insert(table, [{"id": i, "amount": Decimal("NaN") if i == 61 else Decimal(i) / 4,
                        "note": f"n{i}"} for i in range(1, 101, 2)])
-    monkeypatch.setattr(sql_module, "_POSTGRES_BATCH_BYTES", 100)  # a batch every few rows
+    monkeypatch.setattr(arrow_reads, "POSTGRES_BATCH_BYTES", 100)  # a batch every few rows
     sql = connector(pg.url)
     try:
         taken = rows_taken_over(sql)
@@ -259,7 +259,7 @@ def test_a_date_python_cannot_hold_fails_the_read_as_on_the_row_path(
     table = pg.create("beyond", f"id INTEGER PRIMARY KEY, at {column}")
     pg.execute(f"INSERT INTO {table} SELECT n, CASE WHEN n = 30 THEN '{value}'::{column} "
                f"ELSE '2000-01-01'::{column} + n * interval '1 day' END FROM generate_series(1, 40) n")
-    monkeypatch.setattr(sql_module, "_POSTGRES_BATCH_BYTES", 100)
+    monkeypatch.setattr(arrow_reads, "POSTGRES_BATCH_BYTES", 100)
     sql = connector(pg.url)
 
     def until_failure(columnar: bool) -> tuple[list[Position], type[BaseException]]:
@@ -403,7 +403,7 @@ def test_memory_stays_flat_on_a_large_table(either: Any, monkeypatch: pytest.Mon
     else:
         either.execute(f"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
                        f"WHERE i < {rows}) INSERT INTO {table} SELECT i, printf('%.1024c', 'x') FROM n")
-    monkeypatch.setattr(sql_module, "_POSTGRES_BATCH_BYTES", 1 << 20)
+    monkeypatch.setattr(arrow_reads, "POSTGRES_BATCH_BYTES", 1 << 20)
     sql = connector(either.url)
     try:
         arrow_read(sql, small)  # drivers and their caches loaded

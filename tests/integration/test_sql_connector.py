@@ -15,9 +15,9 @@ import pytest
 import sqlalchemy as sa
 
 from patchbay.connectors.sql import SqlConnector
-from patchbay.elements.scope import bind, to_predicate
 from patchbay.errors import ConnectionFailed
 from patchbay.model import FieldType, Operation, Status
+from patchbay.scope import bind, to_predicate
 from patchbay.spec import Scope, SystemSpec
 
 
@@ -490,3 +490,27 @@ def test_unknown_table_and_column_are_named_with_a_suggestion(db: Any, sql: SqlC
     with pytest.raises(SpecError, match="did you mean 'label'"):
         sql.write(table, [{"num": 1, "lable": "x"}], Operation.UPSERT, "num")
     assert sa.inspect(db.engine).has_table(table)
+
+
+# -- options ------------------------------------------------------------------------------------
+
+
+def test_the_schema_and_pool_size_options(pg_url: str) -> None:
+    """`schema` is where tables named without one are; `pool_size` the connections kept."""
+    schema = f"pb_options_{random.randrange(1 << 30)}"
+    admin = sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+            conn.execute(sa.text(f"CREATE TABLE {schema}.accounts (id integer PRIMARY KEY, name text)"))
+            conn.execute(sa.text(f"INSERT INTO {schema}.accounts VALUES (1, 'Acme')"))
+        sql = SqlConnector(SystemSpec(url=pg_url, name="wh", options={"schema": schema, "pool_size": 2}))
+        try:
+            assert [r for page in sql.read("accounts") for r in page.records] == [{"id": 1, "name": "Acme"}]
+            assert sql.engine.pool.size() == 2  # type: ignore[attr-defined]
+        finally:
+            sql.close()
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()

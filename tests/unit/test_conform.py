@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from patchbay.elements.conform import CoercionError, Conformer, Problem, converter
+from patchbay.elements.conform import Conformer, Problem, converter
+from patchbay.errors import CoercionError
 from patchbay.model import FieldSchema, FieldType, ObjectSchema
 
 SCHEMA = ObjectSchema("accounts", {f.name: f for f in (

@@ -17,9 +17,9 @@ import pytest
 
 from patchbay.connectors.base import connect
 from patchbay.connectors.files import ERROR_FIELD, RAW_FIELD, FileConnector
-from patchbay.elements.scope import BoundScope, Condition, Group
 from patchbay.errors import ConnectionFailed, SpecError
 from patchbay.model import FieldType, Operation, Outcome, Page, Record, Status
+from patchbay.scope import BoundScope, Condition, Group
 from patchbay.spec import SystemSpec
 
 ACCOUNTS = (

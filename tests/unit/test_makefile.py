@@ -19,7 +19,7 @@ def planned(target: str, venv: Path) -> list[str]:
 def test_demo_installs_patchbay_without_the_test_tools(tmp_path: Path) -> None:
     assert planned("demo", tmp_path / "venv") == [
         f"{tmp_path}/venv/bin/pip install --quiet --upgrade pip",
-        f"{tmp_path}/venv/bin/pip install --quiet -e .",
+        f"{tmp_path}/venv/bin/pip install --quiet -e '.[aggregation,xlsx,sqlite,salesforce]'",
     ]
 
 

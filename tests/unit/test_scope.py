@@ -11,16 +11,16 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
 from patchbay.connectors.salesforce import to_soql
-from patchbay.elements.scope import (
+from patchbay.connectors.sql.where import to_sql
+from patchbay.errors import SpecError
+from patchbay.scope import (
     BoundScope,
     Condition,
     Group,
     bind,
     fields_of,
     to_predicate,
-    to_sql,
 )
-from patchbay.errors import SpecError
 from patchbay.spec import Scope
 
 INJECTION = "x'; DROP TABLE accounts; --"

@@ -495,7 +495,7 @@ def test_secret_query_arguments_and_passwords_are_redacted(url: str, shown: str)
 
 def test_scrub_redacts_urls_and_every_form_of_a_system_secret() -> None:
     text = minimal(systems=("systems:\n  legacy: sqlite:///legacy.db\n  warehouse:\n"
-                            "    url: postgresql://app:${PW}@db/crm?sslpassword=${SSL}\n"
+                            "    url: https://app:${PW}@db/crm?sslpassword=${SSL}\n"
                             "    options: {headers: {Authorization: Bearer b3arer-t0ken}}\n"))
     system = loads(text, environ={"PW": "p%40ss%2Fw0rd", "SSL": "ss+l+k3y"}).systems["warehouse"]
     assert set(system.secrets) == {"p%40ss%2Fw0rd", "YXBwOnAlNDBzcyUyRncwcmQ=", "YXBwOnBAc3MvdzByZA==",

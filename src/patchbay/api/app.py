@@ -50,7 +50,6 @@ from patchbay import spec
 from patchbay.api import outbound, webhooks
 from patchbay.api.http import (
     JSON,
-    ApiError,
     BearerAuth,
     NestedTooDeep,
     Redactor,
@@ -62,6 +61,7 @@ from patchbay.api.openapi import OPENAPI
 from patchbay.api.runs import Runs
 from patchbay.elements import reports
 from patchbay.errors import (
+    ApiError,
     ConnectionFailed,
     MessageSeen,
     ParameterError,

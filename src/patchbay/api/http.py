@@ -16,22 +16,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from patchbay.spec import IntegrationFile, secret_forms
 
 
-class ApiError(Exception):
-    """An answer other than success: its HTTP status, message and, for bad input, problems."""
-
-    def __init__(self, status: int, message: str, problems: list[str] | None = None,
-                 **extra: Any) -> None:
-        super().__init__(message)
-        self.status, self.message, self.problems, self.extra = status, message, problems, extra
-
-    def body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"error": self.message}
-        if self.problems is not None:
-            body["problems"] = self.problems
-        body.update(self.extra)
-        return body
-
-
 def _plain(value: Any) -> Any:
     if isinstance(value, (dt.datetime, dt.date)):
         return value.isoformat()

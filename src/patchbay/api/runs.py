@@ -24,8 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from patchbay.api.http import ApiError
-from patchbay.errors import RunNotResumable
+from patchbay.errors import ApiError, RunNotResumable
 from patchbay.patterns import aggregation
 from patchbay.patterns.context import RunContext
 from patchbay.patterns.migration import Migration

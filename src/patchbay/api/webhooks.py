@@ -29,8 +29,9 @@ from typing import Any
 
 from starlette.requests import Request
 
-from patchbay.api.http import ApiError, capped_body, json_body
+from patchbay.api.http import capped_body, json_body
 from patchbay.connectors.http import SIGNATURE_PREFIX, verify_signature
+from patchbay.errors import ApiError
 from patchbay.spec import WebhookSpec
 from patchbay.store import Store
 

@@ -10,6 +10,11 @@ A connector is one class in one module. It states its capabilities rather than f
     subscribe(object, consumer) -> Subscription           (messages of a queue or subject:
                                                           fetch, ack, close; at least once)
 
+Each connector declares its `options` (a system's `options:` in the integration file) as
+a pydantic model, `options_model`: loading a file validates every system's options through
+the registry by URL scheme, so a misspelt option is an error with its line and a "did you
+mean", and `patchbay schema` describes them.
+
 Connectors register by URL scheme. Third-party packages add theirs through the
 `patchbay.connectors` entry point group (name = scheme, value = "module:Class").
 """
@@ -24,11 +29,15 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 from importlib.metadata import entry_points
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
-from patchbay.elements.scope import BoundScope
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 from patchbay.errors import SpecError
+from patchbay.extras import driver_needed
 from patchbay.model import (
+    ERROR_FIELD,
+    RAW_FIELD,
     Change,
     KeyValue,
     ObjectSchema,
@@ -39,7 +48,8 @@ from patchbay.model import (
     Record,
     Status,
 )
-from patchbay.spec import SystemSpec, suggest
+from patchbay.scope import BoundScope
+from patchbay.spec import SystemSpec, suggest, use_connector_options
 
 
 class Capability(StrEnum):
@@ -52,11 +62,6 @@ class Capability(StrEnum):
     CONSUME = "consume"
     COUNT = "count"
     """`count(scope)` is cheap: the system answers it without reading the records out."""
-
-
-BROKEN_BODY = "__error__"
-"""Field of a message body that could not be read as a JSON object: why (the raw text is
-under `__raw__`). The same marker the files connector gives rows it cannot read."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,17 +96,28 @@ class Subscription(ABC):
 
 
 def message_body(data: bytes) -> dict[str, Any]:
-    """A message's JSON object, or {BROKEN_BODY: why, "__raw__": text} when it is not one.
+    """A message's JSON object, or {ERROR_FIELD: why, RAW_FIELD: text} when it is not one.
     Numbers with a fraction become Decimals: a float would make totals drift."""
     text = data.decode("utf-8", errors="replace")
     try:
         value = json.loads(text, parse_float=Decimal)
     except ValueError as exc:
-        return {BROKEN_BODY: f"the body is not JSON: {exc}", "__raw__": text[:2000]}
+        return {ERROR_FIELD: f"the body is not JSON: {exc}", RAW_FIELD: text[:2000]}
     if not isinstance(value, dict):
-        return {BROKEN_BODY: f"the body is JSON but not an object (a {type(value).__name__})",
-                "__raw__": text[:2000]}
+        return {ERROR_FIELD: f"the body is JSON but not an object (a {type(value).__name__})",
+                RAW_FIELD: text[:2000]}
     return value
+
+
+class ConnectorOptions(BaseModel):
+    """The options of a connector's systems: subclass it with one field per option, each
+    with its type, default and description. Unknown options are refused."""
+
+    # YAML reads `password: 12345` or `api_version: 59.0` as numbers; they are text here.
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+
+OptionsT = TypeVar("OptionsT", bound=ConnectorOptions)
 
 
 class Connector:
@@ -109,9 +125,33 @@ class Connector:
 
     schemes: ClassVar[tuple[str, ...]] = ()
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    options_model: ClassVar[type[ConnectorOptions] | None] = None
+    """The options this connector takes; None (a connector that declares none) leaves
+    them unchecked."""
 
     def __init__(self, system: SystemSpec) -> None:
         self.system = system
+        self._refuse_unknown_options()
+
+    def _refuse_unknown_options(self) -> None:
+        """Options are checked when the file is loaded; a connector made from a SystemSpec
+        in code checks their names here (their values where it reads them)."""
+        if self.options_model is None:
+            return
+        known = [f.alias or n for n, f in self.options_model.model_fields.items()]
+        for option in self.system.options:
+            if option not in known:
+                raise SpecError(f"system '{self.name}': unknown option '{option}'"
+                                f"{suggest(option, known)}; known options: {', '.join(known)}")
+
+    def _options_as(self, model: type[OptionsT]) -> OptionsT:
+        """The system's options as `model` says, typed; SpecError naming each bad value."""
+        try:
+            return model.model_validate(self.system.options)
+        except ValidationError as exc:
+            problems = [f"option {'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
+                        for error in exc.errors()]
+            raise SpecError(f"system '{self.name}': invalid options", problems) from None
 
     @property
     def name(self) -> str:
@@ -263,8 +303,28 @@ def connector_class(scheme: str) -> type[Connector]:
         raise SpecError(f"no connector for '{scheme}://' URLs{suggest(scheme, known)}; "
                         f"known schemes: {', '.join(known)}")
     module, _, name = target.partition(":")
-    loaded: type[Connector] = getattr(importlib.import_module(module), name)
+    with driver_needed(f"the {scheme}:// connector"):
+        loaded: type[Connector] = getattr(importlib.import_module(module), name)
     return loaded
+
+
+def options_model(scheme: str) -> type[ConnectorOptions] | None:
+    """The options model of a scheme's connector; None for a scheme no connector serves
+    (reported when the system is used) or whose driver is not installed (likewise)."""
+    try:
+        return connector_class(scheme).options_model
+    except SpecError:
+        return None
+
+
+def options_models() -> dict[str, type[ConnectorOptions]]:
+    """The options model of each built-in scheme, for `patchbay schema` (schemes whose
+    driver is not installed are left out)."""
+    found = {scheme: options_model(scheme) for scheme in _BUILTIN}
+    return {scheme: model for scheme, model in found.items() if model is not None}
+
+
+use_connector_options(options_model, options_models)
 
 
 def connect(system: SystemSpec, **options: Any) -> Connector:

@@ -54,12 +54,15 @@ from decimal import Decimal
 from pathlib import Path, PurePath
 from typing import Any, ClassVar, TextIO
 
+from pydantic import Field
+
 from patchbay.atomic import remove_stale, replacing
-from patchbay.connectors.base import Capability, Connector, completed, last_per_key
-from patchbay.elements.compare import same_values
-from patchbay.elements.scope import BoundScope, fields_of, to_predicate
+from patchbay.compare import same_values
+from patchbay.connectors.base import Capability, Connector, ConnectorOptions, completed, last_per_key
 from patchbay.errors import ConnectionFailed, SpecError
 from patchbay.model import (
+    ERROR_FIELD,
+    RAW_FIELD,
     FieldSchema,
     FieldType,
     KeyValue,
@@ -71,16 +74,11 @@ from patchbay.model import (
     Record,
     Status,
 )
+from patchbay.scope import BoundScope, fields_of, to_predicate
 from patchbay.spec import SystemSpec, suggest
-
-ERROR_FIELD = "__error__"
-"""Field of a record the file could not give whole: what is wrong, with file and line."""
-RAW_FIELD = "__raw__"
-"""Field of the same record: the row's text as it stands in the file."""
 
 _EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 _FORMAT_NAMES = {"csv": "csv", "jsonl": "jsonl", "ndjson": "jsonl", "parquet": "parquet"}
-_OPTIONS = ("format", "delimiter", "encoding", "null_values", "fields")
 _DESCRIBE_LINES = 1000
 _PARQUET_BATCH_ROWS = 10_000
 # Undecodable bytes are read as lone surrogates (errors="surrogateescape"), so that one bad
@@ -102,20 +100,27 @@ class _Broken:
 _Row = Record | _Broken
 
 
+class FileOptions(ConnectorOptions):
+    format: str | None = Field(None, description="The format of every file (csv, jsonl, ndjson, "
+                               "parquet); by default each file's extension says.")
+    delimiter: str = Field(",", description="The field delimiter of CSV files: one character.")
+    encoding: str = Field("utf-8", description="The text encoding of CSV and JSON Lines files.")
+    null_values: str | list[str] = Field([""], description="CSV texts read as null.")
+    fields: list[str] | dict[str, list[str]] | None = Field(
+        None, description="The field names of files that do not exist yet, so that a destination "
+        "can be described: a list, or a mapping of file name to list.")
+
+
 class FileConnector(Connector):
     schemes: ClassVar[tuple[str, ...]] = ("file",)
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {Capability.READ, Capability.WRITE, Capability.GET, Capability.DESCRIBE})
+    options_model: ClassVar[type[ConnectorOptions]] = FileOptions
 
     def __init__(self, system: SystemSpec) -> None:
         super().__init__(system)
         self.folder = _folder(system)
         options = system.options
-        for option in options:
-            if option not in _OPTIONS:
-                raise SpecError(f"system '{self.name}': unknown option '{option}'"
-                                f"{suggest(option, _OPTIONS)}; file systems take "
-                                f"{', '.join(_OPTIONS)}")
         self._format_option = _format_option(self.name, options.get("format"))
         encoding = _encoding(self.name, options.get("encoding", "utf-8"))
         self._formats: dict[str, _Format] = {

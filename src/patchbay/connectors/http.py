@@ -68,8 +68,9 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+from pydantic import Field
 
-from patchbay.connectors.base import Capability, Connector
+from patchbay.connectors.base import Capability, Connector, ConnectorOptions
 from patchbay.connectors.messages import key_text, message_for
 from patchbay.errors import ConnectionFailed, SpecError
 from patchbay.model import ObjectSchema, Operation, Outcome, Record, Status
@@ -122,12 +123,24 @@ class _Unreachable(Exception):
     """The receiver could not be connected to (refused, unknown host, connect timeout)."""
 
 
+class HttpOptions(ConnectorOptions):
+    secret: str | None = Field(None, description="Sign every request (HMAC-SHA256) with it.")
+    headers: dict[str, str] | None = Field(None, description="Static headers of every request, "
+                                           "never logged.")
+    method: str = Field("POST", description="POST or PUT.")
+    timeout: float = Field(10.0, gt=0, description="Seconds per request.")
+    concurrency: int = Field(1, gt=0, description="Requests in flight at once.")
+    ordered: bool = Field(True, description="Send records in batch order; false allows "
+                          "concurrency above 1.")
+
+
 class HttpConnector(Connector):
     """Writes each record as a JSON request to `<base url><object>`. Schemaless."""
 
     schemes: ClassVar[tuple[str, ...]] = ("http", "https")
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {Capability.WRITE, Capability.DESCRIBE})
+    options_model: ClassVar[type[ConnectorOptions]] = HttpOptions
 
     def __init__(self, system: SystemSpec) -> None:
         super().__init__(system)

@@ -22,7 +22,7 @@ from typing import Any, ClassVar, NamedTuple
 from patchbay.connectors.base import Capability, Connector
 from patchbay.errors import ConnectionFailed, RetriableError, SpecError
 from patchbay.model import VERSION_FIELD, KeyValue, ObjectSchema, Operation, Outcome, Record, Status
-from patchbay.spec import SystemSpec, suggest
+from patchbay.spec import SystemSpec
 
 # -- messages -----------------------------------------------------------------------------------
 
@@ -134,17 +134,11 @@ class MessageDestination(Connector):
 
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {Capability.WRITE, Capability.DESCRIBE})
-    option_names: ClassVar[tuple[str, ...]] = ()
     object_kind: ClassVar[str] = "destination"
     """What `object` names, for messages: exchange, subject, stream."""
 
     def __init__(self, system: SystemSpec) -> None:
         super().__init__(system)
-        for option in system.options:
-            if option not in self.option_names:
-                raise SpecError(f"system '{self.name}': unknown option '{option}'"
-                                f"{suggest(option, self.option_names)}; known options: "
-                                f"{', '.join(self.option_names)}")
         self._lock = threading.Lock()
 
     def describe(self, object: str) -> ObjectSchema:

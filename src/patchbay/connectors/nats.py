@@ -68,8 +68,9 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
+from pydantic import Field
 
-from patchbay.connectors.base import Capability, Received, Subscription, message_body
+from patchbay.connectors.base import Capability, ConnectorOptions, Received, Subscription, message_body
 from patchbay.connectors.messages import Message, MessageDestination
 from patchbay.errors import ConnectionFailed, RetriableError, SpecError
 from patchbay.model import Outcome
@@ -103,14 +104,24 @@ async def _shut_down(client: Client | None) -> None:
     await asyncio.wait(left, timeout=5) if left else None
 
 
+class NatsOptions(ConnectorOptions):
+    stream: str | None = Field(None, description="Make sure this stream exists and covers the "
+                               "subject; without it, a stream must already cover it.")
+    duplicate_window: float | None = Field(None, gt=0, description="Seconds JetStream remembers "
+                                           "message ids, for a stream created here.")
+    timeout: float = Field(10.0, gt=0, description="Seconds to wait for a publish ack.")
+    connect_timeout: float = Field(10.0, gt=0, description="Seconds connecting may take.")
+    ack_wait: float = Field(60.0, gt=0, description="Consuming: seconds before JetStream "
+                            "redelivers a message taken and not acked.")
+
+
 class NatsConnector(MessageDestination):
     """Publishes each record as a JetStream message to a subject, de-duplicated by id."""
 
     schemes: ClassVar[tuple[str, ...]] = ("nats",)
     capabilities: ClassVar[frozenset[Capability]] = (
         MessageDestination.capabilities | {Capability.CONSUME})
-    option_names: ClassVar[tuple[str, ...]] = ("stream", "duplicate_window", "timeout",
-                                               "connect_timeout", "ack_wait")
+    options_model: ClassVar[type[ConnectorOptions]] = NatsOptions
     object_kind: ClassVar[str] = "subject"
 
     def __init__(self, system: SystemSpec) -> None:

@@ -69,8 +69,9 @@ from urllib.parse import parse_qs, urlsplit
 import pika
 import pika.exceptions as amqp_errors
 from pika.adapters.blocking_connection import BlockingChannel
+from pydantic import Field
 
-from patchbay.connectors.base import Capability, Received, Subscription, message_body
+from patchbay.connectors.base import Capability, ConnectorOptions, Received, Subscription, message_body
 from patchbay.connectors.messages import Message, MessageDestination, key_text
 from patchbay.errors import SpecError
 from patchbay.model import Outcome
@@ -84,14 +85,22 @@ class _NotConfirmed(Exception):
     """The broker did not confirm a publish in time."""
 
 
+class RabbitMqOptions(ConnectorOptions):
+    routing_key: str | None = Field(None, description="The routing key, with {field} "
+                                    "placeholders from the record; by default the object.")
+    declare: bool = Field(False, description="Declare the exchange as a durable topic exchange.")
+    mandatory: bool = Field(True, description="An unroutable message is an error.")
+    timeout: float = Field(30.0, gt=0, description="Seconds to wait for a publish to be confirmed.")
+    connect_timeout: float = Field(10.0, gt=0, description="Seconds connecting may take.")
+
+
 class RabbitMqConnector(MessageDestination):
     """Publishes each record as a persistent, confirmed message to an exchange."""
 
     schemes: ClassVar[tuple[str, ...]] = ("amqp",)
     capabilities: ClassVar[frozenset[Capability]] = (
         MessageDestination.capabilities | {Capability.CONSUME})
-    option_names: ClassVar[tuple[str, ...]] = ("routing_key", "declare", "mandatory", "timeout",
-                                               "connect_timeout")
+    options_model: ClassVar[type[ConnectorOptions]] = RabbitMqOptions
     object_kind: ClassVar[str] = "exchange"
 
     def __init__(self, system: SystemSpec) -> None:

@@ -33,9 +33,11 @@ from typing import Any, ClassVar
 
 import redis
 import redis.exceptions
+from pydantic import Field
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from patchbay.connectors.base import ConnectorOptions
 from patchbay.connectors.messages import Message, MessageDestination
 from patchbay.errors import SpecError
 from patchbay.model import Outcome
@@ -72,11 +74,19 @@ def marker_key(stream: str, message_id: str) -> str:
     return MARKER.format(stream=stream, id=message_id)
 
 
+class RedisOptions(ConnectorOptions):
+    dedupe_ttl: int = Field(7 * 24 * 3600, gt=0, description="Seconds a message id is remembered.")
+    maxlen: int | None = Field(None, gt=0, description="Trim the stream to about this many "
+                               "entries (default: no trim).")
+    timeout: float = Field(10.0, gt=0, description="Seconds to wait for an answer.")
+    connect_timeout: float = Field(10.0, gt=0, description="Seconds connecting may take.")
+
+
 class RedisConnector(MessageDestination):
     """Adds each record as an entry of a Redis stream, once per message id."""
 
     schemes: ClassVar[tuple[str, ...]] = ("redis",)
-    option_names: ClassVar[tuple[str, ...]] = ("dedupe_ttl", "maxlen", "timeout", "connect_timeout")
+    options_model: ClassVar[type[ConnectorOptions]] = RedisOptions
     object_kind: ClassVar[str] = "stream"
 
     def __init__(self, system: SystemSpec) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from patchbay.elements.compare import normalise
+from patchbay.compare import normalise
 from patchbay.model import KeyValue, Record
 
 _MASK = (1 << 64) - 1

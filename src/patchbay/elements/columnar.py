@@ -12,7 +12,6 @@ the columnar one costs nothing on clean data but speed.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -43,26 +42,6 @@ def arrow_type(field: FieldSchema) -> pa.DataType | None:
     if kind is FieldType.DECIMAL and field.scale is not None:
         return pa.decimal128(field.precision or 38, field.scale)
     return None
-
-
-def rows_to_table(rows: Sequence[tuple[Any, ...]], names: Sequence[str],
-                  struct: pa.StructType | None) -> tuple[pa.Table | None, pa.StructType | None]:
-    """A table from driver rows, and the row type to reuse for the next page.
-
-    Without a known row type, each column's type is inferred; a column whose values
-    are of mixed Python types (as SQLite allows) makes the page unfit for the lane.
-    """
-    try:
-        if struct is None:
-            arrays = [pa.array(column) for column in zip(*rows, strict=True)]
-            struct = pa.struct([pa.field(n, a.type) for n, a in zip(names, arrays, strict=True)])
-            if any(pa.types.is_null(f.type) for f in struct):
-                return pa.Table.from_arrays(arrays, names=list(names)), None
-            return pa.Table.from_arrays(arrays, names=list(names)), struct
-        rows_array = pa.array(rows, type=struct)
-        return pa.Table.from_arrays(rows_array.flatten(), names=list(names)), struct
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-        return None, None
 
 
 def cast(column: pa.ChunkedArray | pa.Array, to: pa.DataType) -> pa.ChunkedArray | None:

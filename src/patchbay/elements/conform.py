@@ -14,13 +14,10 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from patchbay.errors import CoercionError
 from patchbay.model import PYTHON_TYPES, FieldSchema, FieldType, ObjectSchema, Record
 
 Converter = Callable[[Any], Any]
-
-
-class CoercionError(ValueError):
-    """A value cannot become the type asked for."""
 
 
 _TRUE = frozenset({"true", "t", "yes", "y", "1", "on"})

@@ -45,14 +45,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from patchbay.errors import ParameterError, SpecError
+from patchbay.extras import driver_needed
 from patchbay.spec import AggregateSpec, EnrichSpec, MergeSpec, suggest
+
+if TYPE_CHECKING:
+    import duckdb
 
 _RESERVED = "__pb_"
 _POS = "__pb_pos"  # a row's place in its table: DuckDB's parallel scans do not keep the order
@@ -67,7 +70,7 @@ _NAMES = "__pb_names"
 _FIELDS = "__pb_fields"
 
 _TEXT = "VARCHAR"
-_NULL_TYPE = str(duckdb.sqltypes.SQLNULL)
+_NULL_TYPE = '"NULL"'  # str(duckdb.sqltypes.SQLNULL): the type of a null literal
 # DuckDB sums these as HUGEINT, which Arrow can only hold as decimal128(38, 0).
 _SMALL_INTEGERS = frozenset({"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER"})
 _VALUE_PICKERS = frozenset({"min", "max", "latest"})
@@ -103,6 +106,8 @@ def merge(sources: Mapping[str, pa.Table], spec: MergeSpec,
     missing_union = [name for name in dict.fromkeys(spec.union) if name not in sources]
     # No file access: `merge.sql` may use run parameters, which must not reach a path
     # (read_csv($file) and the like); the sources are registered Arrow tables.
+    with driver_needed("an aggregation's merge"):
+        import duckdb
     with duckdb.connect(config={"enable_external_access": False}) as con:
         # DuckDB takes the machine's zone otherwise, and casts naive timestamps through it.
         con.execute("SET TimeZone = 'UTC'")
@@ -169,6 +174,8 @@ class _Database:
         distinct = list(dict.fromkeys(kind for kind in kinds if kind != _NULL_TYPE))
         if len(distinct) < 2:
             return distinct[0] if distinct else _NULL_TYPE
+        import duckdb
+
         probe = " UNION ALL ".join(f"SELECT CAST(NULL AS {kind}) AS v" for kind in distinct)
         try:
             union = str(self.con.sql(probe).types[0])
@@ -184,6 +191,8 @@ class _Database:
         return union if safe else _TEXT
 
     def fetch(self, sql: str, params: Mapping[str, Any], doing: str, limit: int | None = None) -> pa.Table:
+        import duckdb
+
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         try:
@@ -541,6 +550,8 @@ def _final_select(con: duckdb.DuckDBPyConnection, sources: Mapping[str, pa.Table
                   sql: str, params: Mapping[str, Any], missing_sources: Sequence[str],
                   limit: int | None) -> pa.Table:
     """`sql` run over `merged` and the sources by name, with the parameters it uses."""
+    import duckdb
+
     try:
         statements = con.extract_statements(sql)
     except duckdb.Error as error:

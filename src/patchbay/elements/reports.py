@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from patchbay.atomic import replacing
 from patchbay.errors import SpecError
+from patchbay.extras import driver_needed
 
 if TYPE_CHECKING:
     from openpyxl.worksheet._write_only import WriteOnlyWorksheet
@@ -342,10 +343,12 @@ _TEXT_WRITERS: dict[str, Callable[[pa.Table, TextIO], None]] = {
 
 
 def _write_xlsx(table: pa.Table, path: Path, sheet: str) -> None:
-    # openpyxl is imported only to write XLSX: it would add a tenth of a second to every start.
-    from openpyxl import Workbook
-    from openpyxl.styles import Font
-    from openpyxl.utils import get_column_letter
+    # openpyxl is imported only to write XLSX: it would add a tenth of a second to every start,
+    # and it is an extra (`patchbay[xlsx]`).
+    with driver_needed("an XLSX report"):
+        from openpyxl import Workbook
+        from openpyxl.styles import Font
+        from openpyxl.utils import get_column_letter
 
     # A write-only workbook streams rows out, so memory stays flat however long the sheet.
     book = Workbook(write_only=True)

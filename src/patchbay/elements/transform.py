@@ -13,9 +13,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from patchbay.elements.conform import CoercionError, converter
+from patchbay.elements.conform import converter
 from patchbay.elements.expressions import Expression
-from patchbay.errors import RecordRejected
+from patchbay.errors import CoercionError, RecordRejected
 from patchbay.model import FieldType, Record
 from patchbay.spec import FieldMapping, Lookup, ParamRef, TransformSpec
 

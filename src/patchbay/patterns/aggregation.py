@@ -28,10 +28,10 @@ from typing import Any
 
 import pyarrow as pa
 
+from patchbay import scope as scopes
 from patchbay.cron import Cron
 from patchbay.elements import merge as merging
 from patchbay.elements import reports
-from patchbay.elements import scope as scopes
 from patchbay.elements.conform import Conformer
 from patchbay.elements.expressions import Expression
 from patchbay.elements.transform import Transform

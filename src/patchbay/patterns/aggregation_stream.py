@@ -55,12 +55,12 @@ from dataclasses import asdict, dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from patchbay.connectors.base import BROKEN_BODY, Capability, Connector, Received, Subscription
+from patchbay.connectors.base import Capability, Connector, Received, Subscription
 from patchbay.connectors.messages import to_json
 from patchbay.elements.conform import Conformer
 from patchbay.elements.transform import Transform
 from patchbay.errors import PatchbayError, RetriableError, SpecError
-from patchbay.model import Operation, Outcome, Record, Status
+from patchbay.model import ERROR_FIELD, Operation, Outcome, Record, Status
 from patchbay.patterns.context import LookupCache, RunContext, misfits
 from patchbay.spec import AggregateSpec, AggregationDestinationSpec, AggregationSpec, StreamSourceSpec
 from patchbay.store.aggregates import Counted, Group
@@ -459,8 +459,8 @@ class StreamAggregation:
         owners: dict[int, _Held] = {}
         for message in held:
             body = message.received.body
-            if BROKEN_BODY in body:
-                self._reject(message, str(body[BROKEN_BODY]), tally)
+            if ERROR_FIELD in body:
+                self._reject(message, str(body[ERROR_FIELD]), tally)
                 continue
             record = _record_of(body)
             if record is None:

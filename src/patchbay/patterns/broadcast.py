@@ -23,13 +23,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from patchbay import scope as scopes
 from patchbay.connectors.base import Connector
 from patchbay.cron import Cron
-from patchbay.elements import scope as scopes
 from patchbay.elements.conform import Conformer
 from patchbay.elements.transform import Transform
 from patchbay.errors import ConnectionFailed, RetriableError, SpecError
 from patchbay.model import (
+    ERROR_FIELD,
     VERSION_FIELD,
     Change,
     ChangeKind,
@@ -54,10 +55,6 @@ _TRANSIENT: tuple[type[Exception], ...] = (RetriableError, *UNAVAILABLE)
 MAX_PUSHED = 10_000
 """At most this many changes, and this many ids, in one push."""
 _INT64 = (-(2 ** 63), 2 ** 63 - 1)
-
-BROKEN = "__error__"
-"""Payload field of a change the transform could not make a record of: the delivery
-fails at the destination with this reason and lands in the dead letters."""
 
 
 _waking: dict[str, set[Callable[[], None]]] = {}
@@ -228,7 +225,7 @@ class Broadcast:
                                                   {**record, VERSION_FIELD: version}))
                 elif id(change.record) in refused:
                     deliveries.append(NewDelivery(name, change.key, version, "upsert",
-                                                  {BROKEN: refused[id(change.record)]}))
+                                                  {ERROR_FIELD: refused[id(change.record)]}))
         return deliveries
 
     def accept(self, body: Mapping[str, Any], received_at: str,
@@ -423,7 +420,7 @@ class _Conforming(Connector):
     def write(self, object: str, records: Sequence[Record], operation: Operation,
               key: str) -> list[Outcome]:
         outcomes: list[Outcome | None] = [None] * len(records)
-        broken = {i: str(r[BROKEN]) for i, r in enumerate(records) if BROKEN in r}
+        broken = {i: str(r[ERROR_FIELD]) for i, r in enumerate(records) if ERROR_FIELD in r}
         for index, reason in broken.items():
             code, _, message = reason.partition(": ")
             outcomes[index] = Outcome(records[index].get(key), Status.REJECTED, message, code)

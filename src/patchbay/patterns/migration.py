@@ -26,16 +26,16 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from patchbay import scope as scopes
+from patchbay.compare import differing_fields, normalise, same_values
 from patchbay.connectors.base import Capability, Connector
 from patchbay.elements import capture
-from patchbay.elements import scope as scopes
 from patchbay.elements.capture import Comparison
 from patchbay.elements.columnar import arrow_type
-from patchbay.elements.compare import differing_fields, normalise, same_values
 from patchbay.elements.conform import Conformer
 from patchbay.elements.transform import SetAside, Transform
 from patchbay.errors import FatalRunError, PatchbayError, RetriableError, RunNotResumable, SpecError
-from patchbay.model import Operation, Outcome, Page, Record, Status
+from patchbay.model import ERROR_FIELD, Operation, Outcome, Page, Record, Status
 from patchbay.patterns.context import LookupCache, RunContext, validate_destination
 from patchbay.spec import MigrationSpec, redact_url
 from patchbay.store import Store
@@ -45,9 +45,6 @@ T = TypeVar("T")
 
 EARLY_SAMPLE = 1000
 """Records read before a run judges its share of rejects (or that it writes nothing at all)."""
-
-BROKEN = "__error__"
-"""Field by which a source marks a record it could not read whole."""
 
 
 @dataclass
@@ -131,11 +128,11 @@ def shape(prepared: Prepared,
     A record a source could not read whole (a broken CSV row) arrives with an `__error__`
     field and is set aside here, with the source's message.
     """
-    broken = [r for r in page if BROKEN in r]
+    broken = [r for r in page if ERROR_FIELD in r]
     if broken:
-        page = [r for r in page if BROKEN not in r]
+        page = [r for r in page if ERROR_FIELD not in r]
     result = prepared.transform.apply(page)
-    rejected = [SetAside(-1, r, "MALFORMED_RECORD", str(r[BROKEN])) for r in broken]
+    rejected = [SetAside(-1, r, "MALFORMED_RECORD", str(r[ERROR_FIELD])) for r in broken]
     rejected += result.rejected
     problems = prepared.conformer.conform_batch(result.records)
     if not problems:

@@ -130,7 +130,7 @@ class Store(OutboxMixin, AggregatesMixin):
             path = Path(directory)
             path.mkdir(parents=True, exist_ok=True)
             url = f"sqlite:///{path / 'state.db'}"
-        from patchbay.connectors.sql import sqlalchemy_url
+        from patchbay.urls import sqlalchemy_url
 
         engine = sa.create_engine(sqlalchemy_url(url))
         if engine.dialect.name == "sqlite":

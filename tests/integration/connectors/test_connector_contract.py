@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from patchbay.connectors.base import Capability
-from patchbay.elements.scope import BoundScope, Condition, Group, to_predicate
+from patchbay.scope import BoundScope, Condition, Group, to_predicate
 from patchbay.model import Change, Operation, Position, Record, Status
 
 from .conftest import SEED, Subject, claiming

@@ -1,8 +1,10 @@
 """Scope: which records an integration takes.
 
 A scope is written once in the integration file and bound to the run's parameters here.
-Connectors push the bound scope down to their system (`to_sql` gives a parameterised
-SQLAlchemy WHERE clause); `to_predicate` serves systems that cannot filter themselves.
+Connectors push the bound scope down to their system (the SQL connector's `to_sql` gives a
+parameterised SQLAlchemy WHERE clause, Salesforce's `to_soql` a SOQL condition);
+`to_predicate` serves systems that cannot filter themselves. The tree is part of the model
+layer, so connectors import it without importing the elements.
 
 A condition marked `normalize` compares text trimmed and in lower case on both sides: its
 value is normalised here, when bound, and each compiler normalises the field (SQL as
@@ -19,11 +21,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-import sqlalchemy as sa
-
-from patchbay.errors import SpecError
 from patchbay.model import Record
-from patchbay.spec import COMPARISONS, ParamRef, Scope, suggest
+from patchbay.spec import COMPARISONS, ParamRef, Scope
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,47 +114,11 @@ def fields_of(scope: BoundScope | None) -> set[str]:
     return set().union(*(fields_of(p) for p in scope.parts))
 
 
-# -- SQL push-down ------------------------------------------------------------------------------
-
-_SQL_COMPARE: dict[str, Callable[[Any, Any], Any]] = {
+COMPARE: dict[str, Callable[[Any, Any], Any]] = {
     "eq": operator.eq, "ne": operator.ne, "gt": operator.gt,
     "gte": operator.ge, "lt": operator.lt, "lte": operator.le,
 }
-
-
-def to_sql(scope: BoundScope | None, columns: Mapping[str, sa.ColumnElement[Any]],
-           object_name: str = "") -> sa.ColumnElement[bool] | None:
-    """A WHERE clause with bound parameters; values never enter the SQL text."""
-    if scope is None:
-        return None
-    if isinstance(scope, Group):
-        parts = [to_sql(p, columns, object_name) for p in scope.parts]
-        clauses = [p for p in parts if p is not None]
-        if scope.op == "and":
-            return sa.and_(*clauses)
-        if scope.op == "or":
-            return sa.or_(*clauses)
-        return sa.not_(clauses[0])
-    if scope.field not in columns:
-        raise SpecError(f"scope names field '{scope.field}', which {object_name or 'the object'} "
-                        f"does not have{suggest(scope.field, list(columns.keys()))}")
-    column = columns[scope.field]
-    if scope.normalize:
-        column = sa.func.lower(sa.func.trim(column))
-    op, value = scope.op, scope.value
-    if op in _SQL_COMPARE:
-        if value is None and op in ("eq", "ne"):
-            return column.is_(None) if op == "eq" else column.is_not(None)
-        return _SQL_COMPARE[op](column, value)  # type: ignore[no-any-return]
-    if op == "like":
-        return column.like(value)
-    if op == "not_like":
-        return column.not_like(value)
-    if op == "in":
-        return column.in_(list(value))
-    if op == "not_in":
-        return column.not_in(list(value))
-    return column.is_(None) if value else column.is_not(None)
+"""The comparisons as functions: on Python values here, on SQLAlchemy columns in `to_sql`."""
 
 
 # -- in-process filtering -----------------------------------------------------------------------
@@ -212,7 +175,7 @@ def _truth(scope: BoundScope | None) -> Truth:
                 return want
             return None if unknown_otherwise else not want
         return member
-    compare = _SQL_COMPARE[op]
+    compare = COMPARE[op]
 
     def test(record: Record) -> bool | None:
         got = record.get(name)

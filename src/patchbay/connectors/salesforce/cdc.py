@@ -23,14 +23,12 @@ import contextlib
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from patchbay.connectors.cometd import CometdClient, ReplayIdInvalid, SessionExpired, StreamingError
-from patchbay.connectors.salesforce import soql_literal
-from patchbay.model import Change, ChangeKind
-
-if TYPE_CHECKING:
-    from patchbay.connectors.salesforce import SalesforceConnector
+from patchbay.connectors.salesforce.cometd import CometdClient
+from patchbay.connectors.salesforce.soql import soql_literal
+from patchbay.errors import ReplayIdInvalid, SessionExpired, StreamingError
+from patchbay.model import Change, ChangeKind, KeyValue, Record
 
 NEW_EVENTS = -1
 LONGEST_WAIT = 25.0
@@ -50,10 +48,29 @@ def channel_of(object: str) -> str:
     return f"/data/{name}ChangeEvent"
 
 
+class Org(Protocol):
+    """What the stream needs of the Salesforce connector (which owns the session), so
+    that this module does not import it."""
+
+    @property
+    def name(self) -> str: ...
+
+    def cometd_client(self) -> CometdClient: ...
+
+    def forget_session(self) -> None: ...
+
+    def poll_changes(self, object: str, cursor: Mapping[str, Any] | None,
+                     fields: Sequence[str] | None = None, limit: int = 2000
+                     ) -> tuple[list[Change], dict[str, Any]]: ...
+
+    def get(self, object: str, key: str, values: Sequence[KeyValue],
+            fields: Sequence[str] | None = None) -> dict[KeyValue, Record]: ...
+
+
 class ChangeStream:
     """The CDC subscriptions of one Salesforce connector, one per object."""
 
-    def __init__(self, connector: SalesforceConnector) -> None:
+    def __init__(self, connector: Org) -> None:
         self.connector = connector
         self._subscriptions: dict[str, _Subscription] = {}
 

@@ -25,18 +25,20 @@ import io
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
 import httpx
+from pydantic import Field
 
-from patchbay.connectors.base import Capability, Connector, completed, last_per_key
-from patchbay.connectors.cometd import CometdClient
-from patchbay.elements.compare import same_values
-from patchbay.elements.scope import BoundScope, Condition, Group, fields_of
-from patchbay.errors import ConnectionFailed, RetriableError, SpecError
+from patchbay.compare import same_values
+from patchbay.connectors.base import Capability, Connector, ConnectorOptions, completed, last_per_key
+from patchbay.connectors.salesforce.cdc import ChangeStream
+from patchbay.connectors.salesforce.cometd import CometdClient
+from patchbay.connectors.salesforce.soql import soql_literal, to_soql
+from patchbay.errors import ConnectionFailed, RetriableError, SalesforceError, SpecError
 from patchbay.model import (
     Change,
     ChangeKind,
@@ -51,11 +53,9 @@ from patchbay.model import (
     Record,
     Status,
 )
+from patchbay.scope import BoundScope, Condition, Group, fields_of
 from patchbay.sfid import to18
 from patchbay.spec import SystemSpec, suggest
-
-if TYPE_CHECKING:
-    from patchbay.connectors.salesforce_cdc import ChangeStream
 
 API_VERSION = "59.0"
 COLLECTION_SIZE = 200
@@ -65,12 +65,24 @@ _TYPES = {"boolean": FieldType.BOOLEAN, "int": FieldType.INTEGER, "double": Fiel
           "datetime": FieldType.DATETIME}
 
 
-class SalesforceError(Exception):
-    """An error answer from Salesforce: status, error code and message."""
+class SalesforceOptions(ConnectorOptions):
+    """Credentials: client_id + client_secret (client credentials), username + password +
+    security_token (SOAP login), username + password + client_id + client_secret (OAuth
+    password flow), or instance_url + access_token (an existing session)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.status, self.code, self.message = status, code, message
+    client_id: str | None = Field(None, description="The connected app's consumer key.")
+    client_secret: str | None = Field(None, description="The connected app's consumer secret.")
+    username: str | None = Field(None, description="The integration user's username.")
+    password: str | None = Field(None, description="The integration user's password.")
+    security_token: str | None = Field(None, description="The user's security token (SOAP login).")
+    instance_url: str | None = Field(None, description="The org's URL, with access_token.")
+    access_token: str | None = Field(None, description="A session id of the org.")
+    api_version: str = Field(API_VERSION, description="The REST API version.")
+    bulk_threshold: int = Field(10_000, ge=0, description="Reads of more records go through a Bulk "
+                                "2.0 query job, writes of batches over a tenth of it an ingest job.")
+    retries: int = Field(5, ge=0, description="Retries of a call refused for a limit or a 5xx.")
+    backoff_seconds: float = Field(1.0, ge=0, description="The first retry's wait; doubled each time.")
+    timeout: float = Field(60, gt=0, description="Seconds per HTTP request.")
 
 
 class SalesforceConnector(Connector):
@@ -78,21 +90,22 @@ class SalesforceConnector(Connector):
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {Capability.READ, Capability.WRITE, Capability.GET, Capability.DESCRIBE,
          Capability.CHANGES, Capability.COUNT})
+    options_model: ClassVar[type[ConnectorOptions]] = SalesforceOptions
 
     def __init__(self, system: SystemSpec) -> None:
         super().__init__(system)
-        options = system.options
+        self.options = options = self._options_as(SalesforceOptions)
         scheme, _, rest = system.url.partition("://")
         self.transport = "http" if scheme.lower().endswith("+http") else "https"
         self.login_host = rest.strip("/") or "login.salesforce.com"
-        self.version = str(options.get("api_version", API_VERSION))
-        self.bulk_threshold = int(options.get("bulk_threshold", 10_000))
-        self.retries = int(options.get("retries", 5))
-        self.backoff = float(options.get("backoff_seconds", 1.0))
+        self.version = options.api_version
+        self.bulk_threshold = options.bulk_threshold
+        self.retries = options.retries
+        self.backoff = options.backoff_seconds
         self.api_calls = 0
-        self._http = httpx.Client(timeout=float(options.get("timeout", 60)))
-        self._instance: str | None = options.get("instance_url")
-        self._token: str | None = options.get("access_token")
+        self._http = httpx.Client(timeout=options.timeout)
+        self._instance: str | None = options.instance_url
+        self._token: str | None = options.access_token
         self._described: dict[str, dict[str, Any]] = {}
         self._stream: ChangeStream | None = None
 
@@ -109,22 +122,21 @@ class SalesforceConnector(Connector):
 
     @property
     def _can_login(self) -> bool:
-        options = self.system.options
-        return bool(options.get("username") or options.get("client_id"))
+        return bool(self.options.username or self.options.client_id)
 
     def _login(self) -> None:
-        options = self.system.options
+        options = self.options
         base = f"{self.transport}://{self.login_host}"
-        username, password = options.get("username"), options.get("password")
-        client_id, secret = options.get("client_id"), options.get("client_secret")
+        username, password = options.username, options.password
+        client_id, secret = options.client_id, options.client_secret
+        token = options.security_token or ""
         try:
             if username and password and not client_id:
-                self._soap_login(base, str(username), str(password) + str(options.get("security_token", "")))
+                self._soap_login(base, str(username), str(password) + token)
                 return
             if client_id and secret:
                 form = ({"grant_type": "password", "client_id": client_id, "client_secret": secret,
-                         "username": username, "password": str(password) +
-                         str(options.get("security_token", ""))} if username
+                         "username": username, "password": str(password) + token} if username
                         else {"grant_type": "client_credentials"})
                 url = f"{base}/services/oauth2/token"
                 response = (self._http.post(url, data=form) if username else
@@ -136,13 +148,13 @@ class SalesforceConnector(Connector):
                         "content-type", "").startswith("application/json") else {}
                     reason = detail.get("error_description") or response.text[:200]
                     raise ConnectionFailed(f"Salesforce system '{self.name}' refused the "
-                                           f"credentials: {reason}")
+                                           f"credentials: {reason}", system=self.name)
                 body = response.json()
                 self._token, self._instance = body["access_token"], body["instance_url"]
                 return
         except httpx.HTTPError as exc:
             raise ConnectionFailed(f"cannot reach Salesforce system '{self.name}' at {base}: "
-                                   f"{self.system.scrub(str(exc))}") from None
+                                   f"{self.system.scrub(str(exc))}", system=self.name) from None
         if not self._token:
             raise SpecError(f"Salesforce system '{self.name}' needs credentials: client_id and "
                             "client_secret, username and password (and security_token), or "
@@ -165,7 +177,8 @@ class SalesforceConnector(Connector):
         texts = {e.tag.rsplit("}", 1)[-1]: (e.text or "") for e in root.iter()}
         if response.status_code != 200:
             raise ConnectionFailed(f"Salesforce system '{self.name}' refused the login: "
-                                   f"{texts.get('faultstring', response.status_code)}")
+                                   f"{texts.get('faultstring', response.status_code)}",
+                                   system=self.name)
         server = urlsplit(texts["serverUrl"])
         self._token = texts["sessionId"]
         self._instance = f"{server.scheme}://{server.netloc}"
@@ -207,7 +220,7 @@ class SalesforceConnector(Connector):
                 continue
             if response.status_code >= 300 and response.status_code != 300:
                 raise SalesforceError(response.status_code, _error_code(response),
-                                      _error_message(response))
+                                      _error_message(response), system=self.name)
             if not expect_json:
                 return response
             return response.json() if response.content else None
@@ -306,11 +319,9 @@ class SalesforceConnector(Connector):
                 ) -> tuple[list[Change], dict[str, Any]]:
         """Records created, updated or deleted since `cursor`, and the cursor after them:
         from the object's Change Data Capture events when the cursor says `cdc`
-        (connectors/salesforce_cdc.py), else polled (`poll_changes`)."""
+        (`cdc.py`), else polled (`poll_changes`)."""
         if cursor is not None and cursor.get("cdc"):
             if self._stream is None:
-                from patchbay.connectors.salesforce_cdc import ChangeStream
-
                 self._stream = ChangeStream(self)
             return self._stream.changes(object, cursor, self._change_fields(object, fields), limit)
         return self.poll_changes(object, cursor, fields, limit)
@@ -436,7 +447,8 @@ class SalesforceConnector(Connector):
             job: dict[str, Any] = self.request("GET", path)
             if job["state"] in ("JobComplete", "Failed", "Aborted"):
                 if job["state"] != "JobComplete":
-                    raise SalesforceError(400, job["state"].upper(), job.get("errorMessage") or job["state"])
+                    raise SalesforceError(400, job["state"].upper(), job.get("errorMessage") or job["state"],
+                                          system=self.name)
                 return job
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
@@ -702,105 +714,3 @@ def _error_message(response: httpx.Response) -> str:
     if isinstance(body, list) and body and isinstance(body[0], dict):
         return str(body[0].get("message", ""))
     return response.text[:300]
-
-
-# -- scope as SOQL ----------------------------------------------------------------------------
-
-_COMPARE = {"eq": "=", "ne": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
-
-
-def to_soql(scope: BoundScope | None, types: Mapping[str, str]) -> str:
-    """A SOQL WHERE condition, each value quoted and escaped for its field's type.
-
-    `ne` and `not_in` exclude nulls, as the same scope does in SQL (SOQL's != alone would
-    keep them).
-    """
-    if scope is None:
-        return ""
-    if isinstance(scope, Group):
-        parts = [to_soql(p, types) for p in scope.parts]
-        if scope.op == "not":
-            return _false_soql(scope.parts[0], types)
-        return "(" + f" {scope.op.upper()} ".join(parts) + ")"
-    name, op, value = scope.field, scope.op, scope.value
-    kind = types.get(name.lower(), "string")
-    if op == "is_null":
-        return f"{name} = null" if value else f"{name} != null"
-    if op in ("in", "not_in"):
-        # SOQL's IN (..., null) matches null fields, SQL's never does; its NOT IN with a null
-        # keeps nothing.
-        present = [v for v in value if v is not None]
-        if (op == "not_in" and len(present) < len(value)) or (op == "in" and not present):
-            return _NEVER
-        listed = ", ".join(soql_literal(v, kind) for v in present) or "null"
-        return f"{name} IN ({listed})" if op == "in" else \
-            f"({name} NOT IN ({listed}) AND {name} != null)"
-    if op in ("like", "not_like"):
-        condition = f"{name} LIKE {soql_literal(str(value), 'string')}"
-        return condition if op == "like" else f"(NOT {condition} AND {name} != null)"
-    if value is None:
-        return f"{name} {'=' if op == 'eq' else '!='} null"
-    condition = f"{name} {_COMPARE[op]} {soql_literal(value, kind)}"
-    return f"({condition} AND {name} != null)" if op == "ne" else condition
-
-
-_NEVER = "Id = null"  # no record matches: every record has an Id
-_NEGATED = {"eq": "!=", "ne": "=", "gt": "<=", "gte": "<", "lt": ">=", "lte": ">"}
-
-
-def _false_soql(scope: BoundScope, types: Mapping[str, str]) -> str:
-    """A SOQL condition matching the records for which `scope` is false, which is what `not`
-    keeps in SQL. SOQL has no unknown, so `NOT (x)` alone would also keep the records where
-    x compares a null field (unknown in SQL); each comparison is negated here instead."""
-    if isinstance(scope, Group):
-        if scope.op == "not":
-            return to_soql(scope.parts[0], types)
-        parts = [_false_soql(p, types) for p in scope.parts]
-        return "(" + f" {'OR' if scope.op == 'and' else 'AND'} ".join(parts) + ")"
-    name, op, value = scope.field, scope.op, scope.value
-    kind = types.get(name.lower(), "string")
-    if op == "is_null":
-        return to_soql(Condition(name, op, not value), types)
-    if op in ("in", "not_in"):
-        listed = [v for v in value if v is not None]
-        if (op == "in" and len(listed) < len(value)) or (op == "not_in" and not listed):
-            return _NEVER  # `in` a list holding null is never false, nor `not_in` only nulls
-        return to_soql(Condition(name, "not_in" if op == "in" else "in", listed), types)
-    if op in ("like", "not_like"):
-        return to_soql(Condition(name, "not_like" if op == "like" else "like", value), types)
-    if value is None:
-        if op not in ("eq", "ne"):
-            return _NEVER  # compared with null: unknown, never false
-        return f"{name} {'!=' if op == 'eq' else '='} null"
-    condition = f"{name} {_NEGATED[op]} {soql_literal(value, kind)}"
-    return f"({condition} AND {name} != null)" if op == "eq" else condition
-
-
-def soql_literal(value: Any, kind: str) -> str:
-    """A value written for a SOQL filter on a field of type `kind`."""
-    if value is None:
-        return "null"
-    if kind == "datetime":
-        if isinstance(value, dt.datetime):
-            moment = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-        elif isinstance(value, dt.date):
-            moment = dt.datetime.combine(value, dt.time(), dt.UTC)
-        else:
-            moment = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-            moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
-        moment = moment.astimezone(dt.UTC)
-        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-    if kind == "date":
-        day = value.date() if isinstance(value, dt.datetime) else value
-        if not isinstance(day, dt.date):
-            day = dt.date.fromisoformat(str(day)[:10])
-        return day.isoformat()
-    if isinstance(value, bool) or kind == "boolean":
-        return "true" if value in (True, "true", "True", 1, "1") else "false"
-    if kind in ("int", "double", "currency", "percent") and isinstance(value, int | float | Decimal):
-        return str(value)
-    text = str(value)
-    for raw, escaped in (("\\", "\\\\"), ("'", "\\'"), ("\n", "\\n"), ("\r", "\\r"),
-                         ("\t", "\\t"), ('"', '\\"')):
-        text = text.replace(raw, escaped)
-    return f"'{text}'"

@@ -6,6 +6,8 @@ of a real org or of the local org.
     └── SessionExpired                   the session token was refused: renew it, then retry
     ReplayIdInvalid                      the replay id is too old or unknown: poll instead
 
+(all in the error tree of `patchbay.errors`).
+
 The client remembers, per subscribed channel, the replay id of the last event it returned
 (or, before the first event, the one it subscribed with). When the server has forgotten the
 client (`403::Unknown client`, advice `handshake`: a restart, or a client that came back too
@@ -21,30 +23,12 @@ from typing import Any, NoReturn
 
 import httpx
 
-from patchbay.errors import ConnectionFailed
+from patchbay.errors import ReplayIdInvalid, SessionExpired, StreamingError
 
 HOLD_SECONDS = 110.0
 """How long Salesforce holds a connect until its advice says otherwise."""
 SLACK_SECONDS = 10.0
 """Added to the hold for the HTTP read timeout, so a held connect is never cut short."""
-
-
-class StreamingError(ConnectionFailed):
-    """The streaming server could not be reached or refused a request; retriable."""
-
-
-class SessionExpired(StreamingError):
-    """The session token was refused; renew it (the `headers` callable gives the new one)
-    and call again: the next call handshakes again by itself."""
-
-
-class ReplayIdInvalid(Exception):
-    """A subscription's replay id is outside the server's retention; the caller falls back
-    to polling for what it missed."""
-
-    def __init__(self, channel: str, replay_id: int, message: str) -> None:
-        super().__init__(message)
-        self.channel, self.replay_id = channel, replay_id
 
 
 class CometdClient:

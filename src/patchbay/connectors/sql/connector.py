@@ -30,16 +30,10 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import hashlib
-import io
-import json
 import logging
-import math
-import uuid
 from collections import Counter
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
@@ -48,15 +42,46 @@ from urllib.parse import quote, urlencode
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
+from pydantic import Field
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
-from patchbay.connectors import pgcapture, pgtables
-from patchbay.connectors.base import Capability, Connector, completed, last_per_key
-from patchbay.elements import columnar as columnar_lane
-from patchbay.elements.compare import same_values
-from patchbay.elements.scope import BoundScope, to_sql
+from patchbay.compare import same_values
+from patchbay.connectors.base import Capability, Connector, ConnectorOptions, completed, last_per_key
+from patchbay.connectors.sql import arrow as arrow_reads
+from patchbay.connectors.sql.arrow import (
+    ArrowQuery,
+    Refused,
+    arrow_pages,
+    postgres_column,
+    rows_to_table,
+    sqlite_column,
+)
+from patchbay.connectors.sql.changes import (
+    CURSOR_ENTRIES,
+    DEFAULT_OVERLAP_SECONDS,
+    from_json,
+    late_floor,
+    minus,
+    row_digest,
+    to_json,
+    updated_marks,
+    watermark_time,
+)
+from patchbay.connectors.sql.types import (
+    binary_copy_type,
+    error_code,
+    field_type,
+    first_line,
+    is_connection_error,
+    lost_connection,
+    python_type,
+    quote_name,
+    quoted_table,
+)
+from patchbay.connectors.sql.where import to_sql
 from patchbay.errors import ConnectionFailed, PatchbayError, RetriableError, SpecError
+from patchbay.extras import driver_needed
 from patchbay.model import (
     Change,
     ChangeKind,
@@ -71,35 +96,21 @@ from patchbay.model import (
     Record,
     Status,
 )
+from patchbay.scope import BoundScope
 from patchbay.spec import SystemSpec, suggest
-
-_DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg",
-            "mysql": "mysql+pymysql", "mariadb": "mysql+pymysql"}
-
-# Database error codes (SQLSTATE, MySQL errno) -> the outcome codes patchbay reports.
-_SQLSTATE_CODES = {
-    "23502": "REQUIRED_FIELD_MISSING", "22001": "STRING_TOO_LONG", "23505": "DUPLICATE_VALUE",
-    "23503": "INVALID_CROSS_REFERENCE_KEY", "23514": "FIELD_CUSTOM_VALIDATION_EXCEPTION",
-    "22P02": "INVALID_TYPE", "22007": "INVALID_TYPE", "22008": "INVALID_TYPE",
-    "22003": "NUMBER_OUTSIDE_VALID_RANGE",
-}
-_MYSQL_CODES = {1048: "REQUIRED_FIELD_MISSING", 1364: "REQUIRED_FIELD_MISSING",
-                1406: "STRING_TOO_LONG", 1062: "DUPLICATE_VALUE",
-                1452: "INVALID_CROSS_REFERENCE_KEY", 1366: "INVALID_TYPE", 1292: "INVALID_TYPE",
-                1264: "NUMBER_OUTSIDE_VALID_RANGE", 3819: "FIELD_CUSTOM_VALIDATION_EXCEPTION"}
-
-
-DEFAULT_OVERLAP_SECONDS = 60.0
-"""How far behind its position a poll by a timestamp re-reads where the database cannot say
-which transactions are still open (SQLite, MySQL): longer than a write transaction takes
-between stamping a row and committing it, in most applications."""
+from patchbay.urls import sqlalchemy_url
 
 log = logging.getLogger(__name__)
 
 
-def sqlalchemy_url(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    return _DRIVERS.get(scheme.lower(), scheme) + sep + rest
+class SqlOptions(ConnectorOptions):
+    connect_timeout: int = Field(10, gt=0, description="Seconds connecting may take (PostgreSQL, MySQL).")
+    schema_: str | None = Field(None, alias="schema", description="The schema of tables named "
+                                "without one (`schema.table` names its own).")
+    pool_size: int | None = Field(None, gt=0, description="Connections kept open (PostgreSQL, "
+                                  "MySQL; SQLAlchemy's default 5).")
+    capture_schema: str | None = Field(None, description="PostgreSQL change capture: the schema of "
+                                       "patchbay's capture table and function (default public).")
 
 
 class SqlConnector(Connector):
@@ -107,9 +118,11 @@ class SqlConnector(Connector):
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {Capability.READ, Capability.WRITE, Capability.GET, Capability.DESCRIBE,
          Capability.CHANGES, Capability.COLUMNAR, Capability.COUNT})
+    options_model: ClassVar[type[ConnectorOptions]] = SqlOptions
 
     def __init__(self, system: SystemSpec) -> None:
         super().__init__(system)
+        self.options = self._options_as(SqlOptions)
         self._engine: Engine | None = None
         self._tables: dict[str, sa.Table] = {}
         self._warned_hidden = False
@@ -121,15 +134,18 @@ class SqlConnector(Connector):
         if self._engine is None:
             url = sqlalchemy_url(self.system.url)
             connect_args: dict[str, Any] = {}
-            if url.startswith("postgresql"):
-                connect_args["connect_timeout"] = int(self.system.options.get("connect_timeout", 10))
-            elif url.startswith("mysql"):
-                connect_args["connect_timeout"] = int(self.system.options.get("connect_timeout", 10))
+            pool: dict[str, Any] = {}
+            if url.startswith(("postgresql", "mysql")):
+                connect_args["connect_timeout"] = self.options.connect_timeout
+                if self.options.pool_size is not None:
+                    pool["pool_size"] = self.options.pool_size
+            if url.startswith("mysql"):
                 connect_args.setdefault("charset", "utf8mb4")
             try:
                 # No pre-ping: it costs a round trip per batch, and a write on a dead pooled
                 # connection fails as retriable, is retried on a fresh one.
-                self._engine = sa.create_engine(url, connect_args=connect_args)
+                with driver_needed(f"system '{self.name}'"):
+                    self._engine = sa.create_engine(url, connect_args=connect_args, **pool)
             except (sa_exc.ArgumentError, ImportError) as exc:
                 raise SpecError(f"system '{self.name}': bad database URL "
                                 f"{self.system.redacted_url}: {self.system.scrub(str(exc))}") from None
@@ -152,7 +168,8 @@ class SqlConnector(Connector):
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         # drivers may echo the connection string, or the part of it they failed on
         return ConnectionFailed(f"cannot reach system '{self.name}' at "
-                                f"{self.system.redacted_url}: {self.system.scrub(reason)}")
+                                f"{self.system.redacted_url}: {self.system.scrub(reason)}",
+                                system=self.name)
 
     def close(self) -> None:
         if self._engine is not None:
@@ -162,6 +179,7 @@ class SqlConnector(Connector):
     def table(self, object: str) -> sa.Table:
         if object not in self._tables:
             schema, _, name = object.rpartition(".")
+            schema = schema or self.options.schema_ or ""
             try:
                 self._tables[object] = sa.Table(name, sa.MetaData(), schema=schema or None,
                                                 autoload_with=self.engine)
@@ -185,7 +203,7 @@ class SqlConnector(Connector):
         table = self.table(object)
         fields = {}
         for column in table.columns:
-            kind, length = _field_type(column.type)
+            kind, length = field_type(column.type)
             generated = (column.server_default is not None or column.default is not None
                          or (column.primary_key and column.autoincrement is True)
                          or (column.primary_key and kind is FieldType.INTEGER
@@ -257,7 +275,7 @@ class SqlConnector(Connector):
                    fields: Sequence[str] | None, after: Position, page_size: int,
                    columnar: bool, row_type: pa.StructType | None = None) -> Iterator[Page]:
         """The read by rows; a columnar one types its pages by `row_type`, or until a page
-        has a value in every column, by their values (see columnar.rows_to_table)."""
+        has a value in every column, by their values (see arrow.rows_to_table)."""
         stmt, offset = self._ordered(object, scope, key, fields, after)
         key_index = None
         with self._reading() as conn:
@@ -269,7 +287,7 @@ class SqlConnector(Connector):
                     offset += len(rows)
                     position = rows[-1][key_index] if key_index is not None else offset
                     if columnar:
-                        arrow, row_type = columnar_lane.rows_to_table(rows, names, row_type)
+                        arrow, row_type = rows_to_table(rows, names, row_type)
                         if arrow is not None:
                             yield Page(None, position, arrow)
                             continue
@@ -311,18 +329,18 @@ class SqlConnector(Connector):
                 cursor.adbc_statement.set_options(**query.options)
                 cursor.execute(query.sql, query.parameters)
                 batches = (query.convert(batch, names) for batch in cursor.fetch_record_batch())
-                for table in _pages(batches, page_size):
+                for table in arrow_pages(batches, page_size):
                     offset += table.num_rows
                     position = offset if key_index is None else table.column(key_index)[-1].as_py()
                     if row_type is None and all(c.null_count < len(c) for c in table.columns):
                         row_type = pa.struct(table.schema)
                     yield Page(None, position, table)
         # The driver's errors come as its own, or as Arrow's (OSError) from the batch stream.
-        except (adbc_driver_manager.Error, pa.ArrowException, OSError, _Refused):
+        except (adbc_driver_manager.Error, pa.ArrowException, OSError, Refused):
             return False, position, row_type
         return True, position, row_type
 
-    def _postgres_arrow_query(self, stmt: sa.Select[Any]) -> _ArrowQuery | None:
+    def _postgres_arrow_query(self, stmt: sa.Select[Any]) -> ArrowQuery | None:
         uri = self._postgres_uri()
         if uri is None:
             return None
@@ -336,7 +354,7 @@ class SqlConnector(Connector):
                 return None  # bytes in no known encoding, which only the row path decodes
             # Instants are typed with the session's zone, as the row path's values are.
             zone = pa.array([dt.datetime(2000, 1, 1, tzinfo=driver.info.timezone)]).type.tz
-            found = [_postgres_column(c.type, zone) for c in stmt.selected_columns]
+            found = [postgres_column(c.type, zone) for c in stmt.selected_columns]
             plans = [plan for plan in found if plan is not None]
             if len(plans) < len(found):
                 return None
@@ -348,9 +366,10 @@ class SqlConnector(Connector):
             # type them by their Python type (text compared with a date fails).
             with psycopg.ClientCursor(driver) as binding:
                 literal = binding.mogrify(sql, bound)
-        return _ArrowQuery(
+        return ArrowQuery(
             functools.partial(adbc_driver_postgresql.dbapi.connect, uri, autocommit=True),
-            literal, None, {"adbc.postgresql.batch_size_hint_bytes": str(_POSTGRES_BATCH_BYTES)},
+            literal, None,
+            {"adbc.postgresql.batch_size_hint_bytes": str(arrow_reads.POSTGRES_BATCH_BYTES)},
             [convert for _, convert in plans], checked=False)
 
     def _postgres_uri(self) -> str | None:
@@ -360,7 +379,7 @@ class SqlConnector(Connector):
 
         _, arguments = self.engine.dialect.create_connect_args(self.engine.url)
         arguments.pop("context", None)  # psycopg's adapters, not a connection parameter
-        arguments["connect_timeout"] = int(self.system.options.get("connect_timeout", 10))
+        arguments["connect_timeout"] = self.options.connect_timeout
         arguments["client_encoding"] = "UTF8"  # Arrow's text is UTF-8, whatever the database's
         known = {option.keyword.decode() for option in psycopg.pq.Conninfo.get_defaults()}
         if not known.issuperset(arguments):
@@ -368,7 +387,7 @@ class SqlConnector(Connector):
         return "postgresql://?" + urlencode({k: str(v) for k, v in arguments.items()}, quote_via=quote)
 
     def _sqlite_arrow_query(self, object: str, stmt: sa.Select[Any],
-                            page_size: int) -> _ArrowQuery | None:
+                            page_size: int) -> ArrowQuery | None:
         url = self.engine.url
         path = url.database
         # Only a plain file: one in memory, named by a URI or opened with options is SQLAlchemy's
@@ -379,7 +398,7 @@ class SqlConnector(Connector):
         schema, _, name = object.rpartition(".")
         if name in sa.inspect(self.engine).get_view_names(schema=schema or None):
             return None
-        found = [_sqlite_column(c.type) for c in stmt.selected_columns]
+        found = [sqlite_column(c.type) for c in stmt.selected_columns]
         converts = [convert for convert in found if convert is not None]
         if len(converts) < len(found):
             return None
@@ -396,14 +415,17 @@ class SqlConnector(Connector):
             if type(value) not in (int, float, str):
                 return None  # sqlite3 and ADBC bind other types differently
             parameters.append(value)
-        import adbc_driver_sqlite
-        import adbc_driver_sqlite.dbapi
+        try:
+            import adbc_driver_sqlite
+            import adbc_driver_sqlite.dbapi
+        except ModuleNotFoundError:
+            return None  # without the `sqlite` extra, SQLite reads take the row path
 
         # Read-only: a file that is gone is not created anew.
         uri = Path(path).absolute().as_uri() + "?mode=ro"
         # Batches of a page at least: the driver types each column by the first one.
         options = {adbc_driver_sqlite.StatementOptions.BATCH_ROWS.value: str(max(page_size, 1024))}
-        return _ArrowQuery(functools.partial(adbc_driver_sqlite.dbapi.connect, uri, autocommit=True),
+        return ArrowQuery(functools.partial(adbc_driver_sqlite.dbapi.connect, uri, autocommit=True),
                            sql, tuple(parameters) or None, options, converts, checked=bool(texts))
 
     def _compiled(self, stmt: sa.Select[Any]) -> tuple[str, Any]:
@@ -453,8 +475,8 @@ class SqlConnector(Connector):
                 # One array parameter instead of thousands of placeholders to render and parse,
                 # and rows straight from the driver (see _stream).
                 with driver.cursor() as cursor:
-                    cursor.execute(f"SELECT {', '.join(_quote(n) for n in names)} FROM "
-                                   f"{_quoted_table(table)} WHERE {_quote(key)} = ANY(%s)",
+                    cursor.execute(f"SELECT {', '.join(quote_name(n) for n in names)} FROM "
+                                   f"{quoted_table(table)} WHERE {quote_name(key)} = ANY(%s)",
                                    (distinct,))
                     for row in cursor.fetchall():
                         found[row[position]] = dict(zip(names, row, strict=True))
@@ -480,12 +502,12 @@ class SqlConnector(Connector):
             with self._connect() as conn:
                 yield conn
         except (sa_exc.DBAPIError, dbapi_error) as exc:
-            lost = _is_connection_error(exc) if isinstance(exc, sa_exc.DBAPIError) \
-                else _lost_connection(exc)
+            lost = is_connection_error(exc) if isinstance(exc, sa_exc.DBAPIError) \
+                else lost_connection(exc)
             if lost:
                 reason = str(exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc)
                 raise RetriableError(f"system '{self.name}' lost its connection: "
-                                     f"{reason.strip().splitlines()[0]}") from exc
+                                     f"{reason.strip().splitlines()[0]}", system=self.name) from exc
             raise
 
     @contextmanager
@@ -498,7 +520,7 @@ class SqlConnector(Connector):
                 yield conn
                 conn.commit()
         except sa_exc.DBAPIError as exc:
-            raise PatchbayError(f"system '{self.name}': {_first_line(exc)}") from exc
+            raise PatchbayError(f"system '{self.name}': {first_line(exc)}") from exc
 
     def _need_capture(self) -> None:
         if self.dialect != "postgresql":
@@ -540,7 +562,7 @@ class SqlConnector(Connector):
         watermark) re-reads that far behind the position. On PostgreSQL each call also asks
         `pg_stat_activity` when the oldest transaction open in the database began (the call's
         own time when none is), and the next call reads from where such a transaction could
-        still commit (see `_late_floor`): for a timestamp or date, from that start (`horizon`),
+        still commit (see `late_floor`): for a timestamp or date, from that start (`horizon`),
         as anything it or a later transaction commits is stamped at or after it when the
         database's clock stamps it (now(), a default, a trigger); for a number taken from a
         sequence, from the highest number visible before it began (`open_since`, `marks`).
@@ -565,6 +587,8 @@ class SqlConnector(Connector):
         with no watermark column; see `pgcapture.changes` for its cursor.
         """
         if cursor and cursor.get("cdc"):
+            from patchbay.connectors.sql import pgcapture
+
             self._need_capture()
             table = self.table(object)
             with self._reading() as conn:
@@ -577,10 +601,10 @@ class SqlConnector(Connector):
         table = self.table(object)
         config = dict(cursor or {})
         for entry in config:
-            if entry not in _CURSOR_ENTRIES:
+            if entry not in CURSOR_ENTRIES:
                 raise SpecError(f"changes of table '{object}' of system '{self.name}': unknown "
-                                f"cursor entry '{entry}'{suggest(entry, _CURSOR_ENTRIES)}; "
-                                f"known entries: {', '.join(_CURSOR_ENTRIES)}")
+                                f"cursor entry '{entry}'{suggest(entry, CURSOR_ENTRIES)}; "
+                                f"known entries: {', '.join(CURSOR_ENTRIES)}")
         watermark_name = config.get("watermark")
         if not watermark_name:
             raise SpecError(f"changes of table '{object}' of system '{self.name}' need a cursor "
@@ -595,7 +619,7 @@ class SqlConnector(Connector):
         created_name = config.get("created") or None
         if created_name is not None:
             self._column(table, str(created_name))
-        kind = _python_type(watermark)
+        kind = python_type(watermark)
         timed, numbered = kind in (dt.datetime, dt.date), kind in (int, float, Decimal)
         overlap = config.get("overlap_seconds")
         if overlap is None:
@@ -605,15 +629,15 @@ class SqlConnector(Connector):
             raise SpecError(f"changes of table '{object}' of system '{self.name}': overlap_seconds "
                             f"must be a number of at least 0 (and 0 unless the watermark "
                             f"'{watermark_name}' is a timestamp, a date or a number), not {overlap!r}")
-        position = _from_json(config.get("position"), kind)
-        start = None if position is None else _minus(position, overlap)
+        position = from_json(config.get("position"), kind)
+        start = None if position is None else minus(position, overlap)
         if start is not None:
-            held, floor = _late_floor(config, kind)
+            held, floor = late_floor(config, kind)
             if held:
                 start = None if floor is None else min(start, floor)
         # Each remembered row's last digest; None for a cursor stored before digests were.
         remembered: dict[tuple[Any, Any], str | None] = {
-            (_to_json(entry[0]), _from_json(entry[1], kind)): entry[2] if len(entry) > 2 else None
+            (to_json(entry[0]), from_json(entry[1], kind)): entry[2] if len(entry) > 2 else None
             for entry in config.get("seen") or ()}
 
         names = list(dict.fromkeys([*(fields or table.c.keys()), key.name, watermark.name,
@@ -645,8 +669,8 @@ class SqlConnector(Connector):
         for row in rows:
             values = dict(zip(names, row, strict=True))
             version = values[watermark.name]
-            pair = (_to_json(values[key.name]), version)
-            digest = _digest(values)
+            pair = (to_json(values[key.name]), version)
+            digest = row_digest(values)
             if pair in remembered and remembered[pair] in (None, digest):
                 continue
             created = created_name is not None and values[str(created_name)] == version
@@ -656,7 +680,7 @@ class SqlConnector(Connector):
                 ChangeKind.CREATED if created else ChangeKind.UPDATED, record,
                 at=version if isinstance(version, dt.datetime) else None,
                 # The same row changed again without its watermark moving.
-                version=f"{_to_json(version)}#{digest}" if pair in remembered else None))
+                version=f"{to_json(version)}#{digest}" if pair in remembered else None))
             delivered[pair] = digest
             if top is None or version > top:
                 top = version
@@ -667,20 +691,20 @@ class SqlConnector(Connector):
                                  "overlap_seconds": overlap}
         if created_name is not None:
             after["created"] = created_name
-        window = None if top is None else _minus(top, overlap)
+        window = None if top is None else minus(top, overlap)
         if since is not None and timed:
-            horizon = _watermark_time(since, watermark)
+            horizon = watermark_time(since, watermark)
             if window is not None and horizon < window:
                 window = horizon
-                after["horizon"] = _to_json(horizon)
+                after["horizon"] = to_json(horizon)
         elif since is not None and mark is not None:
             after["open_since"] = since[0].isoformat()
-            after["marks"] = _marks(config, since[0], mark)
-            floor = _late_floor(after, kind)[1]
+            after["marks"] = updated_marks(config, since[0], mark)
+            floor = late_floor(after, kind)[1]
             window = None if floor is None or window is None else min(window, floor)
-        after["position"] = _to_json(top)
+        after["position"] = to_json(top)
         # Everything delivered from where the next read starts (from the first row: all).
-        after["seen"] = [[k, _to_json(v), *([d] if d is not None else [])]
+        after["seen"] = [[k, to_json(v), *([d] if d is not None else [])]
                          for (k, v), d in {**remembered, **delivered}.items()
                          if window is None or v >= window]
         return found, after
@@ -751,10 +775,12 @@ class SqlConnector(Connector):
         keys = table[key]
         if keys.null_count or pc.count_distinct(keys).as_py() != len(keys):
             return None
+        from patchbay.connectors.sql.pgcopy import PostgresCopyWriter
+
         dbapi_error = self.engine.dialect.loaded_dbapi.Error
         try:
             with self.engine.begin() as conn:
-                statuses = _PostgresCopyWriter(conn, target, key).write_table(table, operation)
+                statuses = PostgresCopyWriter(conn, target, key).write_table(table, operation)
         except (sa_exc.DBAPIError, dbapi_error):
             return None
         counts: Counter[Status] = Counter()
@@ -766,8 +792,11 @@ class SqlConnector(Connector):
         """Read back records as an Arrow table; PostgreSQL only."""
         if self.dialect != "postgresql":
             return None
+        from patchbay.connectors.sql import pgtables
+        from patchbay.connectors.sql.pgcopy import key_condition
+
         target = self.table(object)
-        where, params = _key_condition(_quote(key), values)
+        where, params = key_condition(quote_name(key), values)
         # One row back, one aggregate per column (see pgtables.ReadBack). The aggregates of one
         # query take the rows in one order, whichever it is, so the columns line up; the rows
         # are not sorted (a third of the query's cost): the comparison matches them by key.
@@ -779,20 +808,20 @@ class SqlConnector(Connector):
             assert driver is not None
             columns = [target.c[name] for name in schema.names]
             read_back = pgtables.ReadBack(schema, [
-                pgtables.Column(_quote(c.name), _binary_copy_type(c, conn.dialect), bool(c.nullable))
+                pgtables.Column(quote_name(c.name), binary_copy_type(c, conn.dialect), bool(c.nullable))
                 for c in columns], driver.info.encoding)
             with driver.cursor(binary=True) as cursor:
                 cursor.adapters.register_loader("bytea", pgtables.RawLoader)
                 cursor.adapters.register_loader("text", pgtables.RawLoader)
                 cursor.execute(f"SELECT count(*), {', '.join(read_back.aggregates)} "
-                               f"FROM {_quoted_table(target)} WHERE {where}", params)
+                               f"FROM {quoted_table(target)} WHERE {where}", params)
                 row = cursor.fetchone()
         assert row is not None
         count = row[0]
         if not count:
             return schema.empty_table()
         table = read_back.table(count, row[1:])
-        if table is not None and where.startswith(_quote(key) + " BETWEEN"):
+        if table is not None and where.startswith(quote_name(key) + " BETWEEN"):
             table = table.filter(pc.is_in(table[key], value_set=pa.array(values, table[key].type)))
         return table
 
@@ -806,13 +835,14 @@ class SqlConnector(Connector):
                 statuses = self._write_batch(conn, table, [records[i] for i in indexes],
                                              operation, key)
         except sa_exc.DBAPIError as exc:
-            if _is_connection_error(exc):
+            if is_connection_error(exc):
                 raise RetriableError(f"system '{self.name}' connection lost while writing "
-                                     f"{table.name}: {_first_line(exc)}") from exc
+                                     f"{table.name}: {first_line(exc)}", system=self.name,
+                                     object=table.name) from exc
             if len(indexes) == 1:
                 index = indexes[0]
                 outcomes[index] = Outcome(records[index].get(key), Status.REJECTED,
-                                          _first_line(exc), _error_code(exc))
+                                          first_line(exc), error_code(exc))
                 return
             middle = len(indexes) // 2
             self._write_isolating(table, records, indexes[:middle], operation, key, outcomes)
@@ -825,9 +855,11 @@ class SqlConnector(Connector):
     def _write_batch(self, conn: Connection, table: sa.Table, batch: list[Record],
                      operation: Operation, key: str) -> list[tuple[Status, str | None]]:
         if self.dialect == "postgresql" and self._has_unique(table, key):
+            from patchbay.connectors.sql.pgcopy import PostgresCopyWriter
+
             dbapi_error = self.engine.dialect.loaded_dbapi.Error
             try:
-                return _PostgresCopyWriter(conn, table, key).write(batch, operation)
+                return PostgresCopyWriter(conn, table, key).write(batch, operation)
             except dbapi_error as exc:  # raised by the raw driver cursor, not wrapped by SQLAlchemy
                 raw = conn.connection.driver_connection
                 lost = bool(getattr(raw, "closed", False) or getattr(raw, "broken", False))
@@ -890,451 +922,11 @@ class SqlConnector(Connector):
         return statuses
 
 
-_CURSOR_ENTRIES = ("watermark", "key", "overlap_seconds", "created", "position", "horizon",
-                   "open_since", "marks", "seen")
-_MARKS = 20
-
-
-def _python_type(column: sa.Column[Any]) -> type | None:
-    try:
-        kind: type = column.type.python_type
-    except NotImplementedError:
-        return None
-    return kind
-
-
-def _to_json(value: Any) -> Any:
-    """A watermark or key value as JSON can hold it (see _from_json)."""
-    if isinstance(value, dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, Decimal | uuid.UUID):
-        return str(value)
-    if isinstance(value, bytes):
-        return value.hex()
-    return value
-
-
-def _from_json(value: Any, kind: type | None) -> Any:
-    """A watermark value back from JSON, as the column's type (a datetime from ISO text)."""
-    if not isinstance(value, str):
-        return value
-    if kind is dt.datetime:
-        return dt.datetime.fromisoformat(value)
-    if kind is dt.date:
-        return dt.date.fromisoformat(value)
-    if kind is Decimal:
-        return Decimal(value)
-    return value
-
-
-def _watermark_time(since: tuple[dt.datetime, dt.datetime], watermark: sa.Column[Any]) -> Any:
-    """The start of the oldest open transaction as a value of a timestamp or date column."""
-    aware, local = since
-    moment = aware if getattr(watermark.type, "timezone", False) else local
-    return moment.date() if _python_type(watermark) is dt.date else moment
-
-
-def _late_floor(cursor: Mapping[str, Any], kind: type | None) -> tuple[bool, Any]:
-    """Whether the cursor holds back the next read for transactions still open when it was
-    made, and from which watermark value (None: from the first row).
-
-    A timestamp or date watermark keeps the start of the oldest one as `horizon`: what
-    commits later is stamped at or after it. A number (an identity, a sequence) cannot be
-    told from a time, so each call keeps a mark, [time, highest number visible then]: a
-    transaction begun after a mark's time takes numbers above the mark's. The read starts
-    at the latest mark before `open_since`, the start of the oldest open transaction, or at
-    the first row when there is none (a transaction already open at the first call)."""
-    if cursor.get("horizon") is not None:
-        return True, _from_json(cursor["horizon"], kind)
-    if cursor.get("open_since") is None:
-        return False, None
-    since = dt.datetime.fromisoformat(cursor["open_since"])
-    before = [value for at, value in cursor.get("marks") or ()
-              if dt.datetime.fromisoformat(at) <= since]
-    return True, _from_json(before[-1], kind) if before else None
-
-
-def _marks(cursor: Mapping[str, Any], since: dt.datetime, mark: tuple[Any, ...]) -> list[list[Any]]:
-    """The cursor's marks with this call's, less those older than the latest before `since`
-    (no transaction that can still commit began before it), at most _MARKS of them: dropping
-    one moves a later read's start back, never forward."""
-    marks = [*(cursor.get("marks") or ()), [mark[1].isoformat(), _to_json(mark[0])]]
-    before = [i for i, (at, _) in enumerate(marks) if dt.datetime.fromisoformat(at) <= since]
-    if before:
-        marks = marks[before[-1]:]
-    return marks if len(marks) <= _MARKS else [marks[0], *marks[1 - _MARKS:]]
-
-
-def _digest(values: Mapping[str, Any]) -> str:
-    """A short digest of a row's values, to tell two changes sharing a watermark value apart."""
-    text = json.dumps([_to_json(v) for v in values.values()], default=str)
-    return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
-
-
-def _minus(value: Any, overlap: float) -> Any:
-    """The start of the overlap window before a watermark value."""
-    if not overlap:
-        return value
-    if isinstance(value, dt.datetime):
-        return value - dt.timedelta(seconds=overlap)
-    if isinstance(value, dt.date):
-        return value - dt.timedelta(days=math.ceil(overlap / 86400))
-    if isinstance(value, int):
-        return value - math.ceil(overlap)
-    if isinstance(value, Decimal):
-        return value - Decimal(str(overlap))
-    return value - overlap
-
-
 def _by_columns(records: list[Record]) -> Iterator[tuple[tuple[str, ...], list[Record]]]:
     groups: dict[tuple[str, ...], list[Record]] = {}
     for record in records:
         groups.setdefault(tuple(record), []).append(record)
     yield from groups.items()
-
-
-class _PostgresCopyWriter:
-    """COPY the batch into a temporary staging table, then apply it with one statement."""
-
-    def __init__(self, conn: Connection, table: sa.Table, key: str) -> None:
-        self.conn = conn
-        self.table = table
-        self.key = key
-
-    def write(self, batch: list[Record], operation: Operation) -> list[tuple[Status, str | None]]:
-        columns = list(batch[0])
-        if any(list(r) != columns for r in batch):
-            columns = list(dict.fromkeys(c for r in batch for c in r))
-        return self._apply(columns, [r[self.key] for r in batch], operation,
-                           lambda cur, target: self._copy(cur, target, columns, batch))
-
-    def write_table(self, table: Any, operation: Operation) -> list[tuple[Status, str | None]]:
-        """The same for an Arrow table: one COPY, binary when every column's type and values
-        allow (pgtables.copy_rows), else of its CSV rendering, both written by Arrow."""
-        types = [_binary_copy_type(self.table.c[c], self.conn.dialect) for c in table.column_names]
-        binary = pgtables.copy_rows(table, types)
-        return self._apply(list(table.column_names), table[self.key].to_pylist(), operation,
-                           lambda cur, target: _copy_binary(cur, target, table.column_names, binary)
-                           if binary is not None else _copy_csv(cur, target, table))
-
-    def _apply(self, columns: list[str], keys: list[KeyValue], operation: Operation,
-               load: Callable[[Any, str], None]) -> list[tuple[Status, str | None]]:
-        """Load the batch (into the table, or a staging table) and apply the operation."""
-        target = _quoted_table(self.table)
-        q = _quote
-        col_list = ", ".join(q(c) for c in columns)
-        raw = self.conn.connection.driver_connection
-        assert raw is not None
-        with raw.cursor() as cur:
-            if operation in (Operation.UPSERT, Operation.INSERT):
-                where, params = _key_condition(q(self.key), keys)
-                cur.execute(f"SELECT 1 FROM {target} WHERE {where} LIMIT 1", params)
-                if cur.fetchone() is None:
-                    # None of the keys exist yet (a first migration): COPY straight into the
-                    # table, skipping the staging table and the conflict checks.
-                    load(cur, target)
-                    return [(Status.CREATED, None)] * len(keys)
-            # Only the columns written, with their types but not their NOT NULL constraints:
-            # a column the batch leaves to its default (a serial id) must not fail the COPY.
-            cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS _patchbay_stage ON COMMIT DROP AS "
-                        f"SELECT {col_list} FROM {target} WITH NO DATA")
-            load(cur, "_patchbay_stage")
-            key = q(self.key)
-            changed = " OR ".join(f"t.{q(c)} IS DISTINCT FROM s.{q(c)}" for c in columns if c != self.key)
-            assignments = ", ".join(f"{q(c)} = s.{q(c)}" for c in columns if c != self.key)
-            if operation is Operation.UPSERT:
-                excluded = " OR ".join(f"t.{q(c)} IS DISTINCT FROM EXCLUDED.{q(c)}"
-                                       for c in columns if c != self.key) or "false"
-                sets = ", ".join(f"{q(c)} = EXCLUDED.{q(c)}" for c in columns if c != self.key)
-                conflict = (f"DO UPDATE SET {sets} WHERE {excluded}" if sets else "DO NOTHING")
-                cur.execute(f"INSERT INTO {target} AS t ({col_list}) SELECT {col_list} "
-                            f"FROM _patchbay_stage ON CONFLICT ({key}) {conflict} "
-                            f"RETURNING t.{key}, (xmax = 0)")
-                written = {k: (Status.CREATED if created else Status.UPDATED)
-                           for k, created in cur.fetchall()}
-                default: tuple[Status, str | None] = (Status.UNCHANGED, None)
-            elif operation is Operation.INSERT:
-                cur.execute(f"INSERT INTO {target} AS t ({col_list}) SELECT {col_list} "
-                            f"FROM _patchbay_stage ON CONFLICT ({key}) DO NOTHING RETURNING t.{key}")
-                written = {k: Status.CREATED for (k,) in cur.fetchall()}
-                default = (Status.SKIPPED, None)
-            elif operation is Operation.UPDATE:
-                cur.execute(f"SELECT s.{key} FROM _patchbay_stage s JOIN {target} t USING ({key})")
-                found = {k for (k,) in cur.fetchall()}
-                written = {}
-                if assignments:
-                    cur.execute(f"UPDATE {target} AS t SET {assignments} FROM _patchbay_stage s "
-                                f"WHERE t.{key} = s.{key} AND ({changed}) RETURNING t.{key}")
-                    written = {k: Status.UPDATED for (k,) in cur.fetchall()}
-                written.update({k: Status.UNCHANGED for k in found if k not in written})
-                default = (Status.SKIPPED, "no record with this key")
-            else:
-                cur.execute(f"DELETE FROM {target} AS t USING _patchbay_stage s "
-                            f"WHERE t.{key} = s.{key} RETURNING t.{key}")
-                written = {k: Status.DELETED for (k,) in cur.fetchall()}
-                default = (Status.SKIPPED, "no record with this key")
-            cur.execute("DROP TABLE _patchbay_stage")
-        return [(written[k], None) if k in written else default for k in keys]
-
-
-    def _copy(self, cur: Any, target: str, columns: list[str], batch: list[Record]) -> None:
-        """COPY the batch; binary when every column has a plain type (half the cost of text)."""
-        dialect = self.conn.dialect
-        types = [_binary_copy_type(self.table.c[c], dialect) for c in columns]
-        binary = all(types)
-        rows: Any = (tuple(r.values()) for r in batch) if all(list(r) == columns for r in batch) \
-            else ([r.get(c) for c in columns] for r in batch)
-        if not binary:
-            json_columns = [i for i, c in enumerate(columns)
-                            if isinstance(self.table.c[c].type, sa.JSON)]
-            if json_columns:
-                rows = (_json_encoded(row, json_columns) for row in rows)
-        col_list = ", ".join(_quote(c) for c in columns)
-        with cur.copy(f"COPY {target} ({col_list}) FROM STDIN"
-                      + (" (FORMAT BINARY)" if binary else "")) as copy:
-            if binary:
-                copy.set_types(types)
-            for row in rows:
-                copy.write_row(row)
-
-
-_POSTGRES_BATCH_BYTES = 16 << 20
-"""The Arrow data of a batch of a PostgreSQL read (ADBC's default): per-batch costs vanish,
-and memory stays flat on any table."""
-_Convert = Callable[[pa.Array], pa.Array]
-
-
-class _Refused(Exception):
-    """A batch holds a value the row path gives otherwise: it reads on from the last page given."""
-
-
-@dataclass(frozen=True)
-class _ArrowQuery:
-    """A columnar read's query for an ADBC driver, and how its batches become the row path's."""
-
-    connect: Callable[[], Any]
-    sql: str
-    parameters: tuple[Any, ...] | None
-    options: dict[str, str]
-    converts: list[_Convert]
-    """One per column selected, in order."""
-    checked: bool
-    """Whether a last column, past those, is null but in rows that must take the row path."""
-
-    def convert(self, batch: pa.RecordBatch, names: list[str]) -> pa.RecordBatch:
-        if self.checked and batch.column(len(self.converts)).null_count < batch.num_rows:
-            raise _Refused
-        return pa.RecordBatch.from_arrays(
-            [convert(batch.column(i)) for i, convert in enumerate(self.converts)], names=names)
-
-
-_PYTHON_DAYS = (-719_162, 2_932_896)
-"""The dates (days since 1970) a Python date holds, 0001-01-01 to 9999-12-31: the row path's
-driver refuses others, and ADBC gives PostgreSQL's infinite dates as dates far outside."""
-_PYTHON_MICROS = (-62_135_596_800_000_000, 253_402_300_799_999_999)
-"""The same for instants, in microseconds since 1970."""
-_DAY_MICROS = 86_400_000_000
-
-
-def _converter(target: pa.DataType, *sources: pa.DataType, bounds: tuple[int, int] | None = None,
-               utf8: bool = False) -> _Convert:
-    """The conversion of a column of one of the `sources` types (an extension type's storage
-    type counts) to `target`, refusing values that would not convert exactly, out of
-    `bounds` (as integers), or not UTF-8. A column of nulls only is the target type's, whatever
-    its own: SQLite's driver types such a column in a first batch as integers."""
-
-    def convert(values: pa.Array) -> pa.Array:
-        if values.null_count == len(values):
-            return pa.nulls(len(values), target)
-        if isinstance(values, pa.ExtensionArray):
-            values = values.storage
-        if values.type not in sources:
-            raise _Refused
-        if bounds is not None:
-            extent = pc.min_max(values.view(pa.int32() if pa.types.is_date32(values.type) else pa.int64()))
-            if extent["min"].as_py() < bounds[0] or extent["max"].as_py() > bounds[1]:
-                raise _Refused
-        if utf8:
-            values.validate(full=True)
-        return values.cast(target)
-
-    return convert
-
-
-def _postgres_column(kind: sa.types.TypeEngine[Any], zone: str) -> tuple[bool, _Convert] | None:
-    """How ADBC gives a PostgreSQL column's values as the row path gives them: whether it is
-    selected as text, and the conversion of what comes; None if it cannot."""
-    if isinstance(kind, sa.Boolean):
-        return False, _converter(pa.bool_(), pa.bool_())
-    if isinstance(kind, sa.Integer):
-        return False, _converter(pa.int64(), pa.int16(), pa.int32(), pa.int64())
-    if isinstance(kind, sa.Float):
-        # As text, which is what the row path reads: PostgreSQL writes some reals with other
-        # digits than the shortest Arrow would give, and any float rounded when
-        # extra_float_digits is below 1.
-        return True, _converter(pa.float64(), pa.string())
-    if isinstance(kind, sa.Numeric):
-        # ADBC gives numeric as text, of every digit of the scale: exact in the declared
-        # precision (where the row path infers one from the values it sees), NaN and
-        # infinity refused.
-        precision, scale = kind.precision, kind.scale
-        if precision is None or scale is None or not 0 <= scale <= precision <= 38:
-            return None
-        return False, _converter(pa.decimal128(precision, scale), pa.string())
-    if isinstance(kind, sa.DateTime):
-        if kind.timezone:
-            # A day inside Python's range, so that no zone's offset leaves it.
-            return False, _converter(pa.timestamp("us", zone), pa.timestamp("us", "UTC"), bounds=(
-                _PYTHON_MICROS[0] + _DAY_MICROS, _PYTHON_MICROS[1] - _DAY_MICROS))
-        return False, _converter(pa.timestamp("us"), pa.timestamp("us"), bounds=_PYTHON_MICROS)
-    if isinstance(kind, sa.Date):
-        return False, _converter(pa.date32(), pa.date32(), bounds=_PYTHON_DAYS)
-    if isinstance(kind, sa.String):
-        return False, _converter(pa.string(), pa.string())
-    return None
-
-
-def _sqlite_column(kind: sa.types.TypeEngine[Any]) -> _Convert | None:
-    """The conversion of a SQLite column's values as ADBC gives them to the row path's types,
-    for the declared types whose affinity stores one class of value (and null): INTEGER,
-    REAL, TEXT. Another class in the column (text in an INTEGER column) fails the driver
-    after its first batch, and in it makes the batch's type another; a blob in a TEXT
-    column is flagged by the query (see `_ArrowQuery.checked`). Others (NUMERIC, DATE,
-    BOOLEAN, none) take the row path: SQLite stores their values in any class."""
-    if isinstance(kind, sa.Integer):
-        return _converter(pa.int64(), pa.int64())
-    if isinstance(kind, sa.Float):
-        return _converter(pa.float64(), pa.float64())
-    if isinstance(kind, sa.String):
-        # sqlite3 fails on text that is not UTF-8; the driver copies its bytes.
-        return _converter(pa.string(), pa.string(), utf8=True)
-    return None
-
-
-def _pages(batches: Iterator[pa.RecordBatch], size: int) -> Iterator[pa.Table]:
-    """The batches' rows in tables of `size` rows, the last one shorter: the row path's pages,
-    so that a read it takes over goes on with the pages it would have given."""
-    held: list[pa.RecordBatch] = []
-    count = 0
-    for batch in batches:
-        held.append(batch)
-        count += batch.num_rows
-        if count >= size:
-            rows = pa.Table.from_batches(held)
-            start = 0
-            while count - start >= size:
-                yield rows.slice(start, size)
-                start += size
-            held = rows.slice(start).to_batches()
-            count -= start
-    if count:
-        yield pa.Table.from_batches(held)
-
-
-def _key_condition(key: str, values: Sequence[KeyValue]) -> tuple[str, tuple[Any, ...]]:
-    """A condition matching (at least) the rows with these keys. Integer keys take a
-    range, which costs one index range scan and two parameters instead of an array of
-    thousands; the caller filters out rows of the range that are not in the batch."""
-    if set(map(type, values)) == {int}:  # not bool, a subclass
-        return f"{key} BETWEEN %s AND %s", (min(values), max(values))
-    return f"{key} = ANY(%s)", (list(values),)
-
-
-def _copy_csv(cur: Any, target: str, table: Any) -> None:
-    import pyarrow.csv as arrow_csv
-
-    col_list = ", ".join(_quote(c) for c in table.column_names)
-    sink = io.BytesIO()
-    # Arrow writes null as an empty field and the empty string as "", as PostgreSQL reads them.
-    arrow_csv.write_csv(table, sink, arrow_csv.WriteOptions(include_header=False))
-    with cur.copy(f"COPY {target} ({col_list}) FROM STDIN (FORMAT csv)") as copy:
-        copy.write(sink.getbuffer())
-
-
-def _copy_binary(cur: Any, target: str, columns: Sequence[str], data: Iterable[Any]) -> None:
-    col_list = ", ".join(_quote(c) for c in columns)
-    with cur.copy(f"COPY {target} ({col_list}) FROM STDIN (FORMAT BINARY)") as copy:
-        for block in data:
-            copy.write(block)
-
-
-def _json_encoded(row: Sequence[Any], positions: list[int]) -> list[Any]:
-    values = list(row)
-    for i in positions:
-        if values[i] is not None:
-            values[i] = json.dumps(values[i], default=str)
-    return values
-
-
-# Column types whose values the conform step guarantees to be of one Python type, so that
-# psycopg's binary dumpers can write them without guessing. timestamptz is left to the text
-# format, which accepts naive datetimes in the session's time zone.
-_BINARY_COPY_TYPES = {
-    "BIGINT": "int8", "INTEGER": "int4", "SMALLINT": "int2", "DOUBLE PRECISION": "float8",
-    "REAL": "float4", "NUMERIC": "numeric", "TEXT": "text", "VARCHAR": "varchar",
-    "DATE": "date", "BOOLEAN": "bool", "TIMESTAMP WITHOUT TIME ZONE": "timestamp",
-    "TIMESTAMP": "timestamp",
-}
-
-
-@functools.lru_cache(maxsize=4096)  # asked per column of every batch; compiling a type is slow
-def _binary_copy_type(column: sa.Column[Any], dialect: sa.Dialect) -> str | None:
-    name = column.type.compile(dialect=dialect).split("(", 1)[0].strip().upper()
-    return _BINARY_COPY_TYPES.get(name)
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _quoted_table(table: sa.Table) -> str:
-    return (f"{_quote(table.schema)}." if table.schema else "") + _quote(table.name)
-
-
-def _field_type(kind: sa.types.TypeEngine[Any]) -> tuple[FieldType, int | None]:
-    if isinstance(kind, sa.Boolean):
-        return FieldType.BOOLEAN, None
-    if isinstance(kind, sa.Integer):
-        return FieldType.INTEGER, None
-    if isinstance(kind, sa.Float):
-        return FieldType.NUMBER, None
-    if isinstance(kind, sa.Numeric):
-        return FieldType.DECIMAL, None
-    if isinstance(kind, sa.DateTime):
-        return FieldType.DATETIME, None
-    if isinstance(kind, sa.Date):
-        return FieldType.DATE, None
-    if isinstance(kind, sa.JSON):
-        return FieldType.JSON, None
-    if isinstance(kind, sa.String):
-        return FieldType.STRING, kind.length
-    return FieldType.STRING, None
-
-
-def _first_line(exc: sa_exc.DBAPIError) -> str:
-    text = str(exc.orig) if exc.orig is not None else str(exc)
-    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-
-
-def _error_code(exc: sa_exc.DBAPIError) -> str:
-    orig = exc.orig
-    args = getattr(orig, "args", ())
-    errno = args[0] if args and isinstance(args[0], int) else None
-    if errno in _MYSQL_CODES:  # before SQLSTATE: MySQL gives 23000 to every integrity error
-        return _MYSQL_CODES[errno]
-    sqlstate = getattr(orig, "sqlstate", None)
-    if sqlstate:
-        return _SQLSTATE_CODES.get(sqlstate, f"SQLSTATE_{sqlstate}")
-    if errno is not None:
-        return f"MYSQL_{errno}"
-    message = str(orig).lower()
-    if "not null" in message:
-        return "REQUIRED_FIELD_MISSING"
-    if "unique" in message:
-        return "DUPLICATE_VALUE"
-    if "foreign key" in message:
-        return "INVALID_CROSS_REFERENCE_KEY"
-    return "DATABASE_ERROR"
 
 
 def _fits_one_array(values: Sequence[Any], column: sa.Column[Any]) -> bool:
@@ -1358,18 +950,3 @@ def _sqlite_foreign_keys(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _is_connection_error(exc: sa_exc.DBAPIError) -> bool:
-    return exc.connection_invalidated or _lost_connection(exc.orig)
-
-
-def _lost_connection(error: BaseException | None) -> bool:
-    """Whether a driver error means the connection is gone (the server stopped, the network
-    dropped), not that the statement was refused."""
-    sqlstate = getattr(error, "sqlstate", None) or ""
-    if sqlstate.startswith("08") or sqlstate in ("57P01", "57P02", "57P03"):
-        return True
-    if type(error).__name__ == "OperationalError" and not sqlstate \
-            and type(error).__module__.startswith("psycopg"):
-        return True  # psycopg's client-side "server closed the connection unexpectedly"
-    args: tuple[Any, ...] = tuple(getattr(error, "args", ()))
-    return bool(args) and isinstance(args[0], int) and args[0] in (2002, 2003, 2006, 2013)
