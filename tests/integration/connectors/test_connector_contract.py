@@ -12,8 +12,8 @@ from __future__ import annotations
 import pytest
 
 from patchbay.connectors.base import Capability
-from patchbay.scope import BoundScope, Condition, Group, to_predicate
 from patchbay.model import Change, Operation, Position, Record, Status
+from patchbay.scope import BoundScope, Condition, Group, to_predicate
 
 from .conftest import SEED, Subject, claiming
 
