@@ -536,16 +536,13 @@ def plan(ctx: RunContext, *, examples: int = 5, limit: int | None = None) -> dic
         if len(bucket) < examples:
             bucket.append(item)
 
-    for page in prepared.source.read(src.object, prepared.scope, key=src.key,
-                                     fields=prepared.read_fields,
-                                     page_size=integration.options.batch_size):
-        counts["read"] += len(page.records)
-        shaped = prepared.sink.shape(page.records)
+    for page, shaped in _shaped_pages(ctx, prepared):
+        counts["read"] += len(page)
         records = shaped.records
         for position in rejected(shaped):
             counts["reject"] += 1
             aside = shaped.aside.get(position) or shaped.refused[position]
-            sample("reject", {"source": capture.plain_record(page.records[position]),
+            sample("reject", {"source": capture.plain_record(page[position]),
                               "code": aside.code, "reason": aside.reason})
         counts["skip"] += len(skipped(shaped))
         current = prepared.destination.get(dst.object, dst.key, [r[dst.key] for r in records],
@@ -568,6 +565,17 @@ def plan(ctx: RunContext, *, examples: int = 5, limit: int | None = None) -> dic
             "counts": {k: counts.get(k, 0) for k in
                        ("read", "insert", "update", "unchanged", "delete", "not_found", "reject", "skip")},
             "examples": samples}
+
+
+def _shaped_pages(ctx: RunContext, prepared: Prepared) -> Iterator[tuple[list[Record], Shaped]]:
+    """The records in scope a page at a time, each page with its shaped records (plan and
+    verify: written nowhere, so read in this thread)."""
+    integration = spec_of(ctx)
+    src = integration.source
+    for page in prepared.source.read(src.object, prepared.scope, key=src.key,
+                                     fields=prepared.read_fields,
+                                     page_size=integration.options.batch_size):
+        yield page.records, prepared.sink.shape(page.records)
 
 
 def _planned(operation: Operation, record: Record, held: Record | None) -> str:
@@ -598,16 +606,13 @@ def _refused_last_time(ctx: RunContext) -> frozenset[str]:
 def verify(ctx: RunContext) -> dict[str, Any]:
     """Compare the destination with the source scope now, writing nothing."""
     integration = spec_of(ctx)
-    src, dst = integration.source, integration.destination
+    dst = integration.destination
     prepared = prepare(ctx)
     comparison = Comparison(dst.key, prepared.fields, integration.options.sample_size,
                             refused=_refused_last_time(ctx))
     counters: Counter[str] = Counter()
-    for page in prepared.source.read(src.object, prepared.scope, key=src.key,
-                                     fields=prepared.read_fields,
-                                     page_size=integration.options.batch_size):
-        counters["read"] += len(page.records)
-        shaped = prepared.sink.shape(page.records)
+    for page, shaped in _shaped_pages(ctx, prepared):
+        counters["read"] += len(page)
         records = shaped.records
         counters["rejected"] += len(rejected(shaped))
         counters["skipped"] += len(skipped(shaped))
