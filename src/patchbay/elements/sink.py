@@ -97,10 +97,10 @@ class Sink:
         source fields, of which those the destination has are carried too.
         `conform_every_field`: conform every field the destination has, not only
         `fields` (records made elsewhere may carry others); with neither, records are
-        written as they come and the destination is never described. `unfit` makes the error that
-        refuses a destination the records do not fit. `leave_out`: fields taken out of
-        every record after the transform. `broken_code`: the code of a record marked
-        broken; None when the mark says its own ("CODE: reason")."""
+        written as they come and the destination is never described. `unfit` makes the
+        error that refuses a destination the records do not fit. `leave_out`: fields
+        taken out of every record after the transform. `broken_code`: the code of a
+        record marked broken; None when the mark says its own ("CODE: reason")."""
         self.connector, self.object, self.operation, self.key = connector, object, operation, key
         self.transform = transform
         self.fields = None if fields is None else list(fields)
