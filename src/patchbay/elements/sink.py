@@ -165,11 +165,9 @@ class Sink:
         conformer = self.conformer if self.describes else None
         aside: dict[int, Outcome] = {}
         kept = list(range(len(batch)))
-        given = list(batch)
-        if any(record.get(BROKEN) is not None for record in given):
-            for position, record in enumerate(given):
-                if record.get(BROKEN) is not None:
-                    aside[position] = self._broken(record)
+        given = batch
+        if any(BROKEN in record for record in batch):  # `in` first: the common case is fast
+            aside = {p: self._broken(r) for p, r in enumerate(batch) if r.get(BROKEN) is not None}
             kept = [p for p in kept if p not in aside]
             given = [batch[p] for p in kept]
         records, positions, skipped = self._transformed(given, kept, aside)
@@ -186,12 +184,12 @@ class Sink:
         aside.update(skipped)
         return Shaped(records, positions, aside, refused)
 
-    def _transformed(self, given: list[Record], kept: list[int], aside: dict[int, Outcome]
+    def _transformed(self, given: Sequence[Record], kept: list[int], aside: dict[int, Outcome]
                      ) -> tuple[list[Record], list[int], dict[int, Outcome]]:
         """The records the transform made, their positions, and the skipped ones; the
         rejected ones go into `aside`."""
         if self.transform is None:
-            return given, kept, {}
+            return list(given), kept, {}
         result = self.transform.apply(given)
         for refused in result.rejected:
             aside[kept[refused.index]] = Outcome(None, Status.REJECTED, refused.reason, refused.code)
@@ -229,9 +227,9 @@ class Sink:
         return Shaped(self._unversioned(list(batch)), list(range(len(batch))), {}, {})
 
     def _unversioned(self, records: list[Record]) -> list[Record]:
-        """The outbox's version is for message destinations' ids: a destination with fields
-        never sees it."""
-        if self.describes and self.conformer.schema.fields and \
+        """Records made elsewhere (no transform: the outbox's payloads) may carry a version,
+        which is for message destinations' ids: a destination with fields never sees it."""
+        if self.transform is None and self.describes and self.conformer.schema.fields and \
                 any(VERSION_FIELD in r for r in records):
             return [{k: v for k, v in r.items() if k != VERSION_FIELD} for r in records]
         return records
