@@ -15,8 +15,9 @@ from pathlib import Path
 
 from patchbay.atomic import replacing
 from patchbay.connectors.files import FileConnector
+from patchbay.elements.sink import Sink
 from patchbay.model import Operation
-from patchbay.runtime.delivery import Deliverer, DeliveryStats, Target
+from patchbay.runtime.delivery import Deliverer, DeliveryStats
 from patchbay.spec import SystemSpec
 from patchbay.store import Store
 from patchbay.store.store import NewDelivery
@@ -118,7 +119,7 @@ def test_leases_of_a_killed_worker_are_taken_over_at_the_restart(tmp_path: Path)
     files = FileConnector(SystemSpec(name="audit", url=f"file:{tmp_path / 'audit'}",
                                      options={"fields": ["id", "status"]}))
     restarted = Deliverer(store, "orders - broadcast",
-                          {"audit": Target(files, "orders.jsonl", Operation.UPSERT, "id")})
+                          {"audit": Sink(files, "orders.jsonl", Operation.UPSERT, "id")})
 
     assert restarted.deliver_once("audit") == DeliveryStats(delivered=3)
     assert [json.loads(line) for line in (tmp_path / "audit" / "orders.jsonl").read_text()

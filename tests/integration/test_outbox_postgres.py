@@ -19,9 +19,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from patchbay.connectors.sql import SqlConnector
+from patchbay.elements.sink import Sink
 from patchbay.errors import MessageSeen
 from patchbay.model import Operation
-from patchbay.runtime.delivery import Deliverer, DeliveryStats, Target
+from patchbay.runtime.delivery import Deliverer, DeliveryStats
 from patchbay.spec import SystemSpec
 from patchbay.store import Store
 from patchbay.store.schema import outbox
@@ -82,7 +83,7 @@ def test_two_deliverers_drain_2000_deliveries_each_exactly_once_in_key_order(spa
         store = Store.open(space.state_url)
         connector = SqlConnector(SystemSpec(name="crm", url=space.pg_url))
         try:
-            target = Target(connector, f"{space.schema}.dest_w{n}", Operation.UPSERT, "event")
+            target = Sink(connector, f"{space.schema}.dest_w{n}", Operation.UPSERT, "event")
             deliverer = Deliverer(store, INTEGRATION, {"crm": target}, worker=f"w{n}")
             start.wait()
             deadline = time.monotonic() + 120

@@ -4,6 +4,7 @@ validation at plan time, and the run that pauses on an exhausted API allowance."
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from patchbay import SpecError, plan_integration, run_integration
 from patchbay.connectors.salesforce import SalesforceConnector, to_soql
-from patchbay.errors import PatchbayError, RetriableError, SalesforceError
+from patchbay.errors import ConnectionFailed, PatchbayError, RetriableError, SalesforceError
 from patchbay.localorg.org import OrgConfig
 from patchbay.localorg.running import LocalOrg
 from patchbay.model import Operation, Status
@@ -87,6 +88,26 @@ def test_an_exhausted_allowance_is_retried_then_raised_as_retriable(org: LocalOr
     org.org.limits.max_requests = org.org.limits.used
     with pytest.raises(RetriableError, match="REQUEST_LIMIT_EXCEEDED"):
         crm.count("Account")
+
+
+def test_the_allowance_is_tried_as_often_as_the_retry_option_says(org: LocalOrg) -> None:
+    crm = connector(org, retries=3)
+    crm.count("Account")
+    org.org.limits.max_requests = org.org.limits.used
+    calls = crm.api_calls
+    with pytest.raises(RetriableError, match=r"^Salesforce system 'crm': REQUEST_LIMIT_EXCEEDED "
+                                              r"after 4 tries$"):
+        crm.count("Account")
+    assert crm.api_calls - calls == 4
+
+
+def test_a_refused_login_is_not_retried(org: LocalOrg) -> None:
+    crm = connector(org, password="wrong", retries=5, backoff_seconds=5.0,
+                    instance_url=f"http://127.0.0.1:{org.port}", access_token="expired")
+    started = time.monotonic()
+    with pytest.raises(ConnectionFailed):
+        crm.count("Account")
+    assert time.monotonic() - started < 5.0
 
 
 def write_spec(directory: Path, org: LocalOrg, name_field: str = "Name") -> Path:

@@ -20,8 +20,10 @@ import pytest
 import sqlalchemy as sa
 
 from patchbay.connectors.sql import SqlConnector
+from patchbay.elements.sink import Sink
 from patchbay.model import Operation
-from patchbay.runtime.delivery import Deliverer, DeliveryStats, RetryPolicy, Target
+from patchbay.retry import RetryPolicy
+from patchbay.runtime.delivery import Deliverer, DeliveryStats
 from patchbay.spec import SystemSpec
 from patchbay.store import Store
 from patchbay.store import schema as store_schema
@@ -48,11 +50,11 @@ def make_destination(path: Path) -> Path:
     return path
 
 
-def target(url: str, object: str = "contacts", name: str = "crm") -> Target:
-    return Target(SqlConnector(SystemSpec(name=name, url=url)), object, Operation.UPSERT, "id")
+def target(url: str, object: str = "contacts", name: str = "crm") -> Sink:
+    return Sink(SqlConnector(SystemSpec(name=name, url=url)), object, Operation.UPSERT, "id")
 
 
-def sqlite_target(path: Path) -> Target:
+def sqlite_target(path: Path) -> Sink:
     return target(f"sqlite:///{path}")
 
 

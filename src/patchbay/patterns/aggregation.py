@@ -32,12 +32,12 @@ from patchbay import scope as scopes
 from patchbay.cron import Cron
 from patchbay.elements import merge as merging
 from patchbay.elements import reports
-from patchbay.elements.conform import Conformer
 from patchbay.elements.expressions import Expression
+from patchbay.elements.sink import Sink
 from patchbay.elements.transform import Transform
 from patchbay.errors import FatalRunError, ParameterError, SpecError
-from patchbay.model import Operation, Status
-from patchbay.patterns.context import LookupCache, RunContext, misfits
+from patchbay.model import Status
+from patchbay.patterns.context import LookupCache, RunContext
 from patchbay.spec import (
     AggregationDestinationSpec,
     AggregationSourceSpec,
@@ -252,17 +252,14 @@ class Aggregation:
         if needed:
             return {"not_written": f"its key or skip_if needs {', '.join(needed)}, which this "
                                    "partial answer could not compute"}
-        schema = connector.describe(destination.object)
         fields = transform.output_fields if not transform.passes_through else table.column_names
-        fields = [f for f in fields if f not in unknown]
-        if schema.fields:
-            problems = misfits(schema, list(fields), system=destination.system,
-                               object=destination.object, key=destination.key)
-            if problems:
-                raise SpecError(f"integration '{self.spec.name}' does not fit its destination "
-                                f"{destination.system}/{destination.object}", problems)
-        creates = destination.operation in (Operation.INSERT, Operation.UPSERT)
-        conformer = Conformer(schema, list(fields), creates=creates) if schema.fields else None
+        sink = Sink(connector, destination.object, destination.operation, destination.key,
+                    transform=transform, fields=[f for f in fields if f not in unknown],
+                    leave_out=unknown,
+                    unfit=lambda problems: SpecError(
+                        f"integration '{self.spec.name}' does not fit its destination "
+                        f"{destination.system}/{destination.object}", problems))
+        sink.check()
         counts: dict[str, Any] = {}
         rejects: list[dict[str, Any]] = []
 
@@ -273,20 +270,18 @@ class Aggregation:
 
         merge_key = self.spec.merge.key if self.spec.merge is not None else ""
         for batch in table.to_batches(max_chunksize=self.spec.options.batch_size):
-            result = transform.apply(batch.to_pylist())
-            counts["skipped"] = counts.get("skipped", 0) + len(result.skipped)
-            for aside in result.rejected:
-                refuse(jsonable(aside.source.get(merge_key)), aside.code, aside.reason)
-            records = [{k: v for k, v in r.items() if k not in unknown} for r in result.records] \
-                if unknown else result.records
-            if conformer is not None:
-                refused = conformer.conform_batch(records)
-                for position, problem in refused.items():
-                    refuse(jsonable(records[position].get(destination.key)), problem.code,
-                           problem.reason)
-                records = [r for i, r in enumerate(records) if i not in refused]
-            for outcome in connector.write(destination.object, records, destination.operation,
-                                           destination.key) if records else []:
+            rows = batch.to_pylist()
+            written = sink.write(rows)
+            shaped = written.shaped
+            for position, aside in shaped.aside.items():
+                if aside.status is Status.SKIPPED:
+                    counts["skipped"] = counts.get("skipped", 0) + 1
+                else:
+                    refuse(jsonable(rows[position].get(merge_key)), aside.code, aside.reason)
+            for refused in shaped.refused.values():
+                refuse(jsonable(refused.key), refused.code, refused.reason)
+            for position in shaped.positions:
+                outcome = written.outcomes[position]
                 if outcome.status is Status.REJECTED:
                     refuse(outcome.key, outcome.code, outcome.reason)
                 else:

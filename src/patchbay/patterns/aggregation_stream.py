@@ -57,11 +57,11 @@ from typing import Any
 
 from patchbay.connectors.base import Capability, Connector, Received, Subscription
 from patchbay.connectors.messages import to_json
-from patchbay.elements.conform import Conformer
+from patchbay.elements.sink import Sink
 from patchbay.elements.transform import Transform
 from patchbay.errors import PatchbayError, RetriableError, SpecError
 from patchbay.model import ERROR_FIELD, Operation, Outcome, Record, Status
-from patchbay.patterns.context import LookupCache, RunContext, misfits
+from patchbay.patterns.context import LookupCache, RunContext
 from patchbay.spec import AggregateSpec, AggregationDestinationSpec, AggregationSpec, StreamSourceSpec
 from patchbay.store.aggregates import Counted, Group
 from patchbay.store.store import UNAVAILABLE
@@ -219,16 +219,6 @@ class _Source:
 
 
 @dataclass
-class _Destination:
-    spec: AggregationDestinationSpec
-    connector: Connector
-    transform: Transform
-    fields: list[str]
-    """What the transform produces, for the check against the destination's fields."""
-    conformer: Conformer | None = None
-
-
-@dataclass
 class Tally:
     """What a stream aggregation did: messages taken, counted, not counted, groups written."""
 
@@ -293,12 +283,8 @@ class StreamAggregation:
                                 "cannot consume messages: a stream source is a RabbitMQ queue or "
                                 "a NATS JetStream subject")
         produced = [*self.stream.group_by, *self.stream.aggregate]
-        self.destinations: dict[str, _Destination] = {}
-        for d in self.spec.destinations:
-            transform = Transform(d.transform, ctx.params, lookups)
-            fields = produced if transform.passes_through else transform.output_fields
-            self.destinations[f"{d.system}/{d.object}"] = _Destination(
-                d, ctx.systems[d.system], transform, fields)
+        self.destinations = {f"{d.system}/{d.object}": self._sink(d, produced, lookups)
+                             for d in self.spec.destinations}
         self._held: list[_Held] = []
         self._warned: set[tuple[str, str, int]] = set()
         self.errors = _Errors()
@@ -532,49 +518,29 @@ class StreamAggregation:
             row[agg.name] = agg.value(group.state.get(agg.name, {}))
         return row
 
-    def _write_to(self, name: str, destination: _Destination, rows: Sequence[Record]) -> list[Outcome]:
-        spec = destination.spec
-        outcomes: list[Outcome] = [Outcome(None, Status.FAILED, "not written")] * len(rows)
+    def _sink(self, destination: AggregationDestinationSpec, produced: list[str],
+              lookups: LookupCache) -> Sink:
+        """A destination's write step. It is described on first use and checked against what
+        the transform produces then (a destination not there yet is described at a later
+        flush); every field it has is conformed."""
+        transform = Transform(destination.transform, self.ctx.params, lookups)
+        fields = produced if transform.passes_through else transform.output_fields
+
+        def unfit(problems: list[str]) -> SpecError:
+            return SpecError(f"'{self.name}' does not fit destination {destination.system}/"
+                             f"{destination.object}", problems)
+        return Sink(self.ctx.systems[destination.system], destination.object,
+                    destination.operation, destination.key, transform=transform, fields=fields,
+                    conform_every_field=True, unfit=unfit)
+
+    def _write_to(self, name: str, sink: Sink, rows: Sequence[Record]) -> list[Outcome]:
         try:
-            conformer = self._conformer(destination)
-            result = destination.transform.apply(rows)
-            for aside in result.rejected:
-                outcomes[aside.index] = Outcome(None, Status.REJECTED, aside.reason, aside.code)
-            for aside in result.skipped:  # the destination's skip_if: not to be written
-                outcomes[aside.index] = Outcome(None, Status.SKIPPED, aside.reason, aside.code)
-            positions = {id(source): index for index, source in enumerate(rows)}
-            chosen = [positions[id(source)] for source in result.sources]
-            records = list(result.records)
-            problems = conformer.conform_batch(records)
-            for at, problem in problems.items():
-                outcomes[chosen[at]] = Outcome(records[at].get(spec.key), Status.REJECTED,
-                                               problem.reason, problem.code)
-            writable = [(chosen[i], r) for i, r in enumerate(records) if i not in problems]
-            if writable:
-                done = destination.connector.write(spec.object, [r for _, r in writable],
-                                                   spec.operation, spec.key)
-                for (index, _), outcome in zip(writable, done, strict=True):
-                    outcomes[index] = outcome
+            outcomes = sink.write(rows).outcomes
         except Exception as exc:  # the destination is down or refuses the batch: groups stay dirty
             self.errors.note(name, exc, "writing to", self.name)
             return [Outcome(None, Status.FAILED, str(exc))] * len(rows)
         self.errors.by_name.pop(name, None)
         return outcomes
-
-    def _conformer(self, destination: _Destination) -> Conformer:
-        """The destination's conform step, described on first use; checked against what the
-        transform produces then (a destination not there yet is described at a later flush)."""
-        if destination.conformer is None:
-            spec = destination.spec
-            schema = destination.connector.describe(spec.object)
-            if schema.fields:
-                problems = misfits(schema, destination.fields, system=spec.system,
-                                   object=spec.object, key=spec.key)
-                if problems:
-                    raise SpecError(f"'{self.name}' does not fit destination {spec.system}/"
-                                    f"{spec.object}", problems)
-            destination.conformer = Conformer(schema, list(schema.fields))
-        return destination.conformer
 
     def _warn_once(self, destination: str, group: Group, outcome: Outcome) -> None:
         """Log a group a destination refused, once per value of the group (it is retried at

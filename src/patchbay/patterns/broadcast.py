@@ -26,7 +26,7 @@ from typing import Any
 from patchbay import scope as scopes
 from patchbay.connectors.base import Connector
 from patchbay.cron import Cron
-from patchbay.elements.conform import Conformer
+from patchbay.elements.sink import Sink
 from patchbay.elements.transform import Transform
 from patchbay.errors import ConnectionFailed, RetriableError, SpecError
 from patchbay.model import (
@@ -34,14 +34,10 @@ from patchbay.model import (
     VERSION_FIELD,
     Change,
     ChangeKind,
-    ObjectSchema,
-    Operation,
-    Outcome,
-    Record,
-    Status,
 )
-from patchbay.patterns.context import LookupCache, RunContext, misfits
-from patchbay.runtime.delivery import Deliverer, DeliveryStats, RetryPolicy, Target
+from patchbay.patterns.context import LookupCache, RunContext
+from patchbay.retry import RetryPolicy
+from patchbay.runtime.delivery import Deliverer, DeliveryStats
 from patchbay.spec import BroadcastDestinationSpec, BroadcastSpec
 from patchbay.store.outbox import NewDelivery
 from patchbay.store.store import UNAVAILABLE
@@ -55,6 +51,10 @@ _TRANSIENT: tuple[type[Exception], ...] = (RetriableError, *UNAVAILABLE)
 MAX_PUSHED = 10_000
 """At most this many changes, and this many ids, in one push."""
 _INT64 = (-(2 ** 63), 2 ** 63 - 1)
+
+# A change the transform could not make a record of is enqueued as a payload of ERROR_FIELD
+# ("CODE: reason"): the sink refuses it with that code and reason, so it lands in the
+# dead letters.
 
 
 _waking: dict[str, set[Callable[[], None]]] = {}
@@ -150,24 +150,23 @@ class Broadcast:
         self.source = ctx.systems[self.spec.source.system]
         lookups = LookupCache(ctx.systems)
         self.destinations: dict[str, _Destination] = {}
-        targets = {}
+        sinks = {}
         for destination in self.spec.destinations:
             connector = ctx.systems[destination.system]
             transform = Transform(destination.transform, ctx.params, lookups)
-            conforming = _Conforming(connector, destination, transform)
+            sink = _sink(connector, destination, transform)
             # Unreachable now: its deliveries wait and retry while the others go on.
             with contextlib.suppress(ConnectionFailed):
-                conforming.conformer()
+                sink.check()
             self.destinations[destination.name] = _Destination(
                 destination, connector, transform,
                 scopes.to_predicate(scopes.bind(destination.filter, ctx.params)))
-            targets[destination.name] = Target(conforming, destination.object,
-                                               destination.operation, destination.key)
+            sinks[destination.name] = sink
         trigger = self.spec.trigger
         self._cron = Cron.parse(trigger.cron) if trigger.cron is not None else None
         options = self.spec.options
         self.deliverer = Deliverer(
-            ctx.store, self.spec.name, targets,
+            ctx.store, self.spec.name, sinks,
             RetryPolicy(options.max_attempts, options.backoff_seconds,
                         options.backoff_max_seconds),
             lease_seconds=options.lease_seconds)
@@ -398,47 +397,18 @@ class _Tally:
         return stats
 
 
-class _Conforming(Connector):
-    """A destination's connector behind its conform step: payloads that went through JSON
-    get their types back, and a record the destination cannot take is rejected with the
-    reason, before the write. The destination is described on first use, and checked
-    against the transform then."""
-
-    def __init__(self, inner: Connector, destination: BroadcastDestinationSpec,
-                 transform: Transform) -> None:
-        super().__init__(inner.system)
-        self.inner, self.destination, self.transform = inner, destination, transform
-        self._conformer: Conformer | None = None
-
-    def conformer(self) -> Conformer:
-        if self._conformer is None:
-            schema = self.inner.describe(self.destination.object)
-            _check_fields(self.destination, schema, self.transform)
-            self._conformer = Conformer(schema, list(schema.fields))
-        return self._conformer
-
-    def write(self, object: str, records: Sequence[Record], operation: Operation,
-              key: str) -> list[Outcome]:
-        outcomes: list[Outcome | None] = [None] * len(records)
-        broken = {i: str(r[ERROR_FIELD]) for i, r in enumerate(records) if ERROR_FIELD in r}
-        for index, reason in broken.items():
-            code, _, message = reason.partition(": ")
-            outcomes[index] = Outcome(records[index].get(key), Status.REJECTED, message, code)
-        rest = [i for i in range(len(records)) if i not in broken]
-        conformer = self.conformer()
-        schemaless = not conformer.schema.fields
-        batch = [{k: v for k, v in records[i].items() if schemaless or k != VERSION_FIELD} for i in rest]
-        if operation is not Operation.DELETE:
-            for position, problem in conformer.conform_batch(batch).items():
-                outcomes[rest[position]] = Outcome(batch[position].get(key), Status.REJECTED,
-                                                   problem.reason, problem.code)
-        writable = [(i, r) for i, r in zip(rest, batch, strict=True) if outcomes[i] is None]
-        if writable:
-            written = self.inner.write(object, [r for _, r in writable], operation, key)
-            for (index, _), outcome in zip(writable, written, strict=True):
-                outcomes[index] = outcome
-        return [o if o is not None else Outcome(None, Status.FAILED, "not written")
-                for o in outcomes]
+def _sink(connector: Connector, destination: BroadcastDestinationSpec,
+          transform: Transform) -> Sink:
+    """A destination's write step. Its payloads were transformed when enqueued and went
+    through JSON since: they are conformed again (dates and decimals get their types
+    back). A transform's fields are checked against the destination when it is first
+    described, so a misfit fails at start, not at delivery."""
+    def unfit(problems: list[str]) -> SpecError:
+        return SpecError("the broadcast does not fit its destinations",
+                         [f"destination '{destination.name}': {p}" for p in problems])
+    return Sink(connector, destination.object, destination.operation, destination.key,
+                fields=None if transform.passes_through else transform.output_fields,
+                conform_every_field=True, unfit=unfit, broken_code=None)
 
 
 def _delete_key(destination: BroadcastDestinationSpec, change: Change) -> Any:
@@ -461,15 +431,3 @@ def _version(change: Change, watermark: str | None) -> str:
         return change.at.isoformat()
     value = change.record.get(watermark) if watermark else None
     return "" if value is None else str(value)
-
-
-def _check_fields(destination: BroadcastDestinationSpec, schema: ObjectSchema,
-                  transform: Transform) -> None:
-    """Fail at start, not at delivery, when a transform writes fields the destination lacks."""
-    if transform.passes_through or not schema.fields:
-        return  # a message destination has no fields to check
-    problems = misfits(schema, transform.output_fields, system=destination.system,
-                       object=destination.object, key=destination.key)
-    if problems:
-        raise SpecError("the broadcast does not fit its destinations",
-                        [f"destination '{destination.name}': {p}" for p in problems])

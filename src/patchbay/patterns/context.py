@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from patchbay.connectors.base import Connector, connect
-from patchbay.elements.conform import Conformer
 from patchbay.errors import SpecError
-from patchbay.model import KeyValue, ObjectSchema, Operation
-from patchbay.spec import AnyIntegration, IntegrationFile, Lookup, MigrationSpec, SystemSpec, suggest
+from patchbay.model import KeyValue
+from patchbay.spec import AnyIntegration, IntegrationFile, Lookup, SystemSpec, suggest
 from patchbay.store import Store
 
 ProgressCallback = Callable[[str, Mapping[str, int]], None]
@@ -96,35 +95,3 @@ class RunContext:
     def notify(self, event: str, counters: Mapping[str, int]) -> None:
         if self.progress is not None:
             self.progress(event, counters)
-
-
-def misfits(schema: ObjectSchema, fields: list[str], *, system: str, object: str,
-            key: str) -> list[str]:
-    """What keeps records of these fields from being written to `object` by `key`: fields the
-    object lacks, a key it lacks, or a key the transform does not produce."""
-    problems = [f"'{object}' of system '{system}' has no field '{name}'{suggest(name, schema.fields)}"
-                for name in fields if name not in schema]
-    if key not in schema:
-        problems.append(f"destination key '{key}' is not a field of '{object}'"
-                        f"{suggest(key, schema.fields)}")
-    elif key not in fields:
-        problems.append(f"the transform does not produce the destination key '{key}'")
-    return problems
-
-
-def validate_destination(integration: MigrationSpec, schema: ObjectSchema,
-                         fields: list[str]) -> Conformer:
-    """Fail before any work when the transform writes fields the destination does not have,
-    or leaves out a field every new record needs (NOT NULL without a default): each record
-    would be refused."""
-    destination = integration.destination
-    problems = misfits(schema, fields, system=destination.system, object=destination.object,
-                       key=destination.key)
-    conformer = Conformer(schema, fields, creates=destination.operation in (Operation.INSERT,
-                                                                            Operation.UPSERT))
-    problems += [f"'{destination.object}' of system '{destination.system}' requires field "
-                 f"'{name}' (not null, no default), which the transform does not produce"
-                 for name in conformer.missing_required]
-    if problems:
-        raise SpecError(f"integration '{integration.name}' does not fit its destination", problems)
-    return conformer

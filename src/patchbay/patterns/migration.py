@@ -19,11 +19,10 @@ import hashlib
 import json
 import queue
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from patchbay import scope as scopes
@@ -32,16 +31,15 @@ from patchbay.connectors.base import Capability, Connector
 from patchbay.elements import capture
 from patchbay.elements.capture import Comparison
 from patchbay.elements.columnar import arrow_type
-from patchbay.elements.conform import Conformer
-from patchbay.elements.transform import SetAside, Transform
-from patchbay.errors import FatalRunError, PatchbayError, RetriableError, RunNotResumable, SpecError
-from patchbay.model import ERROR_FIELD, Operation, Outcome, Page, Record, Status
-from patchbay.patterns.context import LookupCache, RunContext, validate_destination
+from patchbay.elements.sink import Shaped, Sink
+from patchbay.elements.transform import Transform
+from patchbay.errors import FatalRunError, PatchbayError, RunNotResumable, SpecError
+from patchbay.model import Operation, Page, Record, Status
+from patchbay.patterns.context import LookupCache, RunContext
+from patchbay.retry import RetryPolicy
 from patchbay.spec import MigrationSpec, redact_url
 from patchbay.store import Store
 from patchbay.store.store import OutcomeRow, RunRecord, RunStatus, jsonable
-
-T = TypeVar("T")
 
 EARLY_SAMPLE = 1000
 """Records read before a run judges its share of rejects (or that it writes nothing at all)."""
@@ -52,14 +50,22 @@ class Prepared:
     """An integration bound to its run: compiled scope and transform, checked destination."""
 
     source: Connector
-    destination: Connector
+    sink: Sink
+    """The destination, described and checked."""
     scope: scopes.BoundScope | None
     transform: Transform
-    conformer: Conformer
-    fields: list[str]
     read_fields: list[str] | None
     columnar: bool
     """Pages come as Arrow tables and go through the columnar lane while they can."""
+
+    @property
+    def destination(self) -> Connector:
+        return self.sink.connector
+
+    @property
+    def fields(self) -> list[str]:
+        """The fields written (and compared)."""
+        return self.sink.fields or []
 
 
 def spec_of(ctx: RunContext) -> MigrationSpec:
@@ -105,47 +111,35 @@ def prepare(ctx: RunContext, watermark_after: Any = None) -> Prepared:
         after = scopes.Condition(src.watermark, "gte", watermark_after)
         bound = after if bound is None else scopes.Group("and", (bound, after))
     transform = Transform(integration.transform, ctx.params, LookupCache(ctx.systems))
-    schema = destination.describe(dst.object)
-    fields = transform.output_fields
-    if transform.passes_through:
-        source_fields = list(source.describe(src.object).fields)
-        fields = list(dict.fromkeys([*fields, *(f for f in source_fields if f in schema)]))
-    conformer = validate_destination(integration, schema, fields)
+    options = integration.options
+    sink = Sink(destination, dst.object, dst.operation, dst.key, transform=transform,
+                fields=transform.output_fields, strict=True,
+                passed=list(source.describe(src.object).fields) if transform.passes_through else (),
+                unfit=lambda problems: SpecError(f"integration '{integration.name}' does not fit "
+                                                 "its destination", problems),
+                retry=RetryPolicy(options.write_attempts, options.retry_backoff_seconds))
+    sink.check()
     wanted = transform.source_fields
     extra = {f for f in (src.key, src.watermark) if f}
     read_fields = sorted(wanted | extra) if wanted is not None else src.fields
-    columnar = (integration.options.columnar and transform.columnar
-                and Capability.COLUMNAR in source.capabilities
-                and destination.accepts_tables(dst.object, dst.operation, dst.key)
-                and all(arrow_type(schema.fields[f]) is not None for f in fields))
-    return Prepared(source, destination, bound, transform, conformer, fields, read_fields, columnar)
+    prepared = Prepared(source, sink, bound, transform, read_fields, columnar=False)
+    prepared.columnar = (options.columnar and transform.columnar
+                         and Capability.COLUMNAR in source.capabilities and sink.accepts_tables()
+                         and all(arrow_type(sink.schema.fields[f]) is not None
+                                 for f in prepared.fields))
+    return prepared
 
 
-def shape(prepared: Prepared,
-          page: list[Record]) -> tuple[list[Record], list[Record], list[SetAside], list[SetAside]]:
-    """Transform and conform one page: (records, their sources, rejected, skipped).
+def rejected(shaped: Shaped) -> list[int]:
+    """Positions of the records a shaped batch set aside as rejected, in the order found:
+    marked broken by the source (a CSV row it could not read whole), refused by the
+    transform, refused by the conform step."""
+    return [p for p, o in shaped.aside.items() if o.status is Status.REJECTED] + list(shaped.refused)
 
-    A record a source could not read whole (a broken CSV row) arrives with an `__error__`
-    field and is set aside here, with the source's message.
-    """
-    broken = [r for r in page if ERROR_FIELD in r]
-    if broken:
-        page = [r for r in page if ERROR_FIELD not in r]
-    result = prepared.transform.apply(page)
-    rejected = [SetAside(-1, r, "MALFORMED_RECORD", str(r[ERROR_FIELD])) for r in broken]
-    rejected += result.rejected
-    problems = prepared.conformer.conform_batch(result.records)
-    if not problems:
-        return result.records, result.sources, rejected, result.skipped
-    records, sources = [], []
-    for index, (record, source) in enumerate(zip(result.records, result.sources, strict=True)):
-        problem = problems.get(index)
-        if problem is None:
-            records.append(record)
-            sources.append(source)
-        else:
-            rejected.append(SetAside(index, source, problem.code, problem.reason))
-    return records, sources, rejected, result.skipped
+
+def skipped(shaped: Shaped) -> list[int]:
+    """Positions of the records a shaped batch skipped (the transform's skip_if)."""
+    return [p for p, o in shaped.aside.items() if o.status is Status.SKIPPED]
 
 
 @dataclass
@@ -385,7 +379,8 @@ class Migration:
                                                  fields=prepared.read_fields, after=position,
                                                  page_size=self.options.batch_size,
                                                  columnar=prepared.columnar):
-                    item = (page, None if page.table is None else _shape_table(prepared, page.table))
+                    item = (page, None if page.table is None else
+                            prepared.sink.shape_table(page.table))
                     while not stop.is_set():
                         try:
                             pages.put(item, timeout=0.2)
@@ -430,38 +425,36 @@ class Migration:
             counters["batches_columnar"] += 1
             return [], high_water, self._table_check(prepared, shaped, comparison)
         counters["batches_record"] += 1
-        records, sources, rejected, skipped = shape(prepared, page.records)
-        rows = [OutcomeRow(_source_key(s.source, src_key), Status.REJECTED, s.code, s.reason, s.source)
-                for s in rejected]
-        rows += [OutcomeRow(_source_key(s.source, src_key), Status.SKIPPED, s.code, s.reason, s.source)
-                 for s in skipped]
-        counters["rejected"] += len(rejected)
-        counters["skipped"] += len(skipped)
-        outcomes = self._write(prepared.destination, records)
+        sources = page.records
+        result = prepared.sink.write(sources)
+        shaped, outcomes = result.shaped, result.outcomes
+        refused, left = rejected(shaped), skipped(shaped)
+        rows = [OutcomeRow(_source_key(sources[p], src_key), outcomes[p].status, outcomes[p].code,
+                           outcomes[p].reason, sources[p]) for p in (*refused, *left)]
+        counters["rejected"] += len(refused)
+        counters["skipped"] += len(left)
         written = []
-        for record, source, outcome in zip(records, sources, outcomes, strict=True):
+        for record, position in zip(shaped.records, shaped.positions, strict=True):
+            outcome = outcomes[position]
             counters[outcome.status.value] += 1
             if outcome.status.is_success:
                 if outcome.status is not Status.DELETED:
                     written.append(record)
             else:
                 rows.append(OutcomeRow(outcome.key, outcome.status.value, outcome.code,
-                                       outcome.reason, source))
+                                       outcome.reason, sources[position]))
         if self.options.verify != "full" or not written or dst.operation is Operation.DELETE:
             return rows, high_water, None
 
         def check() -> None:
-            actual = self._retrying(lambda: prepared.destination.get(
-                dst.object, dst.key, [r[dst.key] for r in written], prepared.fields))
-            comparison.add(written, actual)
+            comparison.add(written, prepared.sink.get([r[dst.key] for r in written],
+                                                      prepared.fields))
         return rows, high_water, check
 
     def _columnar_batch(self, prepared: Prepared, shaped: Any, counters: Counter[str]) -> bool:
         """Write a shaped page as one Arrow table. False when the destination refused
         something, which the record lane then finds; nothing is written then."""
-        dst = self.integration.destination
-        written = self._retrying(lambda: prepared.destination.write_table(
-            dst.object, shaped, dst.operation, dst.key))
+        written = prepared.sink.write_table(shaped)
         if written is None:
             return False
         for status, count in written.items():
@@ -476,50 +469,10 @@ class Migration:
 
         def check() -> None:
             keys = written[dst.key].to_pylist()
-            actual = self._retrying(lambda: prepared.destination.get_table(
-                dst.object, dst.key, keys, written.schema))
+            actual = prepared.sink.get_table(keys, written.schema)
             if actual is None or not comparison.add_table(written, actual):
-                comparison.add(written.to_pylist(), self._retrying(lambda: prepared.destination.get(
-                    dst.object, dst.key, keys, prepared.fields)))
+                comparison.add(written.to_pylist(), prepared.sink.get(keys, prepared.fields))
         return check
-
-    def _retrying(self, write: Callable[[], T]) -> T:
-        """A write, tried again with growing pauses while the destination fails transiently."""
-        attempts, delay = self.options.write_attempts, self.options.retry_backoff_seconds
-        for attempt in range(1, attempts + 1):
-            try:
-                return write()
-            except RetriableError:
-                if attempt == attempts:
-                    raise
-                time.sleep(delay)
-                delay *= 2
-        raise AssertionError("unreachable")
-
-    def _write(self, destination: Connector, records: list[Record]) -> list[Outcome]:
-        """Write a batch; records that failed transiently are written again, alone."""
-        dst = self.integration.destination
-        if not records:
-            return []
-
-        def write(batch: list[Record]) -> list[Outcome]:
-            return self._retrying(lambda: destination.write(dst.object, batch, dst.operation,
-                                                            dst.key))
-        outcomes = write(records)
-        delay = self.options.retry_backoff_seconds
-        for _ in range(self.options.write_attempts - 1):
-            failed = [i for i, o in enumerate(outcomes) if o.status is Status.FAILED]
-            if not failed:
-                return outcomes
-            time.sleep(delay)
-            delay *= 2
-            for i, outcome in zip(failed, write([records[i] for i in failed]), strict=True):
-                outcomes[i] = outcome
-        failed = [i for i, o in enumerate(outcomes) if o.status is Status.FAILED]
-        if failed:
-            raise FatalRunError(f"{len(failed)} records keep failing at "
-                                f"{dst.system}.{dst.object}: {outcomes[failed[0]].reason}")
-        return outcomes
 
     # -- results capture ------------------------------------------------------------------------
 
@@ -541,13 +494,6 @@ class _NothingWritten(FatalRunError):
     """A run stopped early because every record it read was refused. Its checkpoint is
     dropped: resumed from it, the run would skip the records it refused, which are those
     it has to write once their cause is fixed."""
-
-
-def _shape_table(prepared: Prepared, table: Any) -> Any:
-    """A page's Arrow table transformed and conformed for the columnar lane, or None when
-    it holds anything the record lane must handle."""
-    shaped = prepared.transform.apply_table(table)
-    return None if shaped is None else prepared.conformer.conform_table(shaped)
 
 
 def _later(value: Any, high_water: Any) -> Any:
@@ -591,16 +537,15 @@ def plan(ctx: RunContext, *, examples: int = 5, limit: int | None = None) -> dic
         if len(bucket) < examples:
             bucket.append(item)
 
-    for page in prepared.source.read(src.object, prepared.scope, key=src.key,
-                                     fields=prepared.read_fields,
-                                     page_size=integration.options.batch_size):
-        counts["read"] += len(page.records)
-        records, _, rejected, skipped = shape(prepared, page.records)
-        for item in rejected:
+    for page, shaped in _shaped_pages(ctx, prepared):
+        counts["read"] += len(page)
+        records = shaped.records
+        for position in rejected(shaped):
             counts["reject"] += 1
-            sample("reject", {"source": capture.plain_record(item.source), "code": item.code,
-                              "reason": item.reason})
-        counts["skip"] += len(skipped)
+            aside = shaped.aside.get(position) or shaped.refused[position]
+            sample("reject", {"source": capture.plain_record(page[position]),
+                              "code": aside.code, "reason": aside.reason})
+        counts["skip"] += len(skipped(shaped))
         current = prepared.destination.get(dst.object, dst.key, [r[dst.key] for r in records],
                                            prepared.fields) if records else {}
         for record in records:
@@ -621,6 +566,17 @@ def plan(ctx: RunContext, *, examples: int = 5, limit: int | None = None) -> dic
             "counts": {k: counts.get(k, 0) for k in
                        ("read", "insert", "update", "unchanged", "delete", "not_found", "reject", "skip")},
             "examples": samples}
+
+
+def _shaped_pages(ctx: RunContext, prepared: Prepared) -> Iterator[tuple[list[Record], Shaped]]:
+    """The records in scope a page at a time, each page with its shaped records (plan and
+    verify: written nowhere, so read in this thread)."""
+    integration = spec_of(ctx)
+    src = integration.source
+    for page in prepared.source.read(src.object, prepared.scope, key=src.key,
+                                     fields=prepared.read_fields,
+                                     page_size=integration.options.batch_size):
+        yield page.records, prepared.sink.shape(page.records)
 
 
 def _planned(operation: Operation, record: Record, held: Record | None) -> str:
@@ -651,18 +607,16 @@ def _refused_last_time(ctx: RunContext) -> frozenset[str]:
 def verify(ctx: RunContext) -> dict[str, Any]:
     """Compare the destination with the source scope now, writing nothing."""
     integration = spec_of(ctx)
-    src, dst = integration.source, integration.destination
+    dst = integration.destination
     prepared = prepare(ctx)
     comparison = Comparison(dst.key, prepared.fields, integration.options.sample_size,
                             refused=_refused_last_time(ctx))
     counters: Counter[str] = Counter()
-    for page in prepared.source.read(src.object, prepared.scope, key=src.key,
-                                     fields=prepared.read_fields,
-                                     page_size=integration.options.batch_size):
-        counters["read"] += len(page.records)
-        records, _, rejected, skipped = shape(prepared, page.records)
-        counters["rejected"] += len(rejected)
-        counters["skipped"] += len(skipped)
+    for page, shaped in _shaped_pages(ctx, prepared):
+        counters["read"] += len(page)
+        records = shaped.records
+        counters["rejected"] += len(rejected(shaped))
+        counters["skipped"] += len(skipped(shaped))
         if records:
             comparison.add(records, prepared.destination.get(
                 dst.object, dst.key, [r[dst.key] for r in records], prepared.fields))

@@ -2,7 +2,9 @@
 
 A Deliverer works one destination at a time: it leases deliveries (store/outbox.py: due,
 unleased, the oldest undelivered one of each record key), writes them through the
-destination's connector in as few calls as it can, and marks each one by its outcome:
+destination's write step (elements/sink.py) in as few calls as it can, and marks each
+one by its outcome; a delivery's next attempt is scheduled by the one retry policy
+(patchbay/retry.py):
 
     success (created / updated / unchanged / deleted)   delivered
     SKIPPED (insert of an existing key, update or       delivered: an idempotent no-op
@@ -30,63 +32,18 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import random
 import secrets
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from patchbay.connectors.base import Connector
+from patchbay.elements.sink import Sink, UnevenOutcomes
 from patchbay.errors import RetriableError
 from patchbay.model import Operation, Outcome, Record, Status
+from patchbay.retry import RetryPolicy
 from patchbay.store.outbox import Delivery, OutboxMixin
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How often, and how far apart, a transient failure is retried before it is dead."""
-
-    max_attempts: int = 8
-    """Attempts in all, the first included; the last failed one makes a dead letter."""
-    backoff_seconds: float = 1.0
-    """The delay after the first failed attempt; it doubles with each one after."""
-    backoff_max: float = 300.0
-    jitter: float = 0.2
-    """Up to this fraction of the delay is taken off at random, so that deliveries that
-    failed together do not all come back together."""
-
-    def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
-        if self.backoff_seconds < 0 or self.backoff_max < 0:
-            raise ValueError("backoff delays cannot be negative")
-        if not 0 <= self.jitter < 1:
-            raise ValueError("jitter is a fraction, at least 0 and below 1")
-
-    def next_delay(self, attempts: int) -> float:
-        """Seconds to wait after `attempts` failed attempts (1 for the first failure):
-        backoff_seconds * 2**(attempts-1), capped at backoff_max, less the jitter."""
-        exponent = max(attempts - 1, 0)
-        base = self.backoff_max if exponent >= 64 else min(self.backoff_seconds * 2.0 ** exponent,
-                                                           self.backoff_max)
-        return base * (1.0 - self.jitter * random.random())
-
-    def gives_up(self, attempts: int) -> bool:
-        """Whether a delivery that has failed `attempts` times is dead."""
-        return attempts >= self.max_attempts
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Where one destination's deliveries are written: the connector, the object, the
-    operation for upserts (deletes use DELETE), and the key field."""
-
-    connector: Connector
-    object: str
-    operation: Operation
-    key: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +78,9 @@ class Deliverer:
 
     store: OutboxMixin
     integration: str
-    targets: Mapping[str, Target]
+    targets: Mapping[str, Sink]
+    """Each destination's write step: its connector, object, operation for upserts
+    (deletes use DELETE) and key field."""
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     lease_seconds: float = 60.0
     worker: str = field(default_factory=default_worker)
@@ -151,7 +110,7 @@ class Deliverer:
                 return stats
             stats += once
 
-    def _write(self, target: Target, operation: str, group: list[Delivery]) -> DeliveryStats:
+    def _write(self, target: Sink, operation: str, group: list[Delivery]) -> DeliveryStats:
         if operation == "delete":
             records = [_key_record(d, target.key) for d in group]
             write_as = Operation.DELETE
@@ -159,18 +118,16 @@ class Deliverer:
             records = [dict(d.payload or {}) for d in group]
             write_as = target.operation
         try:
-            outcomes = target.connector.write(target.object, records, write_as, target.key)
+            outcomes = target.write(records, write_as).outcomes
         except RetriableError as exc:
+            return self._failed(group, str(exc))
+        except UnevenOutcomes as exc:
+            log.error("%s: %s; retrying them", group[0].destination, exc)
             return self._failed(group, str(exc))
         except Exception as exc:
             log.exception("writing %d deliveries to %s (%s) failed; they will be retried",
                           len(group), group[0].destination, target.object)
             return self._failed(group, f"{type(exc).__name__}: {exc}")
-        if len(outcomes) != len(group):
-            log.error("the connector of %s returned %d outcomes for %d records; retrying them",
-                      group[0].destination, len(outcomes), len(group))
-            return self._failed(group, f"the connector returned {len(outcomes)} outcomes "
-                                       f"for {len(group)} records")
         done: list[int] = []
         stats = DeliveryStats()
         for delivery, outcome in zip(group, outcomes, strict=True):

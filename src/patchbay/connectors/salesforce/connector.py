@@ -53,6 +53,7 @@ from patchbay.model import (
     Record,
     Status,
 )
+from patchbay.retry import RetryPolicy
 from patchbay.scope import BoundScope, Condition, Group, fields_of
 from patchbay.sfid import to18
 from patchbay.spec import SystemSpec, suggest
@@ -85,6 +86,11 @@ class SalesforceOptions(ConnectorOptions):
     timeout: float = Field(60, gt=0, description="Seconds per HTTP request.")
 
 
+class _Unanswered(RetriableError):
+    """A call the org did not answer (unreachable, a 5xx, REQUEST_LIMIT_EXCEEDED): tried
+    again with backoff, then raised. Not a login refused, which no retry mends."""
+
+
 class SalesforceConnector(Connector):
     schemes: ClassVar[tuple[str, ...]] = ("salesforce",)
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
@@ -100,8 +106,10 @@ class SalesforceConnector(Connector):
         self.login_host = rest.strip("/") or "login.salesforce.com"
         self.version = options.api_version
         self.bulk_threshold = options.bulk_threshold
-        self.retries = options.retries
-        self.backoff = options.backoff_seconds
+        # `retries` after the first attempt, with the engine's one policy of backoff
+        self.retry = RetryPolicy(max_attempts=options.retries + 1,
+                                 backoff_seconds=options.backoff_seconds,
+                                 retry_on=(_Unanswered,))
         self.api_calls = 0
         self._http = httpx.Client(timeout=options.timeout)
         self._instance: str | None = options.instance_url
@@ -190,41 +198,44 @@ class SalesforceConnector(Connector):
         an expired session and backoff on limits and server errors."""
         if self._token is None or self._instance is None:
             self._login()
+        url = path if path.startswith("/services/") else \
+            f"/services/data/v{self.version}/{path.lstrip('/')}"
+        headers = kwargs.pop("headers", {})
         renewed = False
-        for attempt in range(self.retries + 1):
-            url = path if path.startswith("/services/") else \
-                f"/services/data/v{self.version}/{path.lstrip('/')}"
-            headers = {"Authorization": f"Bearer {self._token}", **kwargs.pop("headers", {})}
-            try:
-                response = self._http.request(method, f"{self._instance}{url}", headers=headers,
-                                              **kwargs)
-            except httpx.TransportError as exc:
-                if attempt == self.retries:
-                    raise RetriableError(f"Salesforce system '{self.name}' unreachable: "
-                                         f"{self.system.scrub(str(exc))}") from None
-                time.sleep(self.backoff * 2 ** attempt)
-                kwargs["headers"] = {k: v for k, v in headers.items() if k != "Authorization"}
-                continue
-            self.api_calls += 1
-            kwargs["headers"] = {k: v for k, v in headers.items() if k != "Authorization"}
+
+        def attempt() -> httpx.Response:
+            nonlocal renewed
+            response = self._send(method, url, headers, kwargs)
             if response.status_code == 401 and not renewed and self._can_login:
                 renewed = True
                 self._token = None
                 self._login()
-                continue
+                response = self._send(method, url, headers, kwargs)
             if response.status_code >= 500 or _error_code(response) == "REQUEST_LIMIT_EXCEEDED":
-                if attempt == self.retries:
-                    raise RetriableError(f"Salesforce system '{self.name}': "
-                                         f"{_error_code(response)} after {attempt + 1} tries")
-                time.sleep(self.backoff * 2 ** attempt)
-                continue
-            if response.status_code >= 300 and response.status_code != 300:
-                raise SalesforceError(response.status_code, _error_code(response),
-                                      _error_message(response), system=self.name)
-            if not expect_json:
-                return response
-            return response.json() if response.content else None
-        raise AssertionError("unreachable")
+                # the message of the last attempt is the one raised: it counts them all
+                raise _Unanswered(f"Salesforce system '{self.name}': {_error_code(response)} "
+                                     f"after {self.retry.max_attempts} tries")
+            return response
+
+        response = self.retry.call(attempt)
+        if response.status_code >= 300 and response.status_code != 300:
+            raise SalesforceError(response.status_code, _error_code(response),
+                                  _error_message(response), system=self.name)
+        if not expect_json:
+            return response
+        return response.json() if response.content else None
+
+    def _send(self, method: str, url: str, headers: Mapping[str, str],
+              kwargs: Mapping[str, Any]) -> httpx.Response:
+        """One HTTP request with the session's token; a transport failure is retriable."""
+        try:
+            response = self._http.request(method, f"{self._instance}{url}", headers={
+                "Authorization": f"Bearer {self._token}", **headers}, **kwargs)
+        except httpx.TransportError as exc:
+            raise _Unanswered(f"Salesforce system '{self.name}' unreachable: "
+                              f"{self.system.scrub(str(exc))}") from None
+        self.api_calls += 1
+        return response
 
     # -- describe -------------------------------------------------------------------------------
 
