@@ -171,3 +171,18 @@ class Change:
     version: str | None = None
     """The source's own version of the change (a change-log sequence, a replay id), when
     its time cannot tell two changes of one record apart."""
+
+
+def jsonable(value: Any) -> Any:
+    """A value as JSON holds it, for the engine state, reports and answers: mappings and
+    sequences item by item, dates and times as ISO text, anything else JSON has no type for
+    (decimals, UUIDs) as its text."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (dt.date, dt.datetime, dt.time)):
+        return value.isoformat()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)

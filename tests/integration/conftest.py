@@ -32,8 +32,8 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from patchbay.connectors.sql import sqlalchemy_url
 from patchbay.spec import redact_url
+from patchbay.urls import sqlalchemy_url
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 DEFAULT_MYSQL = "mysql://root@127.0.0.1:3306/test"

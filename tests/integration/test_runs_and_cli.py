@@ -20,12 +20,12 @@ import pytest
 import sqlalchemy as sa
 
 from patchbay import __version__
-from patchbay.connectors.sql import sqlalchemy_url
 from patchbay.localorg.running import LocalOrg
 from patchbay.patterns.migration import fingerprint, system_identity
 from patchbay.runtime import runner
 from patchbay.runtime.runner import Invocation
 from patchbay.store import Store
+from patchbay.urls import sqlalchemy_url
 
 ITEMS = 3000
 NAME = "contacts"

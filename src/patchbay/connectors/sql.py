@@ -72,9 +72,7 @@ from patchbay.model import (
     Status,
 )
 from patchbay.spec import SystemSpec, suggest
-
-_DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg",
-            "mysql": "mysql+pymysql", "mariadb": "mysql+pymysql"}
+from patchbay.urls import sqlalchemy_url
 
 # Database error codes (SQLSTATE, MySQL errno) -> the outcome codes patchbay reports.
 _SQLSTATE_CODES = {
@@ -95,11 +93,6 @@ which transactions are still open (SQLite, MySQL): longer than a write transacti
 between stamping a row and committing it, in most applications."""
 
 log = logging.getLogger(__name__)
-
-
-def sqlalchemy_url(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    return _DRIVERS.get(scheme.lower(), scheme) + sep + rest
 
 
 class SqlConnector(Connector):

@@ -1,7 +1,7 @@
 """Broadcast: every change in one source reaches every destination; nothing is lost.
 
-    source.changes(cursor) ──► per destination: filter, transform ──► store.enqueue(
-        deliveries, cursor)                       (one transaction: the rule of the outbox)
+    source.changes(cursor) ──► per destination: filter, transform ──► store.transaction():
+        outbox.add(deliveries), cursors.set(cursor)   (together: the rule of the outbox)
     Deliverer, per destination ──► lease ──► conform + write ──► delivered / retry / dead
 
 A poll enqueues one delivery per destination per change and advances the cursor in the
@@ -43,12 +43,11 @@ from patchbay.patterns.context import LookupCache, RunContext, misfits
 from patchbay.runtime.delivery import Deliverer, DeliveryStats, RetryPolicy, Target
 from patchbay.spec import BroadcastDestinationSpec, BroadcastSpec
 from patchbay.store.outbox import NewDelivery
-from patchbay.store.store import UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
 PURGE_EVERY_SECONDS = 600.0
-_TRANSIENT: tuple[type[Exception], ...] = (RetriableError, *UNAVAILABLE)
+_TRANSIENT: tuple[type[Exception], ...] = (RetriableError,)
 """A source, destination or engine state that cannot be reached now: tried again later."""
 
 MAX_PUSHED = 10_000
@@ -183,7 +182,7 @@ class Broadcast:
         src, store = self.spec.source, self.ctx.store
         total = 0
         while True:
-            cursor = store.cursor(self.spec.name, src.system, src.object)
+            cursor = store.cursors.get(self.spec.name, src.system, src.object)
             if src.watermark and not (cursor and cursor.get("cdc")):
                 # The overlap as declared now (None: the source kind's default), not as stored.
                 cursor = {**(cursor or {"watermark": src.watermark, "key": src.key}),
@@ -197,7 +196,9 @@ class Broadcast:
                           "wait_seconds": self.spec.trigger.poll_seconds}
             changes, after = self.source.changes(src.object, cursor, src.fields,
                                                  limit=self.spec.options.batch_size)
-            store.enqueue(self.spec.name, self._deliveries(changes), (src.system, src.object, after))
+            with store.transaction() as tx:
+                tx.outbox.add(self.spec.name, self._deliveries(changes))
+                tx.cursors.set(self.spec.name, src.system, src.object, after)
             total += len(changes)
             if changes and enqueued is not None:
                 enqueued()
@@ -263,7 +264,10 @@ class Broadcast:
                 log.warning("%s: %d pushed id(s) neither found nor deleted in the source; left "
                             "out", self.spec.name, len(unknown))
         deliveries = self._deliveries(changes, default_version=received_at)
-        self.ctx.store.enqueue(self.spec.name, deliveries, None, message=message, newer_only=True)
+        with self.ctx.store.transaction(serial=f"push:{self.spec.name}") as tx:
+            if message is not None:
+                tx.seen.first_sight(self.spec.name, *message)
+            tx.outbox.add(self.spec.name, deliveries, newer_only=True)
         wake(self.spec.name)
         return len(changes)
 
@@ -351,7 +355,7 @@ class Broadcast:
         if keep is None:
             return 0
         try:
-            return self.ctx.store.purge(dt.timedelta(hours=keep), self.spec.name)
+            return self.ctx.store.outbox.purge(dt.timedelta(hours=keep), self.spec.name)
         except _TRANSIENT as exc:
             log.warning("%s: purging the outbox failed, trying later: %s", self.spec.name, exc)
             return 0
@@ -381,7 +385,7 @@ class Broadcast:
     def summary(self, changes: int, stats: DeliveryStats) -> dict[str, Any]:
         return {"integration": self.spec.name, "pattern": "broadcast", "changes": changes,
                 "delivered": stats.delivered, "retried": stats.retried, "dead": stats.dead,
-                "outbox": self.ctx.store.outbox_counts(self.spec.name)}
+                "outbox": self.ctx.store.outbox.counts(self.spec.name)}
 
 
 class _Tally:
