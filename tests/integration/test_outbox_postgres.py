@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from patchbay.connectors.sql import SqlConnector
-from patchbay.errors import MessageSeen
+from patchbay.errors import EngineStateUnavailable, MessageSeen, RetriableError
 from patchbay.model import Operation
 from patchbay.runtime.delivery import Deliverer, DeliveryStats, Target
 from patchbay.spec import SystemSpec
@@ -30,6 +30,7 @@ from patchbay.store.schema import outbox
 INTEGRATION = "contacts-broadcast"
 KEYS = 500
 VERSIONS = 4  # 2,000 deliveries
+PASSWORD = "s3cret-of-the-state"  # trust authentication: accepted, and never shown
 
 
 @dataclass
@@ -202,5 +203,42 @@ def test_pushed_changes_are_taken_once_and_never_older_than_what_is_queued(space
             names = conn.execute(sa.text(f"SELECT payload->>'name' FROM {space.schema}.patchbay_outbox "
                                          "ORDER BY id")).scalars().all()
         assert names == ["newer", "same version"]
+    finally:
+        store.close()
+
+
+def test_a_lost_connection_to_the_state_is_retriable_and_loses_no_unit_of_work(space: Space) -> None:
+    app = f"patchbay-{uuid.uuid4().hex[:10]}"
+    url = (sa.engine.make_url(space.state_url).set(password=PASSWORD)
+           .update_query_dict({"application_name": app}).render_as_string(hide_password=False))
+
+    def cut() -> None:
+        """Terminate the state's connections, as a PostgreSQL failover or restart would."""
+        with space.engine.begin() as conn:
+            assert conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                        "WHERE application_name = :app"), {"app": app}).all()
+
+    def lost(operation: str) -> str:
+        return (r"^the engine state failed: terminating connection due to administrator command "
+                rf"\(state=postgresql\+psycopg://postgres:\*\*\*@\S+application_name={app}\S*, "
+                rf"operation={operation}\)$")
+
+    store = Store.open(url)
+    try:
+        assert store.runs.latest() == []
+        cut()
+        with pytest.raises(EngineStateUnavailable, match=lost(r"runs\.latest")) as raised:
+            store.runs.latest()
+        assert isinstance(raised.value, RetriableError)
+        assert PASSWORD not in str(raised.value)
+        assert store.runs.latest() == [], "the next call reconnects"
+
+        with pytest.raises(EngineStateUnavailable, match=lost(r"cursors\.set")), \
+                store.transaction() as tx:
+            tx.outbox.add(INTEGRATION, [NewDelivery("crm", 1, "1", "upsert", {"id": 1})])
+            cut()
+            tx.cursors.set(INTEGRATION, "db", "items", {"after": 1})
+        assert store.outbox.counts(INTEGRATION) == {}, "the deliveries went with the cursor"
+        assert store.cursors.get(INTEGRATION, "db", "items") is None
     finally:
         store.close()
