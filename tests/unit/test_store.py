@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from patchbay.errors import EngineStateError, EngineStateUnavailable, RetriableError
-from patchbay.store import Store, open_state
+from patchbay.store import Store, open_state, schema
 from patchbay.store.runs import OutcomeRow
 
 NAME = "legacy-accounts"
@@ -114,3 +114,16 @@ def test_every_entry_point_opens_the_state_the_same_way(tmp_path: Path) -> None:
         assert store.engine.url.database == str(tmp_path / "elsewhere.db")
     finally:
         store.close()
+
+
+def test_a_state_of_a_newer_patchbay_is_refused_with_an_engine_state_error(tmp_path: Path) -> None:
+    Store.open(directory=tmp_path).close()
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'state.db'}")
+    with engine.begin() as conn:
+        conn.execute(sa.update(schema.meta).values(value=str(schema.SCHEMA_VERSION + 1)))
+    engine.dispose()
+    with pytest.raises(EngineStateError, match=(
+            rf"^the engine state has schema version {schema.SCHEMA_VERSION + 1}, newer than "
+            rf"this patchbay knows \({schema.SCHEMA_VERSION}\); upgrade patchbay "
+            r"\(operation=migrate\)$")):
+        Store.open(directory=tmp_path)
