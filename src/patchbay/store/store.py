@@ -53,7 +53,6 @@ class Transaction(Repositories):
 
     def __init__(self, conn: Connection) -> None:
         super().__init__(Within(conn))
-        self.conn = conn
 
 
 class Store(Repositories):
