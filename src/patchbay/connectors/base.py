@@ -26,6 +26,8 @@ from enum import StrEnum
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
+from sqlalchemy import exc as sa_exc
+
 from patchbay.elements.scope import BoundScope
 from patchbay.errors import SpecError
 from patchbay.model import (
@@ -57,6 +59,11 @@ class Capability(StrEnum):
 BROKEN_BODY = "__error__"
 """Field of a message body that could not be read as a JSON object: why (the raw text is
 under `__raw__`). The same marker the files connector gives rows it cannot read."""
+
+DRIVER_UNREACHABLE: tuple[type[Exception], ...] = (sa_exc.OperationalError, sa_exc.InterfaceError)
+"""What a database driver raises while its database cannot be reached or is busy, where a
+connector has not turned it into an error of the tree: the serving loops try again later.
+(The engine state raises EngineStateUnavailable instead.)"""
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,7 +55,14 @@ from dataclasses import asdict, dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from patchbay.connectors.base import BROKEN_BODY, Capability, Connector, Received, Subscription
+from patchbay.connectors.base import (
+    BROKEN_BODY,
+    DRIVER_UNREACHABLE,
+    Capability,
+    Connector,
+    Received,
+    Subscription,
+)
 from patchbay.connectors.messages import to_json
 from patchbay.elements.conform import Conformer
 from patchbay.elements.transform import Transform
@@ -74,7 +81,7 @@ SHORTEST_WAIT, LONGEST_WAIT = 0.05, 1.0
 RUN_ONCE_WAIT = 0.5
 """How long `run_once` waits on a source before it takes it as drained."""
 
-_TRANSIENT: tuple[type[Exception], ...] = (RetriableError,)
+_TRANSIENT: tuple[type[Exception], ...] = (RetriableError, *DRIVER_UNREACHABLE)
 _PATCHBAY_BODY = frozenset({"object", "operation", "key", "version", "record"})
 """The fields of the body patchbay's own message destinations publish (connectors/messages)."""
 _WRITTEN = frozenset({Status.CREATED, Status.UPDATED, Status.UNCHANGED, Status.SKIPPED})
@@ -264,7 +271,7 @@ class _Errors:
 
     def note(self, name: str, exc: BaseException, what: str, integration: str) -> None:
         self.by_name[name] = str(exc) or type(exc).__name__
-        if isinstance(exc, PatchbayError):
+        if isinstance(exc, (PatchbayError, *DRIVER_UNREACHABLE)):
             log.warning("%s: %s %s failed, trying again later: %s", integration, what, name, exc)
         else:
             log.error("%s: %s %s failed, trying again later", integration, what, name,

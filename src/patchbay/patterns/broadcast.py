@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from patchbay.connectors.base import Connector
+from patchbay.connectors.base import DRIVER_UNREACHABLE, Connector
 from patchbay.cron import Cron
 from patchbay.elements import scope as scopes
 from patchbay.elements.conform import Conformer
@@ -47,7 +47,7 @@ from patchbay.store.outbox import NewDelivery
 log = logging.getLogger(__name__)
 
 PURGE_EVERY_SECONDS = 600.0
-_TRANSIENT: tuple[type[Exception], ...] = (RetriableError,)
+_TRANSIENT: tuple[type[Exception], ...] = (RetriableError, *DRIVER_UNREACHABLE)
 """A source, destination or engine state that cannot be reached now: tried again later."""
 
 MAX_PUSHED = 10_000
