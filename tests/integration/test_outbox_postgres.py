@@ -220,7 +220,7 @@ def test_a_lost_connection_to_the_state_is_retriable_and_loses_no_unit_of_work(s
 
     def lost(operation: str) -> str:
         return (r"^the engine state failed: terminating connection due to administrator command "
-                rf"\(state=postgresql\+psycopg://postgres:\*\*\*@\S+application_name={app}\S*, "
+                rf"\(state=postgresql://postgres:\*\*\*@\S+application_name={app}\S*, "
                 rf"operation={operation}\)$")
 
     store = Store.open(url)

@@ -94,7 +94,8 @@ def state_error(exc: sa.exc.SQLAlchemyError, engine: Engine, operation: str) -> 
     a lock held too long), else a plain EngineStateError."""
     cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None else exc
     reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-    state = redact_url(engine.url.render_as_string(hide_password=True))
+    url = engine.url.set(drivername=engine.url.get_backend_name())  # as written: no +driver
+    state = redact_url(url.render_as_string(hide_password=True))
     unreachable = (isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError))
                    or (isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated))
     kind = EngineStateUnavailable if unreachable else EngineStateError
