@@ -117,14 +117,14 @@ def throughput(changes: int) -> tuple[float, float]:
             server = threading.Thread(target=broadcast.serve, args=(stop,), daemon=True)
             started = time.perf_counter()
             server.start()
-            while sum(c["delivered"] for c in store.outbox_counts("bench").values()) < 3 * changes:
+            while sum(c["delivered"] for c in store.outbox.counts("bench").values()) < 3 * changes:
                 if not server.is_alive():
                     raise SystemExit("serve stopped before the outbox was delivered")
                 time.sleep(0.02)
             seconds = time.perf_counter() - started
             stop.set()
             server.join(timeout=30)
-            delivered = sum(c["delivered"] for c in store.outbox_counts("bench").values())
+            delivered = sum(c["delivered"] for c in store.outbox.counts("bench").values())
             if delivered != 3 * changes:
                 raise SystemExit(f"only {delivered} of {3 * changes} deliveries made")
             broadcast.ctx.systems.close()
@@ -189,7 +189,7 @@ def latency(rate: int, seconds: float) -> tuple[float, float, int]:
                         time.sleep(pause)
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                counts = store.outbox_counts("bench")
+                counts = store.outbox.counts("bench")
                 if sum(c["delivered"] for c in counts.values()) >= 3 * total:
                     break
                 time.sleep(0.1)

@@ -29,8 +29,8 @@ from patchbay.errors import ConnectionFailed, PatchbayError, RunNotResumable, Sp
 from patchbay.runtime import runner
 from patchbay.runtime.runner import Invocation
 from patchbay.spec import load, resolve_parameters, suggest
-from patchbay.store import Store
-from patchbay.store.store import DEFAULT_DIRECTORY, RunStatus
+from patchbay.store import Store, open_state
+from patchbay.store.runs import RunStatus
 
 if TYPE_CHECKING:
     from patchbay.connectors.sql import SqlConnector
@@ -127,8 +127,8 @@ def resume(run_id: RunIdArg,
            state: StateOpt = None, as_json: JsonOpt = False) -> None:
     """Resume an interrupted or failed run from its last checkpoint."""
     with _handled(as_json):
-        store, _ = _open_store(state)
-        record = store.run(run_id)
+        store, _ = open_state(state)
+        record = store.runs.get(run_id)
         path = file or (Path(record.spec_path) if record.spec_path else None)
         if path is None:
             raise SpecError(f"run {run_id} does not say which file it came from; pass --file")
@@ -145,7 +145,7 @@ def plan(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = No
     """Show what a run would do (inserts, updates, unchanged, rejects), writing nothing."""
     with _handled(as_json):
         invocation = Invocation.load(file, integration, _params(param))
-        store, reports = _open_store(state)
+        store, reports = open_state(state)
         result = runner.plan(invocation.context(store, reports), examples=examples)
         if as_json:
             console.print_json(json.dumps(result, default=str))
@@ -159,7 +159,7 @@ def verify(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = 
     """Compare the destination with the source scope now, writing nothing."""
     with _handled(as_json):
         invocation = Invocation.load(file, integration, _params(param))
-        store, reports = _open_store(state)
+        store, reports = open_state(state)
         with _progress("verifying") as progress:
             report = runner.verify(invocation.context(store, reports, progress=progress))
         if as_json:
@@ -175,8 +175,8 @@ def list_runs(integration: IntegrationOpt = None,
               state: StateOpt = None, as_json: JsonOpt = False) -> None:
     """List runs, newest first."""
     with _handled(as_json):
-        store, _ = _open_store(state)
-        records = store.runs(integration, limit)
+        store, _ = open_state(state)
+        records = store.runs.latest(integration, limit)
         if as_json:
             console.print_json(json.dumps([_run_summary(r) for r in records], default=str))
             return
@@ -201,9 +201,9 @@ def show(run_id: RunIdArg,
          state: StateOpt = None, as_json: JsonOpt = False) -> None:
     """Show one run: status, counters, report and the records it set aside."""
     with _handled(as_json):
-        store, _ = _open_store(state)
-        record = store.run(run_id)
-        set_aside = store.outcomes(run_id, limit=rejects)
+        store, _ = open_state(state)
+        record = store.runs.get(run_id)
+        set_aside = store.outcomes.of(run_id, limit=rejects)
         if as_json:
             console.print_json(json.dumps({**_run_summary(record), "report": record.report,
                                            "set_aside": set_aside}, default=str))
@@ -261,7 +261,7 @@ def serve(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = N
             raise SpecError(f"{file} has no broadcast, stream or scheduled aggregation integration"
                             + (f" named '{integration}'" if integration else ""))
         invocations = [Invocation.load(file, spec.name, _params(param)) for spec in chosen]
-        store, reports = _open_store(state)
+        store, reports = open_state(state)
         server = None
         if api:
             token = api_token()
@@ -286,7 +286,7 @@ def worker(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = 
         if not chosen:
             raise SpecError(f"{file} has no broadcast integration"
                             + (f" named '{integration}'" if integration else ""))
-        store, reports = _open_store(state)
+        store, reports = open_state(state)
         invocations = [Invocation.load(file, spec.name, _params(param)) for spec in chosen]
         _keep_going(invocations, store, reports, poll=False, server=None)
 
@@ -341,8 +341,8 @@ def dead_letters_list(integration: IntegrationOpt = None,
                       state: StateOpt = None, as_json: JsonOpt = False) -> None:
     """List dead letters, oldest first."""
     with _handled(as_json):
-        store, _ = _open_store(state)
-        letters = store.dead_letters(integration, destination, limit)
+        store, _ = open_state(state)
+        letters = store.outbox.dead_letters(integration, destination, limit)
         if as_json:
             console.print_json(json.dumps([_letter(d) for d in letters], default=str))
             return
@@ -359,9 +359,9 @@ def dead_letters_show(ids: Annotated[list[int], typer.Argument(help="Dead letter
                       state: StateOpt = None) -> None:
     """Show dead letters whole, payload included."""
     with _handled():
-        store, _ = _open_store(state)
+        store, _ = open_state(state)
         for delivery_id in ids:
-            found = store.delivery(delivery_id)
+            found = store.outbox.get(delivery_id)
             if found is None:
                 raise SpecError(f"no delivery {delivery_id}")
             console.print_json(json.dumps(_letter(found), default=str))
@@ -372,8 +372,8 @@ def dead_letters_replay(ids: Annotated[list[int], typer.Argument(help="Dead lett
                         state: StateOpt = None) -> None:
     """Send dead letters again (the next delivery round picks them up)."""
     with _handled():
-        store, _ = _open_store(state)
-        console.print(f"{store.replay(ids)} dead letters queued again")
+        store, _ = open_state(state)
+        console.print(f"{store.outbox.replay(ids)} dead letters queued again")
 
 
 @dead_letters.command("discard")
@@ -381,8 +381,8 @@ def dead_letters_discard(ids: Annotated[list[int], typer.Argument(help="Dead let
                          state: StateOpt = None) -> None:
     """Give up on dead letters for good (unblocks later changes of their records)."""
     with _handled():
-        store, _ = _open_store(state)
-        console.print(f"{store.discard(ids)} dead letters discarded")
+        store, _ = open_state(state)
+        console.print(f"{store.outbox.discard(ids)} dead letters discarded")
 
 
 outbox_app = typer.Typer(help="The broadcast outbox: purge what was delivered long ago.",
@@ -399,8 +399,8 @@ def outbox_purge(older_than: Annotated[str, typer.Option(
     broadcast's keep_delivered_hours option."""
     with _handled():
         age = _duration(older_than)
-        store, _ = _open_store(state)
-        console.print(f"{store.purge(age, integration)} deliveries purged")
+        store, _ = open_state(state)
+        console.print(f"{store.outbox.purge(age, integration)} deliveries purged")
 
 
 def _duration(text: str) -> dt.timedelta:
@@ -631,7 +631,7 @@ def _execute_all(file: Path, given: Mapping[str, str], state: str | None, *, fre
 
 def _run_one(invocation: Invocation, state: str | None, *, resume: str | None = None,
              fresh: bool = False, full: bool = False, quiet: bool = False) -> dict[str, Any]:
-    store, reports = _open_store(state)
+    store, reports = open_state(state)
     stop = threading.Event()
     with _stop_on_interrupt(stop), _progress(invocation.integration.name, quiet=quiet) as progress:
         ctx = invocation.context(store, reports, progress=progress, stop=stop)
@@ -711,13 +711,6 @@ def _progress(label: str, quiet: bool = False) -> Iterator[_ProgressBar | None]:
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-def _open_store(state: str | None) -> tuple[Store, Path]:
-    if state and "://" in state:
-        return Store.open(state), Path(DEFAULT_DIRECTORY) / "runs"
-    directory = Path(state or DEFAULT_DIRECTORY)
-    return Store.open(directory=directory), directory / "runs"
 
 
 def _params(given: list[str] | None) -> dict[str, str]:

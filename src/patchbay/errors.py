@@ -5,9 +5,12 @@
     │   ├── ParameterError     a run parameter is missing or of the wrong type
     │   └── MissingDriver      a system's driver is not installed: the extra to install
     ├── RetriableError         a transient fault (timeout, limit, 5xx): retry with backoff
-    │   └── ConnectionFailed   a system cannot be reached or refused the credentials
-    │       └── StreamingError Salesforce's streaming (CometD) connection failed
-    │           └── SessionExpired  the session was refused: renew it, then retry
+    │   ├── ConnectionFailed   a system cannot be reached or refused the credentials
+    │   │   └── StreamingError Salesforce's streaming (CometD) connection failed
+    │   │       └── SessionExpired  the session was refused: renew it, then retry
+    │   └── EngineStateUnavailable  the engine state cannot be reached or is busy
+    ├── EngineStateError       the engine state failed an operation (its URL redacted, the operation)
+    │   └── EngineStateUnavailable  the same class: retriable, and an engine-state failure
     ├── RecordRejected         one record is set aside with its reason; the run goes on
     ├── FatalRunError          the run cannot go on; it stops resumable at its checkpoint
     ├── RunNotResumable        asked to resume a run that is finished or unknown
@@ -78,6 +81,17 @@ class ConnectionFailed(RetriableError):
     Retriable: during a run, a database that is restarting comes back. Before any work
     (describing the destination), it stops the command with its message at once.
     """
+
+
+class EngineStateError(PatchbayError):
+    """The engine state failed an operation. Its context names the state (`state`, the URL
+    with its secrets redacted) and the `operation` (a repository's method, or `commit`); no
+    SQLAlchemy exception goes past the store."""
+
+
+class EngineStateUnavailable(EngineStateError, RetriableError):
+    """The engine state cannot be reached, or is busy: a PostgreSQL state restarting or a
+    lost connection, an SQLite lock held too long. The work waits and is tried again."""
 
 
 class RecordRejected(PatchbayError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -178,3 +179,23 @@ class Change:
     version: str | None = None
     """The source's own version of the change (a change-log sequence, a replay id), when
     its time cannot tell two changes of one record apart."""
+
+
+def jsonable(value: Any) -> Any:
+    """A value as JSON holds it, for the engine state, reports and answers: mappings and
+    sequences item by item, dates and times as ISO text, decimals as fixed-point text (the
+    scale kept: 0.00000000, not 0E-8), NaN and infinities (which JSON lacks) as None,
+    anything else JSON has no type for (UUIDs) as its text."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (dt.date, dt.datetime, dt.time)):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)

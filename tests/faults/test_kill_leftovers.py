@@ -20,7 +20,7 @@ from patchbay.model import Operation
 from patchbay.runtime.delivery import Deliverer, DeliveryStats
 from patchbay.spec import SystemSpec
 from patchbay.store import Store
-from patchbay.store.store import NewDelivery
+from patchbay.store.outbox import NewDelivery
 
 ROWS = 20_000
 
@@ -44,7 +44,7 @@ from patchbay.runtime.delivery import default_worker
 from patchbay.store import Store
 
 store = Store.open(directory=sys.argv[1])
-leased = store.lease("orders - broadcast", "audit", default_worker(), lease_seconds=600)
+leased = store.outbox.lease("orders - broadcast", "audit", default_worker(), lease_seconds=600)
 print(len(leased), flush=True)
 time.sleep(600)
 """
@@ -103,7 +103,7 @@ def test_a_copy_of_a_running_writer_is_left_alone(tmp_path: Path) -> None:
 def test_leases_of_a_killed_worker_are_taken_over_at_the_restart(tmp_path: Path) -> None:
     state = tmp_path / "state"
     store = Store.open(directory=state)
-    store.enqueue("orders - broadcast", [
+    store.outbox.add("orders - broadcast", [
         NewDelivery("audit", key, f"v{key}", "upsert", {"id": key, "status": "paid"})
         for key in (1, 2, 3)])
     worker = child(LEASE_AND_HANG, state)
@@ -112,7 +112,7 @@ def test_leases_of_a_killed_worker_are_taken_over_at_the_restart(tmp_path: Path)
     finally:
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=30)
-    assert store.lease("orders - broadcast", "audit", "someone", lease_seconds=60) == [], \
+    assert store.outbox.lease("orders - broadcast", "audit", "someone", lease_seconds=60) == [], \
         "the killed worker's leases have not expired"
 
     (tmp_path / "audit").mkdir()

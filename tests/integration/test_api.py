@@ -261,7 +261,7 @@ def test_bad_parameters_are_400_with_every_problem(client: TestClient, state: st
                         "parameter 'min_id': 'many' is not a valid integer"]
     nested = client.post("/runs", json={"integration": MIGRATION, "params": {"country": {"a": 1}}})
     assert nested.status_code == 400 and "JSON object" in nested.json()["problems"][0]
-    assert Store.open(directory=state).runs() == [], "nothing started"
+    assert Store.open(directory=state).runs.latest() == [], "nothing started"
 
 
 def test_an_unknown_integration_is_400_with_a_suggestion(client: TestClient) -> None:
@@ -310,7 +310,7 @@ def test_errors_are_json(client: TestClient) -> None:
 
 def test_a_run_already_running_with_the_same_params_is_409(client: TestClient, state: str) -> None:
     store = Store.open(directory=state)
-    running = store.start_run(MIGRATION, "migration", {"country": "DE", "min_id": 0})
+    running = store.runs.start(MIGRATION, "migration", {"country": "DE", "min_id": 0})
     answer = client.post("/runs", json={"integration": MIGRATION, "params": {"country": "DE"}})
     assert answer.status_code == 409, answer.text
     assert running.id in answer.json()["error"]
@@ -379,11 +379,11 @@ def test_secrets_never_appear_in_answers(client: TestClient, state: str) -> None
     error = f"cannot connect to postgresql://svc:{PASSWORD}@db with {TOKEN}"
     redacted = "cannot connect to postgresql://svc:***@db with ***"
     store = Store.open(directory=state)
-    store.enqueue(BROADCAST, [NewDelivery("small", 7, "v1", "upsert", {"id": 7, "note": PASSWORD})])
-    [leased] = store.lease(BROADCAST, "small", "worker")
-    store.dead(leased.id, "worker", error)
-    run = store.start_run(MIGRATION, "migration", {"country": "DE"})
-    store.finish(run.id, "failed", error=error)
+    store.outbox.add(BROADCAST, [NewDelivery("small", 7, "v1", "upsert", {"id": 7, "note": PASSWORD})])
+    [leased] = store.outbox.lease(BROADCAST, "small", "worker")
+    store.outbox.dead(leased.id, "worker", error)
+    run = store.runs.start(MIGRATION, "migration", {"country": "DE"})
+    store.runs.finish(run.id, "failed", error=error)
     store.close()
     answers = {path: client.get(path) for path in (
         f"/dead-letters/{leased.id}", "/dead-letters", f"/runs/{run.id}", "/runs")}

@@ -108,7 +108,7 @@ def test_every_change_reaches_every_destination_and_dead_letters_replay(
         "1@2026-01-01 10:00:00", "2@2026-01-01 10:00:00", "3@2026-01-01 10:00:01",
         "4@2026-01-01 10:00:02"}
     store = Store.open(directory=state)
-    [letter] = store.dead_letters(NAME)
+    [letter] = store.outbox.dead_letters(NAME)
     assert (letter.destination, letter.record_key) == ("small", "2")
     assert "CHECK" in (letter.last_error or "") or "constraint" in (letter.last_error or "").lower()
 
@@ -119,7 +119,7 @@ def test_every_change_reaches_every_destination_and_dead_letters_replay(
     assert erp_rows(pg_url, erp)[3] == ("Open deal", 750.0)
     assert erp_rows(pg_url, erp)[2] == ("Big win", 26000.0)
     assert len(audit_lines(tmp_path)) == 6, "one audit line per change, none twice"
-    counts = store.outbox_counts(NAME)["small"]
+    counts = store.outbox.counts(NAME)["small"]
     assert counts["dead"] == 1 and counts["pending"] == 1, \
         "deal 2's newer change waits behind its dead letter"
 

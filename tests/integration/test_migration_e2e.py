@@ -252,7 +252,7 @@ class Scenario:
         """Ids of the runs in the engine state the commands keep in cwd/.patchbay."""
         store = Store.open(directory=self.cwd / ".patchbay")
         try:
-            return [r.id for r in store.runs(limit=1000)]
+            return [r.id for r in store.runs.latest(limit=1000)]
         finally:
             store.close()
 

@@ -132,7 +132,7 @@ class World:
         store = Store.open(directory=self.tmp / "state")
         try:
             found: list[Delivery] = []
-            while (delivery := store.delivery(len(found) + 1)) is not None:
+            while (delivery := store.outbox.get(len(found) + 1)) is not None:
                 found.append(delivery)
             return found
         finally:

@@ -20,17 +20,18 @@ from sqlalchemy.engine import Engine
 
 from patchbay.connectors.sql import SqlConnector
 from patchbay.elements.sink import Sink
-from patchbay.errors import MessageSeen
+from patchbay.errors import EngineStateUnavailable, MessageSeen, RetriableError
 from patchbay.model import Operation
 from patchbay.runtime.delivery import Deliverer, DeliveryStats
 from patchbay.spec import SystemSpec
 from patchbay.store import Store
+from patchbay.store.outbox import DeliveryStatus, NewDelivery
 from patchbay.store.schema import outbox
-from patchbay.store.store import DeliveryStatus, NewDelivery
 
 INTEGRATION = "contacts-broadcast"
 KEYS = 500
 VERSIONS = 4  # 2,000 deliveries
+PASSWORD = "s3cret-of-the-state"  # trust authentication: accepted, and never shown
 
 
 @dataclass
@@ -69,8 +70,10 @@ def test_two_deliverers_drain_2000_deliveries_each_exactly_once_in_key_order(spa
                                    {"event": f"r{key}:{version}", "record": f"r{key}",
                                     "version": version})
                        for key in range(KEYS)]
-            setup.enqueue(INTEGRATION, changes, cursor=("salesforce", "Contact", version))
-        assert setup.cursor(INTEGRATION, "salesforce", "Contact") == VERSIONS
+            with setup.transaction() as tx:
+                tx.outbox.add(INTEGRATION, changes)
+                tx.cursors.set(INTEGRATION, "salesforce", "Contact", version)
+        assert setup.cursors.get(INTEGRATION, "salesforce", "Contact") == VERSIONS
     finally:
         setup.close()
 
@@ -91,7 +94,7 @@ def test_two_deliverers_drain_2000_deliveries_each_exactly_once_in_key_order(spa
                 once = deliverer.deliver_once("crm", limit=100)
                 stats[n] += once
                 if not once.total:
-                    if store.outbox_counts(INTEGRATION)["crm"]["pending"] == 0:
+                    if store.outbox.counts(INTEGRATION)["crm"]["pending"] == 0:
                         return
                     time.sleep(0.005)  # the other worker holds the earlier versions
             raise AssertionError(f"worker w{n} did not finish in time")
@@ -139,41 +142,43 @@ def test_two_deliverers_drain_2000_deliveries_each_exactly_once_in_key_order(spa
 def test_outbox_rules_hold_on_postgresql(space: Space) -> None:
     store = Store.open(space.state_url)
     try:
-        store.enqueue(INTEGRATION, [
-            NewDelivery("crm", 1, "1", "upsert", {"id": 1, "at": dt.date(2024, 5, 1)}),
-            NewDelivery("crm", 1, "2", "upsert", {"id": 1}),
-            NewDelivery("crm", 2, "1", "delete"),
-            NewDelivery("erp", 1, "1", "upsert", {"id": 1}),
-        ], cursor=("db", "items", {"after": 7}))
-        assert store.cursor(INTEGRATION, "db", "items") == {"after": 7}
+        with store.transaction() as tx:
+            tx.outbox.add(INTEGRATION, [
+                NewDelivery("crm", 1, "1", "upsert", {"id": 1, "at": dt.date(2024, 5, 1)}),
+                NewDelivery("crm", 1, "2", "upsert", {"id": 1}),
+                NewDelivery("crm", 2, "1", "delete"),
+                NewDelivery("erp", 1, "1", "upsert", {"id": 1}),
+            ])
+            tx.cursors.set(INTEGRATION, "db", "items", {"after": 7})
+        assert store.cursors.get(INTEGRATION, "db", "items") == {"after": 7}
 
-        first = store.lease(INTEGRATION, "crm", "w1", lease_seconds=0.5)
+        first = store.outbox.lease(INTEGRATION, "crm", "w1", lease_seconds=0.5)
         assert [(d.record_key, d.version) for d in first] == [("1", "1"), ("2", "1")]
         assert first[0].payload == {"id": 1, "at": "2024-05-01"}
-        assert store.lease(INTEGRATION, "crm", "w2") == []
-        assert [d.destination for d in store.lease(INTEGRATION, "erp", "w2")] == ["erp"]
+        assert store.outbox.lease(INTEGRATION, "crm", "w2") == []
+        assert [d.destination for d in store.outbox.lease(INTEGRATION, "erp", "w2")] == ["erp"]
 
         time.sleep(0.6)  # w1's lease expires on the database's clock
-        second = store.lease(INTEGRATION, "crm", "w2")
+        second = store.outbox.lease(INTEGRATION, "crm", "w2")
         assert [d.id for d in second] == [d.id for d in first]
-        assert store.delivered([d.id for d in first], "w1") == 0
-        assert store.dead(second[0].id, "w2", "INVALID: refused") is True
-        assert store.retry(second[1].id, "w2", "down", dt.timedelta(seconds=30)) is True
-        retried = store.delivery(second[1].id)
+        assert store.outbox.delivered([d.id for d in first], "w1") == 0
+        assert store.outbox.dead(second[0].id, "w2", "INVALID: refused") is True
+        assert store.outbox.retry(second[1].id, "w2", "down", dt.timedelta(seconds=30)) is True
+        retried = store.outbox.get(second[1].id)
         assert retried is not None and retried.attempts == 1
         assert retried.next_attempt_at > dt.datetime.now(dt.UTC) + dt.timedelta(seconds=20)
 
-        assert store.lease(INTEGRATION, "crm", "w2") == [], "version 2 waits behind the dead letter"
-        [letter] = store.dead_letters(INTEGRATION, "crm")
+        assert store.outbox.lease(INTEGRATION, "crm", "w2") == [], "version 2 waits behind the dead letter"
+        [letter] = store.outbox.dead_letters(INTEGRATION, "crm")
         assert (letter.id, letter.last_error, letter.attempts) == (second[0].id, "INVALID: refused", 1)
-        assert store.replay([letter.id]) == 1
-        [again] = store.lease(INTEGRATION, "crm", "w2")
+        assert store.outbox.replay([letter.id]) == 1
+        [again] = store.outbox.lease(INTEGRATION, "crm", "w2")
         assert again.id == letter.id and again.attempts == 0
-        assert store.delivered([again.id], "w2") == 1
-        [last] = store.lease(INTEGRATION, "crm", "w2")
+        assert store.outbox.delivered([again.id], "w2") == 1
+        [last] = store.outbox.lease(INTEGRATION, "crm", "w2")
         assert last.version == "2" and last.status is DeliveryStatus.PENDING
-        assert store.delivered([last.id], "w2") == 1
-        assert store.outbox_counts(INTEGRATION)["crm"] == {
+        assert store.outbox.delivered([last.id], "w2") == 1
+        assert store.outbox.counts(INTEGRATION)["crm"] == {
             "pending": 1, "delivered": 2, "dead": 0, "discarded": 0}
     finally:
         store.close()
@@ -183,10 +188,12 @@ def test_pushed_changes_are_taken_once_and_never_older_than_what_is_queued(space
     store = Store.open(space.state_url)
     try:
         def pushed(version: str, name: str, message: str | None = None) -> int:
-            return store.enqueue(INTEGRATION, [NewDelivery("dest", "k1", version, "upsert",
-                                                           {"id": "k1", "name": name})],
-                                 message=None if message is None else ("webhook", message),
-                                 newer_only=True)
+            with store.transaction(serial=f"push:{INTEGRATION}") as tx:
+                if message is not None:
+                    tx.seen.first_sight(INTEGRATION, "webhook", message)
+                return tx.outbox.add(INTEGRATION, [NewDelivery("dest", "k1", version, "upsert",
+                                                               {"id": "k1", "name": name})],
+                                     newer_only=True)
 
         assert pushed("2026-03-01T10:00:05+00:00", "newer", "sig-b") == 1
         assert pushed("2026-03-01 10:00:00", "older", "sig-a") == 0, "older: left out"
@@ -197,5 +204,42 @@ def test_pushed_changes_are_taken_once_and_never_older_than_what_is_queued(space
             names = conn.execute(sa.text(f"SELECT payload->>'name' FROM {space.schema}.patchbay_outbox "
                                          "ORDER BY id")).scalars().all()
         assert names == ["newer", "same version"]
+    finally:
+        store.close()
+
+
+def test_a_lost_connection_to_the_state_is_retriable_and_loses_no_unit_of_work(space: Space) -> None:
+    app = f"patchbay-{uuid.uuid4().hex[:10]}"
+    url = (sa.engine.make_url(space.state_url).set(password=PASSWORD)
+           .update_query_dict({"application_name": app}).render_as_string(hide_password=False))
+
+    def cut() -> None:
+        """Terminate the state's connections, as a PostgreSQL failover or restart would."""
+        with space.engine.begin() as conn:
+            assert conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                        "WHERE application_name = :app"), {"app": app}).all()
+
+    def lost(operation: str) -> str:
+        return (r"^the engine state failed: terminating connection due to administrator command "
+                rf"\(state=postgresql://postgres:\*\*\*@\S+application_name={app}\S*, "
+                rf"operation={operation}\)$")
+
+    store = Store.open(url)
+    try:
+        assert store.runs.latest() == []
+        cut()
+        with pytest.raises(EngineStateUnavailable, match=lost(r"runs\.latest")) as raised:
+            store.runs.latest()
+        assert isinstance(raised.value, RetriableError)
+        assert PASSWORD not in str(raised.value)
+        assert store.runs.latest() == [], "the next call reconnects"
+
+        with pytest.raises(EngineStateUnavailable, match=lost(r"cursors\.set")), \
+                store.transaction() as tx:
+            tx.outbox.add(INTEGRATION, [NewDelivery("crm", 1, "1", "upsert", {"id": 1})])
+            cut()
+            tx.cursors.set(INTEGRATION, "db", "items", {"after": 1})
+        assert store.outbox.counts(INTEGRATION) == {}, "the deliveries went with the cursor"
+        assert store.cursors.get(INTEGRATION, "db", "items") is None
     finally:
         store.close()

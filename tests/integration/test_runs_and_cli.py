@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pty
 import select
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -645,3 +646,18 @@ def test_the_progress_bar_shows_the_total_when_counting_is_cheap(tmp_path: Path)
     os.close(parent)
     assert process.wait(timeout=60) == 0
     assert f"/{ITEMS}".encode() in seen, seen[-2000:]
+
+
+def test_an_engine_state_that_cannot_be_reached_is_one_line_without_its_password(
+        tmp_path: Path, patchbay: Any) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = patchbay("runs", "--state", f"postgresql://postgres:hunter2@127.0.0.1:{port}/test",
+                      cwd=tmp_path)
+    assert result.code == 1, result.log
+    assert result.stdout == "", result.log
+    assert result.stderr == (
+        f"run failed: the engine state failed: connection failed: connection to server at "
+        f"\"127.0.0.1\", port {port} failed: Connection refused (state=postgresql://postgres:***@"
+        f"127.0.0.1:{port}/test, operation=migrate)\n"), result.log

@@ -74,7 +74,7 @@ class Engine:
         return changes
 
     def cursor(self) -> dict[str, Any]:
-        found = self.store.cursor(NAME, "crm", "Account")
+        found = self.store.cursors.get(NAME, "crm", "Account")
         assert isinstance(found, dict)
         return found
 

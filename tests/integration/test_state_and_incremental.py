@@ -78,7 +78,7 @@ def test_engine_state_in_postgresql(tmp_path: Path, pg_url: str) -> None:
         assert report["verdict"] == "complete" and report["counts"]["created"] == 7
 
         store = Store.open(state_url)
-        [run] = store.runs()
+        [run] = store.runs.latest()
         assert run.id == report["run"] and run.status == "complete"
         assert run.counters["created"] == 7 and run.batches == 4
         assert run.report is not None and run.report["counts"]["read"] == 7

@@ -76,7 +76,7 @@ def copied(tmp_path: Path) -> list[tuple[int, str]]:
 
 def queued(tmp_path: Path) -> int:
     store = Store.open(directory=tmp_path / "state")
-    counts = store.outbox_counts(NAME).get("copy", {})
+    counts = store.outbox.counts(NAME).get("copy", {})
     store.close()
     return sum(counts.values())
 

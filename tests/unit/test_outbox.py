@@ -21,15 +21,18 @@ import sqlalchemy as sa
 
 from patchbay.connectors.sql import SqlConnector
 from patchbay.elements.sink import Sink
+from patchbay.errors import EngineStateError
 from patchbay.model import Operation
 from patchbay.retry import RetryPolicy
 from patchbay.runtime.delivery import Deliverer, DeliveryStats
 from patchbay.spec import SystemSpec
 from patchbay.store import Store
 from patchbay.store import schema as store_schema
-from patchbay.store.store import DeliveryStatus, NewDelivery
+from patchbay.store.outbox import DeliveryStatus, NewDelivery
 
 INTEGRATION = "contacts-broadcast"
+NULL_KEY_REFUSED = (r"^the engine state failed: NOT NULL constraint failed: patchbay_outbox\.record_key "
+                    r"\(state=sqlite:///\S+/state/state\.db, operation=outbox\.add\)$")
 # Delays long enough that "not due yet" holds on a loaded machine, short enough to wait out.
 FAST = RetryPolicy(max_attempts=4, backoff_seconds=0.5, backoff_max=10.0, jitter=0.0)
 
@@ -78,7 +81,7 @@ def closed_port() -> int:
 
 
 def wait_until_due(store: Store, id: int) -> None:
-    delivery = store.delivery(id)
+    delivery = store.outbox.get(id)
     assert delivery is not None
     wait = (delivery.next_attempt_at - dt.datetime.now(dt.UTC)).total_seconds()
     time.sleep(max(wait, 0) + 0.02)
@@ -99,19 +102,21 @@ def test_a_version_1_state_gains_the_outbox(tmp_path: Path) -> None:
         with engine.connect() as conn:
             version = conn.execute(sa.select(store_schema.meta.c.value)).scalar()
         assert version == str(store_schema.SCHEMA_VERSION)
-        assert store.enqueue(INTEGRATION, [change("c1", "1")]) == 1
+        assert store.outbox.add(INTEGRATION, [change("c1", "1")]) == 1
     finally:
         store.close()
 
 
 def test_enqueue_advances_the_cursor_with_the_deliveries(store: Store) -> None:
-    assert store.enqueue(INTEGRATION, [change("c1", "1"), change("c2", "1", destination="erp")],
-                         cursor=("salesforce", "Contact", {"modstamp": "2024-05-01T10:00:00Z"})) == 2
-    assert store.cursor(INTEGRATION, "salesforce", "Contact") == {"modstamp": "2024-05-01T10:00:00Z"}
-    assert store.outbox_counts(INTEGRATION) == {
+    with store.transaction() as tx:
+        added = tx.outbox.add(INTEGRATION, [change("c1", "1"), change("c2", "1", destination="erp")])
+        tx.cursors.set(INTEGRATION, "salesforce", "Contact", {"modstamp": "2024-05-01T10:00:00Z"})
+    assert added == 2
+    assert store.cursors.get(INTEGRATION, "salesforce", "Contact") == {"modstamp": "2024-05-01T10:00:00Z"}
+    assert store.outbox.counts(INTEGRATION) == {
         "crm": {"pending": 1, "delivered": 0, "dead": 0, "discarded": 0},
         "erp": {"pending": 1, "delivered": 0, "dead": 0, "discarded": 0}}
-    [leased] = store.lease(INTEGRATION, "crm", "w1")
+    [leased] = store.outbox.lease(INTEGRATION, "crm", "w1")
     assert (leased.record_key, leased.version, leased.operation, leased.attempts) == ("c1", "1", "upsert", 0)
     assert leased.payload == {"id": "c1", "name": "n", "account_id": None, "version": "1"}
     assert leased.status is DeliveryStatus.PENDING and leased.lease_owner == "w1"
@@ -119,13 +124,15 @@ def test_enqueue_advances_the_cursor_with_the_deliveries(store: Store) -> None:
 
 
 def test_a_failing_insert_leaves_the_cursor_where_it_was(store: Store) -> None:
-    store.enqueue(INTEGRATION, [change("c1", "1")], cursor=("salesforce", "Contact", 10))
+    with store.transaction() as tx:
+        tx.outbox.add(INTEGRATION, [change("c1", "1")])
+        tx.cursors.set(INTEGRATION, "salesforce", "Contact", 10)
     broken = NewDelivery("crm", None, "2", "upsert", {"id": None})  # the outbox refuses a null key
-    with pytest.raises(sa.exc.IntegrityError,
-                       match=r"NOT NULL constraint failed: patchbay_outbox\.record_key"):
-        store.enqueue(INTEGRATION, [change("c2", "2"), broken], cursor=("salesforce", "Contact", 20))
-    assert store.cursor(INTEGRATION, "salesforce", "Contact") == 10
-    assert store.outbox_counts(INTEGRATION)["crm"]["pending"] == 1
+    with pytest.raises(EngineStateError, match=NULL_KEY_REFUSED), store.transaction() as tx:
+        tx.cursors.set(INTEGRATION, "salesforce", "Contact", 20)
+        tx.outbox.add(INTEGRATION, [change("c2", "2"), broken])
+    assert store.cursors.get(INTEGRATION, "salesforce", "Contact") == 10
+    assert store.outbox.counts(INTEGRATION)["crm"]["pending"] == 1
 
 
 def test_a_delivery_operation_is_upsert_or_delete() -> None:
@@ -138,9 +145,9 @@ def test_a_delivery_operation_is_upsert_or_delete() -> None:
 
 def test_a_later_change_never_overtakes_an_earlier_one(store: Store, tmp_path: Path) -> None:
     path = make_destination(tmp_path / "crm.db")
-    store.enqueue(INTEGRATION, [change("c1", "1", "Ann"), change("c1", "2", "Anne"),
+    store.outbox.add(INTEGRATION, [change("c1", "1", "Ann"), change("c1", "2", "Anne"),
                                 change("c2", "1", "Bob"), change("c1", "3", "Anna")])
-    leased = store.lease(INTEGRATION, "crm", "peek", lease_seconds=0.0)
+    leased = store.outbox.lease(INTEGRATION, "crm", "peek", lease_seconds=0.0)
     assert [(d.record_key, d.version) for d in leased] == [("c1", "1"), ("c2", "1")]
 
     deliverer = Deliverer(store, INTEGRATION, {"crm": sqlite_target(path)})
@@ -154,48 +161,48 @@ def test_a_later_change_never_overtakes_an_earlier_one(store: Store, tmp_path: P
 def test_a_rejected_delivery_is_dead_at_once_and_blocks_its_key_until_replayed(
         store: Store, tmp_path: Path) -> None:
     path = make_destination(tmp_path / "crm.db")
-    store.enqueue(INTEGRATION, [change("c1", "1", "Ann", account="A9"),
+    store.outbox.add(INTEGRATION, [change("c1", "1", "Ann", account="A9"),
                                 change("c1", "2", "Anne", account="A9"), change("c2", "1", "Bob")])
     deliverer = Deliverer(store, INTEGRATION, {"crm": sqlite_target(path)})
 
     assert deliverer.deliver_once("crm") == DeliveryStats(delivered=1, retried=0, dead=1)
-    [letter] = store.dead_letters(INTEGRATION)
+    [letter] = store.outbox.dead_letters(INTEGRATION)
     assert (letter.record_key, letter.version, letter.attempts) == ("c1", "1", 1)
     assert letter.last_error is not None
     assert letter.last_error.startswith("INVALID_CROSS_REFERENCE_KEY:")
     assert "FOREIGN KEY" in letter.last_error
-    assert store.dead_letters(INTEGRATION, "erp") == [] and store.dead_letters("other") == []
+    assert store.outbox.dead_letters(INTEGRATION, "erp") == [] and store.outbox.dead_letters("other") == []
     assert deliverer.deliver_once("crm").total == 0, "c1 v2 waits behind its dead letter"
     assert "c1" not in rows(path)
 
     with sqlite3.connect(path) as db:
         db.execute("INSERT INTO accounts VALUES ('A9')")
-    assert store.replay([letter.id]) == 1
-    replayed = store.delivery(letter.id)
+    assert store.outbox.replay([letter.id]) == 1
+    replayed = store.outbox.get(letter.id)
     assert replayed is not None
     assert (replayed.status, replayed.attempts) == (DeliveryStatus.PENDING, 0)
     assert deliverer.deliver_once("crm") == DeliveryStats(delivered=1)
     assert rows(path)["c1"] == ("Ann", "A9", "1")
     assert deliverer.deliver_once("crm") == DeliveryStats(delivered=1)
     assert rows(path)["c1"] == ("Anne", "A9", "2")
-    assert store.outbox_counts(INTEGRATION)["crm"] == {
+    assert store.outbox.counts(INTEGRATION)["crm"] == {
         "pending": 0, "delivered": 3, "dead": 0, "discarded": 0}
 
 
 def test_discarding_a_dead_letter_unblocks_its_key_for_good(store: Store, tmp_path: Path) -> None:
     path = make_destination(tmp_path / "crm.db")
-    store.enqueue(INTEGRATION, [change("c1", "1", "Ann", account="A9"), change("c1", "2", "Anne")])
+    store.outbox.add(INTEGRATION, [change("c1", "1", "Ann", account="A9"), change("c1", "2", "Anne")])
     deliverer = Deliverer(store, INTEGRATION, {"crm": sqlite_target(path)})
     assert deliverer.deliver_once("crm") == DeliveryStats(dead=1)
-    [letter] = store.dead_letters()
-    assert store.discard([letter.id]) == 1
+    [letter] = store.outbox.dead_letters()
+    assert store.outbox.discard([letter.id]) == 1
     assert deliverer.deliver_once("crm") == DeliveryStats(delivered=1)
     assert rows(path) == {"c1": ("Anne", None, "2")}
-    discarded = store.delivery(letter.id)
+    discarded = store.outbox.get(letter.id)
     assert discarded is not None and discarded.status is DeliveryStatus.DISCARDED
-    assert store.replay([letter.id]) == 0, "a discarded letter is final"
-    assert store.discard([letter.id]) == 0
-    assert store.delivery(10_000) is None
+    assert store.outbox.replay([letter.id]) == 0, "a discarded letter is final"
+    assert store.outbox.discard([letter.id]) == 0
+    assert store.outbox.get(10_000) is None
 
 
 # -- retries ---------------------------------------------------------------------------------------
@@ -204,16 +211,16 @@ def test_discarding_a_dead_letter_unblocks_its_key_for_good(store: Store, tmp_pa
 def test_a_transient_failure_is_retried_later_and_later_then_dead_then_replayed(
         store: Store, tmp_path: Path) -> None:
     path = tmp_path / "not-yet" / "crm.db"  # its directory does not exist: unreachable
-    store.enqueue(INTEGRATION, [change("c1", "1", "Ann")])
+    store.outbox.add(INTEGRATION, [change("c1", "1", "Ann")])
     deliverer = Deliverer(store, INTEGRATION, {"crm": sqlite_target(path)}, policy=FAST)
-    [id] = [d.id for d in store.lease(INTEGRATION, "crm", "peek", lease_seconds=0.0)]
+    [id] = [d.id for d in store.outbox.lease(INTEGRATION, "crm", "peek", lease_seconds=0.0)]
 
     delays = []
     for attempt in (1, 2, 3):
         before = dt.datetime.now(dt.UTC)
         assert deliverer.deliver_once("crm") == DeliveryStats(retried=1)
         after = dt.datetime.now(dt.UTC)
-        delivery = store.delivery(id)
+        delivery = store.outbox.get(id)
         assert delivery is not None
         assert (delivery.status, delivery.attempts, delivery.lease_owner) == (
             DeliveryStatus.PENDING, attempt, None)
@@ -226,24 +233,24 @@ def test_a_transient_failure_is_retried_later_and_later_then_dead_then_replayed(
     assert delays == sorted(delays)
 
     assert deliverer.deliver_once("crm") == DeliveryStats(dead=1)
-    [letter] = store.dead_letters(INTEGRATION, "crm")
+    [letter] = store.outbox.dead_letters(INTEGRATION, "crm")
     assert letter.attempts == 4 and letter.last_error is not None
     assert "gave up after 4 attempts" in letter.last_error
 
     make_destination(path)
-    assert store.replay([id]) == 1
+    assert store.outbox.replay([id]) == 1
     assert deliverer.deliver_once("crm") == DeliveryStats(delivered=1)
     assert rows(path) == {"c1": ("Ann", None, "1")}
 
 
 def test_any_other_error_from_the_write_is_retried_not_lost(store: Store, tmp_path: Path) -> None:
     path = make_destination(tmp_path / "crm.db")
-    store.enqueue(INTEGRATION, [change("c1", "1")])
+    store.outbox.add(INTEGRATION, [change("c1", "1")])
     wrong = target(f"sqlite:///{path}", object="no_such_table")  # a SpecError, not retriable
     deliverer = Deliverer(store, INTEGRATION, {"crm": wrong}, policy=FAST)
     assert deliverer.deliver_once("crm") == DeliveryStats(retried=1)
-    assert store.lease(INTEGRATION, "crm", "peek") == [], "waiting for its next attempt"
-    counts = store.outbox_counts(INTEGRATION)["crm"]
+    assert store.outbox.lease(INTEGRATION, "crm", "peek") == [], "waiting for its next attempt"
+    counts = store.outbox.counts(INTEGRATION)["crm"]
     assert counts["pending"] == 1 and counts["dead"] == 0
 
 
@@ -270,14 +277,14 @@ def test_an_unreachable_destination_does_not_hold_back_the_others(store: Store, 
     changes = []
     for i in range(50):
         changes += [change(f"c{i}", "1"), change(f"c{i}", "1", destination="warehouse")]
-    store.enqueue(INTEGRATION, changes)
+    store.outbox.add(INTEGRATION, changes)
     down = target(f"postgresql://postgres@127.0.0.1:{closed_port()}/nothing", name="warehouse")
     deliverer = Deliverer(store, INTEGRATION, {"crm": sqlite_target(path), "warehouse": down})
 
     assert deliverer.deliver_once("warehouse") == DeliveryStats(retried=50)
     assert deliverer.deliver_once("crm") == DeliveryStats(delivered=50)
     assert len(rows(path)) == 50
-    counts = store.outbox_counts(INTEGRATION)
+    counts = store.outbox.counts(INTEGRATION)
     assert counts["crm"]["delivered"] == 50
     assert counts["warehouse"] == {"pending": 50, "delivered": 0, "dead": 0, "discarded": 0}
 
@@ -285,17 +292,17 @@ def test_an_unreachable_destination_does_not_hold_back_the_others(store: Store, 
 def test_an_expired_lease_goes_to_another_worker_and_the_first_ones_marks_are_ignored(
         store: Store, tmp_path: Path) -> None:
     path = make_destination(tmp_path / "crm.db")
-    store.enqueue(INTEGRATION, [change("c1", "1", "Ann")])
-    [held] = store.lease(INTEGRATION, "crm", "w1", lease_seconds=2)  # w1 then "dies"
-    assert store.lease(INTEGRATION, "crm", "w2") == []
+    store.outbox.add(INTEGRATION, [change("c1", "1", "Ann")])
+    [held] = store.outbox.lease(INTEGRATION, "crm", "w1", lease_seconds=2)  # w1 then "dies"
+    assert store.outbox.lease(INTEGRATION, "crm", "w2") == []
     time.sleep(2.1)
 
     w2 = Deliverer(store, INTEGRATION, {"crm": sqlite_target(path)}, worker="w2")
     assert w2.deliver_once("crm") == DeliveryStats(delivered=1)
-    assert store.delivered([held.id], "w1") == 0
-    assert store.retry(held.id, "w1", "late", dt.timedelta(0)) is False
-    assert store.dead(held.id, "w1", "late") is False
-    final = store.delivery(held.id)
+    assert store.outbox.delivered([held.id], "w1") == 0
+    assert store.outbox.retry(held.id, "w1", "late", dt.timedelta(0)) is False
+    assert store.outbox.dead(held.id, "w1", "late") is False
+    final = store.outbox.get(held.id)
     assert final is not None
     assert (final.status, final.attempts, final.lease_owner, final.last_error) == (
         DeliveryStatus.DELIVERED, 1, None, None)
@@ -303,21 +310,21 @@ def test_an_expired_lease_goes_to_another_worker_and_the_first_ones_marks_are_ig
 
 
 def test_a_lease_taken_over_before_the_first_worker_marks_ignores_its_marks(store: Store) -> None:
-    store.enqueue(INTEGRATION, [change("c1", "1")])
-    [held] = store.lease(INTEGRATION, "crm", "w1", lease_seconds=0.0)
-    [again] = store.lease(INTEGRATION, "crm", "w2", lease_seconds=60)
+    store.outbox.add(INTEGRATION, [change("c1", "1")])
+    [held] = store.outbox.lease(INTEGRATION, "crm", "w1", lease_seconds=0.0)
+    [again] = store.outbox.lease(INTEGRATION, "crm", "w2", lease_seconds=60)
     assert again.id == held.id and again.lease_owner == "w2"
-    assert store.dead(held.id, "w1", "too late") is False
-    assert store.retry(again.id, "w2", "busy", dt.timedelta(seconds=30)) is True
-    retried = store.delivery(held.id)
+    assert store.outbox.dead(held.id, "w1", "too late") is False
+    assert store.outbox.retry(again.id, "w2", "busy", dt.timedelta(seconds=30)) is True
+    retried = store.outbox.get(held.id)
     assert retried is not None and retried.last_error == "busy" and retried.lease_owner is None
 
 
 def test_a_redelivery_after_a_crash_changes_nothing(store: Store, tmp_path: Path) -> None:
     path = make_destination(tmp_path / "crm.db")
-    store.enqueue(INTEGRATION, [change("c1", "1", "Ann"), change("c2", "1", "Bob")])
+    store.outbox.add(INTEGRATION, [change("c1", "1", "Ann"), change("c2", "1", "Bob")])
     crm = sqlite_target(path)
-    leased = store.lease(INTEGRATION, "crm", "w1", lease_seconds=0.2)
+    leased = store.outbox.lease(INTEGRATION, "crm", "w1", lease_seconds=0.2)
     # w1 writes the batch, then dies before marking it
     outcomes = crm.connector.write("contacts", [dict(d.payload or {}) for d in leased],
                                    Operation.UPSERT, "id")
@@ -336,7 +343,7 @@ def test_upserts_and_deletes_are_written_in_lease_order(store: Store, tmp_path: 
     path = make_destination(tmp_path / "crm.db")
     with sqlite3.connect(path) as db:
         db.executemany("INSERT INTO contacts (id, name) VALUES (?, ?)", [("c1", "a"), ("c2", "b")])
-    store.enqueue(INTEGRATION, [
+    store.outbox.add(INTEGRATION, [
         change("c3", "1", "Cy"),
         NewDelivery("crm", "c1", "2", "delete", None),
         NewDelivery("crm", "c2", "2", "delete", {"id": "c2"}),
@@ -350,7 +357,7 @@ def test_upserts_and_deletes_are_written_in_lease_order(store: Store, tmp_path: 
 
 def test_sqlite_leases_never_overlap(tmp_path: Path) -> None:
     stores = [Store.open(directory=tmp_path / "state") for _ in range(2)]
-    stores[0].enqueue(INTEGRATION, [change(f"c{i}", "1") for i in range(300)])
+    stores[0].outbox.add(INTEGRATION, [change(f"c{i}", "1") for i in range(300)])
     leased: list[list[int]] = [[] for _ in range(4)]
     marked = [0] * 4
     start = threading.Barrier(4)
@@ -358,9 +365,9 @@ def test_sqlite_leases_never_overlap(tmp_path: Path) -> None:
     def work(n: int) -> None:
         store = stores[n % 2]
         start.wait()
-        while batch := store.lease(INTEGRATION, "crm", f"w{n}", limit=7):
+        while batch := store.outbox.lease(INTEGRATION, "crm", f"w{n}", limit=7):
             leased[n] += [d.id for d in batch]
-            marked[n] += store.delivered([d.id for d in batch], f"w{n}")
+            marked[n] += store.outbox.delivered([d.id for d in batch], f"w{n}")
 
     threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
     for thread in threads:
@@ -370,7 +377,7 @@ def test_sqlite_leases_never_overlap(tmp_path: Path) -> None:
     try:
         every = [id for ids in leased for id in ids]
         assert len(every) == len(set(every)) == sum(marked) == 300
-        assert stores[0].outbox_counts(INTEGRATION)["crm"]["delivered"] == 300
+        assert stores[0].outbox.counts(INTEGRATION)["crm"]["delivered"] == 300
     finally:
         for store in stores:
             store.close()
@@ -382,23 +389,23 @@ def test_sqlite_leases_never_overlap(tmp_path: Path) -> None:
 def test_purge_forgets_old_deliveries_and_discarded_letters_but_never_work_to_do(
         store: Store, tmp_path: Path) -> None:
     path = make_destination(tmp_path / "crm.db")
-    store.enqueue(INTEGRATION, [change("c1", "1"), change("c2", "1", account="A9"),
+    store.outbox.add(INTEGRATION, [change("c1", "1"), change("c2", "1", account="A9"),
                                 change("c3", "1", account="A9"), change("c4", "1")])
-    store.enqueue("other", [change("x1", "1")])
+    store.outbox.add("other", [change("x1", "1")])
     deliverer = Deliverer(store, INTEGRATION, {"crm": sqlite_target(path)})
     assert deliverer.deliver_once("crm", limit=3) == DeliveryStats(delivered=1, dead=2)
-    letters = store.dead_letters(INTEGRATION)
-    store.discard([letters[0].id])
+    letters = store.outbox.dead_letters(INTEGRATION)
+    store.outbox.discard([letters[0].id])
     Deliverer(store, "other", {"crm": sqlite_target(path)}).deliver_once("crm")
 
-    assert store.purge(dt.timedelta(hours=1)) == 0, "nothing is that old yet"
+    assert store.outbox.purge(dt.timedelta(hours=1)) == 0, "nothing is that old yet"
     time.sleep(0.05)
-    assert store.purge(dt.timedelta(seconds=0.01), INTEGRATION) == 2
-    assert store.outbox_counts(INTEGRATION) == {
+    assert store.outbox.purge(dt.timedelta(seconds=0.01), INTEGRATION) == 2
+    assert store.outbox.counts(INTEGRATION) == {
         "crm": {"pending": 1, "delivered": 0, "dead": 1, "discarded": 0}}
-    assert store.outbox_counts("other")["crm"]["delivered"] == 1, "another integration's are kept"
+    assert store.outbox.counts("other")["crm"]["delivered"] == 1, "another integration's are kept"
     # the dead letter still blocks nothing else and can be replayed
-    assert store.replay([letters[1].id]) == 1
+    assert store.outbox.replay([letters[1].id]) == 1
 
 
 def test_outbox_purge_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -408,7 +415,7 @@ def test_outbox_purge_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
     store = Store.open(directory=tmp_path / ".patchbay")
     path = make_destination(tmp_path / "crm.db")
-    store.enqueue(INTEGRATION, [change("c1", "1"), change("c2", "1")])
+    store.outbox.add(INTEGRATION, [change("c1", "1"), change("c2", "1")])
     Deliverer(store, INTEGRATION, {"crm": sqlite_target(path)}).deliver_once("crm")
     store.close()
     monkeypatch.chdir(tmp_path)

@@ -283,7 +283,7 @@ def test_a_failure_mid_write_keeps_the_old_file(previous: Path, kind: str,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     before = contents(previous)
     table = pa.table({"n": list(range(30)), "tags": [[str(i)] for i in range(30)]})
-    plain = reports._plain
+    plain = reports.jsonable
     seen: list[Any] = []
 
     def fail_late(value: Any) -> Any:
@@ -294,7 +294,7 @@ def test_a_failure_mid_write_keeps_the_old_file(previous: Path, kind: str,
 
     monkeypatch.setattr(reports, "_BATCH_ROWS", 2)
     monkeypatch.setattr(reports, "_WIDTH_SAMPLE_ROWS", 2)
-    monkeypatch.setattr(reports, "_plain", fail_late)
+    monkeypatch.setattr(reports, "jsonable", fail_late)
     with pytest.raises(RuntimeError, match="mid-write"):
         write_report(table, previous / f"r.{kind}")
     unchanged(previous, before)

@@ -26,13 +26,11 @@ are replaced by *** in every body.
 
 from __future__ import annotations
 
-import datetime as dt
 import itertools
 import logging
 import string
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -69,6 +67,7 @@ from patchbay.errors import (
     RunNotResumable,
     SpecError,
 )
+from patchbay.model import jsonable
 from patchbay.patterns import aggregation
 from patchbay.runtime.runner import Invocation
 from patchbay.spec import (
@@ -78,9 +77,9 @@ from patchbay.spec import (
     IntegrationFile,
     ParameterSpec,
 )
-from patchbay.store import RunRecord, Store
+from patchbay.store import RunRecord, Store, open_state
 from patchbay.store.outbox import Delivery, DeliveryStatus
-from patchbay.store.store import DEFAULT_DIRECTORY, RunStatus
+from patchbay.store.runs import RunStatus
 
 log = logging.getLogger("patchbay.api")
 
@@ -104,14 +103,6 @@ _FINISHED = (RunStatus.COMPLETE, RunStatus.COMPLETE_WITH_REJECTS, RunStatus.INCO
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def open_store(state: str | None) -> tuple[Store, Path]:
-    """The engine state and the reports directory, as the command line opens them."""
-    if state and "://" in state:
-        return Store.open(state), Path(DEFAULT_DIRECTORY) / "runs"
-    directory = Path(state or DEFAULT_DIRECTORY)
-    return Store.open(directory=directory), directory / "runs"
-
-
 def create_app(spec_path: Path, state: str | None, token: str | None, *,
                serving: Iterable[str] = (), hosts: Iterable[str] | None = None) -> Starlette:
     """The API over the integrations of `spec_path` and the engine state `state`.
@@ -123,7 +114,7 @@ def create_app(spec_path: Path, state: str | None, token: str | None, *,
     The file is loaded (and its `${VARS}` resolved) once, here: a SpecError says why not.
     """
     file = spec.load(Path(spec_path).resolve())
-    store, reports_dir = open_store(state)
+    store, reports_dir = open_state(state)
     api = _Api(file, store, reports_dir, Redactor([*secrets_of(file), *([token] if token else [])]),
                Runs(store, reports_dir, serving))
     app = Starlette(
@@ -281,13 +272,13 @@ class _Api:
     async def list_runs(self, request: Request) -> Response:
         integration = request.query_params.get("integration") or None
         limit = _limit(request, 50)
-        records = await run_in_threadpool(self.store.runs, integration, limit)
+        records = await run_in_threadpool(self.store.runs.latest, integration, limit)
         return self.json({"runs": [_run_summary(r) for r in records]})
 
     async def show_run(self, request: Request) -> Response:
         run_id = request.path_params["run_id"]
         try:
-            record = await run_in_threadpool(self.store.run, run_id)
+            record = await run_in_threadpool(self.store.runs.get, run_id)
         except RunNotResumable:
             raise ApiError(404, f"no run '{run_id}'") from None
         return self.json({
@@ -301,13 +292,13 @@ class _Api:
     async def dead_letters(self, request: Request) -> Response:
         query = request.query_params
         letters = await run_in_threadpool(
-            self.store.dead_letters, query.get("integration") or None,
+            self.store.outbox.dead_letters, query.get("integration") or None,
             query.get("destination") or None, _limit(request, 100))
         return self.json({"dead_letters": [_letter(d) for d in letters]})
 
     async def dead_letter(self, request: Request) -> Response:
         delivery_id = request.path_params["delivery_id"]
-        found = await run_in_threadpool(self.store.delivery, delivery_id) \
+        found = await run_in_threadpool(self.store.outbox.get, delivery_id) \
             if delivery_id <= MAX_ID else None
         if found is None:
             raise ApiError(404, f"no delivery {delivery_id}")
@@ -315,12 +306,12 @@ class _Api:
 
     async def replay(self, request: Request) -> Response:
         ids = _ids(await _body(request))
-        count = await run_in_threadpool(self.store.replay, ids)
+        count = await run_in_threadpool(self.store.outbox.replay, ids)
         return self.json({"replayed": count, "requested": len(ids)})
 
     async def discard(self, request: Request) -> Response:
         ids = _ids(await _body(request))
-        count = await run_in_threadpool(self.store.discard, ids)
+        count = await run_in_threadpool(self.store.outbox.discard, ids)
         return self.json({"discarded": count, "requested": len(ids)})
 
     async def push(self, request: Request) -> Response:
@@ -415,7 +406,7 @@ class _Api:
 
     async def outbox(self, request: Request) -> Response:
         name = request.path_params["integration"]
-        counts = await run_in_threadpool(self.store.outbox_counts, name)
+        counts = await run_in_threadpool(self.store.outbox.counts, name)
         declared = {i.name: i for i in self.file.integrations}
         if not counts:
             if name not in declared:
@@ -544,16 +535,8 @@ def _json_params(integration: AnyIntegration, given: Mapping[str, Any]) -> dict[
 
 def _parameter(declared: ParameterSpec) -> dict[str, Any]:
     return {"type": declared.type, "required": declared.is_required,
-            "default": _plain(declared.default), "description": declared.description,
-            "choices": None if declared.choices is None else [_plain(c) for c in declared.choices]}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, (dt.date, dt.datetime)):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return str(value)
-    return value
+            "default": jsonable(declared.default), "description": declared.description,
+            "choices": None if declared.choices is None else [jsonable(c) for c in declared.choices]}
 
 
 def _run_summary(record: RunRecord) -> dict[str, Any]:

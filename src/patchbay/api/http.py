@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import hmac
 import json
 from collections.abc import Iterable, Mapping
@@ -13,13 +12,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from patchbay.model import jsonable
 from patchbay.spec import IntegrationFile, secret_forms
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, (dt.datetime, dt.date)):
-        return value.isoformat()
-    return str(value)
 
 
 class Redactor:
@@ -56,7 +50,7 @@ class JSON(Response):
         super().__init__(content, status_code, headers)
 
     def render(self, content: Any) -> bytes:
-        text = json.dumps(content, default=_plain, ensure_ascii=False, separators=(",", ":"))
+        text = json.dumps(content, default=jsonable, ensure_ascii=False, separators=(",", ":"))
         return self._redact(text).encode("utf-8")
 
 

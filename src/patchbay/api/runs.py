@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from patchbay.errors import ApiError, RunNotResumable
+from patchbay.model import jsonable
 from patchbay.patterns import aggregation
 from patchbay.patterns.context import RunContext
 from patchbay.patterns.migration import Migration
@@ -32,7 +33,7 @@ from patchbay.runtime import runner
 from patchbay.runtime.runner import Invocation
 from patchbay.spec import BroadcastSpec
 from patchbay.store import RunRecord, Store
-from patchbay.store.store import RunStatus, jsonable
+from patchbay.store.runs import RunStatus
 
 log = logging.getLogger("patchbay.api")
 
@@ -109,8 +110,8 @@ class Runs:
     def _mark_failed(self, run_id: str, exc: BaseException) -> None:
         """A run that stopped on an error the migration did not record stays resumable."""
         try:
-            if self.store.run(run_id).status == RunStatus.RUNNING:
-                self.store.finish(run_id, RunStatus.FAILED, error=str(exc) or type(exc).__name__)
+            if self.store.runs.get(run_id).status == RunStatus.RUNNING:
+                self.store.runs.finish(run_id, RunStatus.FAILED, error=str(exc) or type(exc).__name__)
         except Exception:  # the store itself is failing; the record stays as it was
             log.warning("run %s: could not record its failure", run_id)
 

@@ -105,4 +105,4 @@ class SeenSignatures:
             if now - self._purged_at.get(integration, -PURGE_EVERY_SECONDS) < PURGE_EVERY_SECONDS:
                 return
             self._purged_at[integration] = now
-        self.store.purge_seen(integration, dt.timedelta(seconds=2 * webhook.max_age_seconds + 60))
+        self.store.seen.purge(integration, dt.timedelta(seconds=2 * webhook.max_age_seconds + 60))

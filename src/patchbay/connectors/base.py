@@ -32,6 +32,7 @@ from importlib.metadata import entry_points
 from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
+from sqlalchemy import exc as sa_exc
 
 from patchbay.errors import SpecError
 from patchbay.extras import driver_needed
@@ -62,6 +63,12 @@ class Capability(StrEnum):
     CONSUME = "consume"
     COUNT = "count"
     """`count(scope)` is cheap: the system answers it without reading the records out."""
+
+
+DRIVER_UNREACHABLE: tuple[type[Exception], ...] = (sa_exc.OperationalError, sa_exc.InterfaceError)
+"""What a database driver raises while its database cannot be reached or is busy, where a
+connector has not turned it into an error of the tree: the serving loops try again later.
+(The engine state raises EngineStateUnavailable instead.)"""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,13 +14,11 @@ once complete, so a reader never sees half a report and a failed write keeps the
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import suppress
-from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -31,6 +29,7 @@ import pyarrow.parquet as pq
 from patchbay.atomic import replacing
 from patchbay.errors import SpecError
 from patchbay.extras import driver_needed
+from patchbay.model import jsonable
 
 if TYPE_CHECKING:
     from openpyxl.worksheet._write_only import WriteOnlyWorksheet
@@ -222,7 +221,7 @@ def _texts(column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
     if pa.types.is_timestamp(kind):
         return _iso_timestamps(column)
     if pa.types.is_nested(kind):
-        return pa.array([None if v is None else _json(_plain(v))
+        return pa.array([None if v is None else _json(jsonable(v))
                          for v in column.to_pylist(maps_as_pydicts="strict")], pa.string())
     # Booleans as true/false, dates and times as ISO 8601, floats as the shortest text that
     # reads back as the same float.
@@ -236,21 +235,6 @@ def _iso_timestamps(column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.Chunked
         return pc.strftime(column, "%Y-%m-%dT%H:%M:%S")
     text = pc.strftime(column, "%Y-%m-%dT%H:%M:%S%z")
     return pc.replace_substring_regex(text, r"([+-]\d\d)(\d\d)$", r"\1:\2")
-
-
-def _plain(value: Any) -> Any:
-    """A value from within a list or struct, as JSON holds it."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, Decimal):
-        return format(value, "f")
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dt.date | dt.time):
-        return value.isoformat()
-    return value
 
 
 def _decoded(column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
@@ -267,7 +251,7 @@ def _json_values(column: pa.Array) -> list[Any]:
     if pa.types.is_floating(kind):
         return _floats(column)
     if pa.types.is_nested(kind):
-        return [_plain(v) for v in column.to_pylist(maps_as_pydicts="strict")]
+        return [jsonable(v) for v in column.to_pylist(maps_as_pydicts="strict")]
     texts: list[Any] = _texts(column).to_pylist()
     return texts
 

@@ -36,7 +36,7 @@ from patchbay.elements.expressions import Expression
 from patchbay.elements.sink import Sink
 from patchbay.elements.transform import Transform
 from patchbay.errors import FatalRunError, ParameterError, SpecError
-from patchbay.model import Status
+from patchbay.model import Status, jsonable
 from patchbay.patterns.context import LookupCache, RunContext
 from patchbay.spec import (
     AggregationDestinationSpec,
@@ -45,7 +45,6 @@ from patchbay.spec import (
     ScheduleSpec,
     TransformSpec,
 )
-from patchbay.store.store import jsonable
 
 log = logging.getLogger(__name__)
 

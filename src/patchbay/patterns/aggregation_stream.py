@@ -55,7 +55,13 @@ from dataclasses import asdict, dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from patchbay.connectors.base import Capability, Connector, Received, Subscription
+from patchbay.connectors.base import (
+    DRIVER_UNREACHABLE,
+    Capability,
+    Connector,
+    Received,
+    Subscription,
+)
 from patchbay.connectors.messages import to_json
 from patchbay.elements.sink import Sink
 from patchbay.elements.transform import Transform
@@ -64,7 +70,6 @@ from patchbay.model import ERROR_FIELD, Operation, Outcome, Record, Status
 from patchbay.patterns.context import LookupCache, RunContext
 from patchbay.spec import AggregateSpec, AggregationDestinationSpec, AggregationSpec, StreamSourceSpec
 from patchbay.store.aggregates import Counted, Group
-from patchbay.store.store import UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +80,7 @@ SHORTEST_WAIT, LONGEST_WAIT = 0.05, 1.0
 RUN_ONCE_WAIT = 0.5
 """How long `run_once` waits on a source before it takes it as drained."""
 
-_TRANSIENT: tuple[type[Exception], ...] = (RetriableError, *UNAVAILABLE)
+_TRANSIENT: tuple[type[Exception], ...] = (RetriableError, *DRIVER_UNREACHABLE)
 _PATCHBAY_BODY = frozenset({"object", "operation", "key", "version", "record"})
 """The fields of the body patchbay's own message destinations publish (connectors/messages)."""
 _WRITTEN = frozenset({Status.CREATED, Status.UPDATED, Status.UNCHANGED, Status.SKIPPED})
@@ -255,7 +260,7 @@ class _Errors:
 
     def note(self, name: str, exc: BaseException, what: str, integration: str) -> None:
         self.by_name[name] = str(exc) or type(exc).__name__
-        if isinstance(exc, (PatchbayError, *UNAVAILABLE)):
+        if isinstance(exc, (PatchbayError, *DRIVER_UNREACHABLE)):
             log.warning("%s: %s %s failed, trying again later: %s", integration, what, name, exc)
         else:
             log.error("%s: %s %s failed, trying again later", integration, what, name,
@@ -424,7 +429,7 @@ class StreamAggregation:
             mine = [h for h in self._held if h.source is source]
             if not mine:
                 continue
-            counted = self.ctx.store.seen(self.name, source.name, [h.received.id for h in mine])
+            counted = self.ctx.store.seen.known(self.name, source.name, [h.received.id for h in mine])
             for held in mine:
                 if held.received.id in counted:
                     tally.duplicates += 1
@@ -434,7 +439,7 @@ class StreamAggregation:
         deltas: list[Counted] = []
         for source in self.sources:
             deltas += self._deltas(source, [h for h in fresh if h.source is source], tally)
-        counted_now = self.ctx.store.count(self.name, deltas, self._combine)
+        counted_now = self.ctx.store.aggregates.count(self.name, deltas, self._combine)
         tally.counted = len(counted_now)
         tally.duplicates += len(deltas) - len(counted_now)  # another process counted them first
         tally.groups_changed = len({c.group_key for c in counted_now})
@@ -492,7 +497,7 @@ class StreamAggregation:
         after: str | None = None
         page = self.spec.options.batch_size
         while True:
-            groups = self.ctx.store.dirty(self.name, after, page)
+            groups = self.ctx.store.aggregates.dirty(self.name, after, page)
             if not groups:
                 break
             rows = [self._row(g) for g in groups]
@@ -504,7 +509,7 @@ class StreamAggregation:
                         failed += 1
                         self._warn_once(name, groups[index], outcome)
             finished = [g for g, ok in zip(groups, done, strict=True) if ok]
-            self.ctx.store.written(self.name, finished)
+            self.ctx.store.aggregates.written(self.name, finished)
             written += len(finished)
             if len(groups) < page:
                 break
@@ -572,7 +577,7 @@ class StreamAggregation:
     def purge(self) -> int:
         """Forget the ids of messages counted longer ago than SEEN_RETENTION; how many."""
         try:
-            return self.ctx.store.purge_seen(self.name, SEEN_RETENTION)
+            return self.ctx.store.seen.purge(self.name, SEEN_RETENTION)
         except _TRANSIENT as exc:
             log.warning("%s: forgetting old message ids failed, trying later: %s", self.name, exc)
             return 0

@@ -1,7 +1,7 @@
 """Broadcast: every change in one source reaches every destination; nothing is lost.
 
-    source.changes(cursor) ──► per destination: filter, transform ──► store.enqueue(
-        deliveries, cursor)                       (one transaction: the rule of the outbox)
+    source.changes(cursor) ──► per destination: filter, transform ──► store.transaction():
+        outbox.add(deliveries), cursors.set(cursor)   (together: the rule of the outbox)
     Deliverer, per destination ──► lease ──► conform + write ──► delivered / retry / dead
 
 A poll enqueues one delivery per destination per change and advances the cursor in the
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from patchbay import scope as scopes
-from patchbay.connectors.base import Connector
+from patchbay.connectors.base import DRIVER_UNREACHABLE, Connector
 from patchbay.cron import Cron
 from patchbay.elements.sink import Sink
 from patchbay.elements.transform import Transform
@@ -40,12 +40,11 @@ from patchbay.retry import RetryPolicy
 from patchbay.runtime.delivery import Deliverer, DeliveryStats
 from patchbay.spec import BroadcastDestinationSpec, BroadcastSpec
 from patchbay.store.outbox import NewDelivery
-from patchbay.store.store import UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
 PURGE_EVERY_SECONDS = 600.0
-_TRANSIENT: tuple[type[Exception], ...] = (RetriableError, *UNAVAILABLE)
+_TRANSIENT: tuple[type[Exception], ...] = (RetriableError, *DRIVER_UNREACHABLE)
 """A source, destination or engine state that cannot be reached now: tried again later."""
 
 MAX_PUSHED = 10_000
@@ -179,7 +178,7 @@ class Broadcast:
         src, store = self.spec.source, self.ctx.store
         total = 0
         while True:
-            cursor = store.cursor(self.spec.name, src.system, src.object)
+            cursor = store.cursors.get(self.spec.name, src.system, src.object)
             if src.watermark and not (cursor and cursor.get("cdc")):
                 # The overlap as declared now (None: the source kind's default), not as stored.
                 cursor = {**(cursor or {"watermark": src.watermark, "key": src.key}),
@@ -193,7 +192,9 @@ class Broadcast:
                           "wait_seconds": self.spec.trigger.poll_seconds}
             changes, after = self.source.changes(src.object, cursor, src.fields,
                                                  limit=self.spec.options.batch_size)
-            store.enqueue(self.spec.name, self._deliveries(changes), (src.system, src.object, after))
+            with store.transaction() as tx:
+                tx.outbox.add(self.spec.name, self._deliveries(changes))
+                tx.cursors.set(self.spec.name, src.system, src.object, after)
             total += len(changes)
             if changes and enqueued is not None:
                 enqueued()
@@ -259,7 +260,10 @@ class Broadcast:
                 log.warning("%s: %d pushed id(s) neither found nor deleted in the source; left "
                             "out", self.spec.name, len(unknown))
         deliveries = self._deliveries(changes, default_version=received_at)
-        self.ctx.store.enqueue(self.spec.name, deliveries, None, message=message, newer_only=True)
+        with self.ctx.store.transaction(serial=f"push:{self.spec.name}") as tx:
+            if message is not None:
+                tx.seen.first_sight(self.spec.name, *message)
+            tx.outbox.add(self.spec.name, deliveries, newer_only=True)
         wake(self.spec.name)
         return len(changes)
 
@@ -347,7 +351,7 @@ class Broadcast:
         if keep is None:
             return 0
         try:
-            return self.ctx.store.purge(dt.timedelta(hours=keep), self.spec.name)
+            return self.ctx.store.outbox.purge(dt.timedelta(hours=keep), self.spec.name)
         except _TRANSIENT as exc:
             log.warning("%s: purging the outbox failed, trying later: %s", self.spec.name, exc)
             return 0
@@ -377,7 +381,7 @@ class Broadcast:
     def summary(self, changes: int, stats: DeliveryStats) -> dict[str, Any]:
         return {"integration": self.spec.name, "pattern": "broadcast", "changes": changes,
                 "delivered": stats.delivered, "retried": stats.retried, "dead": stats.dead,
-                "outbox": self.ctx.store.outbox_counts(self.spec.name)}
+                "outbox": self.ctx.store.outbox.counts(self.spec.name)}
 
 
 class _Tally:

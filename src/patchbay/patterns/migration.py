@@ -4,7 +4,8 @@
         (reader thread, bounded queue)                                   │
                                                capture.compare ◄── destination.get(keys)
                                                      │
-                              store.checkpoint(position, counters, set-aside records)
+                    store.transaction(): outcomes.add(set-aside records),
+                                         runs.checkpoint(position, counters)
 
 A checkpoint is written only after its batch is written and compared, so it never runs
 ahead of the destination; writes are idempotent by key, so replaying the batch after a
@@ -34,12 +35,12 @@ from patchbay.elements.columnar import arrow_type
 from patchbay.elements.sink import Shaped, Sink
 from patchbay.elements.transform import Transform
 from patchbay.errors import FatalRunError, PatchbayError, RunNotResumable, SpecError
-from patchbay.model import Operation, Page, Record, Status
+from patchbay.model import Operation, Page, Record, Status, jsonable
 from patchbay.patterns.context import LookupCache, RunContext
 from patchbay.retry import RetryPolicy
 from patchbay.spec import MigrationSpec, redact_url
 from patchbay.store import Store
-from patchbay.store.store import OutcomeRow, RunRecord, RunStatus, jsonable
+from patchbay.store.runs import OutcomeRow, RunRecord, RunStatus
 
 EARLY_SAMPLE = 1000
 """Records read before a run judges its share of rejects (or that it writes nothing at all)."""
@@ -192,11 +193,13 @@ class _Checkpoints:
             try:
                 if item.check is not None:
                     item.check()
-                self.store.checkpoint(
-                    self.run_id, batch=item.batch, counters=item.counters, outcome_rows=item.rows,
-                    checkpoint={"position": item.position, "comparison": self.comparison.state(),
-                                "high_water": item.high_water,
-                                "watermark_after": self.watermark_after})
+                with self.store.transaction() as tx:
+                    tx.outcomes.add(self.run_id, item.batch, item.rows)
+                    tx.runs.checkpoint(
+                        self.run_id, batch=item.batch, counters=item.counters,
+                        checkpoint={"position": item.position, "comparison": self.comparison.state(),
+                                    "high_water": item.high_water,
+                                    "watermark_after": self.watermark_after})
                 self.notify("batch", item.counters)
             except BaseException as exc:
                 self.error = exc
@@ -222,7 +225,7 @@ class Migration:
         store, name = self.ctx.store, self.integration.name
         mark = fingerprint(self.ctx)
         if resume is not None:
-            run = store.run(resume)
+            run = store.runs.get(resume)
             if run.integration != name:
                 raise RunNotResumable(f"run {resume} belongs to '{run.integration}', not '{name}'")
             if run.status not in RunStatus.UNFINISHED:
@@ -235,21 +238,21 @@ class Migration:
         else:
             found = None if fresh else self._resumable(mark, self._run_params(full))
             if found is None:
-                return store.start_run(name, self.integration.pattern, self._run_params(full),
+                return store.runs.start(name, self.integration.pattern, self._run_params(full),
                                        str(self.ctx.spec_path) if self.ctx.spec_path else None,
                                        fingerprint=mark)
             run = found
         if run.owner_alive:
             raise RunNotResumable(f"run {run.id} is still running (owner {run.owner})")
         self.notice = f"resuming run {run.id} from record {run.counters.get('read', 0):,}"
-        return store.claim(run.id)
+        return store.runs.claim(run.id)
 
     def _resumable(self, mark: str, params: Mapping[str, Any]) -> RunRecord | None:
         """The latest unfinished run of this very definition and these parameters. Runs of the
         same name but another definition (another file, a changed destination) or of an
         unknown one (started before runs kept their fingerprint) are left alone: resuming
         them would skip records this definition never wrote."""
-        candidates = self.ctx.store.unfinished_runs(self.integration.name, params)
+        candidates = self.ctx.store.runs.unfinished(self.integration.name, params)
         same = next((r for r in candidates if r.fingerprint == mark), None)
         unknown_live = next((r for r in candidates if r.fingerprint is None and r.owner_alive),
                             None)
@@ -281,12 +284,12 @@ class Migration:
         watermark_after = None
         src = self.integration.source
         if src.watermark and not full:
-            watermark_after = state.get("watermark_after", store.cursor(self.integration.name,
+            watermark_after = state.get("watermark_after", store.cursors.get(self.integration.name,
                                                                         src.system, src.object))
         try:
             prepared = prepare(ctx, watermark_after)
         except PatchbayError as exc:
-            store.finish(run.id, RunStatus.FAILED, error=str(exc))
+            store.runs.finish(run.id, RunStatus.FAILED, error=str(exc))
             raise
         counters: Counter[str] = Counter(run.counters)
         comparison = (Comparison.from_state(state["comparison"]) if "comparison" in state
@@ -307,7 +310,7 @@ class Migration:
                 self._check_rejects(counters, rows, run.id, finished=False)
                 if ctx.stop.is_set():
                     checkpoints.finish()
-                    store.finish(run.id, RunStatus.INTERRUPTED)
+                    store.runs.finish(run.id, RunStatus.INTERRUPTED)
                     return {"run": run.id, "status": RunStatus.INTERRUPTED,
                             "counters": dict(counters)}
             checkpoints.finish()
@@ -317,15 +320,17 @@ class Migration:
             # the counters of its last checkpoint, so a resume counts nothing twice.
             checkpoints.finish(raise_error=False)
             if isinstance(exc, _NothingWritten):
-                store.forget_progress(run.id)
-            store.finish(run.id, RunStatus.FAILED, error=str(exc) or type(exc).__name__)
+                with store.transaction() as tx:
+                    tx.outcomes.forget(run.id)
+                    tx.runs.restart(run.id)
+            store.runs.finish(run.id, RunStatus.FAILED, error=str(exc) or type(exc).__name__)
             raise
         report = self.report(run, prepared, counters, comparison)
         status = report["verdict"]
         if src.watermark and high_water is not None and status != RunStatus.INCOMPLETE:
-            store.set_cursor(self.integration.name, src.system, src.object, high_water)
-        report = capture.write_report_files(ctx.reports_dir / run.id, report, store.outcomes(run.id))
-        store.finish(run.id, status, report=report, counters=counters)
+            store.cursors.set(self.integration.name, src.system, src.object, high_water)
+        report = capture.write_report_files(ctx.reports_dir / run.id, report, store.outcomes.of(run.id))
+        store.runs.finish(run.id, status, report=report, counters=counters)
         return report
 
     def _announce_scope(self, prepared: Prepared) -> None:
@@ -527,7 +532,7 @@ def plan(ctx: RunContext, *, examples: int = 5, limit: int | None = None) -> dic
     """Classify each record in scope as insert / update / unchanged / reject, writing nothing."""
     integration = spec_of(ctx)
     src, dst = integration.source, integration.destination
-    prepared = prepare(ctx, None if not src.watermark else ctx.store.cursor(
+    prepared = prepare(ctx, None if not src.watermark else ctx.store.cursors.get(
         integration.name, src.system, src.object))
     counts: Counter[str] = Counter()
     samples: dict[str, list[dict[str, Any]]] = {}
@@ -594,12 +599,12 @@ def _planned(operation: Operation, record: Record, held: Record | None) -> str:
 
 def _refused_last_time(ctx: RunContext) -> frozenset[str]:
     """Keys of the records the last finished run of these parameters had set aside."""
-    for run in ctx.store.runs(ctx.integration.name, limit=20):
+    for run in ctx.store.runs.latest(ctx.integration.name, limit=20):
         finished = run.status not in RunStatus.UNFINISHED
         same = {k: v for k, v in run.params.items() if not k.startswith("__")} == \
             jsonable(dict(ctx.params))
         if finished and same:
-            rows = ctx.store.outcomes(run.id, statuses=[Status.REJECTED.value])
+            rows = ctx.store.outcomes.of(run.id, statuses=[Status.REJECTED.value])
             return frozenset(str(r["record_key"]) for r in rows if r["record_key"] is not None)
     return frozenset()
 

@@ -41,7 +41,8 @@ from patchbay.elements.sink import Sink, UnevenOutcomes
 from patchbay.errors import RetriableError
 from patchbay.model import Operation, Outcome, Record, Status
 from patchbay.retry import RetryPolicy
-from patchbay.store.outbox import Delivery, OutboxMixin
+from patchbay.store import Store
+from patchbay.store.outbox import Delivery
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class Deliverer:
     may work the same destination: leases keep them off each other's deliveries.
     """
 
-    store: OutboxMixin
+    store: Store
     integration: str
     targets: Mapping[str, Sink]
     """Each destination's write step: its connector, object, operation for upserts
@@ -91,10 +92,10 @@ class Deliverer:
         if not self._reclaimed:
             # Workers of this machine that were killed hold leases no one would take for
             # `lease_seconds`: a restart takes them over now.
-            self.store.reclaim(self.integration)
+            self.store.outbox.reclaim(self.integration)
             self._reclaimed = True
         target = self.targets[destination]
-        leased = self.store.lease(self.integration, destination, self.worker, limit,
+        leased = self.store.outbox.lease(self.integration, destination, self.worker, limit,
                                   self.lease_seconds)
         stats = DeliveryStats()
         for operation, group in _runs(leased):
@@ -134,12 +135,12 @@ class Deliverer:
             if outcome.status.is_success or outcome.status is Status.SKIPPED:
                 done.append(delivery.id)
             elif outcome.status is Status.REJECTED:
-                applied = self.store.dead(delivery.id, self.worker, _reason(outcome))
+                applied = self.store.outbox.dead(delivery.id, self.worker, _reason(outcome))
                 stats += DeliveryStats(dead=int(applied))
             else:
                 stats += self._failed([delivery], _reason(outcome))
         if done:
-            stats += DeliveryStats(delivered=self.store.delivered(done, self.worker))
+            stats += DeliveryStats(delivered=self.store.outbox.delivered(done, self.worker))
         return stats
 
     def _failed(self, group: Sequence[Delivery], error: str) -> DeliveryStats:
@@ -147,11 +148,11 @@ class Deliverer:
         for delivery in group:
             attempts = delivery.attempts + 1
             if self.policy.gives_up(attempts):
-                dead += self.store.dead(delivery.id, self.worker,
+                dead += self.store.outbox.dead(delivery.id, self.worker,
                                         f"{error} (gave up after {attempts} attempts)")
             else:
                 delay = self.policy.next_delay(attempts)
-                retried += self.store.retry(delivery.id, self.worker, error,
+                retried += self.store.outbox.retry(delivery.id, self.worker, error,
                                             dt.timedelta(seconds=delay))
         return DeliveryStats(retried=retried, dead=dead)
 

@@ -13,7 +13,7 @@ from patchbay.errors import SpecError
 from patchbay.patterns import broadcast, migration
 from patchbay.patterns.context import ProgressCallback, RunContext
 from patchbay.spec import AggregationSpec, AnyIntegration, BroadcastSpec, IntegrationFile, MigrationSpec
-from patchbay.store import Store
+from patchbay.store import Store, open_state
 
 if TYPE_CHECKING:
     from patchbay.patterns.aggregation import Answer
@@ -158,12 +158,7 @@ def verify(ctx: RunContext) -> dict[str, Any]:
 def _context(path: str | Path, name: str | None, params: Mapping[str, Any] | None,
              state: str | Path | None) -> RunContext:
     invocation = Invocation.load(path, name, params or {})
-    if state is not None and "://" in str(state):
-        store, reports = Store.open(str(state)), Path(".patchbay") / "runs"
-    else:
-        directory = Path(state) if state is not None else Path(".patchbay")
-        store, reports = Store.open(directory=directory), directory / "runs"
-    return invocation.context(store, reports)
+    return invocation.context(*open_state(state))
 
 
 def run_integration(path: str | Path, name: str | None = None,

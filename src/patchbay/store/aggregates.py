@@ -1,4 +1,5 @@
-"""The state of stream aggregations: groups with their accumulators, and the messages counted.
+"""The state of stream aggregations: groups with their accumulators (the messages counted
+are the Seen repository's, store/seen.py).
 
 A group is one row of `patchbay_aggregates`: the integration, the group's values as JSON
 text (`group_key`), the accumulators (`state`, JSON), a `revision` that every change
@@ -10,7 +11,6 @@ nothing of what an accumulator means: `count` is given a function that combines 
                merged into their groups, the groups marked dirty
     dirty      the dirty groups, in group_key order, a page at a time
     written    clear `dirty` of groups written, unless they changed since they were read
-    purge_seen forget counted messages older than a cutoff
 
 Two processes may count into the same integration (a PostgreSQL state): the insert into
 `patchbay_seen_messages` is the arbiter (ON CONFLICT DO NOTHING ... RETURNING: of two
@@ -22,17 +22,16 @@ the transaction holds the database's one write lock from its first insert.
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
-from patchbay.store.outbox import clock
-from patchbay.store.schema import aggregates, seen_messages
+from patchbay.store import seen
+from patchbay.store.schema import aggregates
+from patchbay.store.unit import Repository, chunks, clock, insert_or_skip
 
 Combine = Callable[[Mapping[str, Any], Mapping[str, Any]], dict[str, Any]]
 """(accumulators so far, delta) -> accumulators with the delta merged in; both JSON-ready.
@@ -60,21 +59,8 @@ class Group:
     revision: int
 
 
-class AggregatesMixin:
-    """The stream aggregation part of the Store (which supplies `engine`)."""
-
-    engine: Engine
-
-    def seen(self, integration: str, source: str, ids: Sequence[str]) -> set[str]:
-        """Which of these message ids of `source` have been counted."""
-        found: set[str] = set()
-        with self.engine.connect() as conn:
-            for chunk in _chunks(sorted(set(ids))):
-                found.update(conn.execute(sa.select(seen_messages.c.message_id).where(
-                    seen_messages.c.integration == integration,
-                    seen_messages.c.source == source,
-                    seen_messages.c.message_id.in_(chunk))).scalars())
-        return found
+class Aggregates(Repository):
+    """The groups of stream aggregations (`patchbay_aggregates`)."""
 
     def count(self, integration: str, messages: Sequence[Counted], combine: Combine) -> list[Counted]:
         """Record the messages as seen and merge the deltas of those not seen before into
@@ -86,48 +72,15 @@ class AggregatesMixin:
             unique.setdefault((message.source, message.message_id), message)
         if not unique:
             return []
-        with self.engine.begin() as conn:
-            now = clock(conn)
-            rows = [dict(integration=integration, source=source, message_id=message_id, seen_at=now)
-                    for source, message_id in sorted(unique)]
-            recorded: set[tuple[str, str]] = set()
-            for chunk in _chunks(rows):
-                stmt = (insert_or_skip(conn, seen_messages).values(chunk)
-                        .on_conflict_do_nothing()
-                        .returning(seen_messages.c.source, seen_messages.c.message_id))
-                recorded.update((str(s), str(i)) for s, i in conn.execute(stmt))
+        with self._db.begin("aggregates.count") as conn:
+            recorded = seen.record(conn, integration, list(unique))
             counted = [m for key, m in unique.items() if key in recorded]
             deltas: dict[str, dict[str, Any]] = {}
             for message in counted:
                 deltas[message.group_key] = combine(deltas.get(message.group_key, {}), message.delta)
             if deltas:
-                self._merge(conn, integration, deltas, combine, now)
+                _merge(conn, integration, deltas, combine, clock(conn))
         return counted
-
-    def _merge(self, conn: Connection, integration: str, deltas: Mapping[str, Mapping[str, Any]],
-               combine: Combine, now: Any) -> None:
-        keys = sorted(deltas)
-        # A group new to the state gets an empty row first, so that every group of the
-        # batch can be locked the same way (a lock cannot be taken on a row not there).
-        for chunk in _chunks(keys):
-            conn.execute(insert_or_skip(conn, aggregates).values(
-                [dict(integration=integration, group_key=key, state={}, revision=0, dirty=False,
-                      updated_at=now) for key in chunk]).on_conflict_do_nothing())
-        stored: dict[str, Mapping[str, Any]] = {}
-        for chunk in _chunks(keys):
-            select = (sa.select(aggregates.c.group_key, aggregates.c.state)
-                      .where(aggregates.c.integration == integration,
-                             aggregates.c.group_key.in_(chunk))
-                      .order_by(aggregates.c.group_key).with_for_update())
-            stored.update((str(k), state or {}) for k, state in conn.execute(select))
-        update = (sa.update(aggregates)
-                  .where(aggregates.c.integration == sa.bindparam("b_integration"),
-                         aggregates.c.group_key == sa.bindparam("b_group_key"))
-                  .values(state=sa.bindparam("b_state"), revision=aggregates.c.revision + 1,
-                          dirty=True, updated_at=now))
-        conn.execute(update, [dict(b_integration=integration, b_group_key=key,
-                                   b_state=combine(stored.get(key, {}), deltas[key]))
-                              for key in keys])
 
     def dirty(self, integration: str, after: str | None = None, limit: int = 1000) -> list[Group]:
         """Up to `limit` dirty groups whose group_key sorts after `after`, in that order."""
@@ -136,7 +89,7 @@ class AggregatesMixin:
                 .order_by(aggregates.c.group_key).limit(limit))
         if after is not None:
             stmt = stmt.where(aggregates.c.group_key > after)
-        with self.engine.connect() as conn:
+        with self._db.read("aggregates.dirty") as conn:
             return [Group(str(k), dict(state or {}), int(r)) for k, state, r in conn.execute(stmt)]
 
     def written(self, integration: str, groups: Sequence[Group]) -> None:
@@ -149,36 +102,32 @@ class AggregatesMixin:
                        aggregates.c.group_key == sa.bindparam("b_group_key"),
                        aggregates.c.revision == sa.bindparam("b_revision"))
                 .values(dirty=False))
-        with self.engine.begin() as conn:
+        with self._db.begin("aggregates.written") as conn:
             conn.execute(stmt, [dict(b_integration=integration, b_group_key=g.group_key,
                                      b_revision=g.revision) for g in groups])
 
-    def purge_seen(self, integration: str, older_than: dt.timedelta) -> int:
-        """Forget the messages counted longer than `older_than` ago; how many. In chunks,
-        so that a large table is not locked for long."""
-        purged = 0
-        while True:
-            with self.engine.begin() as conn:
-                cutoff = clock(conn) - older_than
-                old = (sa.select(seen_messages.c.source, seen_messages.c.message_id)
-                       .where(seen_messages.c.integration == integration,
-                              seen_messages.c.seen_at < cutoff).limit(_CHUNK))
-                keys = [tuple(row) for row in conn.execute(old)]
-                if keys:
-                    purged += conn.execute(sa.delete(seen_messages).where(
-                        seen_messages.c.integration == integration,
-                        sa.tuple_(seen_messages.c.source, seen_messages.c.message_id).in_(keys))
-                    ).rowcount
-            if len(keys) < _CHUNK:
-                return purged
 
-
-def insert_or_skip(conn: Connection, table: sa.Table) -> Any:
-    """An INSERT that can skip rows already there (the engine state is SQLite or PostgreSQL)."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table)
-
-
-def _chunks(items: Sequence[Any]) -> Iterator[list[Any]]:
-    for start in range(0, len(items), _CHUNK):
-        yield list(items[start:start + _CHUNK])
+def _merge(conn: Connection, integration: str, deltas: Mapping[str, Mapping[str, Any]],
+           combine: Combine, now: Any) -> None:
+    keys = sorted(deltas)
+    # A group new to the state gets an empty row first, so that every group of the
+    # batch can be locked the same way (a lock cannot be taken on a row not there).
+    for chunk in chunks(keys, _CHUNK):
+        conn.execute(insert_or_skip(conn, aggregates).values(
+            [dict(integration=integration, group_key=key, state={}, revision=0, dirty=False,
+                  updated_at=now) for key in chunk]).on_conflict_do_nothing())
+    stored: dict[str, Mapping[str, Any]] = {}
+    for chunk in chunks(keys, _CHUNK):
+        select = (sa.select(aggregates.c.group_key, aggregates.c.state)
+                  .where(aggregates.c.integration == integration,
+                         aggregates.c.group_key.in_(chunk))
+                  .order_by(aggregates.c.group_key).with_for_update())
+        stored.update((str(k), state or {}) for k, state in conn.execute(select))
+    update = (sa.update(aggregates)
+              .where(aggregates.c.integration == sa.bindparam("b_integration"),
+                     aggregates.c.group_key == sa.bindparam("b_group_key"))
+              .values(state=sa.bindparam("b_state"), revision=aggregates.c.revision + 1,
+                      dirty=True, updated_at=now))
+    conn.execute(update, [dict(b_integration=integration, b_group_key=key,
+                               b_state=combine(stored.get(key, {}), deltas[key]))
+                          for key in keys])

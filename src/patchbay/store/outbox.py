@@ -1,8 +1,14 @@
 """The broadcast outbox: durable deliveries, leased per destination, in order per record.
 
-One row per destination per change. A change enters with `Store.enqueue`, in the same
+One row per destination per change. A change enters with `Outbox.add`, in the same
 transaction that advances the source cursor past it, so a crash either keeps both or
-neither ("nothing lost"). Workers then, for one destination at a time:
+neither ("nothing lost"):
+
+    with store.transaction() as tx:
+        tx.outbox.add(integration, deliveries)
+        tx.cursors.set(integration, system, object, position)
+
+Workers then, for one destination at a time:
 
     lease      the due pending deliveries whose lease is free or expired, at most the
                oldest undelivered one of each record key, ordered by id
@@ -40,16 +46,18 @@ Rules a caller can rely on:
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 
+from patchbay.model import jsonable
 from patchbay.processes import gone
 from patchbay.store.schema import outbox
+from patchbay.store.unit import Repository, chunks, clock
 
 
 class DeliveryStatus(StrEnum):
@@ -136,18 +144,33 @@ def version_order(version: str | None) -> tuple[str, Any] | None:
     return ("time", at if at.tzinfo is not None else at.replace(tzinfo=dt.UTC))
 
 
-def clock(conn: Connection) -> Any:
-    """Now, as the outbox compares times: the database's clock on PostgreSQL (an SQL
-    expression, the transaction's start), the local clock elsewhere (a datetime)."""
-    if conn.dialect.name == "postgresql":
-        return sa.func.now()
-    return dt.datetime.now(dt.UTC)
+class Outbox(Repository):
+    """The outbox (`patchbay_outbox`); see the module's docstring."""
 
+    def add(self, integration: str, deliveries: Sequence[NewDelivery], *,
+            newer_only: bool = False) -> int:
+        """Record deliveries; how many were recorded. In a unit of work with the cursor
+        moved past the changes they carry (see the module's docstring).
 
-class OutboxMixin:
-    """The outbox part of the Store (which supplies `engine`, and `enqueue`)."""
-
-    engine: Engine
+        For changes a source pushed, `newer_only` leaves out each delivery older than one of
+        the same record already in the outbox for its destination (a late push never
+        overwrites a newer version). Two pushes of one record must then not both find
+        themselves the newest: run it in
+        `store.transaction(serial=f"push:{integration}")`."""
+        rows = [dict(integration=integration, destination=d.destination,
+                     record_key=as_text(d.record_key), version=as_text(d.version),
+                     operation=d.operation,
+                     payload=jsonable(d.payload) if d.payload is not None else None)
+                for d in deliveries]
+        with self._db.begin("outbox.add") as conn:
+            if newer_only and rows:
+                rows = _newer_only(conn, integration, rows)
+            if rows:
+                now = clock(conn)
+                conn.execute(sa.insert(outbox).values(
+                    status=DeliveryStatus.PENDING.value, attempts=0, next_attempt_at=now,
+                    created_at=now), rows)
+        return len(rows)
 
     def lease(self, integration: str, destination: str, worker: str, limit: int = 500,
               lease_seconds: float = 60.0) -> list[Delivery]:
@@ -158,7 +181,7 @@ class OutboxMixin:
         """
         if limit <= 0:
             return []
-        with self.engine.begin() as conn:
+        with self._db.begin("outbox.lease") as conn:
             now = clock(conn)
             # The head of each record key (its oldest pending or dead delivery) in one
             # sorted pass. (A correlated NOT EXISTS per candidate ran as a nested loop over
@@ -195,7 +218,7 @@ class OutboxMixin:
         """Free the leases held by workers of this machine whose process has ended (killed,
         crashed); how many. A restarted process then delivers them at once instead of
         waiting `lease_seconds`. Leases of other machines' workers are left to expire."""
-        with self.engine.begin() as conn:
+        with self._db.begin("outbox.reclaim") as conn:
             held = (outbox.c.integration == integration,
                     outbox.c.status == DeliveryStatus.PENDING.value,
                     outbox.c.lease_expires_at > clock(conn))
@@ -209,9 +232,9 @@ class OutboxMixin:
     def delivered(self, ids: Sequence[int], worker: str) -> int:
         """Mark deliveries `worker` holds as delivered; return how many it still held."""
         done = 0
-        with self.engine.begin() as conn:
+        with self._db.begin("outbox.delivered") as conn:
             now = clock(conn)
-            for chunk in _chunks(ids):
+            for chunk in chunks(ids, _CHUNK):
                 done += conn.execute(_held(chunk, worker).values(
                     status=DeliveryStatus.DELIVERED.value, delivered_at=now,
                     attempts=outbox.c.attempts + 1, lease_owner=None,
@@ -222,7 +245,7 @@ class OutboxMixin:
               next_attempt_at: dt.datetime | dt.timedelta) -> bool:
         """Put a delivery `worker` holds back to pending, due at `next_attempt_at` (a time,
         or a delay from the outbox's clock); whether `worker` still held it."""
-        with self.engine.begin() as conn:
+        with self._db.begin("outbox.retry") as conn:
             due = (clock(conn) + next_attempt_at if isinstance(next_attempt_at, dt.timedelta)
                    else next_attempt_at)
             return bool(conn.execute(_held([id], worker).values(
@@ -231,7 +254,7 @@ class OutboxMixin:
 
     def dead(self, id: int, worker: str, error: str) -> bool:
         """Make a delivery `worker` holds a dead letter; whether `worker` still held it."""
-        with self.engine.begin() as conn:
+        with self._db.begin("outbox.dead") as conn:
             return bool(conn.execute(_held([id], worker).values(
                 status=DeliveryStatus.DEAD.value, attempts=outbox.c.attempts + 1,
                 last_error=error, lease_owner=None, lease_expires_at=None)).rowcount)
@@ -246,20 +269,20 @@ class OutboxMixin:
             stmt = stmt.where(outbox.c.integration == integration)
         if destination is not None:
             stmt = stmt.where(outbox.c.destination == destination)
-        with self.engine.connect() as conn:
+        with self._db.read("outbox.dead_letters") as conn:
             return [_delivery(row) for row in conn.execute(stmt).mappings()]
 
-    def delivery(self, id: int) -> Delivery | None:
-        with self.engine.connect() as conn:
+    def get(self, id: int) -> Delivery | None:
+        with self._db.read("outbox.get") as conn:
             row = conn.execute(sa.select(outbox).where(outbox.c.id == id)).mappings().first()
         return None if row is None else _delivery(row)
 
     def replay(self, ids: Sequence[int]) -> int:
         """Dead letters back to pending, attempts reset, due now; how many were dead."""
         changed = 0
-        with self.engine.begin() as conn:
+        with self._db.begin("outbox.replay") as conn:
             now = clock(conn)
-            for chunk in _chunks(ids):
+            for chunk in chunks(ids, _CHUNK):
                 changed += conn.execute(sa.update(outbox).where(
                     outbox.c.id.in_(chunk), outbox.c.status == DeliveryStatus.DEAD.value).values(
                     status=DeliveryStatus.PENDING.value, attempts=0, next_attempt_at=now,
@@ -269,8 +292,8 @@ class OutboxMixin:
     def discard(self, ids: Sequence[int]) -> int:
         """Give up on dead letters for good (unblocks their keys); how many were dead."""
         changed = 0
-        with self.engine.begin() as conn:
-            for chunk in _chunks(ids):
+        with self._db.begin("outbox.discard") as conn:
+            for chunk in chunks(ids, _CHUNK):
                 changed += conn.execute(sa.update(outbox).where(
                     outbox.c.id.in_(chunk), outbox.c.status == DeliveryStatus.DEAD.value).values(
                     status=DeliveryStatus.DISCARDED.value)).rowcount
@@ -282,7 +305,7 @@ class OutboxMixin:
         Deletes go in chunks, so that a large outbox is not locked for long."""
         purged = 0
         while True:
-            with self.engine.begin() as conn:
+            with self._db.begin("outbox.purge") as conn:
                 cutoff = clock(conn) - older_than
                 finished = sa.or_(
                     sa.and_(outbox.c.status == DeliveryStatus.DELIVERED.value,
@@ -298,17 +321,47 @@ class OutboxMixin:
             if len(ids) < _CHUNK:
                 return purged
 
-    def outbox_counts(self, integration: str) -> dict[str, dict[str, int]]:
+    def counts(self, integration: str) -> dict[str, dict[str, int]]:
         """Deliveries per destination and status (every status present, zero or not)."""
         stmt = (sa.select(outbox.c.destination, outbox.c.status, sa.func.count())
                 .where(outbox.c.integration == integration)
                 .group_by(outbox.c.destination, outbox.c.status))
         counts: dict[str, dict[str, int]] = {}
-        with self.engine.connect() as conn:
+        with self._db.read("outbox.counts") as conn:
             for destination, status, n in conn.execute(stmt):
                 per = counts.setdefault(destination, {s.value: 0 for s in DeliveryStatus})
                 per[status] = int(n)
         return counts
+
+
+def _newer_only(conn: Connection, integration: str,
+                rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows no older than every delivery of their record already in the outbox for
+    their destination (discarded ones aside). Versions that cannot be compared (of
+    different kinds, or none) never leave a row out."""
+    keys = sorted({row["record_key"] for row in rows})
+    destinations = sorted({row["destination"] for row in rows})
+    newest: dict[tuple[str, str], Any] = {}
+    for start in range(0, len(keys), _CHUNK):
+        stmt = (sa.select(outbox.c.destination, outbox.c.record_key, outbox.c.version)
+                .where(outbox.c.integration == integration,
+                       outbox.c.destination.in_(destinations),
+                       outbox.c.record_key.in_(keys[start:start + _CHUNK]),
+                       outbox.c.status != DeliveryStatus.DISCARDED.value,
+                       outbox.c.version.is_not(None)))
+        for destination, record_key, version in conn.execute(stmt):
+            order = version_order(version)
+            held = newest.get((destination, record_key))
+            if order is not None and (held is None or (held[0] == order[0] and order > held)):
+                newest[(destination, record_key)] = order
+    kept = []
+    for row in rows:
+        held = newest.get((row["destination"], row["record_key"]))
+        order = version_order(row["version"])
+        if held is not None and order is not None and order[0] == held[0] and order < held:
+            continue
+        kept.append(row)
+    return kept
 
 
 def _ended(worker: str) -> bool:
@@ -321,12 +374,6 @@ def _ended(worker: str) -> bool:
 def _held(ids: Sequence[int], worker: str) -> sa.Update:
     return sa.update(outbox).where(outbox.c.id.in_(list(ids)), outbox.c.lease_owner == worker,
                                    outbox.c.status == DeliveryStatus.PENDING.value)
-
-
-def _chunks(ids: Sequence[int]) -> Iterator[list[int]]:
-    ids = list(ids)
-    for start in range(0, len(ids), _CHUNK):
-        yield ids[start:start + _CHUNK]
 
 
 def _aware(value: dt.datetime | None) -> dt.datetime | None:

@@ -11,6 +11,8 @@ from collections.abc import Callable
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from patchbay.errors import EngineStateError
+
 metadata = sa.MetaData()
 
 meta = sa.Table(
@@ -145,8 +147,9 @@ def migrate(conn: Connection) -> int:
     found = conn.execute(sa.select(meta.c.value).where(meta.c.name == "schema_version")).scalar()
     version = int(found) if found is not None else 0
     if version > SCHEMA_VERSION:
-        raise RuntimeError(f"the engine state has schema version {version}, newer than this "
-                           f"patchbay knows ({SCHEMA_VERSION}); upgrade patchbay")
+        raise EngineStateError(f"the engine state has schema version {version}, newer than "
+                               f"this patchbay knows ({SCHEMA_VERSION}); upgrade patchbay",
+                               operation="migrate")
     for number in range(version, SCHEMA_VERSION):
         MIGRATIONS[number](conn)
     if version == 0:

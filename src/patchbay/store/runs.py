@@ -1,0 +1,216 @@
+"""Runs and their outcomes: what a run is doing or did, and the records it set aside.
+
+    Runs      start, claim, get, latest, unfinished, checkpoint, restart, finish
+    Outcomes  add (a batch's set-aside records), of (a run's), forget (a run's)
+
+A written batch is recorded as one unit of work (see patterns/migration.py):
+
+    with store.transaction() as tx:
+        tx.outcomes.add(run_id, batch, rows)
+        tx.runs.checkpoint(run_id, batch=batch, checkpoint=position, counters=counters)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from patchbay.errors import UnknownRun
+from patchbay.model import jsonable
+from patchbay.processes import gone, this_host
+from patchbay.store.schema import outcomes, runs
+from patchbay.store.unit import Repository
+
+STALE_AFTER = dt.timedelta(minutes=2)
+"""A running run whose owner has not checkpointed for this long, on another host, is dead."""
+
+
+class RunStatus:
+    RUNNING = "running"
+    INTERRUPTED = "interrupted"
+    FAILED = "failed"
+    COMPLETE = "complete"
+    COMPLETE_WITH_REJECTS = "complete_with_rejects"
+    INCOMPLETE = "incomplete"
+
+    UNFINISHED = (RUNNING, INTERRUPTED, FAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    id: str
+    integration: str
+    pattern: str
+    spec_path: str | None
+    params: dict[str, Any]
+    status: str
+    started_at: dt.datetime
+    finished_at: dt.datetime | None
+    heartbeat_at: dt.datetime | None
+    owner: str | None
+    batches: int
+    counters: dict[str, int]
+    checkpoint: dict[str, Any] | None
+    report: dict[str, Any] | None
+    error: str | None
+    fingerprint: str | None
+    """The digest of the definition the run ran (see migration.fingerprint); None for runs
+    started before patchbay kept it."""
+
+    @property
+    def owner_alive(self) -> bool:
+        """Whether the process that owns this running run still lives."""
+        if self.status != RunStatus.RUNNING or not self.owner:
+            return False
+        host, _, pid = self.owner.rpartition(":")
+        if host == this_host():
+            return pid.isdigit() and not gone(host, pid)
+        beat = self.heartbeat_at or self.started_at
+        return _now() - _aware(beat) < STALE_AFTER
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeRow:
+    record_key: Any
+    status: str
+    code: str | None
+    reason: str | None
+    source: Mapping[str, Any] | None
+
+
+def new_run_id() -> str:
+    return _now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+class Runs(Repository):
+    """The table of runs (`patchbay_runs`)."""
+
+    def start(self, integration: str, pattern: str, params: Mapping[str, Any],
+              spec_path: str | None = None, fingerprint: str | None = None) -> RunRecord:
+        now = _now()
+        values = dict(id=new_run_id(), integration=integration, pattern=pattern,
+                      spec_path=spec_path, params=jsonable(params), status=RunStatus.RUNNING,
+                      started_at=now, heartbeat_at=now, owner=_owner(), batches=0, counters={},
+                      checkpoint=None, fingerprint=fingerprint)
+        with self._db.begin("runs.start") as conn:
+            conn.execute(sa.insert(runs).values(**values))
+        return self.get(str(values["id"]))
+
+    def claim(self, run_id: str) -> RunRecord:
+        """Take over an unfinished run to resume it."""
+        with self._db.begin("runs.claim") as conn:
+            conn.execute(sa.update(runs).where(runs.c.id == run_id).values(
+                status=RunStatus.RUNNING, owner=_owner(), heartbeat_at=_now(), error=None,
+                finished_at=None))
+        return self.get(run_id)
+
+    def get(self, run_id: str) -> RunRecord:
+        with self._db.read("runs.get") as conn:
+            row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).mappings().first()
+        if row is None:
+            raise UnknownRun(f"no run '{run_id}' in the engine state")
+        return _run_record(row)
+
+    def latest(self, integration: str | None = None, limit: int = 50) -> list[RunRecord]:
+        """The latest runs (of one integration, or of all), latest first."""
+        stmt = sa.select(runs).order_by(runs.c.started_at.desc(), runs.c.id.desc()).limit(limit)
+        if integration is not None:
+            stmt = stmt.where(runs.c.integration == integration)
+        with self._db.read("runs.latest") as conn:
+            return [_run_record(r) for r in conn.execute(stmt).mappings()]
+
+    def unfinished(self, integration: str, params: Mapping[str, Any]) -> list[RunRecord]:
+        """The unfinished runs of this integration name with the same parameters, latest
+        first, whatever definition they ran (the caller compares fingerprints)."""
+        wanted = jsonable(params)
+        stmt = (sa.select(runs).where(runs.c.integration == integration,
+                                      runs.c.status.in_(RunStatus.UNFINISHED))
+                .order_by(runs.c.started_at.desc(), runs.c.id.desc()))
+        with self._db.read("runs.unfinished") as conn:
+            return [_run_record(row) for row in conn.execute(stmt).mappings()
+                    if row["params"] == wanted]
+
+    def checkpoint(self, run_id: str, *, batch: int, checkpoint: Mapping[str, Any],
+                   counters: Mapping[str, int]) -> None:
+        """Record the position after a written batch (its set-aside records go to Outcomes,
+        in the same transaction)."""
+        with self._db.begin("runs.checkpoint") as conn:
+            conn.execute(sa.update(runs).where(runs.c.id == run_id).values(
+                batches=batch, checkpoint=jsonable(checkpoint), counters=dict(counters),
+                heartbeat_at=_now()))
+
+    def restart(self, run_id: str) -> None:
+        """Take a run back to its start: no checkpoint, no counters (its set-aside records
+        are Outcomes.forget's, in the same transaction)."""
+        with self._db.begin("runs.restart") as conn:
+            conn.execute(sa.update(runs).where(runs.c.id == run_id).values(
+                batches=0, checkpoint=None, counters={}))
+
+    def finish(self, run_id: str, status: str, *, report: Mapping[str, Any] | None = None,
+               error: str | None = None, counters: Mapping[str, int] | None = None) -> None:
+        values: dict[str, Any] = dict(status=status, error=error)
+        if status not in (RunStatus.RUNNING, RunStatus.INTERRUPTED, RunStatus.FAILED):
+            values["finished_at"] = _now()
+        if report is not None:
+            values["report"] = jsonable(report)
+        if counters is not None:
+            values["counters"] = dict(counters)
+        with self._db.begin("runs.finish") as conn:
+            conn.execute(sa.update(runs).where(runs.c.id == run_id).values(**values))
+
+
+class Outcomes(Repository):
+    """The records runs set aside or failed (`patchbay_outcomes`); successes are counted,
+    not listed."""
+
+    def add(self, run_id: str, batch: int, rows: Sequence[OutcomeRow]) -> None:
+        if not rows:
+            return
+        with self._db.begin("outcomes.add") as conn:
+            conn.execute(sa.insert(outcomes), [
+                dict(run_id=run_id, batch=batch, record_key=_key_text(o.record_key),
+                     status=o.status, code=o.code, reason=o.reason,
+                     source=jsonable(o.source) if o.source is not None else None)
+                for o in rows])
+
+    def of(self, run_id: str, statuses: Sequence[str] | None = None,
+           limit: int | None = None) -> list[dict[str, Any]]:
+        """A run's outcomes in the order they were recorded; of these statuses only, when given."""
+        stmt = sa.select(outcomes).where(outcomes.c.run_id == run_id).order_by(outcomes.c.id)
+        if statuses:
+            stmt = stmt.where(outcomes.c.status.in_(list(statuses)))
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with self._db.read("outcomes.of") as conn:
+            return [dict(r) for r in conn.execute(stmt).mappings()]
+
+    def forget(self, run_id: str) -> None:
+        with self._db.begin("outcomes.forget") as conn:
+            conn.execute(sa.delete(outcomes).where(outcomes.c.run_id == run_id))
+
+
+def _run_record(row: sa.RowMapping) -> RunRecord:
+    return RunRecord(**{c.name: row[c.name] for c in runs.columns})
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def _key_text(value: Any) -> str | None:
+    return None if value is None else str(value)

@@ -1,0 +1,123 @@
+"""What every repository of the engine state stands on: where its connection comes from,
+and how a failure of the engine state becomes an error of patchbay's tree.
+
+A repository (runs, outcomes, cursors, outbox, aggregates, seen) is given a `Connections`:
+
+    Own       the Store's: every call of a repository opens, and commits, its own transaction
+    Within    a Transaction's: every repository of it works on its one connection, and all
+              they write commits together when the `with store.transaction()` block ends
+
+so the same repository code serves a single call (`store.runs.get(id)`) and a unit of work
+across tables (`with store.transaction() as tx: tx.outbox.add(...); tx.cursors.set(...)`).
+No SQLAlchemy exception leaves either: each becomes an EngineStateError naming the state
+(its URL redacted) and the operation, an EngineStateUnavailable (retriable) when the state
+could not be reached.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from patchbay.errors import EngineStateError, EngineStateUnavailable
+from patchbay.spec import redact_url
+
+
+class Connections(Protocol):
+    """Where a repository's statements run; see the module's docstring."""
+
+    def begin(self, operation: str) -> contextlib.AbstractContextManager[Connection]:
+        """A connection in a transaction that writes; `operation` names it in errors."""
+        ...
+
+    def read(self, operation: str) -> contextlib.AbstractContextManager[Connection]:
+        """A connection to read with; `operation` names it in errors."""
+        ...
+
+
+class Own:
+    """Each call in a transaction of its own, on a connection from the engine's pool."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @contextlib.contextmanager
+    def begin(self, operation: str) -> Iterator[Connection]:
+        with wrapped(self.engine, operation), self.engine.begin() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def read(self, operation: str) -> Iterator[Connection]:
+        with wrapped(self.engine, operation), self.engine.connect() as conn:
+            yield conn
+
+
+class Within:
+    """Every call on the one connection of a transaction under way, which commits later."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    @contextlib.contextmanager
+    def begin(self, operation: str) -> Iterator[Connection]:
+        with wrapped(self.conn.engine, operation):
+            yield self.conn
+
+    read = begin
+
+
+class Repository:
+    """One table (or a few that belong together) of the engine state."""
+
+    def __init__(self, connections: Connections) -> None:
+        self._db = connections
+
+
+@contextlib.contextmanager
+def wrapped(engine: Engine, operation: str) -> Iterator[None]:
+    """SQLAlchemy's errors raised inside, as errors of patchbay's tree."""
+    try:
+        yield
+    except sa.exc.SQLAlchemyError as exc:
+        raise state_error(exc, engine, operation) from exc
+
+
+def state_error(exc: sa.exc.SQLAlchemyError, engine: Engine, operation: str) -> EngineStateError:
+    """The error of patchbay's tree for a failure of the engine state: unavailable (to be
+    tried again) when the state cannot be reached or is busy (a restart, a lost connection,
+    a lock held too long), else a plain EngineStateError."""
+    cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None else exc
+    reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    url = engine.url.set(drivername=engine.url.get_backend_name())  # as written: no +driver
+    state = redact_url(url.render_as_string(hide_password=True))
+    unreachable = (isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError))
+                   or (isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated))
+    kind = EngineStateUnavailable if unreachable else EngineStateError
+    return kind(f"the engine state failed: {reason}", state=state, operation=operation)
+
+
+def clock(conn: Connection) -> Any:
+    """Now, as the engine state compares times: the database's clock on PostgreSQL (an SQL
+    expression, the transaction's start), the local clock elsewhere (a datetime)."""
+    if conn.dialect.name == "postgresql":
+        return sa.func.now()
+    return dt.datetime.now(dt.UTC)
+
+
+def insert_or_skip(conn: Connection, table: sa.Table) -> Any:
+    """An INSERT that can skip rows already there (the engine state is SQLite or PostgreSQL)."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
+def chunks(items: Sequence[Any], size: int) -> Iterator[list[Any]]:
+    """`items` a `size` at a time, so that no statement grows without bound."""
+    items = list(items)
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
