@@ -73,9 +73,9 @@ from patchbay.patterns import aggregation
 from patchbay.runtime.runner import Invocation
 from patchbay.spec import (
     AggregationSpec,
-    AnyIntegration,
     BroadcastSpec,
     IntegrationFile,
+    IntegrationSpec,
     ParameterSpec,
 )
 from patchbay.store import RunRecord, Store
@@ -214,7 +214,7 @@ class _Api:
     async def integrations(self, request: Request) -> Response:
         return self.json({"integrations": [self._integration(i) for i in self.file.integrations]})
 
-    def _integration(self, integration: AnyIntegration) -> dict[str, Any]:
+    def _integration(self, integration: IntegrationSpec) -> dict[str, Any]:
         described: dict[str, Any] = {
             "name": integration.name, "pattern": integration.pattern,
             "description": integration.description,
@@ -269,7 +269,7 @@ class _Api:
         return self.json({"run": record.id, "integration": record.integration,
                           "status": record.status, "url": url}, 202, {"Location": url})
 
-    def _find(self, name: str) -> AnyIntegration:
+    def _find(self, name: str) -> IntegrationSpec:
         by_name = {i.name: i for i in self.file.integrations}
         if name in by_name:
             return by_name[name]
@@ -516,7 +516,7 @@ _NATIVE: dict[str, tuple[type, ...]] = {
     "list": (list, str)}
 
 
-def _json_params(integration: AnyIntegration, given: Mapping[str, Any]) -> dict[str, Any]:
+def _json_params(integration: IntegrationSpec, given: Mapping[str, Any]) -> dict[str, Any]:
     """JSON values as resolve_parameters takes them: a value of its parameter's JSON type
     as is, any other scalar as text, for the parameter's own parsing (and its message)."""
     converted: dict[str, Any] = {}

@@ -12,7 +12,7 @@ from patchbay.connectors.base import Connector, connect
 from patchbay.elements.conform import Conformer
 from patchbay.errors import SpecError
 from patchbay.model import KeyValue, ObjectSchema, Operation
-from patchbay.spec import AnyIntegration, IntegrationFile, Lookup, MigrationSpec, SystemSpec, suggest
+from patchbay.spec import IntegrationFile, IntegrationSpec, Lookup, MigrationSpec, SystemSpec, suggest
 from patchbay.store import Store
 
 ProgressCallback = Callable[[str, Mapping[str, int]], None]
@@ -79,7 +79,7 @@ def _as_key(value: KeyValue) -> str:
 class RunContext:
     """Everything a pattern needs to run one integration once."""
 
-    integration: AnyIntegration
+    integration: IntegrationSpec
     systems: Systems
     store: Store
     params: Mapping[str, Any]
@@ -89,7 +89,7 @@ class RunContext:
     progress: ProgressCallback | None = None
 
     @classmethod
-    def create(cls, file: IntegrationFile, integration: AnyIntegration, store: Store,
+    def create(cls, file: IntegrationFile, integration: IntegrationSpec, store: Store,
                params: Mapping[str, Any], **kwargs: Any) -> RunContext:
         return cls(integration, Systems(file.systems), store, params, spec_path=file.path, **kwargs)
 

@@ -12,7 +12,7 @@ from patchbay import spec
 from patchbay.errors import SpecError
 from patchbay.patterns import broadcast, migration
 from patchbay.patterns.context import ProgressCallback, RunContext
-from patchbay.spec import AggregationSpec, AnyIntegration, BroadcastSpec, IntegrationFile, MigrationSpec
+from patchbay.spec import AggregationSpec, BroadcastSpec, IntegrationFile, IntegrationSpec
 from patchbay.store import Store
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ class Invocation:
     """An integration chosen from a file, with the parameters of this run."""
 
     file: IntegrationFile
-    integration: AnyIntegration
+    integration: IntegrationSpec
     params: dict[str, Any]
 
     @classmethod
@@ -42,12 +42,12 @@ class Invocation:
         return ctx
 
 
-def in_dependency_order(file: IntegrationFile) -> list[AnyIntegration]:
+def in_dependency_order(file: IntegrationFile) -> list[IntegrationSpec]:
     """Every integration of the file, each after those whose destination it looks records
     up in (accounts before the contacts that look up their account ids); otherwise in the
     file's order."""
     integrations = file.integrations
-    written = [_destinations(i) for i in integrations]
+    written = [i.objects_written() for i in integrations]
     needs = {index: {other for other, objects in enumerate(written)
                      if other != index and objects & _lookups(integration)}
              for index, integration in enumerate(integrations)}
@@ -64,14 +64,7 @@ def in_dependency_order(file: IntegrationFile) -> list[AnyIntegration]:
     return [integrations[i] for i in ordered]
 
 
-def _destinations(integration: AnyIntegration) -> set[tuple[str, str]]:
-    """The (system, object) pairs an integration writes."""
-    if isinstance(integration, MigrationSpec):
-        return {(integration.destination.system, integration.destination.object)}
-    return {(d.system, d.object) for d in integration.destinations}
-
-
-def _lookups(integration: AnyIntegration) -> set[tuple[str, str]]:
+def _lookups(integration: IntegrationSpec) -> set[tuple[str, str]]:
     """The (system, object) pairs an integration's transforms look records up in."""
     return {(m.lookup.system, m.lookup.object) for transform, _ in integration.transforms()
             for m in transform.fields.values() if m.lookup is not None}
