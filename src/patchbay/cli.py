@@ -26,7 +26,7 @@ from rich.table import Column, Table
 
 from patchbay import __version__, render
 from patchbay.errors import ConnectionFailed, PatchbayError, RunNotResumable, SpecError, UnknownRun
-from patchbay.runtime import runner
+from patchbay.runtime import runner, serving
 from patchbay.runtime.runner import Invocation
 from patchbay.spec import load, resolve_parameters, suggest
 from patchbay.store import Store
@@ -249,14 +249,9 @@ def serve(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = N
     file without any of those."""
     with _handled():
         from patchbay.api import api_token, serve_api
-        from patchbay.spec import AggregationSpec, BroadcastSpec, load
 
-        path_file = load(file)
-        chosen = [i for i in path_file.integrations
-                  if (isinstance(i, BroadcastSpec)
-                      or (isinstance(i, AggregationSpec)
-                          and (i.stream is not None or i.schedule is not None)))
-                  and (integration is None or i.name == integration)]
+        chosen = [i for i in load(file).integrations
+                  if runner.serves(i) and (integration is None or i.name == integration)]
         if not chosen and (not api or integration is not None):
             raise SpecError(f"{file} has no broadcast, stream or scheduled aggregation integration"
                             + (f" named '{integration}'" if integration else ""))
@@ -279,9 +274,7 @@ def worker(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = 
     """Deliver broadcasts' outboxes (no polling), until Ctrl-C: extra workers beside
     `patchbay serve`, sharing the work through an engine state on PostgreSQL."""
     with _handled():
-        from patchbay.spec import BroadcastSpec, load
-
-        chosen = [i for i in load(file).integrations if isinstance(i, BroadcastSpec)
+        chosen = [i for i in load(file).integrations if runner.serves(i, poll=False)
                   and (integration is None or i.name == integration)]
         if not chosen:
             raise SpecError(f"{file} has no broadcast integration"
@@ -293,30 +286,12 @@ def worker(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = 
 
 def _keep_going(invocations: list[Invocation], store: Store, reports: Path, *, poll: bool,
                 server: Any) -> None:
-    """Run a loop per broadcast in its own thread until Ctrl-C (or all of them end)."""
-    stop = threading.Event()
-    threads = []
-    for invocation in invocations:
-        name = invocation.integration.name
-        ctx = invocation.context(store, reports, progress=_serve_progress(name))
-        thread = threading.Thread(target=runner.serve, args=(ctx, stop, poll), name=name,
-                                  daemon=True)
-        thread.start()
-        threads.append(thread)
+    """Keep each integration going in its own thread until Ctrl-C (or all of them end)."""
+    contexts = [i.context(store, reports, progress=_serve_progress(i.integration.name))
+                for i in invocations]
     names = ", ".join(i.integration.name for i in invocations) or "the API only"
-    errors.print(f"{'serving' if poll else 'delivering'} {render.text(names)}; Ctrl-C to stop")
-    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
-    try:
-        while not stop.is_set() and (any(t.is_alive() for t in threads)
-                                     or (server is not None and server.is_alive())):
-            stop.wait(0.5)
-    finally:
-        stop.set()
-        signal.signal(signal.SIGINT, previous)
-        if server is not None:
-            server.stop()
-        for thread in threads:
-            thread.join(timeout=30)
+    serving.keep_going(contexts, poll=poll, beside=server, started=lambda: errors.print(
+        f"{'serving' if poll else 'delivering'} {render.text(names)}; Ctrl-C to stop"))
 
 
 def _serve_progress(name: str) -> Any:

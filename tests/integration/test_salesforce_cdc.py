@@ -15,6 +15,7 @@ import pytest
 from patchbay.localorg.org import Org, OrgConfig, Session
 from patchbay.localorg.running import LocalOrg
 from patchbay.patterns.broadcast import Broadcast
+from patchbay.runtime import serving
 from patchbay.runtime.runner import Invocation
 from patchbay.store import Store
 
@@ -70,7 +71,7 @@ class Engine:
 
     def round(self) -> int:
         changes = self.broadcast.poll()
-        self.broadcast.deliver()
+        serving.deliver(self.broadcast)
         return changes
 
     def cursor(self) -> dict[str, Any]:

@@ -70,6 +70,7 @@ from patchbay.errors import (
     SpecError,
 )
 from patchbay.patterns import aggregation
+from patchbay.runtime import runner
 from patchbay.runtime.runner import Invocation
 from patchbay.spec import (
     AggregationSpec,
@@ -246,10 +247,10 @@ class _Api:
         integration = self._find(name)
         invocation = Invocation(self.file, integration,
                                 spec.resolve_parameters(integration, _json_params(integration, params)))
-        if isinstance(integration, AggregationSpec | BroadcastSpec):
+        if not runner.records_runs(integration):
             # Done in the request: an aggregation's run, or one round of a broadcast.
-            aggregating = isinstance(integration, AggregationSpec)
-            once = self.runs.aggregate if aggregating else self.runs.broadcast_round
+            aggregating = runner.holds_data_set(integration)
+            once = self.runs.aggregate if aggregating else self.runs.round
             # An aggregation's run holds its data set like a live answer: the same bound.
             if aggregating and not self.answering.acquire(blocking=False):
                 return self._busy()
@@ -263,7 +264,7 @@ class _Api:
                 if aggregating:
                     self.answering.release()
             return self.json(summary)
-        record = await run_in_threadpool(self.runs.start_migration, invocation,
+        record = await run_in_threadpool(self.runs.start, invocation,
                                          full=bool(options["full"]), fresh=bool(options["fresh"]))
         url = f"/runs/{record.id}"
         return self.json({"run": record.id, "integration": record.integration,

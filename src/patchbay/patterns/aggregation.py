@@ -21,7 +21,7 @@ import re
 import string
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,11 +37,13 @@ from patchbay.elements.expressions import Expression
 from patchbay.elements.transform import Transform
 from patchbay.errors import FatalRunError, ParameterError, SpecError
 from patchbay.model import Operation, Status
-from patchbay.patterns.context import LookupCache, RunContext, misfits
+from patchbay.patterns.context import LookupCache, RunContext, misfits, spec_of
+from patchbay.patterns.registry import Loop, Pattern, Report
 from patchbay.spec import (
     AggregationDestinationSpec,
     AggregationSourceSpec,
     AggregationSpec,
+    IntegrationSpec,
     ScheduleSpec,
     TransformSpec,
 )
@@ -51,12 +53,6 @@ log = logging.getLogger(__name__)
 
 SAMPLE_REJECTS = 20
 """Set-aside records listed (with reasons) per source in a status; all are counted."""
-
-
-def spec_of(ctx: RunContext) -> AggregationSpec:
-    if not isinstance(ctx.integration, AggregationSpec) or ctx.integration.merge is None:
-        raise SpecError(f"'{ctx.integration.name}' is not an aggregation of sources")
-    return ctx.integration
 
 
 class RequiredSourceFailed(FatalRunError):
@@ -114,7 +110,8 @@ class Aggregation:
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
-        self.spec = spec_of(ctx)
+        self.spec = spec_of(ctx, AggregationSpec, "an aggregation of sources",
+                            lambda a: a.merge is not None)
         self.lookups = LookupCache(ctx.systems)
 
     # -- the answer -----------------------------------------------------------------------------
@@ -296,24 +293,6 @@ class Aggregation:
             found["left_out"] = sorted(unknown)
         return {**found, "rejects": rejects} if rejects else found
 
-    def serve(self, stop: threading.Event) -> None:
-        """Run on the integration's schedule until `stop` is set. A run that fails is
-        logged and the schedule goes on; a run missed while nothing was serving is not
-        made up."""
-        schedule = self.spec.schedule
-        if schedule is None:
-            raise SpecError(f"aggregation '{self.spec.name}' has no schedule to serve")
-        due = dt.datetime.now(dt.UTC) if schedule.every_seconds else next_run(schedule)
-        while not stop.wait(max(0.0, (due - dt.datetime.now(dt.UTC)).total_seconds())):
-            try:
-                report = self.run()
-            except Exception:  # the next scheduled run may well succeed
-                log.exception("%s: the scheduled run failed", self.spec.name)
-            else:
-                self.ctx.notify("aggregation", {"rows": report.get("rows", 0),
-                                                "partial": int(bool(report.get("partial")))})
-            due = next_run(schedule)
-
     def _head(self) -> dict[str, Any]:
         return {"integration": self.spec.name, "pattern": "aggregation"}
 
@@ -369,3 +348,35 @@ def _table(records: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> pa.Ta
     if records:
         return pa.Table.from_pylist(list(records))
     return pa.table({name: pa.array([], pa.null()) for name in fields})
+
+
+class AggregationPattern(Pattern):
+    """An aggregation as a plug-in: of sources (run now, on a schedule, or answered live), or
+    of a stream (consumed and flushed)."""
+
+    holds_data_set = True
+
+    @classmethod
+    def loop_of(cls, integration: IntegrationSpec) -> Loop | None:
+        assert isinstance(integration, AggregationSpec)
+        if integration.stream is not None:
+            return "stream"
+        return "schedule" if integration.schedule is not None else None
+
+    def run(self, *, resume: str | None = None, fresh: bool = False, full: bool = False,
+            say: Callable[[str], None] | None = None) -> Report:
+        return self.watched().run_once() if self._streams else Aggregation(self.ctx).run()
+
+    def answer(self, limit: int | None = None) -> Answer:
+        return Aggregation(self.ctx).answer(limit)
+
+    def watched(self) -> Any:
+        if self._streams:
+            from patchbay.patterns import aggregation_stream  # brokers' clients: only when used
+
+            return aggregation_stream.StreamAggregation(self.ctx)
+        return Aggregation(self.ctx)
+
+    @property
+    def _streams(self) -> bool:
+        return type(self).loop_of(self.ctx.integration) == "stream"

@@ -48,8 +48,6 @@ import contextlib
 import datetime as dt
 import json
 import logging
-import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -59,9 +57,9 @@ from patchbay.connectors.base import BROKEN_BODY, Capability, Connector, Receive
 from patchbay.connectors.messages import to_json
 from patchbay.elements.conform import Conformer
 from patchbay.elements.transform import Transform
-from patchbay.errors import PatchbayError, RetriableError, SpecError
+from patchbay.errors import PatchbayError, SpecError
 from patchbay.model import Operation, Outcome, Record, Status
-from patchbay.patterns.context import LookupCache, RunContext, misfits
+from patchbay.patterns.context import TRANSIENT, LookupCache, RunContext, misfits, spec_of
 from patchbay.spec import AggregateSpec, AggregationDestinationSpec, AggregationSpec, StreamSourceSpec
 from patchbay.store.aggregates import Counted, Group
 from patchbay.store.store import UNAVAILABLE
@@ -69,24 +67,14 @@ from patchbay.store.store import UNAVAILABLE
 log = logging.getLogger(__name__)
 
 SEEN_RETENTION = dt.timedelta(days=7)
-PURGE_EVERY_SECONDS = 600.0
 SHORTEST_WAIT, LONGEST_WAIT = 0.05, 1.0
-"""How long `serve` waits on an empty source, doubling while all of them stay empty."""
+"""How long serving waits on an empty source, doubling while all of them stay empty."""
 RUN_ONCE_WAIT = 0.5
 """How long `run_once` waits on a source before it takes it as drained."""
 
-_TRANSIENT: tuple[type[Exception], ...] = (RetriableError, *UNAVAILABLE)
 _PATCHBAY_BODY = frozenset({"object", "operation", "key", "version", "record"})
 """The fields of the body patchbay's own message destinations publish (connectors/messages)."""
 _WRITTEN = frozenset({Status.CREATED, Status.UPDATED, Status.UNCHANGED, Status.SKIPPED})
-
-
-def spec_of(ctx: RunContext) -> AggregationSpec:
-    integration = ctx.integration
-    if not isinstance(integration, AggregationSpec) or integration.stream is None:
-        raise SpecError(f"'{integration.name}' is not a stream aggregation (an aggregation with "
-                        "stream)")
-    return integration
 
 
 # -- accumulators -------------------------------------------------------------------------------
@@ -277,7 +265,9 @@ class StreamAggregation:
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
-        self.spec = spec_of(ctx)
+        self.spec = spec_of(ctx, AggregationSpec,
+                            "a stream aggregation (an aggregation with stream)",
+                            lambda a: a.stream is not None)
         assert self.spec.stream is not None
         self.stream = self.spec.stream
         self.name = self.spec.name
@@ -344,41 +334,16 @@ class StreamAggregation:
             self.close()
         return self.summary(tally)
 
-    def serve(self, stop: threading.Event) -> None:
-        """Consume and flush until `stop` is set: a flush every `flush.every_seconds`, or as
-        soon as `flush.every_messages` are held. A source, destination or engine state that
-        cannot be reached is tried again on the next round; the messages held stay unacked
-        meanwhile. On stop, what is held is flushed first."""
-        flush = self.stream.flush
-        wait, flushed_at, purged_at = SHORTEST_WAIT, time.monotonic(), -PURGE_EVERY_SECONDS
-        try:
-            while not stop.is_set():
-                if time.monotonic() - purged_at >= PURGE_EVERY_SECONDS:
-                    self.purge()
-                    purged_at = time.monotonic()
-                due = flush.every_seconds - (time.monotonic() - flushed_at)
-                if due <= 0 or len(self._held) >= flush.every_messages:
-                    if not self._flush_logged():
-                        stop.wait(flush.every_seconds)  # the state is down: not in a hot loop
-                    flushed_at = time.monotonic()
-                    continue
-                taken = self.take(min(wait, due))
-                if taken:
-                    wait = SHORTEST_WAIT
-                else:
-                    wait = min(wait * 2, LONGEST_WAIT)
-                    if not any(s.subscription for s in self.sources):
-                        stop.wait(min(wait, due))  # every source failed at once: no hot loop
-        finally:
-            if self._held:
-                self._flush_logged()
-            self.close()
+    @property
+    def holding(self) -> int:
+        """How many messages are held, not yet flushed."""
+        return len(self._held)
 
-    def _flush_logged(self) -> bool:
+    def flush_logged(self) -> bool:
         """Flush; whether it went through."""
         try:
             tally = self.flush()
-        except _TRANSIENT as exc:
+        except TRANSIENT as exc:
             log.warning("%s: flushing failed, trying again (the %d messages held stay unacked): "
                         "%s", self.name, len(self._held), exc)
             return False
@@ -607,7 +572,7 @@ class StreamAggregation:
         """Forget the ids of messages counted longer ago than SEEN_RETENTION; how many."""
         try:
             return self.ctx.store.purge_seen(self.name, SEEN_RETENTION)
-        except _TRANSIENT as exc:
+        except TRANSIENT as exc:
             log.warning("%s: forgetting old message ids failed, trying later: %s", self.name, exc)
             return 0
 

@@ -6,14 +6,20 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, get_args
 
 from patchbay.connectors.base import Connector, connect
 from patchbay.elements.conform import Conformer
-from patchbay.errors import SpecError
+from patchbay.errors import RetriableError, SpecError
 from patchbay.model import KeyValue, ObjectSchema, Operation
 from patchbay.spec import IntegrationFile, IntegrationSpec, Lookup, MigrationSpec, SystemSpec, suggest
 from patchbay.store import Store
+from patchbay.store.store import UNAVAILABLE
+
+S = TypeVar("S", bound=IntegrationSpec)
+
+TRANSIENT: tuple[type[Exception], ...] = (RetriableError, *UNAVAILABLE)
+"""A source, destination or engine state that cannot be reached now: tried again later."""
 
 ProgressCallback = Callable[[str, Mapping[str, int]], None]
 """Called with an event name ("batch", "start", "verify") and the run's counters."""
@@ -128,3 +134,18 @@ def validate_destination(integration: MigrationSpec, schema: ObjectSchema,
     if problems:
         raise SpecError(f"integration '{integration.name}' does not fit its destination", problems)
     return conformer
+
+
+def spec_of(ctx: RunContext, model: type[S], what: str = "",
+            accepts: Callable[[S], bool] = lambda _: True) -> S:
+    """The integration of `ctx` as `model`, or a SpecError saying what it is instead; `what`
+    names what `accepts` further requires (an aggregation of sources, say)."""
+    integration = ctx.integration
+    if isinstance(integration, model) and accepts(integration):
+        return integration
+    [pattern] = get_args(model.model_fields["pattern"].annotation)
+    if isinstance(integration, model):
+        raise SpecError(f"'{integration.name}' is not {what}")
+    article = "an" if integration.pattern[:1] in "aeiou" else "a"
+    raise SpecError(f"'{integration.name}' is {article} {integration.pattern}, not "
+                    f"{what or f'a {pattern}'}")

@@ -34,9 +34,10 @@ from patchbay.elements.columnar import arrow_type
 from patchbay.elements.compare import differing_fields, normalise, same_values
 from patchbay.elements.conform import Conformer
 from patchbay.elements.transform import SetAside, Transform
-from patchbay.errors import FatalRunError, PatchbayError, RetriableError, RunNotResumable, SpecError
+from patchbay.errors import FatalRunError, PatchbayError, RetriableError, RunNotResumable
 from patchbay.model import Operation, Outcome, Page, Record, Status
-from patchbay.patterns.context import LookupCache, RunContext, validate_destination
+from patchbay.patterns.context import LookupCache, RunContext, spec_of, validate_destination
+from patchbay.patterns.registry import Pattern, Report, Started
 from patchbay.spec import MigrationSpec, redact_url
 from patchbay.store import Store
 from patchbay.store.store import OutcomeRow, RunRecord, RunStatus, jsonable
@@ -65,19 +66,13 @@ class Prepared:
     """Pages come as Arrow tables and go through the columnar lane while they can."""
 
 
-def spec_of(ctx: RunContext) -> MigrationSpec:
-    if not isinstance(ctx.integration, MigrationSpec):
-        raise SpecError(f"'{ctx.integration.name}' is a {ctx.integration.pattern}, not a migration")
-    return ctx.integration
-
-
 def fingerprint(ctx: RunContext) -> str:
     """A digest of the definition a run runs: the integration as declared (source, scope,
     transform, destination, parameters; not its options, which a resumed run may tune), the
     identity of every system it uses, and the run's parameters. Secrets never enter it: a
     system's identity is its URL without password, query or fragment, and secrets only
     ever sit in systems (`${ENV}` is filled in nowhere else)."""
-    integration = spec_of(ctx)
+    integration = spec_of(ctx, MigrationSpec)
     systems = {name: system_identity(ctx.systems.spec(name).url)
                for name in sorted({s for s, _ in integration.systems_used()})}
     definition = {"integration": integration.model_dump(mode="json", by_alias=True,
@@ -98,7 +93,7 @@ def system_identity(url: str) -> str:
 
 
 def prepare(ctx: RunContext, watermark_after: Any = None) -> Prepared:
-    integration = spec_of(ctx)
+    integration = spec_of(ctx, MigrationSpec)
     src, dst = integration.source, integration.destination
     source, destination = ctx.systems[src.system], ctx.systems[dst.system]
     bound = scopes.bind(src.scope, ctx.params)
@@ -216,7 +211,7 @@ class Migration:
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
-        self.integration = spec_of(ctx)
+        self.integration = spec_of(ctx, MigrationSpec)
         self.options = self.integration.options
         self.notice: str | None = None
         """What `start` chose, when the person running it should hear of it."""
@@ -582,7 +577,7 @@ def _source_key(record: Record, key: str | None) -> Any:
 
 def plan(ctx: RunContext, *, examples: int = 5, limit: int | None = None) -> dict[str, Any]:
     """Classify each record in scope as insert / update / unchanged / reject, writing nothing."""
-    integration = spec_of(ctx)
+    integration = spec_of(ctx, MigrationSpec)
     src, dst = integration.source, integration.destination
     prepared = prepare(ctx, None if not src.watermark else ctx.store.cursor(
         integration.name, src.system, src.object))
@@ -653,7 +648,7 @@ def _refused_last_time(ctx: RunContext) -> frozenset[str]:
 
 def verify(ctx: RunContext) -> dict[str, Any]:
     """Compare the destination with the source scope now, writing nothing."""
-    integration = spec_of(ctx)
+    integration = spec_of(ctx, MigrationSpec)
     src, dst = integration.source, integration.destination
     prepared = prepare(ctx)
     comparison = Comparison(dst.key, prepared.fields, integration.options.sample_size,
@@ -673,3 +668,26 @@ def verify(ctx: RunContext) -> dict[str, Any]:
     return capture.build_report(integration=integration, run_id=None, params=dict(ctx.params),
                                 started_at=None, counters=counters, comparison=comparison,
                                 source_in_scope=counters["read"], verify="full")
+
+
+class MigrationPattern(Pattern):
+    """A migration as a plug-in: recorded runs that resume, a plan, a verification."""
+
+    def start(self, *, resume: str | None = None, fresh: bool = False,
+              full: bool = False) -> Started:
+        migration = Migration(self.ctx)
+        record = migration.start(resume=resume, fresh=fresh, full=full)
+        return Started(record, migration.notice, lambda: migration.run(record))
+
+    def run(self, *, resume: str | None = None, fresh: bool = False, full: bool = False,
+            say: Callable[[str], None] | None = None) -> Report:
+        started = self.start(resume=resume, fresh=fresh, full=full)
+        if started.notice is not None and say is not None:
+            say(started.notice)
+        return started.carry()
+
+    def plan(self, examples: int) -> Report:
+        return plan(self.ctx, examples=examples)
+
+    def verify(self) -> Report:
+        return verify(self.ctx)

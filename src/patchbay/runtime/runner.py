@@ -10,13 +10,15 @@ from typing import TYPE_CHECKING, Any
 
 from patchbay import spec
 from patchbay.errors import SpecError
-from patchbay.patterns import broadcast, migration
 from patchbay.patterns.context import ProgressCallback, RunContext
-from patchbay.spec import AggregationSpec, BroadcastSpec, IntegrationFile, IntegrationSpec
+from patchbay.patterns.registry import Pattern, Report, Started, pattern_class, pattern_of
+from patchbay.runtime import serving
+from patchbay.spec import IntegrationFile, IntegrationSpec
 from patchbay.store import Store
 
 if TYPE_CHECKING:
     from patchbay.patterns.aggregation import Answer
+
 
 
 @dataclass
@@ -71,51 +73,59 @@ def _lookups(integration: IntegrationSpec) -> set[tuple[str, str]]:
 
 
 def run(ctx: RunContext, *, resume: str | None = None, fresh: bool = False,
-        full: bool = False, say: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run (or resume) a migration to its end, a broadcast once (poll everything new,
-    deliver everything due), or an aggregation (answer and write its outputs); return its
-    report. `say` hears which run a migration resumes, or why it did not resume one."""
+        full: bool = False, say: Callable[[str], None] | None = None) -> Report:
+    """Run an integration once with its pattern (a migration to its end, resuming; a
+    broadcast's round: poll everything new, deliver everything due; an aggregation); return
+    its report. `say` hears which run a migration resumes, or why it did not resume one."""
     try:
-        if isinstance(ctx.integration, BroadcastSpec):
-            return broadcast.Broadcast(ctx).run_once()
-        if isinstance(ctx.integration, AggregationSpec) and ctx.integration.stream is not None:
-            from patchbay.patterns import aggregation_stream  # brokers' clients: only when used
-
-            return aggregation_stream.StreamAggregation(ctx).run_once()
-        if isinstance(ctx.integration, AggregationSpec) and ctx.integration.stream is None:
-            from patchbay.patterns import aggregation  # DuckDB: only when used
-
-            return aggregation.Aggregation(ctx).run()
-        runner = migration.Migration(ctx)
-        record = runner.start(resume=resume, fresh=fresh, full=full)
-        if runner.notice is not None and say is not None:
-            say(runner.notice)
-        return runner.run(record)
+        pattern = pattern_of(ctx)
+        rounded = serving.round_of(pattern)
+        if rounded is not None:
+            return rounded
+        return pattern.run(resume=resume, fresh=fresh, full=full, say=say)
     finally:
         ctx.systems.close()
 
 
+def start(ctx: RunContext, *, fresh: bool = False, full: bool = False) -> Started:
+    """Record a run before it runs (a migration: the API answers with its id at once); the
+    caller carries it on (`Started.carry`) and closes `ctx.systems` once it ends."""
+    return pattern_of(ctx).start(fresh=fresh, full=full)
+
+
+def records_runs(integration: IntegrationSpec) -> bool:
+    """Whether runs of `integration` are recorded before they run (see `start`)."""
+    return pattern_class(integration).start is not Pattern.start
+
+
+def holds_data_set(integration: IntegrationSpec) -> bool:
+    """Whether a run of `integration` holds a whole data set in memory."""
+    return pattern_class(integration).holds_data_set
+
+
+def serves(integration: IntegrationSpec, *, poll: bool = True) -> bool:
+    """Whether `patchbay serve` keeps `integration` going (`patchbay worker`, without
+    polling, when `poll` is false)."""
+    loop = pattern_class(integration).loop_of(integration)
+    return loop is not None and (poll or loop in serving.WITHOUT_POLLING)
+
+
 def accept(ctx: RunContext, body: Mapping[str, Any], received_at: str,
            message: tuple[str, str] | None = None) -> int:
-    """Queue changes pushed to a broadcast (a webhook, an Outbound Message); how many.
-    `message`: (where it came from, its id), refused as MessageSeen when pushed again."""
-    return broadcast.Broadcast(ctx).accept(body, received_at, message)
+    """Queue changes pushed to an integration (a webhook, an Outbound Message); how many.
+    `message`: (where it came from, its id), refused as MessageSeen when pushed again. The
+    delivering threads serving it in this process are woken at once."""
+    accepted = pattern_of(ctx).accept(body, received_at, message)
+    serving.wake(ctx.integration.name)
+    return accepted
 
 
 def serve(ctx: RunContext, stop: threading.Event, poll: bool = True) -> None:
-    """Until `stop` is set, keep a broadcast going (poll, unless `poll` is false, and
-    deliver), a stream aggregation (consume and flush), or a scheduled aggregation."""
+    """Until `stop` is set, keep an integration going with its pattern's loop (a broadcast:
+    poll, unless `poll` is false, and deliver; a stream aggregation: consume and flush; a
+    scheduled aggregation: run when due)."""
     try:
-        if isinstance(ctx.integration, AggregationSpec) and ctx.integration.stream is not None:
-            from patchbay.patterns import aggregation_stream
-
-            aggregation_stream.StreamAggregation(ctx).serve(stop)
-        elif isinstance(ctx.integration, AggregationSpec):
-            from patchbay.patterns import aggregation
-
-            aggregation.Aggregation(ctx).serve(stop)
-        else:
-            broadcast.Broadcast(ctx).serve(stop, poll)
+        serving.serve(ctx, stop, poll)
     finally:
         ctx.systems.close()
 
@@ -123,24 +133,23 @@ def serve(ctx: RunContext, stop: threading.Event, poll: bool = True) -> None:
 def answer(ctx: RunContext, limit: int | None = None) -> Answer:
     """An aggregation's merged data set, at most `limit` rows, and each source's status (the
     API's live answer)."""
-    from patchbay.patterns import aggregation
-
     try:
-        return aggregation.Aggregation(ctx).answer(limit)
+        answered: Answer = pattern_of(ctx).answer(limit)
+        return answered
     finally:
         ctx.systems.close()
 
 
-def plan(ctx: RunContext, examples: int = 5) -> dict[str, Any]:
+def plan(ctx: RunContext, examples: int = 5) -> Report:
     try:
-        return migration.plan(ctx, examples=examples)
+        return pattern_of(ctx).plan(examples)
     finally:
         ctx.systems.close()
 
 
-def verify(ctx: RunContext) -> dict[str, Any]:
+def verify(ctx: RunContext) -> Report:
     try:
-        return migration.verify(ctx)
+        return pattern_of(ctx).verify()
     finally:
         ctx.systems.close()
 
