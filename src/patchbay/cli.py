@@ -561,10 +561,10 @@ def _say(message: str) -> None:
 def _show_report(report: Mapping[str, Any]) -> None:
     if report.get("pattern") == "aggregation":
         render.aggregation(console, report)
-    elif report.get("pattern") == "stream aggregation":
-        console.print_json(json.dumps(report, default=str))
     elif report.get("pattern") == "broadcast":
         render.broadcast(console, report)
+    elif report.get("pattern") is not None:  # a stream aggregation's, or a plug-in pattern's
+        console.print_json(json.dumps(report, default=str))
     elif report.get("status") == RunStatus.INTERRUPTED:
         console.print(f"[yellow]interrupted[/] after {report['counters'].get('read', 0)} records; "
                       f"continue with: patchbay resume {report['run']}")
