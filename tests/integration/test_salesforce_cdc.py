@@ -183,7 +183,7 @@ def test_serve_delivers_an_event_within_a_second(tmp_path: Path, local: LocalOrg
     spec = write_spec(tmp_path, local.port)
     engine = Engine(spec, tmp_path)
     stop = threading.Event()
-    server = threading.Thread(target=engine.broadcast.serve, args=(stop,), daemon=True)
+    server = threading.Thread(target=serving.serve, args=(engine.broadcast.ctx, stop), daemon=True)
     server.start()
     try:
         time.sleep(0.5)  # caught up (nothing yet), now following events

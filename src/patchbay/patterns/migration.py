@@ -673,6 +673,8 @@ def verify(ctx: RunContext) -> dict[str, Any]:
 class MigrationPattern(Pattern):
     """A migration as a plug-in: recorded runs that resume, a plan, a verification."""
 
+    records_runs = True
+
     def start(self, *, resume: str | None = None, fresh: bool = False,
               full: bool = False) -> Started:
         migration = Migration(self.ctx)

@@ -5,7 +5,8 @@ once (`run`), and may plan, verify, record a run before it runs (`start`), accep
 changes, answer live, or be kept going by one of the runtime's loops (`loop`, `watched`).
 What it lacks raises NotSupported, a clear refusal, never an AttributeError. Which class
 carries out which pattern is declared once, in patchbay.spec.registry: the runtime, the CLI
-and the API find it here, and never test an integration's type themselves.
+and the API find it here (through the runner), and never test an integration's type to
+choose what to call.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ into an outbox and deliver it, run on a schedule, consume and flush a stream."""
 Report = dict[str, Any]
 """A run's report, as the CLI prints it (`--json`), the API answers it and the store keeps it."""
 
+
 class NotSupported(SpecError):
     """The integration's pattern does not do what was asked (plan a broadcast, say)."""
 
@@ -46,6 +48,8 @@ class Pattern:
 
     loop: ClassVar[Loop | None] = None
     """The loop that keeps integrations of this pattern going, if any (see `loop_of`)."""
+    records_runs: ClassVar[bool] = False
+    """Whether it records a run before it runs it (`start`), so the API answers at once."""
     holds_data_set: ClassVar[bool] = False
     """Whether a run holds a whole data set in memory (the API bounds how many at once)."""
 

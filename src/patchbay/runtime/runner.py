@@ -11,14 +11,13 @@ from typing import TYPE_CHECKING, Any
 from patchbay import spec
 from patchbay.errors import SpecError
 from patchbay.patterns.context import ProgressCallback, RunContext
-from patchbay.patterns.registry import Pattern, Report, Started, pattern_class, pattern_of
+from patchbay.patterns.registry import Report, Started, pattern_class, pattern_of
 from patchbay.runtime import serving
 from patchbay.spec import IntegrationFile, IntegrationSpec
 from patchbay.store import Store
 
 if TYPE_CHECKING:
     from patchbay.patterns.aggregation import Answer
-
 
 
 @dataclass
@@ -95,7 +94,7 @@ def start(ctx: RunContext, *, fresh: bool = False, full: bool = False) -> Starte
 
 def records_runs(integration: IntegrationSpec) -> bool:
     """Whether runs of `integration` are recorded before they run (see `start`)."""
-    return pattern_class(integration).start is not Pattern.start
+    return pattern_class(integration).records_runs
 
 
 def holds_data_set(integration: IntegrationSpec) -> bool:
