@@ -563,13 +563,13 @@ def _show_report(report: Mapping[str, Any]) -> None:
         render.aggregation(console, report)
     elif report.get("pattern") == "broadcast":
         render.broadcast(console, report)
-    elif report.get("pattern") is not None:  # a stream aggregation's, or a plug-in pattern's
-        console.print_json(json.dumps(report, default=str))
     elif report.get("status") == RunStatus.INTERRUPTED:
         console.print(f"[yellow]interrupted[/] after {report['counters'].get('read', 0)} records; "
                       f"continue with: patchbay resume {report['run']}")
-    else:
+    elif report.get("pattern") in (None, "migration"):
         render.report(console, report)
+    else:  # a stream aggregation's, or a plug-in pattern's: no view of its own
+        console.print_json(json.dumps(report, default=str))
 
 
 def _exit_code(report: Mapping[str, Any]) -> int:
