@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,14 +38,22 @@ class CountSpec(IntegrationSpec):
 # -- the pattern module -------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class CountReport:
+    integration: str
+    records: int
+
+    def to_json(self) -> Report:
+        return {"integration": self.integration, "pattern": "count", "status": "complete",
+                "records": self.records}
+
+
 class CountPattern(Pattern):
     def run(self, *, resume: str | None = None, fresh: bool = False, full: bool = False,
-            say: Callable[[str], None] | None = None) -> Report:
+            say: Callable[[str], None] | None = None) -> CountReport:
         integration = spec_of(self.ctx, CountSpec)
-        records = sum(len(page.records) for page in
-                      self.ctx.systems[integration.system].read(integration.object))
-        return {"integration": integration.name, "pattern": "count", "status": "complete",
-                "records": records}
+        return CountReport(integration.name, sum(
+            len(page.records) for page in self.ctx.systems[integration.system].read(integration.object)))
 
 
 # -- the registry line (undone after each test) --------------------------------------------------

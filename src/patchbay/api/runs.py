@@ -95,7 +95,7 @@ class Runs:
     def _carry(self, key: tuple[str, str], begun: Started, ctx: RunContext) -> None:
         record = begun.record
         try:
-            report = begun.carry()
+            report = begun.carry().to_json()
             log.info("run %s of '%s': %s", record.id, record.integration,
                      report.get("verdict") or report.get("status"))
         except BaseException as exc:

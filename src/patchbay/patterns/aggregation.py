@@ -38,7 +38,7 @@ from patchbay.elements.transform import Transform
 from patchbay.errors import FatalRunError, ParameterError, SpecError
 from patchbay.model import Operation, Status
 from patchbay.patterns.context import LookupCache, RunContext, misfits, spec_of
-from patchbay.patterns.registry import Loop, Pattern, Report
+from patchbay.patterns.registry import Loop, Pattern, RunReport
 from patchbay.spec import (
     AggregationDestinationSpec,
     AggregationSourceSpec,
@@ -103,6 +103,40 @@ class Answer:
     def summary(self) -> dict[str, Any]:
         return {"rows": self.table.num_rows, "partial": self.partial, "incomplete": self.incomplete,
                 "sources": {name: s.as_dict() for name, s in self.sources.items()}}
+
+
+@dataclass(frozen=True)
+class AggregationReport:
+    """An aggregation's run: its answer (rows, whether partial, the columns left null, each
+    source's status), then the report files and destinations written, or why it failed."""
+
+    integration: str
+    rows: int
+    partial: bool
+    incomplete: dict[str, list[str]]
+    sources: dict[str, dict[str, Any]]
+    status: str
+    seconds: float
+    reports: list[str] = field(default_factory=list)
+    destinations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    error: str | None = None
+    """Why it failed (a required source): nothing was written."""
+
+    @classmethod
+    def of(cls, integration: str, answer: Answer, status: str, seconds: float,
+           **outputs: Any) -> AggregationReport:
+        return cls(integration, answer.table.num_rows, answer.partial, answer.incomplete,
+                   {name: s.as_dict() for name, s in answer.sources.items()}, status,
+                   round(seconds, 3), **outputs)
+
+    def to_json(self) -> dict[str, Any]:
+        head = {"integration": self.integration, "pattern": "aggregation", "rows": self.rows,
+                "partial": self.partial, "incomplete": self.incomplete, "sources": self.sources,
+                "status": self.status}
+        if self.error is not None:
+            return {**head, "error": self.error, "seconds": self.seconds}
+        return {**head, "reports": self.reports, "destinations": self.destinations,
+                "seconds": self.seconds}
 
 
 class Aggregation:
@@ -190,16 +224,16 @@ class Aggregation:
 
     # -- outputs --------------------------------------------------------------------------------
 
-    def run(self) -> dict[str, Any]:
-        """Answer, then write every report file and destination; the run's summary."""
+    def run(self) -> AggregationReport:
+        """Answer, then write every report file and destination; the run's report."""
         started = time.monotonic()
         # Before any source is read: a parameter that would put a report elsewhere refuses the run.
         paths = [self.report_path(r.file) for r in self.spec.reports]
         try:
             answer = self.answer()
         except RequiredSourceFailed as refused:
-            return {**self._head(), **refused.answer.summary(), "status": "failed",
-                    "error": str(refused), "seconds": round(time.monotonic() - started, 3)}
+            return AggregationReport.of(self.spec.name, refused.answer, "failed",
+                                        time.monotonic() - started, error=str(refused))
         written = [str(reports.write_report(answer.table, path, r.format, r.sheet))
                    for path, r in zip(paths, self.spec.reports, strict=True)]
         destinations = {f"{d.system}/{d.object}": self.write_destination(answer.table, d,
@@ -208,8 +242,8 @@ class Aggregation:
         failed = any(c.get(Status.FAILED.value) or c.get("rejected") for c in destinations.values())
         status = "partial" if answer.partial else ("complete_with_rejects" if failed or any(
             s.rejected for s in answer.sources.values()) else "complete")
-        return {**self._head(), **answer.summary(), "status": status, "reports": written,
-                "destinations": destinations, "seconds": round(time.monotonic() - started, 3)}
+        return AggregationReport.of(self.spec.name, answer, status, time.monotonic() - started,
+                                    reports=written, destinations=destinations)
 
     def report_path(self, file: str) -> Path:
         """The path of report `file` with the run's parameters in it (relative to the
@@ -293,9 +327,6 @@ class Aggregation:
             found["left_out"] = sorted(unknown)
         return {**found, "rejects": rejects} if rejects else found
 
-    def _head(self) -> dict[str, Any]:
-        return {"integration": self.spec.name, "pattern": "aggregation"}
-
 
 def next_run(schedule: ScheduleSpec, after: dt.datetime | None = None) -> dt.datetime:
     """The next time a schedule is due, after `after` (default now), in UTC."""
@@ -364,8 +395,11 @@ class AggregationPattern(Pattern):
         return "schedule" if integration.schedule is not None else None
 
     def run(self, *, resume: str | None = None, fresh: bool = False, full: bool = False,
-            say: Callable[[str], None] | None = None) -> Report:
-        return self.watched().run_once() if self._streams else Aggregation(self.ctx).run()
+            say: Callable[[str], None] | None = None) -> RunReport:
+        if self._streams:
+            report: RunReport = self.watched().run_once()
+            return report
+        return Aggregation(self.ctx).run()
 
     def answer(self, limit: int | None = None) -> Answer:
         return Aggregation(self.ctx).answer(limit)

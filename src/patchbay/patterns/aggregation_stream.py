@@ -239,6 +239,20 @@ class Tally:
             setattr(self, name, getattr(self, name) + value)
 
 
+@dataclass(frozen=True)
+class StreamReport:
+    """What a stream aggregation's run did (its Tally), and the sources and destinations
+    that failed, each with its last error."""
+
+    integration: str
+    tally: Tally
+    errors: dict[str, str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"integration": self.integration, "pattern": "stream aggregation",
+                **asdict(self.tally), "errors": self.errors}
+
+
 @dataclass
 class _Held:
     source: _Source
@@ -318,7 +332,7 @@ class StreamAggregation:
 
     # -- running --------------------------------------------------------------------------------
 
-    def run_once(self) -> dict[str, Any]:
+    def run_once(self) -> StreamReport:
         """Consume what the sources hold now (until a fetch comes back empty), flushing
         every `flush.every_messages`, then flush; the summary of what happened."""
         tally = Tally()
@@ -588,9 +602,8 @@ class StreamAggregation:
             with contextlib.suppress(Exception):
                 subscription.close()
 
-    def summary(self, tally: Tally) -> dict[str, Any]:
-        return {"integration": self.name, "pattern": "stream aggregation", **asdict(tally),
-                "errors": dict(self.errors.by_name)}
+    def summary(self, tally: Tally) -> StreamReport:
+        return StreamReport(self.name, tally, dict(self.errors.by_name))
 
 
 def _record_of(body: Mapping[str, Any]) -> Record | None:

@@ -320,6 +320,24 @@ def _check_fields(destination: BroadcastDestinationSpec, schema: ObjectSchema,
                         [f"destination '{destination.name}': {p}" for p in problems])
 
 
+@dataclass(frozen=True)
+class BroadcastReport:
+    """One round of a broadcast: changes noticed, deliveries made, retried and dead, and
+    the outbox's deliveries per destination and status after it."""
+
+    integration: str
+    changes: int
+    delivered: int
+    retried: int
+    dead: int
+    outbox: dict[str, dict[str, int]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"integration": self.integration, "pattern": "broadcast", "changes": self.changes,
+                "delivered": self.delivered, "retried": self.retried, "dead": self.dead,
+                "outbox": self.outbox}
+
+
 class BroadcastPattern(Pattern):
     """A broadcast as a plug-in: kept going by the runtime's outbox loop (poll, deliver), one
     round of it for a run; pushed changes go into the outbox."""

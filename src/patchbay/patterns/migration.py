@@ -29,7 +29,7 @@ from urllib.parse import urlsplit, urlunsplit
 from patchbay.connectors.base import Capability, Connector
 from patchbay.elements import capture
 from patchbay.elements import scope as scopes
-from patchbay.elements.capture import Comparison
+from patchbay.elements.capture import Comparison, MigrationInterrupted, MigrationReport
 from patchbay.elements.columnar import arrow_type
 from patchbay.elements.compare import differing_fields, normalise, same_values
 from patchbay.elements.conform import Conformer
@@ -37,7 +37,7 @@ from patchbay.elements.transform import SetAside, Transform
 from patchbay.errors import FatalRunError, PatchbayError, RetriableError, RunNotResumable
 from patchbay.model import Operation, Outcome, Page, Record, Status
 from patchbay.patterns.context import LookupCache, RunContext, spec_of, validate_destination
-from patchbay.patterns.registry import Pattern, Report, Started
+from patchbay.patterns.registry import Pattern, Report, RunReport, Started
 from patchbay.spec import MigrationSpec, redact_url
 from patchbay.store import Store
 from patchbay.store.store import OutcomeRow, RunRecord, RunStatus, jsonable
@@ -277,7 +277,7 @@ class Migration:
 
     # -- the run --------------------------------------------------------------------------------
 
-    def run(self, run: RunRecord) -> dict[str, Any]:
+    def run(self, run: RunRecord) -> MigrationReport | MigrationInterrupted:
         """Carry the run to its end (or to a stop); return the report."""
         ctx, store = self.ctx, self.ctx.store
         state = dict(run.checkpoint or {})
@@ -312,8 +312,7 @@ class Migration:
                 if ctx.stop.is_set():
                     checkpoints.finish()
                     store.finish(run.id, RunStatus.INTERRUPTED)
-                    return {"run": run.id, "status": RunStatus.INTERRUPTED,
-                            "counters": dict(counters)}
+                    return MigrationInterrupted(run.id, dict(counters))
             checkpoints.finish()
             self._check_rejects(counters, [], run.id, finished=True)
         except BaseException as exc:
@@ -325,11 +324,11 @@ class Migration:
             store.finish(run.id, RunStatus.FAILED, error=str(exc) or type(exc).__name__)
             raise
         report = self.report(run, prepared, counters, comparison)
-        status = report["verdict"]
+        status = report.verdict
         if src.watermark and high_water is not None and status != RunStatus.INCOMPLETE:
             store.set_cursor(self.integration.name, src.system, src.object, high_water)
         report = capture.write_report_files(ctx.reports_dir / run.id, report, store.outcomes(run.id))
-        store.finish(run.id, status, report=report, counters=counters)
+        store.finish(run.id, status, report=report.to_json(), counters=counters)
         return report
 
     def _announce_scope(self, prepared: Prepared) -> None:
@@ -522,7 +521,7 @@ class Migration:
     # -- results capture ------------------------------------------------------------------------
 
     def report(self, run: RunRecord, prepared: Prepared, counters: Mapping[str, int],
-               comparison: Comparison) -> dict[str, Any]:
+               comparison: Comparison) -> MigrationReport:
         src = self.integration.source
         in_scope = None
         with contextlib.suppress(NotImplementedError):
@@ -667,7 +666,7 @@ def verify(ctx: RunContext) -> dict[str, Any]:
         ctx.notify("verify", counters)
     return capture.build_report(integration=integration, run_id=None, params=dict(ctx.params),
                                 started_at=None, counters=counters, comparison=comparison,
-                                source_in_scope=counters["read"], verify="full")
+                                source_in_scope=counters["read"], verify="full").to_json()
 
 
 class MigrationPattern(Pattern):
@@ -682,7 +681,7 @@ class MigrationPattern(Pattern):
         return Started(record, migration.notice, lambda: migration.run(record))
 
     def run(self, *, resume: str | None = None, fresh: bool = False, full: bool = False,
-            say: Callable[[str], None] | None = None) -> Report:
+            say: Callable[[str], None] | None = None) -> RunReport:
         started = self.start(resume=resume, fresh=fresh, full=full)
         if started.notice is not None and say is not None:
             say(started.notice)

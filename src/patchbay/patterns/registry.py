@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 from patchbay.errors import SpecError
 from patchbay.patterns.context import RunContext
@@ -26,7 +26,13 @@ Loop = Literal["outbox", "schedule", "stream"]
 into an outbox and deliver it, run on a schedule, consume and flush a stream."""
 
 Report = dict[str, Any]
-"""A run's report, as the CLI prints it (`--json`), the API answers it and the store keeps it."""
+"""A report as JSON: what the CLI prints (`--json`), the API answers and the store keeps."""
+
+
+class RunReport(Protocol):
+    """A run's typed report (each pattern has its own); its JSON is the run's Report."""
+
+    def to_json(self) -> Report: ...
 
 
 class NotSupported(SpecError):
@@ -40,7 +46,7 @@ class Started:
 
     record: RunRecord
     notice: str | None
-    carry: Callable[[], Report]
+    carry: Callable[[], RunReport]
 
 
 class Pattern:
@@ -66,7 +72,7 @@ class Pattern:
         return self.ctx.integration.name
 
     def run(self, *, resume: str | None = None, fresh: bool = False, full: bool = False,
-            say: Callable[[str], None] | None = None) -> Report:
+            say: Callable[[str], None] | None = None) -> RunReport:
         raise self.not_supported("run")
 
     def start(self, *, resume: str | None = None, fresh: bool = False,

@@ -78,10 +78,10 @@ def run(ctx: RunContext, *, resume: str | None = None, fresh: bool = False,
     its report. `say` hears which run a migration resumes, or why it did not resume one."""
     try:
         pattern = pattern_of(ctx)
-        rounded = serving.round_of(pattern)
-        if rounded is not None:
-            return rounded
-        return pattern.run(resume=resume, fresh=fresh, full=full, say=say)
+        report = serving.round_of(pattern)
+        if report is None:
+            report = pattern.run(resume=resume, fresh=fresh, full=full, say=say)
+        return report.to_json()
     finally:
         ctx.systems.close()
 

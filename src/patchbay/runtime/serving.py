@@ -19,9 +19,9 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
 
-from patchbay.patterns.broadcast import Broadcast
+from patchbay.patterns.broadcast import Broadcast, BroadcastReport
 from patchbay.patterns.context import TRANSIENT, RunContext
-from patchbay.patterns.registry import Loop, Pattern, Report, pattern_of
+from patchbay.patterns.registry import Loop, Pattern, RunReport, pattern_of
 from patchbay.runtime.delivery import Deliverer, DeliveryStats, RetryPolicy, Target
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ def serve(ctx: RunContext, stop: threading.Event, poll: bool = True) -> None:
     _LOOPS[loop](pattern.watched(), stop, poll)
 
 
-def round_of(pattern: Pattern) -> Report | None:
+def round_of(pattern: Pattern) -> RunReport | None:
     """One round of the pattern's loop as its run, where the loop does part of the run (a
     broadcast's delivery); None where the pattern runs by itself."""
     if type(pattern).loop_of(pattern.ctx.integration) == "outbox":
@@ -146,13 +146,12 @@ def deliver(broadcast: Broadcast, deliverer: Deliverer | None = None) -> Deliver
     return stats
 
 
-def broadcast_round(broadcast: Broadcast) -> Report:
-    """Poll everything new, deliver everything due; the summary of what happened."""
+def broadcast_round(broadcast: Broadcast) -> BroadcastReport:
+    """Poll everything new, deliver everything due; the report of what happened."""
     changes = broadcast.poll()
     stats = deliver(broadcast)
-    return {"integration": broadcast.spec.name, "pattern": "broadcast", "changes": changes,
-            "delivered": stats.delivered, "retried": stats.retried, "dead": stats.dead,
-            "outbox": broadcast.ctx.store.outbox_counts(broadcast.spec.name)}
+    return BroadcastReport(broadcast.spec.name, changes, stats.delivered, stats.retried,
+                           stats.dead, broadcast.ctx.store.outbox_counts(broadcast.spec.name))
 
 
 def _serve_outbox(broadcast: Broadcast, stop: threading.Event, poll: bool = True) -> None:
@@ -264,8 +263,8 @@ def _serve_schedule(aggregation: Aggregation, stop: threading.Event, poll: bool 
         except Exception:  # the next scheduled run may well succeed
             log.exception("%s: the scheduled run failed", aggregation.spec.name)
         else:
-            aggregation.ctx.notify("aggregation", {"rows": report.get("rows", 0),
-                                                   "partial": int(bool(report.get("partial")))})
+            aggregation.ctx.notify("aggregation", {"rows": report.rows,
+                                                   "partial": int(report.partial)})
         due = next_run(schedule)
 
 
