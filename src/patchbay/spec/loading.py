@@ -347,7 +347,9 @@ def _duplicate_keys(root: yaml.Node, where: str) -> list[str]:
             for key_node, value_node in node.value:
                 if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
                     # keys as the loader builds them: `yes` and `true`, `1` and `0x1` are one key
-                    seen = first.setdefault(keys.construct_object(key_node), key_node)
+                    key = keys.construct_object(key_node)
+                    # an unhashable key (`!!set` on one) is the loader's to refuse, at its line
+                    seen = first.setdefault(key, key_node) if _hashable(key) else key_node
                     if seen is not key_node:
                         problems.append(f"{where}:{key_node.start_mark.line + 1}: "
                                         f"{_dotted((*path, key_node.value))}: given "
@@ -366,6 +368,14 @@ def _duplicate_keys(root: yaml.Node, where: str) -> list[str]:
 
     walk(root, (), set())
     return problems
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
 
 
 def _twice(first: Any, second: Any) -> str:
