@@ -32,6 +32,7 @@ import pika
 import psycopg
 
 from patchbay.patterns.broadcast import Broadcast
+from patchbay.runtime import serving
 from patchbay.runtime.runner import Invocation
 from patchbay.store import Store
 
@@ -114,7 +115,7 @@ def throughput(changes: int) -> tuple[float, float]:
                                              Path(work) / "state")
             # `serve` as it runs in production: noticing and delivering overlap.
             stop = threading.Event()
-            server = threading.Thread(target=broadcast.serve, args=(stop,), daemon=True)
+            server = threading.Thread(target=serving.serve, args=(broadcast.ctx, stop), daemon=True)
             started = time.perf_counter()
             server.start()
             while sum(c["delivered"] for c in store.outbox.counts("bench").values()) < 3 * changes:
@@ -176,7 +177,7 @@ def latency(rate: int, seconds: float) -> tuple[float, float, int]:
             broadcast, store = broadcast_for(spec_file(Path(work), *names, poll=0.02),
                                              Path(work) / "state")
             stop = threading.Event()
-            server = threading.Thread(target=broadcast.serve, args=(stop,), daemon=True)
+            server = threading.Thread(target=serving.serve, args=(broadcast.ctx, stop), daemon=True)
             server.start()
             total = int(rate * seconds)
             with psycopg.connect(PG_URL, autocommit=True) as conn:

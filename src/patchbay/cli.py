@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -26,15 +26,11 @@ from rich.table import Column, Table
 
 from patchbay import __version__, render
 from patchbay.errors import ConnectionFailed, PatchbayError, RunNotResumable, SpecError, UnknownRun
-from patchbay.runtime import runner
+from patchbay.runtime import capture, runner, serving
 from patchbay.runtime.runner import Invocation
 from patchbay.spec import load, resolve_parameters, suggest
 from patchbay.store import Store, open_state
 from patchbay.store.runs import RunStatus
-
-if TYPE_CHECKING:
-    from patchbay.connectors.sql import SqlConnector
-    from patchbay.spec import BroadcastSpec
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_REJECTS, EXIT_INCOMPLETE = 0, 1, 2, 3, 4
 EXIT_INTERRUPTED = 130
@@ -249,14 +245,9 @@ def serve(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = N
     file without any of those."""
     with _handled():
         from patchbay.api import api_token, serve_api
-        from patchbay.spec import AggregationSpec, BroadcastSpec, load
 
-        path_file = load(file)
-        chosen = [i for i in path_file.integrations
-                  if (isinstance(i, BroadcastSpec)
-                      or (isinstance(i, AggregationSpec)
-                          and (i.stream is not None or i.schedule is not None)))
-                  and (integration is None or i.name == integration)]
+        chosen = [i for i in load(file).integrations
+                  if runner.serves(i) and (integration is None or i.name == integration)]
         if not chosen and (not api or integration is not None):
             raise SpecError(f"{file} has no broadcast, stream or scheduled aggregation integration"
                             + (f" named '{integration}'" if integration else ""))
@@ -279,9 +270,7 @@ def worker(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = 
     """Deliver broadcasts' outboxes (no polling), until Ctrl-C: extra workers beside
     `patchbay serve`, sharing the work through an engine state on PostgreSQL."""
     with _handled():
-        from patchbay.spec import BroadcastSpec, load
-
-        chosen = [i for i in load(file).integrations if isinstance(i, BroadcastSpec)
+        chosen = [i for i in load(file).integrations if runner.serves(i, poll=False)
                   and (integration is None or i.name == integration)]
         if not chosen:
             raise SpecError(f"{file} has no broadcast integration"
@@ -293,30 +282,12 @@ def worker(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = 
 
 def _keep_going(invocations: list[Invocation], store: Store, reports: Path, *, poll: bool,
                 server: Any) -> None:
-    """Run a loop per broadcast in its own thread until Ctrl-C (or all of them end)."""
-    stop = threading.Event()
-    threads = []
-    for invocation in invocations:
-        name = invocation.integration.name
-        ctx = invocation.context(store, reports, progress=_serve_progress(name))
-        thread = threading.Thread(target=runner.serve, args=(ctx, stop, poll), name=name,
-                                  daemon=True)
-        thread.start()
-        threads.append(thread)
+    """Keep each integration going in its own thread until Ctrl-C (or all of them end)."""
+    contexts = [i.context(store, reports, progress=_serve_progress(i.integration.name))
+                for i in invocations]
     names = ", ".join(i.integration.name for i in invocations) or "the API only"
-    errors.print(f"{'serving' if poll else 'delivering'} {render.text(names)}; Ctrl-C to stop")
-    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
-    try:
-        while not stop.is_set() and (any(t.is_alive() for t in threads)
-                                     or (server is not None and server.is_alive())):
-            stop.wait(0.5)
-    finally:
-        stop.set()
-        signal.signal(signal.SIGINT, previous)
-        if server is not None:
-            server.stop()
-        for thread in threads:
-            thread.join(timeout=30)
+    serving.keep_going(contexts, poll=poll, beside=server, started=lambda: errors.print(
+        f"{'serving' if poll else 'delivering'} {render.text(names)}; Ctrl-C to stop"))
 
 
 def _serve_progress(name: str) -> Any:
@@ -430,17 +401,8 @@ app.add_typer(cdc, name="cdc")
 def cdc_install(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = None) -> None:
     """Capture the changes of each cdc broadcast's source table: a trigger writes them into a
     capture table of its PostgreSQL database. Installing again changes nothing."""
-    from patchbay.connectors.sql import pgcapture
-    from patchbay.spec import resolve_parameters
-
-    with _handled(), _capture_sources(file, integration) as sources:
-        for spec, _ in sources:
-            resolve_parameters(spec, _params(param))
-        for spec, connector in sources:
-            connector.table(spec.source.object)  # names a missing table with a suggestion
-            with connector.capture_setup() as conn:
-                [done] = pgcapture.install(conn, [spec.source.object], spec.name,
-                                           pgcapture.schema_of(connector.system))
+    with _handled():
+        for spec, connector, done in capture.install(file, integration, _params(param), _skipped):
             console.print(f"[bold]{render.text(spec.name)}[/]: capturing {done.table} of system "
                           f"'{connector.name}' by {', '.join(done.key)}; trigger {done.trigger}, "
                           + ("consumer registered" if done.registered else "consumer already registered"),
@@ -451,13 +413,8 @@ def cdc_install(file: FileArg, integration: IntegrationOpt = None, param: ParamO
 def cdc_remove(file: FileArg, integration: IntegrationOpt = None) -> None:
     """Stop capturing for each cdc broadcast: its changes not yet read are dropped, and a
     table's trigger goes with its last consumer."""
-    from patchbay.connectors.sql import pgcapture
-
-    with _handled(), _capture_sources(file, integration) as sources:
-        for spec, connector in sources:
-            with connector.capture_setup() as conn:
-                [done] = pgcapture.remove(conn, [spec.source.object], spec.name,
-                                          pgcapture.schema_of(connector.system))
+    with _handled():
+        for spec, done in capture.remove(file, integration, _skipped):
             if not done.unregistered:
                 console.print(f"[bold]{render.text(spec.name)}[/]: {done.table} was not captured for it",
                               highlight=False)
@@ -473,65 +430,25 @@ def cdc_remove(file: FileArg, integration: IntegrationOpt = None) -> None:
 def cdc_status(file: FileArg) -> None:
     """Show, for each cdc broadcast, whether its source table is captured, how many changes
     wait to be read and since when."""
-    from patchbay.connectors.sql import pgcapture
-
-    with _handled(), _capture_sources(file, None) as sources:
+    with _handled():
         table = Table("integration", "table", "capture", "pending", "oldest pending",
                       caption="pending: captured changes not yet consumed, the last batch read "
                               "included (it is consumed at the next poll)")
-        for spec, connector in sources:
-            with connector.capture_setup() as conn:
-                name = pgcapture.relation_name(conn, spec.source.object)
-                states = pgcapture.status(conn, pgcapture.schema_of(connector.system))
-            state = next((s for s in states if s.consumer == spec.name and s.table == name), None)
+        for spec, name, state in capture.status(file, _skipped):
             if name is None:
-                capture = "[red]no such table[/]"
+                capture_text = "[red]no such table[/]"
             elif state is None:
-                capture = "[yellow]not installed[/]"
+                capture_text = "[yellow]not installed[/]"
             else:
-                capture = "installed" if state.installed else "[red]trigger missing[/]"
+                capture_text = "installed" if state.installed else "[red]trigger missing[/]"
             oldest = state.oldest.strftime("%Y-%m-%d %H:%M:%S") if state and state.oldest else ""
-            table.add_row(render.text(spec.name), render.text(name or spec.source.object), capture,
-                          str(state.pending if state else 0), oldest)
+            table.add_row(render.text(spec.name), render.text(name or spec.source.object),
+                          capture_text, str(state.pending if state else 0), oldest)
         console.print(table)
 
 
-@contextmanager
-def _capture_sources(file: Path, integration: str | None
-                     ) -> Iterator[list[tuple[BroadcastSpec, SqlConnector]]]:
-    """The broadcasts of the file with trigger.changes: cdc (or the one named), each with its
-    source's connector; those whose source is not PostgreSQL are skipped, or refused if named."""
-    from patchbay.connectors.sql import SqlConnector
-    from patchbay.patterns.context import Systems
-    from patchbay.spec import BroadcastSpec, load
-
-    loaded = load(file)
-    if integration is not None:
-        named = loaded.integration(integration)
-        if not isinstance(named, BroadcastSpec) or named.trigger.changes != "cdc":
-            raise SpecError(f"'{integration}' is not a broadcast with trigger.changes: cdc")
-    chosen = [i for i in loaded.integrations if isinstance(i, BroadcastSpec)
-              and i.trigger.changes == "cdc" and integration in (None, i.name)]
-    if not chosen:
-        raise SpecError(f"{file} has no broadcast with trigger.changes: cdc")
-    systems = Systems(loaded.systems)
-    try:
-        sources = []
-        for spec in chosen:
-            connector = systems[spec.source.system]
-            if isinstance(connector, SqlConnector) and connector.dialect == "postgresql":
-                sources.append((spec, connector))
-                continue
-            message = (f"the source of '{spec.name}', system '{spec.source.system}', is not "
-                       "PostgreSQL: `patchbay cdc` sets up PostgreSQL change capture")
-            if integration is not None:
-                raise SpecError(message)
-            errors.print(f"skipped: {render.text(message)}", highlight=False)
-        if not sources:
-            raise SpecError(f"no broadcast of {file} with trigger.changes: cdc reads PostgreSQL")
-        yield sources
-    finally:
-        systems.close()
+def _skipped(message: str) -> None:
+    errors.print(f"skipped: {render.text(message)}", highlight=False)
 
 
 @app.command()
@@ -551,8 +468,7 @@ def localorg(port: Annotated[int, typer.Option(metavar="PORT", help="Port to lis
              ) -> None:
     """Serve a Salesforce-compatible local org (REST, SOAP login, OAuth, Bulk 2.0): a test
     tool with fixed credentials, not a place for real data."""
-    from patchbay.localorg.org import OrgConfig
-    from patchbay.localorg.running import is_loopback, serve
+    from patchbay.localorg import OrgConfig, is_loopback, serve
 
     if not (allow_remote or is_loopback(host)):
         raise typer.BadParameter(f"{host} is not a loopback address; the local org is a test "
@@ -645,15 +561,15 @@ def _say(message: str) -> None:
 def _show_report(report: Mapping[str, Any]) -> None:
     if report.get("pattern") == "aggregation":
         render.aggregation(console, report)
-    elif report.get("pattern") == "stream aggregation":
-        console.print_json(json.dumps(report, default=str))
     elif report.get("pattern") == "broadcast":
         render.broadcast(console, report)
     elif report.get("status") == RunStatus.INTERRUPTED:
         console.print(f"[yellow]interrupted[/] after {report['counters'].get('read', 0)} records; "
                       f"continue with: patchbay resume {report['run']}")
-    else:
+    elif report.get("pattern") in (None, "migration"):
         render.report(console, report)
+    else:  # a stream aggregation's, or a plug-in pattern's: no view of its own
+        console.print_json(json.dumps(report, default=str))
 
 
 def _exit_code(report: Mapping[str, Any]) -> int:

@@ -29,6 +29,7 @@ from patchbay.errors import SpecError
 from patchbay.localorg.org import ORG_ID, OrgConfig, Session
 from patchbay.localorg.running import LocalOrg, free_port
 from patchbay.patterns.broadcast import Broadcast
+from patchbay.runtime import serving
 from patchbay.runtime.delivery import DeliveryStats
 from patchbay.runtime.runner import Invocation, serve
 from patchbay.spec import load
@@ -142,7 +143,7 @@ class World:
         store = Store.open(directory=self.tmp / "state")
         ctx = Invocation.load(self.spec, NAME, {}).context(store, self.tmp / "state" / "runs")
         try:
-            return Broadcast(ctx).deliver()
+            return serving.deliver(Broadcast(ctx))
         finally:
             ctx.systems.close()
             store.close()

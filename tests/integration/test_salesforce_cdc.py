@@ -15,6 +15,7 @@ import pytest
 from patchbay.localorg.org import Org, OrgConfig, Session
 from patchbay.localorg.running import LocalOrg
 from patchbay.patterns.broadcast import Broadcast
+from patchbay.runtime import serving
 from patchbay.runtime.runner import Invocation
 from patchbay.store import Store
 
@@ -70,7 +71,7 @@ class Engine:
 
     def round(self) -> int:
         changes = self.broadcast.poll()
-        self.broadcast.deliver()
+        serving.deliver(self.broadcast)
         return changes
 
     def cursor(self) -> dict[str, Any]:
@@ -183,7 +184,7 @@ def test_serve_delivers_an_event_within_a_few_seconds(tmp_path: Path, local: Loc
     spec = write_spec(tmp_path, local.port)
     engine = Engine(spec, tmp_path)
     stop = threading.Event()
-    server = threading.Thread(target=engine.broadcast.serve, args=(stop,), daemon=True)
+    server = threading.Thread(target=serving.serve, args=(engine.broadcast.ctx, stop), daemon=True)
     server.start()
     try:
         time.sleep(0.5)  # caught up (nothing yet), now following events

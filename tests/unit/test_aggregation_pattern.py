@@ -22,6 +22,7 @@ from patchbay.api.app import MAX_ANSWER_ROWS, close_app, create_app
 from patchbay.errors import ParameterError, SpecError
 from patchbay.patterns.aggregation import Aggregation, next_run
 from patchbay.runtime.runner import Invocation
+from patchbay.runtime.serving import serve
 from patchbay.spec import ScheduleSpec
 from patchbay.store import Store
 
@@ -94,7 +95,7 @@ def test_serve_runs_an_aggregation_on_its_schedule(tmp_path: Path) -> None:
     ctx = Invocation.load(spec, None, {}).context(
         store, tmp_path / "runs", progress=lambda event, counters: runs.append(counters["rows"]))
     stop = threading.Event()
-    serving = threading.Thread(target=Aggregation(ctx).serve, args=(stop,), daemon=True)
+    serving = threading.Thread(target=serve, args=(ctx, stop), daemon=True)
     serving.start()
     deadline = time.monotonic() + 10
     while len(runs) < 3 and time.monotonic() < deadline:

@@ -223,7 +223,7 @@ def report(integration: IntegrationSpec, counters: dict[str, int],
                         params={"since": dt.date(2024, 1, 1), "__internal": 1},
                         started_at=dt.datetime(2024, 1, 1, 12, 0), counters=counters,
                         comparison=comparison or agreeing(), source_in_scope=source_in_scope,
-                        verify=verify)
+                        verify=verify).to_json()
 
 
 def test_verdict_complete(integration: IntegrationSpec) -> None:

@@ -252,6 +252,7 @@ def test_merge_keys_and_equal_keys_in_different_mappings_are_not_duplicates() ->
     ("a: !!python/object:os.system x\n", "f.yaml:1:4", "could not determine a constructor"),
     ("? [1]\n: 2\n", "f.yaml:1:3", "found unhashable key"),
     ("!!set : x\n", "f.yaml:1:1", "found unhashable key"),
+    ("!!set a: 1\n", "f.yaml:1:1", "found unhashable key"),
     ("a: &x [1, *x]\n", "f.yaml:1:4", "an alias refers to the value that contains it"),
     ("a: " + "[" * 70 + "]" * 70 + "\n", "f.yaml:1:67", "nested more than 64 levels deep"),
     ("a: &a [" + ", ".join(["x"] * 60) + "]\nb: &b [" + ", ".join(["*a"] * 60) + "]\n"

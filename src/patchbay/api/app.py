@@ -69,12 +69,13 @@ from patchbay.errors import (
 )
 from patchbay.model import jsonable
 from patchbay.patterns import aggregation
+from patchbay.runtime import runner
 from patchbay.runtime.runner import Invocation
 from patchbay.spec import (
     AggregationSpec,
-    AnyIntegration,
     BroadcastSpec,
     IntegrationFile,
+    IntegrationSpec,
     ParameterSpec,
 )
 from patchbay.store import RunRecord, Store, open_state
@@ -205,7 +206,7 @@ class _Api:
     async def integrations(self, request: Request) -> Response:
         return self.json({"integrations": [self._integration(i) for i in self.file.integrations]})
 
-    def _integration(self, integration: AnyIntegration) -> dict[str, Any]:
+    def _integration(self, integration: IntegrationSpec) -> dict[str, Any]:
         described: dict[str, Any] = {
             "name": integration.name, "pattern": integration.pattern,
             "description": integration.description,
@@ -237,10 +238,10 @@ class _Api:
         integration = self._find(name)
         invocation = Invocation(self.file, integration,
                                 spec.resolve_parameters(integration, _json_params(integration, params)))
-        if isinstance(integration, AggregationSpec | BroadcastSpec):
+        if not runner.records_runs(integration):
             # Done in the request: an aggregation's run, or one round of a broadcast.
-            aggregating = isinstance(integration, AggregationSpec)
-            once = self.runs.aggregate if aggregating else self.runs.broadcast_round
+            aggregating = runner.holds_data_set(integration)
+            once = self.runs.aggregate if aggregating else self.runs.round
             # An aggregation's run holds its data set like a live answer: the same bound.
             if aggregating and not self.answering.acquire(blocking=False):
                 return self._busy()
@@ -254,13 +255,13 @@ class _Api:
                 if aggregating:
                     self.answering.release()
             return self.json(summary)
-        record = await run_in_threadpool(self.runs.start_migration, invocation,
+        record = await run_in_threadpool(self.runs.start, invocation,
                                          full=bool(options["full"]), fresh=bool(options["fresh"]))
         url = f"/runs/{record.id}"
         return self.json({"run": record.id, "integration": record.integration,
                           "status": record.status, "url": url}, 202, {"Location": url})
 
-    def _find(self, name: str) -> AnyIntegration:
+    def _find(self, name: str) -> IntegrationSpec:
         by_name = {i.name: i for i in self.file.integrations}
         if name in by_name:
             return by_name[name]
@@ -507,7 +508,7 @@ _NATIVE: dict[str, tuple[type, ...]] = {
     "list": (list, str)}
 
 
-def _json_params(integration: AnyIntegration, given: Mapping[str, Any]) -> dict[str, Any]:
+def _json_params(integration: IntegrationSpec, given: Mapping[str, Any]) -> dict[str, Any]:
     """JSON values as resolve_parameters takes them: a value of its parameter's JSON type
     as is, any other scalar as text, for the parameter's own parsing (and its message)."""
     converted: dict[str, Any] = {}

@@ -1,11 +1,11 @@
 """Runs started through the API, each in a thread of its own.
 
-A migration is started the way `runner.run` starts it: `Migration(ctx).start()` creates (or
-claims, to resume) the run's record in the store, in the request, so the answer carries the
-run id at once; `Migration.run(record)` then carries it to its end in a background thread,
-and `GET /runs/{id}` reads its progress from the store, where the migration checkpoints.
-A broadcast is not recorded as a run: one round (poll everything new, deliver everything
-due) runs in the request and its summary is the answer.
+A pattern that records its runs (a migration) is started through `runner.start`: it creates
+(or claims, to resume) the run's record in the store, in the request, so the answer carries
+the run id at once; `Started.carry` then runs it to its end in a background thread, and
+`GET /runs/{id}` reads its progress from the store, where the run checkpoints. Any other
+pattern runs in the request (`runner.run`: a broadcast's round, an aggregation) and its
+summary is the answer.
 
 Every run gets its own RunContext (its own connectors and stop event). Two runs of the same
 migration with the same parameters, or two rounds of the same broadcast, never overlap
@@ -28,10 +28,9 @@ from patchbay.errors import ApiError, RunNotResumable
 from patchbay.model import jsonable
 from patchbay.patterns import aggregation
 from patchbay.patterns.context import RunContext
-from patchbay.patterns.migration import Migration
+from patchbay.patterns.registry import Started
 from patchbay.runtime import runner
 from patchbay.runtime.runner import Invocation
-from patchbay.spec import BroadcastSpec
 from patchbay.store import RunRecord, Store
 from patchbay.store.runs import RunStatus
 
@@ -60,10 +59,10 @@ class Runs:
         with self._lock:
             return any(a.run_id == run_id for a in self._active.values())
 
-    # -- migrations -----------------------------------------------------------------------------
+    # -- recorded runs (migrations) ---------------------------------------------------------------
 
-    def start_migration(self, invocation: Invocation, *, full: bool = False,
-                        fresh: bool = False) -> RunRecord:
+    def start(self, invocation: Invocation, *, full: bool = False,
+              fresh: bool = False) -> RunRecord:
         """Record the run (or claim the unfinished one with these parameters, to resume it)
         and carry it on in a background thread; return its record."""
         ctx = invocation.context(self.store, self.reports_dir)
@@ -72,14 +71,14 @@ class Runs:
         try:
             active = self._reserve(key, ctx)
             try:
-                migration = Migration(ctx)
                 try:
-                    record = migration.start(fresh=fresh, full=full)
+                    begun = runner.start(ctx, fresh=fresh, full=full)
                 except RunNotResumable as exc:
                     raise ApiError(409, str(exc)) from None
-                if migration.notice is not None:
-                    log.info("'%s': %s", invocation.integration.name, migration.notice)
-                thread = threading.Thread(target=self._carry, args=(key, migration, record, ctx),
+                record = begun.record
+                if begun.notice is not None:
+                    log.info("'%s': %s", invocation.integration.name, begun.notice)
+                thread = threading.Thread(target=self._carry, args=(key, begun, ctx),
                                           name=f"patchbay-api-run-{record.id}", daemon=True)
                 with self._lock:
                     active.run_id, active.thread = record.id, thread
@@ -93,10 +92,10 @@ class Runs:
             if not started:
                 ctx.systems.close()
 
-    def _carry(self, key: tuple[str, str], migration: Migration, record: RunRecord,
-               ctx: RunContext) -> None:
+    def _carry(self, key: tuple[str, str], begun: Started, ctx: RunContext) -> None:
+        record = begun.record
         try:
-            report = migration.run(record)
+            report = begun.carry().to_json()
             log.info("run %s of '%s': %s", record.id, record.integration,
                      report.get("verdict") or report.get("status"))
         except BaseException as exc:
@@ -115,12 +114,11 @@ class Runs:
         except Exception:  # the store itself is failing; the record stays as it was
             log.warning("run %s: could not record its failure", run_id)
 
-    # -- broadcasts -----------------------------------------------------------------------------
+    # -- runs in the request ------------------------------------------------------------------
 
-    def broadcast_round(self, invocation: Invocation) -> dict[str, Any]:
-        """One round of a broadcast, in this thread: its summary."""
+    def round(self, invocation: Invocation) -> dict[str, Any]:
+        """One run (a broadcast's round) in this thread, never two at once: its summary."""
         name = invocation.integration.name
-        assert isinstance(invocation.integration, BroadcastSpec)
         if name in self.serving:
             raise ApiError(409, f"'{name}' is kept going by this server already: its changes "
                                 "are polled and delivered continuously")

@@ -25,8 +25,7 @@ from rich.table import Table
 
 from patchbay import render
 from patchbay.api import serve_api
-from patchbay.localorg.org import OrgConfig
-from patchbay.localorg.running import LocalOrg, free_port
+from patchbay.localorg import LocalOrg, OrgConfig, free_port
 from patchbay.runtime import runner
 from patchbay.store import Store
 

@@ -24,8 +24,7 @@ from rich.rule import Rule
 from patchbay import render
 from patchbay.demo.aggregation import run_aggregation
 from patchbay.demo.legacy_crm import build_legacy_crm
-from patchbay.localorg.org import OrgConfig
-from patchbay.localorg.running import LocalOrg
+from patchbay.localorg import LocalOrg, OrgConfig
 from patchbay.patterns.context import RunContext
 from patchbay.runtime import runner
 from patchbay.store import Store

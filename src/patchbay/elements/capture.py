@@ -14,7 +14,7 @@ import hashlib
 import json
 import operator
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -214,7 +214,7 @@ VERDICT_INCOMPLETE = "incomplete"
 def build_report(*, integration: Any, run_id: str | None, params: Mapping[str, Any],
                  started_at: dt.datetime | None, counters: Mapping[str, int],
                  comparison: Comparison, source_in_scope: int | None,
-                 verify: str, usage: Mapping[str, Mapping[str, int]] | None = None) -> dict[str, Any]:
+                 verify: str, usage: Mapping[str, Mapping[str, int]] | None = None) -> MigrationReport:
     """The run's results compared with the desired state, and its verdict."""
     src, dst = integration.source, integration.destination
     finished = dt.datetime.now(dt.UTC)
@@ -244,31 +244,74 @@ def build_report(*, integration: Any, run_id: str | None, params: Mapping[str, A
         verdict = VERDICT_COMPLETE
     started = started_at if started_at is None or started_at.tzinfo else started_at.replace(tzinfo=dt.UTC)
     seconds = (finished - started).total_seconds() if started else None
-    return {
-        "integration": integration.name,
-        "pattern": integration.pattern,
-        "run": run_id,
-        "params": plain_record({k: v for k, v in params.items() if not k.startswith("__")}),
-        "started_at": started.isoformat() if started else None,
-        "finished_at": finished.isoformat(),
-        "seconds": round(seconds, 3) if seconds is not None else None,
-        "records_per_second": round(read / seconds, 1) if seconds else None,
-        "source": {"system": src.system, "object": src.object, "in_scope": source_in_scope},
-        "destination": {"system": dst.system, "object": dst.object,
-                        "operation": str(dst.operation), "key": dst.key},
-        "counts": counts,
-        "batches": {"columnar": counters.get("batches_columnar", 0),
-                    "record": counters.get("batches_record", 0)},
-        "verification": verify,
-        "comparison": comparison.summary() if verify == "full" else None,
-        "verdict": verdict,
-        "verdict_reasons": reasons,
-        "usage": {system: dict(used) for system, used in (usage or {}).items() if used},
-    }
+    return MigrationReport(
+        integration=integration.name,
+        pattern=integration.pattern,
+        run=run_id,
+        params=plain_record({k: v for k, v in params.items() if not k.startswith("__")}),
+        started_at=started.isoformat() if started else None,
+        finished_at=finished.isoformat(),
+        seconds=round(seconds, 3) if seconds is not None else None,
+        records_per_second=round(read / seconds, 1) if seconds else None,
+        source={"system": src.system, "object": src.object, "in_scope": source_in_scope},
+        destination={"system": dst.system, "object": dst.object,
+                     "operation": str(dst.operation), "key": dst.key},
+        counts=counts,
+        batches={"columnar": counters.get("batches_columnar", 0),
+                 "record": counters.get("batches_record", 0)},
+        verification=verify,
+        comparison=comparison.summary() if verify == "full" else None,
+        verdict=verdict,
+        verdict_reasons=reasons,
+        usage={system: dict(used) for system, used in (usage or {}).items() if used},
+    )
 
 
-def write_report_files(directory: Path, report: Mapping[str, Any],
-                       set_aside: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class MigrationReport:
+    """A migration's run (or a verification) compared with the desired state, and its
+    verdict; once its files are written, the set-aside counts by code and the files' paths.
+    Its JSON is what report.json, `patchbay run --json` and the API show."""
+
+    integration: str
+    pattern: str
+    run: str | None
+    params: dict[str, Any]
+    started_at: str | None
+    finished_at: str
+    seconds: float | None
+    records_per_second: float | None
+    source: dict[str, Any]
+    destination: dict[str, Any]
+    counts: dict[str, int]
+    batches: dict[str, int]
+    verification: str
+    comparison: dict[str, Any] | None
+    verdict: str
+    verdict_reasons: list[str]
+    usage: dict[str, dict[str, int]]
+    set_aside_by_code: dict[str, int] | None = None
+    files: dict[str, str] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        found = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {k: v for k, v in found.items()
+                if v is not None or k not in ("set_aside_by_code", "files")}
+
+
+@dataclass(frozen=True)
+class MigrationInterrupted:
+    """A migration's run stopped on request after a batch: resumable."""
+
+    run: str
+    counters: dict[str, int]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"run": self.run, "status": "interrupted", "counters": self.counters}
+
+
+def write_report_files(directory: Path, report: MigrationReport,
+                       set_aside: Iterable[Mapping[str, Any]]) -> MigrationReport:
     """report.json, and rejects.csv: every record set aside, with its reason and source values.
 
     Returns the report completed with the set-aside counts by code and the files' paths.
@@ -277,12 +320,11 @@ def write_report_files(directory: Path, report: Mapping[str, Any],
     directory.mkdir(parents=True, exist_ok=True)
     rejects_path = directory / "rejects.csv"
     rows = list(set_aside)
-    report = dict(report)
     codes: dict[str, int] = {}
     for row in rows:
         codes[row["code"] or row["status"]] = codes.get(row["code"] or row["status"], 0) + 1
-    report["set_aside_by_code"] = codes
-    report["files"] = {"report": str(directory / "report.json"), "rejects": str(rejects_path)}
+    report = replace(report, set_aside_by_code=codes, files={
+        "report": str(directory / "report.json"), "rejects": str(rejects_path)})
     source_fields = list(dict.fromkeys(f for row in rows for f in (row.get("source") or {})))
     temporary = rejects_path.with_suffix(".csv.tmp")
     with temporary.open("w", newline="", encoding="utf-8") as handle:
@@ -295,7 +337,7 @@ def write_report_files(directory: Path, report: Mapping[str, Any],
     temporary.replace(rejects_path)
     report_path = directory / "report.json"
     temporary = report_path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+    temporary.write_text(json.dumps(report.to_json(), indent=2, default=str), encoding="utf-8")
     temporary.replace(report_path)
     return report
 

@@ -21,7 +21,7 @@ import re
 import string
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,11 +37,13 @@ from patchbay.elements.sink import Sink
 from patchbay.elements.transform import Transform
 from patchbay.errors import FatalRunError, ParameterError, SpecError
 from patchbay.model import Status, jsonable
-from patchbay.patterns.context import LookupCache, RunContext
+from patchbay.patterns.context import LookupCache, RunContext, spec_of
+from patchbay.patterns.registry import Loop, Pattern, RunReport
 from patchbay.spec import (
     AggregationDestinationSpec,
     AggregationSourceSpec,
     AggregationSpec,
+    IntegrationSpec,
     ScheduleSpec,
     TransformSpec,
 )
@@ -50,12 +52,6 @@ log = logging.getLogger(__name__)
 
 SAMPLE_REJECTS = 20
 """Set-aside records listed (with reasons) per source in a status; all are counted."""
-
-
-def spec_of(ctx: RunContext) -> AggregationSpec:
-    if not isinstance(ctx.integration, AggregationSpec) or ctx.integration.merge is None:
-        raise SpecError(f"'{ctx.integration.name}' is not an aggregation of sources")
-    return ctx.integration
 
 
 class RequiredSourceFailed(FatalRunError):
@@ -108,12 +104,47 @@ class Answer:
                 "sources": {name: s.as_dict() for name, s in self.sources.items()}}
 
 
+@dataclass(frozen=True)
+class AggregationReport:
+    """An aggregation's run: its answer (rows, whether partial, the columns left null, each
+    source's status), then the report files and destinations written, or why it failed."""
+
+    integration: str
+    rows: int
+    partial: bool
+    incomplete: dict[str, list[str]]
+    sources: dict[str, dict[str, Any]]
+    status: str
+    seconds: float
+    reports: list[str] = field(default_factory=list)
+    destinations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    error: str | None = None
+    """Why it failed (a required source): nothing was written."""
+
+    @classmethod
+    def of(cls, integration: str, answer: Answer, status: str, seconds: float,
+           **outputs: Any) -> AggregationReport:
+        return cls(integration, answer.table.num_rows, answer.partial, answer.incomplete,
+                   {name: s.as_dict() for name, s in answer.sources.items()}, status,
+                   round(seconds, 3), **outputs)
+
+    def to_json(self) -> dict[str, Any]:
+        head = {"integration": self.integration, "pattern": "aggregation", "rows": self.rows,
+                "partial": self.partial, "incomplete": self.incomplete, "sources": self.sources,
+                "status": self.status}
+        if self.error is not None:
+            return {**head, "error": self.error, "seconds": self.seconds}
+        return {**head, "reports": self.reports, "destinations": self.destinations,
+                "seconds": self.seconds}
+
+
 class Aggregation:
     """One aggregation integration with its sources and outputs."""
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
-        self.spec = spec_of(ctx)
+        self.spec = spec_of(ctx, AggregationSpec, "an aggregation of sources",
+                            lambda a: a.merge is not None)
         self.lookups = LookupCache(ctx.systems)
 
     # -- the answer -----------------------------------------------------------------------------
@@ -192,16 +223,16 @@ class Aggregation:
 
     # -- outputs --------------------------------------------------------------------------------
 
-    def run(self) -> dict[str, Any]:
-        """Answer, then write every report file and destination; the run's summary."""
+    def run(self) -> AggregationReport:
+        """Answer, then write every report file and destination; the run's report."""
         started = time.monotonic()
         # Before any source is read: a parameter that would put a report elsewhere refuses the run.
         paths = [self.report_path(r.file) for r in self.spec.reports]
         try:
             answer = self.answer()
         except RequiredSourceFailed as refused:
-            return {**self._head(), **refused.answer.summary(), "status": "failed",
-                    "error": str(refused), "seconds": round(time.monotonic() - started, 3)}
+            return AggregationReport.of(self.spec.name, refused.answer, "failed",
+                                        time.monotonic() - started, error=str(refused))
         written = [str(reports.write_report(answer.table, path, r.format, r.sheet))
                    for path, r in zip(paths, self.spec.reports, strict=True)]
         destinations = {f"{d.system}/{d.object}": self.write_destination(answer.table, d,
@@ -210,8 +241,8 @@ class Aggregation:
         failed = any(c.get(Status.FAILED.value) or c.get("rejected") for c in destinations.values())
         status = "partial" if answer.partial else ("complete_with_rejects" if failed or any(
             s.rejected for s in answer.sources.values()) else "complete")
-        return {**self._head(), **answer.summary(), "status": status, "reports": written,
-                "destinations": destinations, "seconds": round(time.monotonic() - started, 3)}
+        return AggregationReport.of(self.spec.name, answer, status, time.monotonic() - started,
+                                    reports=written, destinations=destinations)
 
     def report_path(self, file: str) -> Path:
         """The path of report `file` with the run's parameters in it (relative to the
@@ -290,27 +321,6 @@ class Aggregation:
             found["left_out"] = sorted(unknown)
         return {**found, "rejects": rejects} if rejects else found
 
-    def serve(self, stop: threading.Event) -> None:
-        """Run on the integration's schedule until `stop` is set. A run that fails is
-        logged and the schedule goes on; a run missed while nothing was serving is not
-        made up."""
-        schedule = self.spec.schedule
-        if schedule is None:
-            raise SpecError(f"aggregation '{self.spec.name}' has no schedule to serve")
-        due = dt.datetime.now(dt.UTC) if schedule.every_seconds else next_run(schedule)
-        while not stop.wait(max(0.0, (due - dt.datetime.now(dt.UTC)).total_seconds())):
-            try:
-                report = self.run()
-            except Exception:  # the next scheduled run may well succeed
-                log.exception("%s: the scheduled run failed", self.spec.name)
-            else:
-                self.ctx.notify("aggregation", {"rows": report.get("rows", 0),
-                                                "partial": int(bool(report.get("partial")))})
-            due = next_run(schedule)
-
-    def _head(self) -> dict[str, Any]:
-        return {"integration": self.spec.name, "pattern": "aggregation"}
-
 
 def next_run(schedule: ScheduleSpec, after: dt.datetime | None = None) -> dt.datetime:
     """The next time a schedule is due, after `after` (default now), in UTC."""
@@ -363,3 +373,38 @@ def _table(records: Sequence[Mapping[str, Any]], fields: Sequence[str]) -> pa.Ta
     if records:
         return pa.Table.from_pylist(list(records))
     return pa.table({name: pa.array([], pa.null()) for name in fields})
+
+
+class AggregationPattern(Pattern):
+    """An aggregation as a plug-in: of sources (run now, on a schedule, or answered live), or
+    of a stream (consumed and flushed)."""
+
+    holds_data_set = True
+
+    @classmethod
+    def loop_of(cls, integration: IntegrationSpec) -> Loop | None:
+        assert isinstance(integration, AggregationSpec)
+        if integration.stream is not None:
+            return "stream"
+        return "schedule" if integration.schedule is not None else None
+
+    def run(self, *, resume: str | None = None, fresh: bool = False, full: bool = False,
+            say: Callable[[str], None] | None = None) -> RunReport:
+        if self._streams:
+            report: RunReport = self.watched().run_once()
+            return report
+        return Aggregation(self.ctx).run()
+
+    def answer(self, limit: int | None = None) -> Answer:
+        return Aggregation(self.ctx).answer(limit)
+
+    def watched(self) -> Any:
+        if self._streams:
+            from patchbay.patterns import aggregation_stream  # brokers' clients: only when used
+
+            return aggregation_stream.StreamAggregation(self.ctx)
+        return Aggregation(self.ctx)
+
+    @property
+    def _streams(self) -> bool:
+        return type(self).loop_of(self.ctx.integration) == "stream"

@@ -48,50 +48,32 @@ import contextlib
 import datetime as dt
 import json
 import logging
-import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from patchbay.connectors.base import (
-    DRIVER_UNREACHABLE,
-    Capability,
-    Connector,
-    Received,
-    Subscription,
-)
+from patchbay.connectors.base import Capability, Connector, Received, Subscription
 from patchbay.connectors.messages import to_json
 from patchbay.elements.sink import Sink
 from patchbay.elements.transform import Transform
-from patchbay.errors import PatchbayError, RetriableError, SpecError
+from patchbay.errors import PatchbayError, SpecError
 from patchbay.model import ERROR_FIELD, Operation, Outcome, Record, Status
-from patchbay.patterns.context import LookupCache, RunContext
+from patchbay.patterns.context import TRANSIENT, LookupCache, RunContext, spec_of
 from patchbay.spec import AggregateSpec, AggregationDestinationSpec, AggregationSpec, StreamSourceSpec
 from patchbay.store.aggregates import Counted, Group
 
 log = logging.getLogger(__name__)
 
 SEEN_RETENTION = dt.timedelta(days=7)
-PURGE_EVERY_SECONDS = 600.0
 SHORTEST_WAIT, LONGEST_WAIT = 0.05, 1.0
-"""How long `serve` waits on an empty source, doubling while all of them stay empty."""
+"""How long serving waits on an empty source, doubling while all of them stay empty."""
 RUN_ONCE_WAIT = 0.5
 """How long `run_once` waits on a source before it takes it as drained."""
 
-_TRANSIENT: tuple[type[Exception], ...] = (RetriableError, *DRIVER_UNREACHABLE)
 _PATCHBAY_BODY = frozenset({"object", "operation", "key", "version", "record"})
 """The fields of the body patchbay's own message destinations publish (connectors/messages)."""
 _WRITTEN = frozenset({Status.CREATED, Status.UPDATED, Status.UNCHANGED, Status.SKIPPED})
-
-
-def spec_of(ctx: RunContext) -> AggregationSpec:
-    integration = ctx.integration
-    if not isinstance(integration, AggregationSpec) or integration.stream is None:
-        raise SpecError(f"'{integration.name}' is not a stream aggregation (an aggregation with "
-                        "stream)")
-    return integration
 
 
 # -- accumulators -------------------------------------------------------------------------------
@@ -246,6 +228,20 @@ class Tally:
             setattr(self, name, getattr(self, name) + value)
 
 
+@dataclass(frozen=True)
+class StreamReport:
+    """What a stream aggregation's run did (its Tally), and the sources and destinations
+    that failed, each with its last error."""
+
+    integration: str
+    tally: Tally
+    errors: dict[str, str]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"integration": self.integration, "pattern": "stream aggregation",
+                **asdict(self.tally), "errors": self.errors}
+
+
 @dataclass
 class _Held:
     source: _Source
@@ -260,7 +256,7 @@ class _Errors:
 
     def note(self, name: str, exc: BaseException, what: str, integration: str) -> None:
         self.by_name[name] = str(exc) or type(exc).__name__
-        if isinstance(exc, (PatchbayError, *DRIVER_UNREACHABLE)):
+        if isinstance(exc, (PatchbayError, *TRANSIENT)):
             log.warning("%s: %s %s failed, trying again later: %s", integration, what, name, exc)
         else:
             log.error("%s: %s %s failed, trying again later", integration, what, name,
@@ -272,7 +268,9 @@ class StreamAggregation:
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
-        self.spec = spec_of(ctx)
+        self.spec = spec_of(ctx, AggregationSpec,
+                            "a stream aggregation (an aggregation with stream)",
+                            lambda a: a.stream is not None)
         assert self.spec.stream is not None
         self.stream = self.spec.stream
         self.name = self.spec.name
@@ -319,7 +317,7 @@ class StreamAggregation:
 
     # -- running --------------------------------------------------------------------------------
 
-    def run_once(self) -> dict[str, Any]:
+    def run_once(self) -> StreamReport:
         """Consume what the sources hold now (until a fetch comes back empty), flushing
         every `flush.every_messages`, then flush; the summary of what happened."""
         tally = Tally()
@@ -335,41 +333,16 @@ class StreamAggregation:
             self.close()
         return self.summary(tally)
 
-    def serve(self, stop: threading.Event) -> None:
-        """Consume and flush until `stop` is set: a flush every `flush.every_seconds`, or as
-        soon as `flush.every_messages` are held. A source, destination or engine state that
-        cannot be reached is tried again on the next round; the messages held stay unacked
-        meanwhile. On stop, what is held is flushed first."""
-        flush = self.stream.flush
-        wait, flushed_at, purged_at = SHORTEST_WAIT, time.monotonic(), -PURGE_EVERY_SECONDS
-        try:
-            while not stop.is_set():
-                if time.monotonic() - purged_at >= PURGE_EVERY_SECONDS:
-                    self.purge()
-                    purged_at = time.monotonic()
-                due = flush.every_seconds - (time.monotonic() - flushed_at)
-                if due <= 0 or len(self._held) >= flush.every_messages:
-                    if not self._flush_logged():
-                        stop.wait(flush.every_seconds)  # the state is down: not in a hot loop
-                    flushed_at = time.monotonic()
-                    continue
-                taken = self.take(min(wait, due))
-                if taken:
-                    wait = SHORTEST_WAIT
-                else:
-                    wait = min(wait * 2, LONGEST_WAIT)
-                    if not any(s.subscription for s in self.sources):
-                        stop.wait(min(wait, due))  # every source failed at once: no hot loop
-        finally:
-            if self._held:
-                self._flush_logged()
-            self.close()
+    @property
+    def holding(self) -> int:
+        """How many messages are held, not yet flushed."""
+        return len(self._held)
 
-    def _flush_logged(self) -> bool:
+    def flush_logged(self) -> bool:
         """Flush; whether it went through."""
         try:
             tally = self.flush()
-        except _TRANSIENT as exc:
+        except TRANSIENT as exc:
             log.warning("%s: flushing failed, trying again (the %d messages held stay unacked): "
                         "%s", self.name, len(self._held), exc)
             return False
@@ -578,7 +551,7 @@ class StreamAggregation:
         """Forget the ids of messages counted longer ago than SEEN_RETENTION; how many."""
         try:
             return self.ctx.store.seen.purge(self.name, SEEN_RETENTION)
-        except _TRANSIENT as exc:
+        except TRANSIENT as exc:
             log.warning("%s: forgetting old message ids failed, trying later: %s", self.name, exc)
             return 0
 
@@ -594,9 +567,8 @@ class StreamAggregation:
             with contextlib.suppress(Exception):
                 subscription.close()
 
-    def summary(self, tally: Tally) -> dict[str, Any]:
-        return {"integration": self.name, "pattern": "stream aggregation", **asdict(tally),
-                "errors": dict(self.errors.by_name)}
+    def summary(self, tally: Tally) -> StreamReport:
+        return StreamReport(self.name, tally, dict(self.errors.by_name))
 
 
 def _record_of(body: Mapping[str, Any]) -> Record | None:

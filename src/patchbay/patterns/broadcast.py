@@ -2,7 +2,8 @@
 
     source.changes(cursor) ──► per destination: filter, transform ──► store.transaction():
         outbox.add(deliveries), cursors.set(cursor)   (together: the rule of the outbox)
-    Deliverer, per destination ──► lease ──► conform + write ──► delivered / retry / dead
+    runtime's deliverer, per destination ──► lease ──► `sinks[destination]` (conform +
+        write) ──► delivered / retry / dead
 
 A poll enqueues one delivery per destination per change and advances the cursor in the
 same transaction, so a crash between the two cannot lose a change. Delivery is per
@@ -16,36 +17,29 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-import threading
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from patchbay import scope as scopes
-from patchbay.connectors.base import DRIVER_UNREACHABLE, Connector
+from patchbay.connectors.base import Connector
 from patchbay.cron import Cron
 from patchbay.elements.sink import Sink
 from patchbay.elements.transform import Transform
-from patchbay.errors import ConnectionFailed, RetriableError, SpecError
+from patchbay.errors import ConnectionFailed, SpecError
 from patchbay.model import (
     ERROR_FIELD,
     VERSION_FIELD,
     Change,
     ChangeKind,
 )
-from patchbay.patterns.context import LookupCache, RunContext
-from patchbay.retry import RetryPolicy
-from patchbay.runtime.delivery import Deliverer, DeliveryStats
+from patchbay.patterns.context import TRANSIENT, LookupCache, RunContext, spec_of
+from patchbay.patterns.registry import Pattern
 from patchbay.spec import BroadcastDestinationSpec, BroadcastSpec
 from patchbay.store.outbox import NewDelivery
 
 log = logging.getLogger(__name__)
 
-PURGE_EVERY_SECONDS = 600.0
-_TRANSIENT: tuple[type[Exception], ...] = (RetriableError, *DRIVER_UNREACHABLE)
-"""A source, destination or engine state that cannot be reached now: tried again later."""
 
 MAX_PUSHED = 10_000
 """At most this many changes, and this many ids, in one push."""
@@ -54,30 +48,6 @@ _INT64 = (-(2 ** 63), 2 ** 63 - 1)
 # A change the transform could not make a record of is enqueued as a payload of ERROR_FIELD
 # ("CODE: reason"): the sink refuses it with that code and reason, so it lands in the
 # dead letters.
-
-
-_waking: dict[str, set[Callable[[], None]]] = {}
-_waking_lock = threading.Lock()
-
-
-def wake(name: str) -> None:
-    """Wake the delivering threads of broadcast `name` that serve in this process: pushed
-    changes are delivered at once, not at the next poll."""
-    with _waking_lock:
-        callbacks = list(_waking.get(name, ()))
-    for callback in callbacks:
-        callback()
-
-
-@contextlib.contextmanager
-def _woken_by_pushes(name: str, callback: Callable[[], None]) -> Iterator[None]:
-    with _waking_lock:
-        _waking.setdefault(name, set()).add(callback)
-    try:
-        yield
-    finally:
-        with _waking_lock:
-            _waking[name].discard(callback)
 
 
 def pushed_changes(body: Mapping[str, Any], key: str
@@ -125,12 +95,6 @@ def _bounded_key(value: Any) -> bool:
         _INT64[0] <= value <= _INT64[1]
 
 
-def spec_of(ctx: RunContext) -> BroadcastSpec:
-    if not isinstance(ctx.integration, BroadcastSpec):
-        raise SpecError(f"'{ctx.integration.name}' is a {ctx.integration.pattern}, not a broadcast")
-    return ctx.integration
-
-
 @dataclass
 class _Destination:
     spec: BroadcastDestinationSpec
@@ -141,15 +105,17 @@ class _Destination:
 
 
 class Broadcast:
-    """One broadcast integration: poll its source into the outbox, deliver the outbox."""
+    """One broadcast integration: poll its source into the outbox, or take pushed changes
+    into it; the runtime delivers the outbox (patchbay.runtime.serving)."""
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
-        self.spec = spec_of(ctx)
+        self.spec = spec_of(ctx, BroadcastSpec)
         self.source = ctx.systems[self.spec.source.system]
         lookups = LookupCache(ctx.systems)
         self.destinations: dict[str, _Destination] = {}
-        sinks = {}
+        self.sinks: dict[str, Sink] = {}
+        """Per destination, what the runtime's deliverer writes through (conform, then write)."""
         for destination in self.spec.destinations:
             connector = ctx.systems[destination.system]
             transform = Transform(destination.transform, ctx.params, lookups)
@@ -160,15 +126,9 @@ class Broadcast:
             self.destinations[destination.name] = _Destination(
                 destination, connector, transform,
                 scopes.to_predicate(scopes.bind(destination.filter, ctx.params)))
-            sinks[destination.name] = sink
+            self.sinks[destination.name] = sink
         trigger = self.spec.trigger
         self._cron = Cron.parse(trigger.cron) if trigger.cron is not None else None
-        options = self.spec.options
-        self.deliverer = Deliverer(
-            ctx.store, self.spec.name, sinks,
-            RetryPolicy(options.max_attempts, options.backoff_seconds,
-                        options.backoff_max_seconds),
-            lease_seconds=options.lease_seconds)
 
     # -- noticing changes -----------------------------------------------------------------------
 
@@ -237,7 +197,7 @@ class Broadcast:
         Connector.deleted); else it is left out. A change older than one of the same record
         already queued is left out too. `message` (where it came from, its id) makes a
         second push of the same message raise MessageSeen. Returns once the deliveries are
-        durably in the outbox, and wakes this process's delivering threads."""
+        durably in the outbox (the runtime then wakes this process's delivering threads)."""
         src = self.spec.source
         key = src.key or "Id"
         pushed, wanted = pushed_changes(body, key)
@@ -264,81 +224,9 @@ class Broadcast:
             if message is not None:
                 tx.seen.first_sight(self.spec.name, *message)
             tx.outbox.add(self.spec.name, deliveries, newer_only=True)
-        wake(self.spec.name)
         return len(changes)
 
-    # -- delivering -----------------------------------------------------------------------------
-
-    def deliver(self) -> DeliveryStats:
-        """Deliver what is due until nothing due is left, every destination in a thread of
-        its own: a slow destination (waiting on its network) holds up no other."""
-        names = list(self.destinations)
-        with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="deliver") as pool:
-            drained = pool.map(lambda name: self.deliverer.drain(name, self.spec.options.batch_size),
-                               names)
-            stats = DeliveryStats()
-            for result in drained:
-                stats = stats + result
-        return stats
-
-    def run_once(self) -> dict[str, Any]:
-        """Poll everything new, deliver everything due; the summary of what happened."""
-        changes = self.poll()
-        stats = self.deliver()
-        return self.summary(changes, stats)
-
-    def serve(self, stop: threading.Event, poll: bool = True) -> None:
-        """Notice and deliver until `stop` is set. This thread polls the source every
-        `poll_seconds` (unless `poll` is false: an extra worker, which only delivers); each
-        destination has a delivering thread of its own, woken as soon as a poll, or a push
-        to this process, has put something in the outbox. So delivering overlaps noticing,
-        and a slow destination holds up no other. A source or engine state that cannot be
-        reached for a while is tried again on the next round; any other error stops the
-        broadcast."""
-        ended = threading.Event()
-        wakes = {name: threading.Event() for name in self.destinations}
-        tally = _Tally()
-
-        def wake_all() -> None:
-            for wake in wakes.values():
-                wake.set()
-
-        workers = [threading.Thread(target=self._keep_delivering,
-                                    args=(name, wakes[name], stop, ended, tally),
-                                    name=f"deliver-{name}", daemon=True) for name in wakes]
-        for worker in workers:
-            worker.start()
-        purged_at = -PURGE_EVERY_SECONDS
-        poll_at = self._next_poll(dt.datetime.now(dt.UTC), first=True)
-        try:
-            # A push (webhook, Outbound Message) to this process wakes the delivering
-            # threads at once, as a poll that found changes does.
-            with _woken_by_pushes(self.spec.name, wake_all):
-                while not stop.is_set():
-                    if time.monotonic() - purged_at >= PURGE_EVERY_SECONDS:
-                        self.purge()
-                        purged_at = time.monotonic()
-                    changes = 0
-                    if poll and dt.datetime.now(dt.UTC) >= poll_at:
-                        try:
-                            changes = self.poll(enqueued=wake_all)
-                        except _TRANSIENT as exc:
-                            log.warning("%s: noticing changes failed, trying again: %s",
-                                        self.spec.name, exc)
-                        poll_at = self._next_poll(dt.datetime.now(dt.UTC))
-                    stats = tally.take()
-                    self.ctx.notify("broadcast", {"changes": changes, "delivered": stats.delivered,
-                                                  "retried": stats.retried, "dead": stats.dead})
-                    # Wake at least every poll_seconds, to report and purge between cron times.
-                    until_poll = (poll_at - dt.datetime.now(dt.UTC)).total_seconds()
-                    stop.wait(max(0.0, min(until_poll, self.spec.trigger.poll_seconds)))
-        finally:
-            ended.set()
-            wake_all()
-            for worker in workers:
-                worker.join(timeout=60)
-
-    def _next_poll(self, now: dt.datetime, first: bool = False) -> dt.datetime:
+    def next_poll(self, now: dt.datetime, first: bool = False) -> dt.datetime:
         """When to poll next: now (at start) or `poll_seconds` on, or the trigger's next
         cron time."""
         if self._cron is not None:
@@ -352,53 +240,9 @@ class Broadcast:
             return 0
         try:
             return self.ctx.store.outbox.purge(dt.timedelta(hours=keep), self.spec.name)
-        except _TRANSIENT as exc:
+        except TRANSIENT as exc:
             log.warning("%s: purging the outbox failed, trying later: %s", self.spec.name, exc)
             return 0
-
-    def _keep_delivering(self, name: str, wake: threading.Event, stop: threading.Event,
-                         ended: threading.Event, tally: _Tally) -> None:
-        limit, pause = self.spec.options.batch_size, self.spec.trigger.poll_seconds
-        while not (stop.is_set() or ended.is_set()):
-            # Cleared before the lease, not after the wait: a wake that comes while this
-            # pass leases finds the next wait already set.
-            wake.clear()
-            try:
-                stats = self.deliverer.deliver_once(name, limit)
-            except _TRANSIENT as exc:  # its deliveries wait for the next try
-                log.warning("%s: delivering to %s failed, trying again: %s",
-                            self.spec.name, name, exc)
-                stats = DeliveryStats()
-            except Exception:
-                log.exception("%s: delivering to %s failed, trying again", self.spec.name, name)
-                stats = DeliveryStats()
-            if stats.total:
-                tally.add(stats)
-                continue
-            # Nothing due: sleep until a poll or a push enqueues, or a retry may have come due.
-            wake.wait(pause)
-
-    def summary(self, changes: int, stats: DeliveryStats) -> dict[str, Any]:
-        return {"integration": self.spec.name, "pattern": "broadcast", "changes": changes,
-                "delivered": stats.delivered, "retried": stats.retried, "dead": stats.dead,
-                "outbox": self.ctx.store.outbox.counts(self.spec.name)}
-
-
-class _Tally:
-    """Delivery counts from the delivering threads, taken by the noticing one to report."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._stats = DeliveryStats()
-
-    def add(self, stats: DeliveryStats) -> None:
-        with self._lock:
-            self._stats += stats
-
-    def take(self) -> DeliveryStats:
-        with self._lock:
-            stats, self._stats = self._stats, DeliveryStats()
-        return stats
 
 
 def _sink(connector: Connector, destination: BroadcastDestinationSpec,
@@ -435,3 +279,35 @@ def _version(change: Change, watermark: str | None) -> str:
         return change.at.isoformat()
     value = change.record.get(watermark) if watermark else None
     return "" if value is None else str(value)
+
+
+@dataclass(frozen=True)
+class BroadcastReport:
+    """One round of a broadcast: changes noticed, deliveries made, retried and dead, and
+    the outbox's deliveries per destination and status after it."""
+
+    integration: str
+    changes: int
+    delivered: int
+    retried: int
+    dead: int
+    outbox: dict[str, dict[str, int]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"integration": self.integration, "pattern": "broadcast", "changes": self.changes,
+                "delivered": self.delivered, "retried": self.retried, "dead": self.dead,
+                "outbox": self.outbox}
+
+
+class BroadcastPattern(Pattern):
+    """A broadcast as a plug-in: kept going by the runtime's outbox loop (poll, deliver), one
+    round of it for a run; pushed changes go into the outbox."""
+
+    loop = "outbox"
+
+    def accept(self, body: Mapping[str, Any], received_at: str,
+               message: tuple[str, str] | None = None) -> int:
+        return Broadcast(self.ctx).accept(body, received_at, message)
+
+    def watched(self) -> Broadcast:
+        return Broadcast(self.ctx)

@@ -6,13 +6,18 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, get_args
 
-from patchbay.connectors.base import Connector, connect
-from patchbay.errors import SpecError
+from patchbay.connectors.base import DRIVER_UNREACHABLE, Connector, connect
+from patchbay.errors import RetriableError, SpecError
 from patchbay.model import KeyValue
-from patchbay.spec import AnyIntegration, IntegrationFile, Lookup, SystemSpec, suggest
+from patchbay.spec import IntegrationFile, IntegrationSpec, Lookup, SystemSpec, suggest
 from patchbay.store import Store
+
+S = TypeVar("S", bound=IntegrationSpec)
+
+TRANSIENT: tuple[type[Exception], ...] = (RetriableError, *DRIVER_UNREACHABLE)
+"""A source, destination or engine state that cannot be reached now: tried again later."""
 
 ProgressCallback = Callable[[str, Mapping[str, int]], None]
 """Called with an event name ("batch", "start", "verify") and the run's counters."""
@@ -78,7 +83,7 @@ def _as_key(value: KeyValue) -> str:
 class RunContext:
     """Everything a pattern needs to run one integration once."""
 
-    integration: AnyIntegration
+    integration: IntegrationSpec
     systems: Systems
     store: Store
     params: Mapping[str, Any]
@@ -88,10 +93,25 @@ class RunContext:
     progress: ProgressCallback | None = None
 
     @classmethod
-    def create(cls, file: IntegrationFile, integration: AnyIntegration, store: Store,
+    def create(cls, file: IntegrationFile, integration: IntegrationSpec, store: Store,
                params: Mapping[str, Any], **kwargs: Any) -> RunContext:
         return cls(integration, Systems(file.systems), store, params, spec_path=file.path, **kwargs)
 
     def notify(self, event: str, counters: Mapping[str, int]) -> None:
         if self.progress is not None:
             self.progress(event, counters)
+
+
+def spec_of(ctx: RunContext, model: type[S], what: str = "",
+            accepts: Callable[[S], bool] = lambda _: True) -> S:
+    """The integration of `ctx` as `model`, or a SpecError saying what it is instead; `what`
+    names what `accepts` further requires (an aggregation of sources, say)."""
+    integration = ctx.integration
+    if isinstance(integration, model) and accepts(integration):
+        return integration
+    [pattern] = get_args(model.model_fields["pattern"].annotation)
+    if isinstance(integration, model):
+        raise SpecError(f"'{integration.name}' is not {what}")
+    article = "an" if integration.pattern[:1] in "aeiou" else "a"
+    raise SpecError(f"'{integration.name}' is {article} {integration.pattern}, not "
+                    f"{what or f'a {pattern}'}")

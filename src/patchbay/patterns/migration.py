@@ -30,13 +30,14 @@ from patchbay import scope as scopes
 from patchbay.compare import differing_fields, normalise, same_values
 from patchbay.connectors.base import Capability, Connector
 from patchbay.elements import capture
-from patchbay.elements.capture import Comparison
+from patchbay.elements.capture import Comparison, MigrationInterrupted, MigrationReport
 from patchbay.elements.columnar import arrow_type
 from patchbay.elements.sink import Shaped, Sink
 from patchbay.elements.transform import Transform
 from patchbay.errors import FatalRunError, PatchbayError, RunNotResumable, SpecError
 from patchbay.model import Operation, Page, Record, Status, jsonable
-from patchbay.patterns.context import LookupCache, RunContext
+from patchbay.patterns.context import LookupCache, RunContext, spec_of
+from patchbay.patterns.registry import Pattern, Report, RunReport, Started
 from patchbay.retry import RetryPolicy
 from patchbay.spec import MigrationSpec, redact_url
 from patchbay.store import Store
@@ -69,19 +70,13 @@ class Prepared:
         return self.sink.fields or []
 
 
-def spec_of(ctx: RunContext) -> MigrationSpec:
-    if not isinstance(ctx.integration, MigrationSpec):
-        raise SpecError(f"'{ctx.integration.name}' is a {ctx.integration.pattern}, not a migration")
-    return ctx.integration
-
-
 def fingerprint(ctx: RunContext) -> str:
     """A digest of the definition a run runs: the integration as declared (source, scope,
     transform, destination, parameters; not its options, which a resumed run may tune), the
     identity of every system it uses, and the run's parameters. Secrets never enter it: a
     system's identity is its URL without password, query or fragment, and secrets only
     ever sit in systems (`${ENV}` is filled in nowhere else)."""
-    integration = spec_of(ctx)
+    integration = spec_of(ctx, MigrationSpec)
     systems = {name: system_identity(ctx.systems.spec(name).url)
                for name in sorted({s for s, _ in integration.systems_used()})}
     definition = {"integration": integration.model_dump(mode="json", by_alias=True,
@@ -102,7 +97,7 @@ def system_identity(url: str) -> str:
 
 
 def prepare(ctx: RunContext, watermark_after: Any = None) -> Prepared:
-    integration = spec_of(ctx)
+    integration = spec_of(ctx, MigrationSpec)
     src, dst = integration.source, integration.destination
     source, destination = ctx.systems[src.system], ctx.systems[dst.system]
     bound = scopes.bind(src.scope, ctx.params)
@@ -210,7 +205,7 @@ class Migration:
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
-        self.integration = spec_of(ctx)
+        self.integration = spec_of(ctx, MigrationSpec)
         self.options = self.integration.options
         self.notice: str | None = None
         """What `start` chose, when the person running it should hear of it."""
@@ -276,7 +271,7 @@ class Migration:
 
     # -- the run --------------------------------------------------------------------------------
 
-    def run(self, run: RunRecord) -> dict[str, Any]:
+    def run(self, run: RunRecord) -> MigrationReport | MigrationInterrupted:
         """Carry the run to its end (or to a stop); return the report."""
         ctx, store = self.ctx, self.ctx.store
         state = dict(run.checkpoint or {})
@@ -311,8 +306,7 @@ class Migration:
                 if ctx.stop.is_set():
                     checkpoints.finish()
                     store.runs.finish(run.id, RunStatus.INTERRUPTED)
-                    return {"run": run.id, "status": RunStatus.INTERRUPTED,
-                            "counters": dict(counters)}
+                    return MigrationInterrupted(run.id, dict(counters))
             checkpoints.finish()
             self._check_rejects(counters, [], run.id, finished=True)
         except BaseException as exc:
@@ -326,11 +320,11 @@ class Migration:
             store.runs.finish(run.id, RunStatus.FAILED, error=str(exc) or type(exc).__name__)
             raise
         report = self.report(run, prepared, counters, comparison)
-        status = report["verdict"]
+        status = report.verdict
         if src.watermark and high_water is not None and status != RunStatus.INCOMPLETE:
             store.cursors.set(self.integration.name, src.system, src.object, high_water)
         report = capture.write_report_files(ctx.reports_dir / run.id, report, store.outcomes.of(run.id))
-        store.runs.finish(run.id, status, report=report, counters=counters)
+        store.runs.finish(run.id, status, report=report.to_json(), counters=counters)
         return report
 
     def _announce_scope(self, prepared: Prepared) -> None:
@@ -482,7 +476,7 @@ class Migration:
     # -- results capture ------------------------------------------------------------------------
 
     def report(self, run: RunRecord, prepared: Prepared, counters: Mapping[str, int],
-               comparison: Comparison) -> dict[str, Any]:
+               comparison: Comparison) -> MigrationReport:
         src = self.integration.source
         in_scope = None
         with contextlib.suppress(NotImplementedError):
@@ -530,7 +524,7 @@ def _source_key(record: Record, key: str | None) -> Any:
 
 def plan(ctx: RunContext, *, examples: int = 5, limit: int | None = None) -> dict[str, Any]:
     """Classify each record in scope as insert / update / unchanged / reject, writing nothing."""
-    integration = spec_of(ctx)
+    integration = spec_of(ctx, MigrationSpec)
     src, dst = integration.source, integration.destination
     prepared = prepare(ctx, None if not src.watermark else ctx.store.cursors.get(
         integration.name, src.system, src.object))
@@ -576,7 +570,7 @@ def plan(ctx: RunContext, *, examples: int = 5, limit: int | None = None) -> dic
 def _shaped_pages(ctx: RunContext, prepared: Prepared) -> Iterator[tuple[list[Record], Shaped]]:
     """The records in scope a page at a time, each page with its shaped records (plan and
     verify: written nowhere, so read in this thread)."""
-    integration = spec_of(ctx)
+    integration = spec_of(ctx, MigrationSpec)
     src = integration.source
     for page in prepared.source.read(src.object, prepared.scope, key=src.key,
                                      fields=prepared.read_fields,
@@ -611,7 +605,7 @@ def _refused_last_time(ctx: RunContext) -> frozenset[str]:
 
 def verify(ctx: RunContext) -> dict[str, Any]:
     """Compare the destination with the source scope now, writing nothing."""
-    integration = spec_of(ctx)
+    integration = spec_of(ctx, MigrationSpec)
     dst = integration.destination
     prepared = prepare(ctx)
     comparison = Comparison(dst.key, prepared.fields, integration.options.sample_size,
@@ -628,4 +622,29 @@ def verify(ctx: RunContext) -> dict[str, Any]:
         ctx.notify("verify", counters)
     return capture.build_report(integration=integration, run_id=None, params=dict(ctx.params),
                                 started_at=None, counters=counters, comparison=comparison,
-                                source_in_scope=counters["read"], verify="full")
+                                source_in_scope=counters["read"], verify="full").to_json()
+
+
+class MigrationPattern(Pattern):
+    """A migration as a plug-in: recorded runs that resume, a plan, a verification."""
+
+    records_runs = True
+
+    def start(self, *, resume: str | None = None, fresh: bool = False,
+              full: bool = False) -> Started:
+        migration = Migration(self.ctx)
+        record = migration.start(resume=resume, fresh=fresh, full=full)
+        return Started(record, migration.notice, lambda: migration.run(record))
+
+    def run(self, *, resume: str | None = None, fresh: bool = False, full: bool = False,
+            say: Callable[[str], None] | None = None) -> RunReport:
+        started = self.start(resume=resume, fresh=fresh, full=full)
+        if started.notice is not None and say is not None:
+            say(started.notice)
+        return started.carry()
+
+    def plan(self, examples: int) -> Report:
+        return plan(self.ctx, examples=examples)
+
+    def verify(self) -> Report:
+        return verify(self.ctx)

@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 from patchbay import spec
 from patchbay.errors import SpecError
-from patchbay.patterns import broadcast, migration
 from patchbay.patterns.context import ProgressCallback, RunContext
-from patchbay.spec import AggregationSpec, AnyIntegration, BroadcastSpec, IntegrationFile, MigrationSpec
+from patchbay.patterns.registry import Report, Started, pattern_class, pattern_of
+from patchbay.runtime import serving
+from patchbay.spec import IntegrationFile, IntegrationSpec
 from patchbay.store import Store, open_state
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ class Invocation:
     """An integration chosen from a file, with the parameters of this run."""
 
     file: IntegrationFile
-    integration: AnyIntegration
+    integration: IntegrationSpec
     params: dict[str, Any]
 
     @classmethod
@@ -42,12 +43,12 @@ class Invocation:
         return ctx
 
 
-def in_dependency_order(file: IntegrationFile) -> list[AnyIntegration]:
+def in_dependency_order(file: IntegrationFile) -> list[IntegrationSpec]:
     """Every integration of the file, each after those whose destination it looks records
     up in (accounts before the contacts that look up their account ids); otherwise in the
     file's order."""
     integrations = file.integrations
-    written = [_destinations(i) for i in integrations]
+    written = [i.objects_written() for i in integrations]
     needs = {index: {other for other, objects in enumerate(written)
                      if other != index and objects & _lookups(integration)}
              for index, integration in enumerate(integrations)}
@@ -64,65 +65,66 @@ def in_dependency_order(file: IntegrationFile) -> list[AnyIntegration]:
     return [integrations[i] for i in ordered]
 
 
-def _destinations(integration: AnyIntegration) -> set[tuple[str, str]]:
-    """The (system, object) pairs an integration writes."""
-    if isinstance(integration, MigrationSpec):
-        return {(integration.destination.system, integration.destination.object)}
-    return {(d.system, d.object) for d in integration.destinations}
-
-
-def _lookups(integration: AnyIntegration) -> set[tuple[str, str]]:
+def _lookups(integration: IntegrationSpec) -> set[tuple[str, str]]:
     """The (system, object) pairs an integration's transforms look records up in."""
     return {(m.lookup.system, m.lookup.object) for transform, _ in integration.transforms()
             for m in transform.fields.values() if m.lookup is not None}
 
 
 def run(ctx: RunContext, *, resume: str | None = None, fresh: bool = False,
-        full: bool = False, say: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run (or resume) a migration to its end, a broadcast once (poll everything new,
-    deliver everything due), or an aggregation (answer and write its outputs); return its
-    report. `say` hears which run a migration resumes, or why it did not resume one."""
+        full: bool = False, say: Callable[[str], None] | None = None) -> Report:
+    """Run an integration once with its pattern (a migration to its end, resuming; a
+    broadcast's round: poll everything new, deliver everything due; an aggregation); return
+    its report. `say` hears which run a migration resumes, or why it did not resume one."""
     try:
-        if isinstance(ctx.integration, BroadcastSpec):
-            return broadcast.Broadcast(ctx).run_once()
-        if isinstance(ctx.integration, AggregationSpec) and ctx.integration.stream is not None:
-            from patchbay.patterns import aggregation_stream  # brokers' clients: only when used
-
-            return aggregation_stream.StreamAggregation(ctx).run_once()
-        if isinstance(ctx.integration, AggregationSpec) and ctx.integration.stream is None:
-            from patchbay.patterns import aggregation  # DuckDB: only when used
-
-            return aggregation.Aggregation(ctx).run()
-        runner = migration.Migration(ctx)
-        record = runner.start(resume=resume, fresh=fresh, full=full)
-        if runner.notice is not None and say is not None:
-            say(runner.notice)
-        return runner.run(record)
+        pattern = pattern_of(ctx)
+        report = serving.round_of(pattern)
+        if report is None:
+            report = pattern.run(resume=resume, fresh=fresh, full=full, say=say)
+        return report.to_json()
     finally:
         ctx.systems.close()
 
 
+def start(ctx: RunContext, *, fresh: bool = False, full: bool = False) -> Started:
+    """Record a run before it runs (a migration: the API answers with its id at once); the
+    caller carries it on (`Started.carry`) and closes `ctx.systems` once it ends."""
+    return pattern_of(ctx).start(fresh=fresh, full=full)
+
+
+def records_runs(integration: IntegrationSpec) -> bool:
+    """Whether runs of `integration` are recorded before they run (see `start`)."""
+    return pattern_class(integration).records_runs
+
+
+def holds_data_set(integration: IntegrationSpec) -> bool:
+    """Whether a run of `integration` holds a whole data set in memory."""
+    return pattern_class(integration).holds_data_set
+
+
+def serves(integration: IntegrationSpec, *, poll: bool = True) -> bool:
+    """Whether `patchbay serve` keeps `integration` going (`patchbay worker`, without
+    polling, when `poll` is false)."""
+    loop = pattern_class(integration).loop_of(integration)
+    return loop is not None and (poll or loop in serving.WITHOUT_POLLING)
+
+
 def accept(ctx: RunContext, body: Mapping[str, Any], received_at: str,
            message: tuple[str, str] | None = None) -> int:
-    """Queue changes pushed to a broadcast (a webhook, an Outbound Message); how many.
-    `message`: (where it came from, its id), refused as MessageSeen when pushed again."""
-    return broadcast.Broadcast(ctx).accept(body, received_at, message)
+    """Queue changes pushed to an integration (a webhook, an Outbound Message); how many.
+    `message`: (where it came from, its id), refused as MessageSeen when pushed again. The
+    delivering threads serving it in this process are woken at once."""
+    accepted = pattern_of(ctx).accept(body, received_at, message)
+    serving.wake(ctx.integration.name)
+    return accepted
 
 
 def serve(ctx: RunContext, stop: threading.Event, poll: bool = True) -> None:
-    """Until `stop` is set, keep a broadcast going (poll, unless `poll` is false, and
-    deliver), a stream aggregation (consume and flush), or a scheduled aggregation."""
+    """Until `stop` is set, keep an integration going with its pattern's loop (a broadcast:
+    poll, unless `poll` is false, and deliver; a stream aggregation: consume and flush; a
+    scheduled aggregation: run when due)."""
     try:
-        if isinstance(ctx.integration, AggregationSpec) and ctx.integration.stream is not None:
-            from patchbay.patterns import aggregation_stream
-
-            aggregation_stream.StreamAggregation(ctx).serve(stop)
-        elif isinstance(ctx.integration, AggregationSpec):
-            from patchbay.patterns import aggregation
-
-            aggregation.Aggregation(ctx).serve(stop)
-        else:
-            broadcast.Broadcast(ctx).serve(stop, poll)
+        serving.serve(ctx, stop, poll)
     finally:
         ctx.systems.close()
 
@@ -130,24 +132,23 @@ def serve(ctx: RunContext, stop: threading.Event, poll: bool = True) -> None:
 def answer(ctx: RunContext, limit: int | None = None) -> Answer:
     """An aggregation's merged data set, at most `limit` rows, and each source's status (the
     API's live answer)."""
-    from patchbay.patterns import aggregation
-
     try:
-        return aggregation.Aggregation(ctx).answer(limit)
+        answered: Answer = pattern_of(ctx).answer(limit)
+        return answered
     finally:
         ctx.systems.close()
 
 
-def plan(ctx: RunContext, examples: int = 5) -> dict[str, Any]:
+def plan(ctx: RunContext, examples: int = 5) -> Report:
     try:
-        return migration.plan(ctx, examples=examples)
+        return pattern_of(ctx).plan(examples)
     finally:
         ctx.systems.close()
 
 
-def verify(ctx: RunContext) -> dict[str, Any]:
+def verify(ctx: RunContext) -> Report:
     try:
-        return migration.verify(ctx)
+        return pattern_of(ctx).verify()
     finally:
         ctx.systems.close()
 

@@ -1,0 +1,307 @@
+"""The loops that keep integrations going (`patchbay serve`, `patchbay worker`) and the
+delivery of broadcasts' outboxes.
+
+A pattern says which loop keeps an integration going (Pattern.loop_of) and gives the steps:
+a broadcast polls its source into its outbox; an aggregation runs; a stream aggregation
+takes messages and flushes them. The loops here own the threads, the waits, and the
+retries of what cannot be reached now; the patterns hold no loop of their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Protocol
+
+from patchbay.patterns.broadcast import Broadcast, BroadcastReport
+from patchbay.patterns.context import TRANSIENT, RunContext
+from patchbay.patterns.registry import Loop, Pattern, RunReport, pattern_of
+from patchbay.retry import RetryPolicy
+from patchbay.runtime.delivery import Deliverer, DeliveryStats
+
+if TYPE_CHECKING:
+    from patchbay.patterns.aggregation import Aggregation
+    from patchbay.patterns.aggregation_stream import StreamAggregation
+
+log = logging.getLogger(__name__)
+
+PURGE_EVERY_SECONDS = 600.0
+WITHOUT_POLLING: frozenset[Loop] = frozenset({"outbox"})
+"""The loops an extra worker (`patchbay worker`) runs: delivering, without noticing changes."""
+
+
+def serve(ctx: RunContext, stop: threading.Event, poll: bool = True) -> None:
+    """Keep `ctx`'s integration going with its pattern's loop until `stop` is set."""
+    pattern = pattern_of(ctx)
+    loop = type(pattern).loop_of(ctx.integration)
+    if loop is None:
+        raise pattern.not_supported("keep going under serve: it only runs")
+    _LOOPS[loop](pattern.watched(), stop, poll)
+
+
+def round_of(pattern: Pattern) -> RunReport | None:
+    """One round of the pattern's loop as its run, where the loop does part of the run (a
+    broadcast's delivery); None where the pattern runs by itself."""
+    if type(pattern).loop_of(pattern.ctx.integration) == "outbox":
+        return broadcast_round(pattern.watched())
+    return None
+
+
+class _Beside(Protocol):
+    def is_alive(self) -> bool: ...
+
+    def stop(self) -> None: ...
+
+
+def keep_going(contexts: Sequence[RunContext], *, poll: bool, beside: _Beside | None = None,
+               started: Callable[[], None] = lambda: None) -> None:
+    """Serve each integration in a thread of its own until Ctrl-C, or until all of them (and
+    the server `beside` them, if any) have ended; `started` is called once they run."""
+    stop = threading.Event()
+    threads = []
+    for ctx in contexts:
+        thread = threading.Thread(target=_serving, args=(ctx, stop, poll),
+                                  name=ctx.integration.name, daemon=True)
+        thread.start()
+        threads.append(thread)
+    started()
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        while not stop.is_set() and (any(t.is_alive() for t in threads)
+                                     or (beside is not None and beside.is_alive())):
+            stop.wait(0.5)
+    finally:
+        stop.set()
+        signal.signal(signal.SIGINT, previous)
+        if beside is not None:
+            beside.stop()
+        for thread in threads:
+            thread.join(timeout=30)
+
+
+def _serving(ctx: RunContext, stop: threading.Event, poll: bool) -> None:
+    try:
+        serve(ctx, stop, poll)
+    finally:
+        ctx.systems.close()
+
+
+# -- waking the delivering threads on a push ----------------------------------------------------
+
+_waking: dict[str, set[Callable[[], None]]] = {}
+_waking_lock = threading.Lock()
+
+
+def wake(name: str) -> None:
+    """Wake the delivering threads of broadcast `name` that serve in this process: pushed
+    changes are delivered at once, not at the next poll."""
+    with _waking_lock:
+        callbacks = list(_waking.get(name, ()))
+    for callback in callbacks:
+        callback()
+
+
+@contextlib.contextmanager
+def _woken_by_pushes(name: str, callback: Callable[[], None]) -> Iterator[None]:
+    with _waking_lock:
+        _waking.setdefault(name, set()).add(callback)
+    try:
+        yield
+    finally:
+        with _waking_lock:
+            _waking[name].discard(callback)
+
+
+# -- the outbox loop: a broadcast ---------------------------------------------------------------
+
+
+def deliverer_of(broadcast: Broadcast) -> Deliverer:
+    """The deliverer of a broadcast's outbox: per destination, its sink, with the
+    broadcast's retry policy and lease."""
+    options = broadcast.spec.options
+    return Deliverer(broadcast.ctx.store, broadcast.spec.name, broadcast.sinks,
+                     RetryPolicy(options.max_attempts, options.backoff_seconds,
+                                 options.backoff_max_seconds),
+                     lease_seconds=options.lease_seconds)
+
+
+def deliver(broadcast: Broadcast, deliverer: Deliverer | None = None) -> DeliveryStats:
+    """Deliver what is due until nothing due is left, every destination in a thread of its
+    own: a slow destination (waiting on its network) holds up no other."""
+    deliverer = deliverer or deliverer_of(broadcast)
+    names = list(broadcast.destinations)
+    with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="deliver") as pool:
+        drained = pool.map(lambda name: deliverer.drain(name, broadcast.spec.options.batch_size),
+                           names)
+        stats = DeliveryStats()
+        for result in drained:
+            stats = stats + result
+    return stats
+
+
+def broadcast_round(broadcast: Broadcast) -> BroadcastReport:
+    """Poll everything new, deliver everything due; the report of what happened."""
+    changes = broadcast.poll()
+    stats = deliver(broadcast)
+    return BroadcastReport(broadcast.spec.name, changes, stats.delivered, stats.retried,
+                           stats.dead, broadcast.ctx.store.outbox.counts(broadcast.spec.name))
+
+
+def _serve_outbox(broadcast: Broadcast, stop: threading.Event, poll: bool = True) -> None:
+    """Notice and deliver until `stop` is set. This thread polls the source every
+    `poll_seconds` (unless `poll` is false: an extra worker, which only delivers); each
+    destination has a delivering thread of its own, woken as soon as a poll, or a push to
+    this process, has put something in the outbox. So delivering overlaps noticing, and a
+    slow destination holds up no other. A source or engine state that cannot be reached for
+    a while is tried again on the next round; any other error stops the broadcast."""
+    ended = threading.Event()
+    wakes = {name: threading.Event() for name in broadcast.destinations}
+    tally = _Tally()
+    deliverer = deliverer_of(broadcast)
+
+    def wake_all() -> None:
+        for wake in wakes.values():
+            wake.set()
+
+    workers = [threading.Thread(target=_keep_delivering,
+                                args=(broadcast, deliverer, name, wakes[name], stop, ended, tally),
+                                name=f"deliver-{name}", daemon=True) for name in wakes]
+    for worker in workers:
+        worker.start()
+    purged_at = -PURGE_EVERY_SECONDS
+    poll_at = broadcast.next_poll(dt.datetime.now(dt.UTC), first=True)
+    try:
+        # A push (webhook, Outbound Message) to this process wakes the delivering
+        # threads at once, as a poll that found changes does.
+        with _woken_by_pushes(broadcast.spec.name, wake_all):
+            while not stop.is_set():
+                if time.monotonic() - purged_at >= PURGE_EVERY_SECONDS:
+                    broadcast.purge()
+                    purged_at = time.monotonic()
+                changes = 0
+                if poll and dt.datetime.now(dt.UTC) >= poll_at:
+                    try:
+                        changes = broadcast.poll(enqueued=wake_all)
+                    except TRANSIENT as exc:
+                        log.warning("%s: noticing changes failed, trying again: %s",
+                                    broadcast.spec.name, exc)
+                    poll_at = broadcast.next_poll(dt.datetime.now(dt.UTC))
+                stats = tally.take()
+                broadcast.ctx.notify("broadcast", {"changes": changes, "delivered": stats.delivered,
+                                                   "retried": stats.retried, "dead": stats.dead})
+                # Wake at least every poll_seconds, to report and purge between cron times.
+                until_poll = (poll_at - dt.datetime.now(dt.UTC)).total_seconds()
+                stop.wait(max(0.0, min(until_poll, broadcast.spec.trigger.poll_seconds)))
+    finally:
+        ended.set()
+        wake_all()
+        for worker in workers:
+            worker.join(timeout=60)
+
+
+def _keep_delivering(broadcast: Broadcast, deliverer: Deliverer, name: str, wake: threading.Event,
+                     stop: threading.Event, ended: threading.Event, tally: _Tally) -> None:
+    limit, pause = broadcast.spec.options.batch_size, broadcast.spec.trigger.poll_seconds
+    while not (stop.is_set() or ended.is_set()):
+        # Cleared before the lease, not after the wait: a wake that comes while this
+        # pass leases finds the next wait already set.
+        wake.clear()
+        try:
+            stats = deliverer.deliver_once(name, limit)
+        except TRANSIENT as exc:  # its deliveries wait for the next try
+            log.warning("%s: delivering to %s failed, trying again: %s",
+                        broadcast.spec.name, name, exc)
+            stats = DeliveryStats()
+        except Exception:
+            log.exception("%s: delivering to %s failed, trying again", broadcast.spec.name, name)
+            stats = DeliveryStats()
+        if stats.total:
+            tally.add(stats)
+            continue
+        # Nothing due: sleep until a poll or a push enqueues, or a retry may have come due.
+        wake.wait(pause)
+
+
+class _Tally:
+    """Delivery counts from the delivering threads, taken by the noticing one to report."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stats = DeliveryStats()
+
+    def add(self, stats: DeliveryStats) -> None:
+        with self._lock:
+            self._stats += stats
+
+    def take(self) -> DeliveryStats:
+        with self._lock:
+            stats, self._stats = self._stats, DeliveryStats()
+            return stats
+
+
+# -- the schedule loop: an aggregation of sources -----------------------------------------------
+
+
+def _serve_schedule(aggregation: Aggregation, stop: threading.Event, poll: bool = True) -> None:
+    """Run on the integration's schedule until `stop` is set. A run that fails is logged and
+    the schedule goes on; a run missed while nothing was serving is not made up."""
+    from patchbay.patterns.aggregation import next_run  # DuckDB: only when used
+
+    schedule = aggregation.spec.schedule
+    assert schedule is not None  # the pattern's loop is "schedule" only with one
+    due = dt.datetime.now(dt.UTC) if schedule.every_seconds else next_run(schedule)
+    while not stop.wait(max(0.0, (due - dt.datetime.now(dt.UTC)).total_seconds())):
+        try:
+            report = aggregation.run()
+        except Exception:  # the next scheduled run may well succeed
+            log.exception("%s: the scheduled run failed", aggregation.spec.name)
+        else:
+            aggregation.ctx.notify("aggregation", {"rows": report.rows,
+                                                   "partial": int(report.partial)})
+        due = next_run(schedule)
+
+
+# -- the stream loop: a stream aggregation ------------------------------------------------------
+
+
+def _serve_stream(stream: StreamAggregation, stop: threading.Event, poll: bool = True) -> None:
+    """Consume and flush until `stop` is set: a flush every `flush.every_seconds`, or as soon
+    as `flush.every_messages` are held. A source, destination or engine state that cannot be
+    reached is tried again on the next round; the messages held stay unacked meanwhile. On
+    stop, what is held is flushed first."""
+    from patchbay.patterns.aggregation_stream import LONGEST_WAIT, SHORTEST_WAIT
+
+    flush = stream.stream.flush
+    wait, flushed_at, purged_at = SHORTEST_WAIT, time.monotonic(), -PURGE_EVERY_SECONDS
+    try:
+        while not stop.is_set():
+            if time.monotonic() - purged_at >= PURGE_EVERY_SECONDS:
+                stream.purge()
+                purged_at = time.monotonic()
+            due = flush.every_seconds - (time.monotonic() - flushed_at)
+            if due <= 0 or stream.holding >= flush.every_messages:
+                if not stream.flush_logged():
+                    stop.wait(flush.every_seconds)  # the state is down: not in a hot loop
+                flushed_at = time.monotonic()
+                continue
+            taken = stream.take(min(wait, due))
+            if taken:
+                wait = SHORTEST_WAIT
+            else:
+                wait = min(wait * 2, LONGEST_WAIT)
+                if not any(s.subscription for s in stream.sources):
+                    stop.wait(min(wait, due))  # every source failed at once: no hot loop
+    finally:
+        if stream.holding:
+            stream.flush_logged()
+        stream.close()
+
+
+_LOOPS: dict[Loop, Callable[[Any, threading.Event, bool], None]] = {
+    "outbox": _serve_outbox, "schedule": _serve_schedule, "stream": _serve_stream}
