@@ -186,6 +186,9 @@ def jsonable(value: Any) -> Any:
     sequences item by item, dates and times as ISO text, decimals as fixed-point text (the
     scale kept: 0.00000000, not 0E-8), NaN and infinities (which JSON lacks) as None,
     anything else JSON has no type for (UUIDs) as its text."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:  # most values: at once
+        return value
     if isinstance(value, Mapping):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
