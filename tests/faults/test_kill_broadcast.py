@@ -230,13 +230,13 @@ def test_killing_the_worker_twenty_times_mid_batch_loses_and_duplicates_nothing(
     assert len(delivered) == len(set(delivered)), "no change was queued twice"
     lines = [json.loads(line) for line in
              (tmp_path / "audit" / "changes.jsonl").read_text().splitlines() if line.strip()]
-    # The file holds text: the audit's fields are declared without types.
+    # JSON Lines keeps the values' types: the ids and quantities are the source's integers.
     assert sorted((line["change"], line["item_id"], line["qty"]) for line in lines) == sorted(
-        (f"{key}@{version}", key, str(items.written.get((int(key), version))))
+        (f"{key}@{version}", int(key), items.written.get((int(key), version)))
         for key, version in delivered), \
         "the audit holds each delivered change once, with the qty the test wrote in that version"
     last = {}
     for line in lines:
-        last[int(line["item_id"])] = int(line["qty"])
+        last[line["item_id"]] = line["qty"]
     assert last == {i: qty for i, (_, qty) in expected.items()}, \
         "the audit's last line of each item is its current state: order kept per record"
