@@ -19,6 +19,9 @@ from patchbay.localorg import soql
 from patchbay.localorg.org import Org, OrgConfig
 from patchbay.localorg.soql import SoqlError
 
+# Hundreds of generated inputs each: in `make test`, not in `make check`'s quick loop.
+pytestmark = pytest.mark.slow
+
 NOW = dt.datetime(2024, 3, 13, 12, 0, tzinfo=dt.UTC)
 CODES = {"MALFORMED_QUERY", "INVALID_FIELD", "INVALID_TYPE", "NUMBER_OUTSIDE_VALID_RANGE",
          "INVALID_QUERY_FILTER_OPERATOR"}

@@ -8,12 +8,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from patchbay.errors import SpecError
 from patchbay.spec import loads, redact_url
+
+# Hundreds of generated inputs each: in `make test`, not in `make check`'s quick loop.
+pytestmark = pytest.mark.slow
 
 WHERE = Path("fuzz.yaml")
 LOCATED = re.compile(r"^fuzz\.yaml:\d+[:]")
