@@ -276,12 +276,17 @@ def test_a_live_call_finds_the_customer_in_every_source_whatever_the_case_and_sp
         close_app(app)
 
 
-def test_a_source_slower_than_its_timeout_is_given_up_and_named(tmp_path: Path, erp: str,
-                                                                 pg_url: str) -> None:
+def slow_view(erp: str, pg_url: str, table: str, *, seconds: int) -> None:
+    """`slow_<table>` in the ERP's schema: the table's rows after a sleep of `seconds`."""
     schema = erp.rsplit("%3D", 1)[1]
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f"CREATE VIEW {schema}.slow_orders AS "
-                     f"SELECT o.* FROM {schema}.orders o, pg_sleep(12)")
+        conn.execute(f"CREATE VIEW {schema}.slow_{table} AS "
+                     f"SELECT t.* FROM {schema}.{table} t, pg_sleep({seconds})")
+
+
+def test_a_source_slower_than_its_timeout_is_given_up_and_named(tmp_path: Path, erp: str,
+                                                                 pg_url: str) -> None:
+    slow_view(erp, pg_url, "orders", seconds=12)
     spec = tmp_path / "slow.yaml"
     spec.write_text(f"""
 systems:
@@ -334,10 +339,7 @@ def test_post_runs_runs_an_aggregation_on_demand(
 @pytest.mark.slow
 def test_live_answers_past_the_concurrency_bound_are_told_to_retry(tmp_path: Path, erp: str,
                                                                    pg_url: str) -> None:
-    schema = erp.rsplit("%3D", 1)[1]
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f"CREATE VIEW {schema}.slow_customers AS "
-                     f"SELECT c.* FROM {schema}.customers c, pg_sleep(3)")
+    slow_view(erp, pg_url, "customers", seconds=3)
     spec = tmp_path / "slow.yaml"
     spec.write_text(f"""
 systems:

@@ -45,10 +45,6 @@ MAX_PUSHED = 10_000
 """At most this many changes, and this many ids, in one push."""
 _INT64 = (-(2 ** 63), 2 ** 63 - 1)
 
-# A change the transform could not make a record of is enqueued as a payload of ERROR_FIELD
-# ("CODE: reason"): the sink refuses it with that code and reason, so it lands in the
-# dead letters.
-
 
 def pushed_changes(body: Mapping[str, Any], key: str
                    ) -> tuple[list[tuple[ChangeKind, dict[str, Any]]], list[Any]]:
@@ -184,6 +180,8 @@ class Broadcast:
                     deliveries.append(NewDelivery(name, change.key, version, "upsert",
                                                   {**record, VERSION_FIELD: version}))
                 elif id(change.record) in refused:
+                    # Enqueued as a payload of ERROR_FIELD ("CODE: reason"): the sink refuses
+                    # it with that code and reason, so it lands in the dead letters.
                     deliveries.append(NewDelivery(name, change.key, version, "upsert",
                                                   {ERROR_FIELD: refused[id(change.record)]}))
         return deliveries
