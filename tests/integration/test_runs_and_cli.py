@@ -381,13 +381,13 @@ def test_max_rejects_is_checked_at_load(tmp_path: Path, patchbay: Any) -> None:
 
 def test_a_planned_pattern_is_not_available_yet(tmp_path: Path, patchbay: Any) -> None:
     spec = items_spec(tmp_path, "items.yaml", "target.db")
-    spec.write_text(spec.read_text().replace("pattern: migration", "pattern: sync"))
+    spec.write_text(spec.read_text().replace("pattern: migration", "pattern: correlation"))
 
     result = patchbay("plan", spec, cwd=tmp_path)
 
     assert result.code == 2, result.log
-    assert f"{spec}:7: integrations[0].pattern: the sync pattern is not available yet; " \
-        "available: migration, broadcast, aggregation" in said(result)
+    assert f"{spec}:7: integrations[0].pattern: the correlation pattern is not available yet; " \
+        "available: migration, broadcast, aggregation, sync" in said(result)
     assert "did you mean" not in said(result)
 
 

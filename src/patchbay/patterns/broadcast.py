@@ -24,6 +24,7 @@ from typing import Any
 from patchbay import scope as scopes
 from patchbay.connectors.base import Connector
 from patchbay.cron import Cron
+from patchbay.elements.noticing import change_cursor
 from patchbay.elements.sink import Sink
 from patchbay.elements.transform import Transform
 from patchbay.errors import ConnectionFailed, SpecError
@@ -104,6 +105,9 @@ class Broadcast:
     """One broadcast integration: poll its source into the outbox, or take pushed changes
     into it; the runtime delivers the outbox (patchbay.runtime.serving)."""
 
+    settle_rounds = 0
+    """A run is one poll and its delivery."""
+
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
         self.spec = spec_of(ctx, BroadcastSpec)
@@ -134,18 +138,9 @@ class Broadcast:
         src, store = self.spec.source, self.ctx.store
         total = 0
         while True:
-            cursor = store.cursors.get(self.spec.name, src.system, src.object)
-            if src.watermark and not (cursor and cursor.get("cdc")):
-                # The overlap as declared now (None: the source kind's default), not as stored.
-                cursor = {**(cursor or {"watermark": src.watermark, "key": src.key}),
-                          "overlap_seconds": self.spec.trigger.overlap_seconds}
-            if self.spec.trigger.changes != "cdc" and cursor and cursor.get("cdc"):
-                cursor = {k: v for k, v in cursor.items() if k != "cdc"}  # back to polling
-            if self.spec.trigger.changes == "cdc":
-                # The connector follows its change stream while the cursor says so; the
-                # consumer names this integration's share of a change table.
-                cursor = {**(cursor or {"key": src.key}), "cdc": True, "consumer": self.spec.name,
-                          "wait_seconds": self.spec.trigger.poll_seconds}
+            cursor = change_cursor(store.cursors.get(self.spec.name, src.system, src.object),
+                                   key=src.key, watermark=src.watermark,
+                                   trigger=self.spec.trigger, consumer=self.spec.name)
             changes, after = self.source.changes(src.object, cursor, src.fields,
                                                  limit=self.spec.options.batch_size)
             with store.transaction() as tx:
@@ -230,6 +225,10 @@ class Broadcast:
         if self._cron is not None:
             return self._cron.next_after(now)
         return now if first else now + dt.timedelta(seconds=self.spec.trigger.poll_seconds)
+
+    def report(self, changes: int, delivered: int, retried: int, dead: int) -> BroadcastReport:
+        return BroadcastReport(self.spec.name, changes, delivered, retried, dead,
+                               self.ctx.store.outbox.counts(self.spec.name))
 
     def purge(self) -> int:
         """Forget the deliveries made longer ago than the options keep them; how many."""

@@ -36,8 +36,9 @@ import secrets
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from patchbay.elements.sink import Sink, UnevenOutcomes
+from patchbay.elements.sink import UnevenOutcomes, Written
 from patchbay.errors import RetriableError
 from patchbay.model import Operation, Outcome, Record, Status
 from patchbay.retry import RetryPolicy
@@ -69,6 +70,17 @@ def default_worker() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
+class Target(Protocol):
+    """What a destination's deliveries are written through: a Sink (elements/sink.py), or a
+    pattern's own step in front of sinks (a sync's, which picks the write per record)."""
+
+    object: str
+    key: str
+    operation: Operation
+
+    def write(self, batch: Sequence[Record], operation: Operation | None = None) -> Written: ...
+
+
 @dataclass
 class Deliverer:
     """Delivers one integration's outbox to its destinations (`targets`, by destination name).
@@ -79,7 +91,7 @@ class Deliverer:
 
     store: Store
     integration: str
-    targets: Mapping[str, Sink]
+    targets: Mapping[str, Target]
     """Each destination's write step: its connector, object, operation for upserts
     (deletes use DELETE) and key field."""
     policy: RetryPolicy = field(default_factory=RetryPolicy)
@@ -111,7 +123,7 @@ class Deliverer:
                 return stats
             stats += once
 
-    def _write(self, target: Sink, operation: str, group: list[Delivery]) -> DeliveryStats:
+    def _write(self, target: Target, operation: str, group: list[Delivery]) -> DeliveryStats:
         if operation == "delete":
             records = [_key_record(d, target.key) for d in group]
             write_as = Operation.DELETE

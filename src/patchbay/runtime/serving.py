@@ -15,15 +15,15 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
 
-from patchbay.patterns.broadcast import Broadcast, BroadcastReport
 from patchbay.patterns.context import TRANSIENT, RunContext
 from patchbay.patterns.registry import Loop, Pattern, RunReport, pattern_of
 from patchbay.retry import RetryPolicy
-from patchbay.runtime.delivery import Deliverer, DeliveryStats
+from patchbay.runtime.delivery import Deliverer, DeliveryStats, Target
+from patchbay.spec import BroadcastOptions, TriggerSpec
 
 if TYPE_CHECKING:
     from patchbay.patterns.aggregation import Aggregation
@@ -47,9 +47,9 @@ def serve(ctx: RunContext, stop: threading.Event, poll: bool = True) -> None:
 
 def round_of(pattern: Pattern) -> RunReport | None:
     """One round of the pattern's loop as its run, where the loop does part of the run (a
-    broadcast's delivery); None where the pattern runs by itself."""
+    broadcast's or a sync's delivery); None where the pattern runs by itself."""
     if type(pattern).loop_of(pattern.ctx.integration) == "outbox":
-        return broadcast_round(pattern.watched())
+        return outbox_round(pattern.watched())
     return None
 
 
@@ -118,10 +118,42 @@ def _woken_by_pushes(name: str, callback: Callable[[], None]) -> Iterator[None]:
             _waking[name].discard(callback)
 
 
-# -- the outbox loop: a broadcast ---------------------------------------------------------------
+# -- the outbox loop: a broadcast, a sync --------------------------------------------------------
 
 
-def deliverer_of(broadcast: Broadcast) -> Deliverer:
+class _OutboxSpec(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def options(self) -> BroadcastOptions: ...
+
+    @property
+    def trigger(self) -> TriggerSpec: ...
+
+
+class Noticing(Protocol):
+    """What the outbox loop drives (a Broadcast, a Sync): it notices changes into the
+    outbox; the loop delivers them through its `sinks`, one per destination."""
+
+    spec: _OutboxSpec
+    ctx: RunContext
+    settle_rounds: int
+
+    @property
+    def sinks(self) -> Mapping[str, Target]: ...
+
+    def poll(self, enqueued: Callable[[], None] | None = None) -> int: ...
+
+    def purge(self) -> int: ...
+
+    def next_poll(self, now: dt.datetime, first: bool = False) -> dt.datetime: ...
+
+    def report(self, changes: int, delivered: int, retried: int, dead: int) -> RunReport: ...
+
+
+
+def deliverer_of(broadcast: Noticing) -> Deliverer:
     """The deliverer of a broadcast's outbox: per destination, its sink, with the
     broadcast's retry policy and lease."""
     options = broadcast.spec.options
@@ -131,11 +163,11 @@ def deliverer_of(broadcast: Broadcast) -> Deliverer:
                      lease_seconds=options.lease_seconds)
 
 
-def deliver(broadcast: Broadcast, deliverer: Deliverer | None = None) -> DeliveryStats:
+def deliver(broadcast: Noticing, deliverer: Deliverer | None = None) -> DeliveryStats:
     """Deliver what is due until nothing due is left, every destination in a thread of its
     own: a slow destination (waiting on its network) holds up no other."""
     deliverer = deliverer or deliverer_of(broadcast)
-    names = list(broadcast.destinations)
+    names = list(broadcast.sinks)
     with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="deliver") as pool:
         drained = pool.map(lambda name: deliverer.drain(name, broadcast.spec.options.batch_size),
                            names)
@@ -145,15 +177,22 @@ def deliver(broadcast: Broadcast, deliverer: Deliverer | None = None) -> Deliver
     return stats
 
 
-def broadcast_round(broadcast: Broadcast) -> BroadcastReport:
-    """Poll everything new, deliver everything due; the report of what happened."""
-    changes = broadcast.poll()
-    stats = deliver(broadcast)
-    return BroadcastReport(broadcast.spec.name, changes, stats.delivered, stats.retried,
-                           stats.dead, broadcast.ctx.store.outbox.counts(broadcast.spec.name))
+def outbox_round(watched: Noticing) -> RunReport:
+    """Poll everything new, deliver everything due, and again while a poll notices something
+    (up to the pattern's `settle_rounds`: a sync sees its own writes come back); the report
+    of what happened."""
+    changes = watched.poll()
+    stats = deliver(watched)
+    for _ in range(watched.settle_rounds):
+        more = watched.poll()
+        if not more:
+            break
+        changes += more
+        stats += deliver(watched)
+    return watched.report(changes, stats.delivered, stats.retried, stats.dead)
 
 
-def _serve_outbox(broadcast: Broadcast, stop: threading.Event, poll: bool = True) -> None:
+def _serve_outbox(broadcast: Noticing, stop: threading.Event, poll: bool = True) -> None:
     """Notice and deliver until `stop` is set. This thread polls the source every
     `poll_seconds` (unless `poll` is false: an extra worker, which only delivers); each
     destination has a delivering thread of its own, woken as soon as a poll, or a push to
@@ -161,7 +200,7 @@ def _serve_outbox(broadcast: Broadcast, stop: threading.Event, poll: bool = True
     slow destination holds up no other. A source or engine state that cannot be reached for
     a while is tried again on the next round; any other error stops the broadcast."""
     ended = threading.Event()
-    wakes = {name: threading.Event() for name in broadcast.destinations}
+    wakes = {name: threading.Event() for name in broadcast.sinks}
     tally = _Tally()
     deliverer = deliverer_of(broadcast)
 
@@ -205,7 +244,7 @@ def _serve_outbox(broadcast: Broadcast, stop: threading.Event, poll: bool = True
             worker.join(timeout=60)
 
 
-def _keep_delivering(broadcast: Broadcast, deliverer: Deliverer, name: str, wake: threading.Event,
+def _keep_delivering(broadcast: Noticing, deliverer: Deliverer, name: str, wake: threading.Event,
                      stop: threading.Event, ended: threading.Event, tally: _Tally) -> None:
     limit, pause = broadcast.spec.options.batch_size, broadcast.spec.trigger.poll_seconds
     while not (stop.is_set() or ended.is_set()):

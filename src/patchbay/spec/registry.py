@@ -17,8 +17,9 @@ from patchbay.spec.aggregation import AggregationSpec
 from patchbay.spec.broadcast import BroadcastSpec
 from patchbay.spec.common import IntegrationSpec
 from patchbay.spec.migration import MigrationSpec
+from patchbay.spec.sync import SyncSpec
 
-PLANNED_PATTERNS = ("sync", "correlation")
+PLANNED_PATTERNS = ("correlation",)
 """Patterns of the design that integration files cannot declare yet."""
 
 
@@ -59,3 +60,4 @@ def pattern_names() -> tuple[str, ...]:
 register(MigrationSpec, "patchbay.patterns.migration:MigrationPattern")
 register(BroadcastSpec, "patchbay.patterns.broadcast:BroadcastPattern")
 register(AggregationSpec, "patchbay.patterns.aggregation:AggregationPattern")
+register(SyncSpec, "patchbay.patterns.sync:SyncPattern")

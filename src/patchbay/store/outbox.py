@@ -299,6 +299,23 @@ class Outbox(Repository):
                     status=DeliveryStatus.DISCARDED.value)).rowcount
         return changed
 
+    def supersede(self, integration: str, destination: str, record_keys: Sequence[Any]) -> int:
+        """Give up the pending deliveries of these records that no worker holds now: a later
+        delivery carries what they did (a sync's writes hold a record's whole difference).
+        They become discarded, with the reason; how many."""
+        changed = 0
+        with self._db.begin("outbox.supersede") as conn:
+            now = clock(conn)
+            for chunk in chunks(sorted({as_text(k) for k in record_keys}), _CHUNK):
+                changed += conn.execute(sa.update(outbox).where(
+                    outbox.c.integration == integration, outbox.c.destination == destination,
+                    outbox.c.record_key.in_(chunk),
+                    outbox.c.status == DeliveryStatus.PENDING.value,
+                    sa.or_(outbox.c.lease_owner.is_(None), outbox.c.lease_expires_at < now))
+                    .values(status=DeliveryStatus.DISCARDED.value, lease_owner=None,
+                            last_error="superseded by a later delivery")).rowcount
+        return changed
+
     def purge(self, older_than: dt.timedelta, integration: str | None = None) -> int:
         """Delete the deliveries delivered, or discarded, longer than `older_than` ago; how
         many. Pending deliveries and dead letters are never purged: they are work to do.

@@ -115,6 +115,74 @@ seen_messages = sa.Table(
 """The messages a stream aggregation has counted, so that a redelivery is not counted again."""
 
 
+xref = sa.Table(
+    "patchbay_xref", metadata,
+    sa.Column("integration", sa.String(255), primary_key=True),
+    sa.Column("object", sa.String(255), primary_key=True),
+    sa.Column("gid", sa.String(64), primary_key=True),
+    sa.Column("participant", sa.String(255), primary_key=True),
+    sa.Column("record_key", sa.Text),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("known", sa.JSON, nullable=False),
+    sa.Column("sent", sa.JSON, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # a participant's change: which record is it?
+    sa.Index("ix_patchbay_xref_key", "integration", "object", "participant", "record_key"),
+)
+"""A sync's identity: one row per real-world record (gid) per participant holding it, with
+the participant's key, the shared values it is known to hold and those sent to it."""
+
+shadow = sa.Table(
+    "patchbay_shadow", metadata,
+    sa.Column("integration", sa.String(255), primary_key=True),
+    sa.Column("object", sa.String(255), primary_key=True),
+    sa.Column("gid", sa.String(64), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("shared", sa.JSON, nullable=False),
+    sa.Column("origins", sa.JSON, nullable=False),
+    sa.Column("held", sa.JSON, nullable=False),
+    sa.Column("match_key", sa.Text),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_patchbay_shadow_match", "integration", "object", "match_key"),
+)
+"""A sync's shadow: the last synced shared values of every record, who set each field, the
+fields held for a person, and the match key a first sync finds it by."""
+
+conflicts = sa.Table(
+    "patchbay_conflicts", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("integration", sa.String(255), nullable=False),
+    sa.Column("object", sa.String(255), nullable=False),
+    sa.Column("gid", sa.String(64), nullable=False),
+    sa.Column("field", sa.String(255)),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("policy", sa.String(16), nullable=False),
+    sa.Column("candidates", sa.JSON, nullable=False),
+    sa.Column("winner", sa.String(255)),
+    sa.Column("chosen", sa.JSON),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("resolved_at", sa.DateTime(timezone=True)),
+    sa.Column("resolved_by", sa.String(255)),
+    sa.Index("ix_patchbay_conflicts_status", "integration", "status"),
+)
+"""A sync's conflicts: every value that lost (or waits for a person), with the values each
+participant had, the policy, the winner and how it was resolved."""
+
+waiting = sa.Table(
+    "patchbay_waiting", metadata,
+    sa.Column("integration", sa.String(255), primary_key=True),
+    sa.Column("object", sa.String(255), primary_key=True),
+    sa.Column("gid", sa.String(64), primary_key=True),
+    sa.Column("participant", sa.String(255), primary_key=True),
+    sa.Column("parent_object", sa.String(255), nullable=False),
+    sa.Column("parent_gid", sa.String(64), nullable=False),
+    sa.Column("since", sa.DateTime(timezone=True), nullable=False),
+)
+"""A sync's records waiting for a parent to reach a participant before they can be written."""
+
+
 def _v1(conn: Connection) -> None:
     for table in (runs, outcomes, cursors):
         table.create(conn, checkfirst=True)
@@ -137,7 +205,12 @@ def _v4(conn: Connection) -> None:
         conn.execute(sa.text("ALTER TABLE patchbay_runs ADD COLUMN fingerprint VARCHAR(64)"))
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4]
+def _v5(conn: Connection) -> None:
+    for table in (xref, shadow, conflicts, waiting):
+        table.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -6,8 +6,8 @@
         tx.cursors.set(integration, system, object, position)    together, or not at all
 
 Both have the same repositories (see `Repositories`): runs, outcomes, cursors, outbox,
-aggregates, seen. A new table is one repository module, one migration step (schema.py) and
-one line in `Repositories`.
+aggregates, seen, and a sync's xref, shadows and conflicts. A new table is one repository
+module, one migration step (schema.py) and one line in `Repositories`.
 """
 
 from __future__ import annotations
@@ -24,11 +24,14 @@ from sqlalchemy.engine import Connection, Engine
 
 from patchbay.store import schema
 from patchbay.store.aggregates import Aggregates
+from patchbay.store.conflicts import Conflicts
 from patchbay.store.cursors import Cursors
 from patchbay.store.outbox import Outbox
 from patchbay.store.runs import Outcomes, Runs
 from patchbay.store.seen import Seen
+from patchbay.store.shadow import Shadows
 from patchbay.store.unit import Connections, Own, Within, wrapped
+from patchbay.store.xref import Xref
 from patchbay.urls import sqlalchemy_url
 
 DEFAULT_DIRECTORY = ".patchbay"
@@ -46,6 +49,9 @@ class Repositories:
         self.outbox = Outbox(connections)
         self.aggregates = Aggregates(connections)
         self.seen = Seen(connections)
+        self.xref = Xref(connections)
+        self.shadows = Shadows(connections)
+        self.conflicts = Conflicts(connections)
 
 
 class Transaction(Repositories):

@@ -1,0 +1,751 @@
+"""Bi-directional sync: several systems keep their own copy of the same records, and behave
+as one.
+
+    per object (parents first), per participant:
+        changes(cursor) ──► identify (xref, external id, match keys) ──► three-way merge
+        with the shadow (elements/threeway.py) ──► store.transaction(): xref, shadow,
+        conflicts, outbox (each other participant's difference), cursor   (together)
+    the runtime's deliverer ──► per participant and object, `SyncTarget` ──► sinks
+
+Identity: every real-world record has a global id (gid); the xref links it to each
+participant's key, and where a participant has an external-id field the gid is written
+there, so a create written twice is one record (upsert on it) and the create's echo is
+recognised by it. A participant joins by being read whole first: its records are matched
+to the shadow by the declared match fields (one candidate: linked; several: held for
+review; none: a new record), then what it lacks is created on it. Nothing is written to a
+participant before it has been read whole, so a first sync creates no duplicates.
+
+Echo: whatever is enqueued for a participant is recorded in its xref row (`sent`) in the
+same unit of work; a change whose values equal those is the echo and is dropped, while an
+edit made later (by anyone, to any value) is a change. A delivery carries the record's whole
+difference from what the participant was last seen holding, and supersedes the deliveries
+of that record no worker has taken yet, so an older value never lands after a newer one.
+
+Deletes (policy propagate): the shadow becomes a tombstone, so a late update from a
+participant that has not applied the delete yet is dropped, never a revival; a record that
+comes back where it was deleted (an undelete, a re-insert of its key) is revived or
+ignored as declared. Participants whose trigger cannot see deletes (polling) have their
+keys compared with the xref every `deletes.check_seconds`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import graphlib
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from patchbay import scope as scopes
+from patchbay.connectors.base import Connector
+from patchbay.cron import Cron
+from patchbay.elements.noticing import change_cursor
+from patchbay.elements.shape import Shape
+from patchbay.elements.sink import Shaped, Sink, Written
+from patchbay.elements.threeway import FieldRule, merge
+from patchbay.model import Change, ChangeKind, Operation, Outcome, Record, Status
+from patchbay.patterns.context import TRANSIENT, RunContext, spec_of
+from patchbay.patterns.registry import Pattern
+from patchbay.spec.broadcast import TriggerSpec
+from patchbay.spec.sync import ParticipantObjectSpec, SyncObjectSpec, SyncSpec
+from patchbay.store.conflicts import NewConflict
+from patchbay.store.outbox import NewDelivery
+from patchbay.store.shadow import Shadow
+from patchbay.store.xref import Link, Waiting, key_text
+
+log = logging.getLogger(__name__)
+
+GID = "__gid__"
+WRITE = "__write__"
+"""Reserved payload fields: the record's global id, and how to write it (create, update)."""
+BY_EXTERNAL = "__external__"
+"""A delete's payload field: delete by the external id (the key is not known yet)."""
+_RESERVED = (GID, WRITE, BY_EXTERNAL)
+_MISSING = object()
+
+
+def new_gid() -> str:
+    return uuid.uuid4().hex
+
+
+def match_key(shared: Mapping[str, Any], fields: Sequence[str]) -> str | None:
+    """The normalised match fields of a record (trimmed, case-folded); None if one is empty."""
+    parts = []
+    for name in fields:
+        value = shared.get(name)
+        if value is None or str(value).strip() == "":
+            return None
+        parts.append(" ".join(str(value).split()).casefold())
+    return "\x1f".join(parts) if parts else None
+
+
+@dataclass
+class Held:
+    """One participant's copy of one shared object."""
+
+    participant: str
+    object: SyncObjectSpec
+    spec: ParticipantObjectSpec
+    shape: Shape
+    connector: Connector
+    trigger: TriggerSpec
+    in_scope: Callable[[Record], bool]
+
+    @property
+    def destination(self) -> str:
+        return f"{self.participant}/{self.object.name}"
+
+
+@dataclass
+class Tally:
+    """What the sync did, per participant, since it was last taken."""
+
+    counts: dict[str, Counter[str]] = field(default_factory=dict)
+
+    def add(self, participant: str, what: str, n: int = 1) -> None:
+        if n:
+            self.counts.setdefault(participant, Counter())[what] += n
+
+    def take(self) -> dict[str, dict[str, int]]:
+        taken = {p: dict(c) for p, c in self.counts.items()}
+        self.counts = {}
+        return taken
+
+
+@dataclass
+class _Work:
+    """One batch of one participant's changes as it is merged: everything its unit of work
+    writes."""
+
+    shadows: dict[str, Shadow]
+    links: dict[str, dict[str, Link]]
+    dirty: set[str] = field(default_factory=set)
+    touched: set[tuple[str, str]] = field(default_factory=set)
+    """(gid, participant) whose link changed."""
+    conflicts: list[NewConflict] = field(default_factory=list)
+    removals: dict[str, set[str]] = field(default_factory=dict)
+    """participant -> gids whose record is to be deleted there."""
+
+    def link(self, gid: str, participant: str) -> Link | None:
+        return self.links.get(gid, {}).get(participant)
+
+    def put(self, link: Link) -> None:
+        self.links.setdefault(link.gid, {})[link.participant] = link
+        self.touched.add((link.gid, link.participant))
+
+
+class Sync:
+    """One sync integration: notice every participant's changes, merge them, enqueue each
+    participant's difference; the runtime delivers the outbox (patchbay.runtime.serving)."""
+
+    settle_rounds = 5
+    """A run repeats noticing and delivering up to this many times, until a round notices
+    nothing new (the echoes of its own writes included)."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.spec = spec_of(ctx, SyncSpec)
+        self.name = self.spec.name
+        self.order = [p.name for p in self.spec.participants]
+        self.objects = _parents_first(self.spec.objects)
+        self.held: dict[tuple[str, str], Held] = {}
+        self.rules: dict[str, dict[str, FieldRule]] = {}
+        self.sinks: dict[str, SyncTarget] = {}
+        for obj in self.objects:
+            self.rules[obj.name] = {
+                name: FieldRule(shared.conflict or self.spec.conflicts, shared.owner,
+                                frozenset(shared.writers) if shared.writers else None)
+                for name, shared in obj.fields.items()}
+            for participant in self.order:
+                if participant not in obj.participants:
+                    continue
+                spec = obj.participants[participant]
+                held = Held(participant, obj, spec, Shape(spec, obj.fields),
+                            ctx.systems[self.spec.participant(participant).system],
+                            self.spec.trigger_of(participant),
+                            scopes.to_predicate(scopes.bind(spec.scope, ctx.params)))
+                self.held[(obj.name, participant)] = held
+                self.sinks[held.destination] = SyncTarget(self, held)
+        self.destinations = self.sinks
+        self.tally = Tally()
+        self._checked_deletes: dict[str, float] = {}
+        trigger = self.spec.trigger
+        self._cron = Cron.parse(trigger.cron) if trigger.cron is not None else None
+
+    @property
+    def store(self) -> Any:
+        return self.ctx.store
+
+    # -- noticing -------------------------------------------------------------------------------
+
+    def poll(self, enqueued: Callable[[], None] | None = None) -> int:
+        """Notice every participant's changes since its cursor, merge them and enqueue what
+        each participant lacks; how many changes there were."""
+        self._retire_removed()
+        self._apply_choices()
+        total = 0
+        for obj in self.objects:
+            for participant in self.order:
+                held = self.held.get((obj.name, participant))
+                if held is None:
+                    continue
+                total += self._notice(held, enqueued)
+                total += self._check_deletes(held)
+            self._release_waiting(obj)
+        return total
+
+    def _notice(self, held: Held, enqueued: Callable[[], None] | None) -> int:
+        joining = not self._joined(held)
+        if joining and held.trigger.changes == "cdc":
+            return self._join_by_reading(held, enqueued)
+        total, batch = 0, self.spec.options.batch_size
+        while True:
+            stored = self.store.cursors.get(self.name, held.participant, held.spec.object)
+            cursor = change_cursor(stored, key=held.spec.key, watermark=held.spec.watermark,
+                                   trigger=held.trigger, consumer=self.name)
+            changes, after = held.connector.changes(held.spec.object, cursor,
+                                                    held.shape.read_fields(), limit=batch)
+            self._merge(held, changes, cursor_after=after)
+            total += len(changes)
+            if changes and enqueued is not None:
+                enqueued()
+            if len(changes) < batch:
+                break
+        if joining:
+            self._join(held)
+            if enqueued is not None:
+                enqueued()
+        return total
+
+    def _join_by_reading(self, held: Held, enqueued: Callable[[], None] | None) -> int:
+        """A participant whose changes come from change capture is read whole first (capture
+        holds only what changed since it was installed); the read resumes where it stopped."""
+        marker = f"join:{held.spec.object}"
+        state = self.store.cursors.get(self.name, held.participant, marker) or {}
+        total = 0
+        pages = held.connector.read(held.spec.object, scopes.bind(held.spec.scope, self.ctx.params),
+                                    key=held.spec.key, fields=held.shape.read_fields(),
+                                    after=state.get("after"), page_size=self.spec.options.batch_size)
+        for page in pages:
+            changes = [Change(held.participant, held.spec.object, r[held.spec.key],
+                              ChangeKind.UPDATED, r) for r in page.records]
+            self._merge(held, changes, marker=(marker, {"after": page.position}))
+            total += len(changes)
+            if enqueued is not None:
+                enqueued()
+        self._join(held)
+        return total
+
+    def _joined(self, held: Held) -> bool:
+        state = self.store.cursors.get(self.name, held.participant, f"join:{held.spec.object}")
+        return bool(state and state.get("done"))
+
+    def _join(self, held: Held) -> None:
+        """The participant has been read whole: create on it every record it lacks."""
+        obj = held.object
+        chunk: list[str] = []
+
+        def backfill(gids: list[str]) -> None:
+            work = _Work(self.store.shadows.get(self.name, obj.name, gids),
+                         self.store.xref.of(self.name, obj.name, gids))
+            work.dirty.update(gids)
+            self._commit(obj, work, joined={held.participant})
+
+        for shadow in self.store.shadows.each(self.name, obj.name):
+            chunk.append(shadow.gid)
+            if len(chunk) >= self.spec.options.batch_size:
+                backfill(chunk)
+                chunk = []
+        if chunk:
+            backfill(chunk)
+        self.store.cursors.set(self.name, held.participant, f"join:{held.spec.object}",
+                               {"done": True})
+
+    def _merge(self, held: Held, changes: Sequence[Change], *, cursor_after: Any = _MISSING,
+               marker: tuple[str, Any] | None = None) -> None:
+        """Merge one batch of a participant's changes, and enqueue what follows, in one unit
+        of work with the cursor moved past them."""
+        obj, participant = held.object, held.participant
+        kept = [c for c in changes if c.kind is ChangeKind.DELETED or held.in_scope(c.record)]
+        keys = [key_text(c.key) for c in kept]
+        by_key = self.store.xref.by_keys(self.name, obj.name, participant, keys)
+        gids: dict[str, str] = {k: link.gid for k, link in by_key.items()}
+        external = held.spec.external_id
+        if external:
+            for change in kept:
+                value = change.record.get(external)
+                if key_text(change.key) not in gids and value:
+                    gids[key_text(change.key)] = str(value)
+        known_shadows = self.store.shadows.get(self.name, obj.name, list(set(gids.values())))
+        gids = {k: g for k, g in gids.items() if g in known_shadows or k in by_key}
+        work = _Work(known_shadows, self.store.xref.of(self.name, obj.name, list(set(gids.values()))))
+        unmatched = [c for c in kept if c.kind is not ChangeKind.DELETED
+                     and key_text(c.key) not in gids]
+        gids.update(self._identify(held, unmatched, work))
+        parents = self._parent_gids(held, kept)
+        for change in kept:
+            gid = gids.get(key_text(change.key))
+            if gid is None:
+                continue
+            if change.kind is ChangeKind.DELETED:
+                self._deleted(held, gid, work)
+            else:
+                self._changed(held, gid, change, work, parents)
+        self._commit(obj, work, cursor=(participant, held.spec.object, cursor_after)
+                     if cursor_after is not _MISSING else None, marker=(participant, *marker)
+                     if marker else None)
+        self.tally.add(participant, "changes", len(changes))
+
+    def _identify(self, held: Held, changes: Sequence[Change], work: _Work) -> dict[str, str]:
+        """Global ids for records the xref does not know: matched to a record of another
+        participant by the match fields, or new (where this participant originates records)."""
+        obj, found = held.object, {}
+        shared = {key_text(c.key): held.shape.to_shared(c.record) for c in changes}
+        keys = {k: match_key(v, obj.match) for k, v in shared.items()}
+        candidates = self.store.shadows.matching(self.name, obj.name,
+                                                 [m for m in keys.values() if m is not None])
+        taken_links = self.store.xref.of(self.name, obj.name,
+                                         [g for gs in candidates.values() for g in gs])
+        claimed: set[str] = set()
+        for change in changes:
+            key = key_text(change.key)
+            free = [g for g in candidates.get(keys[key] or "", [])
+                    if held.participant not in taken_links.get(g, {}) and g not in claimed]
+            if len(free) == 1:
+                found[key] = free[0]
+                claimed.add(free[0])
+                work.links.setdefault(free[0], taken_links.get(free[0], {}))
+                self.tally.add(held.participant, "matched")
+            elif len(free) > 1:
+                work.conflicts.append(NewConflict(
+                    obj.name, f"{held.participant}:{key}", None, "match", "manual",
+                    {"participant": held.participant, "key": key, "gids": free}, None, "held"))
+                self.tally.add(held.participant, "held for review")
+            elif self.spec.participant(held.participant).creates:
+                gid = new_gid()
+                found[key] = gid
+                work.shadows[gid] = Shadow(gid, match_key=keys[key])
+                work.links[gid] = {}
+            else:
+                self.tally.add(held.participant, "not originated")
+        work.shadows.update(self.store.shadows.get(self.name, obj.name, sorted(claimed)))
+        return found
+
+    def _parent_gids(self, held: Held, changes: Sequence[Change]) -> dict[str, dict[str, str]]:
+        """For each lookup field, the parent gids of the parent keys these records hold."""
+        found: dict[str, dict[str, str]] = {}
+        for name, shared in held.object.fields.items():
+            mapping = held.spec.fields.get(name)
+            if shared.lookup is None or mapping is None:
+                continue
+            values = [c.record.get(mapping.field) for c in changes]
+            links = self.store.xref.by_keys(self.name, shared.lookup, held.participant,
+                                            [v for v in values if v is not None])
+            found[name] = {k: link.gid for k, link in links.items()}
+        return found
+
+    def _changed(self, held: Held, gid: str, change: Change, work: _Work,
+                 parents: Mapping[str, Mapping[str, str]]) -> None:
+        participant = held.participant
+        shadow = work.shadows.setdefault(gid, Shadow(gid))
+        link = work.link(gid, participant) or Link(gid, participant)
+        current = held.shape.to_shared(change.record)
+        for name, by_key in parents.items():
+            if current.get(name) is not None:
+                parent = by_key.get(key_text(change.record[held.spec.fields[name].field]))
+                if parent is None:
+                    del current[name]  # a parent outside the sync: nothing to translate
+                else:
+                    current[name] = parent
+        if shadow.state == "deleted":
+            if link.state == "deleting":
+                self.tally.add(participant, "dropped: deleted elsewhere")
+                return
+            if self.spec.deletes.undelete == "ignore":
+                self.tally.add(participant, "undelete ignored")
+                return
+            shadow.state = "live"  # revived where it came back: the others get it anew
+            for other in work.links.get(gid, {}).values():
+                if other.participant != participant:
+                    work.put(Link(gid, other.participant, None, "live"))
+            link = Link(gid, participant)
+            self.tally.add(participant, "revived")
+        link.key, link.state = key_text(change.key), "live"
+        merged = merge(participant, current, shared=shadow.shared, origins=shadow.origins,
+                       held=shadow.held, known=link.known, sent=link.sent,
+                       rules=self.rules[held.object.name], order=self.order)
+        link.known, link.sent = merged.known, merged.sent
+        shadow.shared, shadow.origins, shadow.held = merged.shared, merged.origins, sorted(merged.held)
+        if shadow.match_key is None or merged.changed & set(held.object.match):
+            shadow.match_key = match_key(shadow.shared, held.object.match)
+        work.put(link)
+        self.tally.add(participant, "echoes dropped", merged.echoes)
+        self.tally.add(participant, "edits", merged.edits)
+        for found in merged.conflicts:
+            work.conflicts.append(NewConflict(held.object.name, gid, found.field, "field",
+                                              found.policy, found.candidates, found.winner,
+                                              "held" if found.winner is None else "settled"))
+            self.tally.add(participant, f"conflicts ({found.policy})")
+        work.dirty.add(gid)
+
+    def _deleted(self, held: Held, gid: str, work: _Work) -> None:
+        participant, policy = held.participant, self.spec.deletes
+        shadow = work.shadows.get(gid)
+        link = work.link(gid, participant)
+        if shadow is None or link is None or link.state == "deleted":
+            return
+        was_deleting = link.state == "deleting"
+        work.put(Link(gid, participant, link.key, "deleted"))
+        if was_deleting or shadow.state == "deleted":
+            self.tally.add(participant, "deletes confirmed")
+            return
+        self.tally.add(participant, "deletes")
+        if policy.policy == "ignore":
+            return
+        if policy.policy == "flag":
+            assert policy.flag is not None
+            shadow.shared[policy.flag] = True
+            shadow.origins[policy.flag] = participant
+            work.dirty.add(gid)
+            return
+        behind = bool(link.sent) or any(
+            link.known.get(name, _MISSING) != value for name, value in shadow.shared.items()
+            if held.shape.reads(name))
+        if behind:
+            work.conflicts.append(NewConflict(
+                held.object.name, gid, None, "delete", policy.wins,
+                {participant: None, "shadow": dict(shadow.shared)},
+                participant if policy.wins == "delete" else "shadow", "settled"))
+            self.tally.add(participant, f"conflicts (delete {policy.wins} wins)")
+            if policy.wins == "update":
+                work.put(Link(gid, participant, None, "live"))  # created there again
+                work.dirty.add(gid)
+                return
+        shadow.state = "deleted"
+        for other, other_link in work.links.get(gid, {}).items():
+            if other != participant and other_link.state == "live":
+                work.put(Link(gid, other, other_link.key, "deleting"))
+                work.removals.setdefault(other, set()).add(gid)
+
+    # -- enqueueing -----------------------------------------------------------------------------
+
+    def _commit(self, obj: SyncObjectSpec, work: _Work, *,
+                cursor: tuple[str, str, Any] | None = None,
+                marker: tuple[str, str, Any] | None = None,
+                joined: set[str] | None = None) -> None:
+        """Write the batch's unit of work: xref, shadow, conflicts, deliveries, waits, cursor."""
+        deliveries, waits, supersede = self._deliveries(obj, work, joined or set())
+        touched = [work.links[g][p] for g, p in sorted(work.touched)]
+        with self.store.transaction(serial=f"sync:{self.name}") as tx:
+            tx.shadows.save(self.name, obj.name, [work.shadows[g] for g in sorted(
+                work.dirty | {g for g, _ in work.touched}) if g in work.shadows])
+            tx.xref.save(self.name, obj.name, touched)
+            if work.conflicts:
+                tx.conflicts.add(self.name, work.conflicts)
+            for destination, gids in supersede.items():
+                tx.outbox.supersede(self.name, destination, gids)
+            tx.outbox.add(self.name, deliveries)
+            if waits:
+                tx.xref.wait(self.name, obj.name, waits)
+            if cursor is not None:
+                tx.cursors.set(self.name, *cursor)
+            if marker is not None:
+                tx.cursors.set(self.name, *marker)
+
+    def _deliveries(self, obj: SyncObjectSpec, work: _Work, joined: set[str]
+                    ) -> tuple[list[NewDelivery], list[Waiting], dict[str, list[str]]]:
+        """Each participant's difference from the shadow of the records changed."""
+        deliveries: list[NewDelivery] = []
+        waits: list[Waiting] = []
+        supersede: dict[str, list[str]] = {}
+        version = dt.datetime.now(dt.UTC).isoformat()
+        ready = {p for p in self.order if p in joined or self._is_joined(obj, p)}
+        for participant, gids in work.removals.items():
+            deleting = self.held[(obj.name, participant)]
+            for gid in sorted(gids):
+                key = work.links[gid][participant].key
+                payload = {deleting.spec.key: key, GID: gid} if key is not None \
+                    else {BY_EXTERNAL: gid}
+                supersede.setdefault(deleting.destination, []).append(gid)
+                deliveries.append(NewDelivery(deleting.destination, gid, version, "delete",
+                                              payload))
+                self.tally.add(participant, "deletes sent")
+        lookups = self._lookup_keys(obj, work)
+        for gid in sorted(work.dirty):
+            shadow = work.shadows.get(gid)
+            if shadow is None or shadow.state != "live" or not shadow.shared:
+                continue
+            for participant in self.order:
+                held = self.held.get((obj.name, participant))
+                if held is None or participant not in ready:
+                    continue
+                link = work.link(gid, participant)
+                if link is not None and link.state != "live":
+                    continue  # it deleted the record (policy ignore), or is deleting it
+                values = {n: v for n, v in shadow.shared.items()
+                          if held.shape.writes(n) and n not in shadow.held}
+                known = link.known if link is not None else {}
+                differ = {n: v for n, v in values.items() if known.get(n, _MISSING) != v}
+                pending = link.sent if link is not None else {}
+                creating = link is None or link.key is None
+                if not creating and all(pending.get(n, _MISSING) == v for n, v in differ.items()):
+                    continue  # it holds the shadow, or has been sent it
+                if creating and link is not None and values == pending:
+                    continue  # the create is on its way; its key comes back with it
+                record, missing = self._record_for(held, gid, differ if not creating else values,
+                                                   lookups)
+                if missing is not None:
+                    waits.append(Waiting(gid, participant, *missing))
+                    self.tally.add(participant, "waiting for a parent")
+                    continue
+                if creating:
+                    link = link or Link(gid, participant)
+                    if not held.spec.external_id:
+                        link.key = gid  # created with the gid as its key
+                    record = {**record, WRITE: "create"}
+                    self.tally.add(participant, "creates sent")
+                else:
+                    assert link is not None
+                    record = {**record, held.spec.key: link.key, WRITE: "update"}
+                    self.tally.add(participant, "updates sent")
+                link.sent = dict(differ if not creating else values)
+                work.put(link)
+                supersede.setdefault(held.destination, []).append(gid)
+                deliveries.append(NewDelivery(held.destination, gid, version, "upsert",
+                                              {**record, GID: gid}))
+        return deliveries, waits, supersede
+
+    def _lookup_keys(self, obj: SyncObjectSpec, work: _Work) -> dict[str, dict[str, dict[str, Link]]]:
+        """For each lookup field, the parent records' links (parent gid -> participant -> link)."""
+        found: dict[str, dict[str, dict[str, Link]]] = {}
+        for name, shared in obj.fields.items():
+            if shared.lookup is None:
+                continue
+            gids = [str(s.shared[name]) for s in work.shadows.values()
+                    if s.shared.get(name) is not None]
+            found[name] = self.store.xref.of(self.name, shared.lookup, gids)
+        return found
+
+    def _record_for(self, held: Held, gid: str, values: Mapping[str, Any],
+                    lookups: Mapping[str, Mapping[str, Mapping[str, Link]]]
+                    ) -> tuple[Record, tuple[str, str] | None]:
+        """The participant's record for these shared values, lookups translated to its keys;
+        or the parent (object, gid) it must wait for."""
+        translated = dict(values)
+        for name, parents in lookups.items():
+            parent = translated.get(name)
+            if parent is None:
+                continue
+            link = parents.get(str(parent), {}).get(held.participant)
+            if link is None or link.key is None or link.state != "live":
+                lookup = held.object.fields[name].lookup
+                assert lookup is not None
+                return {}, (lookup, str(parent))
+            translated[name] = link.key
+        record = held.shape.from_shared(translated)
+        if held.spec.external_id:
+            record[held.spec.external_id] = gid
+        return record, None
+
+    def _is_joined(self, obj: SyncObjectSpec, participant: str) -> bool:
+        held = self.held.get((obj.name, participant))
+        return held is not None and self._joined(held)
+
+    # -- what else a round does -----------------------------------------------------------------
+
+    def _release_waiting(self, obj: SyncObjectSpec) -> None:
+        """Enqueue the records whose parent has now reached the participant they wait for."""
+        ready = self.store.xref.ready(self.name, obj.name)
+        if not ready:
+            return
+        gids = sorted({w.gid for w in ready})
+        work = _Work(self.store.shadows.get(self.name, obj.name, gids),
+                     self.store.xref.of(self.name, obj.name, gids))
+        work.dirty.update(gids)
+        self.store.xref.release(self.name, obj.name, ready)
+        self._commit(obj, work)
+
+    def _check_deletes(self, held: Held) -> int:
+        """For a polled participant: keys the xref holds that it no longer has are deletes;
+        how many."""
+        every = self.spec.deletes.check_seconds
+        if held.trigger.changes == "cdc" or every is None or not self._joined(held):
+            return 0
+        last = self._checked_deletes.get(held.destination)
+        if last is not None and time.monotonic() - last < every:
+            return 0
+        self._checked_deletes[held.destination] = time.monotonic()
+        present: set[str] = set()
+        for page in held.connector.read(held.spec.object,
+                                        scopes.bind(held.spec.scope, self.ctx.params),
+                                        key=held.spec.key, fields=[held.spec.key],
+                                        page_size=5000):
+            present.update(key_text(r[held.spec.key]) for r in page.records)
+        gone = [key for key, _ in self.store.xref.live_keys(self.name, held.object.name,
+                                                             held.participant)
+                if key not in present]
+        batch = self.spec.options.batch_size
+        for start in range(0, len(gone), batch):
+            changes = [Change(held.participant, held.spec.object, key, ChangeKind.DELETED,
+                              {held.spec.key: key}) for key in gone[start:start + batch]]
+            self._merge(held, changes)
+        return len(gone)
+
+    def _apply_choices(self) -> None:
+        """Apply what people chose for held conflicts: the value everywhere."""
+        chosen = self.store.conflicts.chosen(self.name)
+        for conflict in chosen:
+            if conflict.kind != "field" or conflict.field is None:
+                continue
+            obj = next((o for o in self.objects if o.name == conflict.object), None)
+            if obj is None:
+                continue
+            work = _Work(self.store.shadows.get(self.name, obj.name, [conflict.gid]),
+                         self.store.xref.of(self.name, obj.name, [conflict.gid]))
+            shadow = work.shadows.get(conflict.gid)
+            if shadow is not None:
+                shadow.shared[conflict.field] = conflict.chosen
+                shadow.origins[conflict.field] = "person"
+                shadow.held = [f for f in shadow.held if f != conflict.field]
+                work.dirty.add(conflict.gid)
+                self._commit(obj, work)
+        if chosen:
+            self.store.conflicts.resolved([c.id for c in chosen])
+
+    def _retire_removed(self) -> None:
+        """Participants no longer declared leave: their xref rows go, the others stay."""
+        for participant in sorted(self.store.xref.participants(self.name) - set(self.order)):
+            retired = self.store.xref.retire(self.name, participant)
+            log.info("%s: participant %s left the sync; %d links retired", self.name,
+                     participant, retired)
+
+    # -- what the runtime's loop needs -------------------------------------------------------
+
+    def next_poll(self, now: dt.datetime, first: bool = False) -> dt.datetime:
+        if self._cron is not None:
+            return self._cron.next_after(now)
+        return now if first else now + dt.timedelta(seconds=self.spec.trigger.poll_seconds)
+
+    def purge(self) -> int:
+        keep = self.spec.options.keep_delivered_hours
+        if keep is None:
+            return 0
+        try:
+            return int(self.store.outbox.purge(dt.timedelta(hours=keep), self.name))
+        except TRANSIENT as exc:
+            log.warning("%s: purging the outbox failed, trying later: %s", self.name, exc)
+            return 0
+
+    def report(self, changes: int, delivered: int, retried: int, dead: int) -> SyncReport:
+        return SyncReport(self.name, changes, delivered, retried, dead, self.tally.take(),
+                          self.store.conflicts.counts(self.name),
+                          self.store.xref.waiting_count(self.name),
+                          self.store.outbox.counts(self.name))
+
+
+class SyncTarget:
+    """How deliveries reach one participant's object: a create is an upsert on the external
+    id (or an insert keyed by the gid), so writing it twice makes one record; an update and
+    a delete go by the participant's key (by the external id while the key is unknown).
+    Keys the participant gives created records go into the xref."""
+
+    def __init__(self, sync: Sync, held: Held) -> None:
+        self.sync, self.held = sync, held
+        spec = held.spec
+        self.object, self.key, self.operation = spec.object, spec.key, Operation.UPSERT
+        self.updates = Sink(held.connector, spec.object, Operation.UPDATE, spec.key,
+                            conform_every_field=True, broken_code=None)
+        self.creates = Sink(held.connector, spec.object, Operation.UPSERT,
+                            spec.external_id or spec.key, conform_every_field=True,
+                            broken_code=None)
+
+    def check(self) -> None:
+        self.updates.check()
+
+    def write(self, batch: Sequence[Record], operation: Operation | None = None) -> Written:
+        outcomes: list[Outcome] = [Outcome(None, Status.FAILED, "not written")] * len(batch)
+        groups: dict[tuple[Sink, Operation], list[int]] = {}
+        for position, record in enumerate(batch):
+            if operation is Operation.DELETE:
+                sink = self.creates if BY_EXTERNAL in record else self.updates
+                groups.setdefault((sink, Operation.DELETE), []).append(position)
+            elif record.get(WRITE) == "create":
+                groups.setdefault((self.creates, Operation.UPSERT), []).append(position)
+            else:
+                groups.setdefault((self.updates, Operation.UPDATE), []).append(position)
+        created: dict[str, Any] = {}
+        deleted: list[str] = []
+        for (sink, op), positions in groups.items():
+            records = [_plain(batch[p], sink.key, op) for p in positions]
+            written = sink.write(records, op)
+            for position, outcome in zip(positions, written.outcomes, strict=True):
+                outcomes[position] = outcome
+                gid = str(batch[position].get(GID) or batch[position].get(BY_EXTERNAL) or "")
+                if op is Operation.DELETE and outcome.status in (Status.DELETED, Status.SKIPPED):
+                    deleted.append(gid)
+                elif op is Operation.UPSERT and outcome.status.is_success:
+                    key = outcome.destination_id or (gid if not self.held.spec.external_id else None)
+                    if key is not None:
+                        created[gid] = key
+        xref, name = self.sync.store.xref, self.sync.name
+        if created:
+            xref.set_key(name, self.held.object.name, self.held.participant, created)
+        if deleted:
+            xref.deleted(name, self.held.object.name, self.held.participant, deleted)
+        for outcome in outcomes:
+            if outcome.status.is_success:
+                self.sync.tally.add(self.held.participant, "written")
+        return Written(Shaped([], [], {}, {}), outcomes)
+
+
+def _plain(record: Record, key: str, operation: Operation) -> Record:
+    """A delivery's record as the participant takes it: reserved fields out, and a delete by
+    external id keyed by it."""
+    if operation is Operation.DELETE and BY_EXTERNAL in record:
+        return {key: record[BY_EXTERNAL]}
+    return {k: v for k, v in record.items() if k not in _RESERVED}
+
+
+def _parents_first(objects: Sequence[SyncObjectSpec]) -> list[SyncObjectSpec]:
+    """Objects ordered so that an object comes after those its lookups point to."""
+    by_name = {o.name: o for o in objects}
+    graph = {o.name: {f.lookup for f in o.fields.values()
+                      if f.lookup is not None and f.lookup != o.name} for o in objects}
+    return [by_name[name] for name in graphlib.TopologicalSorter(graph).static_order()]
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    """One round (or run) of a sync: changes noticed, what each participant saw and was
+    sent, deliveries made, conflicts by status and policy, records waiting for a parent,
+    and the outbox per participant and status."""
+
+    integration: str
+    changes: int
+    delivered: int
+    retried: int
+    dead: int
+    participants: dict[str, dict[str, int]]
+    conflicts: dict[str, dict[str, int]]
+    waiting: int
+    outbox: dict[str, dict[str, int]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"integration": self.integration, "pattern": "sync", "changes": self.changes,
+                "delivered": self.delivered, "retried": self.retried, "dead": self.dead,
+                "participants": self.participants, "conflicts": self.conflicts,
+                "waiting_for_parent": self.waiting, "outbox": self.outbox}
+
+
+class SyncPattern(Pattern):
+    """A sync as a plug-in: kept going by the runtime's outbox loop (notice, deliver); a run
+    is rounds of it until nothing new is noticed."""
+
+    loop = "outbox"
+
+    def watched(self) -> Sync:
+        return Sync(self.ctx)

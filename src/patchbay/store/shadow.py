@@ -1,0 +1,104 @@
+"""A sync's shadow (`patchbay_shadow`): the last synced shared values of every record.
+
+    shared      field -> value, as every participant should hold it
+    origins     field -> the participant whose change set it (or "person")
+    held        fields a person must settle (conflict: manual); they are not written
+    state       live, deleted (a tombstone: a late update never revives it), or review
+                (matched ambiguously on a first sync: nothing is written until a person
+                links it)
+    match_key   the normalised match fields a first sync finds the record by
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from patchbay.model import jsonable
+from patchbay.store.schema import shadow
+from patchbay.store.unit import Repository, chunks, insert_or_skip
+
+_CHUNK = 1000
+
+
+@dataclass
+class Shadow:
+    gid: str
+    state: str = "live"
+    shared: dict[str, Any] = field(default_factory=dict)
+    origins: dict[str, str] = field(default_factory=dict)
+    held: list[str] = field(default_factory=list)
+    match_key: str | None = None
+
+
+class Shadows(Repository):
+    def get(self, integration: str, object: str, gids: Sequence[str]) -> dict[str, Shadow]:
+        found: dict[str, Shadow] = {}
+        with self._db.read("shadow.get") as conn:
+            for chunk in chunks(sorted(set(gids)), _CHUNK):
+                for row in conn.execute(sa.select(shadow).where(
+                        shadow.c.integration == integration, shadow.c.object == object,
+                        shadow.c.gid.in_(chunk))):
+                    found[row.gid] = _shadow(row)
+        return found
+
+    def matching(self, integration: str, object: str,
+                 match_keys: Sequence[str]) -> dict[str, list[str]]:
+        """The live records by match key: match key -> gids, in gid order."""
+        found: dict[str, list[str]] = {}
+        with self._db.read("shadow.matching") as conn:
+            for chunk in chunks(sorted(set(match_keys)), _CHUNK):
+                rows = conn.execute(sa.select(shadow.c.match_key, shadow.c.gid).where(
+                    shadow.c.integration == integration, shadow.c.object == object,
+                    shadow.c.state == "live", shadow.c.match_key.in_(chunk))
+                    .order_by(shadow.c.gid))
+                for match_key, gid in rows:
+                    found.setdefault(match_key, []).append(gid)
+        return found
+
+    def save(self, integration: str, object: str, shadows: Sequence[Shadow]) -> None:
+        now = dt.datetime.now(dt.UTC)
+        rows = [dict(integration=integration, object=object, gid=s.gid, state=s.state,
+                     shared=jsonable(s.shared), origins=s.origins, held=sorted(s.held),
+                     match_key=s.match_key, updated_at=now) for s in shadows]
+        with self._db.begin("shadow.save") as conn:
+            for chunk in chunks(rows, _CHUNK):
+                stmt = insert_or_skip(conn, shadow).values(chunk)
+                conn.execute(stmt.on_conflict_do_update(
+                    index_elements=[shadow.c.integration, shadow.c.object, shadow.c.gid],
+                    set_={name: stmt.excluded[name] for name in
+                          ("state", "shared", "origins", "held", "match_key", "updated_at")}))
+
+    def each(self, integration: str, object: str, state: str = "live") -> Iterator[Shadow]:
+        """Every record in `state`, in gid order, a chunk at a time."""
+        after = ""
+        while True:
+            with self._db.read("shadow.each") as conn:
+                rows = conn.execute(sa.select(shadow).where(
+                    shadow.c.integration == integration, shadow.c.object == object,
+                    shadow.c.state == state, shadow.c.gid > after)
+                    .order_by(shadow.c.gid).limit(_CHUNK)).all()
+            yield from (_shadow(row) for row in rows)
+            if len(rows) < _CHUNK:
+                return
+            after = rows[-1].gid
+
+    def counts(self, integration: str) -> dict[str, dict[str, int]]:
+        """Per object, how many records in each state."""
+        with self._db.read("shadow.counts") as conn:
+            rows = conn.execute(sa.select(shadow.c.object, shadow.c.state, sa.func.count())
+                                .where(shadow.c.integration == integration)
+                                .group_by(shadow.c.object, shadow.c.state))
+            found: dict[str, dict[str, int]] = {}
+            for object, state, count in rows:
+                found.setdefault(object, {})[state] = int(count)
+            return found
+
+
+def _shadow(row: Any) -> Shadow:
+    return Shadow(row.gid, row.state, dict(row.shared or {}), dict(row.origins or {}),
+                  list(row.held or []), row.match_key)
