@@ -392,49 +392,54 @@ def _letter(delivery: Any) -> dict[str, Any]:
         "attempts", "last_error", "created_at", "payload")}
 
 
-cdc = typer.Typer(help="PostgreSQL change capture for broadcasts with trigger.changes: cdc: "
-                       "install, status, remove.", no_args_is_help=True)
+cdc = typer.Typer(help="PostgreSQL and MySQL/MariaDB change capture for the integrations reading "
+                       "through it (broadcasts with trigger.changes: cdc): install, status, "
+                       "remove.", no_args_is_help=True)
 app.add_typer(cdc, name="cdc")
 
 
 @cdc.command("install")
 def cdc_install(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = None) -> None:
-    """Capture the changes of each cdc broadcast's source table: a trigger writes them into a
-    capture table of its PostgreSQL database. Installing again changes nothing."""
+    """Capture the changes of each table an integration reads through change capture: triggers
+    write them into a capture table of its PostgreSQL or MySQL/MariaDB database. Installing
+    again changes nothing (on MySQL/MariaDB, it regenerates triggers whose columns changed)."""
     with _handled():
-        for spec, connector, done in capture.install(file, integration, _params(param), _skipped):
-            console.print(f"[bold]{render.text(spec.name)}[/]: capturing {done.table} of system "
-                          f"'{connector.name}' by {', '.join(done.key)}; trigger {done.trigger}, "
+        for target, done in capture.install(file, integration, _params(param), _skipped):
+            console.print(f"[bold]{render.text(target.integration.name)}[/]: capturing {done.table} "
+                          f"of system '{target.connector.name}' by {', '.join(done.key)}; "
+                          f"trigger {done.trigger}, "
                           + ("consumer registered" if done.registered else "consumer already registered"),
                           highlight=False)
 
 
 @cdc.command("remove")
 def cdc_remove(file: FileArg, integration: IntegrationOpt = None) -> None:
-    """Stop capturing for each cdc broadcast: its changes not yet read are dropped, and a
-    table's trigger goes with its last consumer."""
+    """Stop capturing for each integration reading through change capture (PostgreSQL,
+    MySQL/MariaDB): its changes not yet read are dropped, and a table's trigger goes with its
+    last consumer."""
     with _handled():
-        for spec, done in capture.remove(file, integration, _skipped):
+        for target, done in capture.remove(file, integration, _skipped):
+            name = render.text(target.integration.name)
             if not done.unregistered:
-                console.print(f"[bold]{render.text(spec.name)}[/]: {done.table} was not captured for it",
+                console.print(f"[bold]{name}[/]: {done.table} was not captured for it",
                               highlight=False)
                 continue
             trigger = ("trigger dropped" if done.trigger_dropped else
                        f"trigger kept for {done.consumers_left} other consumer(s)"
                        if done.consumers_left else "no trigger left to drop")
-            console.print(f"[bold]{render.text(spec.name)}[/]: capture of {done.table} removed; "
+            console.print(f"[bold]{name}[/]: capture of {done.table} removed; "
                           f"{done.dropped_rows} pending changes dropped, {trigger}", highlight=False)
 
 
 @cdc.command("status")
 def cdc_status(file: FileArg) -> None:
-    """Show, for each cdc broadcast, whether its source table is captured, how many changes
-    wait to be read and since when."""
+    """Show, for each table an integration reads through change capture (PostgreSQL,
+    MySQL/MariaDB), whether it is captured, how many changes wait to be read and since when."""
     with _handled():
         table = Table("integration", "table", "capture", "pending", "oldest pending",
                       caption="pending: captured changes not yet consumed, the last batch read "
                               "included (it is consumed at the next poll)")
-        for spec, name, state in capture.status(file, _skipped):
+        for target, name, state in capture.status(file, _skipped):
             if name is None:
                 capture_text = "[red]no such table[/]"
             elif state is None:
@@ -442,7 +447,7 @@ def cdc_status(file: FileArg) -> None:
             else:
                 capture_text = "installed" if state.installed else "[red]trigger missing[/]"
             oldest = state.oldest.strftime("%Y-%m-%d %H:%M:%S") if state and state.oldest else ""
-            table.add_row(render.text(spec.name), render.text(name or spec.source.object),
+            table.add_row(render.text(target.integration.name), render.text(name or target.object),
                           capture_text, str(state.pending if state else 0), oldest)
         console.print(table)
 

@@ -354,7 +354,8 @@ def test_reading_needs_an_install_and_postgresql(pg: Pg, sql: SqlConnector, tmp_
         db.execute("CREATE TABLE items (id INTEGER PRIMARY KEY)")
     lite = SqlConnector(SystemSpec(url=f"sqlite:///{tmp_path / 'lite.db'}", name="lite"))
     try:
-        with pytest.raises(SpecError, match=r"change capture needs PostgreSQL; use trigger\.changes: poll"):
+        with pytest.raises(SpecError, match=r"is not PostgreSQL, MySQL or MariaDB: change capture "
+                           r"needs one of them; use trigger\.changes: poll"):
             lite.changes("items", start("anyone"))
     finally:
         lite.close()

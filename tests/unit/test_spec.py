@@ -181,6 +181,23 @@ def test_defaults_of_a_minimal_file() -> None:
     assert integration.parameters == {}
 
 
+def test_captured_names_what_an_integration_reads_through_change_capture() -> None:
+    def broadcast(changes: str) -> str:
+        return textwrap.dedent(f"""
+            systems: {{erp: "mysql://app@erp/erp", out: sqlite:///out.db}}
+            integrations:
+              - name: Items - broadcast
+                pattern: broadcast
+                source: {{system: erp, object: items, key: id}}
+                trigger: {{changes: {changes}}}
+                destinations: [{{name: out, system: out, object: items, key: id}}]
+            """)
+
+    assert loads(broadcast("cdc"), environ={}).integration(None).captured() == [("erp", "items")]
+    assert loads(broadcast("poll"), environ={}).integration(None).captured() == []
+    assert loads(minimal(), environ={}).integration(None).captured() == [], "the default"
+
+
 def test_json_schema_describes_the_file() -> None:
     schema = spec.json_schema()
     assert "systems" in schema["properties"] and "integrations" in schema["properties"]

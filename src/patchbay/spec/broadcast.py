@@ -56,7 +56,7 @@ class TriggerSpec(SpecModel):
         default="poll",
         description="poll: read the source by its watermark every `poll_seconds`; cdc: follow "
                     "the source's own change stream (Salesforce Change Data Capture; a "
-                    "PostgreSQL capture table added by `patchbay cdc install`).")
+                    "PostgreSQL or MySQL/MariaDB capture table added by `patchbay cdc install`).")
     poll_seconds: float = Field(default=5.0, gt=0, description="Poll the source this often.")
     cron: str | None = Field(
         default=None, description='Poll at these times instead (UTC cron, e.g. "*/15 * * * *" '
@@ -135,6 +135,9 @@ class BroadcastSpec(IntegrationSpec):
 
     def objects_written(self) -> set[tuple[str, str]]:
         return {(d.system, d.object) for d in self.destinations}
+
+    def captured(self) -> list[tuple[str, str]]:
+        return [(self.source.system, self.source.object)] if self.trigger.changes == "cdc" else []
 
     def systems_used(self) -> list[tuple[str, tuple[Any, ...]]]:
         return [(self.source.system, ("source", "system")),

@@ -440,6 +440,11 @@ class IntegrationSpec(SpecModel):
         """The (system, object) pairs this integration writes."""
         return set()
 
+    def captured(self) -> list[tuple[str, str]]:
+        """The (system, object) pairs whose changes this integration reads through change
+        capture (`patchbay cdc` installs it, for a consumer named as the integration)."""
+        return []
+
     def systems_used(self) -> list[tuple[str, tuple[Any, ...]]]:
         """(system name, location in the document) for every system this integration names."""
         used: list[tuple[str, tuple[Any, ...]]] = []

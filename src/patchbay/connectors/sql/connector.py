@@ -8,8 +8,9 @@ A system is a database URL:
     erp: mysql://app:${MYSQL_PASSWORD}@erp.internal/erp    # or mariadb://
 
 Query arguments go to the driver. An object is a table, or `schema.table`. Options:
-`connect_timeout` (seconds, default 10) and, for PostgreSQL change capture,
-`capture_schema` (default "public").
+`connect_timeout` (seconds, default 10) and, for change capture, `capture_schema`
+(PostgreSQL: default "public"; MySQL, MariaDB: the database holding the capture tables,
+default the URL's).
 
 Reads stream one server-side query in pages ordered by the key, so a page's last key is the
 position to resume after. Columnar reads of PostgreSQL and SQLite run the same query through
@@ -23,7 +24,8 @@ COPY into a temporary staging table, then one INSERT ... ON CONFLICT (or UPDATE 
 from it.
 
 Changes are polled by a watermark column (an updated-at timestamp or an increasing number),
-or, on PostgreSQL, read from the capture table of `pgcapture`; see `SqlConnector.changes`.
+or read from the capture table of `pgcapture` (PostgreSQL) or `mycapture` (MySQL, MariaDB);
+see `SqlConnector.changes`.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from patchbay.connectors.sql.arrow import (
     rows_to_table,
     sqlite_column,
 )
+from patchbay.connectors.sql.capture import Capture
 from patchbay.connectors.sql.changes import (
     CURSOR_ENTRIES,
     DEFAULT_OVERLAP_SECONDS,
@@ -109,8 +112,9 @@ class SqlOptions(ConnectorOptions):
                                 "without one (`schema.table` names its own).")
     pool_size: int | None = Field(None, gt=0, description="Connections kept open (PostgreSQL, "
                                   "MySQL; SQLAlchemy's default 5).")
-    capture_schema: str | None = Field(None, description="PostgreSQL change capture: the schema of "
-                                       "patchbay's capture table and function (default public).")
+    capture_schema: str | None = Field(None, description="Change capture: the schema (MySQL: the "
+                                       "database) of patchbay's capture tables (default: public "
+                                       "on PostgreSQL, the URL's database on MySQL).")
 
 
 class SqlConnector(Connector):
@@ -510,22 +514,33 @@ class SqlConnector(Connector):
                                      f"{reason.strip().splitlines()[0]}", system=self.name) from exc
             raise
 
+    @property
+    def captures(self) -> bool:
+        """The system's database has change capture (`capture`)."""
+        return self.dialect in ("postgresql", "mysql")
+
+    def capture(self) -> Capture:
+        """The change capture of the system's database: `pgcapture` or `mycapture`."""
+        from patchbay.connectors.sql import mycapture, pgcapture
+
+        captures: dict[str, Capture] = {"postgresql": pgcapture, "mysql": mycapture}
+        if not self.captures:
+            raise SpecError(f"system '{self.name}' is not PostgreSQL, MySQL or MariaDB: change "
+                            "capture needs one of them; use trigger.changes: poll with a "
+                            "watermark")
+        return captures[self.dialect]
+
     @contextmanager
     def capture_setup(self) -> Iterator[Connection]:
-        """A transaction for installing or removing change capture (`pgcapture`), committed
+        """A transaction for installing or removing change capture (`capture`), committed
         when the block ends without an error; a refusal of the database is a PatchbayError."""
-        self._need_capture()
+        self.capture()  # refuses a database without change capture
         try:
             with self._reading() as conn:
                 yield conn
                 conn.commit()
         except sa_exc.DBAPIError as exc:
             raise PatchbayError(f"system '{self.name}': {first_line(exc)}") from exc
-
-    def _need_capture(self) -> None:
-        if self.dialect != "postgresql":
-            raise SpecError(f"system '{self.name}' is not PostgreSQL: change capture needs "
-                            "PostgreSQL; use trigger.changes: poll with a watermark")
 
     # -- changes --------------------------------------------------------------------------------
 
@@ -583,17 +598,15 @@ class SqlConnector(Connector):
         deletes cannot be seen by polling a table.
 
         A cursor with `"cdc": true` (and a `consumer`) reads the table's capture instead, on
-        PostgreSQL once `patchbay cdc install` has set it up: inserts, updates and deletes,
-        with no watermark column; see `pgcapture.changes` for its cursor.
+        PostgreSQL, MySQL or MariaDB once `patchbay cdc install` has set it up: inserts,
+        updates and deletes, with no watermark column; see `pgcapture.changes` for its cursor.
         """
         if cursor and cursor.get("cdc"):
-            from patchbay.connectors.sql import pgcapture
-
-            self._need_capture()
+            capture = self.capture()
             table = self.table(object)
             with self._reading() as conn:
-                captured = pgcapture.changes(conn, self.name, object, table, cursor, fields,
-                                             limit, pgcapture.schema_of(self.system))
+                captured = capture.changes(conn, self.name, object, table, cursor, fields,
+                                           limit, capture.schema_of(self.system))
                 conn.commit()
             return captured
         if limit < 1:

@@ -38,7 +38,6 @@ two would read, and deliver, the same rows.)
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,13 +46,25 @@ import sqlalchemy as sa
 from psycopg import sql
 from sqlalchemy.engine import Connection
 
+from patchbay.connectors.sql.capture import (
+    CAPTURE_TABLE,
+    CONSUMERS_TABLE,
+    KINDS,
+    CaptureState,
+    Installed,
+    Removed,
+    no_primary_key,
+    not_installed,
+    reading,
+)
 from patchbay.errors import SpecError
 from patchbay.model import Change, ChangeKind
-from patchbay.spec import SystemSpec, suggest
+from patchbay.spec import SystemSpec
+
+__all__ = ["CaptureState", "Installed", "Removed", "changes", "install", "relation_name",
+           "remove", "schema_of", "status"]
 
 DEFAULT_SCHEMA = "public"
-CAPTURE_TABLE = "patchbay_capture"
-CONSUMERS_TABLE = "patchbay_capture_consumers"
 FUNCTION = "patchbay_capture_row"
 TRIGGER = "patchbay_capture"
 
@@ -61,8 +72,6 @@ TRIGGER = "patchbay_capture"
 # CREATE ... IF NOT EXISTS, and a remove dropping a table's trigger must not miss a consumer
 # another install is registering. ("patchcdc" in ASCII.)
 _LOCK = 0x7061746368636463
-
-_KINDS = {"INSERT": ChangeKind.CREATED, "UPDATE": ChangeKind.UPDATED, "DELETE": ChangeKind.DELETED}
 
 _SETUP = """
 CREATE TABLE IF NOT EXISTS {capture} (
@@ -122,49 +131,6 @@ $patchbay$;
 
 
 @dataclass(frozen=True, slots=True)
-class Installed:
-    """What `install` did for one table."""
-
-    table: str
-    """The table as capture rows name it: schema-qualified, quoted where needed."""
-    key: tuple[str, ...]
-    trigger: str
-    """"created", "kept" (it was there, for the same key), or "replaced" (the key changed)."""
-    registered: bool
-    """The consumer is new for this table (false: it was registered already)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Removed:
-    """What `remove` did for one table."""
-
-    table: str
-    unregistered: bool
-    """The consumer was registered for the table (false: nothing to remove)."""
-    dropped_rows: int
-    """Capture rows the consumer had not consumed yet."""
-    consumers_left: int
-    """Other consumers of the table, for which its trigger stays."""
-    trigger_dropped: bool
-    """No consumer is left for the table, and its trigger is gone."""
-
-
-@dataclass(frozen=True, slots=True)
-class CaptureState:
-    """One consumer of one table."""
-
-    consumer: str
-    table: str
-    installed: bool
-    """The table has its capture trigger (and the consumer is registered)."""
-    pending: int
-    """Changes not yet consumed: to be read, or read and waiting for the cursor listing
-    them to come back (the last batch a broadcast polled, until its next poll)."""
-    oldest: dt.datetime | None
-    """When the oldest change not yet consumed was captured."""
-
-
-@dataclass(frozen=True, slots=True)
 class _Relation:
     schema: str
     name: str
@@ -202,8 +168,7 @@ def install(conn: Connection, tables: Sequence[str], consumer: str,
         relation = _existing(conn, table)
         key = _primary_key(conn, relation)
         if not key:
-            raise SpecError(f"table '{table}' has no primary key: change capture records which "
-                            "row changed by its primary key; add one")
+            raise no_primary_key(table)
         trigger = _install_trigger(conn, relation, key, names["function"])
         added = conn.exec_driver_sql(
             _text(conn, sql.SQL("INSERT INTO {consumers} (table_name, consumer) VALUES "
@@ -291,39 +256,12 @@ def changes(conn: Connection, system: str, object: str, table: sa.Table,
     typed as the table's columns, as a read gives them; a deleted one holds the primary key
     columns. `at` is the capture's time and `version` its seq.
     """
-    if limit < 1:
-        raise ValueError(f"limit must be at least 1, not {limit}")
-    where = f"changes of table '{object}' of system '{system}'"
-    consumer = cursor.get("consumer")
-    if not isinstance(consumer, str) or not consumer:
-        raise SpecError(f"{where}: the change capture cursor names no consumer")
-    recorded = cursor.get("recorded") or []
-    if not isinstance(recorded, list) or not all(type(s) is int for s in recorded):
-        raise SpecError(f"{where}: the cursor's 'recorded' must be a list of capture seqs, "
-                        f"not {recorded!r}")
-    primary = [c.name for c in table.primary_key.columns]
-    if not primary:
-        raise SpecError(f"table '{object}' of system '{system}' has no primary key: change "
-                        "capture records which row changed by its primary key")
-    key = cursor.get("key") or (primary[0] if len(primary) == 1 else None)
-    if key is None:
-        raise SpecError(f"table '{object}' of system '{system}' has a primary key of "
-                        f"{len(primary)} columns ({', '.join(primary)}): name one of them as "
-                        "the source key")
-    if key not in primary:
-        raise SpecError(f"{where}: the key '{key}' is not a primary key column "
-                        f"({', '.join(primary)}): a deleted row is captured by its primary key "
-                        f"alone{suggest(str(key), primary)}")
-    for name in fields or ():
-        if name not in table.c:
-            raise SpecError(f"table '{object}' of system '{system}' has no column "
-                            f"'{name}'{suggest(name, table.c.keys())}")
-    shown = list(dict.fromkeys([*fields, key])) if fields else list(table.c.keys())
-
+    checked = reading(system, object, table, cursor, fields, limit)
+    consumer, recorded, key = checked.consumer, checked.recorded, checked.key
+    primary, shown = checked.primary, checked.shown
     relation = _existing(conn, object)
     if not _registered(conn, schema, relation, consumer):
-        raise SpecError(f"{where}: change capture is not installed for consumer '{consumer}'; "
-                        "run `patchbay cdc install <file>`")
+        raise not_installed(checked.where, consumer)
     names = _names(schema)
     params = {"consumer": consumer, "table": relation.qualified}
     if recorded:
@@ -347,7 +285,7 @@ def changes(conn: Connection, system: str, object: str, table: sa.Table,
     for row in rows:
         seq, operation, captured_at = row[0], row[1], row[2]
         keys = dict(zip(primary, row[3:3 + len(primary)], strict=True))
-        kind = _KINDS[operation]
+        kind = KINDS[operation]
         record = keys if kind is ChangeKind.DELETED else \
             dict(zip(shown, row[3 + len(primary):], strict=True))
         found.append(Change(system, object, record[key], kind, record, at=captured_at,
