@@ -172,6 +172,35 @@ def test_updated_and_deleted_since_a_time(local_org: LocalOrg, sf: Salesforce) -
     assert deleted["deletedRecords"][0]["deletedDate"].startswith("2024-03-01T12:10:00")
 
 
+def test_the_recycle_bin_and_undelete(local_org: LocalOrg, sf: Salesforce) -> None:
+    start = dt.datetime(2024, 3, 1, 12, 0, tzinfo=dt.UTC)
+    control(local_org, "clock", {"now": start.isoformat()})
+    gone = sf.Contact.create({"LastName": "Binned", "Email": "binned@example.com"})["id"]
+    control(local_org, "clock", {"advance_seconds": 600})
+    sf.Contact.delete(gone)
+    binned = "SELECT Id, LastName, IsDeleted FROM Contact WHERE IsDeleted = true"
+    assert sf.query(binned)["totalSize"] == 0, "query never sees the recycle bin"
+    in_bin = sf.query_all(binned, include_deleted=True)["records"]
+    assert [(r["Id"], r["LastName"], r["IsDeleted"]) for r in in_bin] == [(gone, "Binned", True)]
+    with pytest.raises(SalesforceResourceNotFound, match="ENTITY_IS_DELETED"):
+        sf.Contact.get(gone)
+
+    # REST has no undelete (SOAP and Apex have): the local org's control API stands in.
+    control(local_org, "clock", {"advance_seconds": 600})
+    answer = requests.post(f"{local_org.url}/_emulator/undelete", json={"ids": [gone[:15]]},
+                           headers={"Authorization": f"Bearer {local_org.control_token}"},
+                           timeout=10)
+    assert answer.json() == [{"id": gone, "success": True, "errors": []}]
+    restored = sf.Contact.get(gone)
+    assert (restored["LastName"], restored["Email"], restored["IsDeleted"]) == (
+        "Binned", "binned@example.com", False)
+    assert restored["SystemModstamp"].startswith("2024-03-01T12:20:00")
+    assert sf.query_all(binned, include_deleted=True)["totalSize"] == 0
+    end = start + dt.timedelta(minutes=30)
+    assert sf.Contact.deleted(start, end)["deletedRecords"] == [], "undeleted: not deleted"
+    assert sf.Contact.updated(start + dt.timedelta(minutes=15), end)["ids"] == [gone]
+
+
 # 6. collections
 
 

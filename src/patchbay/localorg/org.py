@@ -317,6 +317,29 @@ class Org:
             self.storage.log(obj, record_id, "deleted", [], now, origin, {},
                              session.user_id if session else self.config.users[0].id)
 
+    def undelete(self, obj: SObject, record_id: str, origin: str = "soap",
+                 session: Session | None = None) -> None:
+        """Restore a record from the recycle bin, as the SOAP and Apex undelete calls do (REST
+        has none): live again under its id, with a new SystemModstamp, logged as undeleted
+        with all its values. `session` names the restoring user, as for `delete`."""
+        self._writable(obj, "undelete")
+        stored = self.storage.get(obj, record_id)
+        if stored is None:
+            raise OrgError(404, "NOT_FOUND", "The requested resource does not exist")
+        if not stored["IsDeleted"]:
+            raise OrgError(400, "UNDELETE_FAILED", "Entity is not in the recycle bin")
+        # A live record may have taken a unique value while this one was in the recycle bin.
+        self._check_unique(obj, stored, record_id)
+        now = stored_datetime(self.clock.now())
+        user_id = session.user_id if session else self.config.users[0].id
+        restored = {"IsDeleted": 0, "_DeletedAt": None, "LastModifiedDate": now,
+                    "SystemModstamp": now, "LastModifiedById": user_id}
+        with self.storage.transaction():
+            self.storage.update(obj, record_id, restored)
+            names = [f.name for f in obj]
+            self.storage.log(obj, record_id, "undeleted", names, now, origin,
+                             _api_values(obj, {**stored, **restored}, names), user_id)
+
     def upsert(self, obj: SObject, field_name: str, value: str, body: Mapping[str, Any],
                session: Session, origin: str = "rest") -> tuple[str, bool]:
         """Create or update by an external id (or Id); returns (id, created)."""

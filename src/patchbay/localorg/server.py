@@ -1,5 +1,6 @@
 """The local org's HTTP face: Salesforce's REST paths, SOAP login, OAuth token endpoint,
-the CometD streaming endpoint (`streaming.py`) and the control API under `/_emulator/`.
+the CometD streaming endpoint (`streaming.py`) and the control API under `/_emulator/`
+(which also stands in for the SOAP calls REST lacks: undelete).
 
 Requests under `/services/data` are dispatched on the raw path, split into segments and
 each one percent-decoded, because an external id may hold an encoded `/`.
@@ -271,9 +272,33 @@ def _control(org: Org, action: str, payload: dict[str, Any]) -> Response:
         except OrgError as exc:
             return JSONResponse([exc.body()], status_code=exc.status)
         return JSONResponse({"ok": True, "ids": created})
+    elif action == "undelete":
+        return JSONResponse(_undelete(org, payload["ids"]))
     else:
         return JSONResponse({"error": f"unknown control action {action}"}, status_code=404)
     return JSONResponse({"ok": True, "now": stored_datetime(org.clock.now())})
+
+
+def _undelete(org: Org, record_ids: Any) -> list[dict[str, Any]]:
+    """The SOAP undelete call, which REST lacks: one transaction, one result per id in order
+    (`{"id", "success", "errors"}` as sObject Collections answer), a refused id failing
+    alone."""
+    if not isinstance(record_ids, list) or not all(isinstance(i, str) for i in record_ids):
+        raise ValueError("ids must be a list of record ids")
+    if len(record_ids) > COLLECTION_LIMIT:
+        raise ValueError(f"at most {COLLECTION_LIMIT} ids per call")
+    results: list[dict[str, Any]] = []
+    with org.storage.transaction():
+        for raw in record_ids:
+            record_id = sfid.to18(raw)
+            try:
+                with org.storage.transaction():
+                    # A malformed id (record_id None) is refused by _object_of_id.
+                    org.undelete(_object_of_id(org, raw), record_id or raw)
+                results.append({"id": record_id, "success": True, "errors": []})
+            except OrgError as exc:
+                results.append({"id": record_id, "success": False, "errors": [_status(exc)]})
+    return results
 
 
 def _basic_credentials(request: Request) -> tuple[str, str] | None:
@@ -391,12 +416,13 @@ def _replication(call: Call, obj: Any, kind: str) -> Response:
     window = (stored_datetime(start), stored_datetime(end))
     storage = call.org.storage
     if kind == "updated":
-        changed = {i for i, _ in storage.changes(obj, "created,updated", *window)}
-        gone = {i for i, _ in storage.changes(obj, "deleted", stored_datetime(start),
-                                              "9999-12-31T00:00:00.000Z")}
+        changed = {i for i, _ in storage.changes(obj, "created,updated,undeleted", *window)}
+        gone = {i for i, _ in storage.deletions(obj, stored_datetime(start),
+                                                "9999-12-31T00:00:00.000Z")}
         return JSONResponse({"ids": sorted(changed - gone), "latestDateCovered": latest})
-    deleted = storage.changes(obj, "deleted", *window)
-    earliest = storage.changes(obj, "deleted", "0000", "9999")
+    # An undeleted record is no longer deleted: getDeleted leaves it out.
+    deleted = storage.deletions(obj, *window)
+    earliest = storage.deletions(obj, "0000", "9999")
     return JSONResponse({
         "deletedRecords": [{"id": i, "deletedDate": at[:-1] + "+0000"} for i, at in deleted],
         "earliestDateAvailable": (earliest[0][1][:-1] + "+0000") if earliest else latest,

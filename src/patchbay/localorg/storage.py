@@ -2,10 +2,10 @@
 
 Tables are named after the object (`"Account"`, `"Invoice__c"`), columns after the field
 (`"Id"`, `"Name"`), values encoded as `values.py` says. A record's deletion time is kept in
-`"_DeletedAt"` (IsDeleted is 1 from then on). Every create, update and delete appends a row
-to `"_Changes"`, the change log that getUpdated/getDeleted read and that Change Data Capture
-streams: with the new values in their API form (JSON), the user, and the transaction key and
-sequence number of the write call that made the change.
+`"_DeletedAt"` (IsDeleted is 1 from then on, until an undelete). Every create, update,
+delete and undelete appends a row to `"_Changes"`, the change log that getUpdated/getDeleted
+read and that Change Data Capture streams: with the new values in their API form (JSON), the
+user, and the transaction key and sequence number of the write call that made the change.
 """
 
 from __future__ import annotations
@@ -64,6 +64,8 @@ def create_tables(db: sqlite3.Connection, schema: OrgSchema) -> None:
         if name not in logged:
             db.execute(f'ALTER TABLE "_Changes" ADD COLUMN {name} {kind}')
     db.execute('CREATE INDEX IF NOT EXISTS "ix_changes_at" ON "_Changes" (object, at)')
+    # getDeleted looks for a later undelete of each deletion it lists.
+    db.execute('CREATE INDEX IF NOT EXISTS "ix_changes_record" ON "_Changes" (record_id, kind)')
     db.execute('CREATE TABLE IF NOT EXISTS "_Counters" (prefix TEXT PRIMARY KEY, n INTEGER)')
 
 
@@ -199,6 +201,17 @@ class Storage:
                 + ", ".join("?" * len(kind.split(","))) + ") AND at >= ? AND at < ? "
                 "GROUP BY record_id ORDER BY max(at), record_id",
                 (obj.name, *kind.split(","), start, end))]
+
+    def deletions(self, obj: SObject, start: str, end: str) -> list[tuple[str, str]]:
+        """(record id, time) of the deletions of an object in [start, end) that no later
+        undelete took back: what getDeleted lists."""
+        with self.lock:
+            return [(r[0], r[1]) for r in self.db.execute(
+                'SELECT d.record_id, max(d.at) FROM "_Changes" d WHERE d.object = ? '
+                "AND d.kind = 'deleted' AND d.at >= ? AND d.at < ? AND NOT EXISTS ("
+                'SELECT 1 FROM "_Changes" u WHERE u.object = d.object AND u.record_id = d.record_id '
+                "AND u.kind = 'undeleted' AND u.seq > d.seq) "
+                "GROUP BY d.record_id ORDER BY max(d.at), d.record_id", (obj.name, start, end))]
 
     def newest_change(self) -> int:
         """The seq of the last change logged, 0 if there is none."""

@@ -55,7 +55,8 @@ DEFAULT_VERSION = "59.0"
 INVALID_REPLAY = ("400::The replayId {} you provided was invalid.  Please provide a valid ID, -2 to "
                   "replay all events, or -1 to replay only new events.")
 
-_CHANGE_TYPES = {"created": "CREATE", "updated": "UPDATE", "deleted": "DELETE"}
+_CHANGE_TYPES = {"created": "CREATE", "updated": "UPDATE", "deleted": "DELETE",
+                 "undeleted": "UNDELETE"}
 _LEFT_OUT = frozenset({"Id", "IsDeleted", "SystemModstamp"})
 # Objects whose Name is compound (FirstName + LastName): events nest its parts under "Name".
 _COMPOUND_NAMES = frozenset({"Contact", "Lead", "User"})
@@ -85,7 +86,7 @@ def change_event(row: ChangeRow, channel: str, version: str, obj: SObject | None
         "entityName": row.object, "recordIds": [row.record_id], "changeType": change_type,
         "changedFields": changed if change_type == "UPDATE" else [],
         "changeOrigin": f"com/salesforce/api/{row.origin}/{version}"
-        if row.origin in ("rest", "bulkapi") else "",
+        if row.origin in ("rest", "bulkapi", "soap") else "",
         "transactionKey": row.transaction_key or "", "sequenceNumber": sequence,
         "commitTimestamp": int(when.timestamp() * 1000) if when else 0,
         # A transaction's changes are logged one after the other under the storage lock, so

@@ -14,7 +14,8 @@ The cursor, kept by the engine with the work it covers, is
   its event: both carry its commit time as version, so a destination sees one change.
 - Events carry only the fields that changed; the current values of the records created or
   updated are fetched, one query per batch, so every destination gets whole records.
-  Several events of one record in a batch make one change, the last.
+  Several events of one record in a batch make one change, the last. An UNDELETE (a
+  record restored from the recycle bin) is an update with the record's current values.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from patchbay.errors import ReplayIdInvalid, SessionExpired, StreamingError
 from patchbay.model import Change, ChangeKind, KeyValue, Record
 
 NEW_EVENTS = -1
+_DELETES = frozenset({"DELETE", "GAP_DELETE"})
+"""Change types that take a record away (an UNDELETE brings it back: an update)."""
 LONGEST_WAIT = 25.0
 """Seconds a connect may wait for events: the engine delivers between two waits."""
 
@@ -167,12 +170,13 @@ class ChangeStream:
             for record_id in header.get("recordIds", []):
                 last_event.pop(record_id, None)  # keep the order of each record's last event
                 last_event[record_id] = (str(header.get("changeType", "UPDATE")), at)
-        # A GAP_ event says a record changed without saying how: its current values tell.
-        wanted = [i for i, (kind, _) in last_event.items() if not kind.endswith("DELETE")]
+        # A GAP_ event says a record changed without saying how, an UNDELETE that it is back:
+        # its current values tell.
+        wanted = [i for i, (kind, _) in last_event.items() if kind not in _DELETES]
         current = self.connector.get(object, "Id", wanted, fields) if wanted else {}
         changes: list[Change] = []
         for record_id, (kind, at) in last_event.items():
-            if kind.endswith("DELETE"):
+            if kind in _DELETES:
                 changes.append(Change(self.connector.name, object, record_id, ChangeKind.DELETED,
                                       {"Id": record_id}, at=at))
             elif record_id in current:  # gone since: its delete event follows

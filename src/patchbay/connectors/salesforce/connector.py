@@ -365,8 +365,9 @@ class SalesforceConnector(Connector):
         cursor's timestamp, and a transaction may commit late with it. The ids already
         delivered at that timestamp travel in the cursor and are skipped, so nothing is
         delivered twice and nothing sharing a timestamp is ever skipped. Deletes come from
-        getDeleted, whose windows are whole minutes; the ids delivered in the cursor's minute
-        are remembered the same way.
+        getDeleted, whose windows are whole minutes; the deletions (id and time) delivered in
+        the cursor's minute are remembered the same way. A record undeleted since is no
+        longer in getDeleted: its new SystemModstamp brings it back as an update.
         """
         cursor = {"since": "2000-01-01T00:00:00.000Z", "seen": [], "deleted_since": None,
                   "deleted_seen": [], **(cursor or {})}
@@ -410,14 +411,15 @@ class SalesforceConnector(Connector):
         body = self.request("GET", f"sobjects/{object}/deleted/", params={
             "start": start.isoformat(), "end": end.isoformat()})
         known = set(seen)
-        changes = [Change(self.name, object, d["id"], ChangeKind.DELETED, {"Id": d["id"]},
-                          at=_typed(d["deletedDate"], "datetime"))
-                   for d in body.get("deletedRecords", []) if d["id"] not in known]
+        listed = [Change(self.name, object, d["id"], ChangeKind.DELETED, {"Id": d["id"]},
+                         at=_typed(d["deletedDate"], "datetime"))
+                  for d in body.get("deletedRecords", [])]
+        changes = [c for c in listed if _deletion(c) not in known]
         if not changes:
             return [], since, list(seen)
         newest = max(c.at for c in changes if c.at is not None)
         minute = newest.replace(second=0, microsecond=0)
-        in_minute = [c.key for c in changes if c.at is not None and c.at >= minute]
+        in_minute = [_deletion(c) for c in changes if c.at is not None and c.at >= minute]
         carried = list(known) if minute == start else []
         return changes, soql_literal(minute, "datetime"), [*carried, *in_minute]
 
@@ -609,6 +611,12 @@ class SalesforceConnector(Connector):
                                                  "message": "no result for this row"}]}
         return [by_row.get(tuple(_csv_value(r.get("id" if c == "Id" else c)) for c in columns),
                            missing) for r in payload]
+
+
+def _deletion(change: Change) -> str:
+    """A deletion as the polling cursor remembers it: the id and when it was deleted, so that
+    a record deleted again after an undelete in the same minute is not taken for seen."""
+    return f"{change.key}@{soql_literal(change.at, 'datetime')}"
 
 
 def _same_key(key: str) -> Any:
