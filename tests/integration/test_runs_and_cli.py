@@ -26,6 +26,7 @@ from patchbay.patterns.migration import fingerprint, system_identity
 from patchbay.runtime import runner
 from patchbay.runtime.runner import Invocation
 from patchbay.store import Store
+from patchbay.store.schema import SCHEMA_VERSION
 from patchbay.urls import sqlalchemy_url
 
 ITEMS = 3000
@@ -162,7 +163,8 @@ def test_a_run_from_before_fingerprints_is_not_resumed_by_a_plain_run(tmp_path: 
     assert (f"unfinished run {old} is not resumed, because it predates definition "
             "fingerprints") in said(result)
     assert sqlite_rows(state / "state.db", "SELECT value FROM patchbay_meta "
-                                           "WHERE name = 'schema_version'") == [("4",)]
+                                           "WHERE name = 'schema_version'") == \
+        [(str(SCHEMA_VERSION),)]
     assert sqlite_rows(state / "state.db", f"SELECT status, fingerprint FROM patchbay_runs "
                                            f"WHERE id = '{old}'") == [("interrupted", None)]
 
