@@ -239,8 +239,8 @@ def serve(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = N
                                             help="Address the API listens on.")] = "127.0.0.1",
           port: Annotated[int, typer.Option(metavar="PORT",
                                             help="Port the API listens on.")] = 8877) -> None:
-    """Keep broadcasts going (poll their sources and deliver), stream aggregations (consume
-    and flush) and scheduled aggregations, until Ctrl-C; and serve the HTTP API (on-demand
+    """Keep broadcasts and syncs going (notice changes and deliver), stream aggregations
+    (consume and flush) and scheduled aggregations, until Ctrl-C; and serve the HTTP API (on-demand
     runs, run status, dead letters, live aggregation answers), which alone also serves a
     file without any of those."""
     with _handled():
@@ -249,7 +249,8 @@ def serve(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = N
         chosen = [i for i in load(file).integrations
                   if runner.serves(i) and (integration is None or i.name == integration)]
         if not chosen and (not api or integration is not None):
-            raise SpecError(f"{file} has no broadcast, stream or scheduled aggregation integration"
+            raise SpecError(f"{file} has no broadcast, sync, stream or scheduled aggregation "
+                            "integration"
                             + (f" named '{integration}'" if integration else ""))
         invocations = [Invocation.load(file, spec.name, _params(param)) for spec in chosen]
         store, reports = open_state(state)
@@ -267,13 +268,13 @@ def serve(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = N
 @app.command()
 def worker(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = None,
            state: StateOpt = None) -> None:
-    """Deliver broadcasts' outboxes (no polling), until Ctrl-C: extra workers beside
+    """Deliver broadcasts' and syncs' outboxes (no polling), until Ctrl-C: extra workers beside
     `patchbay serve`, sharing the work through an engine state on PostgreSQL."""
     with _handled():
         chosen = [i for i in load(file).integrations if runner.serves(i, poll=False)
                   and (integration is None or i.name == integration)]
         if not chosen:
-            raise SpecError(f"{file} has no broadcast integration"
+            raise SpecError(f"{file} has no broadcast or sync integration"
                             + (f" named '{integration}'" if integration else ""))
         store, reports = open_state(state)
         invocations = [Invocation.load(file, spec.name, _params(param)) for spec in chosen]

@@ -442,7 +442,8 @@ def test_patchbay_serve_serves_the_api_for_a_file_without_broadcasts(spec_path: 
     assert "without a token" in " ".join(refused.stderr.split())
     no_api = subprocess.run([*command, "--no-api"], env=environ, capture_output=True, text=True,
                             timeout=60, check=False)
-    assert no_api.returncode == 2 and "has no broadcast, stream or scheduled aggregation" in no_api.stderr
+    assert no_api.returncode == 2 and "has no broadcast, sync, stream or scheduled aggregation" in \
+        " ".join(no_api.stderr.split())
 
     port = free_port()
     process = subprocess.Popen([*command, "--port", str(port)], cwd=tmp_path,

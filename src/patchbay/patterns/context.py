@@ -36,6 +36,15 @@ class Systems:
             self._open[name] = connect(self.spec(name))
         return self._open[name]
 
+    def declare(self, specs: Mapping[str, SystemSpec]) -> None:
+        """Systems of an edited file: new ones are added, a changed one is connected anew."""
+        merged = dict(self._specs)
+        for name, system in specs.items():
+            if merged.get(name) != system and name in self._open:
+                self._open.pop(name).close()
+            merged[name] = system
+        self._specs = merged
+
     def spec(self, name: str) -> SystemSpec:
         """The declaration of a system, without connecting to it."""
         if name not in self._specs:

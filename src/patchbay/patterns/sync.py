@@ -47,9 +47,11 @@ from patchbay.elements.noticing import change_cursor
 from patchbay.elements.shape import Shape
 from patchbay.elements.sink import Shaped, Sink, Written
 from patchbay.elements.threeway import FieldRule, merge
+from patchbay.errors import SpecError
 from patchbay.model import Change, ChangeKind, Operation, Outcome, Record, Status
 from patchbay.patterns.context import TRANSIENT, RunContext, spec_of
 from patchbay.patterns.registry import Pattern
+from patchbay.spec import load
 from patchbay.spec.broadcast import TriggerSpec
 from patchbay.spec.sync import ParticipantObjectSpec, SyncObjectSpec, SyncSpec
 from patchbay.store.conflicts import NewConflict
@@ -148,33 +150,70 @@ class Sync:
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
-        self.spec = spec_of(ctx, SyncSpec)
-        self.name = self.spec.name
-        self.order = [p.name for p in self.spec.participants]
-        self.objects = _parents_first(self.spec.objects)
+        self.sinks: dict[str, SyncTarget] = {}
+        """Per participant and object, what the runtime's deliverer writes through; changed
+        in place when the file is edited, so the running loop sees the new participants."""
+        self.tally = Tally()
+        self._checked_deletes: dict[str, float] = {}
+        self._build(spec_of(ctx, SyncSpec))
+        self._file_stamp = self._stamp()
+
+    def _build(self, spec: SyncSpec) -> None:
+        self.spec, self.name = spec, spec.name
+        self.order = [p.name for p in spec.participants]
+        self.objects = _parents_first(spec.objects)
         self.held: dict[tuple[str, str], Held] = {}
         self.rules: dict[str, dict[str, FieldRule]] = {}
-        self.sinks: dict[str, SyncTarget] = {}
         for obj in self.objects:
             self.rules[obj.name] = {
-                name: FieldRule(shared.conflict or self.spec.conflicts, shared.owner,
+                name: FieldRule(shared.conflict or spec.conflicts, shared.owner,
                                 frozenset(shared.writers) if shared.writers else None)
                 for name, shared in obj.fields.items()}
             for participant in self.order:
                 if participant not in obj.participants:
                     continue
-                spec = obj.participants[participant]
-                held = Held(participant, obj, spec, Shape(spec, obj.fields),
-                            ctx.systems[self.spec.participant(participant).system],
-                            self.spec.trigger_of(participant),
-                            scopes.to_predicate(scopes.bind(spec.scope, ctx.params)))
+                held_spec = obj.participants[participant]
+                held = Held(participant, obj, held_spec, Shape(held_spec, obj.fields),
+                            self.ctx.systems[spec.participant(participant).system],
+                            spec.trigger_of(participant),
+                            scopes.to_predicate(scopes.bind(held_spec.scope, self.ctx.params)))
                 self.held[(obj.name, participant)] = held
-                self.sinks[held.destination] = SyncTarget(self, held)
-        self.destinations = self.sinks
-        self.tally = Tally()
-        self._checked_deletes: dict[str, float] = {}
-        trigger = self.spec.trigger
-        self._cron = Cron.parse(trigger.cron) if trigger.cron is not None else None
+        targets = {held.destination: held for held in self.held.values()}
+        for gone in set(self.sinks) - set(targets):
+            del self.sinks[gone]
+        for destination, held in targets.items():
+            self.sinks[destination] = SyncTarget(self, held)
+        self._cron = Cron.parse(spec.trigger.cron) if spec.trigger.cron is not None else None
+
+    def _stamp(self) -> int | None:
+        path = self.ctx.spec_path
+        try:
+            return path.stat().st_mtime_ns if path is not None else None
+        except OSError:
+            return None
+
+    def _reload(self) -> None:
+        """Take the file's edits to this sync (participants added or removed, mappings) while
+        it runs. An edit that does not load is logged and the sync goes on as it was."""
+        stamp = self._stamp()
+        if stamp is None or stamp == self._file_stamp:
+            return
+        self._file_stamp = stamp
+        assert self.ctx.spec_path is not None
+        try:
+            file = load(self.ctx.spec_path)
+            spec = next(i for i in file.integrations if i.name == self.name)
+            if not isinstance(spec, SyncSpec):
+                raise SpecError(f"'{self.name}' is no longer a sync")
+        except (SpecError, StopIteration) as exc:
+            log.error("%s: the edited file is not taken, the sync goes on as it was: %s",
+                      self.name, exc)
+            return
+        if spec != self.spec:
+            self.ctx.systems.declare(file.systems)
+            self._build(spec)
+            log.info("%s: the edited definition is taken: participants %s", self.name,
+                     ", ".join(self.order))
 
     @property
     def store(self) -> Any:
@@ -185,6 +224,7 @@ class Sync:
     def poll(self, enqueued: Callable[[], None] | None = None) -> int:
         """Notice every participant's changes since its cursor, merge them and enqueue what
         each participant lacks; how many changes there were."""
+        self._reload()
         self._retire_removed()
         self._apply_choices()
         total = 0

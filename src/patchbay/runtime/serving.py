@@ -200,19 +200,27 @@ def _serve_outbox(broadcast: Noticing, stop: threading.Event, poll: bool = True)
     slow destination holds up no other. A source or engine state that cannot be reached for
     a while is tried again on the next round; any other error stops the broadcast."""
     ended = threading.Event()
-    wakes = {name: threading.Event() for name in broadcast.sinks}
+    wakes: dict[str, threading.Event] = {}
+    workers: dict[str, threading.Thread] = {}
     tally = _Tally()
     deliverer = deliverer_of(broadcast)
 
     def wake_all() -> None:
-        for wake in wakes.values():
+        for wake in list(wakes.values()):
             wake.set()
 
-    workers = [threading.Thread(target=_keep_delivering,
-                                args=(broadcast, deliverer, name, wakes[name], stop, ended, tally),
-                                name=f"deliver-{name}", daemon=True) for name in wakes]
-    for worker in workers:
-        worker.start()
+    def start_delivering() -> None:
+        """A delivering thread for each destination without a live one: a sync may gain a
+        participant while it runs (one it loses ends its thread)."""
+        for name in list(broadcast.sinks):
+            if name not in workers or not workers[name].is_alive():
+                wakes.setdefault(name, threading.Event())
+                workers[name] = threading.Thread(
+                    target=_keep_delivering, name=f"deliver-{name}", daemon=True,
+                    args=(broadcast, deliverer, name, wakes[name], stop, ended, tally))
+                workers[name].start()
+
+    start_delivering()
     purged_at = -PURGE_EVERY_SECONDS
     poll_at = broadcast.next_poll(dt.datetime.now(dt.UTC), first=True)
     try:
@@ -231,23 +239,25 @@ def _serve_outbox(broadcast: Noticing, stop: threading.Event, poll: bool = True)
                         log.warning("%s: noticing changes failed, trying again: %s",
                                     broadcast.spec.name, exc)
                     poll_at = broadcast.next_poll(dt.datetime.now(dt.UTC))
+                    start_delivering()
                 stats = tally.take()
-                broadcast.ctx.notify("broadcast", {"changes": changes, "delivered": stats.delivered,
-                                                   "retried": stats.retried, "dead": stats.dead})
+                broadcast.ctx.notify(broadcast.ctx.integration.pattern, {
+                    "changes": changes, "delivered": stats.delivered,
+                    "retried": stats.retried, "dead": stats.dead})
                 # Wake at least every poll_seconds, to report and purge between cron times.
                 until_poll = (poll_at - dt.datetime.now(dt.UTC)).total_seconds()
                 stop.wait(max(0.0, min(until_poll, broadcast.spec.trigger.poll_seconds)))
     finally:
         ended.set()
         wake_all()
-        for worker in workers:
+        for worker in workers.values():
             worker.join(timeout=60)
 
 
 def _keep_delivering(broadcast: Noticing, deliverer: Deliverer, name: str, wake: threading.Event,
                      stop: threading.Event, ended: threading.Event, tally: _Tally) -> None:
     limit, pause = broadcast.spec.options.batch_size, broadcast.spec.trigger.poll_seconds
-    while not (stop.is_set() or ended.is_set()):
+    while not (stop.is_set() or ended.is_set()) and name in broadcast.sinks:
         # Cleared before the lease, not after the wait: a wake that comes while this
         # pass leases finds the next wait already set.
         wake.clear()
