@@ -492,8 +492,18 @@ class Sync:
                 differ = {n: v for n, v in values.items() if known.get(n, _MISSING) != v}
                 pending = link.sent if link is not None else {}
                 creating = link is None or link.key is None
-                if not creating and all(pending.get(n, _MISSING) == v for n, v in differ.items()):
+                # A value enqueued before its field was held for a person must not land
+                # while the field is held: that delivery is superseded by one without it.
+                withheld = not creating and any(n in shadow.held for n in pending)
+                if not withheld and not creating and all(pending.get(n, _MISSING) == v
+                                                         for n, v in differ.items()):
                     continue  # it holds the shadow, or has been sent it
+                if withheld and not differ:
+                    assert link is not None
+                    link.sent = {}
+                    work.put(link)
+                    supersede.setdefault(held.destination, []).append(gid)
+                    continue
                 if creating and link is not None and values == pending:
                     continue  # the create is on its way; its key comes back with it
                 record, missing = self._record_for(held, gid, differ if not creating else values,
