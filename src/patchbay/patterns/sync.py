@@ -49,7 +49,8 @@ from patchbay.elements.sink import Shaped, Sink, Written
 from patchbay.elements.threeway import FieldRule, merge
 from patchbay.model import Change, ChangeKind, Operation, Outcome, Record, Status
 from patchbay.patterns.context import TRANSIENT, RunContext, spec_of
-from patchbay.patterns.registry import Pattern
+from patchbay.patterns.registry import Pattern, Report
+from patchbay.patterns.sync_verify import verify
 from patchbay.spec.broadcast import TriggerSpec
 from patchbay.spec.sync import ParticipantObjectSpec, SyncObjectSpec, SyncSpec
 from patchbay.store.conflicts import NewConflict
@@ -753,9 +754,13 @@ class SyncReport:
 
 class SyncPattern(Pattern):
     """A sync as a plug-in: kept going by the runtime's outbox loop (notice, deliver); a run
-    is rounds of it until nothing new is noticed."""
+    is rounds of it until nothing new is noticed; a verification compares the participants
+    (patterns/sync_verify.py)."""
 
     loop = "outbox"
 
     def watched(self) -> Sync:
         return Sync(self.ctx)
+
+    def verify(self) -> Report:
+        return verify(Sync(self.ctx)).to_json()
