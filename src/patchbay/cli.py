@@ -1,4 +1,5 @@
-"""The `patchbay` command: run, plan, verify, resume, runs, show, schema, demo, cdc.
+"""The `patchbay` command: run, plan, verify, resume, runs, show, schema, demo, cdc,
+dead-letters, outbox, conflicts.
 
 Exit codes: 0 complete; 3 complete with rejects; 4 incomplete (the destination does not
 match); 1 the run failed (resumable); 2 bad input (file, parameters, arguments);
@@ -8,6 +9,7 @@ match); 1 the run failed (resumable); 2 bad input (file, parameters, arguments);
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import json
 import logging
 import signal
@@ -25,17 +27,27 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Column, Table
 
 from patchbay import __version__, render
-from patchbay.errors import ConnectionFailed, PatchbayError, RunNotResumable, SpecError, UnknownRun
-from patchbay.runtime import capture, runner, serving
+from patchbay.errors import (
+    ChoiceRefused,
+    ConnectionFailed,
+    PatchbayError,
+    RunNotResumable,
+    SpecError,
+    UnknownRun,
+)
+from patchbay.runtime import capture, conflicts, runner, serving
 from patchbay.runtime.runner import Invocation
 from patchbay.spec import load, resolve_parameters, suggest
 from patchbay.store import Store, open_state
+from patchbay.store.conflicts import STATUSES, ConflictRecord
 from patchbay.store.runs import RunStatus
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_REJECTS, EXIT_INCOMPLETE = 0, 1, 2, 3, 4
 EXIT_INTERRUPTED = 130
 _VERDICT_EXIT = {RunStatus.COMPLETE: EXIT_OK, RunStatus.COMPLETE_WITH_REJECTS: EXIT_REJECTS,
-                 RunStatus.INCOMPLETE: EXIT_INCOMPLETE, RunStatus.INTERRUPTED: EXIT_INTERRUPTED}
+                 RunStatus.INCOMPLETE: EXIT_INCOMPLETE, RunStatus.INTERRUPTED: EXIT_INTERRUPTED,
+                 # a sync's verification (patterns/sync.py)
+                 "in sync": EXIT_OK, "out of sync": EXIT_INCOMPLETE}
 
 # Plain help (no rich panels): the panels print a flag's type as `<bool>` and any text
 # as `<str>`; plain help leaves flags bare, and every option below names what it takes.
@@ -160,6 +172,8 @@ def verify(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = 
             report = runner.verify(invocation.context(store, reports, progress=progress))
         if as_json:
             console.print_json(json.dumps(report, default=str))
+        elif report.get("pattern") == "sync":
+            render.sync_verification(console, report)
         else:
             render.report(console, report)
         raise typer.Exit(_VERDICT_EXIT.get(report["verdict"], EXIT_FAILED))
@@ -355,6 +369,133 @@ def dead_letters_discard(ids: Annotated[list[int], typer.Argument(help="Dead let
     with _handled():
         store, _ = open_state(state)
         console.print(f"{store.outbox.discard(ids)} dead letters discarded")
+
+
+conflicts_app = typer.Typer(help="A sync's conflicts: list, show, and resolve those held for a "
+                                 "person (policy manual).", no_args_is_help=True)
+app.add_typer(conflicts_app, name="conflicts")
+
+ConflictIdArg = Annotated[int, typer.Argument(metavar="ID",
+                                              help="A conflict id (see `patchbay conflicts list`).")]
+
+
+@conflicts_app.command("list")
+def conflicts_list(integration: IntegrationOpt = None,
+                   status: Annotated[str | None, typer.Option(
+                       metavar="|".join(STATUSES),
+                       help="Only these: settled (by the field's policy), held (waiting for a "
+                            "person), chosen (by a person, applied at the sync's next round), "
+                            "resolved (applied).")] = None,
+                   limit: Annotated[int, typer.Option(metavar="N", min=1,
+                                                      help="How many, newest first.")] = 50,
+                   state: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """List a sync's conflicts, newest first."""
+    with _handled(as_json):
+        if status is not None and status not in STATUSES:
+            raise SpecError(f"--status {status!r} is not one of {', '.join(STATUSES)}"
+                            f"{suggest(status, STATUSES)}")
+        store, _ = open_state(state)
+        found = store.conflicts.list(integration, status, limit)
+        if as_json:
+            console.print_json(json.dumps([c.to_json() for c in found], default=str))
+            return
+        table = Table("integration", "object", "record", "field", "policy", "status",
+                      "values", "when")
+        # the id is what one copies into `show` or `resolve`: never wrapped nor cut
+        table.columns.insert(0, Column("id", no_wrap=True))
+        for c in found:
+            table.add_row(str(c.id), render.text(c.integration), render.text(c.object),
+                          render.text(c.gid), render.text(c.field or c.kind), render.text(c.policy),
+                          _conflict_status(c), render.text(_values(c)),
+                          c.created_at.strftime("%Y-%m-%d %H:%M"))
+        console.print(table)
+
+
+@conflicts_app.command("show")
+def conflicts_show(conflict_id: ConflictIdArg, state: StateOpt = None,
+                   as_json: JsonOpt = False) -> None:
+    """Show one conflict: every candidate value, the policy, who won or who chose what, when."""
+    with _handled(as_json):
+        store, _ = open_state(state)
+        c = conflicts.find(store, conflict_id)
+        if as_json:
+            console.print_json(json.dumps(c.to_json(), default=str))
+            return
+        what = f"field [bold]{render.text(c.field)}[/]" if c.field else render.text(c.kind)
+        console.print(f"conflict {c.id} of [bold]{render.text(c.integration)}[/]: {what} of "
+                      f"{render.text(c.object)} {render.text(c.gid)}", highlight=False)
+        console.print(f"policy {render.text(c.policy)}, {_conflict_status(c)}, since "
+                      f"{c.created_at:%Y-%m-%d %H:%M:%S}", highlight=False)
+        table = Table("participant", "value")
+        for participant, value in c.candidates.items():
+            mark = " [green](stands)[/]" if participant == c.winner else ""
+            table.add_row(render.text(participant) + mark, render.text(_shown(value)))
+        console.print(table)
+        if c.status in ("chosen", "resolved"):
+            console.print(f"chosen by {render.text(c.resolved_by or 'unknown')}: "
+                          f"{render.text(_shown(c.chosen))}"
+                          + (f", applied {c.resolved_at:%Y-%m-%d %H:%M:%S}"
+                             if c.status == "resolved" and c.resolved_at else
+                             "; " + conflicts.APPLIED_LATER), highlight=False)
+        elif c.status == "settled" and c.resolved_at:
+            console.print(f"settled by the policy {c.resolved_at:%Y-%m-%d %H:%M:%S}",
+                          highlight=False)
+        else:
+            console.print(f"resolve with: patchbay conflicts resolve {c.id} --pick PARTICIPANT "
+                          "(or --value VALUE)", highlight=False)
+
+
+@conflicts_app.command("resolve")
+def conflicts_resolve(conflict_id: ConflictIdArg,
+                      value: Annotated[str | None, typer.Option(
+                          metavar="VALUE", help="The value (JSON when it parses as JSON: 42, "
+                                                "true, null, \"42\"; else the text).")] = None,
+                      pick: Annotated[str | None, typer.Option(
+                          metavar="PARTICIPANT", help="Take the value this participant had.")] = None,
+                      by: Annotated[str | None, typer.Option(
+                          metavar="NAME", help="Who chose (default: your login name).")] = None,
+                      state: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """Settle a conflict held for a person: the sync writes the value to every participant on
+    its next round."""
+    with _handled(as_json):
+        if (value is None) == (pick is None):
+            raise SpecError("give the value with --value VALUE, or --pick PARTICIPANT to take "
+                            "the value a participant had (one of them)")
+        store, _ = open_state(state)
+        chosen = conflicts.choose(store, conflict_id, pick=pick, by=by or _login(),
+                                  value=None if value is None else conflicts.value_of(value))
+        if as_json:
+            console.print_json(json.dumps(chosen.to_json(), default=str))
+            return
+        console.print(f"conflict {chosen.id}: {render.text(chosen.field)} of "
+                      f"{render.text(chosen.object)} {render.text(chosen.gid)} set to "
+                      f"{render.text(_shown(chosen.chosen))} by {render.text(chosen.resolved_by)}; "
+                      f"{conflicts.APPLIED_LATER}", highlight=False)
+
+
+def _conflict_status(c: ConflictRecord) -> str:
+    colour = {"held": "yellow", "chosen": "cyan", "resolved": "green"}.get(c.status, "white")
+    won = f" ({render.text(c.winner)})" if c.winner else ""
+    return f"[{colour}]{render.text(c.status)}[/]{won}"
+
+
+def _shown(value: Any) -> str:
+    """A value as JSON, so that text, a number and null read apart ("42", 42, null)."""
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
+def _values(c: ConflictRecord) -> str:
+    if c.kind == "match":
+        return f"{c.candidates.get('participant')} {c.candidates.get('key')}: " \
+               f"{len(c.candidates.get('gids') or [])} candidates"
+    return ", ".join(f"{p}: {_shown(v)}" for p, v in c.candidates.items())
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name in the environment nor the password database
+        return "cli"
 
 
 outbox_app = typer.Typer(help="The broadcast outbox: purge what was delivered long ago.",
@@ -651,7 +792,7 @@ def _handled(as_json: bool = False) -> Iterator[None]:
     JSON object on standard output: {"error": ..., "problems": [...], "exit": code}."""
     try:
         yield
-    except (SpecError, UnknownRun) as exc:
+    except (SpecError, UnknownRun, ChoiceRefused) as exc:
         _fail(exc, EXIT_BAD_INPUT, "error", as_json)
     except (ConnectionFailed, RunNotResumable) as exc:
         _fail(exc, EXIT_FAILED, "error", as_json)

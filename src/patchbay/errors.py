@@ -16,6 +16,9 @@
     ├── RunNotResumable        asked to resume a run that is finished or unknown
     │   └── UnknownRun         no run has this id (bad input, exit 2)
     ├── MessageSeen            a pushed message accepted already comes again (a replay)
+    ├── ChoiceRefused          a person's choice for a sync's conflict is refused (bad input)
+    │   ├── UnknownConflict    no conflict has this id
+    │   └── ConflictNotHeld    the conflict waits for no one (settled, chosen or resolved)
     ├── SalesforceError        an error answer of a Salesforce org (status, error code)
     ├── ReplayIdInvalid        a CDC replay id the org no longer keeps: poll instead
     ├── CoercionError          a value cannot become a field's type (also a ValueError)
@@ -113,6 +116,20 @@ class UnknownRun(RunNotResumable):
 class MessageSeen(PatchbayError):
     """A pushed message (a signed webhook request) was accepted already: it is not
     queued again."""
+
+
+class ChoiceRefused(PatchbayError):
+    """A person's choice for a sync's conflict cannot be taken (a participant that is not
+    among its candidates, a conflict of a kind that takes no value)."""
+
+
+class UnknownConflict(ChoiceRefused):
+    """No conflict has the id given: a mistyped id, or another engine state."""
+
+
+class ConflictNotHeld(ChoiceRefused):
+    """The conflict is not held for a person: its policy settled it, or a choice was made
+    already."""
 
 
 class SalesforceError(PatchbayError):

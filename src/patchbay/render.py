@@ -113,3 +113,33 @@ def aggregation(console: Console, report: Mapping[str, Any]) -> None:
         console.print(text(f"{name}: " + ", ".join(f"{k} {v}" for k, v in counts.items())))
     if report.get("error"):
         console.print(f"[red]{text(report['error'])}[/]")
+
+
+def sync_verification(console: Console, report: Mapping[str, Any]) -> None:
+    """A sync's verification: per object, every pair of participants compared."""
+    console.print(f"\n[bold]{text(report['integration'])}[/]: participants compared")
+    for name, compared in report["objects"].items():
+        table = Table("participants", "compared", "equal", "differing", "missing",
+                      title=text(name))
+        for pair in compared["pairs"]:
+            first, second = pair["participants"]
+            missing = ", ".join(f"in {p} {n}" for p, n in pair["missing_in"].items())
+            table.add_row(text(f"{first} / {second}"), str(pair["compared"]), str(pair["equal"]),
+                          f"[red]{pair['differing']}[/]" if pair["differing"] else "0",
+                          text(missing))
+        console.print(table)
+        for pair in compared["pairs"]:
+            for sample in pair["samples"][:5]:
+                console.print("  [red]≠[/] " + text(f"{sample['gid']} {sample['field']}: " + " / ".join(
+                    f"{p} {json.dumps(v, default=str)}" for p, v in sample["values"].items())))
+            for sample in pair["missing_samples"][:5]:
+                console.print("  [red]missing[/] " + text(
+                    f"in {sample['missing_in']}: {sample['gid']} ({sample['held_by']} key "
+                    f"{sample['key']})"))
+        held = compared["held"]
+        if held["count"]:
+            console.print(f"  [yellow]fields held for a person[/]: {held['count']}, not "
+                          "counted as differences (patchbay conflicts list --status held)")
+    colour = "green" if not report["verdict_reasons"] else "red"
+    console.print(f"verdict: [{colour}]{text(report['verdict'])}[/]"
+                  + "".join(f"\n  - {text(r)}" for r in report["verdict_reasons"]))

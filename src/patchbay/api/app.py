@@ -13,6 +13,11 @@ Routes (all but GET /health need `Authorization: Bearer <token>` when a token is
     POST /dead-letters/replay       {"ids": [...]}: send again
     POST /dead-letters/discard      {"ids": [...]}: give up for good
     GET  /outbox/{integration}      deliveries per destination and status
+    GET  /conflicts                 a sync's conflicts, newest first (?integration=&status=
+                                    &limit=&offset=)
+    GET  /conflicts/{id}            one conflict: candidates, policy, winner, choice
+    POST /conflicts/{id}/resolve    {"value": ...} or {"pick": "participant"} (and "by"):
+                                    settle a held conflict; the sync applies it next round
     POST /hooks/{integration}       changes a broadcast's source pushes (no token: signed,
                                     see api/webhooks.py)
     POST /outbound/{integration}    Salesforce Outbound Messages (SOAP; no token: checked by
@@ -60,16 +65,19 @@ from patchbay.api.runs import Runs
 from patchbay.elements import reports
 from patchbay.errors import (
     ApiError,
+    ChoiceRefused,
+    ConflictNotHeld,
     ConnectionFailed,
     MessageSeen,
     ParameterError,
     PatchbayError,
     RunNotResumable,
     SpecError,
+    UnknownConflict,
 )
 from patchbay.model import jsonable
 from patchbay.patterns import aggregation
-from patchbay.runtime import runner
+from patchbay.runtime import conflicts, runner
 from patchbay.runtime.runner import Invocation
 from patchbay.spec import (
     AggregationSpec,
@@ -79,6 +87,7 @@ from patchbay.spec import (
     ParameterSpec,
 )
 from patchbay.store import RunRecord, Store, open_state
+from patchbay.store.conflicts import STATUSES, ConflictRecord
 from patchbay.store.outbox import Delivery, DeliveryStatus
 from patchbay.store.runs import RunStatus
 
@@ -99,6 +108,11 @@ its data set in memory."""
 ANSWER_RETRY_SECONDS = 5
 """The Retry-After of an answer refused because MAX_CONCURRENT_ANSWERS are under way."""
 RUN_FIELDS = ("integration", "params", "full", "fresh")
+RESOLVE_FIELDS = ("value", "pick", "by")
+MAX_OFFSET = 1_000_000
+"""The furthest a list of conflicts pages: a filter finds older ones faster."""
+MAX_NAME = 255
+"""The longest participant name (`pick`) or person's name (`by`) taken."""
 _FINISHED = (RunStatus.COMPLETE, RunStatus.COMPLETE_WITH_REJECTS, RunStatus.INCOMPLETE)
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -158,6 +172,9 @@ class _Api:
             route("/dead-letters/discard", self.discard, "POST"),
             route("/dead-letters/{delivery_id:int}", self.dead_letter, "GET"),
             route("/outbox/{integration:path}", self.outbox, "GET"),
+            route("/conflicts", self.conflicts, "GET"),
+            route("/conflicts/{conflict_id:int}", self.conflict, "GET"),
+            route("/conflicts/{conflict_id:int}/resolve", self.resolve, "POST"),
             route("/hooks/{integration:path}", self.push, "POST"),
             route("/aggregations/{integration:path}", self.aggregation, "GET"),
             # Not _guarded: Salesforce gets SOAP back, faults included.
@@ -314,6 +331,41 @@ class _Api:
         ids = _ids(await _body(request))
         count = await run_in_threadpool(self.store.outbox.discard, ids)
         return self.json({"discarded": count, "requested": len(ids)})
+
+    async def conflicts(self, request: Request) -> Response:
+        query = request.query_params
+        status = query.get("status") or None
+        if status is not None and status not in STATUSES:
+            raise ApiError(400, "invalid query", [f"'status' is one of {', '.join(STATUSES)}, "
+                                                  f"not {status!r}{spec.suggest(status, STATUSES)}"])
+        found = await run_in_threadpool(self.store.conflicts.list, query.get("integration") or None,
+                                        status, _limit(request, 100), _offset(request))
+        return self.json({"conflicts": [_conflict(c) for c in found]})
+
+    async def conflict(self, request: Request) -> Response:
+        conflict_id = request.path_params["conflict_id"]
+        found = await run_in_threadpool(self.store.conflicts.get, conflict_id) \
+            if conflict_id <= MAX_ID else None
+        if found is None:
+            raise ApiError(404, f"no conflict {conflict_id}")
+        return self.json(_conflict(found))
+
+    async def resolve(self, request: Request) -> Response:
+        """A person's choice for a held conflict; the sync applies it on its next round."""
+        conflict_id = request.path_params["conflict_id"]
+        choice = _choice(await _body(request))
+        if conflict_id > MAX_ID:
+            raise ApiError(404, f"no conflict {conflict_id}")
+        try:
+            chosen = await run_in_threadpool(lambda: conflicts.choose(self.store, conflict_id,
+                                                                      **choice))
+        except UnknownConflict as exc:
+            raise ApiError(404, exc.message) from None
+        except ConflictNotHeld as exc:
+            raise ApiError(409, exc.message) from None
+        except ChoiceRefused as exc:
+            raise ApiError(400, exc.message, [exc.message]) from None
+        return self.json({**_conflict(chosen), "applied": conflicts.APPLIED_LATER})
 
     async def push(self, request: Request) -> Response:
         """Changes a broadcast's source pushes: verified, then durably queued (once)."""
@@ -487,6 +539,48 @@ def _limit(request: Request, default: int) -> int:
     return value
 
 
+def _offset(request: Request) -> int:
+    raw = request.query_params.get("offset") or "0"
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_OFFSET:
+        raise ApiError(400, "invalid query", [f"'offset' must be a whole number from 0 to "
+                                              f"{MAX_OFFSET}, not {raw!r}"])
+    return value
+
+
+def _choice(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The arguments of conflicts.choose from a resolve request's body."""
+    problems = [f"unknown field '{k}'{spec.suggest(k, RESOLVE_FIELDS) or '; it takes value, pick, by'}"
+                for k in body if k not in RESOLVE_FIELDS]
+    if ("value" in body) == ("pick" in body):
+        problems.append("give 'value' (the value to write everywhere) or 'pick' (the "
+                        "participant whose value stands), one of them")
+    for name in ("pick", "by"):
+        given = body.get(name)
+        if name in body and not (isinstance(given, str) and 1 <= len(given) <= MAX_NAME):
+            problems.append(f"'{name}' must be a name of 1 to {MAX_NAME} characters")
+    if _holds_nul(body):
+        problems.append("values cannot hold NUL characters")
+    if problems:
+        raise ApiError(400, "invalid request", problems)
+    return {"value": body.get("value"), "pick": body.get("pick"), "by": body.get("by") or "api"}
+
+
+def _holds_nul(value: Any) -> bool:
+    """Whether a JSON value holds a NUL character anywhere (a PostgreSQL engine state keeps
+    none); json_body has bounded its nesting."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False
+
+
 def _ids(body: Mapping[str, Any]) -> list[int]:
     problems = [f"unknown field '{k}'; it takes ids" for k in body if k != "ids"]
     ids = body.get("ids")
@@ -554,3 +648,7 @@ def _letter(delivery: Delivery) -> dict[str, Any]:
             "status": DeliveryStatus(delivery.status).value, "attempts": delivery.attempts,
             "last_error": delivery.last_error, "created_at": delivery.created_at,
             "next_attempt_at": delivery.next_attempt_at, "delivered_at": delivery.delivered_at}
+
+
+def _conflict(conflict: ConflictRecord) -> dict[str, Any]:
+    return {**conflict.to_json(), "url": f"/conflicts/{conflict.id}"}

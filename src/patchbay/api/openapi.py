@@ -191,6 +191,40 @@ SCHEMAS: dict[str, Any] = {
         "type": "object", "required": ["integration", "destinations"],
         "properties": {"integration": {"type": "string"}, "destinations": _ref("OutboxCounts")},
     },
+    "Conflict": {
+        "type": "object",
+        "required": ["id", "integration", "object", "gid", "kind", "policy", "candidates",
+                     "status", "created_at", "url"],
+        "properties": {
+            "id": {"type": "integer"}, "integration": {"type": "string"},
+            "object": {"type": "string", "description": "The shared object (customer)."},
+            "gid": {"type": "string", "description": "The record's global id."},
+            "field": _nullable("string"),
+            "kind": {"enum": ["field", "delete", "match"]},
+            "policy": {"type": "string", "description": "latest, priority, owner, manual; "
+                                                        "delete or update for a delete."},
+            "candidates": {"type": "object", "description": "Participant -> the value it had."},
+            "winner": _nullable("string"),
+            "chosen": {"description": "The value a person chose (chosen, resolved)."},
+            "status": {"enum": ["settled", "held", "chosen", "resolved"]},
+            "created_at": _TIME, "resolved_at": _nullable(_TIME),
+            "resolved_by": _nullable("string"), "url": {"type": "string"},
+            "applied": {"type": "string", "description": "After a choice: when it is applied."}},
+    },
+    "Conflicts": {
+        "type": "object", "required": ["conflicts"],
+        "properties": {"conflicts": {"type": "array", "items": _ref("Conflict")}},
+    },
+    "Resolve": {
+        "type": "object", "additionalProperties": False,
+        "description": "`value` or `pick`, one of them.",
+        "properties": {
+            "value": {"description": "The value to write to every participant (any JSON)."},
+            "pick": {"type": "string", "minLength": 1, "maxLength": 255,
+                     "description": "The participant whose value stands."},
+            "by": {"type": "string", "minLength": 1, "maxLength": 255,
+                   "description": "Who chose (default: api)."}},
+    },
 }
 
 PATHS: dict[str, Any] = {
@@ -274,6 +308,38 @@ PATHS: dict[str, Any] = {
         "responses": {"200": _json(_ref("Outbox"), "The counts."),
                       "400": _error("The integration is not a broadcast."), **_UNAUTHORIZED,
                       "404": _error("No such integration.")}}},
+    "/conflicts": {"get": {
+        "summary": "A sync's conflicts, newest first", "operationId": "listConflicts",
+        "parameters": [_query("integration", "Only this integration's.", {"type": "string"}),
+                       _query("status", "Only conflicts in this status.",
+                              {"enum": ["settled", "held", "chosen", "resolved"]}),
+                       _limit(100),
+                       _query("offset", "How many to skip.",
+                              {"type": "integer", "minimum": 0, "maximum": 1000000,
+                               "default": 0})],
+        "responses": {"200": _json(_ref("Conflicts"), "The conflicts."),
+                      **_BAD_REQUEST, **_UNAUTHORIZED}}},
+    "/conflicts/{conflict_id}": {"get": {
+        "summary": "One conflict: every candidate value, the policy, the winner or the choice",
+        "operationId": "getConflict",
+        "parameters": [{"name": "conflict_id", "in": "path", "required": True,
+                        "schema": {"type": "integer"}}],
+        "responses": {"200": _json(_ref("Conflict"), "The conflict."),
+                      **_UNAUTHORIZED, "404": _error("No such conflict.")}}},
+    "/conflicts/{conflict_id}/resolve": {"post": {
+        "summary": "Settle a conflict held for a person", "operationId": "resolveConflict",
+        "description": "Only a conflict held for a person (policy manual) takes a choice: "
+                       "the value given, or the value the picked participant had. The sync "
+                       "writes it to every participant on its next round.",
+        "parameters": [{"name": "conflict_id", "in": "path", "required": True,
+                        "schema": {"type": "integer"}}],
+        "requestBody": {"required": True,
+                        "content": {"application/json": {"schema": _ref("Resolve")}}},
+        "responses": {"200": _json(_ref("Conflict"), "The choice is recorded."),
+                      **_BAD_REQUEST, **_UNAUTHORIZED, **_JSON_BODY,
+                      "404": _error("No such conflict."),
+                      "409": _error("The conflict is not held for a person (settled by its "
+                                    "policy, or chosen already).")}}},
     "/aggregations/{integration}": {"get": {
         "summary": "An aggregation's live answer",
         "description": "Reads every source of the aggregation now (in parallel, each with its "
@@ -398,11 +464,11 @@ OPENAPI: dict[str, Any] = {
         "title": "patchbay",
         "version": "1",
         "description": "Run the integrations of one file on demand, follow their runs, and "
-                       "handle broadcast dead letters. Every route but GET /health needs "
-                       "`Authorization: Bearer <token>`, the server's PATCHBAY_API_TOKEN. "
+                       "handle broadcast dead letters and a sync's conflicts. Every route but GET /health "
+                       "needs `Authorization: Bearer <token>`, the server's PATCHBAY_API_TOKEN. "
                        "A server without a token listens on loopback only and answers only "
                        "requests whose Host is a loopback name (403 otherwise). Bodies of "
-                       "POST /runs and /dead-letters/* are application/json only. "
+                       "POST /runs, /dead-letters/* and /conflicts/*/resolve are application/json only. "
                        "Errors are JSON: {\"error\": ..., \"problems\": [...]}.",
     },
     "security": [{"bearer": []}],

@@ -50,7 +50,8 @@ from patchbay.elements.threeway import FieldRule, merge
 from patchbay.errors import SpecError
 from patchbay.model import Change, ChangeKind, Operation, Outcome, Record, Status
 from patchbay.patterns.context import TRANSIENT, RunContext, spec_of
-from patchbay.patterns.registry import Pattern
+from patchbay.patterns.registry import Pattern, Report
+from patchbay.patterns.sync_verify import verify
 from patchbay.spec import load
 from patchbay.spec.broadcast import TriggerSpec
 from patchbay.spec.sync import ParticipantObjectSpec, SyncObjectSpec, SyncSpec
@@ -532,8 +533,18 @@ class Sync:
                 differ = {n: v for n, v in values.items() if known.get(n, _MISSING) != v}
                 pending = link.sent if link is not None else {}
                 creating = link is None or link.key is None
-                if not creating and all(pending.get(n, _MISSING) == v for n, v in differ.items()):
+                # A value enqueued before its field was held for a person must not land
+                # while the field is held: that delivery is superseded by one without it.
+                withheld = not creating and any(n in shadow.held for n in pending)
+                if not withheld and not creating and all(pending.get(n, _MISSING) == v
+                                                         for n, v in differ.items()):
                     continue  # it holds the shadow, or has been sent it
+                if withheld and not differ:
+                    assert link is not None
+                    link.sent = {}
+                    work.put(link)
+                    supersede.setdefault(held.destination, []).append(gid)
+                    continue
                 if creating and link is not None and values == pending:
                     continue  # the create is on its way; its key comes back with it
                 record, missing = self._record_for(held, gid, differ if not creating else values,
@@ -783,9 +794,13 @@ class SyncReport:
 
 class SyncPattern(Pattern):
     """A sync as a plug-in: kept going by the runtime's outbox loop (notice, deliver); a run
-    is rounds of it until nothing new is noticed."""
+    is rounds of it until nothing new is noticed; a verification compares the participants
+    (patterns/sync_verify.py)."""
 
     loop = "outbox"
 
     def watched(self) -> Sync:
         return Sync(self.ctx)
+
+    def verify(self) -> Report:
+        return verify(Sync(self.ctx)).to_json()
