@@ -557,6 +557,7 @@ class Sync:
                     link = link or Link(gid, participant)
                     if not held.spec.external_id:
                         link.key = gid  # created with the gid as its key
+                        record = {**record, held.spec.key: gid}
                     record = {**record, WRITE: "create"}
                     self.tally.add(participant, "creates sent")
                 else:
@@ -637,7 +638,7 @@ class Sync:
                                         page_size=5000):
             present.update(key_text(r[held.spec.key]) for r in page.records)
         gone = [key for key, _ in self.store.xref.live_keys(self.name, held.object.name,
-                                                             held.participant)
+                                                             held.participant, seen=True)
                 if key not in present]
         batch = self.spec.options.batch_size
         for start in range(0, len(gone), batch):
