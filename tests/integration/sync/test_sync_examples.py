@@ -36,7 +36,7 @@ SCHEMA = EXAMPLES / "sync-localorg-schema.json"
 class Sql:
     """A database (MariaDB) or schema (PostgreSQL) of one test, made from an example's DDL."""
 
-    def __init__(self, url: str, ddl: Path | None, statements: str = "") -> None:
+    def __init__(self, url: str, ddl: Path) -> None:
         self.name = f"sync_{uuid.uuid4().hex[:10]}"
         self.admin = sa.create_engine(sqlalchemy_url(url))
         postgres = url.startswith("postgresql")
@@ -50,7 +50,7 @@ class Sql:
             self.url = urlunsplit(parts._replace(path=f"/{self.name}"))
         self.engine = sa.create_engine(sqlalchemy_url(self.url))
         self.postgres = postgres
-        script = (ddl.read_text() if ddl else "") + statements
+        script = ddl.read_text()
         with self.engine.begin() as conn:
             if postgres:
                 conn.exec_driver_sql(script)
@@ -104,7 +104,6 @@ class Salesforce:
     def id_of(self, sobject: str, name: str) -> str:
         [(record_id,)] = [(r[1],) for r in self.rows(sobject, "Name", "Id") if r[0] == name]
         return str(record_id)
-
 
 
 def org() -> LocalOrg:
