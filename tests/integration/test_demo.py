@@ -62,3 +62,13 @@ def test_demo_migrates_the_legacy_crm_and_sets_the_dirt_aside(tmp_path: Path) ->
     assert "fulfilment messages: 2; audit lines: 8 (one per change)" in text
     with sqlite3.connect(tmp_path / "erp.db") as erp:
         assert erp.execute("SELECT count(*) FROM sales_orders").fetchone() == (2,)
+
+    # The sync: the org's accounts and the shop's customers are one set, each side's edit
+    # reached the other, and the two conflicts on Acme's phone were settled and recorded.
+    assert "Acme in both (matched by name, not duplicated)" in text
+    assert "conflicts: 2, settled by `latest`" in text
+    with sqlite3.connect(tmp_path / "shop.db") as shop:
+        assert shop.execute("SELECT company, sector, phone FROM customers ORDER BY company"
+                            ).fetchall() == [("Acme", "TECH", "+1 555 0111"),
+                                             ("Globex", "FIN", "+1 555 0142"),
+                                             ("Hooli", "TECH", None), ("Initech", "RET", None)]

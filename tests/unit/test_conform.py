@@ -96,6 +96,19 @@ def test_required_field_not_mapped_rejects_every_record() -> None:
     assert problem == Problem("REQUIRED_FIELD_MISSING", "required field(s) not mapped: name")
 
 
+def test_an_update_carrying_only_what_changed_is_checked_on_what_it_carries() -> None:
+    """A sync's update holds the changed fields only: a required field it leaves out is not
+    missing, and a field converted in another record of the batch is not added to it."""
+    conformer = Conformer(SCHEMA, list(SCHEMA.fields), creates=False)
+    records: list[dict[str, Any]] = [{"legacy_id": "A-1", "employees": "12"},
+                                     {"legacy_id": "A-2", "status": "Inactive"},
+                                     {"legacy_id": "A-3", "name": None}]
+    problems = conformer.conform_batch(records)
+    assert problems == {2: Problem("REQUIRED_FIELD_MISSING", "name is required")}
+    assert records[:2] == [{"legacy_id": "A-1", "employees": 12},
+                           {"legacy_id": "A-2", "status": "Inactive"}]
+
+
 def test_string_too_long(conformer: Conformer) -> None:
     problem = conformer.conform(good(name="Alpha Beta"))
     assert problem == Problem("STRING_TOO_LONG", "name: 10 characters, at most 5 allowed")

@@ -1,4 +1,4 @@
-"""`patchbay demo`: the five patterns on embedded defaults, no server to set up.
+"""`patchbay demo`: the patterns on embedded defaults, no server to set up.
 
 Migration: a bundled legacy CRM (SQLite, with dirty rows) migrated into a new CRM schema
 (SQLite), accounts first and then their contacts, with the plan, both reports, and a
@@ -6,7 +6,9 @@ re-run that changes nothing; then the same accounts migrated into Salesforce: a 
 started in this process on a free port and seeded with one account the legacy CRM also
 has. Broadcast: opportunities changing in that org reach an SQLite ERP, a fulfilment file
 and an audit file. Aggregation: customer 360 over two local orgs, an ERP and a support
-desk, into reports, roll-up fields and a live API answer (demo/aggregation.py).
+desk, into reports, roll-up fields and a live API answer (demo/aggregation.py). Sync: a
+local org's accounts and a web shop's customers (SQLite) kept as one, an edit on each side
+and a conflict (demo/sync.py).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from rich.rule import Rule
 from patchbay import render
 from patchbay.demo.aggregation import run_aggregation
 from patchbay.demo.legacy_crm import build_legacy_crm
+from patchbay.demo.sync import run_sync
 from patchbay.localorg import LocalOrg, OrgConfig
 from patchbay.patterns.context import RunContext
 from patchbay.runtime import runner
@@ -78,9 +81,10 @@ def run_demo(directory: Path, console: Console) -> int:
                   "or a resume after a crash duplicates nothing.")
     verdicts.append(_salesforce(directory, console, store, reports))
     verdicts.append(run_aggregation(directory, console, store, reports))
+    failed_deliveries = run_sync(directory, console, store, reports)
     console.print(Rule())
     console.print(f"Files are in {directory}. Try: patchbay runs --state {directory / '.patchbay'}")
-    return 0 if all(v in SUCCESS for v in verdicts) else 1
+    return 0 if all(v in SUCCESS for v in verdicts) and not failed_deliveries else 1
 
 
 def _salesforce(directory: Path, console: Console, store: Store, reports: Path) -> str:

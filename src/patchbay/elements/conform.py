@@ -186,7 +186,7 @@ class Conformer:
         for name in fields:
             spec = schema.fields.get(name)
             if spec is not None:
-                self._steps.append(_FieldCheck(spec))
+                self._steps.append(_FieldCheck(spec, partial=not creates))
         self.missing_required = [f.name for f in schema
                                  if creates and f.required and f.name not in fields]
 
@@ -245,8 +245,11 @@ class Conformer:
 class _FieldCheck:
     """Conversion and checks of one destination field."""
 
-    def __init__(self, spec: FieldSchema) -> None:
+    def __init__(self, spec: FieldSchema, *, partial: bool = False) -> None:
+        """`partial`: records may leave the field out (updates carrying only what changed);
+        such a record is neither checked nor given the field."""
         self.spec = spec
+        self.partial = partial
         self.name = spec.name
         self.kind = spec.type
         self.convert = converter(spec.type) if spec.type is not FieldType.JSON else None
@@ -259,6 +262,16 @@ class _FieldCheck:
         self.clean_types = frozenset((*self.accepted, type(None)))
 
     def run(self, records: Sequence[Record], problems: dict[int, Problem]) -> None:
+        if self.partial and any(self.name not in r for r in records):
+            having = [at for at, r in enumerate(records) if self.name in r]
+            found: dict[int, Problem] = {}
+            self._run([records[at] for at in having], found)
+            for at, problem in found.items():
+                problems.setdefault(having[at], problem)
+            return
+        self._run(records, problems)
+
+    def _run(self, records: Sequence[Record], problems: dict[int, Problem]) -> None:
         name = self.name
         column = [r.get(name) for r in records]
         kinds = set(map(type, column))
