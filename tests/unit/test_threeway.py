@@ -85,3 +85,10 @@ def test_first_sight_of_a_matched_record_with_another_value_is_a_conflict() -> N
     result = merged("erp", {"name": "Ada Lovelace"}, shared={"name": "Ada"},
                     origins={"name": "crm"})
     assert [c.candidates for c in result.conflicts] == [{"crm": "Ada", "erp": "Ada Lovelace"}]
+
+
+def test_first_sight_fills_gaps_both_ways_without_a_conflict() -> None:
+    filled = merged("erp", {"name": "Ada", "phone": None}, shared={"name": None, "phone": "+1"},
+                    origins={"phone": "crm"})
+    assert filled.shared == {"name": "Ada", "phone": "+1"} and filled.conflicts == []
+    assert filled.known == {"name": "Ada", "phone": None}  # it is sent the phone

@@ -11,6 +11,7 @@ and the participant's change is decided field by field:
 
     current == sent                 the echo of patchbay's own write: dropped
     current == known                no change
+    first sight, one side empty     not a conflict: the value fills the gap
     not a writer of the field       the edit is undone: the participant gets the shadow back
     known == shadow, nothing sent   an edit from the synced value: it becomes the shadow
     otherwise                       a conflict: the participant changed the field while
@@ -94,9 +95,11 @@ def merge(participant: str, current: Mapping[str, Any], *, shared: Mapping[str, 
             if in_shadow is not _MISSING and value != in_shadow:
                 result.undone.add(name)
             continue
-        if in_shadow is _MISSING:
+        if in_shadow is _MISSING or (was_known is _MISSING and in_shadow is None):
             _set(result, name, value, participant)
             continue
+        if was_known is _MISSING and value is None:
+            continue  # first sight of a record lacking a value the others have: it gets it
         if value == in_shadow:
             result.sent.pop(name, None)  # it holds the shadow's value already
             continue

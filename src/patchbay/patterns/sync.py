@@ -132,6 +132,9 @@ class _Work:
     conflicts: list[NewConflict] = field(default_factory=list)
     removals: dict[str, set[str]] = field(default_factory=dict)
     """participant -> gids whose record is to be deleted there."""
+    unstamped: set[tuple[str, str]] = field(default_factory=set)
+    """(gid, participant) whose external-id field does not hold the gid yet (a record that
+    was there before the sync): it is written, so that identity survives an xref rebuild."""
 
     def link(self, gid: str, participant: str) -> Link | None:
         return self.links.get(gid, {}).get(participant)
@@ -311,7 +314,12 @@ class Sync:
         """Merge one batch of a participant's changes, and enqueue what follows, in one unit
         of work with the cursor moved past them."""
         obj, participant = held.object, held.participant
-        kept = [c for c in changes if c.kind is ChangeKind.DELETED or held.in_scope(c.record)]
+        keyed = [c for c in changes if c.key is not None and c.key != ""]
+        if len(keyed) < len(changes):
+            log.warning("%s: %d record(s) of %s.%s without a key are left out", self.name,
+                        len(changes) - len(keyed), participant, held.spec.object)
+            self.tally.add(participant, "left out: no key", len(changes) - len(keyed))
+        kept = [c for c in keyed if c.kind is ChangeKind.DELETED or held.in_scope(c.record)]
         keys = [key_text(c.key) for c in kept]
         by_key = self.store.xref.by_keys(self.name, obj.name, participant, keys)
         gids: dict[str, str] = {k: link.gid for k, link in by_key.items()}
@@ -416,6 +424,9 @@ class Sync:
             link = Link(gid, participant)
             self.tally.add(participant, "revived")
         link.key, link.state = key_text(change.key), "live"
+        external = held.spec.external_id
+        if external and str(change.record.get(external) or "") != gid:
+            work.unstamped.add((gid, participant))
         merged = merge(participant, current, shared=shadow.shared, origins=shadow.origins,
                        held=shadow.held, known=link.known, sent=link.sent,
                        rules=self.rules[held.object.name], order=self.order)
@@ -536,8 +547,9 @@ class Sync:
                 # A value enqueued before its field was held for a person must not land
                 # while the field is held: that delivery is superseded by one without it.
                 withheld = not creating and any(n in shadow.held for n in pending)
-                if not withheld and not creating and all(pending.get(n, _MISSING) == v
-                                                         for n, v in differ.items()):
+                unstamped = (gid, participant) in work.unstamped
+                if not withheld and not creating and not unstamped and all(
+                        pending.get(n, _MISSING) == v for n, v in differ.items()):
                     continue  # it holds the shadow, or has been sent it
                 if withheld and not differ:
                     assert link is not None
