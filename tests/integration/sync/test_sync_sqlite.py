@@ -15,8 +15,9 @@ from patchbay.store import Store
 
 NAME = "customers - sync"
 
-CRM = """CREATE TABLE customers (id TEXT PRIMARY KEY DEFAULT (lower(hex(randomblob(8)))), name TEXT, email TEXT, tier TEXT,
-         notes TEXT, patchbay_id TEXT UNIQUE, updated_at TEXT DEFAULT (strftime('%Y-%m-%dT%H:%M:%f', 'now')));
+CRM = """CREATE TABLE customers (id TEXT PRIMARY KEY DEFAULT (lower(hex(randomblob(8)))),
+         name TEXT, email TEXT, tier TEXT, notes TEXT, patchbay_id TEXT UNIQUE,
+         updated_at TEXT DEFAULT (strftime('%Y-%m-%dT%H:%M:%f', 'now')));
          CREATE TRIGGER customers_stamp AFTER UPDATE ON customers BEGIN
            UPDATE customers SET updated_at = strftime('%Y-%m-%dT%H:%M:%f', 'now') WHERE id = NEW.id; END"""
 ERP = """CREATE TABLE clients (cid INTEGER PRIMARY KEY AUTOINCREMENT, full_name TEXT, mail TEXT,
