@@ -368,17 +368,23 @@ class _Api:
         return self.json({**_conflict(chosen), "applied": conflicts.APPLIED_LATER})
 
     async def push(self, request: Request) -> Response:
-        """Changes a broadcast's source pushes: verified, then durably queued (once)."""
+        """Changes a broadcast's source, or a sync's participant, pushes: verified, then
+        durably queued (once). A sync's participant names itself in X-Patchbay-Source."""
         name = request.path_params["integration"]
         integration = next((i for i in self.file.integrations if i.name == name), None)
-        if not isinstance(integration, BroadcastSpec) or integration.trigger.webhook is None:
-            raise ApiError(404, f"no broadcast '{name}' takes webhooks")
-        webhook = integration.trigger.webhook
+        source = request.headers.get(webhooks.SOURCE_HEADER)
+        points = [p for p in (integration.push_points() if integration else [])
+                  if p.webhook is not None and p.source in (None, source)]
+        if integration is None or not points:
+            named = f" from {source!r}" if source and integration is not None else ""
+            raise ApiError(404, f"no broadcast or sync '{name}' takes webhooks{named}")
+        webhook = points[0].webhook
+        assert webhook is not None
         push = await webhooks.verified_push(request, webhook)
         try:
             accepted = await run_in_threadpool(
                 self.runs.push, Invocation(self.file, integration, {}), push.body,
-                push.received_at, (webhooks.SOURCE, push.signature))
+                push.received_at, (webhooks.SOURCE, push.signature), points[0].source)
         except MessageSeen:
             raise ApiError(409, "this signed request was accepted already; a change is sent "
                                 "again with a new timestamp and signature") from None

@@ -376,13 +376,17 @@ PATHS: dict[str, Any] = {
                                              "computing as many answers as it may: retry "
                                              "after the Retry-After header's seconds.")}}},
     "/hooks/{integration}": {"post": {
-        "summary": "Changes pushed by a broadcast's source (signed webhook)",
+        "summary": "Changes pushed by a broadcast's source or a sync's participant (signed "
+                   "webhook)",
         "description": "No bearer token: the request is signed instead. Headers "
                        "X-Patchbay-Timestamp (Unix seconds, within the trigger's "
                        "max_age_seconds of now) and X-Patchbay-Signature (`sha256=` + hex "
                        "HMAC-SHA256 of `<timestamp>.<body>` with the secret named by the "
                        "integration's trigger.webhook.secret_env); X-Patchbay-Source when the "
-                       "integration lists its sources. The headers are checked before the "
+                       "integration lists its sources, and for a sync always: it names the "
+                       "participant pushing (whose trigger declares the webhook; a body of a "
+                       "participant holding several objects names one in \"object\"). The "
+                       "headers are checked before the "
                        "body is read; the body, at most 5 MB, is {\"changes\": [{\"kind\", "
                        "\"record\"}]} or {\"ids\": [...]} (current values are fetched; an id "
                        "the source does not have is a delete only when the source says it was "
@@ -420,7 +424,8 @@ PATHS: dict[str, Any] = {
                       "500": _error("The webhook's secret is not set on the server."),
                       "502": _error("The source could not be reached to fetch the ids.")}}},
     "/outbound/{integration}": {"post": {
-        "summary": "Salesforce Outbound Messages for a broadcast (SOAP 1.1 notifications)",
+        "summary": "Salesforce Outbound Messages for a broadcast or a sync's participant "
+                   "(SOAP 1.1 notifications)",
         "description": "No bearer token: Salesforce cannot send one. The integration's "
                        "trigger.outbound_messages names the org whose notifications are "
                        "accepted (15- or 18-character id) and, with secret_env, a secret the "

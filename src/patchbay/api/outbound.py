@@ -40,7 +40,7 @@ from patchbay.api.runs import Runs
 from patchbay.errors import ConnectionFailed, PatchbayError
 from patchbay.runtime.runner import Invocation
 from patchbay.sfid import to18
-from patchbay.spec import BroadcastSpec, IntegrationFile, OutboundMessagesSpec
+from patchbay.spec import IntegrationFile, IntegrationSpec, OutboundMessagesSpec, PushPoint
 
 log = logging.getLogger("patchbay.api")
 
@@ -195,26 +195,29 @@ async def receive(request: Request, file: IntegrationFile, runs: Runs, redact: R
     else a fault (every one, so that the caller always gets SOAP back)."""
     name = request.path_params["integration"]
     try:
-        integration, declared = _receiving(file, name)
-        _check_secret(request, declared)
+        integration, points = _receiving(file, name)
+        points = _with_secret(request, points)
         # Parsing takes a while for a large body: off the event loop, which goes on
         # answering every other request meanwhile; one at a time, so that parses do not
         # crowd the loop's thread out of the interpreter's lock.
         notifications = await to_thread.run_sync(parse_body, await _raw_body(request),
                                                  limiter=_parsing())
-        if not same_org(declared.organization_id, notifications.organization_id):
+        points = [p for p in points if p.outbound_messages is not None
+                  and same_org(p.outbound_messages.organization_id, notifications.organization_id)]
+        if not points:
             raise Fault(403, f"notifications from org {notifications.organization_id!r} are not "
                              f"accepted by '{name}'")
-        expected = integration.source.object
-        others = sorted({n.object for n in notifications.items
-                         if n.object.casefold() != expected.casefold()})
-        if others:
-            raise Fault(400, f"'{name}' takes notifications of {expected}, not of "
-                             + ", ".join(others))
+        objects = {n.object.casefold() for n in notifications.items}
+        point = next((p for p in points if {p.object.casefold()} >= objects), None)
+        if point is None:
+            raise Fault(400, f"'{name}' takes notifications of "
+                             + " or ".join(sorted({p.object for p in points}))
+                             + ", not of " + ", ".join(sorted({n.object for n in notifications.items})))
         received_at = dt.datetime.now(dt.UTC).isoformat()
         try:
             await run_in_threadpool(runs.push, Invocation(file, integration, {}),
-                                    {"ids": notifications.record_ids}, received_at)
+                                    {"ids": notifications.record_ids}, received_at, None,
+                                    point.source)
         except Exception as exc:
             raise _not_recorded(name, exc, redact) from None
     except Fault as exc:
@@ -247,11 +250,33 @@ def _parsing() -> CapacityLimiter:
     return _limiters.setdefault(asyncio.get_running_loop(), CapacityLimiter(1))
 
 
-def _receiving(file: IntegrationFile, name: str) -> tuple[BroadcastSpec, OutboundMessagesSpec]:
+def _receiving(file: IntegrationFile, name: str) -> tuple[IntegrationSpec, list[PushPoint]]:
+    """The integration `name` and where it takes Outbound Messages (a broadcast's source, a
+    sync's participants; those of one org share its secret)."""
     integration = next((i for i in file.integrations if i.name == name), None)
-    if isinstance(integration, BroadcastSpec) and integration.trigger.outbound_messages is not None:
-        return integration, integration.trigger.outbound_messages
-    raise Fault(404, f"no broadcast '{name}' takes Outbound Messages")
+    points = [p for p in integration.push_points() if p.outbound_messages is not None] \
+        if integration is not None else []
+    if integration is None or not points:
+        raise Fault(404, f"no broadcast or sync '{name}' takes Outbound Messages")
+    return integration, points
+
+
+def _with_secret(request: Request, points: list[PushPoint]) -> list[PushPoint]:
+    """The push points whose secret the request's URL carries; the first one's refusal when
+    none does."""
+    passed, refusal = [], None
+    for point in points:
+        assert point.outbound_messages is not None
+        try:
+            _check_secret(request, point.outbound_messages)
+        except Fault as exc:
+            refusal = refusal or exc
+        else:
+            passed.append(point)
+    if not passed:
+        assert refusal is not None
+        raise refusal
+    return passed
 
 
 def _check_secret(request: Request, declared: OutboundMessagesSpec) -> None:

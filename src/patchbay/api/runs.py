@@ -143,12 +143,12 @@ class Runs:
         return runner.answer(invocation.context(self.store, self.reports_dir), limit)
 
     def push(self, invocation: Invocation, body: Mapping[str, Any], received_at: str,
-             message: tuple[str, str] | None = None) -> int:
+             message: tuple[str, str] | None = None, source: str | None = None) -> int:
         """Queue the changes a broadcast's source pushed; the broadcast's loop delivers them
         (at once, when it serves in this process). `message`: see runner.accept."""
         ctx = invocation.context(self.store, self.reports_dir)
         try:
-            return runner.accept(ctx, body, received_at, message)
+            return runner.accept(ctx, body, received_at, message, source)
         finally:
             ctx.systems.close()
 

@@ -1,4 +1,5 @@
-"""Signed webhooks: changes a broadcast's source pushes to `POST /hooks/{integration}`.
+"""Signed webhooks: changes a broadcast's source, or a sync's participant, pushes to
+`POST /hooks/{integration}` (a sync's participant names itself in X-Patchbay-Source).
 
 The sender cannot hold the API's bearer token, so the route is open (BearerAuth.SIGNED)
 and the request proves itself instead, checked in this order so that nothing costly is
@@ -38,6 +39,7 @@ from patchbay.store import Store
 MAX_BODY = 5 * 1024 * 1024
 SOURCE = "webhook"
 """The source of webhook signatures in patchbay_seen_messages."""
+SOURCE_HEADER = "x-patchbay-source"
 PURGE_EVERY_SECONDS = 60.0
 
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
@@ -72,7 +74,7 @@ async def verified_push(request: Request, webhook: WebhookSpec) -> Push:
     if not _SIGNATURE.fullmatch(signature):
         raise ApiError(401, "the webhook's signature is not 'sha256=' and 64 hex digits")
     if webhook.sources is not None and \
-            request.headers.get("x-patchbay-source") not in webhook.sources:
+            request.headers.get(SOURCE_HEADER) not in webhook.sources:
         raise ApiError(403, "the webhook's source is not one this integration accepts")
     body = await capped_body(request, MAX_BODY)
     if body is None:

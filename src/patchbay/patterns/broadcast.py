@@ -24,7 +24,7 @@ from typing import Any
 from patchbay import scope as scopes
 from patchbay.connectors.base import Connector
 from patchbay.cron import Cron
-from patchbay.elements.noticing import change_cursor
+from patchbay.elements.noticing import change_cursor, pushed
 from patchbay.elements.sink import Sink
 from patchbay.elements.transform import Transform
 from patchbay.errors import ConnectionFailed, SpecError
@@ -40,56 +40,6 @@ from patchbay.spec import BroadcastDestinationSpec, BroadcastSpec
 from patchbay.store.outbox import NewDelivery
 
 log = logging.getLogger(__name__)
-
-
-MAX_PUSHED = 10_000
-"""At most this many changes, and this many ids, in one push."""
-_INT64 = (-(2 ** 63), 2 ** 63 - 1)
-
-
-def pushed_changes(body: Mapping[str, Any], key: str
-                   ) -> tuple[list[tuple[ChangeKind, dict[str, Any]]], list[Any]]:
-    """The changes (kind, record) and ids of a pushed body; a SpecError lists every problem.
-    Keys are bounded: text of at most 255 characters (no NUL, which no database takes), or
-    whole numbers of 64 bits."""
-    problems = [f"unknown field '{name}': a push holds 'changes' or 'ids'"
-                for name in body if name not in ("changes", "ids")]
-    changes: list[tuple[ChangeKind, dict[str, Any]]] = []
-    items = body.get("changes", [])
-    if not isinstance(items, list) or len(items) > MAX_PUSHED:
-        problems.append(f"'changes' must be a list of at most {MAX_PUSHED} changes")
-        items = []
-    kinds = ", ".join(repr(k.value) for k in ChangeKind)
-    for number, item in enumerate(items, 1):
-        record = item.get("record") if isinstance(item, dict) else None
-        kind = item.get("kind", "updated") if isinstance(item, dict) else None
-        if not isinstance(record, dict):
-            problems.append(f"change {number}: must be an object with a 'record' object")
-        elif kind not in {k.value for k in ChangeKind}:
-            problems.append(f"change {number}: 'kind' must be one of {kinds}, not {kind!r}")
-        elif not _bounded_key(record.get(key)):
-            problems.append(f"change {number}: its record needs '{key}', text of at most 255 "
-                            "characters or a whole number of 64 bits")
-        else:
-            changes.append((ChangeKind(kind), dict(record)))
-    ids = body.get("ids", [])
-    if not isinstance(ids, list) or len(ids) > MAX_PUSHED:
-        problems.append(f"'ids' must be a list of at most {MAX_PUSHED} ids")
-        ids = []
-    bad = [i for i, value in enumerate(ids, 1) if not _bounded_key(value)]
-    if bad:
-        problems.append(f"ids must be text of at most 255 characters or whole numbers of 64 "
-                        f"bits: not id {', '.join(map(str, bad[:5]))}")
-    if problems:
-        raise SpecError("invalid push", problems)
-    return changes, list(dict.fromkeys(ids))
-
-
-def _bounded_key(value: Any) -> bool:
-    if isinstance(value, str):
-        return 0 < len(value) <= 255 and "\x00" not in value
-    return isinstance(value, int) and not isinstance(value, bool) and \
-        _INT64[0] <= value <= _INT64[1]
 
 
 @dataclass
@@ -192,26 +142,7 @@ class Broadcast:
         second push of the same message raise MessageSeen. Returns once the deliveries are
         durably in the outbox (the runtime then wakes this process's delivering threads)."""
         src = self.spec.source
-        key = src.key or "Id"
-        pushed, wanted = pushed_changes(body, key)
-        changes = [Change(self.source.name, src.object, record[key], kind, record)
-                   for kind, record in pushed]
-        if wanted:
-            found = self.source.get(src.object, key, wanted, src.fields)
-            missing = [value for value in wanted if value not in found]
-            deleted = self.source.deleted(src.object, key, missing) if missing else {}
-            for value in wanted:
-                if value in found:
-                    current = found[value]
-                    changes.append(Change(self.source.name, src.object, current.get(key, value),
-                                          ChangeKind.UPDATED, current))
-                elif value in deleted:
-                    changes.append(Change(self.source.name, src.object, deleted[value],
-                                          ChangeKind.DELETED, {key: deleted[value]}))
-            unknown = [value for value in missing if value not in deleted]
-            if unknown:
-                log.warning("%s: %d pushed id(s) neither found nor deleted in the source; left "
-                            "out", self.spec.name, len(unknown))
+        changes = pushed(self.source, src.object, src.key or "Id", src.fields, body)
         deliveries = self._deliveries(changes, default_version=received_at)
         with self.ctx.store.transaction(serial=f"push:{self.spec.name}") as tx:
             if message is not None:
@@ -303,7 +234,7 @@ class BroadcastPattern(Pattern):
     loop = "outbox"
 
     def accept(self, body: Mapping[str, Any], received_at: str,
-               message: tuple[str, str] | None = None) -> int:
+               message: tuple[str, str] | None = None, source: str | None = None) -> int:
         return Broadcast(self.ctx).accept(body, received_at, message)
 
     def watched(self) -> Broadcast:

@@ -86,7 +86,10 @@ class Pattern:
         raise self.not_supported("verify: it keeps no destination to compare with its source")
 
     def accept(self, body: Mapping[str, Any], received_at: str,
-               message: tuple[str, str] | None = None) -> int:
+               message: tuple[str, str] | None = None, source: str | None = None) -> int:
+        """Take pushed changes; how many. `message`: (where it came from, its id), refused
+        as MessageSeen when pushed again; `source`: which of the integration's systems
+        pushed (a sync's participant), None where it has one source."""
         raise self.not_supported("take pushed changes")
 
     def answer(self, limit: int | None = None) -> Any:

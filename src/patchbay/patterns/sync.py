@@ -33,6 +33,7 @@ from __future__ import annotations
 import datetime as dt
 import graphlib
 import logging
+import threading
 import time
 import uuid
 from collections import Counter
@@ -43,7 +44,7 @@ from typing import Any
 from patchbay import scope as scopes
 from patchbay.connectors.base import Connector
 from patchbay.cron import Cron
-from patchbay.elements.noticing import change_cursor
+from patchbay.elements.noticing import change_cursor, pushed
 from patchbay.elements.shape import Shape
 from patchbay.elements.sink import Shaped, Sink, Written
 from patchbay.elements.threeway import FieldRule, merge
@@ -69,6 +70,17 @@ BY_EXTERNAL = "__external__"
 """A delete's payload field: delete by the external id (the key is not known yet)."""
 _RESERVED = (GID, WRITE, BY_EXTERNAL)
 _MISSING = object()
+
+
+_merging: dict[str, threading.RLock] = {}
+_merging_guard = threading.Lock()
+
+
+def merging(name: str) -> threading.RLock:
+    """Held while a sync merges in this process: a round of its serving loop and a push to
+    its API merge one at a time, so neither overwrites what the other read."""
+    with _merging_guard:
+        return _merging.setdefault(name, threading.RLock())
 
 
 def new_gid() -> str:
@@ -228,19 +240,43 @@ class Sync:
     def poll(self, enqueued: Callable[[], None] | None = None) -> int:
         """Notice every participant's changes since its cursor, merge them and enqueue what
         each participant lacks; how many changes there were."""
-        self._reload()
-        self._retire_removed()
-        self._apply_choices()
-        total = 0
-        for obj in self.objects:
-            for participant in self.order:
-                held = self.held.get((obj.name, participant))
-                if held is None:
-                    continue
-                total += self._notice(held, enqueued)
-                total += self._check_deletes(held)
-            self._release_waiting(obj)
-        return total
+        with merging(self.name):
+            self._reload()
+            self._retire_removed()
+            self._apply_choices()
+            total = 0
+            for obj in self.objects:
+                for participant in self.order:
+                    held = self.held.get((obj.name, participant))
+                    if held is None:
+                        continue
+                    total += self._notice(held, enqueued)
+                    total += self._check_deletes(held)
+                self._release_waiting(obj)
+            return total
+
+    def accept(self, body: Mapping[str, Any], received_at: str,
+               message: tuple[str, str] | None = None, source: str | None = None) -> int:
+        """Merge changes a participant pushed (`source`; a webhook's X-Patchbay-Source, or
+        the participant an Outbound Message's org and object name), as `pushed` reads the
+        body; `"object"` names the participant's object when it holds several. Returns once
+        they are merged and what follows is in the outbox (`message` recorded with it)."""
+        holds = [h for h in self.held.values() if h.participant == source]
+        if not holds:
+            raise SpecError(f"a push to sync '{self.name}' names one of its participants "
+                            f"({', '.join(self.order)}), not {source!r}")
+        wanted = body.get("object")
+        held = holds[0] if wanted is None and len(holds) == 1 else \
+            next((h for h in holds if h.spec.object == wanted), None)
+        if held is None:
+            raise SpecError(f"a push from {source} names its object in 'object': one of "
+                            + ", ".join(h.spec.object for h in holds))
+        changes = pushed(held.connector, held.spec.object, held.spec.key,
+                         held.shape.read_fields(),
+                         {name: value for name, value in body.items() if name != "object"})
+        with merging(self.name):
+            self._merge(held, changes, message=message)
+        return len(changes)
 
     def _notice(self, held: Held, enqueued: Callable[[], None] | None) -> int:
         joining = not self._joined(held)
@@ -310,7 +346,8 @@ class Sync:
                                {"done": True})
 
     def _merge(self, held: Held, changes: Sequence[Change], *, cursor_after: Any = _MISSING,
-               marker: tuple[str, Any] | None = None) -> None:
+               marker: tuple[str, Any] | None = None,
+               message: tuple[str, str] | None = None) -> None:
         """Merge one batch of a participant's changes, and enqueue what follows, in one unit
         of work with the cursor moved past them."""
         obj, participant = held.object, held.participant
@@ -346,7 +383,7 @@ class Sync:
                 self._changed(held, gid, change, work, parents)
         self._commit(obj, work, cursor=(participant, held.spec.object, cursor_after)
                      if cursor_after is not _MISSING else None, marker=(participant, *marker)
-                     if marker else None)
+                     if marker else None, message=message)
         self.tally.add(participant, "changes", len(changes))
 
     def _identify(self, held: Held, changes: Sequence[Change], work: _Work) -> dict[str, str]:
@@ -488,7 +525,8 @@ class Sync:
     def _commit(self, obj: SyncObjectSpec, work: _Work, *,
                 cursor: tuple[str, str, Any] | None = None,
                 marker: tuple[str, str, Any] | None = None,
-                joined: set[str] | None = None) -> None:
+                joined: set[str] | None = None,
+                message: tuple[str, str] | None = None) -> None:
         """Write the batch's unit of work: xref, shadow, conflicts, deliveries, waits, cursor."""
         deliveries, waits, supersede = self._deliveries(obj, work, joined or set())
         touched = [work.links[g][p] for g, p in sorted(work.touched)]
@@ -507,6 +545,8 @@ class Sync:
                 tx.cursors.set(self.name, *cursor)
             if marker is not None:
                 tx.cursors.set(self.name, *marker)
+            if message is not None:
+                tx.seen.first_sight(self.name, *message)
 
     def _deliveries(self, obj: SyncObjectSpec, work: _Work, joined: set[str]
                     ) -> tuple[list[NewDelivery], list[Waiting], dict[str, list[str]]]:
@@ -814,6 +854,10 @@ class SyncPattern(Pattern):
 
     def watched(self) -> Sync:
         return Sync(self.ctx)
+
+    def accept(self, body: Mapping[str, Any], received_at: str,
+               message: tuple[str, str] | None = None, source: str | None = None) -> int:
+        return Sync(self.ctx).accept(body, received_at, message, source)
 
     def verify(self) -> Report:
         return verify(Sync(self.ctx)).to_json()

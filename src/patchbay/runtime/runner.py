@@ -110,11 +110,12 @@ def serves(integration: IntegrationSpec, *, poll: bool = True) -> bool:
 
 
 def accept(ctx: RunContext, body: Mapping[str, Any], received_at: str,
-           message: tuple[str, str] | None = None) -> int:
+           message: tuple[str, str] | None = None, source: str | None = None) -> int:
     """Queue changes pushed to an integration (a webhook, an Outbound Message); how many.
-    `message`: (where it came from, its id), refused as MessageSeen when pushed again. The
-    delivering threads serving it in this process are woken at once."""
-    accepted = pattern_of(ctx).accept(body, received_at, message)
+    `message`: (where it came from, its id), refused as MessageSeen when pushed again;
+    `source`: which system pushed (a sync's participant). The delivering threads serving
+    it in this process are woken at once."""
+    accepted = pattern_of(ctx).accept(body, received_at, message, source)
     serving.wake(ctx.integration.name)
     return accepted
 

@@ -41,6 +41,7 @@ from patchbay.spec.broadcast import (
     BroadcastOptions,
     BroadcastSpec,
     OutboundMessagesSpec,
+    PushPoint,
     TriggerSpec,
     WebhookSpec,
 )
@@ -136,6 +137,7 @@ __all__ = [
     "ParticipantObjectSpec",
     "ParticipantSpec",
     "PrecedenceSpec",
+    "PushPoint",
     "ReportFileSpec",
     "Rule",
     "Scalar",

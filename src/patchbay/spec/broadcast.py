@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -47,6 +48,18 @@ class OutboundMessagesSpec(SpecModel):
             raise ValueError("give secret_env (an environment variable holding the secret the "
                              "endpoint URL carries as ?secret=), or allow_unauthenticated: true")
         return self
+
+
+@dataclass(frozen=True)
+class PushPoint:
+    """Where an integration takes pushed changes: from which of its systems (a sync's
+    participant; None for a broadcast's one source), of which object, and how the pushes
+    prove themselves (a signed webhook, Salesforce Outbound Messages)."""
+
+    source: str | None
+    object: str
+    webhook: WebhookSpec | None
+    outbound_messages: OutboundMessagesSpec | None
 
 
 class TriggerSpec(SpecModel):
@@ -138,6 +151,12 @@ class BroadcastSpec(IntegrationSpec):
 
     def captured(self) -> list[tuple[str, str]]:
         return [(self.source.system, self.source.object)] if self.trigger.changes == "cdc" else []
+
+    def push_points(self) -> list[PushPoint]:
+        trigger = self.trigger
+        if trigger.webhook is None and trigger.outbound_messages is None:
+            return []
+        return [PushPoint(None, self.source.object, trigger.webhook, trigger.outbound_messages)]
 
     def systems_used(self) -> list[tuple[str, tuple[Any, ...]]]:
         return [(self.source.system, ("source", "system")),

@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from patchbay.model import FieldType, Operation
 
+if TYPE_CHECKING:
+    from patchbay.spec.broadcast import PushPoint
+
 
 class SpecModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -443,6 +446,11 @@ class IntegrationSpec(SpecModel):
     def captured(self) -> list[tuple[str, str]]:
         """The (system, object) pairs whose changes this integration reads through change
         capture (`patchbay cdc` installs it, for a consumer named as the integration)."""
+        return []
+
+    def push_points(self) -> list[PushPoint]:
+        """Where this integration takes pushed changes (`POST /hooks/...`, `POST
+        /outbound/...` of `patchbay serve`); none by default."""
         return []
 
     def systems_used(self) -> list[tuple[str, tuple[Any, ...]]]:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from patchbay.spec.broadcast import BroadcastOptions, TriggerSpec
+from patchbay.spec.broadcast import BroadcastOptions, PushPoint, TriggerSpec
 from patchbay.spec.common import IntegrationSpec, Scope, SpecModel
 
 ConflictPolicy = Literal["latest", "priority", "owner", "manual"]
@@ -233,6 +233,16 @@ class SyncSpec(IntegrationSpec):
         return [(self.participant(name).system, held.object)
                 for obj in self.objects for name, held in obj.participants.items()
                 if self.trigger_of(name).changes == "cdc"]
+
+    def push_points(self) -> list[PushPoint]:
+        points = []
+        for obj in self.objects:
+            for name, held in obj.participants.items():
+                trigger = self.trigger_of(name)
+                if trigger.webhook is not None or trigger.outbound_messages is not None:
+                    points.append(PushPoint(name, held.object, trigger.webhook,
+                                            trigger.outbound_messages))
+        return points
 
     def systems_used(self) -> list[tuple[str, tuple[Any, ...]]]:
         return [(p.system, ("participants", i, "system")) for i, p in enumerate(self.participants)]
