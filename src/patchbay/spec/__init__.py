@@ -81,6 +81,12 @@ from patchbay.spec.loading import (
     parse_yaml,
     use_connector_options,
 )
+from patchbay.spec.match import (
+    LevelSpec,
+    MatchFieldSpec,
+    MatchSpec,
+    ScoringSpec,
+)
 from patchbay.spec.migration import (
     MigrationSpec,
     Options,
@@ -126,7 +132,10 @@ __all__ = [
     "FlushSpec",
     "IntegrationFile",
     "IntegrationSpec",
+    "LevelSpec",
     "Lookup",
+    "MatchFieldSpec",
+    "MatchSpec",
     "MergeSpec",
     "MigrationSpec",
     "Options",
@@ -141,6 +150,7 @@ __all__ = [
     "Scalar",
     "ScheduleSpec",
     "Scope",
+    "ScoringSpec",
     "SharedFieldSpec",
     "SourceSpec",
     "SpecError",
