@@ -141,7 +141,7 @@ def run_splink(left: pd.DataFrame, right: pd.DataFrame) -> tuple[Pairs, Pairs, f
     linker = Linker([database.register(left), database.register(right)], settings, log_level="WARNING")
     linker.training.estimate_probability_two_random_records_match(
         [block_on("given_name", "surname", "date_of_birth")], recall=0.6)
-    linker.training.estimate_u_using_random_sampling(max_pairs=1e6, seed=0)
+    linker.training.estimate_u_using_random_sampling(max_pairs=2e6, seed=0)
     linker.training.estimate_parameters_using_expectation_maximisation(block_on("date_of_birth"))
     linker.training.estimate_parameters_using_expectation_maximisation(block_on("postcode"))
     predictions = linker.inference.predict(threshold_match_probability=0.0).as_pandas_dataframe()

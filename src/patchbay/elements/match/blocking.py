@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -72,6 +73,22 @@ def _keys(rules: list[list[str]], columns: Mapping[str, Column]) -> pa.Table:
         for place, expression in enumerate(rule):
             keys[f"k{number}_{place}"] = key_values(expression, columns)
     return pa.table(keys)
+
+
+def rule_fields(rule: list[str]) -> set[str]:
+    """The fields a rule's keys are made of."""
+    return {parse_blocking_key(expression)[1] for expression in rule}
+
+
+def meets(rule: list[str], left: Mapping[str, Column], right: Mapping[str, Column], li: Indices,
+          ri: Indices) -> npt.NDArray[np.bool_]:
+    """Which pairs meet `rule` (every key present and equal on both sides)."""
+    met = np.ones(len(li), dtype=bool)
+    for expression in rule:
+        a = pa.array(key_values(expression, left)).take(pa.array(li))
+        b = pa.array(key_values(expression, right)).take(pa.array(ri))
+        met &= np.asarray(pc.fill_null(pc.equal(a, b), False).to_numpy(zero_copy_only=False), dtype=bool)
+    return met
 
 
 def key_values(expression: str, columns: Mapping[str, Column]) -> pa.Array:

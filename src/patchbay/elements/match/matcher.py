@@ -21,9 +21,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from patchbay.elements.match.assign import one_to_one
-from patchbay.elements.match.blocking import Blocked, block
+from patchbay.elements.match.blocking import Blocked, block, meets, rule_fields
 from patchbay.elements.match.compare import NULL_LEVEL, Indices, compare, levels_of
-from patchbay.elements.match.fellegi_sunter import Floats, Gammas, Model, estimate, estimate_u
+from patchbay.elements.match.fellegi_sunter import Floats, Gammas, Model, estimate_u, train
 from patchbay.elements.match.normalise import Column, column
 from patchbay.errors import SpecError
 from patchbay.spec.match import LevelSpec, MatchSpec, threshold_weight
@@ -90,11 +90,10 @@ class Matcher:
         sizes = [len(self.levels[f]) + 1 for f in self.fields]
         sample = self._sample(left_columns, right_columns, dedup=right_table is None)
         u = estimate_u(sample, sizes)
-        n_left = left_table.num_rows
-        n_right = n_left if right_table is None else right_table.num_rows
-        expected = min(n_left, n_right) / max(len(blocked.left), 1)
-        model = estimate(gammas, sizes, u, prior=self.spec.scoring.prior, expected=expected,
-                         iterations=self.spec.scoring.iterations)
+        sessions = [(meets(rule, left_columns, right_columns, blocked.left, blocked.right),
+                     [self.fields.index(f) for f in rule_fields(rule)]) for rule in self.spec.blocking]
+        model = train(gammas, sizes, u, sessions, prior=self.spec.scoring.prior,
+                      iterations=self.spec.scoring.iterations)
         if not self.spec.scoring.probabilistic:
             model = Model(m=model.m, u=model.u, prior=model.prior, iterations=0)
         frequencies = {f: _frequencies(left_columns[f], None if right_table is None else right_columns[f])
