@@ -4,11 +4,13 @@ the strictness dial is monotone, one-to-one holds, explain adds up, runs are rep
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+import yaml
 from tests.unit.match_people import SPEC, two_sets
 
 from patchbay.elements.match import Matcher
@@ -159,6 +161,23 @@ def test_one_record_set_with_itself_finds_its_duplicates() -> None:
     expected = {tuple(sorted(p)) for p in truth}
     assert len(found & expected) / len(expected) >= 0.95
     assert len(found & expected) / len(found) >= 0.95
+
+
+def test_record_sets_with_no_candidate_pair_give_no_pairs() -> None:
+    left, right, _ = two_sets()
+    far = right
+    for field, value in (("postcode", "9999"), ("date_of_birth", "1800-01-01"), ("surname", None)):
+        column = pa.array([value] * far.num_rows, pa.string())
+        far = far.set_column(far.column_names.index(field), field, column)
+    matcher = Matcher(spec()).fit(left, far)
+    assert matcher.pairs().num_rows == 0 and matcher.links().num_rows == 0
+    assert matcher.explain("L0", "R0").decision == "none"
+
+
+def test_the_readme_match_definition_is_valid() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("```yaml\nmatch:\n", 1)[1].split("```", 1)[0]
+    MatchSpec.model_validate(yaml.safe_load("match:\n" + block)["match"])
 
 
 def test_records_without_a_compared_field_are_refused() -> None:

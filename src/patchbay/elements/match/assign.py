@@ -20,6 +20,10 @@ from patchbay.elements.match.compare import Indices
 def one_to_one(left: Indices, right: Indices, rank: Indices) -> npt.NDArray[np.bool_]:
     """Which pairs are kept; `rank` orders the pairs, 0 the best, all distinct."""
     kept = np.zeros(len(left), dtype=bool)
+    if len(left) == 0:
+        return kept
+    taken_left = np.zeros(left.max() + 1, dtype=bool)
+    taken_right = np.zeros(right.max() + 1, dtype=bool)
     open_ = np.arange(len(left))
     while len(open_):
         best_left = _best(left[open_], rank[open_])
@@ -27,8 +31,6 @@ def one_to_one(left: Indices, right: Indices, rank: Indices) -> npt.NDArray[np.b
         mine = rank[open_]
         chosen = open_[(best_left[left[open_]] == mine) & (best_right[right[open_]] == mine)]
         kept[chosen] = True
-        taken_left = np.zeros(left.max() + 1, dtype=bool)
-        taken_right = np.zeros(right.max() + 1, dtype=bool)
         taken_left[left[chosen]] = True
         taken_right[right[chosen]] = True
         open_ = open_[~(taken_left[left[open_]] | taken_right[right[open_]])]

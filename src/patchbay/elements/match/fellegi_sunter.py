@@ -69,6 +69,8 @@ def estimate(gammas: Gammas, sizes: list[int], u: list[Floats], *, prior: float 
     fields = len(sizes)
     m = m if m is not None else [_start_m(size) for size in sizes]
     lam = prior if prior is not None else float(np.clip(expected, 1e-6, 0.5))
+    if len(gammas) == 0:  # no pairs: nothing to learn from
+        return Model(m=m, u=u, prior=lam, iterations=0)
     log_u = _per_pair(gammas, [np.log(x) for x in u])
     rounds = 0
     while rounds < iterations:
