@@ -158,6 +158,9 @@ def test_one_record_set_with_itself_finds_its_duplicates() -> None:
     ids = zip(pairs.column("left_id").to_pylist(), pairs.column("right_id").to_pylist(), strict=True)
     assert all(a != b for a, b in ids)
     found = {tuple(sorted(p)) for p in linked(matcher)}
+    first, second = sorted(found)[0]
+    assert matcher.explain(first, second).match_weight == matcher.explain(second, first).match_weight
+    assert matcher.explain(second, first).decision == "link"
     expected = {tuple(sorted(p)) for p in truth}
     assert len(found & expected) / len(expected) >= 0.95
     assert len(found & expected) / len(found) >= 0.95

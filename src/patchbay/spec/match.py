@@ -220,10 +220,6 @@ class MatchSpec(SpecModel):
             raise ValueError(f"the id column {self.id!r} cannot be a compared field")
         return self
 
-    def link_weight(self) -> float:
-        """The match weight (bits) at which a pair links."""
-        return threshold_weight(self.strictness)
-
 
 def threshold_weight(strictness: str | float) -> float:
     """A strictness (preset, probability or match weight) as a match weight in bits."""

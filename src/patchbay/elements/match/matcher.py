@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -28,7 +28,7 @@ from patchbay.elements.match.normalise import Column, column
 from patchbay.errors import SpecError
 from patchbay.spec.match import LevelSpec, MatchSpec, threshold_weight
 
-Decision = str  # "link" | "review" | "none"
+Decision = Literal["link", "review", "none"]
 _NO_TIER = -1
 
 
@@ -241,15 +241,15 @@ class Matcher:
         fitted = self._state
         left_row = _row_of(fitted.left, self.spec.id, left_id, "left")
         right_row = _row_of(fitted.right, self.spec.id, right_id, "right")
-        if fitted.dedup and left_row > right_row:
-            left_row, right_row = right_row, left_row
+        if fitted.dedup and left_row > right_row:  # a pair of one record set is kept in row order
+            left_row, right_row, left_id, right_id = right_row, left_row, right_id, left_id
         li, ri = np.array([left_row]), np.array([right_row])
         gammas = self._compare(fitted.left_columns, fitted.right_columns, li, ri)
         field_weights = self._field_weights(gammas, li, fitted.model, fitted.frequencies)[0]
         weight = fitted.model.prior_weight + float(field_weights.sum())
         tier = int(self._tiers(gammas)[0])
         at = np.flatnonzero((fitted.blocked.left == left_row) & (fitted.blocked.right == right_row))
-        decision = str(self.decisions(strictness)[at[0]]) if len(at) else "none"
+        decision = cast(Decision, str(self.decisions(strictness)[at[0]])) if len(at) else "none"
         evidence = []
         for number, f in enumerate(self.fields):
             gamma = int(gammas[0, number])
