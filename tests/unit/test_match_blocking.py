@@ -99,6 +99,7 @@ def test_blocking_keys(key: str, parsed: tuple[str | None, str, int | None]) -> 
     ({"scoring": {"deterministic": [["ssn"]]}}, "not among the compared fields: ssn"),
     ({"strictness": "loose"}, "strictness"),
     ({"id": "surname"}, "cannot be a compared field"),
+    ({"scoring": {"probabilistic": False}}, "only deterministic tiers link"),
 ])
 def test_a_match_definition_is_checked(changes: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):

@@ -131,6 +131,11 @@ def test_a_deterministic_tier_links_outright() -> None:
     tiered = Matcher(spec(scoring={**SPEC["scoring"], "deterministic": [["email"]]})).fit(left, right)
     assert (left.column("id")[0].as_py(), "stranger") in linked(tiered, "strict")
     assert tiered.explain(left.column("id")[0].as_py(), "stranger").tier == 0
+    only_tiers = spec(scoring={**SPEC["scoring"], "deterministic": [["email"]], "probabilistic": False})
+    found = linked(Matcher(only_tiers).fit(left, right))
+    assert (left.column("id")[0].as_py(), "stranger") in found
+    email = {row["id"]: row["email"] for table in (left, right) for row in table.to_pylist()}
+    assert all(email[a] and email[a].lower() == email[b].lower() for a, b in found)
 
 
 def test_a_common_value_weighs_less_with_term_frequency() -> None:

@@ -156,7 +156,8 @@ class ScoringSpec(SpecModel):
                     "agree at the exact or normalised level is a link, whatever its score.")
     probabilistic: bool = Field(
         default=True, description="Score the other pairs with a Fellegi-Sunter model whose "
-                                  "m and u are estimated from the data (no labels).")
+                                  "m and u are estimated from the data (no labels); false: "
+                                  "only the deterministic tiers link.")
     prior: float | None = Field(
         default=None, gt=0, lt=1,
         description="The share of compared pairs that are matches, if known; default: "
@@ -216,6 +217,9 @@ class MatchSpec(SpecModel):
                              f"(fields: {', '.join(sorted(known))})")
         if any(not tier for tier in self.scoring.deterministic):
             raise ValueError("a deterministic tier names no field")
+        if not self.scoring.probabilistic and not self.scoring.deterministic:
+            raise ValueError("with scoring.probabilistic false, only deterministic tiers link: "
+                             "declare at least one")
         if self.id in known:
             raise ValueError(f"the id column {self.id!r} cannot be a compared field")
         return self

@@ -94,8 +94,6 @@ class Matcher:
                      [self.fields.index(f) for f in rule_fields(rule)]) for rule in self.spec.blocking]
         model = train(gammas, sizes, u, sessions, prior=self.spec.scoring.prior,
                       iterations=self.spec.scoring.iterations)
-        if not self.spec.scoring.probabilistic:
-            model = Model(m=model.m, u=model.u, prior=model.prior, iterations=0)
         frequencies = {f: _frequencies(left_columns[f], None if right_table is None else right_columns[f])
                        for f in self.spec.term_frequency}
         self._fitted = _Fitted(
@@ -191,8 +189,11 @@ class Matcher:
         link_at = threshold_weight(self.spec.strictness if strictness is None else strictness)
         weights, tiers = fitted.weights, fitted.tiers
         tiered = tiers != _NO_TIER
-        links = tiered | (weights >= link_at)
-        candidates = tiered | (weights >= link_at - self.spec.review) if self.spec.review else links
+        if self.spec.scoring.probabilistic:
+            links = tiered | (weights >= link_at)
+            candidates = tiered | (weights >= link_at - self.spec.review) if self.spec.review else links
+        else:  # the tiers alone decide; the weights only explain
+            links, candidates = tiered, tiered
         if self.spec.one_to_one and not fitted.dedup:
             chosen = np.flatnonzero(candidates)
             # tiers first, then by weight; ties by row numbers, so the order is total
