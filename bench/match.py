@@ -50,6 +50,7 @@ blocking:
   - [given_name, surname]
   - [sound(surname), initial(given_name)]
   - [street_number, address_1]
+  - [suburb]
 """
 """The definition of "same" for person records the benchmark runs with."""
 
