@@ -19,6 +19,8 @@ EXTRAS: dict[str, str] = {
     "redis": "redis",
     "openpyxl": "xlsx",
     "duckdb": "aggregation",
+    "rapidfuzz": "matching",
+    "phonenumbers": "matching",
 }
 """Top-level module of each optional driver -> the extra that installs it (pyproject.toml)."""
 

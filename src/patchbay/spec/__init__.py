@@ -82,6 +82,12 @@ from patchbay.spec.loading import (
     parse_yaml,
     use_connector_options,
 )
+from patchbay.spec.match import (
+    LevelSpec,
+    MatchFieldSpec,
+    MatchSpec,
+    ScoringSpec,
+)
 from patchbay.spec.migration import (
     MigrationSpec,
     Options,
@@ -127,7 +133,10 @@ __all__ = [
     "FlushSpec",
     "IntegrationFile",
     "IntegrationSpec",
+    "LevelSpec",
     "Lookup",
+    "MatchFieldSpec",
+    "MatchSpec",
     "MergeSpec",
     "MigrationSpec",
     "Options",
@@ -143,6 +152,7 @@ __all__ = [
     "Scalar",
     "ScheduleSpec",
     "Scope",
+    "ScoringSpec",
     "SharedFieldSpec",
     "SourceSpec",
     "SpecError",
