@@ -53,7 +53,7 @@ from patchbay.model import Change, ChangeKind, Operation, Outcome, Record, Statu
 from patchbay.patterns.context import TRANSIENT, RunContext, spec_of
 from patchbay.patterns.registry import Pattern, Report
 from patchbay.patterns.sync_verify import verify
-from patchbay.spec import load
+from patchbay.spec import IntegrationSpec, load
 from patchbay.spec.broadcast import TriggerSpec
 from patchbay.spec.sync import ParticipantObjectSpec, SyncObjectSpec, SyncSpec
 from patchbay.store.conflicts import NewConflict
@@ -164,14 +164,18 @@ class Sync:
     """A run repeats noticing and delivering up to this many times, until a round notices
     nothing new (the echoes of its own writes included)."""
 
-    def __init__(self, ctx: RunContext) -> None:
+    creates_records = True
+    """Whether a record one participant holds is created in those that lack it (a
+    correlation's never is)."""
+
+    def __init__(self, ctx: RunContext, spec: SyncSpec | None = None) -> None:
         self.ctx = ctx
         self.sinks: dict[str, SyncTarget] = {}
         """Per participant and object, what the runtime's deliverer writes through; changed
         in place when the file is edited, so the running loop sees the new participants."""
         self.tally = Tally()
         self._checked_deletes: dict[str, float] = {}
-        self._build(spec_of(ctx, SyncSpec))
+        self._build(spec or spec_of(ctx, SyncSpec))
         self._file_stamp = self._stamp()
 
     def _build(self, spec: SyncSpec) -> None:
@@ -208,6 +212,13 @@ class Sync:
         except OSError:
             return None
 
+    def _definition(self, integration: IntegrationSpec) -> SyncSpec:
+        """The sync an integration of the edited file declares (a subclass carries out
+        another pattern as a sync)."""
+        if not isinstance(integration, SyncSpec):
+            raise SpecError(f"'{self.name}' is no longer a sync")
+        return integration
+
     def _reload(self) -> None:
         """Take the file's edits to this sync (participants added or removed, mappings) while
         it runs. An edit that does not load is logged and the sync goes on as it was."""
@@ -218,9 +229,7 @@ class Sync:
         assert self.ctx.spec_path is not None
         try:
             file = load(self.ctx.spec_path)
-            spec = next(i for i in file.integrations if i.name == self.name)
-            if not isinstance(spec, SyncSpec):
-                raise SpecError(f"'{self.name}' is no longer a sync")
+            spec = self._definition(next(i for i in file.integrations if i.name == self.name))
         except (SpecError, StopIteration) as exc:
             log.error("%s: the edited file is not taken, the sync goes on as it was: %s",
                       self.name, exc)
@@ -597,8 +606,9 @@ class Sync:
                     work.put(link)
                     supersede.setdefault(held.destination, []).append(gid)
                     continue
-                if creating and link is not None and values == pending:
-                    continue  # the create is on its way; its key comes back with it
+                if creating and (not self.creates_records
+                                 or (link is not None and values == pending)):
+                    continue  # not created here; or the create is on its way (its key follows)
                 record, missing = self._record_for(held, gid, differ if not creating else values,
                                                    lookups)
                 if missing is not None:
@@ -744,11 +754,18 @@ class Sync:
             log.warning("%s: purging the outbox failed, trying later: %s", self.name, exc)
             return 0
 
+    def crossed(self, held: Held, records: Sequence[Record]) -> None:
+        """Records written to `held`'s participant (a correlation keeps a ledger of them)."""
+
     def report(self, changes: int, delivered: int, retried: int, dead: int) -> SyncReport:
-        return SyncReport(self.name, changes, delivered, retried, dead, self.tally.take(),
-                          self.store.conflicts.counts(self.name),
+        return SyncReport(self.ctx.integration.pattern, self.name, changes, delivered, retried,
+                          dead, self.tally.take(), self.store.conflicts.counts(self.name),
                           self.store.xref.waiting_count(self.name),
-                          self.store.outbox.counts(self.name))
+                          self.store.outbox.counts(self.name), self._reported())
+
+    def _reported(self) -> dict[str, Any]:
+        """What a subclass adds to the report."""
+        return {}
 
 
 class SyncTarget:
@@ -800,9 +817,11 @@ class SyncTarget:
             xref.set_key(name, self.held.object.name, self.held.participant, created)
         if deleted:
             xref.deleted(name, self.held.object.name, self.held.participant, deleted)
-        for outcome in outcomes:
-            if outcome.status.is_success:
-                self.sync.tally.add(self.held.participant, "written")
+        landed = [record for record, outcome in zip(batch, outcomes, strict=True)
+                  if outcome.status.is_success]
+        self.sync.tally.add(self.held.participant, "written", len(landed))
+        if landed and operation is not Operation.DELETE:
+            self.sync.crossed(self.held, landed)
         return Written(Shaped([], [], {}, {}), outcomes)
 
 
@@ -828,6 +847,7 @@ class SyncReport:
     sent, deliveries made, conflicts by status and policy, records waiting for a parent,
     and the outbox per participant and status."""
 
+    pattern: str
     integration: str
     changes: int
     delivered: int
@@ -837,12 +857,15 @@ class SyncReport:
     conflicts: dict[str, dict[str, int]]
     waiting: int
     outbox: dict[str, dict[str, int]]
+    more: dict[str, Any] = field(default_factory=dict)
+    """What the pattern adds (a correlation: its pairs)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"integration": self.integration, "pattern": "sync", "changes": self.changes,
-                "delivered": self.delivered, "retried": self.retried, "dead": self.dead,
-                "participants": self.participants, "conflicts": self.conflicts,
-                "waiting_for_parent": self.waiting, "outbox": self.outbox}
+        return {"integration": self.integration, "pattern": self.pattern,
+                "changes": self.changes, "delivered": self.delivered, "retried": self.retried,
+                "dead": self.dead, "participants": self.participants,
+                "conflicts": self.conflicts, "waiting_for_parent": self.waiting,
+                "outbox": self.outbox, **self.more}
 
 
 class SyncPattern(Pattern):

@@ -70,6 +70,7 @@ from patchbay.spec.common import (
     secret_forms,
     suggest,
 )
+from patchbay.spec.correlation import CorrelationSideSpec, CorrelationSpec
 from patchbay.spec.loading import (
     MAX_DEPTH,
     MAX_VALUES,
@@ -124,6 +125,8 @@ __all__ = [
     "BroadcastDestinationSpec",
     "BroadcastOptions",
     "BroadcastSpec",
+    "CorrelationSideSpec",
+    "CorrelationSpec",
     "DeletesSpec",
     "DestinationSpec",
     "Document",

@@ -16,10 +16,11 @@ from typing import Any, get_args
 from patchbay.spec.aggregation import AggregationSpec
 from patchbay.spec.broadcast import BroadcastSpec
 from patchbay.spec.common import IntegrationSpec
+from patchbay.spec.correlation import CorrelationSpec
 from patchbay.spec.migration import MigrationSpec
 from patchbay.spec.sync import SyncSpec
 
-PLANNED_PATTERNS = ("correlation",)
+PLANNED_PATTERNS: tuple[str, ...] = ()
 """Patterns of the design that integration files cannot declare yet."""
 
 
@@ -61,3 +62,4 @@ register(MigrationSpec, "patchbay.patterns.migration:MigrationPattern")
 register(BroadcastSpec, "patchbay.patterns.broadcast:BroadcastPattern")
 register(AggregationSpec, "patchbay.patterns.aggregation:AggregationPattern")
 register(SyncSpec, "patchbay.patterns.sync:SyncPattern")
+register(CorrelationSpec, "patchbay.patterns.correlation:CorrelationPattern")

@@ -183,6 +183,43 @@ waiting = sa.Table(
 """A sync's records waiting for a parent to reach a participant before they can be written."""
 
 
+pairs = sa.Table(
+    "patchbay_pairs", metadata,
+    sa.Column("integration", sa.String(255), primary_key=True),
+    sa.Column("left_key", sa.Text, primary_key=True),
+    sa.Column("right_key", sa.Text, primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("gid", sa.String(64)),
+    sa.Column("weight", sa.Float),
+    sa.Column("probability", sa.Float),
+    sa.Column("decided_by", sa.String(255)),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_patchbay_pairs_status", "integration", "status"),
+)
+"""A correlation's pairs: linked (with the gid the xref knows them by), waiting for review,
+accepted or rejected by a person (kept over any later match), or dropped. Keys only: no
+value of either record."""
+
+audit = sa.Table(
+    "patchbay_audit", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("integration", sa.String(255), nullable=False),
+    sa.Column("gid", sa.String(64), nullable=False),
+    sa.Column("source", sa.String(255), nullable=False),
+    sa.Column("source_key", sa.Text),
+    sa.Column("target", sa.String(255), nullable=False),
+    sa.Column("target_key", sa.Text),
+    sa.Column("field", sa.String(255), nullable=False),
+    sa.Column("weight", sa.Float),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_patchbay_audit_pair", "integration", "gid"),
+    sa.Index("ix_patchbay_audit_at", "integration", "at"),
+)
+"""A correlation's audit ledger: every field that crossed, from which record to which,
+when, under which match weight (the value itself stays in the two systems)."""
+
+
 def _v1(conn: Connection) -> None:
     for table in (runs, outcomes, cursors):
         table.create(conn, checkfirst=True)
@@ -210,7 +247,12 @@ def _v5(conn: Connection) -> None:
         table.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5]
+def _v6(conn: Connection) -> None:
+    for table in (pairs, audit):
+        table.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

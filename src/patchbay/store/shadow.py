@@ -73,6 +73,13 @@ class Shadows(Repository):
                     set_={name: stmt.excluded[name] for name in
                           ("state", "shared", "origins", "held", "match_key", "updated_at")}))
 
+    def forget(self, integration: str, object: str, gids: Sequence[str]) -> None:
+        with self._db.begin("shadow.forget") as conn:
+            for chunk in chunks(sorted(set(gids)), _CHUNK):
+                conn.execute(sa.delete(shadow).where(
+                    shadow.c.integration == integration, shadow.c.object == object,
+                    shadow.c.gid.in_(chunk)))
+
     def each(self, integration: str, object: str, state: str = "live") -> Iterator[Shadow]:
         """Every record in `state`, in gid order, a chunk at a time."""
         after = ""

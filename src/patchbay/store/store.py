@@ -6,7 +6,7 @@
         tx.cursors.set(integration, system, object, position)    together, or not at all
 
 Both have the same repositories (see `Repositories`): runs, outcomes, cursors, outbox,
-aggregates, seen, and a sync's xref, shadows and conflicts. A new table is one repository
+aggregates, seen, a sync's xref, shadows and conflicts, a correlation's pairs. A new table is one repository
 module, one migration step (schema.py) and one line in `Repositories`.
 """
 
@@ -27,6 +27,7 @@ from patchbay.store.aggregates import Aggregates
 from patchbay.store.conflicts import Conflicts
 from patchbay.store.cursors import Cursors
 from patchbay.store.outbox import Outbox
+from patchbay.store.pairs import Pairs
 from patchbay.store.runs import Outcomes, Runs
 from patchbay.store.seen import Seen
 from patchbay.store.shadow import Shadows
@@ -52,6 +53,7 @@ class Repositories:
         self.xref = Xref(connections)
         self.shadows = Shadows(connections)
         self.conflicts = Conflicts(connections)
+        self.pairs = Pairs(connections)
 
 
 class Transaction(Repositories):

@@ -143,6 +143,14 @@ class Xref(Repository):
                 return
             after = str(rows[-1][0])
 
+    def forget(self, integration: str, object: str, gids: Sequence[str]) -> None:
+        """Forget these records' links everywhere (a correlation's link that no longer holds)."""
+        with self._db.begin("xref.forget") as conn:
+            for chunk in chunks(sorted(set(gids)), _CHUNK):
+                conn.execute(sa.delete(xref).where(
+                    xref.c.integration == integration, xref.c.object == object,
+                    xref.c.gid.in_(chunk)))
+
     def participants(self, integration: str) -> set[str]:
         """The participants the xref holds records of."""
         with self._db.read("xref.participants") as conn:

@@ -1,0 +1,245 @@
+"""Correlation: two systems exchange data about the records both hold, and only those.
+
+    every `rematch_seconds` (and at every run): read both sides' compared fields, match them
+        (elements/match: blocking, comparisons, Fellegi-Sunter, one to one) ──► pairs:
+        link / review; a person's decisions (accepted, rejected) stand over any match
+        ──► new links: a gid in the xref for both records, both merged as first seen
+        ──► links that no longer hold: forgotten (xref, shadow, pending deliveries)
+    then, for linked records only, everything a sync does (patterns/sync.py): changes
+        merged field by field with the shadow, echoes dropped, conflicts by policy, each
+        side's difference delivered through the outbox; each field written is recorded in
+        the audit ledger (store/pairs.py)
+
+A record without a link is never identified (`_identify` gives it no gid): nothing of it
+reaches the engine state, the outbox, the other system, a log line or a report, beyond
+counts. The compared fields that `share` does not list never cross either: the shadow holds
+the shared ones only. A correlation never creates or deletes a record.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from patchbay import scope as scopes
+from patchbay.elements.shape import Shape
+from patchbay.errors import SpecError
+from patchbay.model import Change, ChangeKind, Record
+from patchbay.patterns.context import RunContext, spec_of
+from patchbay.patterns.registry import Pattern, Report
+from patchbay.patterns.sync import Held, Sync, _Work, merging, new_gid
+from patchbay.patterns.sync_verify import verify
+from patchbay.spec import IntegrationSpec
+from patchbay.spec.correlation import CorrelationSideSpec, CorrelationSpec
+from patchbay.spec.sync import ParticipantObjectSpec, SharedFieldSpec, SyncSpec
+from patchbay.store.pairs import DECIDED, LINKED, Crossed, Pair
+from patchbay.store.shadow import Shadow
+from patchbay.store.xref import Link, key_text
+
+log = logging.getLogger(__name__)
+
+OBJECT = "record"
+"""The one shared object of a correlation's sync (see CorrelationSpec.as_sync)."""
+
+
+class Correlation(Sync):
+    """One correlation integration: a sync of the linked pairs, linked by matching."""
+
+    creates_records = False
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.correlation = spec_of(ctx, CorrelationSpec)
+        self._matched_at: float | None = None
+        self.dropped = 0
+        super().__init__(ctx, self.correlation.as_sync())
+
+    def _definition(self, integration: IntegrationSpec) -> SyncSpec:
+        if not isinstance(integration, CorrelationSpec):
+            raise SpecError(f"'{self.name}' is no longer a correlation")
+        self.correlation = integration
+        self._matched_at = None  # a new definition of "same": match again at once
+        return integration.as_sync()
+
+    # -- identity comes from matching only ------------------------------------------------------
+
+    def _identify(self, held: Held, changes: Sequence[Change], work: _Work) -> dict[str, str]:
+        self.tally.add(held.participant, "not shared", len(changes))
+        return {}
+
+    def poll(self, enqueued: Callable[[], None] | None = None) -> int:
+        with merging(self.name):
+            due = self._matched_at is None or \
+                time.monotonic() - self._matched_at >= self.correlation.rematch_seconds
+            if due:
+                self.correlate()
+            return super().poll(enqueued)
+
+    def correlate(self) -> None:
+        """Match both sides now, and bring the pairs and the xref up to date with it."""
+        self._matched_at = time.monotonic()
+        left_side, right_side = self.correlation.participants
+        left, right = self._compared(left_side), self._compared(right_side)
+        known = {(p.left, p.right): p for p in self.store.pairs.all(self.name)}
+        # A pair with a gid is linked in the xref, whatever a person has said since.
+        linked_before = {p.gid: (p.left, p.right) for p in known.values() if p.gid}
+        found = self._matched(left, right) if left.num_rows and right.num_rows else {}
+        present = (set(left.column("id").to_pylist()), set(right.column("id").to_pylist()))
+        pairs = _pairs(found, known, present)
+        linked_now = {p.gid for p in pairs.values() if p.status in LINKED and p.gid}
+        dropped = sorted(set(linked_before) - linked_now)
+        for gid in dropped:  # a person's decision stays; a match's link is marked dropped
+            left_key, right_key = key = linked_before[gid]
+            if key not in pairs:
+                pairs[key] = Pair(left_key, right_key, "dropped", None, known[key].weight,
+                                  known[key].probability)
+        for key, pair in known.items():
+            if pair.status == "review" and key not in pairs:
+                pairs[key] = Pair(pair.left, pair.right, "dropped", None)
+        new = [p for p in pairs.values()
+               if p.status in LINKED and p.gid and p.gid not in linked_before]
+        self._store(pairs, new, dropped)
+        self.dropped += len(dropped)
+        if dropped:
+            log.info("%s: %d link(s) no longer hold and were dropped", self.name, len(dropped))
+        self._merge_new(new)
+
+    def _compared(self, side: CorrelationSideSpec) -> pa.Table:
+        """A side's records in scope, as the compared fields' shared values (text), with the
+        key as `id`: read into memory for the matcher only, never kept."""
+        match = self.correlation.match
+        held = ParticipantObjectSpec(object=side.object, key=side.key,
+                                     fields={n: side.fields[n] for n in match.fields})
+        shape = Shape(held, {n: SharedFieldSpec(type="text") for n in match.fields})
+        connector = self.ctx.systems[side.system]
+        ids: list[str] = []
+        columns: dict[str, list[Any]] = {n: [] for n in match.fields}
+        for page in connector.read(side.object, scopes.bind(side.scope, self.ctx.params),
+                                   key=side.key, fields=shape.read_fields(), page_size=5000):
+            for record in page.records:
+                if record.get(side.key) is None:
+                    continue
+                shared = shape.to_shared(record)
+                ids.append(key_text(record[side.key]))
+                for name in match.fields:
+                    columns[name].append(shared.get(name))
+        return pa.table({"id": pa.array(ids, pa.string()),
+                         **{n: pa.array(v, pa.string()) for n, v in columns.items()}})
+
+    def _matched(self, left: pa.Table, right: pa.Table) -> dict[tuple[str, str], Pair]:
+        """The matcher's links and review pairs."""
+        from patchbay.elements.match import Matcher  # DuckDB, rapidfuzz: only when used
+
+        spec = self.correlation.match.model_copy(update={"id": "id"})
+        table = Matcher(spec).fit(left, right).pairs()
+        table = table.filter(pc.not_equal(table.column("decision"), "none"))
+        found: dict[tuple[str, str], Pair] = {}
+        for row in table.select(["left_id", "right_id", "match_weight", "probability",
+                                 "decision"]).to_pylist():
+            found[(row["left_id"], row["right_id"])] = Pair(
+                row["left_id"], row["right_id"], row["decision"], None,
+                float(row["match_weight"]), float(row["probability"]))
+        return found
+
+    def _store(self, pairs: Mapping[tuple[str, str], Pair], new: Sequence[Pair],
+               dropped: Sequence[str]) -> None:
+        left, right = (p.name for p in self.correlation.participants)
+        destinations = [held.destination for held in self.held.values()]
+        with self.store.transaction(serial=f"sync:{self.name}") as tx:
+            tx.pairs.save(self.name, list(pairs.values()))
+            if dropped:
+                tx.xref.forget(self.name, OBJECT, dropped)
+                tx.shadows.forget(self.name, OBJECT, dropped)
+                for destination in destinations:
+                    tx.outbox.supersede(self.name, destination, dropped)
+            tx.xref.save(self.name, OBJECT, [link for p in new for link in (
+                Link(str(p.gid), left, p.left), Link(str(p.gid), right, p.right))])
+            tx.shadows.save(self.name, OBJECT, [Shadow(str(p.gid)) for p in new])
+
+    def _merge_new(self, new: Sequence[Pair]) -> None:
+        """Both records of each new link, merged as first seen: what differs is settled by
+        the conflict policies and sent across."""
+        for index, side in enumerate(self.correlation.participants):
+            held = self.held[(OBJECT, side.name)]
+            keys = [p.left if index == 0 else p.right for p in new]
+            for start in range(0, len(keys), self.spec.options.batch_size):
+                chunk = keys[start:start + self.spec.options.batch_size]
+                records = held.connector.get(side.object, side.key, chunk,
+                                             held.shape.read_fields())
+                self._merge(held, [Change(side.name, side.object, key, ChangeKind.UPDATED, record)
+                                   for key, record in records.items()])
+
+    # -- the ledger and the report --------------------------------------------------------------
+
+    def crossed(self, held: Held, records: Sequence[Record]) -> None:
+        """Each shared field written to `held`'s side, in the audit ledger: from which record
+        to which, under which match weight (the values stay in the systems)."""
+        names = {m.field: n for n, m in held.spec.fields.items()}
+        by_gid = self.store.pairs.by_gid(self.name, [str(r["__gid__"]) for r in records])
+        left = self.correlation.participants[0].name
+        other = next(p.name for p in self.correlation.participants if p.name != held.participant)
+        found = []
+        for record in records:
+            pair = by_gid.get(str(record["__gid__"]))
+            if pair is None:
+                continue
+            source_key, target_key = (pair.right, pair.left) if held.participant == left \
+                else (pair.left, pair.right)
+            found += [Crossed(str(pair.gid), other, source_key, held.participant, target_key,
+                              names[name], pair.weight)
+                      for name in record if name in names]
+        if found:
+            self.store.pairs.crossed(self.name, found)
+
+    def _reported(self) -> dict[str, Any]:
+        dropped, self.dropped = self.dropped, 0
+        return {"pairs": self.store.pairs.counts(self.name), "links_dropped": dropped}
+
+
+def _pairs(found: Mapping[tuple[str, str], Pair], known: Mapping[tuple[str, str], Pair],
+           present: tuple[set[str], set[str]]) -> dict[tuple[str, str], Pair]:
+    """This match's pairs, a person's decisions standing over it: an accepted pair stays
+    linked while both records exist (and its keys link to nothing else), a rejected one is
+    never linked. A pair linked before keeps its gid."""
+    decided = {k: p for k, p in known.items() if p.status in DECIDED}
+    pairs: dict[tuple[str, str], Pair] = {}
+    taken: tuple[set[str], set[str]] = (set(), set())
+    for key, pair in decided.items():
+        pairs[key] = pair
+        if pair.status == "accepted" and key[0] in present[0] and key[1] in present[1]:
+            pair.gid = pair.gid or new_gid()
+            taken[0].add(key[0])
+            taken[1].add(key[1])
+        else:
+            pair.gid = None  # not linked (now): a record of it is gone, or it was rejected
+    for key, pair in found.items():
+        if key in decided or key[0] in taken[0] or key[1] in taken[1]:
+            continue
+        previous = known.get(key)
+        if pair.status == "link":
+            pair.gid = previous.gid if previous is not None and previous.status in LINKED and \
+                previous.gid else new_gid()
+        pairs[key] = pair
+    return pairs
+
+
+class CorrelationPattern(Pattern):
+    """A correlation as a plug-in: kept going by the runtime's outbox loop (match when due,
+    notice, deliver); a run matches and syncs until nothing new is noticed."""
+
+    loop = "outbox"
+
+    def watched(self) -> Correlation:
+        return Correlation(self.ctx)
+
+    def accept(self, body: Mapping[str, Any], received_at: str,
+               message: tuple[str, str] | None = None, source: str | None = None) -> int:
+        return Correlation(self.ctx).accept(body, received_at, message, source)
+
+    def verify(self) -> Report:
+        return verify(Correlation(self.ctx)).to_json()
+

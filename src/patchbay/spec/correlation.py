@@ -1,0 +1,144 @@
+"""The spec of a correlation: two systems (or two groups of records in one) exchange data
+about the records they both hold, and only those.
+
+    participants   the two sides: system, object, key, scope, trigger, and how their fields
+                   map to the shared names (compared ones and exchanged ones)
+    match          the definition of "same" over the shared names (spec/match.py)
+    share          the shared fields that cross between matched records, each with who may
+                   write it and its conflict policy; every other field stays where it is
+    rematch_seconds how often both sides are matched again: new shared records are linked,
+                   links that no longer hold are dropped
+
+A correlation never creates or deletes a record, and nothing of a record without a match
+leaves its system. It is carried out as a sync restricted to the linked pairs (`as_sync`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from patchbay.spec.broadcast import BroadcastOptions, PushPoint, TriggerSpec
+from patchbay.spec.common import IntegrationSpec, Scope, SpecModel
+from patchbay.spec.match import MatchSpec
+from patchbay.spec.sync import (
+    ConflictPolicy,
+    DeletesSpec,
+    FieldMapSpec,
+    ParticipantObjectSpec,
+    ParticipantSpec,
+    SharedFieldSpec,
+    SyncObjectSpec,
+    SyncSpec,
+)
+
+
+class CorrelationSideSpec(SpecModel):
+    """One side of a correlation."""
+
+    name: str = Field(description="Names the side in reviews, conflicts and the audit ledger.")
+    system: str = Field(description="A system declared under `systems`.")
+    object: str = Field(description="Table, sObject or file, as the system calls it.")
+    key: str = Field(description="The side's own record key.")
+    watermark: str | None = Field(default=None, description="The field polling reads changes by.")
+    scope: Scope | None = Field(default=None, description="Which of its records take part: two "
+                                                          "groups of one object are two sides "
+                                                          "with their scopes.")
+    trigger: TriggerSpec | None = Field(default=None, description="How its changes are noticed; "
+                                                                  "default: the correlation's.")
+    fields: dict[str, FieldMapSpec] = Field(
+        description="Shared name (compared or exchanged) -> this side's field.")
+
+    @field_validator("fields", mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return {name: name for name in value}
+        return value
+
+
+class CorrelationSpec(IntegrationSpec):
+    """Two systems exchange data about the records both hold: `<system> and <system> -
+    <object> - correlation`."""
+
+    pattern: Literal["correlation"]
+    participants: list[CorrelationSideSpec] = Field(min_length=2, max_length=2)
+    match: MatchSpec
+    share: dict[str, SharedFieldSpec] = Field(
+        description="The shared fields exchanged between matched records (a compared field "
+                    "not listed here never crosses).")
+    trigger: TriggerSpec = Field(default_factory=TriggerSpec)
+    conflicts: ConflictPolicy = Field(default="latest", description="The default conflict "
+                                                                    "policy of every shared field.")
+    rematch_seconds: float = Field(
+        default=300.0, gt=0, description="Match both sides again this often under `serve` (and "
+                                         "at every run): records that became shared are linked, "
+                                         "links that no longer hold are dropped.")
+    options: BroadcastOptions = Field(default_factory=BroadcastOptions)
+
+    @field_validator("share", mode="before")
+    @classmethod
+    def _share_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return {name: {} for name in value}
+        if isinstance(value, dict):
+            return {k: ({} if v is None else v) for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CorrelationSpec:
+        names = [p.name for p in self.participants]
+        problems = [] if len(set(names)) == 2 else ["the two participants need different names"]
+        for side in self.participants:
+            unmapped = [n for n in [*self.match.fields, *self.share] if n not in side.fields]
+            if unmapped:
+                problems.append(f"participant '{side.name}' does not map "
+                                + ", ".join(f"'{n}'" for n in dict.fromkeys(unmapped)))
+        for name, shared in self.share.items():
+            if shared.lookup is not None:
+                problems.append(f"share '{name}': a correlation has no lookups")
+            for who in [*([shared.owner] if shared.owner else []), *(shared.writers or [])]:
+                if who not in names:
+                    problems.append(f"share '{name}': unknown participant '{who}'")
+            if (shared.conflict or self.conflicts) == "owner" and shared.owner is None:
+                problems.append(f"share '{name}': conflict: owner needs `owner`")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def as_sync(self) -> SyncSpec:
+        """The sync that carries the exchange out: one shared object of the `share` fields,
+        participants that never create, deletes that are never passed on."""
+        held = {side.name: ParticipantObjectSpec(
+            object=side.object, key=side.key, watermark=side.watermark, scope=side.scope,
+            fields={n: m for n, m in side.fields.items() if n in self.share})
+            for side in self.participants}
+        return SyncSpec(
+            pattern="sync", name=self.name, description=self.description,
+            parameters=self.parameters,
+            participants=[ParticipantSpec(name=s.name, system=s.system, trigger=s.trigger,
+                                          creates=False) for s in self.participants],
+            objects=[SyncObjectSpec(name="record", fields=self.share, participants=held)],
+            trigger=self.trigger, conflicts=self.conflicts,
+            deletes=DeletesSpec(policy="ignore"), options=self.options)
+
+    def side(self, name: str) -> CorrelationSideSpec:
+        return next(p for p in self.participants if p.name == name)
+
+    def scopes(self) -> list[tuple[Scope, tuple[Any, ...]]]:
+        return [(side.scope, ("participants", i, "scope"))
+                for i, side in enumerate(self.participants) if side.scope is not None]
+
+    def objects_written(self) -> set[tuple[str, str]]:
+        return {(side.system, side.object) for side in self.participants}
+
+    def captured(self) -> list[tuple[str, str]]:
+        return self.as_sync().captured()
+
+    def push_points(self) -> list[PushPoint]:
+        return self.as_sync().push_points()
+
+    def systems_used(self) -> list[tuple[str, tuple[Any, ...]]]:
+        return [(side.system, ("participants", i, "system"))
+                for i, side in enumerate(self.participants)]
