@@ -381,18 +381,6 @@ def test_max_rejects_is_checked_at_load(tmp_path: Path, patchbay: Any) -> None:
 # -- 5. clear answers to bad input -----------------------------------------------------------------
 
 
-def test_a_planned_pattern_is_not_available_yet(tmp_path: Path, patchbay: Any) -> None:
-    spec = items_spec(tmp_path, "items.yaml", "target.db")
-    spec.write_text(spec.read_text().replace("pattern: migration", "pattern: correlation"))
-
-    result = patchbay("plan", spec, cwd=tmp_path)
-
-    assert result.code == 2, result.log
-    assert f"{spec}:7: integrations[0].pattern: the correlation pattern is not available yet; " \
-        "available: migration, broadcast, aggregation, sync" in said(result)
-    assert "did you mean" not in said(result)
-
-
 @pytest.mark.parametrize("command", ["show", "resume"])
 def test_an_unknown_run_id_is_bad_input(tmp_path: Path, patchbay: Any, command: str) -> None:
     result = patchbay(command, "20260101-000000-abcdef", cwd=tmp_path)

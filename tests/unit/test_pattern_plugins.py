@@ -98,7 +98,7 @@ def test_the_loader_checks_it_like_any_other(counted: Path) -> None:
         loads(text.replace("pattern: count", "pattern: cuont"), path=Path("count.yaml"))
     assert misspelt.value.problems == [
         "count.yaml:6: integrations[0].pattern: 'cuont' is not a pattern; one of migration, "
-        "broadcast, aggregation, sync, count, correlation; did you mean 'count'?"]
+        "broadcast, aggregation, sync, correlation, count; did you mean 'count'?"]
 
 
 def test_the_runner_runs_it(counted: Path, tmp_path: Path) -> None:

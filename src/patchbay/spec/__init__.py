@@ -96,9 +96,6 @@ from patchbay.spec.migration import (
 from patchbay.spec.parameters import (
     resolve_parameters,
 )
-from patchbay.spec.registry import (
-    PLANNED_PATTERNS,
-)
 from patchbay.spec.sync import (
     DeletesSpec,
     FieldMapSpec,
@@ -114,7 +111,6 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_VALUES",
     "NORMALIZABLE",
-    "PLANNED_PATTERNS",
     "SCOPE_OPERATORS",
     "SECRET_MIN_LENGTH",
     "AggregateSpec",

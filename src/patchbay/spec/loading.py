@@ -475,10 +475,7 @@ def _describe(exc: ValidationError, where: str, lines: dict[tuple[Any, ...], int
             loc = (*loc, "pattern")
             tag = error.get("ctx", {}).get("tag")
             known = ", ".join(patterns)
-            if tag in patterns:  # a pattern of the design that has no model yet
-                message = (f"the {tag} pattern is not available yet; available: "
-                           + ", ".join(p for p in patterns if registry.registered(p) is not None))
-            elif tag is not None:
+            if tag is not None:
                 message = f"'{tag}' is not a pattern; one of {known}{suggest(str(tag), patterns)}"
             else:
                 message = f"say which pattern: one of {known}"

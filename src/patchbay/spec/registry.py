@@ -20,9 +20,6 @@ from patchbay.spec.correlation import CorrelationSpec
 from patchbay.spec.migration import MigrationSpec
 from patchbay.spec.sync import SyncSpec
 
-PLANNED_PATTERNS: tuple[str, ...] = ()
-"""Patterns of the design that integration files cannot declare yet."""
-
 
 @dataclass(frozen=True)
 class Registered:
@@ -54,8 +51,8 @@ def spec_models() -> tuple[type[IntegrationSpec], ...]:
 
 
 def pattern_names() -> tuple[str, ...]:
-    """Every pattern name a file may mention: those registered, then those only planned."""
-    return (*_registered, *(name for name in PLANNED_PATTERNS if name not in _registered))
+    """Every pattern name a file may mention: those registered."""
+    return tuple(_registered)
 
 
 register(MigrationSpec, "patchbay.patterns.migration:MigrationPattern")
