@@ -186,7 +186,7 @@ class Conformer:
         for name in fields:
             spec = schema.fields.get(name)
             if spec is not None:
-                self._steps.append(_FieldCheck(spec))
+                self._steps.append(_FieldCheck(spec, creates))
         self.missing_required = [f.name for f in schema
                                  if creates and f.required and f.name not in fields]
 
@@ -245,8 +245,9 @@ class Conformer:
 class _FieldCheck:
     """Conversion and checks of one destination field."""
 
-    def __init__(self, spec: FieldSchema) -> None:
+    def __init__(self, spec: FieldSchema, creates: bool = True) -> None:
         self.spec = spec
+        self.creates = creates
         self.name = spec.name
         self.kind = spec.type
         self.convert = converter(spec.type) if spec.type is not FieldType.JSON else None
@@ -266,7 +267,9 @@ class _FieldCheck:
             column = self._convert(records, column, problems)
         if self.required and type(None) in kinds | set(map(type, column)):
             for index, value in enumerate(column):
-                if value is None:
+                # An update that leaves a field out keeps its value; only a create, or a null
+                # written on purpose, leaves a required field empty.
+                if value is None and (self.creates or name in records[index]):
                     problems.setdefault(index, Problem("REQUIRED_FIELD_MISSING", f"{name} is required"))
         if self.max_length is not None:
             limit = self.max_length
