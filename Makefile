@@ -51,6 +51,7 @@ bench: $(DEV_STAMP)
 	$(BIN)/python bench/migration.py
 	$(BIN)/python bench/broadcast.py
 	$(BIN)/python bench/aggregation.py
+	$(BIN)/python bench/sync.py
 	$(BIN)/python bench/match.py
 
 clean:

@@ -520,3 +520,34 @@ integrations:
 """)
     lite = patchbay("cdc", "install", tmp_path / "lite.yaml", cwd=tmp_path)
     assert lite.code == 2 and "is not PostgreSQL" in lite.stderr, lite.log
+
+
+def test_a_named_sync_installs_the_capture_of_its_database_participants(
+        pg: Pg, tmp_path: Path, pg_url: str, patchbay: Any) -> None:
+    table = pg.table("cap_cli_sync")
+    name = pg.consumer("Both - sync")
+    (tmp_path / "sync.yaml").write_text(f"""
+systems:
+  db: {pg_url}
+  lite: sqlite:///lite.db
+integrations:
+  - name: {name}
+    pattern: sync
+    trigger: {{changes: cdc}}
+    participants: [{{name: db, system: db}}, {{name: lite, system: lite}}]
+    objects:
+      - name: item
+        fields: [name]
+        participants:
+          db: {{object: {table}, key: id, fields: [name]}}
+          lite: {{object: items, key: id, fields: [name]}}
+""")
+    # The other participant follows a capture of its own (Salesforce CDC, say): skipped.
+    installed = patchbay("cdc", "install", tmp_path / "sync.yaml", "--integration", name,
+                         cwd=tmp_path)
+    assert installed.code == 0, installed.log
+    assert f"capturing public.{table}" in installed.stdout
+    assert "system 'lite', which is not PostgreSQL" in installed.stderr, installed.log
+    removed = patchbay("cdc", "remove", tmp_path / "sync.yaml", "--integration", name,
+                       cwd=tmp_path)
+    assert removed.code == 0 and pg.triggers(table) == 0, removed.log

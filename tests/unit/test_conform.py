@@ -85,6 +85,16 @@ def test_required_value_missing(conformer: Conformer) -> None:
     assert "legacy_id" in problem.reason
 
 
+def test_an_update_may_leave_a_required_field_out_but_not_empty_it() -> None:
+    conformer = Conformer(SCHEMA, list(SCHEMA.fields), creates=False)
+    assert conformer.conform({"legacy_id": "A-1", "employees": 3}) is None
+    assert conformer.conform({"legacy_id": "A-1", "name": None}) == Problem(
+        "REQUIRED_FIELD_MISSING", "name is required")
+    creating = Conformer(SCHEMA, list(SCHEMA.fields))
+    assert creating.conform({"legacy_id": "A-1", "employees": 3}) == Problem(
+        "REQUIRED_FIELD_MISSING", "name is required")
+
+
 def test_optional_value_missing_is_fine(conformer: Conformer) -> None:
     assert conformer.conform(good(employees=None, status=None, opened="")) is None
 

@@ -139,6 +139,9 @@ class _Work:
     shadows: dict[str, Shadow]
     links: dict[str, dict[str, Link]]
     dirty: set[str] = field(default_factory=set)
+    """gids whose shadow changed: saved, and enqueued to whoever lacks it."""
+    resend: set[str] = field(default_factory=set)
+    """gids enqueued to whoever lacks them, their shadow unchanged (a join, a released wait)."""
     touched: set[tuple[str, str]] = field(default_factory=set)
     """(gid, participant) whose link changed."""
     conflicts: list[NewConflict] = field(default_factory=list)
@@ -336,16 +339,16 @@ class Sync:
     def _join(self, held: Held) -> None:
         """The participant has been read whole: create on it every record it lacks."""
         obj = held.object
-        chunk: list[str] = []
+        chunk: list[Shadow] = []
 
-        def backfill(gids: list[str]) -> None:
-            work = _Work(self.store.shadows.get(self.name, obj.name, gids),
-                         self.store.xref.of(self.name, obj.name, gids))
-            work.dirty.update(gids)
+        def backfill(shadows: list[Shadow]) -> None:
+            gids = [s.gid for s in shadows]
+            work = _Work({s.gid: s for s in shadows}, self.store.xref.of(self.name, obj.name, gids))
+            work.resend.update(gids)
             self._commit(obj, work, joined={held.participant})
 
         for shadow in self.store.shadows.each(self.name, obj.name):
-            chunk.append(shadow.gid)
+            chunk.append(shadow)
             if len(chunk) >= self.spec.options.batch_size:
                 backfill(chunk)
                 chunk = []
@@ -541,7 +544,8 @@ class Sync:
         touched = [work.links[g][p] for g, p in sorted(work.touched)]
         with self.store.transaction(serial=f"sync:{self.name}") as tx:
             tx.shadows.save(self.name, obj.name, [work.shadows[g] for g in sorted(
-                work.dirty | {g for g, _ in work.touched}) if g in work.shadows])
+                work.dirty | {g for g, _ in work.touched if g not in work.resend})
+                if g in work.shadows])
             tx.xref.save(self.name, obj.name, touched)
             if work.conflicts:
                 tx.conflicts.add(self.name, work.conflicts)
@@ -576,7 +580,7 @@ class Sync:
                                               payload))
                 self.tally.add(participant, "deletes sent")
         lookups = self._lookup_keys(obj, work)
-        for gid in sorted(work.dirty):
+        for gid in sorted(work.dirty | work.resend):
             shadow = work.shadows.get(gid)
             if shadow is None or shadow.state != "live" or not shadow.shared:
                 continue
@@ -679,7 +683,7 @@ class Sync:
         gids = sorted({w.gid for w in ready})
         work = _Work(self.store.shadows.get(self.name, obj.name, gids),
                      self.store.xref.of(self.name, obj.name, gids))
-        work.dirty.update(gids)
+        work.resend.update(gids)
         self.store.xref.release(self.name, obj.name, ready)
         self._commit(obj, work)
 

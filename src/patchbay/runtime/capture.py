@@ -95,15 +95,20 @@ def _captured(file: Path, integration: str | None, skipped: Skipped
     try:
         found = []
         for spec in chosen:
+            others = []
             for system, object in spec.captured():
                 connector = systems[system]
                 if isinstance(connector, SqlConnector) and connector.captures:
                     found.append(Captured(spec, connector, object))
                     continue
-                message = (f"'{spec.name}' reads system '{system}', which is not PostgreSQL, "
-                           "MySQL or MariaDB: `patchbay cdc` sets up their change capture")
-                if integration is not None:
-                    raise SpecError(message)
+                others.append(f"'{spec.name}' reads system '{system}', which is not "
+                              "PostgreSQL, MySQL or MariaDB: `patchbay cdc` sets up their "
+                              "change capture")
+            # A sync may follow Salesforce CDC on one side and database capture on another:
+            # a named integration is refused only when none of its tables can be captured.
+            if others and integration is not None and not found:
+                raise SpecError(others[0])
+            for message in others:
                 skipped(message)
         if not found:
             raise SpecError(f"no integration of {file} reading through change capture reads "

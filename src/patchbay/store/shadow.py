@@ -65,13 +65,16 @@ class Shadows(Repository):
         rows = [dict(integration=integration, object=object, gid=s.gid, state=s.state,
                      shared=jsonable(s.shared), origins=s.origins, held=sorted(s.held),
                      match_key=s.match_key, updated_at=now) for s in shadows]
+        if not rows:
+            return
         with self._db.begin("shadow.save") as conn:
-            for chunk in chunks(rows, _CHUNK):
-                stmt = insert_or_skip(conn, shadow).values(chunk)
-                conn.execute(stmt.on_conflict_do_update(
-                    index_elements=[shadow.c.integration, shadow.c.object, shadow.c.gid],
-                    set_={name: stmt.excluded[name] for name in
-                          ("state", "shared", "origins", "held", "match_key", "updated_at")}))
+            # One statement, compiled once, executed for every row: a multi-row VALUES of a
+            # whole batch costs more to compile than to run.
+            stmt = insert_or_skip(conn, shadow)
+            conn.execute(stmt.on_conflict_do_update(
+                index_elements=[shadow.c.integration, shadow.c.object, shadow.c.gid],
+                set_={name: stmt.excluded[name] for name in
+                      ("state", "shared", "origins", "held", "match_key", "updated_at")}), rows)
 
     def forget(self, integration: str, object: str, gids: Sequence[str]) -> None:
         with self._db.begin("shadow.forget") as conn:

@@ -92,28 +92,32 @@ class Xref(Repository):
                      participant=link.participant, record_key=link.key, state=link.state,
                      known=jsonable(link.known), sent=jsonable(link.sent), updated_at=now)
                 for link in links]
+        if not rows:
+            return
         with self._db.begin("xref.save") as conn:
-            for chunk in chunks(rows, _CHUNK):
-                stmt = insert_or_skip(conn, xref).values(chunk)
-                conn.execute(stmt.on_conflict_do_update(
-                    index_elements=[xref.c.integration, xref.c.object, xref.c.gid,
-                                    xref.c.participant],
-                    set_=dict(record_key=sa.func.coalesce(stmt.excluded.record_key,
-                                                          xref.c.record_key),
-                              state=stmt.excluded.state, known=stmt.excluded.known,
-                              sent=stmt.excluded.sent, updated_at=stmt.excluded.updated_at)))
+            # Compiled once, executed for every row (as shadow.save).
+            stmt = insert_or_skip(conn, xref)
+            conn.execute(stmt.on_conflict_do_update(
+                index_elements=[xref.c.integration, xref.c.object, xref.c.gid,
+                                xref.c.participant],
+                set_=dict(record_key=sa.func.coalesce(stmt.excluded.record_key,
+                                                      xref.c.record_key),
+                          state=stmt.excluded.state, known=stmt.excluded.known,
+                          sent=stmt.excluded.sent, updated_at=stmt.excluded.updated_at)), rows)
 
     def set_key(self, integration: str, object: str, participant: str,
                 keys: Mapping[str, Any]) -> None:
         """The keys a participant gave records patchbay created there (gid -> key)."""
+        if not keys:
+            return
         now = dt.datetime.now(dt.UTC)
         with self._db.begin("xref.set_key") as conn:
-            for gid, key in keys.items():
-                conn.execute(sa.update(xref).where(
-                    xref.c.integration == integration, xref.c.object == object,
-                    xref.c.participant == participant, xref.c.gid == gid,
-                    xref.c.record_key.is_(None)).values(record_key=key_text(key),
-                                                        updated_at=now))
+            conn.execute(sa.update(xref).where(
+                xref.c.integration == integration, xref.c.object == object,
+                xref.c.participant == participant, xref.c.gid == sa.bindparam("b_gid"),
+                xref.c.record_key.is_(None)).values(record_key=sa.bindparam("b_key"),
+                                                    updated_at=now),
+                [{"b_gid": gid, "b_key": key_text(key)} for gid, key in keys.items()])
 
     def deleted(self, integration: str, object: str, participant: str,
                 gids: Sequence[str]) -> None:
