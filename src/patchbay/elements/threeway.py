@@ -68,6 +68,9 @@ class Merge:
     edits: int = 0
     undone: set[str] = field(default_factory=set)
     """Fields of this participant to be given the shadow value back."""
+    superseded: set[str] = field(default_factory=set)
+    """Fields whose value sent to this participant, and not seen back, no longer stands:
+    its own edit came first (the write on its way must not land)."""
     conflicts: list[FieldConflict] = field(default_factory=list)
 
 
@@ -101,7 +104,8 @@ def merge(participant: str, current: Mapping[str, Any], *, shared: Mapping[str, 
         if was_known is _MISSING and value is None:
             continue  # first sight of a record lacking a value the others have: it gets it
         if value == in_shadow:
-            result.sent.pop(name, None)  # it holds the shadow's value already
+            if result.sent.pop(name, _MISSING) is not _MISSING:
+                result.superseded.add(name)  # it holds the shadow's value already
             continue
         if name in result.held:
             continue  # a person settles it; this participant keeps its value meanwhile
@@ -134,6 +138,8 @@ def _conflict(result: Merge, participant: str, name: str, value: Any, in_shadow:
         ours = True
     if ours:
         _set(result, name, value, participant)
+        if result.sent.pop(name, _MISSING) is not _MISSING:
+            result.superseded.add(name)
     else:
         result.undone.add(name)
     result.conflicts.append(FieldConflict(name, candidates, rule.policy,

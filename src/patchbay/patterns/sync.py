@@ -147,6 +147,9 @@ class _Work:
     conflicts: list[NewConflict] = field(default_factory=list)
     removals: dict[str, set[str]] = field(default_factory=dict)
     """participant -> gids whose record is to be deleted there."""
+    superseded: set[tuple[str, str]] = field(default_factory=set)
+    """(gid, participant) whose delivery on its way carries a value that no longer stands:
+    it is replaced by one with the record's difference now."""
     unstamped: set[tuple[str, str]] = field(default_factory=set)
     """(gid, participant) whose external-id field does not hold the gid yet (a record that
     was there before the sync): it is written, so that identity survives an xref rebuild."""
@@ -339,21 +342,14 @@ class Sync:
     def _join(self, held: Held) -> None:
         """The participant has been read whole: create on it every record it lacks."""
         obj = held.object
-        chunk: list[Shadow] = []
-
-        def backfill(shadows: list[Shadow]) -> None:
-            gids = [s.gid for s in shadows]
-            work = _Work({s.gid: s for s in shadows}, self.store.xref.of(self.name, obj.name, gids))
+        lacking = self.store.shadows.lacking(self.name, obj.name, held.participant)
+        batch = self.spec.options.batch_size
+        for start in range(0, len(lacking), batch):
+            gids = lacking[start:start + batch]
+            work = _Work(self.store.shadows.get(self.name, obj.name, gids),
+                         self.store.xref.of(self.name, obj.name, gids))
             work.resend.update(gids)
             self._commit(obj, work, joined={held.participant})
-
-        for shadow in self.store.shadows.each(self.name, obj.name):
-            chunk.append(shadow)
-            if len(chunk) >= self.spec.options.batch_size:
-                backfill(chunk)
-                chunk = []
-        if chunk:
-            backfill(chunk)
         self.store.cursors.set(self.name, held.participant, f"join:{held.spec.object}",
                                {"done": True})
 
@@ -451,6 +447,7 @@ class Sync:
         participant = held.participant
         shadow = work.shadows.setdefault(gid, Shadow(gid))
         link = work.link(gid, participant) or Link(gid, participant)
+        first_sight = not link.known or link.state != "live"
         current = held.shape.to_shared(change.record)
         for name, by_key in parents.items():
             if current.get(name) is not None:
@@ -471,6 +468,7 @@ class Sync:
                 if other.participant != participant:
                     work.put(Link(gid, other.participant, None, "live"))
             link = Link(gid, participant)
+            first_sight = True
             self.tally.add(participant, "revived")
         link.key, link.state = key_text(change.key), "live"
         external = held.spec.external_id
@@ -491,7 +489,12 @@ class Sync:
                                               found.policy, found.candidates, found.winner,
                                               "held" if found.winner is None else "settled"))
             self.tally.add(participant, f"conflicts ({found.policy})")
-        work.dirty.add(gid)
+        # An echo, or a value it already had, changes nothing elsewhere: only the xref row.
+        if merged.superseded:
+            work.superseded.add((gid, participant))
+        if merged.changed or merged.undone or merged.conflicts or merged.superseded \
+                or first_sight or (gid, participant) in work.unstamped:
+            work.dirty.add(gid)
 
     def _deleted(self, held: Held, gid: str, work: _Work) -> None:
         participant, policy = held.participant, self.spec.deletes
@@ -527,6 +530,7 @@ class Sync:
                 work.dirty.add(gid)
                 return
         shadow.state = "deleted"
+        work.dirty.add(gid)
         for other, other_link in work.links.get(gid, {}).items():
             if other != participant and other_link.state == "live":
                 work.put(Link(gid, other, other_link.key, "deleting"))
@@ -543,9 +547,8 @@ class Sync:
         deliveries, waits, supersede = self._deliveries(obj, work, joined or set())
         touched = [work.links[g][p] for g, p in sorted(work.touched)]
         with self.store.transaction(serial=f"sync:{self.name}") as tx:
-            tx.shadows.save(self.name, obj.name, [work.shadows[g] for g in sorted(
-                work.dirty | {g for g, _ in work.touched if g not in work.resend})
-                if g in work.shadows])
+            tx.shadows.save(self.name, obj.name, [work.shadows[g] for g in sorted(work.dirty)
+                                                  if g in work.shadows])
             tx.xref.save(self.name, obj.name, touched)
             if work.conflicts:
                 tx.conflicts.add(self.name, work.conflicts)
@@ -586,9 +589,12 @@ class Sync:
                 continue
             for participant in self.order:
                 held = self.held.get((obj.name, participant))
-                if held is None or participant not in ready:
-                    continue
                 link = work.link(gid, participant)
+                if held is None or (participant not in ready and (link is None or link.key is None)):
+                    # Nothing is created in a participant before it has been read whole (it
+                    # may hold the record still unread); a record it is known to hold is
+                    # updated at once.
+                    continue
                 if link is not None and link.state != "live":
                     continue  # it deleted the record (policy ignore), or is deleting it
                 values = {n: v for n, v in shadow.shared.items()
@@ -597,14 +603,16 @@ class Sync:
                 differ = {n: v for n, v in values.items() if known.get(n, _MISSING) != v}
                 pending = link.sent if link is not None else {}
                 creating = link is None or link.key is None
-                # A value enqueued before its field was held for a person must not land
-                # while the field is held: that delivery is superseded by one without it.
-                withheld = not creating and any(n in shadow.held for n in pending)
+                # A delivery on its way whose values no longer stand (a field held for a
+                # person since, or the participant's own edit came first) is superseded by
+                # one with the record's difference now, or by none.
+                withheld = not creating and (any(n in shadow.held for n in pending)
+                                             or (gid, participant) in work.superseded)
                 unstamped = (gid, participant) in work.unstamped
                 if not withheld and not creating and not unstamped and all(
                         pending.get(n, _MISSING) == v for n, v in differ.items()):
                     continue  # it holds the shadow, or has been sent it
-                if withheld and not differ:
+                if withheld and not differ and not unstamped:
                     assert link is not None
                     link.sent = {}
                     work.put(link)

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from patchbay.spec.broadcast import BroadcastOptions, PushPoint, TriggerSpec
+from patchbay.spec.broadcast import PushPoint, TriggerSpec
 from patchbay.spec.common import IntegrationSpec, Scope, SpecModel
 from patchbay.spec.match import MatchSpec
 from patchbay.spec.sync import (
@@ -30,6 +30,7 @@ from patchbay.spec.sync import (
     ParticipantSpec,
     SharedFieldSpec,
     SyncObjectSpec,
+    SyncOptions,
     SyncSpec,
 )
 
@@ -75,7 +76,7 @@ class CorrelationSpec(IntegrationSpec):
         default=300.0, gt=0, description="Match both sides again this often under `serve` (and "
                                          "at every run): records that became shared are linked, "
                                          "links that no longer hold are dropped.")
-    options: BroadcastOptions = Field(default_factory=BroadcastOptions)
+    options: SyncOptions = Field(default_factory=SyncOptions)
 
     @field_validator("share", mode="before")
     @classmethod

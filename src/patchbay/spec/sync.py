@@ -173,6 +173,13 @@ class DeletesSpec(SpecModel):
                                          "often; a key that disappeared is a delete. null: never.")
 
 
+class SyncOptions(BroadcastOptions):
+    """A broadcast's delivery options; a sync reads and merges in larger batches (each is
+    one unit of work of xref, shadow and outbox)."""
+
+    batch_size: int = Field(default=2000, ge=1, le=100_000)
+
+
 class SyncSpec(IntegrationSpec):
     """Several systems behave as one: `<systems> - <objects> - sync`."""
 
@@ -183,7 +190,7 @@ class SyncSpec(IntegrationSpec):
     conflicts: ConflictPolicy = Field(default="latest", description="The default conflict "
                                                                     "policy of every field.")
     deletes: DeletesSpec = Field(default_factory=DeletesSpec)
-    options: BroadcastOptions = Field(default_factory=BroadcastOptions)
+    options: SyncOptions = Field(default_factory=SyncOptions)
 
     @model_validator(mode="after")
     def _consistent(self) -> SyncSpec:

@@ -18,8 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from patchbay.model import jsonable
-from patchbay.store.schema import shadow
+from patchbay.store.schema import shadow, xref
 from patchbay.store.unit import Repository, chunks, insert_or_skip
 
 _CHUNK = 1000
@@ -61,9 +60,10 @@ class Shadows(Repository):
         return found
 
     def save(self, integration: str, object: str, shadows: Sequence[Shadow]) -> None:
+        """Write these records' shadows whole; their values are JSON already."""
         now = dt.datetime.now(dt.UTC)
         rows = [dict(integration=integration, object=object, gid=s.gid, state=s.state,
-                     shared=jsonable(s.shared), origins=s.origins, held=sorted(s.held),
+                     shared=s.shared, origins=s.origins, held=sorted(s.held),
                      match_key=s.match_key, updated_at=now) for s in shadows]
         if not rows:
             return
@@ -82,6 +82,16 @@ class Shadows(Repository):
                 conn.execute(sa.delete(shadow).where(
                     shadow.c.integration == integration, shadow.c.object == object,
                     shadow.c.gid.in_(chunk)))
+
+    def lacking(self, integration: str, object: str, participant: str) -> list[str]:
+        """The live records `participant` has no link of (what a joining one lacks), by gid."""
+        linked = sa.select(xref.c.gid).where(
+            xref.c.integration == integration, xref.c.object == object,
+            xref.c.participant == participant, xref.c.gid == shadow.c.gid)
+        with self._db.read("shadow.lacking") as conn:
+            return list(conn.execute(sa.select(shadow.c.gid).where(
+                shadow.c.integration == integration, shadow.c.object == object,
+                shadow.c.state == "live", ~linked.exists()).order_by(shadow.c.gid)).scalars())
 
     def each(self, integration: str, object: str, state: str = "live") -> Iterator[Shadow]:
         """Every record in `state`, in gid order, a chunk at a time."""

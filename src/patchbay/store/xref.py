@@ -25,7 +25,6 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from patchbay.model import jsonable
 from patchbay.store.schema import waiting, xref
 from patchbay.store.unit import Repository, chunks, insert_or_skip
 
@@ -86,11 +85,12 @@ class Xref(Repository):
 
     def save(self, integration: str, object: str, links: Sequence[Link]) -> None:
         """Write these links whole (insert or replace), keeping a key the delivering side set
-        when the link has none."""
+        when the link has none. `known` and `sent` hold shared values, JSON already
+        (elements/shape.canonical)."""
         now = dt.datetime.now(dt.UTC)
         rows = [dict(integration=integration, object=object, gid=link.gid,
                      participant=link.participant, record_key=link.key, state=link.state,
-                     known=jsonable(link.known), sent=jsonable(link.sent), updated_at=now)
+                     known=link.known, sent=link.sent, updated_at=now)
                 for link in links]
         if not rows:
             return
