@@ -1,5 +1,5 @@
 """The `patchbay` command: run, plan, verify, resume, runs, show, schema, demo, cdc,
-dead-letters, outbox, conflicts.
+dead-letters, outbox, conflicts, match.
 
 Exit codes: 0 complete; 3 complete with rejects; 4 incomplete (the destination does not
 match); 1 the run failed (resumable); 2 bad input (file, parameters, arguments);
@@ -37,7 +37,7 @@ from patchbay.errors import (
 )
 from patchbay.runtime import capture, conflicts, runner, serving
 from patchbay.runtime.runner import Invocation
-from patchbay.spec import load, resolve_parameters, suggest
+from patchbay.spec import MatchSpec, load, load_match, resolve_parameters, suggest
 from patchbay.store import Store, open_state
 from patchbay.store.conflicts import STATUSES, ConflictRecord
 from patchbay.store.runs import RunStatus
@@ -596,6 +596,111 @@ def cdc_status(file: FileArg) -> None:
 
 def _skipped(message: str) -> None:
     errors.print(f"skipped: {render.text(message)}", highlight=False)
+
+
+match_app = typer.Typer(
+    help="Which records of two record sets (CSV or Parquet files) are the same, under a match "
+         "definition (a YAML file whose top level is what an integration's `match:` holds): run, "
+         "explain, profile. One record set alone: its duplicates.", no_args_is_help=True)
+app.add_typer(match_app, name="match")
+
+MatchDefArg = Annotated[Path, typer.Argument(
+    metavar="DEF", help="The match definition (YAML: id, fields, blocking, ...).")]
+LeftArg = Annotated[Path, typer.Argument(metavar="LEFT", help="The left record set (.csv or .parquet).")]
+RightArg = Annotated[Path | None, typer.Argument(
+    metavar="RIGHT", help="The right record set (.csv or .parquet); none: the duplicates inside LEFT.")]
+IdOpt = Annotated[str | None, typer.Option(
+    "--id", metavar="COLUMN", help="The id column of both record sets (default: the definition's id).")]
+StrictnessOpt = Annotated[str | None, typer.Option(
+    metavar="strict|balanced|lax|NUMBER",
+    help="Where a pair becomes a link (default: the definition's): a preset, a probability "
+         "between 0 and 1, or a match weight in bits.")]
+
+
+@match_app.command("run")
+def match_run(definition: MatchDefArg, left: LeftArg, out: Annotated[Path, typer.Option(
+                  metavar="FILE.csv|FILE.parquet",
+                  help="Where the pairs go: every candidate pair with its match weight, "
+                       "probability, each field's level and decision (link, review, none).")],
+              right: RightArg = None, strictness: StrictnessOpt = None, id_column: IdOpt = None,
+              links_only: Annotated[bool, typer.Option(
+                  "--links-only", help="Write only the linked pairs, as the columns rec_id_a, "
+                                       "rec_id_b.")] = False,
+              as_json: JsonOpt = False) -> None:
+    """Find the pairs of records that are the same and write them with their scores."""
+    with _handled(as_json):
+        from patchbay.runtime import matching
+
+        spec, chosen = _match_definition(definition, id_column), matching.strictness_of(strictness)
+        matching.output_format(out)
+        fitted = matching.fit(spec, left, right)
+        started = time.perf_counter()
+        pairs = matching.scored_pairs(fitted.matcher, chosen)
+        counts = matching.summary(fitted, pairs, fitted.seconds + time.perf_counter() - started)
+        matching.write(matching.link_pairs(pairs) if links_only else pairs, out)
+        if as_json:
+            console.print_json(json.dumps({**counts, "written": str(out)}))
+        else:
+            render.match_run(console, counts, str(out))
+
+
+@match_app.command("explain")
+def match_explain(definition: MatchDefArg,
+                  given: Annotated[list[str], typer.Argument(
+                      metavar="LEFT [RIGHT] A_ID B_ID",
+                      help="The record sets (one alone: pairs inside it), then the pair's ids: "
+                           "A_ID of LEFT, B_ID of RIGHT.")],
+                  strictness: StrictnessOpt = None, id_column: IdOpt = None,
+                  as_json: JsonOpt = False) -> None:
+    """Why a pair is (or is not) a link: each field's values, the level they agree at and
+    its weight; the prior, the total weight, the probability and the decision."""
+    with _handled(as_json):
+        from patchbay.runtime import matching
+
+        if len(given) not in (3, 4):
+            raise SpecError("explain takes LEFT [RIGHT] A_ID B_ID: one or two record sets, "
+                            f"then two ids; got {len(given)} arguments")
+        *paths, a_id, b_id = given
+        spec, chosen = _match_definition(definition, id_column), matching.strictness_of(strictness)
+        fitted = matching.fit(spec, Path(paths[0]), Path(paths[1]) if len(paths) == 2 else None)
+        explanation = fitted.matcher.explain(matching.record_id(fitted, "left", a_id),
+                                             matching.record_id(fitted, "right", b_id), chosen)
+        if as_json:
+            console.print_json(json.dumps(explanation.to_json(), default=str))
+        else:
+            render.match_explanation(console, explanation.to_json())
+
+
+@match_app.command("profile")
+def match_profile(definition: MatchDefArg, left: LeftArg, right: RightArg = None,
+                  labels: Annotated[Path | None, typer.Option(
+                      metavar="FILE.csv", help="A labelled sample: true pairs as rec_id_a, "
+                                               "rec_id_b; adds precision, recall, missed shared "
+                                               "records and wrong links.")] = None,
+                  id_column: IdOpt = None, as_json: JsonOpt = False) -> None:
+    """What each strictness setting (the presets and a few match weights) links and sends to
+    review, from one fit; with a labelled sample, how right it is."""
+    with _handled(as_json):
+        from patchbay.runtime import matching
+
+        spec = _match_definition(definition, id_column)
+        fitted = matching.fit(spec, left, right)
+        truth = None if labels is None else matching.read_labels(labels, fitted.dedup)
+        settings = [s.to_json() for s in matching.profile(fitted, truth)]
+        if as_json:
+            console.print_json(json.dumps(settings))
+        else:
+            own = spec.strictness if isinstance(spec.strictness, str) else f"{spec.strictness:g}"
+            render.match_profile(console, settings, own)
+
+
+def _match_definition(path: Path, id_column: str | None) -> MatchSpec:
+    spec = load_match(path)
+    if id_column is not None:
+        spec = spec.model_copy(update={"id": id_column})
+        if id_column in spec.fields:
+            raise SpecError(f"--id {id_column}: the id column cannot be a compared field")
+    return spec
 
 
 @app.command()

@@ -8,12 +8,12 @@ printing with a MarkupError, and one like `[a-z]` would silently vanish.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 
 def text(value: Any) -> str:
@@ -143,3 +143,57 @@ def sync_verification(console: Console, report: Mapping[str, Any]) -> None:
     colour = "green" if not report["verdict_reasons"] else "red"
     console.print(f"verdict: [{colour}]{text(report['verdict'])}[/]"
                   + "".join(f"\n  - {text(r)}" for r in report["verdict_reasons"]))
+
+
+def match_run(console: Console, counts: Mapping[str, Any], written: str) -> None:
+    """What `patchbay match run` found and wrote."""
+    console.print(f"candidate pairs {counts['candidate_pairs']:,} (blocking kept "
+                  f"{counts['blocking_share']:.4%} of {counts['possible_pairs']:,})", highlight=False)
+    console.print(f"links {counts['links']:,}, review {counts['review']:,}; "
+                  f"{counts['seconds']:.2f} s", highlight=False)
+    console.print(f"written: {text(written)}", highlight=False)
+
+
+def match_explanation(console: Console, explanation: Mapping[str, Any]) -> None:
+    """One pair field by field: the values, the level they agree at, its weight; then the
+    prior, the total and the decision."""
+    colour = {"link": "green", "review": "yellow"}.get(explanation["decision"], "red")
+    console.print(f"[bold]{text(explanation['left_id'])}[/] / [bold]{text(explanation['right_id'])}[/]"
+                  + ("" if explanation["candidate"] else " (no blocking rule pairs them: never compared)"),
+                  highlight=False)
+    table = Table("field", "left", "right", "level", "weight (bits)")
+    for evidence in explanation["fields"]:
+        weight = evidence["weight"]
+        shown = f"[green]{weight:+.2f}[/]" if weight > 0 else f"[red]{weight:+.2f}[/]" if weight < 0 else "0"
+        table.add_row(text(evidence["field"]), text("" if evidence["left"] is None else evidence["left"]),
+                      text("" if evidence["right"] is None else evidence["right"]),
+                      text(evidence["level"]), shown)
+    table.add_row("prior", "", "", "", f"{explanation['prior_weight']:+.2f}", end_section=True)
+    table.add_row("[bold]total[/]", "", "", "", f"[bold]{explanation['match_weight']:+.2f}[/]")
+    console.print(table)
+    tier = explanation["tier"]
+    console.print(f"probability {explanation['probability']:.6f}; decision [{colour}]"
+                  f"{text(explanation['decision'])}[/]"
+                  + (f" (deterministic tier {tier + 1} links it outright)" if tier is not None else ""),
+                  highlight=False)
+
+
+def match_profile(console: Console, settings: Sequence[Mapping[str, Any]], chosen: str) -> None:
+    """Each strictness setting, strictest first: links and review pairs, and with labels
+    precision, recall, missed shared records and wrong links."""
+    labelled = bool(settings) and settings[0].get("precision") is not None
+    columns: list[str | Column] = [Column("strictness", no_wrap=True), "link at", "links", "review"]
+    if labelled:
+        columns += ["precision", "recall", "missed", "wrong"]
+    notes = ["strictest first; a number is a match weight in bits", "*: the definition's"]
+    if labelled:
+        notes += ["missed: shared records (true pairs) not linked, false negatives",
+                  "wrong: links of records that are not the same, false positives"]
+    table = Table(*columns, caption="; ".join(notes))
+    for s in settings:
+        row = [text(s["strictness"]) + (" *" if s["strictness"] == chosen else ""),
+               f"{s['weight']:.1f} bits", f"{s['links']:,}", f"{s['review']:,}"]
+        if labelled:
+            row += [f"{s['precision']:.4f}", f"{s['recall']:.4f}", f"{s['missed']:,}", f"{s['wrong']:,}"]
+        table.add_row(*row)
+    console.print(table)

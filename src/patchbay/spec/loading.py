@@ -27,6 +27,7 @@ from patchbay.spec.common import (
     scrub,
     suggest,
 )
+from patchbay.spec.match import MatchSpec
 
 
 class FileModel(SpecModel):
@@ -145,6 +146,27 @@ def loads(text: str, path: Path | None = None, environ: Mapping[str, str] | None
     _check_references(document, where, lines)
     _check_system_options(document, where, lines)
     return IntegrationFile(document, path)
+
+
+def load_match(path: str | Path) -> MatchSpec:
+    """Read and validate a match definition file: a YAML mapping that is the definition
+    itself (what an integration's `match:` holds). Raises SpecError listing every problem
+    with file, line and field."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(f"cannot read match definition {path}: {exc.strerror or exc}") from exc
+    where = str(path)
+    data, lines = parse_yaml(text, where)
+    if not isinstance(data, dict):
+        raise SpecError(f"{where}:{lines[()]}: expected a match definition (a mapping with "
+                        "'fields' and 'blocking') at the top")
+    try:
+        return MatchSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(f"{where}: invalid match definition",
+                        _describe(exc, where, lines, root=MatchSpec)) from None
 
 
 OptionsModelOf = Callable[[str], "type[BaseModel] | None"]

@@ -35,7 +35,7 @@ import math
 import re
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from patchbay.spec.common import SpecModel
 
@@ -205,22 +205,34 @@ class MatchSpec(SpecModel):
                 parse_blocking_key(expression)
         return rules
 
-    @model_validator(mode="after")
-    def _fields_known(self) -> MatchSpec:
-        known = set(self.fields)
-        used = [parse_blocking_key(e)[1] for rule in self.blocking for e in rule]
-        used += [field for tier in self.scoring.deterministic for field in tier]
-        used += self.term_frequency
+    @field_validator("blocking", "scoring", "term_frequency")
+    @classmethod
+    def _fields_known(cls, value: Any, info: ValidationInfo) -> Any:
+        """Each part naming fields is checked on its own, so that a file's error points at
+        the part (its line) that names an unknown one."""
+        known = info.data.get("fields")
+        if known is None:  # the fields are invalid themselves: reported as such
+            return value
+        if info.field_name == "blocking":
+            used = [parse_blocking_key(e)[1] for rule in value for e in rule]
+        elif info.field_name == "scoring":
+            used = [field for tier in value.deterministic for field in tier]
+        else:
+            used = list(value)
         unknown = sorted({field for field in used if field not in known})
         if unknown:
             raise ValueError(f"not among the compared fields: {', '.join(unknown)} "
                              f"(fields: {', '.join(sorted(known))})")
+        return value
+
+    @model_validator(mode="after")
+    def _fields_fit(self) -> MatchSpec:
         if any(not tier for tier in self.scoring.deterministic):
             raise ValueError("a deterministic tier names no field")
         if not self.scoring.probabilistic and not self.scoring.deterministic:
             raise ValueError("with scoring.probabilistic false, only deterministic tiers link: "
                              "declare at least one")
-        if self.id in known:
+        if self.id in self.fields:
             raise ValueError(f"the id column {self.id!r} cannot be a compared field")
         return self
 
