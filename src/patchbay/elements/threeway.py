@@ -9,7 +9,8 @@ For each shared field of a record, three values meet:
 
 and the participant's change is decided field by field:
 
-    current == sent                 the echo of patchbay's own write: dropped
+    current == sent                 the echo of patchbay's own write: dropped (a write seen
+                                    delivered before the values were read counts as known)
     current == known                no change
     not a writer of the field       the edit is undone: the participant gets the shadow back
     known == shadow, nothing sent   an edit from the synced value: it becomes the shadow
@@ -68,6 +69,9 @@ class Merge:
     undone: set[str] = field(default_factory=set)
     """Fields of this participant to be given the shadow value back."""
     conflicts: list[FieldConflict] = field(default_factory=list)
+    overtaken: set[str] = field(default_factory=set)
+    """Fields whose pending write the participant's own edit overtook: that write no longer
+    stands (it is sent anew, or given up, whatever the merge decides)."""
 
 
 def merge(participant: str, current: Mapping[str, Any], *, shared: Mapping[str, Any],
@@ -89,6 +93,9 @@ def merge(participant: str, current: Mapping[str, Any], *, shared: Mapping[str, 
             continue
         result.known[name] = value
         result.edits += 1
+        if was_sent is not _MISSING:
+            del result.sent[name]
+            result.overtaken.add(name)
         in_shadow = result.shared.get(name, _MISSING)
         if rule.writers is not None and participant not in rule.writers:
             if in_shadow is not _MISSING and value != in_shadow:

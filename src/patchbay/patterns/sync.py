@@ -65,6 +65,9 @@ WRITE = "__write__"
 BY_EXTERNAL = "__external__"
 """A delete's payload field: delete by the external id (the key is not known yet)."""
 _RESERVED = (GID, WRITE, BY_EXTERNAL)
+LANDED_MARGIN = dt.timedelta(seconds=1)
+"""A write counts as landed in what a participant read only if it was delivered this much
+before the read began (the engine state's clock may be another machine's)."""
 _MISSING = object()
 
 
@@ -129,6 +132,10 @@ class _Work:
     conflicts: list[NewConflict] = field(default_factory=list)
     removals: dict[str, set[str]] = field(default_factory=dict)
     """participant -> gids whose record is to be deleted there."""
+    landed: set[str] = field(default_factory=set)
+    """gids whose last write to this batch's participant was delivered before it was read."""
+    overtaken: set[tuple[str, str]] = field(default_factory=set)
+    """(gid, participant) whose pending write an edit there overtook."""
 
     def link(self, gid: str, participant: str) -> Link | None:
         return self.links.get(gid, {}).get(participant)
@@ -204,12 +211,13 @@ class Sync:
             return self._join_by_reading(held, enqueued)
         total, batch = 0, self.spec.options.batch_size
         while True:
+            read_at = dt.datetime.now(dt.UTC) - LANDED_MARGIN
             stored = self.store.cursors.get(self.name, held.participant, held.spec.object)
             cursor = change_cursor(stored, key=held.spec.key, watermark=held.spec.watermark,
                                    trigger=held.trigger, consumer=self.name)
             changes, after = held.connector.changes(held.spec.object, cursor,
                                                     held.shape.read_fields(), limit=batch)
-            self._merge(held, changes, cursor_after=after)
+            self._merge(held, changes, cursor_after=after, read_at=read_at)
             total += len(changes)
             if changes and enqueued is not None:
                 enqueued()
@@ -266,9 +274,11 @@ class Sync:
                                {"done": True})
 
     def _merge(self, held: Held, changes: Sequence[Change], *, cursor_after: Any = _MISSING,
-               marker: tuple[str, Any] | None = None) -> None:
+               marker: tuple[str, Any] | None = None, read_at: dt.datetime | None = None
+               ) -> None:
         """Merge one batch of a participant's changes, and enqueue what follows, in one unit
-        of work with the cursor moved past them."""
+        of work with the cursor moved past them. `read_at`: when the batch was read (before
+        it), so that a write delivered earlier is known to be in what was read."""
         obj, participant = held.object, held.participant
         kept = [c for c in changes if c.kind is ChangeKind.DELETED or held.in_scope(c.record)]
         keys = [key_text(c.key) for c in kept]
@@ -286,6 +296,9 @@ class Sync:
         unmatched = [c for c in kept if c.kind is not ChangeKind.DELETED
                      and key_text(c.key) not in gids]
         gids.update(self._identify(held, unmatched, work))
+        sending = [g for g in gids.values() if (link := work.link(g, participant)) and link.sent]
+        if read_at is not None and sending:
+            work.landed = self.store.outbox.landed(self.name, held.destination, sending, read_at)
         parents = self._parent_gids(held, kept)
         for change in kept:
             gid = gids.get(key_text(change.key))
@@ -314,11 +327,17 @@ class Sync:
         for change in changes:
             key = key_text(change.key)
             free = [g for g in candidates.get(keys[key] or "", [])
-                    if held.participant not in taken_links.get(g, {}) and g not in claimed]
+                    if _creatable(taken_links.get(g, {}).get(held.participant))
+                    and g not in claimed]
             if len(free) == 1:
                 found[key] = free[0]
                 claimed.add(free[0])
-                work.links.setdefault(free[0], taken_links.get(free[0], {}))
+                links = work.links.setdefault(free[0], taken_links.get(free[0], {}))
+                if held.participant in links:
+                    # A create is on its way there and this record is it: the create is
+                    # given up (another sync, or a person, made the record first).
+                    links[held.participant] = Link(free[0], held.participant)
+                    work.overtaken.add((free[0], held.participant))
                 self.tally.add(held.participant, "matched")
             elif len(free) > 1:
                 work.conflicts.append(NewConflict(
@@ -375,6 +394,8 @@ class Sync:
             link = Link(gid, participant)
             self.tally.add(participant, "revived")
         link.key, link.state = key_text(change.key), "live"
+        if gid in work.landed:
+            link.known, link.sent = {**link.known, **link.sent}, {}
         merged = merge(participant, current, shared=shadow.shared, origins=shadow.origins,
                        held=shadow.held, known=link.known, sent=link.sent,
                        rules=self.rules[held.object.name], order=self.order)
@@ -382,6 +403,8 @@ class Sync:
         shadow.shared, shadow.origins, shadow.held = merged.shared, merged.origins, sorted(merged.held)
         if shadow.match_key is None or merged.changed & set(held.object.match):
             shadow.match_key = match_key(shadow.shared, held.object.match)
+        if merged.overtaken:
+            work.overtaken.add((gid, participant))
         work.put(link)
         self.tally.add(participant, "echoes dropped", merged.echoes)
         self.tally.add(participant, "edits", merged.edits)
@@ -493,6 +516,8 @@ class Sync:
                 pending = link.sent if link is not None else {}
                 creating = link is None or link.key is None
                 if not creating and all(pending.get(n, _MISSING) == v for n, v in differ.items()):
+                    if (gid, participant) in work.overtaken:
+                        supersede.setdefault(held.destination, []).append(gid)
                     continue  # it holds the shadow, or has been sent it
                 if creating and link is not None and values == pending:
                     continue  # the create is on its way; its key comes back with it
@@ -708,6 +733,11 @@ def _plain(record: Record, key: str, operation: Operation) -> Record:
     if operation is Operation.DELETE and BY_EXTERNAL in record:
         return {key: record[BY_EXTERNAL]}
     return {k: v for k, v in record.items() if k not in _RESERVED}
+
+
+def _creatable(link: Link | None) -> bool:
+    """Whether a participant lacks the record: no link, or only a create not seen back."""
+    return link is None or (link.key is None and link.state == "live")
 
 
 def _parents_first(objects: Sequence[SyncObjectSpec]) -> list[SyncObjectSpec]:
