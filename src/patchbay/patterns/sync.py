@@ -706,6 +706,12 @@ class SyncTarget:
         deleted: list[str] = []
         for (sink, op), positions in groups.items():
             records = [_plain(batch[p], sink.key, op) for p in positions]
+            if op is Operation.DELETE:
+                # Deletes are written as given (not shaped): the xref's key text is made the
+                # key's type here (an integer id), as an update's key is by its shaping.
+                keys = [{sink.key: r[sink.key]} for r in records]
+                sink.conformer.conform_batch(keys)
+                records = [{**r, sink.key: k[sink.key]} for r, k in zip(records, keys, strict=True)]
             written = sink.write(records, op)
             for position, outcome in zip(positions, written.outcomes, strict=True):
                 outcomes[position] = outcome
