@@ -9,7 +9,8 @@ For each shared field of a record, three values meet:
 
 and the participant's change is decided field by field:
 
-    current == sent                 the echo of patchbay's own write: dropped
+    current == sent                 the echo of patchbay's own write: dropped (a write seen
+                                    delivered before the values were read counts as known)
     current == known                no change
     first sight, one side empty     not a conflict: the value fills the gap
     not a writer of the field       the edit is undone: the participant gets the shadow back
@@ -68,10 +69,10 @@ class Merge:
     edits: int = 0
     undone: set[str] = field(default_factory=set)
     """Fields of this participant to be given the shadow value back."""
-    superseded: set[str] = field(default_factory=set)
-    """Fields whose value sent to this participant, and not seen back, no longer stands:
-    its own edit came first (the write on its way must not land)."""
     conflicts: list[FieldConflict] = field(default_factory=list)
+    overtaken: set[str] = field(default_factory=set)
+    """Fields whose pending write the participant's own edit overtook: that write no longer
+    stands (it is sent anew, or given up, whatever the merge decides)."""
 
 
 def merge(participant: str, current: Mapping[str, Any], *, shared: Mapping[str, Any],
@@ -93,6 +94,9 @@ def merge(participant: str, current: Mapping[str, Any], *, shared: Mapping[str, 
             continue
         result.known[name] = value
         result.edits += 1
+        if was_sent is not _MISSING:
+            del result.sent[name]
+            result.overtaken.add(name)
         in_shadow = result.shared.get(name, _MISSING)
         if rule.writers is not None and participant not in rule.writers:
             if in_shadow is not _MISSING and value != in_shadow:
@@ -104,9 +108,7 @@ def merge(participant: str, current: Mapping[str, Any], *, shared: Mapping[str, 
         if was_known is _MISSING and value is None:
             continue  # first sight of a record lacking a value the others have: it gets it
         if value == in_shadow:
-            if result.sent.pop(name, _MISSING) is not _MISSING:
-                result.superseded.add(name)  # it holds the shadow's value already
-            continue
+            continue  # it holds the shadow's value already
         if name in result.held:
             continue  # a person settles it; this participant keeps its value meanwhile
         if was_known is not _MISSING and was_known == in_shadow and was_sent is _MISSING:
@@ -138,8 +140,6 @@ def _conflict(result: Merge, participant: str, name: str, value: Any, in_shadow:
         ours = True
     if ours:
         _set(result, name, value, participant)
-        if result.sent.pop(name, _MISSING) is not _MISSING:
-            result.superseded.add(name)
     else:
         result.undone.add(name)
     result.conflicts.append(FieldConflict(name, candidates, rule.policy,

@@ -69,6 +69,9 @@ WRITE = "__write__"
 BY_EXTERNAL = "__external__"
 """A delete's payload field: delete by the external id (the key is not known yet)."""
 _RESERVED = (GID, WRITE, BY_EXTERNAL)
+LANDED_MARGIN = dt.timedelta(seconds=1)
+"""A write counts as landed in what a participant read only if it was delivered this much
+before the read began (the engine state's clock may be another machine's)."""
 _MISSING = object()
 
 
@@ -147,12 +150,14 @@ class _Work:
     conflicts: list[NewConflict] = field(default_factory=list)
     removals: dict[str, set[str]] = field(default_factory=dict)
     """participant -> gids whose record is to be deleted there."""
-    superseded: set[tuple[str, str]] = field(default_factory=set)
-    """(gid, participant) whose delivery on its way carries a value that no longer stands:
-    it is replaced by one with the record's difference now."""
     unstamped: set[tuple[str, str]] = field(default_factory=set)
     """(gid, participant) whose external-id field does not hold the gid yet (a record that
     was there before the sync): it is written, so that identity survives an xref rebuild."""
+    landed: set[str] = field(default_factory=set)
+    """gids whose last write to this batch's participant was delivered before it was read."""
+    overtaken: set[tuple[str, str]] = field(default_factory=set)
+    """(gid, participant) whose pending write an edit there overtook: it is replaced by one
+    with the record's difference now, or by none."""
 
     def link(self, gid: str, participant: str) -> Link | None:
         return self.links.get(gid, {}).get(participant)
@@ -299,12 +304,13 @@ class Sync:
             return self._join_by_reading(held, enqueued)
         total, batch = 0, self.spec.options.batch_size
         while True:
+            read_at = dt.datetime.now(dt.UTC) - LANDED_MARGIN
             stored = self.store.cursors.get(self.name, held.participant, held.spec.object)
             cursor = change_cursor(stored, key=held.spec.key, watermark=held.spec.watermark,
                                    trigger=held.trigger, consumer=self.name)
             changes, after = held.connector.changes(held.spec.object, cursor,
                                                     held.shape.read_fields(), limit=batch)
-            self._merge(held, changes, cursor_after=after)
+            self._merge(held, changes, cursor_after=after, read_at=read_at)
             total += len(changes)
             if changes and enqueued is not None:
                 enqueued()
@@ -355,9 +361,11 @@ class Sync:
 
     def _merge(self, held: Held, changes: Sequence[Change], *, cursor_after: Any = _MISSING,
                marker: tuple[str, Any] | None = None,
-               message: tuple[str, str] | None = None) -> None:
+               message: tuple[str, str] | None = None,
+               read_at: dt.datetime | None = None) -> None:
         """Merge one batch of a participant's changes, and enqueue what follows, in one unit
-        of work with the cursor moved past them."""
+        of work with the cursor moved past them. `read_at`: when the batch was read (before
+        it), so that a write delivered earlier is known to be in what was read."""
         obj, participant = held.object, held.participant
         keyed = [c for c in changes if c.key is not None and c.key != ""]
         if len(keyed) < len(changes):
@@ -380,6 +388,9 @@ class Sync:
         unmatched = [c for c in kept if c.kind is not ChangeKind.DELETED
                      and key_text(c.key) not in gids]
         gids.update(self._identify(held, unmatched, work))
+        sending = [g for g in gids.values() if (link := work.link(g, participant)) and link.sent]
+        if read_at is not None and sending:
+            work.landed = self.store.outbox.landed(self.name, held.destination, sending, read_at)
         parents = self._parent_gids(held, kept)
         for change in kept:
             gid = gids.get(key_text(change.key))
@@ -408,11 +419,17 @@ class Sync:
         for change in changes:
             key = key_text(change.key)
             free = [g for g in candidates.get(keys[key] or "", [])
-                    if held.participant not in taken_links.get(g, {}) and g not in claimed]
+                    if _creatable(taken_links.get(g, {}).get(held.participant))
+                    and g not in claimed]
             if len(free) == 1:
                 found[key] = free[0]
                 claimed.add(free[0])
-                work.links.setdefault(free[0], taken_links.get(free[0], {}))
+                links = work.links.setdefault(free[0], taken_links.get(free[0], {}))
+                if held.participant in links:
+                    # A create is on its way there and this record is it: the create is
+                    # given up (another sync, or a person, made the record first).
+                    links[held.participant] = Link(free[0], held.participant)
+                    work.overtaken.add((free[0], held.participant))
                 self.tally.add(held.participant, "matched")
             elif len(free) > 1:
                 work.conflicts.append(NewConflict(
@@ -474,6 +491,8 @@ class Sync:
         external = held.spec.external_id
         if external and str(change.record.get(external) or "") != gid:
             work.unstamped.add((gid, participant))
+        if gid in work.landed:
+            link.known, link.sent = {**link.known, **link.sent}, {}
         merged = merge(participant, current, shared=shadow.shared, origins=shadow.origins,
                        held=shadow.held, known=link.known, sent=link.sent,
                        rules=self.rules[held.object.name], order=self.order)
@@ -481,6 +500,8 @@ class Sync:
         shadow.shared, shadow.origins, shadow.held = merged.shared, merged.origins, sorted(merged.held)
         if shadow.match_key is None or merged.changed & set(held.object.match):
             shadow.match_key = match_key(shadow.shared, held.object.match)
+        if merged.overtaken:
+            work.overtaken.add((gid, participant))
         work.put(link)
         self.tally.add(participant, "echoes dropped", merged.echoes)
         self.tally.add(participant, "edits", merged.edits)
@@ -490,9 +511,7 @@ class Sync:
                                               "held" if found.winner is None else "settled"))
             self.tally.add(participant, f"conflicts ({found.policy})")
         # An echo, or a value it already had, changes nothing elsewhere: only the xref row.
-        if merged.superseded:
-            work.superseded.add((gid, participant))
-        if merged.changed or merged.undone or merged.conflicts or merged.superseded \
+        if merged.changed or merged.undone or merged.conflicts or merged.overtaken \
                 or first_sight or (gid, participant) in work.unstamped:
             work.dirty.add(gid)
 
@@ -607,7 +626,7 @@ class Sync:
                 # person since, or the participant's own edit came first) is superseded by
                 # one with the record's difference now, or by none.
                 withheld = not creating and (any(n in shadow.held for n in pending)
-                                             or (gid, participant) in work.superseded)
+                                             or (gid, participant) in work.overtaken)
                 unstamped = (gid, participant) in work.unstamped
                 if not withheld and not creating and not unstamped and all(
                         pending.get(n, _MISSING) == v for n, v in differ.items()):
@@ -814,6 +833,12 @@ class SyncTarget:
         deleted: list[str] = []
         for (sink, op), positions in groups.items():
             records = [_plain(batch[p], sink.key, op) for p in positions]
+            if op is Operation.DELETE:
+                # Deletes are written as given (not shaped): the xref's key text is made the
+                # key's type here (an integer id), as an update's key is by its shaping.
+                keys = [{sink.key: r[sink.key]} for r in records]
+                sink.conformer.conform_batch(keys)
+                records = [{**r, sink.key: k[sink.key]} for r, k in zip(records, keys, strict=True)]
             written = sink.write(records, op)
             for position, outcome in zip(positions, written.outcomes, strict=True):
                 outcomes[position] = outcome
@@ -843,6 +868,11 @@ def _plain(record: Record, key: str, operation: Operation) -> Record:
     if operation is Operation.DELETE and BY_EXTERNAL in record:
         return {key: record[BY_EXTERNAL]}
     return {k: v for k, v in record.items() if k not in _RESERVED}
+
+
+def _creatable(link: Link | None) -> bool:
+    """Whether a participant lacks the record: no link, or only a create not seen back."""
+    return link is None or (link.key is None and link.state == "live")
 
 
 def _parents_first(objects: Sequence[SyncObjectSpec]) -> list[SyncObjectSpec]:

@@ -338,6 +338,26 @@ class Outbox(Repository):
             if len(ids) < _CHUNK:
                 return purged
 
+    def landed(self, integration: str, destination: str, record_keys: Sequence[Any],
+               before: dt.datetime) -> set[str]:
+        """Of these records, those whose newest delivery to `destination` (superseded ones
+        aside) was delivered before `before`: what it wrote is what the destination held
+        then, unless someone changed it since."""
+        newest: dict[str, tuple[int, str, dt.datetime | None]] = {}
+        with self._db.read("outbox.landed") as conn:
+            for chunk in chunks(sorted({as_text(k) for k in record_keys if k is not None}),
+                                _CHUNK):
+                rows = conn.execute(sa.select(outbox.c.record_key, outbox.c.id, outbox.c.status,
+                                              outbox.c.delivered_at).where(
+                    outbox.c.integration == integration, outbox.c.destination == destination,
+                    outbox.c.record_key.in_(chunk),
+                    outbox.c.status != DeliveryStatus.DISCARDED.value))
+                for key, id, status, at in rows:
+                    if key not in newest or id > newest[key][0]:
+                        newest[key] = (id, status, _aware(at))
+        return {key for key, (_, status, at) in newest.items()
+                if status == DeliveryStatus.DELIVERED.value and at is not None and at < before}
+
     def counts(self, integration: str) -> dict[str, dict[str, int]]:
         """Deliveries per destination and status (every status present, zero or not)."""
         stmt = (sa.select(outbox.c.destination, outbox.c.status, sa.func.count())
