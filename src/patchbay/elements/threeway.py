@@ -3,14 +3,15 @@
 For each shared field of a record, three values meet:
 
     current   what the participant holds now
-    known     what it was last seen holding, or `sent`: what patchbay wrote to it and has
-              not seen back yet
+    known     what it was last seen holding; `sent`: the values patchbay wrote to it and has
+              not seen back yet, oldest first (two writes of one field may be on their way)
     shadow    what every participant should hold (the last synced value)
 
 and the participant's change is decided field by field:
 
-    current == sent                 the echo of patchbay's own write: dropped (a write seen
-                                    delivered before the values were read counts as known)
+    current in sent                 the echo of patchbay's own write: dropped, with the
+                                    writes before it (a write seen delivered before the
+                                    values were read counts as known)
     current == known                no change
     first sight, one side empty     not a conflict: the value fills the gap
     not a writer of the field       the edit is undone: the participant gets the shadow back
@@ -62,7 +63,7 @@ class Merge:
     origins: dict[str, str]
     held: set[str]
     known: dict[str, Any]
-    sent: dict[str, Any]
+    sent: dict[str, list[Any]]
     changed: set[str] = field(default_factory=set)
     """Shared fields whose value changed."""
     echoes: int = 0
@@ -72,7 +73,36 @@ class Merge:
     conflicts: list[FieldConflict] = field(default_factory=list)
     overtaken: set[str] = field(default_factory=set)
     """Fields whose pending write the participant's own edit overtook: that write no longer
-    stands (it is sent anew, or given up, whatever the merge decides)."""
+    stands (it is sent anew, or given up, whatever the merge decides). Its value stays in
+    `sent`: a write already under way may still land, and its echo is known for one."""
+
+
+PENDING_KEPT = 8
+"""At most this many unconfirmed writes of one field are remembered."""
+
+
+def pending(sent: Mapping[str, Any], name: str) -> list[Any]:
+    """The values of `name` written and not seen back, oldest first."""
+    values = sent.get(name)
+    if values is None:
+        return []
+    return list(values) if isinstance(values, list) else [values]
+
+
+def with_sent(sent: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """`sent` with these values written after what it holds."""
+    result = {name: pending(sent, name) for name in sent}
+    for name, value in values.items():
+        queue = result.setdefault(name, [])
+        if not queue or queue[-1] != value:
+            queue.append(value)
+        del queue[:-PENDING_KEPT]
+    return result
+
+
+def last_sent(sent: Mapping[str, Any]) -> dict[str, Any]:
+    """The newest value written of each field."""
+    return {name: pending(sent, name)[-1] for name in sent if pending(sent, name)}
 
 
 def merge(participant: str, current: Mapping[str, Any], *, shared: Mapping[str, Any],
@@ -80,22 +110,27 @@ def merge(participant: str, current: Mapping[str, Any], *, shared: Mapping[str, 
           sent: Mapping[str, Any], rules: Mapping[str, FieldRule],
           order: Sequence[str]) -> Merge:
     """Merge `participant`'s current values into the shadow (see the module docstring)."""
-    result = Merge(dict(shared), dict(origins), set(held), dict(known), dict(sent))
+    result = Merge(dict(shared), dict(origins), set(held), dict(known),
+                   {name: pending(sent, name) for name in sent if pending(sent, name)})
     for name, value in current.items():
         rule = rules.get(name, FieldRule())
-        was_sent = result.sent.get(name, _MISSING)
+        on_its_way = result.sent.get(name, [])
         was_known = result.known.get(name, _MISSING)
-        if was_sent is not _MISSING and value == was_sent:
+        if value in on_its_way:
+            # The latest write of this value landed; the ones before it are overwritten.
+            later = on_its_way[len(on_its_way) - on_its_way[::-1].index(value):]
             result.known[name] = value
-            del result.sent[name]
+            if later:
+                result.sent[name] = later
+            else:
+                del result.sent[name]
             result.echoes += 1
             continue
         if was_known is not _MISSING and value == was_known:
             continue
         result.known[name] = value
         result.edits += 1
-        if was_sent is not _MISSING:
-            del result.sent[name]
+        if on_its_way:
             result.overtaken.add(name)
         in_shadow = result.shared.get(name, _MISSING)
         if rule.writers is not None and participant not in rule.writers:
@@ -111,7 +146,7 @@ def merge(participant: str, current: Mapping[str, Any], *, shared: Mapping[str, 
             continue  # it holds the shadow's value already
         if name in result.held:
             continue  # a person settles it; this participant keeps its value meanwhile
-        if was_known is not _MISSING and was_known == in_shadow and was_sent is _MISSING:
+        if was_known is not _MISSING and was_known == in_shadow and not on_its_way:
             _set(result, name, value, participant)
             continue
         _conflict(result, participant, name, value, in_shadow, rule, order)

@@ -47,7 +47,7 @@ from patchbay.cron import Cron
 from patchbay.elements.noticing import change_cursor, pushed
 from patchbay.elements.shape import Shape
 from patchbay.elements.sink import Shaped, Sink, Written
-from patchbay.elements.threeway import FieldRule, merge
+from patchbay.elements.threeway import FieldRule, last_sent, merge, with_sent
 from patchbay.errors import SpecError
 from patchbay.model import Change, ChangeKind, Operation, Outcome, Record, Status
 from patchbay.patterns.context import TRANSIENT, RunContext, spec_of
@@ -492,7 +492,7 @@ class Sync:
         if external and str(change.record.get(external) or "") != gid:
             work.unstamped.add((gid, participant))
         if gid in work.landed:
-            link.known, link.sent = {**link.known, **link.sent}, {}
+            link.known, link.sent = {**link.known, **last_sent(link.sent)}, {}
         merged = merge(participant, current, shared=shadow.shared, origins=shadow.origins,
                        held=shadow.held, known=link.known, sent=link.sent,
                        rules=self.rules[held.object.name], order=self.order)
@@ -620,12 +620,15 @@ class Sync:
                           if held.shape.writes(n) and n not in shadow.held}
                 known = link.known if link is not None else {}
                 differ = {n: v for n, v in values.items() if known.get(n, _MISSING) != v}
-                pending = link.sent if link is not None else {}
+                sent = {n: v for n, v in (link.sent if link is not None else {}).items()
+                        if n not in shadow.held}
+                pending = last_sent(sent)
                 creating = link is None or link.key is None
                 # A delivery on its way whose values no longer stand (a field held for a
                 # person since, or the participant's own edit came first) is superseded by
-                # one with the record's difference now, or by none.
-                withheld = not creating and (any(n in shadow.held for n in pending)
+                # one with the record's difference now, or by none. (What is on its way
+                # stays in `sent`: a write already under way may land, and its echo is known.)
+                withheld = not creating and (len(sent) < len(link.sent if link else {})
                                              or (gid, participant) in work.overtaken)
                 unstamped = (gid, participant) in work.unstamped
                 if not withheld and not creating and not unstamped and all(
@@ -633,7 +636,7 @@ class Sync:
                     continue  # it holds the shadow, or has been sent it
                 if withheld and not differ and not unstamped:
                     assert link is not None
-                    link.sent = {}
+                    link.sent = sent
                     work.put(link)
                     supersede.setdefault(held.destination, []).append(gid)
                     continue
@@ -657,7 +660,7 @@ class Sync:
                     assert link is not None
                     record = {**record, held.spec.key: link.key, WRITE: "update"}
                     self.tally.add(participant, "updates sent")
-                link.sent = dict(differ if not creating else values)
+                link.sent = with_sent(sent, differ if not creating else values)
                 work.put(link)
                 supersede.setdefault(held.destination, []).append(gid)
                 deliveries.append(NewDelivery(held.destination, gid, version, "upsert",
@@ -830,6 +833,7 @@ class SyncTarget:
             else:
                 groups.setdefault((self.updates, Operation.UPDATE), []).append(position)
         created: dict[str, Any] = {}
+        unkeyed: list[str] = []
         deleted: list[str] = []
         for (sink, op), positions in groups.items():
             records = [_plain(batch[p], sink.key, op) for p in positions]
@@ -849,6 +853,10 @@ class SyncTarget:
                     key = outcome.destination_id or (gid if not self.held.spec.external_id else None)
                     if key is not None:
                         created[gid] = key
+                    else:
+                        unkeyed.append(gid)
+        if unkeyed:
+            created.update(self._keys_of(unkeyed))
         xref, name = self.sync.store.xref, self.sync.name
         if created:
             xref.set_key(name, self.held.object.name, self.held.participant, created)
@@ -860,6 +868,19 @@ class SyncTarget:
         if landed and operation is not Operation.DELETE:
             self.sync.crossed(self.held, landed)
         return Written(Shaped([], [], {}, {}), outcomes)
+
+
+    def _keys_of(self, gids: Sequence[str]) -> dict[str, Any]:
+        """The keys the participant gave records just created by external id, where the
+        write does not say (a table's generated id): read back by the external id, so that
+        a later change is an update by key, which never brings back a record deleted
+        meanwhile (an upsert would)."""
+        spec = self.held.spec
+        assert spec.external_id is not None
+        found = self.held.connector.get(spec.object, spec.external_id, list(gids),
+                                        [spec.key, spec.external_id])
+        return {str(gid): record[spec.key] for gid, record in found.items()
+                if record.get(spec.key) is not None}
 
 
 def _plain(record: Record, key: str, operation: Operation) -> Record:
