@@ -47,7 +47,7 @@ from patchbay.cron import Cron
 from patchbay.elements.noticing import change_cursor, pushed
 from patchbay.elements.shape import Shape
 from patchbay.elements.sink import Shaped, Sink, Written
-from patchbay.elements.threeway import FieldRule, last_sent, merge, with_sent
+from patchbay.elements.threeway import FieldRule, last_sent, merge, pending, with_sent
 from patchbay.errors import SpecError
 from patchbay.model import Change, ChangeKind, Operation, Outcome, Record, Status
 from patchbay.patterns.context import TRANSIENT, RunContext, spec_of
@@ -375,6 +375,14 @@ class Sync:
         kept = [c for c in keyed if c.kind is ChangeKind.DELETED or held.in_scope(c.record)]
         keys = [key_text(c.key) for c in kept]
         by_key = self.store.xref.by_keys(self.name, obj.name, participant, keys)
+        parents = self._parent_gids(held, kept)
+        # Echoes and re-reads of what a participant is known to hold (most changes while
+        # writes come back) touch only its xref row: no shadow is read, nothing is enqueued.
+        quiet = {key_text(c.key): by_key[key_text(c.key)] for c in kept
+                 if self._quiet(held, c, by_key.get(key_text(c.key)), parents)}
+        if quiet:
+            kept = [c for c in kept if key_text(c.key) not in quiet]
+            by_key = {k: link for k, link in by_key.items() if k not in quiet}
         gids: dict[str, str] = {k: link.gid for k, link in by_key.items()}
         external = held.spec.external_id
         if external:
@@ -391,7 +399,8 @@ class Sync:
         sending = [g for g in gids.values() if (link := work.link(g, participant)) and link.sent]
         if read_at is not None and sending:
             work.landed = self.store.outbox.landed(self.name, held.destination, sending, read_at)
-        parents = self._parent_gids(held, kept)
+        for link in quiet.values():
+            work.put(link)
         for change in kept:
             gid = gids.get(key_text(change.key))
             if gid is None:
@@ -465,14 +474,7 @@ class Sync:
         shadow = work.shadows.setdefault(gid, Shadow(gid))
         link = work.link(gid, participant) or Link(gid, participant)
         first_sight = not link.known or link.state != "live"
-        current = held.shape.to_shared(change.record)
-        for name, by_key in parents.items():
-            if current.get(name) is not None:
-                parent = by_key.get(key_text(change.record[held.spec.fields[name].field]))
-                if parent is None:
-                    del current[name]  # a parent outside the sync: nothing to translate
-                else:
-                    current[name] = parent
+        current = self._current(held, change, parents)
         if shadow.state == "deleted":
             if link.state == "deleting":
                 self.tally.add(participant, "dropped: deleted elsewhere")
@@ -514,6 +516,41 @@ class Sync:
         if merged.changed or merged.undone or merged.conflicts or merged.overtaken \
                 or first_sight or (gid, participant) in work.unstamped:
             work.dirty.add(gid)
+
+    def _current(self, held: Held, change: Change,
+                 parents: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
+        """A changed record's shared values, its lookups as parent gids."""
+        current = held.shape.to_shared(change.record)
+        for name, by_key in parents.items():
+            if current.get(name) is not None:
+                parent = by_key.get(key_text(change.record[held.spec.fields[name].field]))
+                if parent is None:
+                    del current[name]  # a parent outside the sync: nothing to translate
+                else:
+                    current[name] = parent
+        return current
+
+    def _quiet(self, held: Held, change: Change, link: Link | None,
+               parents: Mapping[str, Mapping[str, str]]) -> bool:
+        """Whether a change only confirms what the participant is known to hold or was sent
+        (every value its known one or one on its way); if so, its link takes it in."""
+        if change.kind is ChangeKind.DELETED or link is None or link.state != "live" \
+                or not (link.known or link.sent):
+            return False
+        external = held.spec.external_id
+        if external and str(change.record.get(external) or "") != link.gid:
+            return False  # its external id is to be written
+        current = self._current(held, change, parents)
+        if any(value != link.known.get(name, _MISSING) and value not in pending(link.sent, name)
+               # an empty field never seen nor sent (one the others do not hold): no news
+               and not (value is None and name not in link.known and name not in link.sent)
+               for name, value in current.items()):
+            return False
+        merged = merge(held.participant, current, shared={}, origins={}, held=[],
+                       known=link.known, sent=link.sent, rules={}, order=self.order)
+        link.key, link.known, link.sent = key_text(change.key), merged.known, merged.sent
+        self.tally.add(held.participant, "echoes dropped", merged.echoes)
+        return True
 
     def _deleted(self, held: Held, gid: str, work: _Work) -> None:
         participant, policy = held.participant, self.spec.deletes
