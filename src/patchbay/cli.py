@@ -1,5 +1,5 @@
 """The `patchbay` command: run, plan, verify, resume, runs, show, schema, demo, cdc,
-dead-letters, outbox, conflicts, match.
+dead-letters, outbox, conflicts, match, review, audit.
 
 Exit codes: 0 complete; 3 complete with rejects; 4 incomplete (the destination does not
 match); 1 the run failed (resumable); 2 bad input (file, parameters, arguments);
@@ -35,11 +35,12 @@ from patchbay.errors import (
     SpecError,
     UnknownRun,
 )
-from patchbay.runtime import capture, conflicts, runner, serving
+from patchbay.runtime import capture, conflicts, reviews, runner, serving
 from patchbay.runtime.runner import Invocation
 from patchbay.spec import MatchSpec, load, load_match, resolve_parameters, suggest
 from patchbay.store import Store, open_state
 from patchbay.store.conflicts import STATUSES, ConflictRecord
+from patchbay.store.pairs import STATUSES as PAIR_STATUSES
 from patchbay.store.runs import RunStatus
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_REJECTS, EXIT_INCOMPLETE = 0, 1, 2, 3, 4
@@ -496,6 +497,164 @@ def _login() -> str:
         return getpass.getuser()
     except (OSError, KeyError):  # no login name in the environment nor the password database
         return "cli"
+
+
+review_app = typer.Typer(help="A correlation's pairs: list those the matcher is unsure of, explain "
+                              "one, accept or reject it.", no_args_is_help=True)
+app.add_typer(review_app, name="review")
+
+CorrelationArg = Annotated[str, typer.Argument(metavar="INTEGRATION", help="The correlation's name.")]
+LeftKeyArg = Annotated[str, typer.Argument(metavar="LEFT_KEY",
+                                           help="The key of the pair's record on the first side.")]
+RightKeyArg = Annotated[str, typer.Argument(metavar="RIGHT_KEY",
+                                            help="The key of the pair's record on the second side.")]
+ByOpt = Annotated[str | None, typer.Option(metavar="NAME",
+                                           help="Who decided (default: your login name).")]
+
+
+@review_app.command("list")
+def review_list(integration: IntegrationOpt = None,
+                status: Annotated[str | None, typer.Option(
+                    metavar="|".join(PAIR_STATUSES),
+                    help="Only these: link (linked by the matcher), review (waiting for a "
+                         "person), accepted, rejected (by a person), dropped (linked once, no "
+                         "longer).")] = None,
+                limit: Annotated[int, typer.Option(metavar="N", min=1, max=1000,
+                                                   help="How many, best weight first.")] = 50,
+                offset: Annotated[int, typer.Option(metavar="N", min=0, max=1_000_000,
+                                                    help="How many to skip.")] = 0,
+                state: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """List a correlation's pairs, best weight first: keys and scores only, never a value of
+    either record."""
+    with _handled(as_json):
+        reviews.check_status(status)
+        store, _ = open_state(state)
+        if integration is not None:
+            reviews.held(store, integration)
+        found = store.pairs.list(integration, status, limit, offset)
+        if as_json:
+            console.print_json(json.dumps([p.to_json() for p in found], default=str))
+            return
+        table = Table("integration", Column("left key", no_wrap=True),
+                      Column("right key", no_wrap=True), "status", "weight", "probability",
+                      "decided by")
+        for p in found:
+            table.add_row(render.text(p.integration), render.text(p.left), render.text(p.right),
+                          render.text(p.status), _score(p.weight, "+.2f"),
+                          _score(p.probability, ".4f"), render.text(p.decided_by or ""))
+        console.print(table)
+
+
+@review_app.command("show")
+def review_show(integration: CorrelationArg, left: LeftKeyArg, right: RightKeyArg,
+                file: Annotated[Path | None, typer.Option(
+                    "--file", "-f", metavar="FILE",
+                    help="The integration file: explain the pair from its two records as they "
+                         "are now.")] = None,
+                param: ParamOpt = None, state: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """Show one pair: its status, weight and probability; with --file, why, field by field
+    (each compared field's value in both records, the level they agree at, its weight).
+    This prints the compared values of the pair's two records, read from their systems:
+    deciding whether they are the same person or thing is the reviewer's job."""
+    with _handled(as_json):
+        store, reports_dir = open_state(state)
+        pair = reviews.find(store, integration, left, right)
+        explanation = None
+        if file is not None:
+            invocation = Invocation.load(file, integration, _params(param))
+            explanation = reviews.explain(invocation.context(store, reports_dir), left, right)
+        if as_json:
+            console.print_json(json.dumps({
+                **pair.to_json(),
+                "explanation": explanation.to_json() if explanation is not None else None},
+                default=str))
+            return
+        console.print(f"pair {render.text(pair.left)} / {render.text(pair.right)} of "
+                      f"[bold]{render.text(integration)}[/]: {render.text(pair.status)}"
+                      + (f" by {render.text(pair.decided_by)}" if pair.decided_by else "")
+                      + f", weight {_score(pair.weight, '+.2f')}, probability "
+                        f"{_score(pair.probability, '.4f')}", highlight=False)
+        if explanation is not None:
+            console.print("as the records are now:", highlight=False)
+            render.match_explanation(console, explanation.to_json())
+        else:
+            console.print("explain it with: --file FILE (the integration file)", highlight=False)
+        if pair.status in ("review", "link", "dropped"):
+            console.print("decide with: patchbay review accept|reject "
+                          f"{_quoted(integration)} {_quoted(left)} {_quoted(right)}",
+                          highlight=False)
+
+
+def _decide(decision: str, integration: str, left: str, right: str, by: str | None,
+            state: str | None, as_json: bool) -> None:
+    with _handled(as_json):
+        store, _ = open_state(state)
+        pair = reviews.decide(store, integration, left, right, decision, by or _login())
+        if as_json:
+            console.print_json(json.dumps({**pair.to_json(), "applied": reviews.APPLIED_LATER},
+                                          default=str))
+            return
+        console.print(f"pair {render.text(pair.left)} / {render.text(pair.right)} of "
+                      f"{render.text(integration)} {decision} by {render.text(pair.decided_by)}, "
+                      f"kept over every later match; {reviews.APPLIED_LATER}", highlight=False)
+
+
+@review_app.command("accept")
+def review_accept(integration: CorrelationArg, left: LeftKeyArg, right: RightKeyArg,
+                  by: ByOpt = None, state: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """The pair's records are the same: link them (their shared fields cross from the next
+    match on), whatever a later match says."""
+    _decide("accepted", integration, left, right, by, state, as_json)
+
+
+@review_app.command("reject")
+def review_reject(integration: CorrelationArg, left: LeftKeyArg, right: RightKeyArg,
+                  by: ByOpt = None, state: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """The pair's records differ: never link them (a link is dropped at the next match),
+    whatever a later match says."""
+    _decide("rejected", integration, left, right, by, state, as_json)
+
+
+def _score(value: float | None, form: str) -> str:
+    return "" if value is None else format(value, form)
+
+
+def _quoted(text: str) -> str:
+    """An argument as one copies it into a shell: quoted when it holds more than a word."""
+    plain = bool(text) and all(c.isalnum() or c in "-_.@:/" for c in text)
+    return render.text(text if plain else "'" + text.replace("'", "'\\''") + "'")
+
+
+@app.command()
+def audit(integration: CorrelationArg,
+          key: Annotated[str | None, typer.Option(
+              metavar="KEY", help="Only what crossed to or from this record (its key on "
+                                  "either side).")] = None,
+          field: Annotated[str | None, typer.Option(metavar="FIELD",
+                                                    help="Only this shared field.")] = None,
+          since: Annotated[str | None, typer.Option(
+              metavar="ISO", help="Only since this time (ISO 8601; UTC unless it says).")] = None,
+          limit: Annotated[int, typer.Option(metavar="N", min=1, max=1000,
+                                             help="How many, newest first.")] = 100,
+          state: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """A correlation's audit ledger, newest first: each shared field that crossed, from which
+    record to which, when, under which match weight (the values stay in the systems)."""
+    with _handled(as_json):
+        moment = reviews.since_of(since)
+        store, _ = open_state(state)
+        reviews.held(store, integration)
+        entries = store.pairs.ledger(integration, key=key, field=field, since=moment, limit=limit)
+        if as_json:
+            console.print_json(json.dumps(entries, default=str))
+            return
+        table = Table("when", "field", "from", Column("from key", no_wrap=True), "to",
+                      Column("to key", no_wrap=True), "weight")
+        for e in entries:
+            when = str(e["at"])[:19].replace("T", " ")  # to the second, as the other tables
+            table.add_row(render.text(when), render.text(e["field"]), render.text(e["source"]),
+                          render.text(e["source_key"]), render.text(e["target"]),
+                          render.text(e["target_key"]), _score(e["weight"], "+.2f"))
+        console.print(table)
 
 
 outbox_app = typer.Typer(help="The broadcast outbox: purge what was delivered long ago.",

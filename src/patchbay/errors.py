@@ -16,9 +16,10 @@
     ├── RunNotResumable        asked to resume a run that is finished or unknown
     │   └── UnknownRun         no run has this id (bad input, exit 2)
     ├── MessageSeen            a pushed message accepted already comes again (a replay)
-    ├── ChoiceRefused          a person's choice for a sync's conflict is refused (bad input)
+    ├── ChoiceRefused          a person's choice (a conflict, a correlation's pair) is refused (bad input)
     │   ├── UnknownConflict    no conflict has this id
-    │   └── ConflictNotHeld    the conflict waits for no one (settled, chosen or resolved)
+    │   ├── ConflictNotHeld    the conflict waits for no one (settled, chosen or resolved)
+    │   └── UnknownPair        a correlation has no pair of these two keys
     ├── SalesforceError        an error answer of a Salesforce org (status, error code)
     ├── ReplayIdInvalid        a CDC replay id the org no longer keeps: poll instead
     ├── CoercionError          a value cannot become a field's type (also a ValueError)
@@ -130,6 +131,11 @@ class UnknownConflict(ChoiceRefused):
 class ConflictNotHeld(ChoiceRefused):
     """The conflict is not held for a person: its policy settled it, or a choice was made
     already."""
+
+
+class UnknownPair(ChoiceRefused):
+    """A correlation has no pair of the two keys given (the matcher never put them side by
+    side), or the engine state holds no pairs of that correlation at all."""
 
 
 class SalesforceError(PatchbayError):

@@ -18,6 +18,13 @@ Routes (all but GET /health need `Authorization: Bearer <token>` when a token is
     GET  /conflicts/{id}            one conflict: candidates, policy, winner, choice
     POST /conflicts/{id}/resolve    {"value": ...} or {"pick": "participant"} (and "by"):
                                     settle a held conflict; the sync applies it next round
+    GET  /reviews                   a correlation's pairs, best weight first: keys and scores
+                                    only (?integration=&status=&limit=&offset=)
+    POST /reviews/{integration}/decide  {"left": key, "right": key, "decision": "accepted" or
+                                    "rejected"} (and "by"): a person's decision on a pair,
+                                    kept over every later match; applied at the next match
+    GET  /audit/{integration}       a correlation's audit ledger, newest first (?key=&field=
+                                    &since=&limit=)
     POST /hooks/{integration}       changes a broadcast's source pushes (no token: signed,
                                     see api/webhooks.py)
     POST /outbound/{integration}    Salesforce Outbound Messages (SOAP; no token: checked by
@@ -74,14 +81,16 @@ from patchbay.errors import (
     RunNotResumable,
     SpecError,
     UnknownConflict,
+    UnknownPair,
 )
 from patchbay.model import jsonable
 from patchbay.patterns import aggregation
-from patchbay.runtime import conflicts, runner
+from patchbay.runtime import conflicts, reviews, runner
 from patchbay.runtime.runner import Invocation
 from patchbay.spec import (
     AggregationSpec,
     BroadcastSpec,
+    CorrelationSpec,
     IntegrationFile,
     IntegrationSpec,
     ParameterSpec,
@@ -89,6 +98,8 @@ from patchbay.spec import (
 from patchbay.store import RunRecord, Store, open_state
 from patchbay.store.conflicts import STATUSES, ConflictRecord
 from patchbay.store.outbox import Delivery, DeliveryStatus
+from patchbay.store.pairs import DECIDED
+from patchbay.store.pairs import STATUSES as PAIR_STATUSES
 from patchbay.store.runs import RunStatus
 
 log = logging.getLogger("patchbay.api")
@@ -109,6 +120,9 @@ ANSWER_RETRY_SECONDS = 5
 """The Retry-After of an answer refused because MAX_CONCURRENT_ANSWERS are under way."""
 RUN_FIELDS = ("integration", "params", "full", "fresh")
 RESOLVE_FIELDS = ("value", "pick", "by")
+DECIDE_FIELDS = ("left", "right", "decision", "by")
+MAX_KEY = 1000
+"""The longest record key a decision names."""
 MAX_OFFSET = 1_000_000
 """The furthest a list of conflicts pages: a filter finds older ones faster."""
 MAX_NAME = 255
@@ -175,6 +189,9 @@ class _Api:
             route("/conflicts", self.conflicts, "GET"),
             route("/conflicts/{conflict_id:int}", self.conflict, "GET"),
             route("/conflicts/{conflict_id:int}/resolve", self.resolve, "POST"),
+            route("/reviews", self.reviews, "GET"),
+            route("/reviews/{integration:path}/decide", self.decide, "POST"),
+            route("/audit/{integration:path}", self.audit, "GET"),
             route("/hooks/{integration:path}", self.push, "POST"),
             route("/aggregations/{integration:path}", self.aggregation, "GET"),
             # Not _guarded: Salesforce gets SOAP back, faults included.
@@ -366,6 +383,53 @@ class _Api:
         except ChoiceRefused as exc:
             raise ApiError(400, exc.message, [exc.message]) from None
         return self.json({**_conflict(chosen), "applied": conflicts.APPLIED_LATER})
+
+    def _correlation(self, name: str) -> None:
+        """ApiError unless the file declares `name` as a correlation (404: no such name)."""
+        declared = {i.name: i for i in self.file.integrations}
+        if name not in declared:
+            raise ApiError(404, f"no integration '{name}'{spec.suggest(name, declared)}")
+        if not isinstance(declared[name], CorrelationSpec):
+            raise ApiError(400, f"'{name}' is a {declared[name].pattern}; only correlations "
+                                "have pairs")
+
+    async def reviews(self, request: Request) -> Response:
+        query = request.query_params
+        integration, status = query.get("integration") or None, query.get("status") or None
+        if status is not None and status not in PAIR_STATUSES:
+            raise ApiError(400, "invalid query", [
+                f"'status' is one of {', '.join(PAIR_STATUSES)}, not {status!r}"
+                f"{spec.suggest(status, PAIR_STATUSES)}"])
+        limit, offset = _limit(request, 100), _offset(request)
+        if integration is not None:
+            self._correlation(integration)
+        found = await run_in_threadpool(self.store.pairs.list, integration, status, limit, offset)
+        return self.json({"pairs": [p.to_json() for p in found]})
+
+    async def decide(self, request: Request) -> Response:
+        """A person's decision on a pair; the correlation applies it at its next match."""
+        name = request.path_params["integration"]
+        decision = _decision(await _body(request))
+        self._correlation(name)
+        try:
+            pair = await run_in_threadpool(lambda: reviews.decide(self.store, name, **decision))
+        except UnknownPair as exc:
+            raise ApiError(404, exc.message) from None
+        return self.json({**pair.to_json(), "applied": reviews.APPLIED_LATER})
+
+    async def audit(self, request: Request) -> Response:
+        name = request.path_params["integration"]
+        query = request.query_params
+        try:
+            since = reviews.since_of(query.get("since") or None)
+        except SpecError as exc:
+            raise ApiError(400, "invalid query", [exc.message]) from None
+        limit = _limit(request, 100)
+        self._correlation(name)
+        entries = await run_in_threadpool(lambda: self.store.pairs.ledger(
+            name, key=query.get("key") or None, field=query.get("field") or None, since=since,
+            limit=limit))
+        return self.json({"integration": name, "ledger": entries})
 
     async def push(self, request: Request) -> Response:
         """Changes a broadcast's source, or a sync's participant, pushes: verified, then
@@ -573,6 +637,28 @@ def _choice(body: Mapping[str, Any]) -> dict[str, Any]:
     if problems:
         raise ApiError(400, "invalid request", problems)
     return {"value": body.get("value"), "pick": body.get("pick"), "by": body.get("by") or "api"}
+
+
+def _decision(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The arguments of reviews.decide from a decide request's body."""
+    takes = "; it takes " + ", ".join(DECIDE_FIELDS)
+    problems = [f"unknown field '{k}'{spec.suggest(k, DECIDE_FIELDS) or takes}"
+                for k in body if k not in DECIDE_FIELDS]
+    for name in ("left", "right"):
+        given = body.get(name)
+        if not (isinstance(given, str) and 1 <= len(given) <= MAX_KEY):
+            problems.append(f"'{name}' must be a record key of 1 to {MAX_KEY} characters")
+    if body.get("decision") not in DECIDED:
+        problems.append(f"'decision' is one of {', '.join(DECIDED)}")
+    given = body.get("by")
+    if "by" in body and not (isinstance(given, str) and 1 <= len(given) <= MAX_NAME):
+        problems.append(f"'by' must be a name of 1 to {MAX_NAME} characters")
+    if _holds_nul(body):
+        problems.append("values cannot hold NUL characters")
+    if problems:
+        raise ApiError(400, "invalid request", problems)
+    return {"left": body["left"], "right": body["right"], "decision": body["decision"],
+            "by": body.get("by") or "api"}
 
 
 def _holds_nul(value: Any) -> bool:

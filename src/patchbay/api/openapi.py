@@ -225,7 +225,48 @@ SCHEMAS: dict[str, Any] = {
             "by": {"type": "string", "minLength": 1, "maxLength": 255,
                    "description": "Who chose (default: api)."}},
     },
+    "Pair": {
+        "type": "object", "required": ["left", "right", "status"],
+        "description": "Two keys, one of each side, and their scores: no value of either record.",
+        "properties": {
+            "integration": _nullable("string"),
+            "left": {"type": "string", "description": "The first side's record key."},
+            "right": {"type": "string", "description": "The second side's record key."},
+            "status": {"enum": ["link", "review", "accepted", "rejected", "dropped"]},
+            "gid": _nullable("string"), "weight": _nullable("number"),
+            "probability": _nullable("number"), "decided_by": _nullable("string"),
+            "applied": {"type": "string", "description": "After a decision: when it is applied."}},
+    },
+    "Pairs": {
+        "type": "object", "required": ["pairs"],
+        "properties": {"pairs": {"type": "array", "items": _ref("Pair")}},
+    },
+    "Decide": {
+        "type": "object", "additionalProperties": False,
+        "required": ["left", "right", "decision"],
+        "properties": {
+            "left": {"type": "string", "minLength": 1, "maxLength": 1000},
+            "right": {"type": "string", "minLength": 1, "maxLength": 1000},
+            "decision": {"enum": ["accepted", "rejected"]},
+            "by": {"type": "string", "minLength": 1, "maxLength": 255,
+                   "description": "Who decided (default: api)."}},
+    },
+    "Ledger": {
+        "type": "object", "required": ["integration", "ledger"],
+        "properties": {
+            "integration": {"type": "string"},
+            "ledger": {"type": "array", "items": {
+                "type": "object",
+                "description": "One field that crossed: the value itself stays in the systems.",
+                "properties": {
+                    "id": {"type": "integer"}, "gid": {"type": "string"},
+                    "source": {"type": "string"}, "source_key": _nullable("string"),
+                    "target": {"type": "string"}, "target_key": _nullable("string"),
+                    "field": {"type": "string"}, "weight": _nullable("number"), "at": _TIME}}}},
+    },
 }
+
+_INTEGRATION = {"name": "integration", "in": "path", "required": True, "schema": {"type": "string"}}
 
 PATHS: dict[str, Any] = {
     "/health": {"get": {
@@ -340,6 +381,42 @@ PATHS: dict[str, Any] = {
                       "404": _error("No such conflict."),
                       "409": _error("The conflict is not held for a person (settled by its "
                                     "policy, or chosen already).")}}},
+    "/reviews": {"get": {
+        "summary": "A correlation's pairs, best weight first (keys and scores only)",
+        "operationId": "listReviews",
+        "parameters": [_query("integration", "Only this correlation's.", {"type": "string"}),
+                       _query("status", "Only pairs in this status (review: waiting for a person).",
+                              {"enum": ["link", "review", "accepted", "rejected", "dropped"]}),
+                       _limit(100),
+                       _query("offset", "How many to skip.",
+                              {"type": "integer", "minimum": 0, "maximum": 1000000,
+                               "default": 0})],
+        "responses": {"200": _json(_ref("Pairs"), "The pairs."),
+                      "400": _error("Bad input, or the integration is not a correlation."),
+                      **_UNAUTHORIZED, "404": _error("No such integration.")}}},
+    "/reviews/{integration}/decide": {"post": {
+        "summary": "A person's decision on a correlation's pair", "operationId": "decidePair",
+        "description": "accepted links the pair's records, rejected never links them; the "
+                       "decision is kept over every later match, and the correlation applies "
+                       "it at its next match (a run, or serve's next rematch).",
+        "parameters": [_INTEGRATION],
+        "requestBody": {"required": True,
+                        "content": {"application/json": {"schema": _ref("Decide")}}},
+        "responses": {"200": _json(_ref("Pair"), "The decision is recorded."),
+                      "400": _error("Bad input, or the integration is not a correlation."),
+                      **_UNAUTHORIZED, **_JSON_BODY,
+                      "404": _error("No such integration, or no such pair.")}}},
+    "/audit/{integration}": {"get": {
+        "summary": "A correlation's audit ledger, newest first", "operationId": "getAudit",
+        "parameters": [_INTEGRATION,
+                       _query("key", "Only what crossed to or from this record.", {"type": "string"}),
+                       _query("field", "Only this shared field.", {"type": "string"}),
+                       _query("since", "Only since this time (ISO 8601; UTC unless it says).",
+                              {"type": "string"}),
+                       _limit(100)],
+        "responses": {"200": _json(_ref("Ledger"), "What crossed."),
+                      "400": _error("Bad input, or the integration is not a correlation."),
+                      **_UNAUTHORIZED, "404": _error("No such integration.")}}},
     "/aggregations/{integration}": {"get": {
         "summary": "An aggregation's live answer",
         "description": "Reads every source of the aggregation now (in parallel, each with its "
@@ -469,11 +546,13 @@ OPENAPI: dict[str, Any] = {
         "title": "patchbay",
         "version": "1",
         "description": "Run the integrations of one file on demand, follow their runs, and "
-                       "handle broadcast dead letters and a sync's conflicts. Every route but GET /health "
+                       "handle broadcast dead letters, a sync's conflicts and a correlation's "
+                       "reviews. Every route but GET /health "
                        "needs `Authorization: Bearer <token>`, the server's PATCHBAY_API_TOKEN. "
                        "A server without a token listens on loopback only and answers only "
                        "requests whose Host is a loopback name (403 otherwise). Bodies of "
-                       "POST /runs, /dead-letters/* and /conflicts/*/resolve are application/json only. "
+                       "POST /runs, /dead-letters/*, /conflicts/*/resolve and /reviews/*/decide are "
+                       "application/json only. "
                        "Errors are JSON: {\"error\": ..., \"problems\": [...]}.",
     },
     "security": [{"bearer": []}],

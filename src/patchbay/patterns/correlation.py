@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -40,6 +40,9 @@ from patchbay.spec.sync import ParticipantObjectSpec, SharedFieldSpec, SyncSpec
 from patchbay.store.pairs import DECIDED, LINKED, Crossed, Pair
 from patchbay.store.shadow import Shadow
 from patchbay.store.xref import Link, key_text
+
+if TYPE_CHECKING:
+    from patchbay.elements.match import Explanation
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +110,21 @@ class Correlation(Sync):
         if dropped:
             log.info("%s: %d link(s) no longer hold and were dropped", self.name, len(dropped))
         self._merge_new(new)
+
+    def explain(self, left_key: str, right_key: str) -> Explanation:
+        """Field by field, why the matcher takes these two records for the same or not, as
+        both sides' records in scope are now (the matcher fitted on them as `correlate` fits
+        it): the compared fields' values of the two, the level they agree at, its weight."""
+        from patchbay.elements.match import Matcher
+
+        tables = [self._compared(side) for side in self.correlation.participants]
+        for side, table, key in zip(self.correlation.participants, tables, (left_key, right_key),
+                                    strict=True):
+            if not pc.any(pc.equal(table.column("id"), key)).as_py():
+                raise SpecError(f"{side.name} holds no record {key!r} in the correlation's scope "
+                                "now: there is nothing to explain")
+        spec = self.correlation.match.model_copy(update={"id": "id"})
+        return Matcher(spec).fit(*tables).explain(left_key, right_key)
 
     def _compared(self, side: CorrelationSideSpec) -> pa.Table:
         """A side's records in scope, as the compared fields' shared values (text), with the

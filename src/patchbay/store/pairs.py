@@ -27,6 +27,7 @@ from patchbay.store.unit import Repository, chunks, insert_or_skip
 
 LINKED = ("link", "accepted")
 DECIDED = ("accepted", "rejected")
+STATUSES = ("link", "review", "accepted", "rejected", "dropped")
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Pair:
     weight: float | None = None
     probability: float | None = None
     decided_by: str | None = None
+    integration: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {name: jsonable(getattr(self, name)) for name in self.__dataclass_fields__}
@@ -62,11 +64,15 @@ class Pairs(Repository):
             return [_pair(row) for row in conn.execute(sa.select(pairs).where(
                 pairs.c.integration == integration))]
 
-    def list(self, integration: str, status: str | None = None, limit: int = 100,
+    def list(self, integration: str | None, status: str | None = None, limit: int = 100,
              offset: int = 0) -> builtins.list[Pair]:
-        stmt = (sa.select(pairs).where(pairs.c.integration == integration)
-                .order_by(pairs.c.weight.desc(), pairs.c.left_key, pairs.c.right_key)
+        """The pairs of one correlation (None: of every one), best weight first."""
+        stmt = (sa.select(pairs)
+                .order_by(pairs.c.integration, pairs.c.weight.desc(), pairs.c.left_key,
+                          pairs.c.right_key)
                 .limit(limit).offset(offset))
+        if integration is not None:
+            stmt = stmt.where(pairs.c.integration == integration)
         if status is not None:
             stmt = stmt.where(pairs.c.status == status)
         with self._db.read("pairs.list") as conn:
@@ -149,4 +155,4 @@ class Pairs(Repository):
 
 def _pair(row: Any) -> Pair:
     return Pair(row.left_key, row.right_key, row.status, row.gid, row.weight, row.probability,
-                row.decided_by)
+                row.decided_by, row.integration)
