@@ -180,3 +180,15 @@ def test_a_person_decision_stands_over_later_matches(here: Path) -> None:
     correlate(here)
     assert rows(here / "south.db", "SELECT allergy_list FROM people WHERE pid = 13") == \
         [("north-allergy-12",)]
+
+
+def test_a_stranger_sharing_a_postcode_is_not_linked(here: Path) -> None:
+    """Most candidate pairs of a small register are true ones; a prior estimated over the
+    candidates alone outweighed three disagreeing fields and linked a stranger."""
+    execute(here / "south.db", "UPDATE people SET zip = '2008' WHERE pid = 9")  # Ivy's postcode
+    report = correlate(here)
+    assert report["pairs"].get("link") == 8, report
+    pairs = Store.open(directory=here / ".patchbay").pairs.list(NAME, "link")
+    assert ("n8", "9") not in {(p.left, p.right) for p in pairs}
+    assert rows(here / "south.db", "SELECT mobile FROM people WHERE pid = 9") == \
+        [("+61 3 5000 0008",)]  # its own (pid 9 is the 9th south-only person, i = 8)

@@ -12,7 +12,7 @@ Every step works on whole arrays; nothing loops over pairs in Python.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, cast
 
 import numpy as np
@@ -94,6 +94,13 @@ class Matcher:
                      [self.fields.index(f) for f in rule_fields(rule)]) for rule in self.spec.blocking]
         model = train(gammas, sizes, u, sessions, prior=self.spec.scoring.prior,
                       iterations=self.spec.scoring.iterations)
+        if self.spec.scoring.prior is None and blocked.possible:
+            # EM estimates the share of *candidate* pairs that match; the fields that made
+            # them candidates are weighed again, so that prior would count them twice (and
+            # on a small data set, where most candidates match, outweigh fields that
+            # disagree). The prior of any two records is that share scaled to all pairs.
+            matches = model.prior * len(blocked.left)
+            model = replace(model, prior=float(np.clip(matches / blocked.possible, 1e-12, 0.5)))
         frequencies = {f: _frequencies(left_columns[f], None if right_table is None else right_columns[f])
                        for f in self.spec.term_frequency}
         self._fitted = _Fitted(
