@@ -20,12 +20,12 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from patchbay.spec.broadcast import PushPoint, TriggerSpec
-from patchbay.spec.common import IntegrationSpec, Scope, SpecModel
+from patchbay.spec.common import IntegrationSpec, Scope
 from patchbay.spec.match import MatchSpec
 from patchbay.spec.sync import (
     ConflictPolicy,
     DeletesSpec,
-    FieldMapSpec,
+    HeldObjectSpec,
     ParticipantObjectSpec,
     ParticipantSpec,
     SharedFieldSpec,
@@ -35,28 +35,14 @@ from patchbay.spec.sync import (
 )
 
 
-class CorrelationSideSpec(SpecModel):
-    """One side of a correlation."""
+class CorrelationSideSpec(HeldObjectSpec):
+    """One side of a correlation: a system and the object it holds (two groups of one
+    object are two sides on one system, with their scopes)."""
 
     name: str = Field(description="Names the side in reviews, conflicts and the audit ledger.")
     system: str = Field(description="A system declared under `systems`.")
-    object: str = Field(description="Table, sObject or file, as the system calls it.")
-    key: str = Field(description="The side's own record key.")
-    watermark: str | None = Field(default=None, description="The field polling reads changes by.")
-    scope: Scope | None = Field(default=None, description="Which of its records take part: two "
-                                                          "groups of one object are two sides "
-                                                          "with their scopes.")
     trigger: TriggerSpec | None = Field(default=None, description="How its changes are noticed; "
                                                                   "default: the correlation's.")
-    fields: dict[str, FieldMapSpec] = Field(
-        description="Shared name (compared or exchanged) -> this side's field.")
-
-    @field_validator("fields", mode="before")
-    @classmethod
-    def _shorthand(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            return {name: name for name in value}
-        return value
 
 
 class CorrelationSpec(IntegrationSpec):

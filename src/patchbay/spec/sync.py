@@ -78,23 +78,18 @@ class FieldMapSpec(SpecModel):
         return self
 
 
-class ParticipantObjectSpec(SpecModel):
-    """A shared object as one participant holds it."""
+class HeldObjectSpec(SpecModel):
+    """An object as one participant holds it: where, its key, how its changes are polled,
+    which of its records take part, and how its fields map to the shared names."""
 
     object: str = Field(description="Table, sObject or file, as the system calls it.")
     key: str = Field(description="The participant's own record key (Id, id).")
-    external_id: str | None = Field(
-        default=None, description="A field that holds patchbay's global id (Salesforce "
-                                  "Patchbay_Id__c, a column): records are created by upsert on "
-                                  "it, so a create written twice is one record, and identity "
-                                  "survives an xref rebuild. Without it, records patchbay "
-                                  "creates here get the global id as their key.")
     watermark: str | None = Field(
         default=None, description="The field polling reads changes by (SystemModstamp, "
                                   "updated_at); not needed with change capture.")
     scope: Scope | None = Field(default=None, description="Which of its records take part.")
     fields: dict[str, FieldMapSpec] = Field(
-        description="Shared field -> this participant's field.")
+        description="Shared name -> this participant's field (a list: the same names).")
 
     @field_validator("fields", mode="before")
     @classmethod
@@ -102,6 +97,17 @@ class ParticipantObjectSpec(SpecModel):
         if isinstance(value, list):
             return {name: name for name in value}
         return value
+
+
+class ParticipantObjectSpec(HeldObjectSpec):
+    """A shared object as one participant of a sync holds it."""
+
+    external_id: str | None = Field(
+        default=None, description="A field that holds patchbay's global id (Salesforce "
+                                  "Patchbay_Id__c, a column): records are created by upsert on "
+                                  "it, so a create written twice is one record, and identity "
+                                  "survives an xref rebuild. Without it, records patchbay "
+                                  "creates here get the global id as their key.")
 
 
 class SyncObjectSpec(SpecModel):
