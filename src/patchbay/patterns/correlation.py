@@ -187,7 +187,7 @@ class Correlation(Sync):
             for start in range(0, len(keys), self.spec.options.batch_size):
                 chunk = keys[start:start + self.spec.options.batch_size]
                 records = held.connector.get(side.object, side.key, chunk,
-                                             held.shape.read_fields())
+                                             held.read_fields())
                 self._merge(held, [Change(side.name, side.object, key, ChangeKind.UPDATED, record)
                                    for key, record in records.items()])
 

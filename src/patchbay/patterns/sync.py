@@ -53,6 +53,7 @@ from patchbay.model import Change, ChangeKind, Operation, Outcome, Record, Statu
 from patchbay.patterns.context import TRANSIENT, RunContext, spec_of
 from patchbay.patterns.registry import Pattern, Report
 from patchbay.patterns.sync_verify import verify
+from patchbay.scope import BoundScope
 from patchbay.spec import IntegrationSpec, load
 from patchbay.spec.broadcast import TriggerSpec
 from patchbay.spec.sync import ParticipantObjectSpec, SyncObjectSpec, SyncSpec
@@ -111,11 +112,18 @@ class Held:
     shape: Shape
     connector: Connector
     trigger: TriggerSpec
+    scope: BoundScope | None
     in_scope: Callable[[Record], bool]
 
     @property
     def destination(self) -> str:
         return f"{self.participant}/{self.object.name}"
+
+    def read_fields(self) -> list[str]:
+        """The fields its records are read with: the mapping's, and those its scope tests
+        (a change is kept only when its record is in scope)."""
+        return list(dict.fromkeys([*self.shape.read_fields(),
+                                   *sorted(scopes.fields_of(self.scope))]))
 
 
 @dataclass
@@ -204,10 +212,10 @@ class Sync:
                 if participant not in obj.participants:
                     continue
                 held_spec = obj.participants[participant]
+                bound = scopes.bind(held_spec.scope, self.ctx.params)
                 held = Held(participant, obj, held_spec, Shape(held_spec, obj.fields),
                             self.ctx.systems[spec.participant(participant).system],
-                            spec.trigger_of(participant),
-                            scopes.to_predicate(scopes.bind(held_spec.scope, self.ctx.params)))
+                            spec.trigger_of(participant), bound, scopes.to_predicate(bound))
                 self.held[(obj.name, participant)] = held
         targets = {held.destination: held for held in self.held.values()}
         for gone in set(self.sinks) - set(targets):
@@ -292,7 +300,7 @@ class Sync:
             raise SpecError(f"a push from {source} names its object in 'object': one of "
                             + ", ".join(h.spec.object for h in holds))
         changes = pushed(held.connector, held.spec.object, held.spec.key,
-                         held.shape.read_fields(),
+                         held.read_fields(),
                          {name: value for name, value in body.items() if name != "object"})
         with merging(self.name):
             self._merge(held, changes, message=message)
@@ -309,7 +317,7 @@ class Sync:
             cursor = change_cursor(stored, key=held.spec.key, watermark=held.spec.watermark,
                                    trigger=held.trigger, consumer=self.name)
             changes, after = held.connector.changes(held.spec.object, cursor,
-                                                    held.shape.read_fields(), limit=batch)
+                                                    held.read_fields(), limit=batch)
             self._merge(held, changes, cursor_after=after, read_at=read_at)
             total += len(changes)
             if changes and enqueued is not None:
@@ -329,7 +337,7 @@ class Sync:
         state = self.store.cursors.get(self.name, held.participant, marker) or {}
         total = 0
         pages = held.connector.read(held.spec.object, scopes.bind(held.spec.scope, self.ctx.params),
-                                    key=held.spec.key, fields=held.shape.read_fields(),
+                                    key=held.spec.key, fields=held.read_fields(),
                                     after=state.get("after"), page_size=self.spec.options.batch_size)
         for page in pages:
             changes = [Change(held.participant, held.spec.object, r[held.spec.key],

@@ -125,7 +125,7 @@ def _read(sync: Sync, held: Held, read: Counter[str]) -> _Copy:
     spec, obj = held.spec, held.object
     originates = sync.spec.participant(held.participant).creates
     pages = held.connector.read(spec.object, scopes.bind(spec.scope, sync.ctx.params),
-                                key=spec.key, fields=held.shape.read_fields(),
+                                key=spec.key, fields=held.read_fields(),
                                 page_size=sync.spec.options.batch_size)
     for page in pages:
         records = page.records
