@@ -53,6 +53,7 @@ bench: $(DEV_STAMP)
 	$(BIN)/python bench/aggregation.py
 	$(BIN)/python bench/sync.py
 	$(BIN)/python bench/match.py
+	$(BIN)/python bench/correlation.py
 
 clean:
 	rm -rf $(VENV) .patchbay demo-output

@@ -294,6 +294,13 @@ def test_write_outcomes_per_record(db: Any, sql: SqlConnector, unique: bool) -> 
     assert "Z" not in _held(db, table)
     assert _held(db, table)["C"] == ("Cyd", 3)
 
+    # Records of one batch with different fields: a field a record lacks is left alone.
+    partial = sql.write(table, [{"ext": "C", "name": "Cy"}, {"ext": "A", "name": "Ann", "score": 10}],
+                        Operation.UPDATE, "ext")
+    assert _statuses(partial) == [("C", Status.UPDATED), ("A", Status.UPDATED)]
+    assert (_held(db, table)["C"], _held(db, table)["A"]) == (("Cy", 3), ("Ann", 10))
+    sql.write(table, [{"ext": "C", "name": "Cyd"}, {"ext": "A", "score": 1}], Operation.UPDATE, "ext")
+
     deleted = sql.write(table, [{"ext": "B"}, {"ext": "Y"}, {"ext": "D"}], Operation.DELETE, "ext")
     assert _statuses(deleted) == [
         ("B", Status.DELETED),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,11 +32,20 @@ class PostgresCopyWriter:
         self.key = key
 
     def write(self, batch: list[Record], operation: Operation) -> list[tuple[Status, str | None]]:
-        columns = list(batch[0])
-        if any(list(r) != columns for r in batch):
-            columns = list(dict.fromkeys(c for r in batch for c in r))
-        return self._apply(columns, [r[self.key] for r in batch], operation,
-                           lambda cur, target: self._copy(cur, target, columns, batch))
+        """Records of different columns are written as one group per set of columns: a
+        column a record lacks is left as it is, never set to NULL (a sync's update carries
+        only the fields that changed)."""
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for index, record in enumerate(batch):
+            groups.setdefault(tuple(record), []).append(index)
+        statuses: list[tuple[Status, str | None]] = [(Status.UNCHANGED, None)] * len(batch)
+        for names, indexes in groups.items():
+            columns, group = list(names), [batch[i] for i in indexes]
+            written = self._apply(columns, [r[self.key] for r in group], operation,
+                                  partial(self._copy, columns=columns, batch=group))
+            for index, status in zip(indexes, written, strict=True):
+                statuses[index] = status
+        return statuses
 
     def write_table(self, table: Any, operation: Operation) -> list[tuple[Status, str | None]]:
         """The same for an Arrow table: one COPY, binary when every column's type and values
@@ -111,8 +121,7 @@ class PostgresCopyWriter:
         dialect = self.conn.dialect
         types = [binary_copy_type(self.table.c[c], dialect) for c in columns]
         binary = all(types)
-        rows: Any = (tuple(r.values()) for r in batch) if all(list(r) == columns for r in batch) \
-            else ([r.get(c) for c in columns] for r in batch)
+        rows: Any = (tuple(r.values()) for r in batch)  # each record holds `columns`, in order
         if not binary:
             json_columns = [i for i, c in enumerate(columns)
                             if isinstance(self.table.c[c].type, sa.JSON)]
