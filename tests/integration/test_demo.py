@@ -66,7 +66,7 @@ def test_demo_migrates_the_legacy_crm_and_sets_the_dirt_aside(tmp_path: Path) ->
     # The sync: the org's accounts and the shop's customers are one set, each side's edit
     # reached the other, and the two conflicts on Acme's phone were settled and recorded.
     assert "Acme in both (matched by name, not duplicated)" in text
-    assert "conflicts: 2, settled by `latest`" in text
+    assert "conflicts: 1, settled by `latest`" in text
     with sqlite3.connect(tmp_path / "shop.db") as shop:
         assert shop.execute("SELECT company, sector, phone FROM customers ORDER BY company"
                             ).fetchall() == [("Acme", "TECH", "+1 555 0111"),

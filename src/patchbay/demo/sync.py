@@ -41,7 +41,7 @@ def run_sync(directory: Path, console: Console, store: Store, reports: Path) -> 
     schema = json.loads(files.joinpath("sync-schema.json").read_text(encoding="utf-8"))
     with LocalOrg(OrgConfig(custom_schema=schema)) as local, \
             _environment(SF_URL=f"salesforce+http://127.0.0.1:{local.port}",
-                         SHOP_URL=f"sqlite:///{shop_db}"):
+                         SHOP_URL=f"sqlite:///{shop_db.resolve()}"):
         org = local.org
         account = org.sobject("Account")
         ids = dict(zip(["Acme", "Globex", "Initech"], org.seed({"Account": [
@@ -67,9 +67,9 @@ def run_sync(directory: Path, console: Console, store: Store, reports: Path) -> 
                       f"set Acme's phone: {_summary(second)}")
         _show(console, local, shop_db)
     conflicts = sum(second["conflicts"].get("settled", {}).values())
-    console.print(f"conflicts: {conflicts}, settled by `latest` and recorded: Acme's phone when "
-                  "the two Acmes were matched (only the shop had one), and the phone both "
-                  "sides edited")
+    console.print(f"conflicts: {conflicts}, settled by `latest` and recorded: the phone both "
+                  "sides edited (when the two Acmes were matched, the phone only the shop had "
+                  "filled the org's empty one: no conflict)")
     return int(first["dead"]) + int(second["dead"])
 
 
