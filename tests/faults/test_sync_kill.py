@@ -222,12 +222,10 @@ def losers(state: Path) -> set[str]:
 
 
 @pytest.mark.xfail(strict=False, reason=(
-    "open sync bugs this test finds: (1) a create's key is not known until its echo is read "
-    "(the upsert on the external id returns no key), so a change meanwhile re-sends the create "
-    "and revives a record deleted there, or the delete goes unseen and the systems differ; "
-    "(2) fields return to older values and updates are lost across kills (a killed worker's "
-    "leased, superseded write lands after a newer one), and a write lands over an edit made "
-    "after the participant was read (writes are not conditional)"))
+    "open sync bugs this test finds: updates are lost and a deleted record can come back "
+    "across kills: a write lands over an edit made after the participant was read (writes "
+    "are not conditional), and a killed worker's leased write can land after a newer one "
+    "once its lease expires"))
 def test_killing_serve_while_both_systems_are_edited_converges_without_losses(
         tmp_path: Path, pg_url: str, table: str) -> None:
     rng = random.Random(int(os.environ.get("PATCHBAY_SYNC_SEED", "7")))
