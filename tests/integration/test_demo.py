@@ -14,15 +14,19 @@ from patchbay.demo.run import ACCOUNTS, CONTACTS, SALESFORCE, run_demo
 
 
 @pytest.mark.slow
-def test_demo_migrates_the_legacy_crm_and_sets_the_dirt_aside(tmp_path: Path) -> None:
+def test_demo_migrates_the_legacy_crm_and_sets_the_dirt_aside(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # As `make demo` runs it: a directory relative to where it runs.
+    monkeypatch.chdir(tmp_path)
     out = io.StringIO()
-    assert run_demo(tmp_path, Console(file=out, width=120)) == 0
+    assert run_demo(Path("demo-output"), Console(file=out, width=120)) == 0
+    output = tmp_path / "demo-output"
     text = out.getvalue()
     assert "verdict: complete with rejects" in text
     assert "1980 unchanged, 0 created, 0 updated" in text
 
     reports = {}  # the first run of each integration (the demo re-runs the accounts)
-    runs = [json.loads(p.read_text()) for p in (tmp_path / ".patchbay" / "runs").glob("*/report.json")]
+    runs = [json.loads(p.read_text()) for p in (output / ".patchbay" / "runs").glob("*/report.json")]
     for report in sorted(runs, key=lambda r: r["started_at"]):
         reports.setdefault(report["integration"], report)
     accounts, contacts = reports[ACCOUNTS], reports[CONTACTS]
@@ -37,7 +41,7 @@ def test_demo_migrates_the_legacy_crm_and_sets_the_dirt_aside(tmp_path: Path) ->
     assert contacts["set_aside_by_code"]["DUPLICATE_VALUE"] == 20
     assert contacts["comparison"]["differing"] == 0
 
-    with sqlite3.connect(tmp_path / "crm.db") as db:
+    with sqlite3.connect(output / "crm.db") as db:
         accounts_held = db.execute("SELECT count(*) FROM accounts").fetchone()[0]
         contacts_held = db.execute("SELECT count(*) FROM contacts").fetchone()[0]
         orphans = db.execute("SELECT count(*) FROM contacts c LEFT JOIN accounts a "
@@ -45,7 +49,7 @@ def test_demo_migrates_the_legacy_crm_and_sets_the_dirt_aside(tmp_path: Path) ->
     assert accounts_held == accounts["counts"]["created"]
     assert contacts_held == contacts["counts"]["created"]
     assert orphans == 0
-    rejects = (tmp_path / ".patchbay" / "runs" / contacts["run"] / "rejects.csv").read_text()
+    rejects = (output / ".patchbay" / "runs" / contacts["run"] / "rejects.csv").read_text()
     assert rejects.count("\n") == contacts["counts"]["rejected"] + 1
 
     # The same accounts into the local Salesforce org, seeded with one of them.
@@ -60,14 +64,14 @@ def test_demo_migrates_the_legacy_crm_and_sets_the_dirt_aside(tmp_path: Path) ->
     # the audit, exactly once each.
     assert "ERP sales orders: Deal 0 (1000), Deal 2 (3500)" in text
     assert "fulfilment messages: 2; audit lines: 8 (one per change)" in text
-    with sqlite3.connect(tmp_path / "erp.db") as erp:
+    with sqlite3.connect(output / "erp.db") as erp:
         assert erp.execute("SELECT count(*) FROM sales_orders").fetchone() == (2,)
 
     # The sync: the org's accounts and the shop's customers are one set, each side's edit
     # reached the other, and the two conflicts on Acme's phone were settled and recorded.
     assert "Acme in both (matched by name, not duplicated)" in text
     assert "conflicts: 1, settled by `latest`" in text
-    with sqlite3.connect(tmp_path / "shop.db") as shop:
+    with sqlite3.connect(output / "shop.db") as shop:
         assert shop.execute("SELECT company, sector, phone FROM customers ORDER BY company"
                             ).fetchall() == [("Acme", "TECH", "+1 555 0111"),
                                              ("Globex", "FIN", "+1 555 0142"),
