@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from patchbay.patterns.sync import Sync
@@ -199,12 +199,15 @@ def concurrent_edits() -> st.SearchStrategy[list[Edit]]:
 
 
 CHECK = settings(max_examples=30, deadline=None,
-                 suppress_health_check=[HealthCheck.too_slow])
+                 suppress_health_check=[HealthCheck.too_slow],
+                 # No shrinking: a failing example of the open finding below would take
+                 # minutes to shrink in every run of the suite.
+                 phases=[Phase.explicit, Phase.reuse, Phase.generate])
 
 
-@pytest.mark.xfail(strict=False, reason="open: Hypothesis found observation orders in which an "
-                   "uncontested edit was lost; since overtaken writes are superseded and every "
-                   "pending write is remembered it has passed every run, not yet shown to hold")
+@pytest.mark.xfail(strict=False, reason="open: Hypothesis finds observation orders in which an "
+                   "uncontested edit is lost (since overtaken writes are superseded and every "
+                   "pending write is remembered, less often: some runs pass, some do not)")
 @pytest.mark.parametrize("policy", ["priority", "owner"])
 @CHECK
 @given(edits=concurrent_edits(), schedule=steps)
