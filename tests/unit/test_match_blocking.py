@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pytest
+from match_people import SPEC, two_sets  # beside the test modules (tests/unit is not a package)
 from pydantic import ValidationError
-from tests.unit.match_people import SPEC, two_sets
 
 from patchbay.elements.match.blocking import block, meets
 from patchbay.elements.match.normalise import Column, column

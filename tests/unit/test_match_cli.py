@@ -15,7 +15,7 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from tests.unit.match_people import SPEC, two_sets
+from match_people import SPEC, two_sets  # beside the test modules (tests/unit is not a package)
 from typer.testing import CliRunner, Result
 
 from patchbay import cli

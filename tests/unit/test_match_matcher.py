@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 import yaml
-from tests.unit.match_people import SPEC, two_sets
+from match_people import SPEC, two_sets  # beside the test modules (tests/unit is not a package)
 
 from patchbay.elements.match import Matcher
 from patchbay.errors import SpecError
