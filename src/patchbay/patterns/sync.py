@@ -57,6 +57,7 @@ from patchbay.scope import BoundScope
 from patchbay.spec import IntegrationSpec, load
 from patchbay.spec.broadcast import TriggerSpec
 from patchbay.spec.sync import ParticipantObjectSpec, SyncObjectSpec, SyncSpec
+from patchbay.store import Store
 from patchbay.store.conflicts import NewConflict
 from patchbay.store.outbox import NewDelivery
 from patchbay.store.shadow import Shadow
@@ -260,7 +261,7 @@ class Sync:
                      ", ".join(self.order))
 
     @property
-    def store(self) -> Any:
+    def store(self) -> Store:
         return self.ctx.store
 
     # -- noticing -------------------------------------------------------------------------------
@@ -862,9 +863,6 @@ class SyncTarget:
         self.creates = Sink(held.connector, spec.object, Operation.UPSERT,
                             spec.external_id or spec.key, conform_every_field=True,
                             broken_code=None)
-
-    def check(self) -> None:
-        self.updates.check()
 
     def write(self, batch: Sequence[Record], operation: Operation | None = None) -> Written:
         outcomes: list[Outcome] = [Outcome(None, Status.FAILED, "not written")] * len(batch)

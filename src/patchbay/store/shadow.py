@@ -107,17 +107,6 @@ class Shadows(Repository):
                 return
             after = rows[-1].gid
 
-    def counts(self, integration: str) -> dict[str, dict[str, int]]:
-        """Per object, how many records in each state."""
-        with self._db.read("shadow.counts") as conn:
-            rows = conn.execute(sa.select(shadow.c.object, shadow.c.state, sa.func.count())
-                                .where(shadow.c.integration == integration)
-                                .group_by(shadow.c.object, shadow.c.state))
-            found: dict[str, dict[str, int]] = {}
-            for object, state, count in rows:
-                found.setdefault(object, {})[state] = int(count)
-            return found
-
 
 def _shadow(row: Any) -> Shadow:
     return Shadow(row.gid, row.state, dict(row.shared or {}), dict(row.origins or {}),

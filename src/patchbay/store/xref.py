@@ -169,19 +169,6 @@ class Xref(Repository):
             return int(conn.execute(sa.delete(xref).where(
                 xref.c.integration == integration, xref.c.participant == participant)).rowcount)
 
-    def counts(self, integration: str) -> dict[str, dict[str, int]]:
-        """Per participant, how many links in each state."""
-        with self._db.read("xref.counts") as conn:
-            rows = conn.execute(sa.select(xref.c.participant, xref.c.state, sa.func.count())
-                                .where(xref.c.integration == integration)
-                                .group_by(xref.c.participant, xref.c.state))
-            found: dict[str, dict[str, int]] = {}
-            for participant, state, count in rows:
-                found.setdefault(participant, {})[state] = int(count)
-            return found
-
-    # -- records waiting for a parent -----------------------------------------------------------
-
     def wait(self, integration: str, object: str, waits: Sequence[Waiting]) -> None:
         """Hold these records until their parent reaches the participant."""
         now = dt.datetime.now(dt.UTC)
