@@ -259,7 +259,7 @@ def serve(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = N
     runs, run status, dead letters, live aggregation answers), which alone also serves a
     file without any of those."""
     with _handled():
-        from patchbay.api import api_token, serve_api
+        from patchbay.api import api_token, serve_api, viewer_token
 
         chosen = [i for i in load(file).integrations
                   if runner.serves(i) and (integration is None or i.name == integration)]
@@ -272,11 +272,12 @@ def serve(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = N
         server = None
         if api:
             token = api_token()
-            server = serve_api(host, port, file, state, token=token,
+            server = serve_api(host, port, file, state, token=token, viewer=viewer_token(),
                                serving=[s.name for s in chosen], log_level="warning")
             errors.print(f"API on {server.url} ("
                          + ("bearer token required" if token else
-                            "no PATCHBAY_API_TOKEN: open, on loopback only") + ")", highlight=False)
+                            "no PATCHBAY_API_TOKEN: open, on loopback only")
+                         + f"); the console on {server.url}/ui/", highlight=False)
         _keep_going(invocations, store, reports, poll=True, server=server)
 
 

@@ -8,6 +8,15 @@ dead letters, read outbox counts.
 """
 
 from patchbay.api.app import create_app
-from patchbay.api.server import TOKEN_VARIABLE, ApiConfigError, ApiServer, api_token, serve_api
+from patchbay.api.server import (
+    TOKEN_VARIABLE,
+    VIEWER_VARIABLE,
+    ApiConfigError,
+    ApiServer,
+    api_token,
+    serve_api,
+    viewer_token,
+)
 
-__all__ = ["TOKEN_VARIABLE", "ApiConfigError", "ApiServer", "api_token", "create_app", "serve_api"]
+__all__ = ["TOKEN_VARIABLE", "VIEWER_VARIABLE", "ApiConfigError", "ApiServer", "api_token",
+           "create_app", "serve_api", "viewer_token"]

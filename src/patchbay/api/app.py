@@ -30,6 +30,7 @@ Routes (all but GET /health need `Authorization: Bearer <token>` when a token is
     POST /outbound/{integration}    Salesforce Outbound Messages (SOAP; no token: checked by
                                     the sending org and the URL's secret, see api/outbound.py)
     GET  /openapi.json              the OpenAPI 3.1 description of all of this
+    /ui/...                         the web console (HTML; its own sign-in, see api/console.py)
 
 Answers are JSON, errors too: {"error": "...", "problems": [...]} (problems for bad input).
 No traceback is ever sent; known secrets (system passwords and secret options, the token)
@@ -53,11 +54,11 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
 from patchbay import spec
-from patchbay.api import outbound, webhooks
+from patchbay.api import console, outbound, webhooks
 from patchbay.api.http import (
     JSON,
     BearerAuth,
@@ -65,6 +66,7 @@ from patchbay.api.http import (
     Redactor,
     capped_body,
     json_body,
+    refuse_nul,
     secrets_of,
 )
 from patchbay.api.openapi import OPENAPI
@@ -133,21 +135,25 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 def create_app(spec_path: Path, state: str | None, token: str | None, *,
-               serving: Iterable[str] = (), hosts: Iterable[str] | None = None) -> Starlette:
-    """The API over the integrations of `spec_path` and the engine state `state`.
+               viewer: str | None = None, serving: Iterable[str] = (),
+               hosts: Iterable[str] | None = None) -> Starlette:
+    """The API over the integrations of `spec_path` and the engine state `state`, and the
+    web console under /ui (api/console.py).
 
     `token`: the bearer token every route but GET /health requires; None leaves the app
-    open (serve_api allows that on loopback only). `serving`: the broadcasts this process
+    open (serve_api allows that on loopback only). `viewer`: the token that signs in to the
+    console to read only. `serving`: the broadcasts this process
     already keeps going, which POST /runs then refuses to run a round of (409). `hosts`:
     without a token, the only Host names answered (serve_api gives the loopback ones).
     The file is loaded (and its `${VARS}` resolved) once, here: a SpecError says why not.
     """
     file = spec.load(Path(spec_path).resolve())
     store, reports_dir = open_state(state)
-    api = _Api(file, store, reports_dir, Redactor([*secrets_of(file), *([token] if token else [])]),
-               Runs(store, reports_dir, serving))
+    api = Api(file, store, reports_dir,
+              Redactor([*secrets_of(file), *(t for t in (token, viewer) if t)]),
+              Runs(store, reports_dir, serving))
     app = Starlette(
-        routes=api.routes(),
+        routes=[*api.routes(), Mount(console.ROOT, app=console.console_app(api, token, viewer))],
         middleware=[Middleware(BearerAuth, token=token, hosts=hosts)],
         exception_handlers={HTTPException: api.http_error, Exception: api.internal_error},
     )
@@ -162,7 +168,7 @@ def close_app(app: Starlette, timeout: float = 30.0) -> None:
     app.state.store.close()
 
 
-class _Api:
+class Api:
     def __init__(self, file: IntegrationFile, store: Store, reports_dir: Path, redact: Redactor,
                  runs: Runs) -> None:
         self.file, self.store, self.reports_dir = file, store, reports_dir
@@ -207,7 +213,7 @@ class _Api:
         """The handler, with the errors it raises on purpose turned into JSON answers."""
         async def guarded(request: Request) -> Response:
             try:
-                _refuse_nul(request)
+                refuse_nul(request)
                 return await handler(request)
             except ApiError as exc:
                 return self.json(exc.body(), exc.status)
@@ -272,28 +278,40 @@ class _Api:
         integration = self._find(name)
         invocation = Invocation(self.file, integration,
                                 spec.resolve_parameters(integration, _json_params(integration, params)))
-        if not runner.records_runs(integration):
-            # Done in the request: an aggregation's run, or one round of a broadcast.
-            aggregating = runner.holds_data_set(integration)
-            once = self.runs.aggregate if aggregating else self.runs.round
-            # An aggregation's run holds its data set like a live answer: the same bound.
-            if aggregating and not self.answering.acquire(blocking=False):
-                return self._busy()
-            try:
-                summary = await run_in_threadpool(once, invocation)
-            except ParameterError as exc:  # a value the run refuses (a report path, say)
-                raise ApiError(400, exc.message, exc.problems) from None
-            except SpecError as exc:
-                raise ApiError(500, f"'{name}' cannot run: {exc.message}", exc.problems) from None
-            finally:
-                if aggregating:
-                    self.answering.release()
-            return self.json(summary)
-        record = await run_in_threadpool(self.runs.start, invocation,
-                                         full=bool(options["full"]), fresh=bool(options["fresh"]))
-        url = f"/runs/{record.id}"
-        return self.json({"run": record.id, "integration": record.integration,
-                          "status": record.status, "url": url}, 202, {"Location": url})
+        launched = await self.launch(invocation, full=bool(options["full"]),
+                                     fresh=bool(options["fresh"]))
+        if launched is None:
+            return self._busy()
+        if isinstance(launched, RunRecord):
+            url = f"/runs/{launched.id}"
+            return self.json({"run": launched.id, "integration": launched.integration,
+                              "status": launched.status, "url": url}, 202, {"Location": url})
+        return self.json(launched)
+
+    async def launch(self, invocation: Invocation, *, full: bool = False,
+                     fresh: bool = False) -> RunRecord | dict[str, Any] | None:
+        """Start a run, for POST /runs and the console's "run now": a recorded run (a
+        migration) is started and its record returned at once; any other is done here and
+        its summary returned (an aggregation's run, a broadcast's round). None: busy (an
+        aggregation's run holds its data set, as a live answer does: the same bound)."""
+        integration = invocation.integration
+        if runner.records_runs(integration):
+            return await run_in_threadpool(self.runs.start, invocation, full=full, fresh=fresh)
+        aggregating = runner.holds_data_set(integration)
+        once = self.runs.aggregate if aggregating else self.runs.round
+        if aggregating and not self.answering.acquire(blocking=False):
+            return None
+        try:
+            summary: dict[str, Any] = await run_in_threadpool(once, invocation)
+            return summary
+        except ParameterError as exc:  # a value the run refuses (a report path, say)
+            raise ApiError(400, exc.message, exc.problems) from None
+        except SpecError as exc:
+            raise ApiError(500, f"'{integration.name}' cannot run: {exc.message}",
+                           exc.problems) from None
+        finally:
+            if aggregating:
+                self.answering.release()
 
     def _find(self, name: str) -> IntegrationSpec:
         by_name = {i.name: i for i in self.file.integrations}
@@ -565,14 +583,6 @@ class _Streamed(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             self._done()
-
-
-def _refuse_nul(request: Request) -> None:
-    """NUL characters in the path or the query are refused: no name holds one, and a
-    PostgreSQL engine state cannot even be asked about one."""
-    if "\x00" in request.scope["path"] or any("\x00" in key or "\x00" in value
-                                         for key, value in request.query_params.multi_items()):
-        raise ApiError(400, "the path and the query cannot hold NUL characters")
 
 
 async def _body(request: Request) -> dict[str, Any]:

@@ -7,11 +7,13 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from markupsafe import escape
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from patchbay.errors import ApiError
 from patchbay.model import jsonable
 from patchbay.spec import IntegrationFile, secret_forms
 
@@ -26,9 +28,20 @@ class Redactor:
         found = {form for secret in secrets for form in secret_forms(secret)}
         # as they appear inside a JSON string, longest first (a secret may contain another)
         self._escaped = sorted({json.dumps(s)[1:-1] for s in found}, key=len, reverse=True)
+        # as they appear in HTML text or attributes (the console escapes every value), or
+        # as they are (a CSV download)
+        self._html = sorted({str(escape(s)) for s in found} | found, key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
-        for secret in self._escaped:
+        return self._replace(text, self._escaped)
+
+    def html(self, text: str) -> str:
+        """The same for an HTML page, or text that is not JSON."""
+        return self._replace(text, self._html)
+
+    @staticmethod
+    def _replace(text: str, forms: list[str]) -> str:
+        for secret in forms:
             text = text.replace(secret, "***")
         return text
 
@@ -67,6 +80,9 @@ class BearerAuth:
     site without the browser asking first (a CORS preflight, never answered here)."""
 
     PUBLIC = frozenset({("GET", "/health"), ("HEAD", "/health")})
+    CONSOLE = "/ui"
+    """The web console signs its users in itself (a session cookie, see api/console.py): a
+    browser cannot send the bearer token."""
     SIGNED = ("/hooks/", "/outbound/")
     """Routes that check their caller themselves, for senders that cannot send the token:
     webhooks carry an HMAC signature, Salesforce Outbound Messages come from a known org
@@ -92,7 +108,8 @@ class BearerAuth:
             await self.app(scope, receive, send)
             return
         if ((scope["method"], scope["path"]) in self.PUBLIC
-                or (scope["method"] == "POST" and scope["path"].startswith(self.SIGNED))):
+                or (scope["method"] == "POST" and scope["path"].startswith(self.SIGNED))
+                or scope["path"] == self.CONSOLE or scope["path"].startswith(self.CONSOLE + "/")):
             await self.app(scope, receive, send)
             return
         if not self._allowed(Headers(scope=scope)):
@@ -127,6 +144,14 @@ async def capped_body(request: Request, limit: int) -> bytes | None:
         if len(raw) > limit:
             return None
     return bytes(raw)
+
+
+def refuse_nul(request: Request) -> None:
+    """NUL characters in the path or the query are refused: no name holds one, and a
+    PostgreSQL engine state cannot even be asked about one."""
+    if "\x00" in request.scope["path"] or any("\x00" in key or "\x00" in value
+                                         for key, value in request.query_params.multi_items()):
+        raise ApiError(400, "the path and the query cannot hold NUL characters")
 
 
 def host_name(host: str) -> str:

@@ -15,6 +15,7 @@ migration whose unfinished run with these parameters still has a live owner cann
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import threading
@@ -53,6 +54,7 @@ class Runs:
         """Broadcasts this process already keeps going (`patchbay serve`'s loops)."""
         self._lock = threading.Lock()
         self._active: dict[tuple[str, str], _Active] = {}
+        self._last_answers: dict[str, dict[str, Any]] = {}
         self._closed = False
 
     def is_active(self, run_id: str) -> bool:
@@ -136,11 +138,31 @@ class Runs:
 
     def aggregate(self, invocation: Invocation) -> dict[str, Any]:
         """Run an aggregation now (answer, reports, destinations); its summary."""
-        return runner.run(invocation.context(self.store, self.reports_dir))
+        summary = runner.run(invocation.context(self.store, self.reports_dir))
+        self._answered(invocation.integration.name, summary)
+        return summary
 
     def answer(self, invocation: Invocation, limit: int | None = None) -> aggregation.Answer:
         """An aggregation's live answer, at most `limit` rows."""
-        return runner.answer(invocation.context(self.store, self.reports_dir), limit)
+        name = invocation.integration.name
+        try:
+            answer = runner.answer(invocation.context(self.store, self.reports_dir), limit)
+        except aggregation.RequiredSourceFailed as refused:
+            self._answered(name, {**refused.answer.summary(), "status": "failed",
+                                  "error": str(refused)})
+            raise
+        self._answered(name, {**answer.summary(), "status": "partial" if answer.partial else "ok"})
+        return answer
+
+    def last_answer(self, integration: str) -> dict[str, Any] | None:
+        """The summary of the last answer (or run) of an aggregation this process computed,
+        with its time (`at`): each source's status, the rows, whether partial."""
+        with self._lock:
+            return self._last_answers.get(integration)
+
+    def _answered(self, integration: str, summary: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._last_answers[integration] = {**summary, "at": dt.datetime.now(dt.UTC)}
 
     def push(self, invocation: Invocation, body: Mapping[str, Any], received_at: str,
              message: tuple[str, str] | None = None, source: str | None = None) -> int:

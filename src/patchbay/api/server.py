@@ -4,6 +4,7 @@ loops, or in tests), and the rule that keeps an API without a token on loopback.
 from __future__ import annotations
 
 import contextlib
+import hmac
 import ipaddress
 import os
 import threading
@@ -19,6 +20,7 @@ from patchbay.api.app import close_app, create_app
 from patchbay.errors import SpecError
 
 TOKEN_VARIABLE = "PATCHBAY_API_TOKEN"
+VIEWER_VARIABLE = "PATCHBAY_VIEWER_TOKEN"
 
 
 class ApiConfigError(SpecError):
@@ -28,6 +30,12 @@ class ApiConfigError(SpecError):
 def api_token() -> str | None:
     """The bearer token, from the environment (never from the integration file)."""
     return os.environ.get(TOKEN_VARIABLE) or None
+
+
+def viewer_token() -> str | None:
+    """The web console's read-only token, from the environment: it signs in a viewer, who
+    sees every page and may take no action."""
+    return os.environ.get(VIEWER_VARIABLE) or None
 
 
 def is_loopback(host: str) -> bool:
@@ -47,12 +55,19 @@ def loopback_names(host: str) -> set[str]:
     return {"localhost", "127.0.0.1", "[::1]", f"[{bound}]" if ":" in bound else bound}
 
 
-def check_binding(host: str, port: int, token: str | None) -> None:
-    """An API without a token (None or empty) is open: allowed on loopback only."""
+def check_binding(host: str, port: int, token: str | None, viewer: str | None = None) -> None:
+    """An API without a token (None or empty) is open: allowed on loopback only. A viewer
+    token needs an operator token (without one, everyone is an operator) other than it."""
     if not token and not is_loopback(host):
         raise ApiConfigError(
             f"refusing to serve the API on {host}:{port} without a token: set {TOKEN_VARIABLE}, "
             "or listen on loopback only (--host 127.0.0.1), or turn the API off (--no-api)")
+    if viewer and not token:
+        raise ApiConfigError(f"{VIEWER_VARIABLE} is set but {TOKEN_VARIABLE} is not: without an "
+                             "operator token the console is open to everyone on this machine")
+    if viewer and token and hmac.compare_digest(viewer.encode("utf-8"), token.encode("utf-8")):
+        raise ApiConfigError(f"{VIEWER_VARIABLE} is the same as {TOKEN_VARIABLE}: a viewer would "
+                             "be an operator")
 
 
 def server_config(app: Starlette, host: str, port: int, token: str | None,
@@ -114,14 +129,16 @@ class ApiServer:
 
 
 def serve_api(host: str, port: int, spec_path: Path, state: str | None, *, token: str | None,
-              serving: Iterable[str] = (), log_level: str = "warning") -> ApiServer:
+              viewer: str | None = None, serving: Iterable[str] = (),
+              log_level: str = "warning") -> ApiServer:
     """Serve the API of `spec_path` on host:port in a background thread; return it started.
 
     Without a token (None or empty) the API is open, which is allowed on loopback only:
     anything else raises ApiConfigError before the file is even read. Open, it answers
-    only requests whose Host is a loopback name (see BearerAuth)."""
-    check_binding(host, port, token)
-    app = create_app(spec_path, state, token, serving=serving,
+    only requests whose Host is a loopback name (see BearerAuth). `viewer`: the console's
+    read-only token."""
+    check_binding(host, port, token, viewer)
+    app = create_app(spec_path, state, token, viewer=viewer, serving=serving,
                      hosts=None if token else loopback_names(host))
     try:
         config = server_config(app, host, port, token, log_level)

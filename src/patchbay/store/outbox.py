@@ -370,6 +370,34 @@ class Outbox(Repository):
                 per[status] = int(n)
         return counts
 
+    def ages(self, integration: str, latest: int = 1000) -> dict[str, dict[str, Any]]:
+        """Per destination: when its oldest pending delivery was enqueued, and the delivery
+        latency (enqueued to delivered, seconds) of its `latest` deliveries: mean and max."""
+        oldest = (sa.select(outbox.c.destination, sa.func.min(outbox.c.created_at))
+                  .where(outbox.c.integration == integration,
+                         outbox.c.status == DeliveryStatus.PENDING.value)
+                  .group_by(outbox.c.destination))
+        delivered = (sa.select(outbox.c.destination, outbox.c.created_at, outbox.c.delivered_at)
+                     .where(outbox.c.integration == integration,
+                            outbox.c.status == DeliveryStatus.DELIVERED.value,
+                            outbox.c.delivered_at.is_not(None))
+                     .order_by(outbox.c.id.desc()).limit(latest))
+        ages: dict[str, dict[str, Any]] = {}
+        with self._db.read("outbox.ages") as conn:
+            for destination, at in conn.execute(oldest):
+                ages.setdefault(destination, {})["oldest_pending_at"] = _aware(at)
+            latencies: dict[str, list[float]] = {}
+            for destination, created, delivered_at in conn.execute(delivered):
+                start, end = _aware(created), _aware(delivered_at)
+                if start is not None and end is not None:
+                    latencies.setdefault(destination, []).append(
+                        max(0.0, (end - start).total_seconds()))
+        for destination, seconds in latencies.items():
+            ages.setdefault(destination, {}).update(
+                latency_mean_seconds=sum(seconds) / len(seconds),
+                latency_max_seconds=max(seconds), latency_of=len(seconds))
+        return ages
+
 
 def _newer_only(conn: Connection, integration: str,
                 rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

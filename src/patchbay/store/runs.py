@@ -181,11 +181,24 @@ class Outcomes(Repository):
                 for o in rows])
 
     def of(self, run_id: str, statuses: Sequence[str] | None = None,
-           limit: int | None = None) -> list[dict[str, Any]]:
-        """A run's outcomes in the order they were recorded; of these statuses only, when given."""
+           limit: int | None = None, *, offset: int = 0, code: str | None = None,
+           containing: str | None = None) -> list[dict[str, Any]]:
+        """A run's outcomes in the order they were recorded; of these statuses only, when given;
+        of one code (a status when it has none, as in the report's counts by code); whose key
+        or reason holds `containing` (case-insensitive)."""
         stmt = sa.select(outcomes).where(outcomes.c.run_id == run_id).order_by(outcomes.c.id)
         if statuses:
             stmt = stmt.where(outcomes.c.status.in_(list(statuses)))
+        if code is not None:
+            stmt = stmt.where(sa.func.coalesce(outcomes.c.code, outcomes.c.status) == code)
+        if containing:
+            # the text is a bound value; LIKE's own wildcards in it are taken literally
+            pattern = "%" + containing.lower().replace("\\", "\\\\").replace("%", "\\%") \
+                .replace("_", "\\_") + "%"
+            stmt = stmt.where(sa.or_(sa.func.lower(outcomes.c.record_key).like(pattern, escape="\\"),
+                                     sa.func.lower(outcomes.c.reason).like(pattern, escape="\\")))
+        if offset:
+            stmt = stmt.offset(offset)
         if limit is not None:
             stmt = stmt.limit(limit)
         with self._db.read("outcomes.of") as conn:

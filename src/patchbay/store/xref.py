@@ -199,6 +199,15 @@ class Xref(Repository):
                     waiting.c.gid == w.gid, waiting.c.participant == w.participant,
                     waiting.c.parent_gid == w.parent_gid))
 
+    def waiting_list(self, integration: str, limit: int = 100) -> list[dict[str, Any]]:
+        """The records waiting for a parent, longest waiting first."""
+        stmt = (sa.select(waiting.c.object, waiting.c.gid, waiting.c.participant,
+                          waiting.c.parent_object, waiting.c.parent_gid, waiting.c.since)
+                .where(waiting.c.integration == integration)
+                .order_by(waiting.c.since, waiting.c.gid).limit(limit))
+        with self._db.read("xref.waiting_list") as conn:
+            return [dict(row) for row in conn.execute(stmt).mappings()]
+
     def waiting_count(self, integration: str) -> int:
         with self._db.read("xref.waiting_count") as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(waiting).where(

@@ -45,6 +45,10 @@ def reviewed_spec(here: Path) -> Path:
 
 @pytest.fixture
 def unsure(here: Path) -> Path:
+    return with_unsure_pair(here)
+
+
+def with_unsure_pair(here: Path) -> Path:
     """The fixture's patients, and one more pair the matcher is unsure of: south's record
     9 becomes an Ivy of north's Ivy Wirth's postcode, other surname, other birth date, no
     phone."""

@@ -88,11 +88,15 @@ def rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
 
 @pytest.fixture
 def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return registers(tmp_path)
+
+
+def registers(directory: Path) -> Path:
     """20 patients in the north, 20 in the south; the first 8 are the same people (the
     south spells some names differently and lacks a phone)."""
-    monkeypatch.chdir(tmp_path)
-    execute(tmp_path / "north.db", NORTH)
-    execute(tmp_path / "south.db", SOUTH)
+    execute(directory / "north.db", NORTH)
+    execute(directory / "south.db", SOUTH)
     north = [(f"n{i}", FIRST[i], LAST[i], f"19{50 + i}-0{1 + i % 9}-1{i % 9}", f"20{i:02d}",
               f"+61 2 9000 00{i:02d}", f"north-allergy-{i}") for i in range(20)]
     south = []
@@ -103,11 +107,11 @@ def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         else:  # only in the south: other people
             south.append((f"S{FIRST[i]}", f"South{LAST[i]}", f"18{i:02d}-02-02", f"90{i:02d}",
                           f"+61 3 5000 00{i:02d}", f"south-only-allergy-{i}"))
-    execute(tmp_path / "north.db", "INSERT INTO patients (id, given, family, born, postcode, "
+    execute(directory / "north.db", "INSERT INTO patients (id, given, family, born, postcode, "
             "phone, allergies) VALUES (?, ?, ?, ?, ?, ?, ?)", north)
-    execute(tmp_path / "south.db", "INSERT INTO people (first_name, last_name, dob, zip, mobile, "
+    execute(directory / "south.db", "INSERT INTO people (first_name, last_name, dob, zip, mobile, "
             "allergy_list) VALUES (?, ?, ?, ?, ?, ?)", south)
-    return tmp_path
+    return directory
 
 
 def correlate(here: Path) -> dict[str, Any]:
