@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
 from .conftest import OPERATOR_TOKEN, VIEWER_TOKEN, Served, SignIn, screenshot
@@ -30,6 +31,9 @@ from .world import (
     UNSURE,
     rows,
 )
+
+# One `serve` and one browser for the module: about 40 s in all.
+pytestmark = pytest.mark.slow
 
 PAGES = {"integrations": "/ui/", "runs": "/ui/runs", "broadcast": "/ui/broadcast",
          "aggregation": "/ui/aggregation", "sync": "/ui/sync", "correlation": "/ui/correlation"}

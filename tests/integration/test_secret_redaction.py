@@ -5,6 +5,7 @@ output, the report files, the engine state or the API's answers."""
 from __future__ import annotations
 
 import base64
+import re
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -132,6 +133,16 @@ def test_the_api_answers_no_secret(folder: Path, pg_url: str, monkeypatch: pytes
             assert finished["status"] == status, finished
             answers += [started.text, client.get(started.json()["url"]).text]
         answers += [client.get(path).text for path in ("/runs", "/integrations")]
+        # the web console's pages of the same runs (the failed run's error among them)
+        signin = client.get("/ui/signin")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', signin.text)
+        assert csrf, signin.text
+        client.post("/ui/signin", data={"csrf": csrf[1], "token": TOKEN})
+        run_ids = [run["run"] for run in client.get("/runs").json()["runs"]]
+        pages = [client.get(path) for path in ("/ui/", "/ui/runs", *(f"/ui/runs/{i}" for i in run_ids))]
+        assert all(page.status_code == 200 for page in pages)
+        assert any("password=***" in page.text for page in pages)
+        answers += [page.text for page in pages]
     close_app(app)
     assert any("password=***" in answer for answer in answers), answers
     for answer in answers:

@@ -1,0 +1,152 @@
+"""The web console's rules without a browser (tests/browser/ drives one): an open console
+on loopback, forms bounded and well formed, signing in going back to the console only,
+sessions ended by a new token, the viewer token's configuration checked."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from patchbay.api import ApiConfigError, create_app, serve_api
+from patchbay.api.app import close_app
+from patchbay.api.console import MAX_FIELDS, MAX_FORM
+
+TOKEN = "t0ken-for-the-console-tests"
+MIGRATION = "items - migration"
+SPEC = f"""
+systems:
+  source: sqlite:///source.db
+  target: sqlite:///target.db
+integrations:
+  - name: {MIGRATION}
+    pattern: migration
+    source: {{system: source, object: items, key: id}}
+    transform: {{fields: {{id: id, name: name}}}}
+    destination: {{system: target, object: items, key: id}}
+"""
+
+
+@pytest.fixture
+def spec_path(tmp_path: Path) -> Path:
+    for name in ("source", "target"):
+        with sqlite3.connect(tmp_path / f"{name}.db") as db:
+            db.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT)")
+    with sqlite3.connect(tmp_path / "source.db") as db:
+        db.executemany("INSERT INTO items VALUES (?, ?)", [(1, "one"), (2, "two")])
+    path = tmp_path / "console.yaml"
+    path.write_text(SPEC)
+    return path
+
+
+def client_of(spec_path: Path, token: str | None, viewer: str | None = None) -> Iterator[TestClient]:
+    app = create_app(spec_path, str(spec_path.parent / "state"), token, viewer=viewer)
+    try:
+        with TestClient(app, base_url="http://127.0.0.1") as client:
+            yield client
+    finally:
+        close_app(app)
+
+
+@pytest.fixture
+def operator(spec_path: Path) -> Iterator[TestClient]:
+    for client in client_of(spec_path, TOKEN):
+        sign_in(client, TOKEN)
+        yield client
+
+
+def csrf_of(client: TestClient, path: str = "/ui/") -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', client.get(path).text)
+    assert found, path
+    return found[1]
+
+
+def sign_in(client: TestClient, token: str, following: str = "/ui/") -> str:
+    answer = client.post("/ui/signin", data={"csrf": csrf_of(client, "/ui/signin"), "token": token,
+                                             "next": following}, follow_redirects=False)
+    assert answer.status_code == 303, answer.text
+    return answer.headers["location"]
+
+
+def test_without_a_token_the_console_is_open_but_its_actions_still_need_the_csrf_token(
+        spec_path: Path) -> None:
+    for client in client_of(spec_path, None):
+        page = client.get("/ui/")
+        assert page.status_code == 200 and "open on loopback" in page.text
+        action = f"/ui/integrations/{MIGRATION}/run"
+        refused = client.post(action, data={"full": "1"})
+        assert refused.status_code == 403 and "CSRF token" in refused.text
+        started = client.post(action, data={"csrf": csrf_of(client)}, follow_redirects=False)
+        assert started.status_code == 303 and started.headers["location"].startswith("/ui/runs/")
+
+
+def test_forms_are_bounded_and_well_formed(operator: TestClient) -> None:
+    action = f"/ui/integrations/{MIGRATION}/run"
+    csrf = csrf_of(operator)
+    cases = {
+        "JSON, not a form": (operator.post(action, json={"csrf": csrf}), 415),
+        "too large": (operator.post(action, data={"csrf": csrf, "x": "a" * (MAX_FORM + 1)}), 413),
+        "NUL in a field": (operator.post(action, data={"csrf": csrf, "name": "a\x00b"}), 400),
+        "not UTF-8": (operator.post(action, content=b"csrf=" + csrf.encode() + b"&x=%ff",
+                                    headers={"Content-Type": "application/x-www-form-urlencoded"}), 400),
+        "too many fields": (operator.post(action, content="&".join(
+            f"f{i}=1" for i in range(MAX_FIELDS + 1)).encode(),
+            headers={"Content-Type": "application/x-www-form-urlencoded"}), 400),
+        "no dead letter chosen": (operator.post("/ui/dead-letters/replay", data={"csrf": csrf}), 400),
+        "a delivery id not a number": (operator.post("/ui/dead-letters/replay",
+                                                     data={"csrf": csrf, "id": "1 OR 1=1"}), 400),
+        "no such conflict": (operator.post("/ui/conflicts/5/resolve",
+                                           data={"csrf": csrf, "choice": "value", "value": "x"}), 404),
+        "no choice": (operator.post("/ui/conflicts/5/resolve", data={"csrf": csrf}), 400),
+        "no such correlation": (operator.post("/ui/reviews/decide", data={"csrf": csrf}), 404),
+        "a page of letters": (operator.get("/ui/runs/x", params={"page": "abc"}), 404),
+        "a GET of an action": (operator.get("/ui/dead-letters/replay"), 405),
+    }
+    for case, (answer, status) in cases.items():
+        assert answer.status_code == status, (case, answer.status_code, answer.text)
+        assert answer.headers["content-type"].startswith("text/html"), case
+        assert 'role="alert"' in answer.text, case
+
+
+def test_a_bad_page_number_is_a_clear_400(operator: TestClient) -> None:
+    started = operator.post(f"/ui/integrations/{MIGRATION}/run", data={"csrf": csrf_of(operator)},
+                            follow_redirects=False)
+    run_page = started.headers["location"]
+    for page in ("abc", "0", "-1", "99999999999"):
+        answer = operator.get(run_page, params={"page": page})
+        assert answer.status_code == 400 and "is a whole number from 1" in answer.text, page
+    assert operator.get(run_page, params={"q": "x" * 1001}).status_code == 400
+
+
+def test_signing_in_goes_back_to_the_console_only(spec_path: Path) -> None:
+    for client in client_of(spec_path, TOKEN):
+        for elsewhere in ("//evil.example/", "https://evil.example/", "/runs", "/ui\\@evil"):
+            client.cookies.clear()
+            assert sign_in(client, TOKEN, elsewhere) == "/ui/", elsewhere
+        client.cookies.clear()
+        assert sign_in(client, TOKEN, "/ui/runs?integration=x") == "/ui/runs?integration=x"
+
+
+def test_a_new_token_ends_the_sessions_of_the_old_one(spec_path: Path) -> None:
+    for first in client_of(spec_path, TOKEN):
+        sign_in(first, TOKEN)
+        cookies = dict(first.cookies)
+        assert first.get("/ui/", follow_redirects=False).status_code == 200
+    for second in client_of(spec_path, "another-t0ken"):
+        second.cookies.update(cookies)
+        answer = second.get("/ui/", follow_redirects=False)
+        assert answer.status_code == 303 and answer.headers["location"].startswith("/ui/signin")
+    for same in client_of(spec_path, TOKEN):  # another process with the same token takes it
+        same.cookies.update(cookies)
+        assert same.get("/ui/", follow_redirects=False).status_code == 200
+
+
+def test_the_viewer_token_is_checked_before_serving(spec_path: Path) -> None:
+    with pytest.raises(ApiConfigError, match="PATCHBAY_API_TOKEN is not"):
+        serve_api("127.0.0.1", 0, spec_path, None, token=None, viewer="v")
+    with pytest.raises(ApiConfigError, match="a viewer would be an operator"):
+        serve_api("127.0.0.1", 0, spec_path, None, token=TOKEN, viewer=TOKEN)
