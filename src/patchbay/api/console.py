@@ -44,12 +44,12 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from patchbay import spec
-from patchbay.api.http import capped_body, refuse_nul
+from patchbay.api.http import JSON, capped_body, refuse_nul
 from patchbay.errors import (
     ApiError,
     ChoiceRefused,
@@ -429,8 +429,8 @@ class Console:
     async def run_progress(self, request: Request) -> Response:
         """A run's progress, for the run page's script."""
         record = await self._run(request)
-        body = {"status": record.status, "counters": record.counters, "batches": record.batches}
-        return JSONResponse(json.loads(self.api.redact(json.dumps(jsonable(body)))), headers=HEADERS)
+        return JSON({"status": record.status, "counters": record.counters, "batches": record.batches},
+                    200, self.api.redact, HEADERS)
 
     async def rejects_csv(self, request: Request) -> Response:
         record = await self._run(request)
@@ -658,7 +658,7 @@ def _text(query: Mapping[str, str], name: str) -> str | None:
 
 def _whole(query: Mapping[str, str], name: str, low: int, high: int) -> int:
     raw = query.get(name) or str(low)
-    if not (raw.isascii() and raw.isdigit() and low <= int(raw[:9]) <= high and len(raw) < 9):
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 9 and low <= int(raw) <= high):
         raise ConsoleError(400, f"'{name}' is a whole number from {low} to {high}, not {raw!r}")
     return int(raw)
 

@@ -86,6 +86,8 @@ class Pairs(Repository):
         return _pair(row) if row is not None else None
 
     def save(self, integration: str, found: Sequence[Pair]) -> None:
+        """A match's pairs. A person's decision made while the match ran (between its read
+        of the pairs and this write) stands: only a decision replaces a decision."""
         now = dt.datetime.now(dt.UTC)
         rows = [dict(integration=integration, left_key=p.left, right_key=p.right,
                      status=p.status, gid=p.gid, weight=p.weight, probability=p.probability,
@@ -97,7 +99,8 @@ class Pairs(Repository):
                     index_elements=[pairs.c.integration, pairs.c.left_key, pairs.c.right_key],
                     set_={name: stmt.excluded[name] for name in
                           ("status", "gid", "weight", "probability", "decided_by",
-                           "updated_at")}))
+                           "updated_at")},
+                    where=sa.or_(pairs.c.status.not_in(DECIDED), stmt.excluded.status.in_(DECIDED))))
 
     def decide(self, integration: str, left: str, right: str, decision: str, by: str) -> bool:
         """A person's decision on a pair (accepted, rejected), kept over every later match;

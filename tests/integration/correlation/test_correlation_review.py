@@ -21,6 +21,7 @@ from patchbay import cli
 from patchbay.api import create_app
 from patchbay.api.app import close_app
 from patchbay.store import Store
+from patchbay.store.pairs import Pair
 
 from .test_correlation_sqlite import FIRST, LAST, NAME, correlate, execute, here, rows, spec
 
@@ -261,3 +262,20 @@ def test_nothing_of_an_unshared_record_reaches_the_logs_or_the_reports(
         f"north-allergy-{i}", f"+61 2 9000 00{i:02d}", f"'n{i}'", f"18{i:02d}-02-02",
         "+61 3 5999 9999", "+61 2 9999 9999")]
     assert [value for value in unshared if value in said_anywhere] == []
+
+
+def test_a_decision_made_while_a_match_runs_is_not_undone_by_it(tmp_path: Path) -> None:
+    """A match reads the pairs, a person decides meanwhile (serve rematches all the time),
+    then the match writes what it found: the decision stands, for the next match to apply."""
+    store = Store.open(directory=tmp_path)
+    store.pairs.save(NAME, [Pair("n1", "1", "review", None, 3.0, 0.9)])
+    read_by_the_match = store.pairs.all(NAME)
+    assert store.pairs.decide(NAME, "n1", "1", "accepted", "nurse")
+    store.pairs.save(NAME, [Pair(p.left, p.right, p.status, p.gid, 3.1, 0.91) for p in read_by_the_match])
+    kept = store.pairs.get(NAME, "n1", "1")
+    assert kept is not None and (kept.status, kept.decided_by) == ("accepted", "nurse")
+    # a decision still replaces a decision, and a match still updates an undecided pair
+    store.pairs.save(NAME, [Pair("n1", "1", "rejected", None, 3.1, 0.91, "nurse"),
+                            Pair("n2", "2", "review", None, 2.0, 0.8)])
+    store.pairs.save(NAME, [Pair("n2", "2", "link", "g2", 7.0, 0.99)])
+    assert sorted((p.left, p.status) for p in store.pairs.all(NAME)) == [("n1", "rejected"), ("n2", "link")]
