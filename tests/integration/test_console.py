@@ -120,6 +120,10 @@ def test_a_bad_page_number_is_a_clear_400(operator: TestClient) -> None:
         answer = operator.get(run_page, params={"page": page})
         assert answer.status_code == 400 and "is a whole number from 1" in answer.text, page
     assert operator.get(run_page, params={"q": "x" * 1001}).status_code == 400
+    # what the run page's script follows while the run runs
+    progress = operator.get(f"{run_page}/progress")
+    assert progress.status_code == 200 and set(progress.json()) == {"status", "counters", "batches"}
+    assert progress.json()["status"] in ("running", "complete")
 
 
 def test_signing_in_goes_back_to_the_console_only(spec_path: Path) -> None:
