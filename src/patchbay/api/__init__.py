@@ -1,5 +1,5 @@
 """The HTTP API of `patchbay serve`: run integrations on demand, follow their runs, handle
-dead letters, read outbox counts.
+dead letters, read outbox counts; and its web console under /ui (console.py).
 
     create_app(spec_path, state, token)      the Starlette application
     serve_api(host, port, spec_path, ...)    that application served by uvicorn in a
