@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
-from patchbay import __version__, render
+from patchbay import __version__, logs, render
 from patchbay.errors import (
     ChoiceRefused,
     ConnectionFailed,
@@ -72,25 +72,8 @@ RunIdArg = Annotated[str, typer.Argument(metavar="RUN", help="A run id (see `pat
 
 
 def main() -> None:
-    _log_without_tracebacks()
+    logs.configure()
     app()
-
-
-class _OneLine(logging.Formatter):
-    """A log record as one line: the command reports failures itself, so a library's
-    traceback (a driver's, when a connection is lost) would only bury that message."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return f"{record.levelname.lower()}: {record.name}: {record.getMessage()}"
-
-
-def _log_without_tracebacks() -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(_OneLine())
-    logging.basicConfig(level=logging.WARNING, handlers=[handler])
-    # The pool logs, with a traceback, that it could not reset a connection the database
-    # dropped; the operation that lost it says so already (RetriableError, ConnectionFailed).
-    logging.getLogger("sqlalchemy.pool").setLevel(logging.CRITICAL)
 
 
 def _version(value: bool) -> None:
@@ -102,8 +85,21 @@ def _version(value: bool) -> None:
 @app.callback()
 def _options(version: Annotated[bool, typer.Option(
         "--version", callback=_version, is_eager=True,
-        help="Print patchbay's version and exit.")] = False) -> None:
+        help="Print patchbay's version and exit.")] = False,
+        log_format: Annotated[str, typer.Option(
+            "--log-format", metavar="text|json",
+            help="Logs on standard error: text (warnings, one line each) or json (one object "
+                 "per line from info on: time, level, logger, message, run, integration, "
+                 "record_key).")] = "text",
+        log_values: Annotated[bool, typer.Option(
+            "--log-values", help="Let logs show records' field values (never shown without "
+                                 "it).")] = False) -> None:
     """patchbay: declared, observable integrations around Salesforce."""
+    if log_format not in logs.FORMATS:
+        raise typer.BadParameter(f"{log_format!r} is not one of {', '.join(logs.FORMATS)}",
+                                 param_hint="--log-format")
+    logs.configure(log_format, log_values,
+                   logging.INFO if log_format == "json" else logging.WARNING)
 
 
 # -- commands -----------------------------------------------------------------------------------

@@ -30,6 +30,9 @@ Routes (all but GET /health need `Authorization: Bearer <token>` when a token is
     POST /outbound/{integration}    Salesforce Outbound Messages (SOAP; no token: checked by
                                     the sending org and the URL's secret, see api/outbound.py)
     GET  /openapi.json              the OpenAPI 3.1 description of all of this
+    GET  /metrics                   Prometheus' text format: this process's counts (runs,
+                                    records, deliveries, Salesforce API usage, notifications)
+                                    and the engine state's (outboxes, conflicts, review items)
 
 Answers are JSON, errors too: {"error": "...", "problems": [...]} (problems for bad input).
 No traceback is ever sent; known secrets (system passwords and secret options, the token)
@@ -47,6 +50,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -56,7 +60,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from patchbay import spec
+from patchbay import metrics, spec
 from patchbay.api import outbound, webhooks
 from patchbay.api.http import (
     JSON,
@@ -85,7 +89,7 @@ from patchbay.errors import (
 )
 from patchbay.model import jsonable
 from patchbay.patterns import aggregation
-from patchbay.runtime import conflicts, reviews, runner
+from patchbay.runtime import conflicts, observed, reviews, runner
 from patchbay.runtime.runner import Invocation
 from patchbay.spec import (
     AggregationSpec,
@@ -169,6 +173,8 @@ class _Api:
         self.redact, self.runs = redact, runs
         self.answering = threading.BoundedSemaphore(MAX_CONCURRENT_ANSWERS)
         self.seen_signatures = webhooks.SeenSignatures(store)
+        self.state_metrics = CollectorRegistry(auto_describe=False)
+        self.state_metrics.register(observed.StateCollector(store, (i.name for i in file.integrations)))
 
     def routes(self) -> list[Route]:
         def route(path: str, handler: Handler, method: str) -> Route:
@@ -177,6 +183,7 @@ class _Api:
         return [
             route("/health", self.health, "GET"),
             route("/openapi.json", self.openapi, "GET"),
+            route("/metrics", self.metrics, "GET"),
             route("/integrations", self.integrations, "GET"),
             route("/runs", self.list_runs, "GET"),
             route("/runs", self.start_run, "POST"),
@@ -236,6 +243,14 @@ class _Api:
 
     async def openapi(self, request: Request) -> Response:
         return self.json(OPENAPI)
+
+    async def metrics(self, request: Request) -> Response:
+        body = await run_in_threadpool(self._scrape)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    def _scrape(self) -> bytes:
+        """What this process counted, then what the engine state holds now."""
+        return generate_latest(metrics.REGISTRY) + generate_latest(self.state_metrics)
 
     async def integrations(self, request: Request) -> Response:
         return self.json({"integrations": [self._integration(i) for i in self.file.integrations]})

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -369,6 +369,40 @@ class Outbox(Repository):
                 per = counts.setdefault(destination, {s.value: 0 for s in DeliveryStatus})
                 per[status] = int(n)
         return counts
+
+    def backlog(self) -> list[Backlog]:
+        """Every integration's pending and dead deliveries per destination, and the oldest
+        pending one's age by the state's clock (metrics and notifications read it)."""
+        stmt = (sa.select(outbox.c.integration, outbox.c.destination, outbox.c.status,
+                          sa.func.count(), sa.func.min(outbox.c.created_at))
+                .where(outbox.c.status.in_(_BLOCKING))
+                .group_by(outbox.c.integration, outbox.c.destination, outbox.c.status))
+        found: dict[tuple[str, str], Backlog] = {}
+        with self._db.read("outbox.backlog") as conn:
+            now = clock(conn)
+            if not isinstance(now, dt.datetime):  # PostgreSQL's now(), asked for its value
+                now = _aware(conn.execute(sa.select(now)).scalar_one())
+            for integration, destination, status, n, oldest in conn.execute(stmt):
+                oldest = _aware(oldest)
+                was = found.get((integration, destination)) or Backlog(integration, destination)
+                if status == DeliveryStatus.DEAD.value:
+                    was = replace(was, dead=int(n))
+                else:
+                    age = (now - oldest).total_seconds() if oldest is not None else 0.0
+                    was = replace(was, pending=int(n), oldest_pending_seconds=max(0.0, age))
+                found[(integration, destination)] = was
+        return list(found.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """What waits in one destination's outbox."""
+
+    integration: str
+    destination: str
+    pending: int = 0
+    dead: int = 0
+    oldest_pending_seconds: float = 0.0
 
 
 def _newer_only(conn: Connection, integration: str,
