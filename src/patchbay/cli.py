@@ -270,9 +270,9 @@ def serve(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = N
             token = api_token()
             server = serve_api(host, port, file, state, token=token,
                                serving=[s.name for s in chosen], log_level="warning")
-            errors.print(f"API on {server.url} ("
-                         + ("bearer token required" if token else
-                            "no PATCHBAY_API_TOKEN: open, on loopback only") + ")", highlight=False)
+            _tell(f"API on {server.url} ("
+                  + ("bearer token required" if token else
+                     "no PATCHBAY_API_TOKEN: open, on loopback only") + ")")
         _keep_going(invocations, store, reports, poll=True, server=server)
 
 
@@ -298,17 +298,25 @@ def _keep_going(invocations: list[Invocation], store: Store, reports: Path, *, p
     contexts = [i.context(store, reports, progress=_serve_progress(i.integration.name))
                 for i in invocations]
     names = ", ".join(i.integration.name for i in invocations) or "the API only"
-    serving.keep_going(contexts, poll=poll, beside=server, started=lambda: errors.print(
-        f"{'serving' if poll else 'delivering'} {render.text(names)}; Ctrl-C to stop"))
+    serving.keep_going(contexts, poll=poll, beside=server, started=lambda: _tell(
+        f"{'serving' if poll else 'delivering'} {names}; Ctrl-C to stop"))
 
 
 def _serve_progress(name: str) -> Any:
     def report(event: str, counters: Mapping[str, int]) -> None:
         if any(counters.values()):
-            errors.print(render.text(f"{name}: " + ", ".join(f"{k} {v}" for k, v in counters.items()
-                                                             if v)),
-                         highlight=False)
+            _tell(f"{name}: " + ", ".join(f"{k} {v}" for k, v in counters.items() if v),
+                  integration=name)
     return report
+
+
+def _tell(message: str, integration: str | None = None) -> None:
+    """A message of a long-running command to the person watching it, or, with
+    `--log-format json`, a log line like every other."""
+    if logs.structured():
+        logging.getLogger("patchbay.cli").info(message, extra={"integration": integration})
+    else:
+        errors.print(render.text(message), highlight=False)
 
 
 dead_letters = typer.Typer(help="Deliveries that failed for good: list, show, replay, discard.",

@@ -110,11 +110,24 @@ class OneLine(logging.Formatter):
         return scrubbed(text)
 
 
+_format = "text"
+
+
+def structured() -> bool:
+    """Whether logs are JSON lines (then a command's messages to people are logged too)."""
+    return _format == "json"
+
+
 def configure(format: str = "text", values: bool = False, level: int = logging.WARNING) -> None:
     """Log to standard error in `format` (text or json) from `level` on."""
+    global _format
+    _format = format
     handler = logging.StreamHandler()
     handler.setFormatter(JsonLines(values) if format == "json" else OneLine(values))
     logging.basicConfig(level=level, handlers=[handler], force=True)
     # The pool logs, with a traceback, that it could not reset a connection the database
     # dropped; the operation that lost it says so already (RetriableError, ConnectionFailed).
     logging.getLogger("sqlalchemy.pool").setLevel(logging.CRITICAL)
+    # httpx logs every request's URL at info: a query's values (SOQL), a webhook's secret path
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
