@@ -198,7 +198,7 @@ def receiving(status: int = 200) -> Iterator[Receiver]:
     receiver = Receiver(status)
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             receiver.posts.append(Received({k.lower(): v for k, v in self.headers.items()}, body))
             self.send_response(receiver.status)
@@ -227,7 +227,8 @@ class Mailbox:
     logins: list[str] = field(default_factory=list)
     port: int = 0
 
-    async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Session, envelope: Envelope) -> str:
+        # aiosmtpd calls the handler's hooks by these names
         content = envelope.content if isinstance(envelope.content, bytes) else \
             str(envelope.content).encode()
         parsed = message_from_bytes(content, policy=policy.default)
