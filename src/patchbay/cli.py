@@ -970,7 +970,7 @@ def _run_one(invocation: Invocation, state: str | None, *, resume: str | None = 
 
 
 def _say(message: str) -> None:
-    errors.print(render.text(message), highlight=False)
+    _tell(message)
 
 
 def _show_report(report: Mapping[str, Any]) -> None:
@@ -1030,7 +1030,7 @@ class _ProgressBar:
 
 @contextmanager
 def _progress(label: str, quiet: bool = False) -> Iterator[_ProgressBar | None]:
-    if quiet or not errors.is_terminal:
+    if quiet or logs.structured() or not errors.is_terminal:  # no bar among JSON lines
         yield None
         return
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
