@@ -7,6 +7,8 @@ import base64
 import io
 import json
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -24,6 +26,7 @@ from tests.integration.observing import (
     SECRET_VALUE,
     TOKEN,
     build,
+    environment,
     serving,
     wait_until,
 )
@@ -89,3 +92,19 @@ def test_values_are_written_only_when_asked_and_secrets_never() -> None:
     assert "Hidden-Pa55" not in json.dumps(quiet) and "***" in str(quiet["message"])
     shown = _formatted(True, values={"Name": "Ada Lovelace", "note": "Hidden-Pa55"})
     assert shown["values"] == {"Name": "Ada Lovelace", "note": "***"}
+
+
+def test_run_logs_json_lines_naming_its_run(tmp_path: Path, org: LocalOrg) -> None:
+    spec = build(tmp_path, org.port)
+    done = subprocess.run(
+        [sys.executable, "-m", "patchbay.cli", "--log-format", "json", "run", str(spec),
+         "--integration", MIGRATION, "--state", str(tmp_path / "state"), "--json"],
+        cwd=tmp_path, env=environment(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 3, done.stderr  # complete with rejects
+    report = json.loads(done.stdout)
+    lines = [json.loads(line) for line in done.stderr.splitlines() if line.strip()]
+    ended = {"level": "info", "logger": "patchbay.runtime.observed", "run": report["run"],
+             "integration": MIGRATION, "message": "the run ended: complete_with_rejects"}
+    assert any(ended.items() <= line.items() for line in lines), lines
+    for value in VALUES:
+        assert value not in done.stderr
