@@ -56,7 +56,7 @@ from sqlalchemy.engine import Connection
 
 from patchbay.model import jsonable
 from patchbay.processes import gone
-from patchbay.store.schema import outbox
+from patchbay.store.schema import WAITING, outbox
 from patchbay.store.unit import Repository, chunks, clock
 
 
@@ -375,7 +375,7 @@ class Outbox(Repository):
         pending one's age by the state's clock (metrics and notifications read it)."""
         stmt = (sa.select(outbox.c.integration, outbox.c.destination, outbox.c.status,
                           sa.func.count(), sa.func.min(outbox.c.created_at))
-                .where(outbox.c.status.in_(_BLOCKING))
+                .where(WAITING)  # as the partial index says it, so the planner takes it
                 .group_by(outbox.c.integration, outbox.c.destination, outbox.c.status))
         found: dict[tuple[str, str], Backlog] = {}
         with self._db.read("outbox.backlog") as conn:
