@@ -74,11 +74,11 @@ def keep_going(contexts: Sequence[RunContext], *, poll: bool, beside: _Beside | 
         thread.start()
         threads.append(thread)
     watched = [ctx for ctx in contexts if ctx.notifications]
-    if poll and watched:  # extra workers leave it to serve
-        watcher = threading.Thread(target=_watch_state, args=(watched, stop), name="notify",
-                                   daemon=True)
+    # extra workers leave notifications to serve; the watcher keeps nothing going by itself
+    watcher = threading.Thread(target=_watch_state, args=(watched, stop), name="notify",
+                               daemon=True) if poll and watched else None
+    if watcher is not None:
         watcher.start()
-        threads.append(watcher)
     started()
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
@@ -90,7 +90,7 @@ def keep_going(contexts: Sequence[RunContext], *, poll: bool, beside: _Beside | 
         signal.signal(signal.SIGINT, previous)
         if beside is not None:
             beside.stop()
-        for thread in threads:
+        for thread in [*threads, *([watcher] if watcher is not None else [])]:
             thread.join(timeout=30)
 
 
