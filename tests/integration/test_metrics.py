@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from patchbay import metrics
@@ -122,3 +123,26 @@ def test_the_limit_header_is_read_or_left(header: str, expected: tuple[int, int]
     system = f"header-{abs(hash(header))}"
     metrics.api_usage(system, header)
     assert metrics.allowances().get(system) == expected
+
+
+def test_conflicts_and_review_items_are_read_from_the_state(tmp_path: Path) -> None:
+    from patchbay.runtime.observed import StateCollector
+    from patchbay.store.conflicts import NewConflict
+    from patchbay.store.pairs import Pair
+
+    store = Store.open(directory=tmp_path / "state")
+    store.conflicts.add("accounts-sync", [
+        NewConflict("Account", f"g{n}", "Phone", "field", "manual", {"crm": "1", "erp": "2"},
+                    None, status) for n, status in enumerate(["held", "held", "resolved"])])
+    store.pairs.save("patients", [Pair("L1", "R1", "review"), Pair("L2", "R2", "review"),
+                                  Pair("L3", "R3", "link", gid="g3")])
+    registry = CollectorRegistry()
+    registry.register(StateCollector(store, ["accounts-sync", "patients", "nothing-here"]))
+    found = {(s.name, frozenset(s.labels.items())): s.value
+             for family in registry.collect() for s in family.samples}
+    assert value(found, "patchbay_sync_conflicts", integration="accounts-sync", status="held") == 2
+    assert value(found, "patchbay_sync_conflicts", integration="accounts-sync",
+                 status="resolved") == 1
+    assert value(found, "patchbay_correlation_pairs", integration="patients", status="review") == 2
+    assert value(found, "patchbay_correlation_pairs", integration="patients", status="link") == 1
+    assert not any(dict(labels).get("integration") == "nothing-here" for _, labels in found)
