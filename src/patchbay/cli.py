@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
-from patchbay import __version__, render
+from patchbay import __version__, logs, render
 from patchbay.errors import (
     ChoiceRefused,
     ConnectionFailed,
@@ -72,25 +72,8 @@ RunIdArg = Annotated[str, typer.Argument(metavar="RUN", help="A run id (see `pat
 
 
 def main() -> None:
-    _log_without_tracebacks()
+    logs.configure()
     app()
-
-
-class _OneLine(logging.Formatter):
-    """A log record as one line: the command reports failures itself, so a library's
-    traceback (a driver's, when a connection is lost) would only bury that message."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return f"{record.levelname.lower()}: {record.name}: {record.getMessage()}"
-
-
-def _log_without_tracebacks() -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(_OneLine())
-    logging.basicConfig(level=logging.WARNING, handlers=[handler])
-    # The pool logs, with a traceback, that it could not reset a connection the database
-    # dropped; the operation that lost it says so already (RetriableError, ConnectionFailed).
-    logging.getLogger("sqlalchemy.pool").setLevel(logging.CRITICAL)
 
 
 def _version(value: bool) -> None:
@@ -102,8 +85,21 @@ def _version(value: bool) -> None:
 @app.callback()
 def _options(version: Annotated[bool, typer.Option(
         "--version", callback=_version, is_eager=True,
-        help="Print patchbay's version and exit.")] = False) -> None:
+        help="Print patchbay's version and exit.")] = False,
+        log_format: Annotated[str, typer.Option(
+            "--log-format", metavar="text|json",
+            help="Logs on standard error: text (warnings, one line each) or json (one object "
+                 "per line from info on: time, level, logger, message, run, integration, "
+                 "record_key).")] = "text",
+        log_values: Annotated[bool, typer.Option(
+            "--log-values", help="Let logs show records' field values (never shown without "
+                                 "it).")] = False) -> None:
     """patchbay: declared, observable integrations around Salesforce."""
+    if log_format not in logs.FORMATS:
+        raise typer.BadParameter(f"{log_format!r} is not one of {', '.join(logs.FORMATS)}",
+                                 param_hint="--log-format")
+    logs.configure(log_format, log_values,
+                   logging.INFO if log_format == "json" else logging.WARNING)
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -274,10 +270,10 @@ def serve(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = N
             token = api_token()
             server = serve_api(host, port, file, state, token=token, viewer=viewer_token(),
                                serving=[s.name for s in chosen], log_level="warning")
-            errors.print(f"API on {server.url} ("
-                         + ("bearer token required" if token else
-                            "no PATCHBAY_API_TOKEN: open, on loopback only")
-                         + f"); the console on {server.url}/ui/", highlight=False)
+            _tell(f"API on {server.url} ("
+                  + ("bearer token required" if token else
+                     "no PATCHBAY_API_TOKEN: open, on loopback only")
+                  + f"); the console on {server.url}/ui/")
         _keep_going(invocations, store, reports, poll=True, server=server)
 
 
@@ -303,17 +299,25 @@ def _keep_going(invocations: list[Invocation], store: Store, reports: Path, *, p
     contexts = [i.context(store, reports, progress=_serve_progress(i.integration.name))
                 for i in invocations]
     names = ", ".join(i.integration.name for i in invocations) or "the API only"
-    serving.keep_going(contexts, poll=poll, beside=server, started=lambda: errors.print(
-        f"{'serving' if poll else 'delivering'} {render.text(names)}; Ctrl-C to stop"))
+    serving.keep_going(contexts, poll=poll, beside=server, started=lambda: _tell(
+        f"{'serving' if poll else 'delivering'} {names}; Ctrl-C to stop"))
 
 
 def _serve_progress(name: str) -> Any:
     def report(event: str, counters: Mapping[str, int]) -> None:
         if any(counters.values()):
-            errors.print(render.text(f"{name}: " + ", ".join(f"{k} {v}" for k, v in counters.items()
-                                                             if v)),
-                         highlight=False)
+            _tell(f"{name}: " + ", ".join(f"{k} {v}" for k, v in counters.items() if v),
+                  integration=name)
     return report
+
+
+def _tell(message: str, integration: str | None = None) -> None:
+    """A message of a long-running command to the person watching it, or, with
+    `--log-format json`, a log line like every other."""
+    if logs.structured():
+        logging.getLogger("patchbay.cli").info(message, extra={"integration": integration})
+    else:
+        errors.print(render.text(message), highlight=False)
 
 
 dead_letters = typer.Typer(help="Deliveries that failed for good: list, show, replay, discard.",
@@ -967,7 +971,7 @@ def _run_one(invocation: Invocation, state: str | None, *, resume: str | None = 
 
 
 def _say(message: str) -> None:
-    errors.print(render.text(message), highlight=False)
+    _tell(message)
 
 
 def _show_report(report: Mapping[str, Any]) -> None:
@@ -1027,7 +1031,7 @@ class _ProgressBar:
 
 @contextmanager
 def _progress(label: str, quiet: bool = False) -> Iterator[_ProgressBar | None]:
-    if quiet or not errors.is_terminal:
+    if quiet or logs.structured() or not errors.is_terminal:  # no bar among JSON lines
         yield None
         return
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

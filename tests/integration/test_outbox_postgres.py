@@ -243,3 +243,29 @@ def test_a_lost_connection_to_the_state_is_retriable_and_loses_no_unit_of_work(s
         assert store.cursors.get(INTEGRATION, "db", "items") is None
     finally:
         store.close()
+
+
+def test_the_backlog_counts_waiting_and_dead_by_the_state_s_clock(space: Space) -> None:
+    store = Store.open(space.state_url)
+    try:
+        store.outbox.add(INTEGRATION, [NewDelivery("erp", key, "v1", "upsert", {"id": key})
+                                       for key in range(3)]
+                         + [NewDelivery("audit", 1, "v1", "upsert", {"id": 1})])
+        [first, *_] = store.outbox.lease(INTEGRATION, "erp", "tester", limit=1)
+        assert store.outbox.dead(first.id, "tester", "refused")
+        [audit] = store.outbox.lease(INTEGRATION, "audit", "tester")
+        store.outbox.delivered([audit.id], "tester")
+        time.sleep(0.3)
+        [erp] = store.outbox.backlog()
+        assert (erp.integration, erp.destination, erp.pending, erp.dead) == (INTEGRATION, "erp",
+                                                                             2, 1)
+        assert 0.3 <= erp.oldest_pending_seconds < 60
+        with space.engine.connect() as conn:
+            # a table this small is read whole anyway: ask whether the index can serve
+            conn.execute(sa.text("SET enable_seqscan = off"))
+            plan = "\n".join(conn.execute(sa.text(
+                f"EXPLAIN SELECT count(*) FROM {space.schema}.patchbay_outbox "
+                "WHERE status IN ('pending', 'dead')")).scalars())
+        assert "ix_patchbay_outbox_waiting" in plan, plan
+    finally:
+        store.close()

@@ -6,7 +6,7 @@
     elements     elements/         scope, transform, conform, merge, reports ...
     connectors · store             side by side: neither imports the other
     base         model, errors, spec/, scope, compare, urls, extras, retry, cron, sfid,
-                 atomic, processes
+                 atomic, processes, metrics, logs
 
 and the local org stands apart: it imports only the leaf sfid.py, and only interfaces
 import it, through its package (`from patchbay.localorg import ...`).
@@ -35,7 +35,7 @@ def layer(module: str) -> str:
     if top in ("runtime", "patterns", "elements", "connectors", "store", "localorg"):
         return top
     if top in ("model", "errors", "spec", "scope", "compare", "urls", "extras", "retry", "cron",
-               "sfid", "atomic", "processes"):
+               "sfid", "atomic", "processes", "metrics", "logs"):
         return "base"
     return "interfaces"  # cli, render, reference, demo, api, __init__
 

@@ -30,6 +30,9 @@ Routes (all but GET /health need `Authorization: Bearer <token>` when a token is
     POST /outbound/{integration}    Salesforce Outbound Messages (SOAP; no token: checked by
                                     the sending org and the URL's secret, see api/outbound.py)
     GET  /openapi.json              the OpenAPI 3.1 description of all of this
+    GET  /metrics                   Prometheus' text format: this process's counts (runs,
+                                    records, deliveries, Salesforce API usage, notifications)
+                                    and the engine state's (outboxes, conflicts, review items)
     /ui/...                         the web console (HTML; its own sign-in, see api/console.py)
 
 Answers are JSON, errors too: {"error": "...", "problems": [...]} (problems for bad input).
@@ -48,6 +51,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -57,7 +61,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
-from patchbay import spec
+from patchbay import metrics, spec
 from patchbay.api import console, outbound, webhooks
 from patchbay.api.http import (
     JSON,
@@ -87,7 +91,7 @@ from patchbay.errors import (
 )
 from patchbay.model import jsonable
 from patchbay.patterns import aggregation
-from patchbay.runtime import conflicts, reviews, runner
+from patchbay.runtime import conflicts, observed, reviews, runner
 from patchbay.runtime.runner import Invocation
 from patchbay.spec import (
     AggregationSpec,
@@ -175,6 +179,8 @@ class Api:
         self.redact, self.runs = redact, runs
         self.answering = threading.BoundedSemaphore(MAX_CONCURRENT_ANSWERS)
         self.seen_signatures = webhooks.SeenSignatures(store)
+        self.state_metrics = CollectorRegistry(auto_describe=False)
+        self.state_metrics.register(observed.StateCollector(store, (i.name for i in file.integrations)))
 
     def routes(self) -> list[Route]:
         def route(path: str, handler: Handler, method: str) -> Route:
@@ -183,6 +189,7 @@ class Api:
         return [
             route("/health", self.health, "GET"),
             route("/openapi.json", self.openapi, "GET"),
+            route("/metrics", self.metrics, "GET"),
             route("/integrations", self.integrations, "GET"),
             route("/runs", self.list_runs, "GET"),
             route("/runs", self.start_run, "POST"),
@@ -242,6 +249,14 @@ class Api:
 
     async def openapi(self, request: Request) -> Response:
         return self.json(OPENAPI)
+
+    async def metrics(self, request: Request) -> Response:
+        body = await run_in_threadpool(self._scrape)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    def _scrape(self) -> bytes:
+        """What this process counted, then what the engine state holds now."""
+        return generate_latest(metrics.REGISTRY) + generate_latest(self.state_metrics)
 
     async def integrations(self, request: Request) -> Response:
         return self.json({"integrations": [self._integration(i) for i in self.file.integrations]})

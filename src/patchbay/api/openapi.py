@@ -275,6 +275,15 @@ PATHS: dict[str, Any] = {
     "/openapi.json": {"get": {
         "summary": "This document", "operationId": "openapi",
         "responses": {"200": _json({"type": "object"}, "The OpenAPI document."), **_UNAUTHORIZED}}},
+    "/metrics": {"get": {
+        "summary": "Metrics in Prometheus' text format", "operationId": "metrics",
+        "description": "This process's counts (records read, written, set aside and failed; "
+                       "run durations; delivery latency; Salesforce API usage; notifications) "
+                       "and the engine state's figures read now (outbox pending, dead and "
+                       "oldest per destination; a sync's conflicts; a correlation's pairs). "
+                       "Scrapers send the API token as a bearer token.",
+        "responses": {"200": {"description": "The metrics.", "content": {
+            "text/plain": {"schema": {"type": "string"}}}}, **_UNAUTHORIZED}}},
     "/integrations": {"get": {
         "summary": "The integrations of the served file", "operationId": "listIntegrations",
         "responses": {"200": _json(_ref("Integrations"), "Names, patterns, parameters."),

@@ -30,7 +30,7 @@ from patchbay.model import jsonable
 from patchbay.patterns import aggregation
 from patchbay.patterns.context import RunContext
 from patchbay.patterns.registry import Started
-from patchbay.runtime import runner
+from patchbay.runtime import observed, runner
 from patchbay.runtime.runner import Invocation
 from patchbay.store import RunRecord, Store
 from patchbay.store.runs import RunStatus
@@ -96,14 +96,18 @@ class Runs:
 
     def _carry(self, key: tuple[str, str], begun: Started, ctx: RunContext) -> None:
         record = begun.record
+        began = time.monotonic()
         try:
             report = begun.carry().to_json()
             log.info("run %s of '%s': %s", record.id, record.integration,
                      report.get("verdict") or report.get("status"))
+            observed.ran(ctx, report, time.monotonic() - began)
         except BaseException as exc:
             log.warning("run %s of '%s' failed: %s", record.id, record.integration,
                         type(exc).__name__)
             self._mark_failed(record.id, exc)
+            if isinstance(exc, Exception):
+                observed.ran(ctx, {"run": record.id}, time.monotonic() - began, exc)
         finally:
             ctx.systems.close()
             self._release(key)

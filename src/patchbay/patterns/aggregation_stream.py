@@ -454,9 +454,10 @@ class StreamAggregation:
 
     def _reject(self, message: _Held, reason: str, tally: Tally) -> None:
         tally.rejected += 1
-        body = json.dumps(message.received.body, default=str, ensure_ascii=False)
-        log.warning("%s: message %s of %s not counted: %s; body: %.500s", self.name,
-                    message.received.id, message.source.name, reason, body)
+        # the reason and the body may quote values: shown only under --log-values
+        body = json.dumps(message.received.body, default=str, ensure_ascii=False)[:500]
+        log.warning("%s: message %s of %s not counted", self.name, message.received.id,
+                    message.source.name, extra={"values": {"reason": reason, "body": body}})
 
     def _combine(self, a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
         return {agg.name: agg.combine(a.get(agg.name, {}), b.get(agg.name, {}))
@@ -527,9 +528,9 @@ class StreamAggregation:
                 in self._warned:
             return
         self._warned.add((destination, group.group_key, group.revision))
-        log.warning("%s: %s refused group %s (%s: %s); it stays dirty and is written again at "
-                    "every flush", self.name, destination, group.group_key, outcome.code,
-                    outcome.reason)
+        log.warning("%s: %s refused a group (%s); it stays dirty and is written again at "
+                    "every flush", self.name, destination, outcome.code,
+                    extra={"record_key": group.group_key, "values": {"reason": outcome.reason}})
 
     def ack(self) -> None:
         """Step 4: ack every held message. An ack that fails leaves its messages to come

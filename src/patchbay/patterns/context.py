@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, get_args
@@ -11,7 +11,7 @@ from typing import Any, TypeVar, get_args
 from patchbay.connectors.base import DRIVER_UNREACHABLE, Connector, connect
 from patchbay.errors import RetriableError, SpecError
 from patchbay.model import KeyValue
-from patchbay.spec import IntegrationFile, IntegrationSpec, Lookup, SystemSpec, suggest
+from patchbay.spec import IntegrationFile, IntegrationSpec, Lookup, NotifySpec, SystemSpec, suggest
 from patchbay.store import Store
 
 S = TypeVar("S", bound=IntegrationSpec)
@@ -100,11 +100,14 @@ class RunContext:
     reports_dir: Path = Path(".patchbay") / "runs"
     stop: threading.Event = field(default_factory=threading.Event)
     progress: ProgressCallback | None = None
+    notifications: Sequence[NotifySpec] = ()
+    """Who is told about this integration's runs and state (the file's and its own `notify`)."""
 
     @classmethod
     def create(cls, file: IntegrationFile, integration: IntegrationSpec, store: Store,
                params: Mapping[str, Any], **kwargs: Any) -> RunContext:
-        return cls(integration, Systems(file.systems), store, params, spec_path=file.path, **kwargs)
+        return cls(integration, Systems(file.systems), store, params, spec_path=file.path,
+                   notifications=file.notifications(integration), **kwargs)
 
     def notify(self, event: str, counters: Mapping[str, int]) -> None:
         if self.progress is not None:

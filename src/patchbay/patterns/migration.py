@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from patchbay import logs
 from patchbay import scope as scopes
 from patchbay.compare import differing_fields, normalise, same_values
 from patchbay.connectors.base import Capability, Connector
@@ -272,7 +273,11 @@ class Migration:
     # -- the run --------------------------------------------------------------------------------
 
     def run(self, run: RunRecord) -> MigrationReport | MigrationInterrupted:
-        """Carry the run to its end (or to a stop); return the report."""
+        """Carry the run to its end (or to a stop); return the report. What it logs names it."""
+        with logs.context(integration=self.integration.name, run=run.id):
+            return self._carry(run)
+
+    def _carry(self, run: RunRecord) -> MigrationReport | MigrationInterrupted:
         ctx, store = self.ctx, self.ctx.store
         state = dict(run.checkpoint or {})
         full = bool(run.params.get("__full__"))

@@ -38,6 +38,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from patchbay import metrics
 from patchbay.elements.sink import UnevenOutcomes, Written
 from patchbay.errors import RetriableError
 from patchbay.model import Operation, Outcome, Record, Status
@@ -141,27 +142,47 @@ class Deliverer:
             log.exception("writing %d deliveries to %s (%s) failed; they will be retried",
                           len(group), group[0].destination, target.object)
             return self._failed(group, f"{type(exc).__name__}: {exc}")
-        done: list[int] = []
+        done: list[Delivery] = []
         stats = DeliveryStats()
         for delivery, outcome in zip(group, outcomes, strict=True):
             if outcome.status.is_success or outcome.status is Status.SKIPPED:
-                done.append(delivery.id)
+                done.append(delivery)
             elif outcome.status is Status.REJECTED:
                 applied = self.store.outbox.dead(delivery.id, self.worker, _reason(outcome))
                 stats += DeliveryStats(dead=int(applied))
+                if applied:
+                    metrics.records_failed.labels(self.integration, outcome.code or "REJECTED").inc()
             else:
                 stats += self._failed([delivery], _reason(outcome))
         if done:
-            stats += DeliveryStats(delivered=self.store.outbox.delivered(done, self.worker))
+            delivered = self.store.outbox.delivered([d.id for d in done], self.worker)
+            stats += DeliveryStats(delivered=delivered)
+            self._count_delivered(done, delivered)
         return stats
+
+    def _count_delivered(self, done: Sequence[Delivery], applied: int) -> None:
+        """Written records and their latency, from entering the outbox to now (when every
+        mark applied: a mark of a lease lost meanwhile is another worker's to count)."""
+        metrics.records_written.labels(self.integration).inc(applied)
+        if applied != len(done):
+            return
+        now = dt.datetime.now(dt.UTC)
+        latency = metrics.delivery_latency.labels(self.integration, done[0].destination)
+        for delivery in done:
+            created = delivery.created_at if delivery.created_at.tzinfo else \
+                delivery.created_at.replace(tzinfo=dt.UTC)
+            latency.observe(max(0.0, (now - created).total_seconds()))
 
     def _failed(self, group: Sequence[Delivery], error: str) -> DeliveryStats:
         retried = dead = 0
         for delivery in group:
             attempts = delivery.attempts + 1
             if self.policy.gives_up(attempts):
-                dead += self.store.outbox.dead(delivery.id, self.worker,
-                                        f"{error} (gave up after {attempts} attempts)")
+                applied = self.store.outbox.dead(delivery.id, self.worker,
+                                                 f"{error} (gave up after {attempts} attempts)")
+                dead += applied
+                if applied:
+                    metrics.records_failed.labels(self.integration, "ATTEMPTS_EXHAUSTED").inc()
             else:
                 delay = self.policy.next_delay(attempts)
                 retried += self.store.outbox.retry(delivery.id, self.worker, error,

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from patchbay import spec
+from patchbay import logs, spec
 from patchbay.errors import SpecError
 from patchbay.patterns.context import ProgressCallback, RunContext
 from patchbay.patterns.registry import Report, Started, pattern_class, pattern_of
-from patchbay.runtime import serving
+from patchbay.runtime import observed, serving
 from patchbay.spec import IntegrationFile, IntegrationSpec
 from patchbay.store import Store, open_state
 
@@ -76,12 +77,20 @@ def run(ctx: RunContext, *, resume: str | None = None, fresh: bool = False,
     """Run an integration once with its pattern (a migration to its end, resuming; a
     broadcast's round: poll everything new, deliver everything due; an aggregation); return
     its report. `say` hears which run a migration resumes, or why it did not resume one."""
+    started = time.monotonic()
     try:
-        pattern = pattern_of(ctx)
-        report = serving.round_of(pattern)
-        if report is None:
-            report = pattern.run(resume=resume, fresh=fresh, full=full, say=say)
-        return report.to_json()
+        with logs.context(integration=ctx.integration.name):
+            pattern = pattern_of(ctx)
+            report = serving.round_of(pattern)
+            if report is None:
+                report = pattern.run(resume=resume, fresh=fresh, full=full, say=say)
+            answer = report.to_json()
+    except Exception as exc:
+        observed.ran(ctx, None, time.monotonic() - started, exc)
+        raise
+    else:
+        observed.ran(ctx, answer, time.monotonic() - started)
+        return answer
     finally:
         ctx.systems.close()
 
@@ -125,7 +134,8 @@ def serve(ctx: RunContext, stop: threading.Event, poll: bool = True) -> None:
     poll, unless `poll` is false, and deliver; a stream aggregation: consume and flush; a
     scheduled aggregation: run when due)."""
     try:
-        serving.serve(ctx, stop, poll)
+        with logs.context(integration=ctx.integration.name):
+            serving.serve(ctx, stop, poll)
     finally:
         ctx.systems.close()
 

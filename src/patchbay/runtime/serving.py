@@ -19,10 +19,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
 
+from patchbay import logs
 from patchbay.patterns.context import TRANSIENT, RunContext
 from patchbay.patterns.registry import Loop, Pattern, RunReport, pattern_of
 from patchbay.retry import RetryPolicy
+from patchbay.runtime import observed
 from patchbay.runtime.delivery import Deliverer, DeliveryStats, Target
+from patchbay.runtime.notifications import Notifier
 from patchbay.spec import BroadcastOptions, TriggerSpec
 
 if TYPE_CHECKING:
@@ -70,6 +73,12 @@ def keep_going(contexts: Sequence[RunContext], *, poll: bool, beside: _Beside | 
                                   name=ctx.integration.name, daemon=True)
         thread.start()
         threads.append(thread)
+    watched = [ctx for ctx in contexts if ctx.notifications]
+    # extra workers leave notifications to serve; the watcher keeps nothing going by itself
+    watcher = threading.Thread(target=_watch_state, args=(watched, stop), name="notify",
+                               daemon=True) if poll and watched else None
+    if watcher is not None:
+        watcher.start()
     started()
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
@@ -81,15 +90,29 @@ def keep_going(contexts: Sequence[RunContext], *, poll: bool, beside: _Beside | 
         signal.signal(signal.SIGINT, previous)
         if beside is not None:
             beside.stop()
-        for thread in threads:
+        for thread in [*threads, *([watcher] if watcher is not None else [])]:
             thread.join(timeout=30)
 
 
 def _serving(ctx: RunContext, stop: threading.Event, poll: bool) -> None:
     try:
-        serve(ctx, stop, poll)
+        with logs.context(integration=ctx.integration.name):
+            serve(ctx, stop, poll)
     finally:
         ctx.systems.close()
+
+
+def _watch_state(contexts: Sequence[RunContext], stop: threading.Event) -> None:
+    """Check the state's notification conditions (outbox age, dead letters, API allowance)
+    of each integration, as often as its shortest `check_seconds`, until `stop` is set."""
+    notifiers = [(Notifier(ctx.integration, ctx.store, ctx.notifications),
+                  min(n.check_seconds for n in ctx.notifications)) for ctx in contexts]
+    due = [time.monotonic() + every for _, every in notifiers]
+    while not stop.wait(max(0.0, min(due) - time.monotonic())):
+        for index, (notifier, every) in enumerate(notifiers):
+            if time.monotonic() >= due[index]:
+                notifier.check_state()
+                due[index] = time.monotonic() + every
 
 
 # -- waking the delivering threads on a push ----------------------------------------------------
@@ -306,11 +329,14 @@ def _serve_schedule(aggregation: Aggregation, stop: threading.Event, poll: bool 
     assert schedule is not None  # the pattern's loop is "schedule" only with one
     due = dt.datetime.now(dt.UTC) if schedule.every_seconds else next_run(schedule)
     while not stop.wait(max(0.0, (due - dt.datetime.now(dt.UTC)).total_seconds())):
+        began = time.monotonic()
         try:
             report = aggregation.run()
-        except Exception:  # the next scheduled run may well succeed
+        except Exception as exc:  # the next scheduled run may well succeed
             log.exception("%s: the scheduled run failed", aggregation.spec.name)
+            observed.ran(aggregation.ctx, None, time.monotonic() - began, exc)
         else:
+            observed.ran(aggregation.ctx, report.to_json(), time.monotonic() - began)
             aggregation.ctx.notify("aggregation", {"rows": report.rows,
                                                    "partial": int(report.partial)})
         due = next_run(schedule)

@@ -412,6 +412,101 @@ class ParameterSpec(SpecModel):
 
 
 
+# -- notifications ------------------------------------------------------------------------------
+
+
+class NotifyWhen(SpecModel):
+    """The conditions a notification is sent on. A condition that holds is told once, and
+    again only after it has cleared (a later run without it; an outbox that has caught up)."""
+
+    finished: bool = Field(default=False, description="Every run that finishes, whatever its "
+                                                      "verdict (a report comes with it).")
+    failed: bool = Field(default=True, description="A run that stopped on an error, or whose "
+                                                   "destination does not match (incomplete).")
+    rejects_above: float | None = Field(
+        default=None, ge=0, le=1,
+        description="A run that set aside (or failed) more than this share of what it read "
+                    "(a broadcast: of what it delivered), e.g. 0.01.")
+    dead_letters: bool = Field(default=False,
+                               description="The outbox holds dead letters (a broadcast, a sync).")
+    outbox_older_than_seconds: float | None = Field(
+        default=None, gt=0, description="A destination's oldest pending delivery is older "
+                                        "than this.")
+    api_allowance_below: float | None = Field(
+        default=None, ge=0, le=1,
+        description="A Salesforce system's API calls left are below this share of its "
+                    "allowance, e.g. 0.1 (from the org's Sforce-Limit-Info answers).")
+
+
+class WebhookNotifySpec(SpecModel):
+    """An HTTP POST of a JSON body with a Slack-compatible `text`, signed like patchbay's
+    HTTP destination: X-Patchbay-Timestamp, and X-Patchbay-Signature: sha256=HMAC-SHA256
+    of `<timestamp>.<body>`."""
+
+    url: str = Field(description="Where to post; may hold `${ENV}` (a Slack webhook URL is a "
+                                 "secret: the whole URL is never shown).")
+    secret_env: str | None = Field(default=None, description="Environment variable holding "
+                                                             "the signing secret.")
+    timeout_seconds: float = Field(default=10.0, gt=0, description="Per attempt.")
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if urlsplit(value).scheme.lower() not in ("http", "https") or not urlsplit(value).netloc:
+            raise ValueError("a webhook URL is http://host/... or https://host/...")
+        return value
+
+
+class EmailNotifySpec(SpecModel):
+    """An e-mail over SMTP: a summary, with the run's report attached as report.json."""
+
+    smtp: str = Field(description="smtp://[user:password@]host[:port] (port 25 by default) "
+                                  "or smtps://... (TLS from the start, 465); credentials as "
+                                  "`${ENV}`.")
+    starttls: bool = Field(default=False, description="Upgrade an smtp:// connection with "
+                                                      "STARTTLS before logging in.")
+    sender: str = Field(alias="from", description="The From address.")
+    to: list[str] = Field(min_length=1, description="Recipients.")
+    timeout_seconds: float = Field(default=30.0, gt=0, description="Per attempt.")
+
+    @field_validator("smtp")
+    @classmethod
+    def _smtp(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme.lower() not in ("smtp", "smtps") or not parts.hostname:
+            raise ValueError(f"an SMTP URL is smtp://host:port or smtps://host:port, not "
+                             f"{redact_url(value)}")
+        try:
+            _ = parts.port
+        except ValueError:
+            raise ValueError(f"the port of {redact_url(value)} is not a number") from None
+        return value
+
+
+class NotifySpec(SpecModel):
+    """Who is told what: conditions (`when`) and where to (`webhook`, `email`, or both)."""
+
+    when: NotifyWhen = Field(default_factory=NotifyWhen,
+                             description="The conditions (default: a failed run).")
+    webhook: WebhookNotifySpec | None = Field(default=None, description="Post to this URL.")
+    email: EmailNotifySpec | None = Field(default=None, description="Mail through this server.")
+    check_seconds: float = Field(
+        default=60.0, gt=0, description="How often `patchbay serve` checks the outbox, dead "
+                                        "letters and API allowance of what it serves.")
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> NotifySpec:
+        if self.webhook is None and self.email is None:
+            raise ValueError("give a webhook, an email, or both")
+        return self
+
+    @property
+    def secrets(self) -> list[str]:
+        """The webhook's whole URL and the SMTP URL's password, never to be shown."""
+        found = [self.webhook.url] if self.webhook else []
+        return found + (SystemSpec(url=self.email.smtp).secrets if self.email else [])
+
+
 class IntegrationSpec(SpecModel):
     """What every integration has, whatever its pattern."""
 
@@ -424,6 +519,9 @@ class IntegrationSpec(SpecModel):
     parameters: dict[str, ParameterSpec] = Field(
         default_factory=dict, description="Parameter name -> declaration (`name:` alone: a "
                                           "required string).")
+    notify: list[NotifySpec] = Field(
+        default_factory=list, description="Notifications of this integration (besides the "
+                                          "file's own `notify`).")
 
     @field_validator("parameters", mode="before")
     @classmethod

@@ -15,11 +15,13 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
 
+from patchbay import logs
 from patchbay.errors import SpecError
 from patchbay.spec import registry
 from patchbay.spec.common import (
     COMPARISONS,
     IntegrationSpec,
+    NotifySpec,
     ParamRef,
     Scope,
     SpecModel,
@@ -37,6 +39,8 @@ class FileModel(SpecModel):
     systems: dict[str, SystemSpec] = Field(description="System name -> URL, or URL and options.")
     integrations: list[IntegrationSpec] = Field(
         min_length=1, description="Each with a `pattern` saying which of these it is.")
+    notify: list[NotifySpec] = Field(
+        default_factory=list, description="Notifications of every integration of the file.")
 
     @model_validator(mode="after")
     def _name_systems(self) -> FileModel:
@@ -85,8 +89,16 @@ class IntegrationFile:
 
     @property
     def secrets(self) -> list[str]:
-        """Every secret the file's systems resolved (see SystemSpec.secrets)."""
-        return [secret for system in self.systems.values() for secret in system.secrets]
+        """Every secret the file's systems resolved (see SystemSpec.secrets), and its
+        notifications' (NotifySpec.secrets)."""
+        return ([secret for system in self.systems.values() for secret in system.secrets]
+                + [secret for notify in self.document.notify for secret in notify.secrets]
+                + [secret for integration in self.integrations for notify in integration.notify
+                   for secret in notify.secrets])
+
+    def notifications(self, integration: IntegrationSpec) -> list[NotifySpec]:
+        """The notifications of `integration`: the file's, then its own."""
+        return [*self.document.notify, *integration.notify]
 
     def scrub(self, text: str) -> str:
         """`text` with every URL redacted and every secret of the file replaced by ***."""
@@ -136,6 +148,7 @@ def loads(text: str, path: Path | None = None, environ: Mapping[str, str] | None
             name: _resolve_system(name, value, environ, base, where, lines, problems)
             for name, value in systems.items()
         }
+    _resolve_notifications(data, environ, where, lines, problems)
     if problems:
         raise SpecError(f"{where}: invalid integration file", problems)
     try:
@@ -145,7 +158,9 @@ def loads(text: str, path: Path | None = None, environ: Mapping[str, str] | None
         raise SpecError(f"{where}: invalid integration file", problems) from None
     _check_references(document, where, lines)
     _check_system_options(document, where, lines)
-    return IntegrationFile(document, path)
+    loaded = IntegrationFile(document, path)
+    logs.hide(loaded.secrets)
+    return loaded
 
 
 def load_match(path: str | Path) -> MatchSpec:
@@ -260,15 +275,7 @@ _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 def _resolve_system(name: str, value: Any, environ: Mapping[str, str], base: Path, where: str,
                     lines: dict[tuple[Any, ...], int], problems: list[str]) -> Any:
     def substitute(text: str, loc: tuple[Any, ...]) -> str:
-        def one(match: re.Match[str]) -> str:
-            var, fallback = match.group(1), match.group(2)
-            if var in environ:
-                return environ[var]
-            if fallback is not None:
-                return fallback
-            problems.append(_at(where, lines, loc) + f"environment variable {var} is not set")
-            return ""
-        return _ENV.sub(one, text)
+        return _substituted(text, loc, environ, where, lines, problems)
 
     def url(text: str, loc: tuple[Any, ...]) -> str:
         resolved = substitute(text, loc)
@@ -289,6 +296,41 @@ def _resolve_system(name: str, value: Any, environ: Mapping[str, str], base: Pat
                                                   substitute)
         return resolved
     return value
+
+
+def _resolve_notifications(data: dict[str, Any], environ: Mapping[str, str], where: str,
+                           lines: dict[tuple[Any, ...], int], problems: list[str]) -> None:
+    """`${ENV}` filled in the webhook URLs and SMTP URLs of the file's and each
+    integration's `notify`."""
+    def substitute(text: str, loc: tuple[Any, ...]) -> str:
+        return _substituted(text, loc, environ, where, lines, problems)
+
+    places: list[tuple[Any, tuple[Any, ...]]] = [(data.get("notify"), ("notify",))]
+    integrations = data.get("integrations")
+    if isinstance(integrations, list):
+        places += [(i.get("notify"), ("integrations", n, "notify"))
+                   for n, i in enumerate(integrations) if isinstance(i, dict)]
+    for notify, loc in places:
+        for index, item in enumerate(notify if isinstance(notify, list) else []):
+            for channel, field in (("webhook", "url"), ("email", "smtp")):
+                block = item.get(channel) if isinstance(item, dict) else None
+                if isinstance(block, dict) and isinstance(block.get(field), str):
+                    block[field] = substitute(block[field], (*loc, index, channel, field))
+
+
+def _substituted(text: str, loc: tuple[Any, ...], environ: Mapping[str, str], where: str,
+                 lines: dict[tuple[Any, ...], int], problems: list[str]) -> str:
+    """`${VAR}` and `${VAR:-default}` in `text` filled in from `environ`; a variable that
+    is not set is a problem of the file."""
+    def one(match: re.Match[str]) -> str:
+        var, fallback = match.group(1), match.group(2)
+        if var in environ:
+            return environ[var]
+        if fallback is not None:
+            return fallback
+        problems.append(_at(where, lines, loc) + f"environment variable {var} is not set")
+        return ""
+    return _ENV.sub(one, text)
 
 
 def _substitute_all(value: Any, loc: tuple[Any, ...],

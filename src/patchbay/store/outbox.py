@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -56,7 +56,7 @@ from sqlalchemy.engine import Connection
 
 from patchbay.model import jsonable
 from patchbay.processes import gone
-from patchbay.store.schema import outbox
+from patchbay.store.schema import WAITING, outbox
 from patchbay.store.unit import Repository, chunks, clock
 
 
@@ -397,6 +397,40 @@ class Outbox(Repository):
                 latency_mean_seconds=sum(seconds) / len(seconds),
                 latency_max_seconds=max(seconds), latency_of=len(seconds))
         return ages
+
+    def backlog(self) -> list[Backlog]:
+        """Every integration's pending and dead deliveries per destination, and the oldest
+        pending one's age by the state's clock (metrics and notifications read it)."""
+        stmt = (sa.select(outbox.c.integration, outbox.c.destination, outbox.c.status,
+                          sa.func.count(), sa.func.min(outbox.c.created_at))
+                .where(WAITING)  # as the partial index says it, so the planner takes it
+                .group_by(outbox.c.integration, outbox.c.destination, outbox.c.status))
+        found: dict[tuple[str, str], Backlog] = {}
+        with self._db.read("outbox.backlog") as conn:
+            now = clock(conn)
+            if not isinstance(now, dt.datetime):  # PostgreSQL's now(), asked for its value
+                now = _aware(conn.execute(sa.select(now)).scalar_one())
+            for integration, destination, status, n, oldest in conn.execute(stmt):
+                oldest = _aware(oldest)
+                was = found.get((integration, destination)) or Backlog(integration, destination)
+                if status == DeliveryStatus.DEAD.value:
+                    was = replace(was, dead=int(n))
+                else:
+                    age = (now - oldest).total_seconds() if oldest is not None else 0.0
+                    was = replace(was, pending=int(n), oldest_pending_seconds=max(0.0, age))
+                found[(integration, destination)] = was
+        return list(found.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """What waits in one destination's outbox."""
+
+    integration: str
+    destination: str
+    pending: int = 0
+    dead: int = 0
+    oldest_pending_seconds: float = 0.0
 
 
 def _newer_only(conn: Connection, integration: str,

@@ -204,6 +204,14 @@ class Outcomes(Repository):
         with self._db.read("outcomes.of") as conn:
             return [dict(r) for r in conn.execute(stmt).mappings()]
 
+    def tally(self, run_id: str) -> dict[tuple[str, str], int]:
+        """How many of a run's outcomes per (status, code); a missing code is ''."""
+        stmt = (sa.select(outcomes.c.status, outcomes.c.code, sa.func.count())
+                .where(outcomes.c.run_id == run_id)
+                .group_by(outcomes.c.status, outcomes.c.code))
+        with self._db.read("outcomes.tally") as conn:
+            return {(status, code or ""): int(n) for status, code, n in conn.execute(stmt)}
+
     def forget(self, run_id: str) -> None:
         with self._db.begin("outcomes.forget") as conn:
             conn.execute(sa.delete(outcomes).where(outcomes.c.run_id == run_id))

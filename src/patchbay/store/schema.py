@@ -219,6 +219,15 @@ audit = sa.Table(
 """A correlation's audit ledger: every field that crossed, from which record to which,
 when, under which match weight (the value itself stays in the two systems)."""
 
+alerts = sa.Table(
+    "patchbay_alerts", metadata,
+    sa.Column("integration", sa.String(255), primary_key=True),
+    sa.Column("condition", sa.String(255), primary_key=True),
+    sa.Column("raised_at", sa.DateTime(timezone=True), nullable=False),
+)
+"""The notification conditions that hold now and were told: a row while the condition holds,
+so it is told once (by one process of many) until it clears and the row goes."""
+
 
 def _v1(conn: Connection) -> None:
     for table in (runs, outcomes, cursors):
@@ -252,7 +261,20 @@ def _v6(conn: Connection) -> None:
         table.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
+WAITING = sa.text("status IN ('pending', 'dead')")
+"""The outbox rows still to deliver or dead: what metrics and notifications count."""
+outbox_waiting = sa.Index("ix_patchbay_outbox_waiting", outbox.c.integration,
+                          outbox.c.destination, outbox.c.status, outbox.c.created_at,
+                          postgresql_where=WAITING, sqlite_where=WAITING)
+"""The few rows waiting among a week of delivered ones, for a scrape every few seconds."""
+
+
+def _v7(conn: Connection) -> None:
+    alerts.create(conn, checkfirst=True)
+    outbox_waiting.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -6,8 +6,9 @@
         tx.cursors.set(integration, system, object, position)    together, or not at all
 
 Both have the same repositories (see `Repositories`): runs, outcomes, cursors, outbox,
-aggregates, seen, a sync's xref, shadows and conflicts, a correlation's pairs. A new table is one repository
-module, one migration step (schema.py) and one line in `Repositories`.
+aggregates, seen, a sync's xref, shadows and conflicts, a correlation's pairs, the alerts of
+notifications. A new table is one repository module, one migration step (schema.py) and
+one line in `Repositories`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from patchbay.store import schema
 from patchbay.store.aggregates import Aggregates
+from patchbay.store.alerts import Alerts
 from patchbay.store.conflicts import Conflicts
 from patchbay.store.cursors import Cursors
 from patchbay.store.outbox import Outbox
@@ -54,6 +56,7 @@ class Repositories:
         self.shadows = Shadows(connections)
         self.conflicts = Conflicts(connections)
         self.pairs = Pairs(connections)
+        self.alerts = Alerts(connections)
 
 
 class Transaction(Repositories):

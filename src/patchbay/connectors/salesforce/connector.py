@@ -33,6 +33,7 @@ from xml.sax.saxutils import escape
 import httpx
 from pydantic import Field
 
+from patchbay import metrics
 from patchbay.compare import same_values
 from patchbay.connectors.base import Capability, Connector, ConnectorOptions, completed, last_per_key
 from patchbay.connectors.salesforce.cdc import ChangeStream
@@ -235,6 +236,9 @@ class SalesforceConnector(Connector):
             raise _Unanswered(f"Salesforce system '{self.name}' unreachable: "
                               f"{self.system.scrub(str(exc))}") from None
         self.api_calls += 1
+        limits = response.headers.get("Sforce-Limit-Info")
+        if limits:
+            metrics.api_usage(self.name, limits)
         return response
 
     # -- describe -------------------------------------------------------------------------------
