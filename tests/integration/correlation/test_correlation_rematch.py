@@ -35,6 +35,7 @@ def served(here: Path) -> Iterator[Correlation]:
         correlation = Correlation(ctx)
         first = round_(correlation)
         assert first["full_matches"] == 1 and first["pairs"] == {"link": 8}, first
+        assert first["rematched"] == 0, "the records the full match read are not re-matched"
         yield correlation
     finally:
         ctx.systems.close()
