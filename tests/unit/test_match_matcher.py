@@ -204,9 +204,9 @@ def test_a_rematch_scores_changed_records_as_the_fit_did() -> None:
     [(left_id, right_id)] = list(linked(matcher))[:1]
     left_records, right_records = matcher.fitted_records()
 
-    same = matcher.records(right.filter(pc.equal(right.column("id"), right_id)),
-                           first_row=len(right_records.ids))
-    assert not right_records.differing(same).any()
+    one = right.filter(pc.equal(right.column("id"), right_id))
+    assert not right_records.differing(one, "id").any()
+    same = matcher.records(one, first_row=len(right_records.ids))
     right_records.update(same)
     found = matcher.rematch(left_records, right_records, right_keys=same.keys).to_pylist()
     assert found and all(row["right_id"] == right_id for row in found)
@@ -218,13 +218,13 @@ def test_a_rematch_scores_changed_records_as_the_fit_did() -> None:
     other = left.filter(pc.equal(left.column("id"), left_id)).to_pylist()[0]
     other.update({name: "zz" + str(value) for name, value in other.items()
                   if name != "id" and value is not None})
-    moved = matcher.records(pa.Table.from_pylist([other], schema=left.schema),
-                            first_row=len(left_records.ids))
-    assert left_records.differing(moved).all()
+    changed = pa.Table.from_pylist([other], schema=left.schema)
+    assert left_records.differing(changed, "id").all()
+    moved = matcher.records(changed, first_row=len(left_records.ids))
     left_records.update(moved)
     found = matcher.rematch(left_records, right_records, right_keys=same.keys).to_pylist()
     assert left_id not in {row["left_id"] for row in found if row["decision"] == "link"}
-    left_records.update(moved.taking(pa.array([], pa.int64()).to_numpy(), len(left_records.ids)),
+    left_records.update(matcher.records(changed.slice(0, 0), first_row=len(left_records.ids)),
                         gone=[left_id])
     assert left_id not in left_records.rows
     assert left_id not in {row["left_id"] for row in matcher.rematch(

@@ -157,14 +157,12 @@ class Correlation(Sync):
         present = {k: c for k, c in latest.items()
                    if c.kind is not ChangeKind.DELETED and held.in_scope(c.record)}
         gone = [k for k in latest if k not in present and k in side.rows]
-        newer = live.matcher.records(self._compared_rows(
-            self.correlation.participants[index], [c.record for c in present.values()]),
-            first_row=len(side.ids))
-        differing = np.flatnonzero(side.differing(newer))
-        if not len(differing) and not gone:
+        given = self._compared_rows(self.correlation.participants[index],
+                                    [c.record for c in present.values()])
+        differing = side.differing(given, "id")
+        if not differing.any() and not gone:
             return
-        if len(differing) < len(newer.ids):
-            newer = newer.taking(differing, len(side.ids))
+        newer = live.matcher.records(given.filter(pa.array(differing)), first_row=len(side.ids))
         side.update(newer, gone)
         candidates = live.matcher.rematch(side, other, left_keys=newer.keys) if index == 0 \
             else live.matcher.rematch(other, side, right_keys=newer.keys)

@@ -559,37 +559,43 @@ class SqlConnector(Connector):
             {"watermark": "updated_at", "key": "id", "overlap_seconds": 1, "created": "created_at"}
             {"watermark": "id", "key": "id"}                       (new rows by increasing id)
 
-        The returned cursor adds `position` (the highest watermark value delivered: ISO text for
-        a timestamp or date, a number as is, a decimal as text; null until a row is delivered)
-        and `seen`, the [key, watermark value, digest of the row's values] of the rows already
-        delivered at or after the start of the next read. Everything in it is JSON, to be
-        stored and handed back as it is.
+        The returned cursor adds `position` and `after_key` (the watermark value and key of the
+        last row read in order: ISO text for a timestamp or date, a number as is, a decimal
+        as text; null until a row is read), `late_from` (where the next re-read of the late
+        window starts) and `seen`, the [key, watermark value, digest of the row's values] of
+        the rows already delivered from `late_from` on. Everything in it is JSON, to be stored
+        and handed back as it is.
 
-        Rows are read with `watermark >= position - overlap` (or from further back, below, for
-        transactions still open), ordered by watermark then key. A row whose key and watermark
-        value are in `seen` with the same digest is skipped; with another digest it is a second
-        change sharing its timestamp with the first, delivered with a version of its own
-        (`<watermark value>#<digest>`, so message ids differ). So rows sharing the cursor's
-        value, split across calls by `limit` or committed late with that value, are
-        delivered, and each change exactly once.
+        Each call reads the rows ahead of (position, after_key), in watermark then key order,
+        each once. Then, once those have been read to the end (a page with room left), or
+        when the window has grown past two overlaps during a long drain (with half of each
+        page), it re-reads the late window: the rows from `late_from` up to (position,
+        after_key). A row there whose key and watermark value are in `seen` with the same
+        digest is skipped; one not in it was committed late, and one with another digest is
+        a second change sharing its timestamp with the first, delivered with a version of its
+        own (`<watermark value>#<digest>`, so message ids differ). So a burst of rows drained
+        page by page is read about twice (in order, then the window once), not once per page,
+        and each change is delivered exactly once.
 
         Late commits: a transaction can stamp a row, then commit after rows stamped later were
         read. `overlap_seconds` (a number of the watermark's own units for a numeric
-        watermark) re-reads that far behind the position. On PostgreSQL each call also asks
-        `pg_stat_activity` when the oldest transaction open in the database began (the call's
-        own time when none is), and the next call reads from where such a transaction could
-        still commit (see `late_floor`): for a timestamp or date, from that start (`horizon`),
-        as anything it or a later transaction commits is stamped at or after it when the
-        database's clock stamps it (now(), a default, a trigger); for a number taken from a
-        sequence, from the highest number visible before it began (`open_since`, `marks`).
-        So nothing committed late is lost, whatever the overlap. A user that cannot see other
-        users' sessions (neither superuser nor pg_read_all_stats) takes the oldest one for
-        DEFAULT_OVERLAP_SECONDS older than what it sees, and logs a warning. Without
-        `overlap_seconds` the overlap is 0 on PostgreSQL and for numbers, and
-        DEFAULT_OVERLAP_SECONDS for a timestamp or date watermark elsewhere (SQLite, MySQL:
-        they cannot say which transactions are open). `seen` holds the rows from the start of
-        the next read on: a bulk update stamping a million rows alike, or a transaction left
-        open for an hour, makes it large.
+        watermark) keeps the window that far behind the position of every call since the
+        window was last read whole (`late_from`): a row that was not visible to a call is
+        stamped after that call's position less the overlap, so the next re-read finds it.
+        On PostgreSQL each call also asks `pg_stat_activity` when the oldest transaction open
+        in the database began (the call's own time when none is), and the window reaches back
+        to where such a transaction could still commit (see `late_floor`): for a timestamp or
+        date, to that start, as anything it or a later transaction commits is stamped at or
+        after it when the database's clock stamps it (now(), a default, a trigger); for a
+        number taken from a sequence, to the highest number visible before it began
+        (`open_since`, `marks`). So nothing committed late is lost, whatever the overlap. A
+        user that cannot see other users' sessions (neither superuser nor pg_read_all_stats)
+        takes the oldest one for DEFAULT_OVERLAP_SECONDS older than what it sees, and logs a
+        warning. Without `overlap_seconds` the overlap is 0 on PostgreSQL and for numbers,
+        and DEFAULT_OVERLAP_SECONDS for a timestamp or date watermark elsewhere (SQLite,
+        MySQL: they cannot say which transactions are open). `seen` holds the rows of the
+        window: a bulk update stamping a million rows alike, or a transaction left open for
+        an hour, makes it large.
 
         Every change is UPDATED, unless the cursor names a `created` column: a row whose
         created value equals its watermark value is then CREATED (`"created": "id"` with an

@@ -52,7 +52,7 @@ def column(values: pa.Array | pa.ChunkedArray, spec: MatchFieldSpec) -> Column:
         values = values.combine_chunks()
     if spec.kind == "date":
         return _date_column(values, spec.format)
-    raw = _text(values)
+    raw = text(values)
     if spec.kind in ("name", "text"):
         norm = _plain(raw)
     elif spec.kind in ("postcode", "exact"):
@@ -69,7 +69,7 @@ def column(values: pa.Array | pa.ChunkedArray, spec: MatchFieldSpec) -> Column:
     return Column(raw=_objects(raw), norm=_objects(norm))
 
 
-def _text(values: pa.Array) -> pa.Array:
+def text(values: pa.Array) -> pa.Array:
     """Values as trimmed text; blank is missing."""
     text = values if pa.types.is_string(values.type) else pc.cast(values, pa.string())
     text = pc.utf8_trim_whitespace(text)
@@ -158,10 +158,10 @@ def _date_column(values: pa.Array, format: str | None) -> Column:
     `number` its day number."""
     if pa.types.is_timestamp(values.type) or pa.types.is_date(values.type):
         dates = pc.cast(values, pa.date32()) if not pa.types.is_date32(values.type) else values
-        raw = _text(values)
+        raw = text(values)
         digits = pc.strftime(pc.cast(dates, pa.timestamp("s")), "%Y%m%d")
     else:
-        raw = _text(values)
+        raw = text(values)
         formats = [format] if format else ["%Y-%m-%d", "%Y%m%d", "%Y/%m/%d"]
         parsed = [pc.strptime(raw, f, "s", error_is_null=True) for f in formats]
         stamps = pc.coalesce(*parsed) if len(parsed) > 1 else parsed[0]

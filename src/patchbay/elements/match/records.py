@@ -16,8 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from patchbay.elements.match.blocking import ROW
-from patchbay.elements.match.normalise import Column, Strings
+from patchbay.elements.match.normalise import Column, Strings, text
 
 
 @dataclass
@@ -41,15 +40,19 @@ class Records:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def differing(self, newer: Records) -> npt.NDArray[np.bool_]:
-        """Which records of `newer` this set does not hold as they are there: new ones, and
-        those with a compared value that changed."""
-        held = np.array([self.rows.get(str(i), -1) for i in newer.ids], dtype=np.int64)
+    def differing(self, table: pa.Table, id_column: str) -> npt.NDArray[np.bool_]:
+        """Which records of `table` (the compared fields as given to the matcher) this set
+        does not hold as they are there: new ones, and those with a compared value that
+        changed. Compared as given (trimmed), before any normalising: that is the costly
+        part, and records noticed unchanged are most of what a correlation notices."""
+        held = np.array([self.rows.get(str(i), -1) for i in table.column(id_column).to_pylist()],
+                        dtype=np.int64)
         differs = held < 0
         known = np.flatnonzero(~differs)
-        for name, column in newer.columns.items():
-            before = self.columns[name].raw[held[known]]
-            differs[known] |= ~np.asarray(column.raw[known] == before, dtype=bool)
+        for name, column in self.columns.items():
+            given = np.asarray(text(table.column(name).combine_chunks()).to_numpy(zero_copy_only=False),
+                               dtype=object)
+            differs[known] |= ~np.asarray(given[known] == column.raw[held[known]], dtype=bool)
         return differs
 
     def update(self, newer: Records, gone: Iterable[str] = ()) -> None:
@@ -65,16 +68,6 @@ class Records:
         self.keys = pa.concat_tables([self.keys, newer.keys])
         self.alive = np.concatenate([self.alive, np.ones(len(newer.ids), dtype=bool)])
         self.rows.update({str(i): offset + row for row, i in enumerate(newer.ids)})
-
-    def taking(self, rows: npt.NDArray[np.int64], first_row: int) -> Records:
-        """These rows alone, their keys' row numbers from `first_row` on."""
-        columns = {name: Column(raw=c.raw[rows], norm=c.norm[rows],
-                                number=None if c.number is None else c.number[rows])
-                   for name, c in self.columns.items()}
-        keys = self.keys.take(pa.array(rows))
-        keys = keys.set_column(keys.schema.get_field_index(ROW), ROW, pa.array(
-            np.arange(first_row, first_row + len(rows), dtype=np.int64)))
-        return Records.of(self.ids[rows], columns, keys)
 
 
 def _joined(held: Column, newer: Column) -> Column:
