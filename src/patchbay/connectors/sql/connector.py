@@ -678,9 +678,11 @@ class SqlConnector(Connector):
             .where(watermark.is_not(None)).order_by(watermark, key)
         # The late window is re-read once the reads in order have caught up (so a burst of
         # rows is read about once, not once per page), and during a long drain whenever it
-        # has grown past two overlaps (then with half of each page).
-        late_due = position is not None and (
-            late_from is None or minus(minus(position, overlap), overlap) > late_from)
+        # has grown past two overlaps (then with half of each page). Without an overlap
+        # (PostgreSQL) the window reaches back to the oldest transaction open, which another
+        # application may hold open for long: it is read once the drain has caught up.
+        late_due = position is not None and late_from is not None and bool(overlap) and \
+            minus(minus(position, overlap), overlap) > late_from
         budget = max(1, limit // 2) if late_due else limit
         ahead = in_order
         if position is not None:
