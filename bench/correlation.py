@@ -10,19 +10,32 @@ Each patchbay run is one `run_integration` in its own process, so its peak RSS i
                records over the run's seconds), links against the truth (shared, wrong)
   edits        `--edits` edits of a shared field on each side, of linked patients; runs
                until the other side holds every edited value: seconds until converged
+  rounds       one correlation kept going as `serve` keeps it: a round after `--changed`
+               linked patients' address (a compared field) changed in the north, which
+               re-matches those records only, beside a full match of both sides (what
+               every round cost before re-matching by change), in one process
+  newcomers    `patchbay serve` running; `--newcomers` patients registered at both
+               hospitals one after the other (the north, then the south): seconds from
+               the south's insert until the pair is linked, p50 and p99 (before, a
+               newcomer waited for the next full match: rematch_seconds, 300 s)
+  phones       parsing both registers' phone numbers: each value as written (before),
+               each number once (now), and again at the next full match under serve
 
     python bench/correlation.py                      # 100,000 patients in each register
-    python bench/correlation.py --records 20000 --edits 500
+    python bench/correlation.py --records 20000 --edits 500 --newcomers 50
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import importlib.util
 import json
 import os
 import random
 import shutil
+import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -112,6 +125,37 @@ class Registers:
 # -- patchbay, in its own process -----------------------------------------------------------
 
 
+def rounds_child(spec: Path, state: Path, out: Path, changed: int) -> None:
+    """A round re-matching `changed` north records, and a full match, timed in one process."""
+    from patchbay.model import Operation
+    from patchbay.patterns.correlation import Correlation
+    from patchbay.runtime.runner import Invocation
+    from patchbay.runtime.serving import outbox_round
+    from patchbay.store import open_state
+
+    ctx = Invocation.load(spec, NAME, {}).context(*open_state(state))
+    try:
+        correlation = Correlation(ctx)
+        outbox_round(correlation)  # the full match a served correlation starts with
+        links = sorted(p.left for p in ctx.store.pairs.all(NAME) if p.status == "link")
+        chosen = random.Random(5).sample(links, changed)
+        north = ctx.systems["north"]
+        current = north.get("patients", "mrn", chosen, ["mrn", "address"])
+        north.write("patients", [{"mrn": m, "address": f"{(r['address'] or '').strip()} (flat 2)"}
+                                 for m, r in current.items()], Operation.UPDATE, "mrn")
+        started = time.perf_counter()
+        report = outbox_round(correlation).to_json()
+        round_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        correlation.correlate()
+        full_seconds = time.perf_counter() - started
+        out.write_text(json.dumps({"round": round_seconds, "full": full_seconds,
+                                   "rematched": report["rematched"],
+                                   "full_matches": report["full_matches"]}))
+    finally:
+        ctx.systems.close()
+
+
 def child(spec: Path, state: Path, out: Path) -> None:
     from patchbay import run_integration
 
@@ -121,12 +165,14 @@ def child(spec: Path, state: Path, out: Path) -> None:
         raise SystemExit(f"{NAME}: {json.dumps(report, default=str)[:2000]}")
 
 
-def run_child(spec: Path, state: Path, env: dict[str, str]) -> tuple[float, float, dict[str, Any]]:
-    """(seconds, peak RSS in MB, report) of one `run_integration` in its own process."""
+def run_child(spec: Path, state: Path, env: dict[str, str], *extra: str
+              ) -> tuple[float, float, dict[str, Any]]:
+    """(seconds, peak RSS in MB, report) of one `run_integration` (or, with `--rounds N`,
+    `rounds_child`) in its own process."""
     out = state.parent / "report.json"
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, __file__, "--child", str(spec), str(state), str(out)],
-                               env={**os.environ, **env})
+    process = subprocess.Popen([sys.executable, __file__, "--child", str(spec), str(state), str(out),
+                                *extra], env={**os.environ, **env})
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - started
     if status != 0:
@@ -139,6 +185,93 @@ def linked(state: Path) -> set[tuple[str, int]]:
 
     return {(p.left, int(p.right)) for p in Store.open(directory=state).pairs.all(NAME)
             if p.status == "link"}
+
+
+def newcomers(registers: Registers, spec: Path, state: Path, env: dict[str, str], made: Any,
+              ) -> list[float]:
+    """Seconds from each newcomer's second registration until `patchbay serve` links it."""
+    serving = subprocess.Popen([sys.executable, "-m", "patchbay.cli", "serve", str(spec),
+                                "--state", str(state), "--no-api"], env={**os.environ, **env},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_full_match(state)
+        registered: dict[str, float] = {}
+        linked_at: dict[str, float] = {}
+        for north_row, south_row in zip(made.north, made.south, strict=True):
+            with registers.north() as conn, conn.cursor() as cur:
+                cur.execute(f"INSERT INTO patients ({', '.join(NORTH_COLUMNS)}) VALUES "
+                            f"({', '.join(['%s'] * len(NORTH_COLUMNS))})",
+                            [north_row[c] for c in NORTH_COLUMNS])
+            with registers.mysql() as conn, conn.cursor() as cur:
+                cur.execute(f"INSERT INTO persons ({', '.join(SOUTH_COLUMNS)}) VALUES "
+                            f"({', '.join(['%s'] * len(SOUTH_COLUMNS))})",
+                            [south_row[c] for c in SOUTH_COLUMNS])
+            registered[north_row["mrn"]] = time.perf_counter()
+            linked_at.update(newly_linked(state, registered, linked_at))
+            time.sleep(0.25)
+        deadline = time.perf_counter() + 120
+        while len(linked_at) < len(registered) and time.perf_counter() < deadline:
+            time.sleep(0.2)
+            linked_at.update(newly_linked(state, registered, linked_at))
+        return [linked_at[m] - registered[m] for m in registered if m in linked_at]
+    finally:
+        serving.send_signal(signal.SIGINT)
+        serving.wait(timeout=120)
+
+
+def wait_for_full_match(state: Path) -> None:
+    """Until serve's first round has matched both sides in full and moved on to noticing
+    changes (a cursor stored after it started)."""
+    started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    for _ in range(6000):
+        time.sleep(0.2)
+        with sqlite3.connect(state / "state.db", timeout=30) as conn:
+            if conn.execute("SELECT count(*) FROM patchbay_cursors WHERE updated_at > ?",
+                            (started,)).fetchone()[0]:
+                return
+    raise SystemExit("serve never matched")
+
+
+def newly_linked(state: Path, registered: dict[str, float], seen: dict[str, float]
+                 ) -> dict[str, float]:
+    waiting = [m for m in registered if m not in seen]
+    if not waiting:
+        return {}
+    with sqlite3.connect(state / "state.db", timeout=30) as conn:
+        found = conn.execute(
+            f"SELECT left_key FROM patchbay_pairs WHERE status = 'link' AND left_key IN "
+            f"({', '.join('?' * len(waiting))})", waiting).fetchall()
+    now = time.perf_counter()
+    return {m: now for (m,) in found}
+
+
+def phones(made: Any) -> tuple[int, float, float, float]:
+    """(values, seconds each value as written, seconds now, seconds again) to parse both
+    registers' phones as the example's phone field does."""
+    import pyarrow as pa
+
+    from patchbay.elements.match import normalise
+    from patchbay.spec.match import MatchFieldSpec
+
+    spec = MatchFieldSpec.model_validate({"kind": "phone", "region": "GB"})
+    columns = [pa.array([r["phone"] for r in made.north]), pa.array([r["mobile"] for r in made.south])]
+    values = sum(len(c) - c.null_count for c in columns)
+    started = time.perf_counter()
+    for column in columns:  # what parsing did before: each distinct text, every match
+        normalise._per_value(normalise.text(column), lambda v: normalise.e164.__wrapped__(v, "GB"))
+    before = time.perf_counter() - started
+    timed = []
+    for _ in range(2):
+        started = time.perf_counter()
+        for column in columns:
+            normalise.column(column, spec)
+        timed.append(time.perf_counter() - started)
+    return values, before, timed[0], timed[1]
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
 # -- the run --------------------------------------------------------------------------------
@@ -176,8 +309,16 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=100_000, help="Patients in each register.")
     parser.add_argument("--shared", type=float, default=0.3)
     parser.add_argument("--edits", type=int, default=2_000, help="Edits on each side.")
+    parser.add_argument("--changed", type=int, default=100,
+                        help="Records changed before the timed round.")
+    parser.add_argument("--newcomers", type=int, default=200,
+                        help="Patients registered at both while serving.")
     parser.add_argument("--child", nargs=3, metavar=("SPEC", "STATE", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child and args.rounds:
+        rounds_child(*(Path(a) for a in args.child), args.rounds)
+        return
     if args.child:
         child(*(Path(a) for a in args.child))
         return
@@ -215,6 +356,27 @@ def main() -> None:
         print(f"{args.edits:,} edits on each side: {'converged' if done else 'NOT converged'} in "
               f"{seconds:.1f} s ({runs} run{'s' if runs > 1 else ''}; {report['delivered']:,} "
               f"records written in the last); peak RSS {peak:.0f} MB", flush=True)
+
+        _, rss, timed = run_child(spec, state, env, "--rounds", str(args.changed))
+        print(f"a round with {timed['rematched']:,} changed records re-matched: "
+              f"{timed['round'] * 1000:,.0f} ms; a full match of both sides (before: every "
+              f"match): {timed['full']:,.1f} s; ratio {timed['full'] / timed['round']:,.0f}x; "
+              f"peak RSS {rss:.0f} MB", flush=True)
+
+        arriving = generator().patients(args.newcomers, shared=1.0, seed=77,
+                                        start=10 * args.records)
+        waited = newcomers(registers, spec, state, env, arriving)
+        print(f"{args.newcomers} newcomers registered at both while serving (poll every 5 s): "
+              f"{len(waited)} linked, p50 {percentile(waited, 0.5):.1f} s, p99 "
+              f"{percentile(waited, 0.99):.1f} s after their second registration (before: at "
+              f"the next full match, up to rematch_seconds, 300 s)" if waited else
+              f"{args.newcomers} newcomers: none linked", flush=True)
+
+        values, before, first, again = phones(made)
+        print(f"phone parsing, {values:,} values: {before:.1f} s each value as written "
+              f"(before); {first:.1f} s each number once (now); {again:.2f} s again at the "
+              f"next full match under serve; ratio {before / first:.1f}x / "
+              f"{before / max(again, 1e-9):,.0f}x", flush=True)
     finally:
         registers.drop()
         shutil.rmtree(directory, ignore_errors=True)

@@ -643,7 +643,8 @@ def audit(integration: CorrelationArg,
                                              help="How many, newest first.")] = 100,
           state: StateOpt = None, as_json: JsonOpt = False) -> None:
     """A correlation's audit ledger, newest first: each shared field that crossed, from which
-    record to which, when, under which match weight (the values stay in the systems)."""
+    record to which, when, under which match weight (the values stay in the systems), and
+    each pair linked or whose link was dropped."""
     with _handled(as_json):
         moment = reviews.since_of(since)
         store, _ = open_state(state)
@@ -652,11 +653,12 @@ def audit(integration: CorrelationArg,
         if as_json:
             console.print_json(json.dumps(entries, default=str))
             return
-        table = Table("when", "field", "from", Column("from key", no_wrap=True), "to",
+        table = Table("when", "event", "field", "from", Column("from key", no_wrap=True), "to",
                       Column("to key", no_wrap=True), "weight")
         for e in entries:
             when = str(e["at"])[:19].replace("T", " ")  # to the second, as the other tables
-            table.add_row(render.text(when), render.text(e["field"]), render.text(e["source"]),
+            table.add_row(render.text(when), render.text(e["event"]), render.text(e["field"]),
+                          render.text(e["source"]),
                           render.text(e["source_key"]), render.text(e["target"]),
                           render.text(e["target_key"]), _score(e["weight"], "+.2f"))
         console.print(table)

@@ -192,3 +192,40 @@ def test_records_without_a_compared_field_are_refused() -> None:
     left, right, _ = two_sets()
     with pytest.raises(SpecError, match="the right records have no column 'email'"):
         Matcher(spec()).fit(left, right.drop_columns(["email"]))
+
+
+def test_a_rematch_scores_changed_records_as_the_fit_did() -> None:
+    """A record re-matched under the fitted model (no refit) gets the weight the fit gave its
+    pairs; a record whose compared values are the same is not taken for changed; a record
+    gone, or replaced, is no candidate any more."""
+    left, right, _ = two_sets()
+    matcher = Matcher(spec(term_frequency=["surname"])).fit(left, right)
+    weights = {(r["left_id"], r["right_id"]): r["match_weight"] for r in matcher.pairs().to_pylist()}
+    [(left_id, right_id)] = list(linked(matcher))[:1]
+    left_records, right_records = matcher.fitted_records()
+
+    one = right.filter(pc.equal(right.column("id"), right_id))
+    assert not right_records.differing(one, "id").any()
+    same = matcher.records(one, first_row=len(right_records.ids))
+    right_records.update(same)
+    found = matcher.rematch(left_records, right_records, right_keys=same.keys).to_pylist()
+    assert found and all(row["right_id"] == right_id for row in found)
+    assert {(r["left_id"], r["right_id"]): r["match_weight"] for r in found} == \
+        pytest.approx({key: weights[key] for key in weights if key[1] == right_id})
+    assert [r["decision"] for r in found if r["left_id"] == left_id] == ["link"]
+
+    # the left record becomes someone else: changed, and no longer the right one's pair
+    other = left.filter(pc.equal(left.column("id"), left_id)).to_pylist()[0]
+    other.update({name: "zz" + str(value) for name, value in other.items()
+                  if name != "id" and value is not None})
+    changed = pa.Table.from_pylist([other], schema=left.schema)
+    assert left_records.differing(changed, "id").all()
+    moved = matcher.records(changed, first_row=len(left_records.ids))
+    left_records.update(moved)
+    found = matcher.rematch(left_records, right_records, right_keys=same.keys).to_pylist()
+    assert left_id not in {row["left_id"] for row in found if row["decision"] == "link"}
+    left_records.update(matcher.records(changed.slice(0, 0), first_row=len(left_records.ids)),
+                        gone=[left_id])
+    assert left_id not in left_records.rows
+    assert left_id not in {row["left_id"] for row in matcher.rematch(
+        left_records, right_records, right_keys=same.keys).to_pylist()}

@@ -257,12 +257,14 @@ SCHEMAS: dict[str, Any] = {
             "integration": {"type": "string"},
             "ledger": {"type": "array", "items": {
                 "type": "object",
-                "description": "One field that crossed: the value itself stays in the systems.",
+                "description": "One field that crossed (the value itself stays in the "
+                               "systems), or a pair linked or its link dropped.",
                 "properties": {
                     "id": {"type": "integer"}, "gid": {"type": "string"},
                     "source": {"type": "string"}, "source_key": _nullable("string"),
                     "target": {"type": "string"}, "target_key": _nullable("string"),
-                    "field": {"type": "string"}, "weight": _nullable("number"), "at": _TIME}}}},
+                    "field": {"type": "string"}, "weight": _nullable("number"), "at": _TIME,
+                    "event": {"enum": ["crossed", "linked", "dropped"]}}}}},
     },
 }
 

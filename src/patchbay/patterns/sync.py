@@ -115,16 +115,18 @@ class Held:
     trigger: TriggerSpec
     scope: BoundScope | None
     in_scope: Callable[[Record], bool]
+    also_read: tuple[str, ...] = ()
+    """Fields read with its records that are not shared (a correlation's compared fields)."""
 
     @property
     def destination(self) -> str:
         return f"{self.participant}/{self.object.name}"
 
     def read_fields(self) -> list[str]:
-        """The fields its records are read with: the mapping's, and those its scope tests
-        (a change is kept only when its record is in scope)."""
+        """The fields its records are read with: the mapping's, those its scope tests (a
+        change is kept only when its record is in scope), and `also_read`."""
         return list(dict.fromkeys([*self.shape.read_fields(),
-                                   *sorted(scopes.fields_of(self.scope))]))
+                                   *sorted(scopes.fields_of(self.scope)), *self.also_read]))
 
 
 @dataclass
@@ -216,7 +218,8 @@ class Sync:
                 bound = scopes.bind(held_spec.scope, self.ctx.params)
                 held = Held(participant, obj, held_spec, Shape(held_spec, obj.fields),
                             self.ctx.systems[spec.participant(participant).system],
-                            spec.trigger_of(participant), bound, scopes.to_predicate(bound))
+                            spec.trigger_of(participant), bound, scopes.to_predicate(bound),
+                            self._also_read(participant))
                 self.held[(obj.name, participant)] = held
         targets = {held.destination: held for held in self.held.values()}
         for gone in set(self.sinks) - set(targets):
@@ -224,6 +227,10 @@ class Sync:
         for destination, held in targets.items():
             self.sinks[destination] = SyncTarget(self, held)
         self._cron = Cron.parse(spec.trigger.cron) if spec.trigger.cron is not None else None
+
+    def _also_read(self, participant: str) -> tuple[str, ...]:
+        """Fields of `participant` to read with its changes beyond the shared ones (none)."""
+        return ()
 
     def _stamp(self) -> int | None:
         path = self.ctx.spec_path

@@ -6,8 +6,8 @@ about the records they both hold, and only those.
     match          the definition of "same" over the shared names (spec/match.py)
     share          the shared fields that cross between matched records, each with who may
                    write it and its conflict policy; every other field stays where it is
-    rematch_seconds how often both sides are matched again: new shared records are linked,
-                   links that no longer hold are dropped
+    rematch_seconds how often both sides are matched again in full (and the model fitted
+                   again); in between, records that change are re-matched as noticed
 
 A correlation never creates or deletes a record, and nothing of a record without a match
 leaves its system. It is carried out as a sync restricted to the linked pairs (`as_sync`).
@@ -59,9 +59,10 @@ class CorrelationSpec(IntegrationSpec):
     conflicts: ConflictPolicy = Field(default="latest", description="The default conflict "
                                                                     "policy of every shared field.")
     rematch_seconds: float = Field(
-        default=300.0, gt=0, description="Match both sides again this often under `serve` (and "
-                                         "at every run): records that became shared are linked, "
-                                         "links that no longer hold are dropped.")
+        default=300.0, gt=0, description="Match both sides in full again (and fit the model "
+                                         "again) this often under `serve`, as at every run; in "
+                                         "between, the records that change are re-matched as "
+                                         "they are noticed.")
     options: SyncOptions = Field(default_factory=SyncOptions)
 
     @field_validator("share", mode="before")

@@ -47,7 +47,8 @@ class Pair:
 
 @dataclass(frozen=True)
 class Crossed:
-    """One field that crossed from one record to its pair."""
+    """One field that crossed from one record to its pair; or (`event` linked, dropped, with
+    no field) the pair linked or its link dropped, source the left side."""
 
     gid: str
     source: str
@@ -56,6 +57,7 @@ class Crossed:
     target_key: str | None
     field: str
     weight: float | None
+    event: str = "crossed"
 
 
 class Pairs(Repository):
@@ -102,6 +104,18 @@ class Pairs(Repository):
                            "updated_at")},
                     where=sa.or_(pairs.c.status.not_in(DECIDED), stmt.excluded.status.in_(DECIDED))))
 
+    def touching(self, integration: str, left: Sequence[str], right: Sequence[str]
+                 ) -> builtins.list[Pair]:
+        """The pairs with one of these left keys or one of these right keys."""
+        found: dict[tuple[str, str], Pair] = {}
+        with self._db.read("pairs.touching") as conn:
+            for column, keys in ((pairs.c.left_key, left), (pairs.c.right_key, right)):
+                for chunk in chunks(sorted(set(keys)), 1000):
+                    for row in conn.execute(sa.select(pairs).where(
+                            pairs.c.integration == integration, column.in_(chunk))):
+                        found[(row.left_key, row.right_key)] = _pair(row)
+        return builtins.list(found.values())
+
     def decide(self, integration: str, left: str, right: str, decision: str, by: str) -> bool:
         """A person's decision on a pair (accepted, rejected), kept over every later match;
         False when there is no such pair."""
@@ -134,7 +148,7 @@ class Pairs(Repository):
         now = dt.datetime.now(dt.UTC)
         rows = [dict(integration=integration, gid=c.gid, source=c.source,
                      source_key=c.source_key, target=c.target, target_key=c.target_key,
-                     field=c.field, weight=c.weight, at=now) for c in found]
+                     field=c.field, weight=c.weight, at=now, event=c.event) for c in found]
         with self._db.begin("pairs.crossed") as conn:
             for chunk in chunks(rows, 1000):
                 conn.execute(sa.insert(audit), chunk)

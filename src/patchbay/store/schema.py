@@ -213,11 +213,13 @@ audit = sa.Table(
     sa.Column("field", sa.String(255), nullable=False),
     sa.Column("weight", sa.Float),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("event", sa.String(16), nullable=False, server_default="crossed"),
     sa.Index("ix_patchbay_audit_pair", "integration", "gid"),
     sa.Index("ix_patchbay_audit_at", "integration", "at"),
 )
 """A correlation's audit ledger: every field that crossed, from which record to which,
-when, under which match weight (the value itself stays in the two systems)."""
+when, under which match weight (the value itself stays in the two systems); and when a
+pair was linked or its link dropped (`event`: crossed, linked, dropped; field empty)."""
 
 alerts = sa.Table(
     "patchbay_alerts", metadata,
@@ -274,7 +276,14 @@ def _v7(conn: Connection) -> None:
     outbox_waiting.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
+def _v8(conn: Connection) -> None:
+    # The ledger also records links made and dropped (event); entries before are crossings.
+    if "event" not in {c["name"] for c in sa.inspect(conn).get_columns("patchbay_audit")}:
+        conn.execute(sa.text("ALTER TABLE patchbay_audit ADD COLUMN event VARCHAR(16) "
+                             "NOT NULL DEFAULT 'crossed'"))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

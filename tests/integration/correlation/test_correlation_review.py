@@ -127,9 +127,10 @@ def test_a_pair_under_review_is_listed_explained_and_accepted(unsure: Path) -> N
     assert report["pairs"] == {"link": 8, "accepted": 1}, report
 
     ledger = json.loads(patchbay(unsure, "audit", NAME, "--key", "9", "--json").output)
-    assert {(e["source"], e["source_key"], e["target"], e["target_key"], e["field"])
-            for e in ledger} == {("north", "n8", "south", "9", "phone"),
-                                 ("north", "n8", "south", "9", "allergies")}
+    assert {(e["event"], e["source"], e["source_key"], e["target"], e["target_key"], e["field"])
+            for e in ledger} == {("linked", "north", "n8", "south", "9", ""),
+                                 ("crossed", "north", "n8", "south", "9", "phone"),
+                                 ("crossed", "north", "n8", "south", "9", "allergies")}
     table = patchbay(unsure, "audit", NAME, "--field", "allergies")
     assert table.exit_code == 0 and "allergies" in said(table) and "north-allergy" not in table.output
     assert json.loads(patchbay(unsure, "audit", NAME, "--since", "2999-01-01",

@@ -23,8 +23,9 @@ which transactions are still open (SQLite, MySQL): longer than a write transacti
 between stamping a row and committing it, in most applications."""
 
 
-CURSOR_ENTRIES = ("watermark", "key", "overlap_seconds", "created", "position", "horizon",
-                   "open_since", "marks", "seen")
+CURSOR_ENTRIES = ("watermark", "key", "overlap_seconds", "created", "position", "after_key",
+                  "late_from", "horizon", "open_since", "marks", "seen")
+"""`horizon` is only read, from cursors stored before `late_from` was kept."""
 
 
 _MARKS = 20
@@ -52,6 +53,19 @@ def from_json(value: Any, kind: type | None) -> Any:
     if kind is Decimal:
         return Decimal(value)
     return value
+
+
+def key_from_json(value: Any, kind: type | None) -> Any:
+    """A key value back from JSON (see to_json), as the key column's type."""
+    if not isinstance(value, str):
+        return value
+    if kind is uuid.UUID:
+        return uuid.UUID(value)
+    if kind is bytes:
+        return bytes.fromhex(value)
+    if kind is dt.time:
+        return dt.time.fromisoformat(value)
+    return from_json(value, kind)
 
 
 def watermark_time(since: tuple[dt.datetime, dt.datetime], watermark: sa.Column[Any]) -> Any:

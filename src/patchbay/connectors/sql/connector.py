@@ -64,6 +64,7 @@ from patchbay.connectors.sql.changes import (
     CURSOR_ENTRIES,
     DEFAULT_OVERLAP_SECONDS,
     from_json,
+    key_from_json,
     late_floor,
     minus,
     row_digest,
@@ -558,37 +559,43 @@ class SqlConnector(Connector):
             {"watermark": "updated_at", "key": "id", "overlap_seconds": 1, "created": "created_at"}
             {"watermark": "id", "key": "id"}                       (new rows by increasing id)
 
-        The returned cursor adds `position` (the highest watermark value delivered: ISO text for
-        a timestamp or date, a number as is, a decimal as text; null until a row is delivered)
-        and `seen`, the [key, watermark value, digest of the row's values] of the rows already
-        delivered at or after the start of the next read. Everything in it is JSON, to be
-        stored and handed back as it is.
+        The returned cursor adds `position` and `after_key` (the watermark value and key of the
+        last row read in order: ISO text for a timestamp or date, a number as is, a decimal
+        as text; null until a row is read), `late_from` (where the next re-read of the late
+        window starts) and `seen`, the [key, watermark value, digest of the row's values] of
+        the rows already delivered from `late_from` on. Everything in it is JSON, to be stored
+        and handed back as it is.
 
-        Rows are read with `watermark >= position - overlap` (or from further back, below, for
-        transactions still open), ordered by watermark then key. A row whose key and watermark
-        value are in `seen` with the same digest is skipped; with another digest it is a second
-        change sharing its timestamp with the first, delivered with a version of its own
-        (`<watermark value>#<digest>`, so message ids differ). So rows sharing the cursor's
-        value, split across calls by `limit` or committed late with that value, are
-        delivered, and each change exactly once.
+        Each call reads the rows ahead of (position, after_key), in watermark then key order,
+        each once. Then, once those have been read to the end (a page with room left), or
+        when the window has grown past two overlaps during a long drain (with half of each
+        page), it re-reads the late window: the rows from `late_from` up to (position,
+        after_key). A row there whose key and watermark value are in `seen` with the same
+        digest is skipped; one not in it was committed late, and one with another digest is
+        a second change sharing its timestamp with the first, delivered with a version of its
+        own (`<watermark value>#<digest>`, so message ids differ). So a burst of rows drained
+        page by page is read about twice (in order, then the window once), not once per page,
+        and each change is delivered exactly once.
 
         Late commits: a transaction can stamp a row, then commit after rows stamped later were
         read. `overlap_seconds` (a number of the watermark's own units for a numeric
-        watermark) re-reads that far behind the position. On PostgreSQL each call also asks
-        `pg_stat_activity` when the oldest transaction open in the database began (the call's
-        own time when none is), and the next call reads from where such a transaction could
-        still commit (see `late_floor`): for a timestamp or date, from that start (`horizon`),
-        as anything it or a later transaction commits is stamped at or after it when the
-        database's clock stamps it (now(), a default, a trigger); for a number taken from a
-        sequence, from the highest number visible before it began (`open_since`, `marks`).
-        So nothing committed late is lost, whatever the overlap. A user that cannot see other
-        users' sessions (neither superuser nor pg_read_all_stats) takes the oldest one for
-        DEFAULT_OVERLAP_SECONDS older than what it sees, and logs a warning. Without
-        `overlap_seconds` the overlap is 0 on PostgreSQL and for numbers, and
-        DEFAULT_OVERLAP_SECONDS for a timestamp or date watermark elsewhere (SQLite, MySQL:
-        they cannot say which transactions are open). `seen` holds the rows from the start of
-        the next read on: a bulk update stamping a million rows alike, or a transaction left
-        open for an hour, makes it large.
+        watermark) keeps the window that far behind the position of every call since the
+        window was last read whole (`late_from`): a row that was not visible to a call is
+        stamped after that call's position less the overlap, so the next re-read finds it.
+        On PostgreSQL each call also asks `pg_stat_activity` when the oldest transaction open
+        in the database began (the call's own time when none is), and the window reaches back
+        to where such a transaction could still commit (see `late_floor`): for a timestamp or
+        date, to that start, as anything it or a later transaction commits is stamped at or
+        after it when the database's clock stamps it (now(), a default, a trigger); for a
+        number taken from a sequence, to the highest number visible before it began
+        (`open_since`, `marks`). So nothing committed late is lost, whatever the overlap. A
+        user that cannot see other users' sessions (neither superuser nor pg_read_all_stats)
+        takes the oldest one for DEFAULT_OVERLAP_SECONDS older than what it sees, and logs a
+        warning. Without `overlap_seconds` the overlap is 0 on PostgreSQL and for numbers,
+        and DEFAULT_OVERLAP_SECONDS for a timestamp or date watermark elsewhere (SQLite,
+        MySQL: they cannot say which transactions are open). `seen` holds the rows of the
+        window: a bulk update stamping a million rows alike, or a transaction left open for
+        an hour, makes it large.
 
         Every change is UPDATED, unless the cursor names a `created` column: a row whose
         created value equals its watermark value is then CREATED (`"created": "id"` with an
@@ -643,11 +650,21 @@ class SqlConnector(Connector):
                             f"must be a number of at least 0 (and 0 unless the watermark "
                             f"'{watermark_name}' is a timestamp, a date or a number), not {overlap!r}")
         position = from_json(config.get("position"), kind)
-        start = None if position is None else minus(position, overlap)
-        if start is not None:
+        # The row the last read in order stopped at is (position, after_key); a cursor from
+        # before after_key was kept goes on from the position, skipping what it remembers.
+        keyed = position is not None and "after_key" in config
+        after_key = key_from_json(config.get("after_key"), python_type(key)) if keyed else None
+        if "late_from" in config:
+            late_from = from_json(config["late_from"], kind)
+        elif position is not None:  # a cursor from before late_from: where it would re-read
+            late_from = minus(position, overlap)
             held, floor = late_floor(config, kind)
             if held:
-                start = None if floor is None else min(start, floor)
+                late_from = None if floor is None else min(late_from, floor)
+        else:
+            late_from = None
+        if late_from is not None and position is not None:  # an overlap given anew counts
+            late_from = min(late_from, minus(position, overlap))
         # Each remembered row's last digest; None for a cursor stored before digests were.
         remembered: dict[tuple[Any, Any], str | None] = {
             (to_json(entry[0]), from_json(entry[1], kind)): entry[2] if len(entry) > 2 else None
@@ -657,14 +674,25 @@ class SqlConnector(Connector):
                                     *([str(created_name)] if created_name else [])]))
         shown = names if not fields or created_name in (None, *fields) \
             else [n for n in names if n != created_name]
-        stmt = (sa.select(*[self._column(table, n) for n in names])
-                .where(watermark.is_not(None))
-                .order_by(watermark, key)
-                # Each remembered row hides at most one row (the key is unique), so this many
-                # rows hold `limit` changes, or all there are.
-                .limit(limit + len(remembered)))
-        if start is not None:
-            stmt = stmt.where(watermark >= self._watermark_bound(start))
+        in_order = sa.select(*[self._column(table, n) for n in names]) \
+            .where(watermark.is_not(None)).order_by(watermark, key)
+        # The late window is re-read once the reads in order have caught up (so a burst of
+        # rows is read about once, not once per page), and during a long drain whenever it
+        # has grown past two overlaps (then with half of each page). Without an overlap
+        # (PostgreSQL) the window reaches back to the oldest transaction open, which another
+        # application may hold open for long: it is read once the drain has caught up.
+        late_due = position is not None and late_from is not None and bool(overlap) and \
+            minus(minus(position, overlap), overlap) > late_from
+        budget = max(1, limit // 2) if late_due else limit
+        ahead = in_order
+        if position is not None:
+            ahead = ahead.where(watermark >= self._watermark_bound(position))
+            if keyed:
+                ahead = ahead.where(sa.or_(watermark > self._watermark_bound(position, last=True),
+                                           key > after_key))
+        # Without after_key, each remembered row hides at most one row (the key is unique).
+        ahead = ahead.limit(budget + (0 if keyed else len(remembered)))
+
         with self._reading() as conn:
             # A mark, before the transactions open are asked for: when none began before it,
             # the next read may start from it.
@@ -674,18 +702,33 @@ class SqlConnector(Connector):
             # Asked before the rows are read: a transaction that commits after the read was
             # open then, or began later.
             since = self._open_since(conn) if timed or numbered else None
-            rows = conn.execute(stmt).all()
+            rows = conn.execute(ahead).all()
+            caught_up = len(rows) < budget + (0 if keyed else len(remembered))
+            late_rows: Sequence[Any] = ()
+            late_limit = limit + len(remembered)
+            reading_late = position is not None and (late_due or caught_up)
+            if reading_late:
+                # The rows at or before where the last read stopped that it did not see:
+                # committed late, or changed again without their watermark moving. Read
+                # after the rows ahead, so a row committed in between is in one or the other.
+                late = in_order.where(watermark <= self._watermark_bound(position, last=True))
+                late = late.where(sa.or_(watermark < self._watermark_bound(position), key <= after_key)) \
+                    if keyed else late.where(watermark < self._watermark_bound(position))
+                if late_from is not None:
+                    late = late.where(watermark >= self._watermark_bound(late_from))
+                late_rows = conn.execute(late.limit(late_limit)).all()
 
         found: list[Change] = []
         delivered: dict[tuple[Any, Any], str | None] = {}
-        top = position
-        for row in rows:
+        top, last_key = position, after_key
+
+        def take(row: Any, found: list[Change]) -> tuple[Any, Any]:
             values = dict(zip(names, row, strict=True))
             version = values[watermark.name]
             pair = (to_json(values[key.name]), version)
             digest = row_digest(values)
             if pair in remembered and remembered[pair] in (None, digest):
-                continue
+                return version, values[key.name]
             created = created_name is not None and values[str(created_name)] == version
             record = values if shown is names else {n: values[n] for n in shown}
             found.append(Change(
@@ -695,28 +738,47 @@ class SqlConnector(Connector):
                 # The same row changed again without its watermark moving.
                 version=f"{to_json(version)}#{digest}" if pair in remembered else None))
             delivered[pair] = digest
-            if top is None or version > top:
-                top = version
-            if len(found) >= limit:
+            return version, values[key.name]
+
+        for row in rows:
+            top, last_key = take(row, found)
+            if len(found) >= budget:
                 break
+        # Read whole: every row of the window is delivered or remembered.
+        late_read = reading_late and len(late_rows) < late_limit
+        late_found: list[Change] = []
+        for row in late_rows:
+            if len(found) + len(late_found) >= limit:
+                late_read = False
+                break
+            take(row, late_found)
+        found = late_found + found  # in watermark order: the late rows are all before
 
         after: dict[str, Any] = {"watermark": watermark.name, "key": key.name,
                                  "overlap_seconds": overlap}
         if created_name is not None:
             after["created"] = created_name
+        # Where a row not visible to this call can still commit: an overlap behind the
+        # position, or (PostgreSQL) where the oldest transaction open could stamp it.
         window = None if top is None else minus(top, overlap)
         if since is not None and timed:
             horizon = watermark_time(since, watermark)
             if window is not None and horizon < window:
                 window = horizon
-                after["horizon"] = to_json(horizon)
         elif since is not None and mark is not None:
             after["open_since"] = since[0].isoformat()
             after["marks"] = updated_marks(config, since[0], mark)
             floor = late_floor(after, kind)[1]
             window = None if floor is None or window is None else min(window, floor)
+        if position is not None and not late_read:
+            # The late window was not read whole: what it holds is still to be read.
+            window = None if late_from is None or window is None else min(window, late_from)
         after["position"] = to_json(top)
-        # Everything delivered from where the next read starts (from the first row: all).
+        if last_key is not None:
+            after["after_key"] = to_json(last_key)
+        if top is not None:
+            after["late_from"] = to_json(window)
+        # Everything delivered from where the next late read starts (from the first row: all).
         after["seen"] = [[k, to_json(v), *([d] if d is not None else [])]
                          for (k, v), d in {**remembered, **delivered}.items()
                          if window is None or v >= window]
@@ -747,14 +809,17 @@ class SqlConnector(Connector):
             aware, local = aware - behind, local - behind
         return aware, local
 
-    def _watermark_bound(self, value: Any) -> Any:
-        """The lower bound of a changes query. SQLite keeps timestamps as text, with or without
-        a fraction of a second ('2024-05-01 10:00:00', '... 10:00:00.000000'): the bound is the
-        shortest text of the instant, which sorts before every other text of it."""
+    def _watermark_bound(self, value: Any, last: bool = False) -> Any:
+        """A bound of a changes query. SQLite keeps timestamps as text, with or without a
+        fraction of a second ('2024-05-01 10:00:00', '... 10:00:00.000000'): the bound is the
+        shortest text of the instant, which sorts before every other text of it, or with
+        `last` the longest (six digits of fraction), which sorts after every other."""
         if self.dialect != "sqlite" or not isinstance(value, dt.datetime):
             return value
         text = f"{value:%Y-%m-%d %H:%M:%S}"
-        if value.microsecond:
+        if last:
+            text += f".{value.microsecond:06d}"
+        elif value.microsecond:
             text += f".{value.microsecond:06d}".rstrip("0")
         return sa.literal(text, sa.String())
 

@@ -21,7 +21,8 @@ from patchbay.elements.match.normalise import Column, sounds
 from patchbay.extras import driver_needed
 from patchbay.spec.match import parse_blocking_key
 
-_ROW = "__pb_row"
+ROW = "__pb_row"
+"""The row number column of a blocking key table."""
 
 
 @dataclass(frozen=True)
@@ -40,35 +41,49 @@ class Blocked:
 
 
 def block(rules: list[list[str]], left: Mapping[str, Column], right: Mapping[str, Column] | None) -> Blocked:
-    """The pairs meeting any rule; `right` None is one record set matched with itself
-    (each pair once, left row before right row)."""
+    """The pairs meeting any rule; `right` None is one record set matched with itself (each
+    pair once, left row before right row)."""
+    left_keys = keys_of(rules, left)
+    return block_keyed(rules, left_keys, None if right is None else keys_of(rules, right))
+
+
+def block_keyed(rules: list[list[str]], left: pa.Table, right: pa.Table | None) -> Blocked:
+    """`block`, from each record set's blocking keys (`keys_of`)."""
+    li, ri = join(rules, left, left if right is None else right, dedup=right is None)
+    n_left = left.num_rows
+    possible = n_left * (n_left - 1) // 2 if right is None else n_left * right.num_rows
+    return Blocked(left=li, right=ri, possible=possible)
+
+
+def join(rules: list[list[str]], left: pa.Table, right: pa.Table, *, dedup: bool = False
+         ) -> tuple[Indices, Indices]:
+    """The row numbers of the pairs of `left` and `right` (blocking key tables) meeting any
+    rule, sorted by left then right: one DuckDB query, a union of equality joins. A re-match
+    joins a few changed records' keys with a whole side's this way."""
     with driver_needed("a match's blocking"):
         import duckdb
-    left_keys = _keys(rules, left)
-    right_keys = left_keys if right is None else _keys(rules, right)
     joins = []
     for number, rule in enumerate(rules):
         on = " AND ".join(f'l."k{number}_{i}" = r."k{number}_{i}"' for i in range(len(rule)))
-        if right is None:
-            on += f" AND l.{_ROW} < r.{_ROW}"
-        joins.append(f"SELECT l.{_ROW} AS l, r.{_ROW} AS r FROM left_keys l JOIN right_keys r ON {on}")
+        if dedup:
+            on += f" AND l.{ROW} < r.{ROW}"
+        joins.append(f"SELECT l.{ROW} AS l, r.{ROW} AS r FROM left_keys l JOIN right_keys r ON {on}")
     with duckdb.connect(config={"enable_external_access": False}) as con:
-        con.register("left_keys", left_keys)
-        con.register("right_keys", right_keys)
+        con.register("left_keys", left)
+        con.register("right_keys", right)
         pairs = con.sql(" UNION ".join(joins) + " ORDER BY l, r").to_arrow_table()
-    n_left, n_right = left_keys.num_rows, right_keys.num_rows
-    possible = n_left * (n_left - 1) // 2 if right is None else n_left * n_right
-    return Blocked(left=_indices(pairs.column("l")), right=_indices(pairs.column("r")), possible=possible)
+    return _indices(pairs.column("l")), _indices(pairs.column("r"))
 
 
 def _indices(column: pa.ChunkedArray) -> Indices:
     return np.asarray(column.to_numpy(), dtype=np.int64)
 
 
-def _keys(rules: list[list[str]], columns: Mapping[str, Column]) -> pa.Table:
-    """One row per record: its row number and every rule's keys (`k<rule>_<key>`)."""
+def keys_of(rules: list[list[str]], columns: Mapping[str, Column], first_row: int = 0) -> pa.Table:
+    """One row per record: its row number (from `first_row`) and every rule's keys
+    (`k<rule>_<key>`)."""
     rows = len(next(iter(columns.values())).norm)
-    keys: dict[str, pa.Array] = {_ROW: pa.array(np.arange(rows, dtype=np.int64))}
+    keys: dict[str, pa.Array] = {ROW: pa.array(np.arange(first_row, first_row + rows, dtype=np.int64))}
     for number, rule in enumerate(rules):
         for place, expression in enumerate(rule):
             keys[f"k{number}_{place}"] = key_values(expression, columns)

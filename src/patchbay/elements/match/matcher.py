@@ -5,6 +5,9 @@
     pairs     every candidate pair with its weight, probability, levels and decision
               (link, review, none) under a strictness; `links` only the links
     explain   one pair field by field: values, the level agreed, its weight
+    rematch   the pairs of a few changed records with a whole record set, under the
+              fitted model (no refit): `records` prepares a set, `fitted_records` gives
+              the two the model was fitted on, to keep up to date (records.Records)
 
 Every step works on whole arrays; nothing loops over pairs in Python.
 """
@@ -21,10 +24,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from patchbay.elements.match.assign import one_to_one
-from patchbay.elements.match.blocking import Blocked, block, meets, rule_fields
+from patchbay.elements.match.blocking import Blocked, block_keyed, join, keys_of, meets, rule_fields
 from patchbay.elements.match.compare import NULL_LEVEL, Indices, compare, levels_of
 from patchbay.elements.match.fellegi_sunter import Floats, Gammas, Model, estimate_u, train
-from patchbay.elements.match.normalise import Column, column
+from patchbay.elements.match.normalise import Column, Strings, column
+from patchbay.elements.match.records import Records
 from patchbay.errors import SpecError
 from patchbay.spec.match import LevelSpec, MatchSpec, threshold_weight
 
@@ -85,7 +89,9 @@ class Matcher:
         right_table = None if right is None else _table(right, self.spec, "right")
         left_columns = self._columns(left_table)
         right_columns = left_columns if right_table is None else self._columns(right_table)
-        blocked = block(self.spec.blocking, left_columns, None if right_table is None else right_columns)
+        left_keys = keys_of(self.spec.blocking, left_columns)
+        right_keys = left_keys if right_table is None else keys_of(self.spec.blocking, right_columns)
+        blocked = block_keyed(self.spec.blocking, left_keys, None if right_table is None else right_keys)
         gammas = self._compare(left_columns, right_columns, blocked.left, blocked.right)
         sizes = [len(self.levels[f]) + 1 for f in self.fields]
         sample = self._sample(left_columns, right_columns, dedup=right_table is None)
@@ -101,13 +107,16 @@ class Matcher:
             # disagree). The prior of any two records is that share scaled to all pairs.
             matches = model.prior * len(blocked.left)
             model = replace(model, prior=float(np.clip(matches / blocked.possible, 1e-12, 0.5)))
-        frequencies = {f: _frequencies(left_columns[f], None if right_table is None else right_columns[f])
-                       for f in self.spec.term_frequency}
+        common = {f: _common(left_columns[f], None if right_table is None else right_columns[f])
+                  for f in self.spec.term_frequency}
+        frequencies = {f: _share_of(left_columns[f].norm, table) for f, table in common.items()}
         self._fitted = _Fitted(
             left=left_table, right=right_table if right_table is not None else left_table,
-            left_columns=left_columns, right_columns=right_columns, dedup=right_table is None,
-            blocked=blocked, gammas=gammas, model=model, frequencies=frequencies,
-            weights=self._weigh(gammas, blocked.left, model, frequencies), tiers=self._tiers(gammas))
+            left_columns=left_columns, right_columns=right_columns, left_keys=left_keys,
+            right_keys=right_keys, dedup=right_table is None, blocked=blocked, gammas=gammas,
+            model=model, common=common, frequencies=frequencies,
+            weights=self._weigh(gammas, model, {f: v[blocked.left] for f, v in frequencies.items()}),
+            tiers=self._tiers(gammas))
         return self
 
     def _columns(self, table: pa.Table) -> dict[str, Column]:
@@ -132,21 +141,21 @@ class Matcher:
             li, ri = li[keep], ri[keep]
         return self._compare(left, right, li, ri)
 
-    def _weigh(self, gammas: Gammas, li: Indices, model: Model, frequencies: Mapping[str, Floats]) -> Floats:
+    def _weigh(self, gammas: Gammas, model: Model, frequencies: Mapping[str, Floats]) -> Floats:
         """Each pair's match weight: the prior's log-odds and each field's weight, the
-        term-frequency fields' close agreement weighed by how common the value is."""
-        weights = self._field_weights(gammas, li, model, frequencies)
+        term-frequency fields' close agreement weighed by how common the value is
+        (`frequencies`: per field, the share of the pair's left value, pair by pair)."""
+        weights = self._field_weights(gammas, model, frequencies)
         return np.asarray(model.prior_weight + weights.sum(axis=1), dtype=np.float64)
 
-    def _field_weights(self, gammas: Gammas, li: Indices, model: Model,
-                       frequencies: Mapping[str, Floats]) -> Floats:
+    def _field_weights(self, gammas: Gammas, model: Model, frequencies: Mapping[str, Floats]) -> Floats:
         """Pairs x fields: each field's weight for each pair."""
         per_level = model.weights()
         weights = np.empty(gammas.shape, dtype=np.float64)
         for number, f in enumerate(self.fields):
             weights[:, number] = per_level[number][gammas[:, number]]
             if f in frequencies:
-                weights[:, number] = self._term_weights(number, f, gammas[:, number], frequencies[f][li],
+                weights[:, number] = self._term_weights(number, f, gammas[:, number], frequencies[f],
                                                         weights[:, number], model)
         return weights
 
@@ -190,17 +199,25 @@ class Matcher:
     def blocked(self) -> Blocked:
         return self._state.blocked
 
-    def decisions(self, strictness: str | float | None = None) -> npt.NDArray[np.str_]:
-        """link / review / none for each candidate pair (in blocking order)."""
-        fitted = self._state
+    def _thresholds(self, weights: Floats, tiers: Indices, strictness: str | float | None
+                    ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+        """Which pairs reach the link threshold, and which the review band (links included),
+        before one-to-one."""
         link_at = threshold_weight(self.spec.strictness if strictness is None else strictness)
-        weights, tiers = fitted.weights, fitted.tiers
         tiered = tiers != _NO_TIER
         if self.spec.scoring.probabilistic:
             links = tiered | (weights >= link_at)
             candidates = tiered | (weights >= link_at - self.spec.review) if self.spec.review else links
         else:  # the tiers alone decide; the weights only explain
             links, candidates = tiered, tiered
+        return links, candidates
+
+    def decisions(self, strictness: str | float | None = None) -> npt.NDArray[np.str_]:
+        """link / review / none for each candidate pair (in blocking order)."""
+        fitted = self._state
+        weights, tiers = fitted.weights, fitted.tiers
+        tiered = tiers != _NO_TIER
+        links, candidates = self._thresholds(weights, tiers, strictness)
         if self.spec.one_to_one and not fitted.dedup:
             chosen = np.flatnonzero(candidates)
             # tiers first, then by weight; ties by row numbers, so the order is total
@@ -244,6 +261,55 @@ class Matcher:
         table = table.filter(pc.equal(table.column("decision"), "link"))
         return table.select(["left_id", "right_id", "match_weight", "probability"])
 
+    # -- keeping up with changes --------------------------------------------------------------
+
+    def records(self, table: Any, first_row: int = 0) -> Records:
+        """A record set (an Arrow table or pandas frame with the id column and fields)
+        prepared as the matcher compares it, its blocking keys' rows numbered from
+        `first_row` (Records.update: the length of the set it goes into)."""
+        table = table if isinstance(table, pa.Table) else pa.Table.from_pandas(table, preserve_index=False)
+        columns = self._columns(table)
+        return Records.of((str(i) for i in table.column(self.spec.id).to_pylist()), columns,
+                          keys_of(self.spec.blocking, columns, first_row))
+
+    def fitted_records(self) -> tuple[Records, Records]:
+        """The two record sets the model was fitted on (prepared once, by the fit)."""
+        fitted = self._state
+        left = Records.of((str(i) for i in fitted.left.column(self.spec.id).to_pylist()),
+                          fitted.left_columns, fitted.left_keys)
+        if fitted.dedup:
+            return left, left
+        return left, Records.of((str(i) for i in fitted.right.column(self.spec.id).to_pylist()),
+                                fitted.right_columns, fitted.right_keys)
+
+    def rematch(self, left: Records, right: Records, *, left_keys: pa.Table | None = None,
+                right_keys: pa.Table | None = None, strictness: str | float | None = None) -> pa.Table:
+        """The candidate pairs between the live records of two sets, scored under the fitted
+        model without fitting it again: left_id, right_id, match_weight, probability, tier
+        and decision (link, review, none) before one-to-one, which the caller applies against
+        the links it holds. `left_keys` / `right_keys` narrow a side to some of its rows (the
+        blocking keys of the records that changed), so a re-match joins those with the
+        other side only."""
+        fitted = self._state
+        li, ri = join(self.spec.blocking, left.keys if left_keys is None else left_keys,
+                      right.keys if right_keys is None else right_keys)
+        live = left.alive[li] & right.alive[ri]
+        li, ri = li[live], ri[live]
+        gammas = self._compare(left.columns, right.columns, li, ri)
+        frequencies = {f: _share_of(left.columns[f].norm[li], table) for f, table in fitted.common.items()}
+        weights = self._weigh(gammas, fitted.model, frequencies)
+        tiers = self._tiers(gammas)
+        links, candidates = self._thresholds(weights, tiers, strictness)
+        return pa.table({
+            "left_id": pa.array(left.ids[li], pa.string()),
+            "right_id": pa.array(right.ids[ri], pa.string()),
+            "match_weight": pa.array(weights, pa.float64()),
+            "probability": pa.array(_probability(weights)),
+            "tier": pa.array(tiers, mask=tiers == _NO_TIER),
+            "decision": pa.array(np.where(links, "link", np.where(candidates, "review", "none")),
+                                 pa.string()),
+        })
+
     def explain(self, left_id: Any, right_id: Any, strictness: str | float | None = None) -> Explanation:
         """Field by field, why the pair is or is not a link."""
         fitted = self._state
@@ -253,7 +319,8 @@ class Matcher:
             left_row, right_row, left_id, right_id = right_row, left_row, right_id, left_id
         li, ri = np.array([left_row]), np.array([right_row])
         gammas = self._compare(fitted.left_columns, fitted.right_columns, li, ri)
-        field_weights = self._field_weights(gammas, li, fitted.model, fitted.frequencies)[0]
+        field_weights = self._field_weights(gammas, fitted.model,
+                                            {f: v[li] for f, v in fitted.frequencies.items()})[0]
         weight = fitted.model.prior_weight + float(field_weights.sum())
         tier = int(self._tiers(gammas)[0])
         at = np.flatnonzero((fitted.blocked.left == left_row) & (fitted.blocked.right == right_row))
@@ -278,11 +345,16 @@ class _Fitted:
     right: pa.Table
     left_columns: dict[str, Column]
     right_columns: dict[str, Column]
+    left_keys: pa.Table
+    right_keys: pa.Table
     dedup: bool
     blocked: Blocked
     gammas: Gammas
     model: Model
+    common: dict[str, pa.Table]
+    """Per term-frequency field: each value and its share of all records (`_common`)."""
     frequencies: dict[str, Floats]
+    """Per term-frequency field: the share of each left record's value."""
     weights: Floats
     tiers: Indices
 
@@ -309,13 +381,18 @@ def _row_of(table: pa.Table, id_column: str, value: Any, side: str) -> int:
     return int(found)
 
 
-def _frequencies(left: Column, right: Column | None) -> Floats:
-    """For each left record, how common its normalised value is among all records (a
-    share); 0 where it is missing."""
+def _common(left: Column, right: Column | None) -> pa.Table:
+    """How common each normalised value is among all records of the fit: `values`, `shares`."""
     values = left.norm if right is None else np.concatenate([left.norm, right.norm])
     text = pa.array(values, pa.string())
     counts = pc.value_counts(text.drop_null())
-    lookup = pa.array(np.asarray(counts.field("counts"), dtype=np.float64) / len(text))
-    positions = pc.index_in(pa.array(left.norm, pa.string()), value_set=counts.field("values"))
-    shares = pc.fill_null(lookup.take(positions), 0.0)
+    return pa.table({"values": counts.field("values"),
+                     "shares": pa.array(np.asarray(counts.field("counts"), dtype=np.float64) / len(text))})
+
+
+def _share_of(norm: Strings, common: pa.Table) -> Floats:
+    """The share of each value among the fit's records (`_common`); 0 where it is missing
+    or was not seen."""
+    positions = pc.index_in(pa.array(norm, pa.string()), value_set=common.column("values").combine_chunks())
+    shares = pc.fill_null(common.column("shares").combine_chunks().take(positions), 0.0)
     return np.asarray(shares.to_numpy(zero_copy_only=False), dtype=np.float64)

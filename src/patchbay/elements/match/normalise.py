@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache, cached_property, lru_cache
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -38,7 +40,7 @@ class Column:
     norm: Strings
     number: npt.NDArray[np.float64] | None = None
 
-    @property
+    @cached_property
     def present(self) -> npt.NDArray[np.bool_]:
         return np.asarray(pa.array(self.norm, pa.string()).is_valid().to_numpy(zero_copy_only=False),
                           dtype=bool)
@@ -50,7 +52,7 @@ def column(values: pa.Array | pa.ChunkedArray, spec: MatchFieldSpec) -> Column:
         values = values.combine_chunks()
     if spec.kind == "date":
         return _date_column(values, spec.format)
-    raw = _text(values)
+    raw = text(values)
     if spec.kind in ("name", "text"):
         norm = _plain(raw)
     elif spec.kind in ("postcode", "exact"):
@@ -59,7 +61,7 @@ def column(values: pa.Array | pa.ChunkedArray, spec: MatchFieldSpec) -> Column:
         norm = _per_value(raw, canonical_email)
     elif spec.kind == "phone":
         region = spec.region
-        norm = _per_value(raw, lambda value: e164(value, region))
+        norm = _per_value(_unspaced(raw), lambda value: e164(value, region))
     else:  # number
         number = _numbers(values, raw)
         floats = np.asarray(number.to_numpy(zero_copy_only=False), dtype=np.float64)
@@ -67,7 +69,7 @@ def column(values: pa.Array | pa.ChunkedArray, spec: MatchFieldSpec) -> Column:
     return Column(raw=_objects(raw), norm=_objects(norm))
 
 
-def _text(values: pa.Array) -> pa.Array:
+def text(values: pa.Array) -> pa.Array:
     """Values as trimmed text; blank is missing."""
     text = values if pa.types.is_string(values.type) else pc.cast(values, pa.string())
     text = pc.utf8_trim_whitespace(text)
@@ -90,6 +92,14 @@ def _per_value(text: pa.Array, form: Callable[[str], str | None]) -> pa.Array:
     encoded = pc.dictionary_encode(text)
     dictionary = [form(value) for value in encoded.dictionary.to_pylist()]
     return pc.take(pa.array(dictionary, pa.string()), encoded.indices)
+
+
+def _unspaced(text: pa.Array) -> pa.Array:
+    """Phone numbers written with digits and spaces only, without the spaces: the parser
+    reads "07700 900123" and "07700900123" alike, so each number is parsed once however it
+    is spaced (any other character may matter to it: those values are left as written)."""
+    plain = pc.match_substring_regex(text, r"^\+?[0-9 ]+$")
+    return pc.if_else(pc.fill_null(plain, False), pc.replace_substring(text, " ", ""), text)
 
 
 def _numbers(values: pa.Array, raw: pa.Array) -> pa.Array:
@@ -119,10 +129,13 @@ def canonical_email(value: str) -> str | None:
     return f"{local}@{domain}" if local else None
 
 
+@lru_cache(maxsize=1 << 18)
 def e164(value: str, region: str | None) -> str | None:
-    """The number in E.164 (+441632960983), or None when it is not a possible number."""
-    with driver_needed("a phone comparison"):
-        import phonenumbers
+    """The number in E.164 (+441632960983), or None when it is not a possible number.
+    Parsing costs about 60 µs a value, and a correlation parses both whole sides again at
+    every full match: the answers of the last quarter million values are kept (in memory
+    only, as the values being matched are)."""
+    phonenumbers = _phonenumbers()
     try:
         parsed = phonenumbers.parse(value, region)
     except phonenumbers.NumberParseException:
@@ -132,16 +145,23 @@ def e164(value: str, region: str | None) -> str | None:
     return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
 
 
+@cache
+def _phonenumbers() -> Any:
+    with driver_needed("a phone comparison"):
+        import phonenumbers
+    return phonenumbers
+
+
 def _date_column(values: pa.Array, format: str | None) -> Column:
     """A date field: `norm` is the date as YYYYMMDD digits (the digits as written when the
     text is no valid date, so that a typo can still agree at an edit-distance level) and
     `number` its day number."""
     if pa.types.is_timestamp(values.type) or pa.types.is_date(values.type):
         dates = pc.cast(values, pa.date32()) if not pa.types.is_date32(values.type) else values
-        raw = _text(values)
+        raw = text(values)
         digits = pc.strftime(pc.cast(dates, pa.timestamp("s")), "%Y%m%d")
     else:
-        raw = _text(values)
+        raw = text(values)
         formats = [format] if format else ["%Y-%m-%d", "%Y%m%d", "%Y/%m/%d"]
         parsed = [pc.strptime(raw, f, "s", error_is_null=True) for f in formats]
         stamps = pc.coalesce(*parsed) if len(parsed) > 1 else parsed[0]
