@@ -6,7 +6,8 @@
         tx.cursors.set(integration, system, object, position)    together, or not at all
 
 Both have the same repositories (see `Repositories`): runs, outcomes, cursors, outbox,
-aggregates, seen, a sync's xref, shadows and conflicts, a correlation's pairs. A new table is one repository
+aggregates, seen, a sync's xref, shadows and conflicts, a correlation's pairs, a
+partitioned run's key ranges. A new table is one repository
 module, one migration step (schema.py) and one line in `Repositories`.
 """
 
@@ -28,6 +29,7 @@ from patchbay.store.conflicts import Conflicts
 from patchbay.store.cursors import Cursors
 from patchbay.store.outbox import Outbox
 from patchbay.store.pairs import Pairs
+from patchbay.store.ranges import Ranges
 from patchbay.store.runs import Outcomes, Runs
 from patchbay.store.seen import Seen
 from patchbay.store.shadow import Shadows
@@ -54,6 +56,7 @@ class Repositories:
         self.shadows = Shadows(connections)
         self.conflicts = Conflicts(connections)
         self.pairs = Pairs(connections)
+        self.ranges = Ranges(connections)
 
 
 class Transaction(Repositories):
