@@ -230,8 +230,9 @@ class Partitioned:
     def _ranges(ranges: list[KeyRange]) -> dict[str, Any]:
         return {
             "count": len(ranges),
+            "workers": len({r.holder for r in ranges}),
             "taken_over": sum(1 for r in ranges if r.takeovers),
             "each": [{"range": r.number, "low": r.low, "high": r.high,
                       "read": r.counters.get("read", 0), "batches": r.batches,
-                      "takeovers": r.takeovers} for r in ranges],
+                      "worker": r.holder, "takeovers": r.takeovers} for r in ranges],
         }

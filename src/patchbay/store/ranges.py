@@ -115,8 +115,9 @@ class Ranges(Repository):
                      lease_expires_at=_now() + dt.timedelta(seconds=seconds))
 
     def done(self, lease: KeyRange) -> None:
-        """The range is migrated and compared to its end."""
-        self._fenced(lease, "ranges.done", status=DONE, holder=None, lease_expires_at=None)
+        """The range is migrated and compared to its end (its last holder is kept: the
+        report says who worked it)."""
+        self._fenced(lease, "ranges.done", status=DONE, lease_expires_at=None)
 
     def failed(self, lease: KeyRange, error: str) -> None:
         """The range stopped on an error; its checkpoint stays (reopen resumes it)."""

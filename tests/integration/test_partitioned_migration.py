@@ -1,0 +1,104 @@
+"""A migration run with two worker processes (`patchbay run --workers 2`) on a PostgreSQL
+state: PostgreSQL to PostgreSQL, split by the source key, one report for the run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+ROWS = 20_000
+REFUSED = {i for i in range(1, ROWS + 1) if i % 1000 == 7}
+"""Records without a name, which the transform refuses."""
+
+
+@pytest.fixture
+def schema(pg_url: str) -> Iterator[str]:
+    name = f"split_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {name}")
+        conn.execute(f"CREATE TABLE {name}.people (code text PRIMARY KEY, id bigint, "
+                     "name text, score double precision)")
+        with conn.cursor().copy(f"COPY {name}.people FROM STDIN") as copy:
+            for i in range(1, ROWS + 1):
+                copy.write_row((f"P{i * 7919 % 100_003:06d}", i,
+                                None if i in REFUSED else f"person {i}", i / 4))
+        conn.execute(f"CREATE TABLE {name}.copy (code text PRIMARY KEY, id bigint NOT NULL, "
+                     "name text NOT NULL, score double precision)")
+    yield name
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {name} CASCADE")
+
+
+def run(tmp_path: Path, state: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "patchbay.cli", "run", "people.yaml",
+                           "--state", state, "--json", *args],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+
+def test_two_workers_migrate_every_range_and_write_one_report(
+        tmp_path: Path, pg_url: str, schema: str) -> None:
+    url = f"{pg_url}?options=-csearch_path%3D{schema}"
+    (tmp_path / "people.yaml").write_text(f"""
+systems:
+  pg: {url}
+integrations:
+  - name: people copy
+    pattern: migration
+    source: {{system: pg, object: people, key: code}}
+    transform:
+      fields:
+        code: code
+        id: id
+        name: {{from: name, required: true}}
+        score: score
+    destination: {{system: pg, object: copy, operation: upsert, key: code}}
+    options: {{batch_size: 500, lease_seconds: 5}}
+""")
+    done = run(tmp_path, url, "--workers", "2")
+    assert done.returncode == 3, done.stderr  # complete, with the refused records set aside
+    report: dict[str, Any] = json.loads(done.stdout)
+    assert report["verdict"] == "complete_with_rejects", report["verdict_reasons"]
+    assert report["counts"]["read"] == ROWS
+    assert report["counts"]["created"] == ROWS - len(REFUSED)
+    assert report["counts"]["rejected"] == len(REFUSED)
+    assert report["source"]["in_scope"] == ROWS
+    comparison = report["comparison"]
+    assert comparison["compared"] == ROWS - len(REFUSED) and comparison["matching"] == ROWS - len(REFUSED)
+    assert all(f["match"] for f in comparison["fields"].values())
+    ranges = report["ranges"]
+    assert ranges["count"] == 8 and ranges["taken_over"] == 0
+    assert sum(r["read"] for r in ranges["each"]) == ROWS
+    assert all(r["read"] > ROWS / 16 for r in ranges["each"][1:]), "text keys cut at quantiles"
+    assert sum(report["set_aside_by_code"].values()) == len(REFUSED)
+    assert ranges["workers"] == 2, "both worker processes took ranges"
+
+    with psycopg.connect(url) as conn:
+        source = conn.execute("SELECT code, id, name, score FROM people WHERE name IS NOT NULL "
+                              "ORDER BY code").fetchall()
+        copied = conn.execute("SELECT code, id, name, score FROM copy ORDER BY code").fetchall()
+        runs = conn.execute("SELECT id, status, report IS NOT NULL, owner FROM patchbay_runs"
+                            ).fetchall()
+        workers = conn.execute("SELECT count(DISTINCT holder), count(*) FILTER "
+                               "(WHERE status = 'done') FROM patchbay_key_ranges").fetchone()
+        outcomes = conn.execute("SELECT count(*), count(DISTINCT record_key), "
+                                "count(DISTINCT key_range) FROM patchbay_outcomes").fetchone()
+    assert copied == source
+    assert [(r[0], r[1], r[2]) for r in runs] == [(report["run"], "complete_with_rejects", True)]
+    assert workers == (2, 8), "every range done, by the two workers"
+    assert outcomes is not None and outcomes[:2] == (len(REFUSED), len(REFUSED))
+    rejects = (Path(report["files"]["rejects"])).read_text().splitlines()
+    assert len(rejects) == len(REFUSED) + 1
+
+    again = run(tmp_path, url, "--workers", "2")
+    assert again.returncode == 3, again.stderr
+    second = json.loads(again.stdout)
+    assert second["run"] != report["run"], "a finished run is not resumed"
+    assert second["counts"]["unchanged"] == ROWS - len(REFUSED)
