@@ -6,8 +6,9 @@ how far it got.
 
 A range is [low, high) of the source key (None: unbounded), so the ranges of a run cover
 every key whatever the split saw. Its lease is a holder (host:pid), an expiry and a fencing
-token: `lease` takes an open range nobody holds or whose lease expired, and adds one to the
-token; every later write of the holder (`renew`, `checkpoint`, `done`, ...) names the token
+token: `lease` takes an open range nobody holds, whose lease expired, or whose holder is a
+process of this machine that is gone (one of another machine only by the expiry), and adds
+one to the token; every later write of the holder (`renew`, `checkpoint`, `done`, ...) names the token
 and changes nothing when another worker has leased the range since (LeaseLost). A range's
 checkpoint and its set-aside records commit together:
 
@@ -29,6 +30,7 @@ import sqlalchemy as sa
 
 from patchbay.errors import LeaseLost
 from patchbay.model import jsonable
+from patchbay.processes import gone
 from patchbay.store.schema import key_ranges, runs
 from patchbay.store.unit import Repository
 
@@ -79,20 +81,24 @@ class Ranges(Repository):
 
     def lease(self, run_id: str, seconds: float) -> KeyRange | None:
         """Lease an open range of the run that nobody holds, or whose holder let its lease
-        expire (the lowest first); None when there is none now."""
+        expire or is a process of this machine that is gone; those first (they were started
+        and wait), then the lowest. None when there is none now."""
         now = _now()
-        free = sa.or_(key_ranges.c.holder.is_(None), key_ranges.c.lease_expires_at < now)
         with self._db.read("ranges.lease") as conn:
             candidates = conn.execute(
-                sa.select(key_ranges.c.number, key_ranges.c.token, key_ranges.c.holder)
-                .where(key_ranges.c.run_id == run_id, key_ranges.c.status == OPEN, free)
+                sa.select(key_ranges.c.number, key_ranges.c.token, key_ranges.c.holder,
+                          key_ranges.c.lease_expires_at)
+                .where(key_ranges.c.run_id == run_id, key_ranges.c.status == OPEN)
                 .order_by(key_ranges.c.number)).all()
-        for number, token, holder in candidates:
+        abandoned = [(n, t, h) for n, t, h, expires in candidates if h is not None
+                     and (expires is None or _aware(expires) < now or _gone(h))]
+        free = [(n, t, h) for n, t, h, _ in candidates if h is None]
+        for number, token, holder in abandoned + free:
             # compare-and-set on the token: of two workers taking the same range, one wins
             with self._db.begin("ranges.lease") as conn:
                 taken = conn.execute(sa.update(key_ranges).where(
                     key_ranges.c.run_id == run_id, key_ranges.c.number == number,
-                    key_ranges.c.token == token, key_ranges.c.status == OPEN, free).values(
+                    key_ranges.c.token == token, key_ranges.c.status == OPEN).values(
                     holder=_holder(), lease_expires_at=now + dt.timedelta(seconds=seconds),
                     token=token + 1, updated_at=now,
                     takeovers=key_ranges.c.takeovers + (0 if holder is None else 1))).rowcount
@@ -177,6 +183,15 @@ class Ranges(Repository):
 
 def _key_range(row: sa.RowMapping) -> KeyRange:
     return KeyRange(**{c.name: row[c.name] for c in key_ranges.columns})
+
+
+def _gone(holder: str) -> bool:
+    host, _, pid = holder.rpartition(":")
+    return gone(host, pid)
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def _holder() -> str:
