@@ -317,9 +317,8 @@ def worker(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = 
         invocations = [Invocation.load(file, spec.name, _params(param)) for spec in chosen]
         picking = None
         if split:
-            contexts = [Invocation.load(file, spec.name, _params(param)).context(store, reports)
-                        for spec in split]
-            picking = _Beside(lambda stop: partitions.pick_up(contexts, stop))
+            names = [spec.name for spec in split]
+            picking = _Beside(lambda stop: partitions.pick_up(file, names, store, reports, stop))
         _keep_going(invocations, store, reports, poll=False, server=picking)
 
 

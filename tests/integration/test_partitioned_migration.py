@@ -4,6 +4,7 @@ state: PostgreSQL to PostgreSQL, split by the source key, one report for the run
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import uuid
@@ -43,9 +44,7 @@ def run(tmp_path: Path, state: str, *args: str) -> subprocess.CompletedProcess[s
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
 
 
-def test_two_workers_migrate_every_range_and_write_one_report(
-        tmp_path: Path, pg_url: str, schema: str) -> None:
-    url = f"{pg_url}?options=-csearch_path%3D{schema}"
+def write_spec(tmp_path: Path, url: str) -> None:
     (tmp_path / "people.yaml").write_text(f"""
 systems:
   pg: {url}
@@ -62,6 +61,12 @@ integrations:
     destination: {{system: pg, object: copy, operation: upsert, key: code}}
     options: {{batch_size: 500, lease_seconds: 5}}
 """)
+
+
+def test_two_workers_migrate_every_range_and_write_one_report(
+        tmp_path: Path, pg_url: str, schema: str) -> None:
+    url = f"{pg_url}?options=-csearch_path%3D{schema}"
+    write_spec(tmp_path, url)
     done = run(tmp_path, url, "--workers", "2")
     assert done.returncode == 3, done.stderr  # complete, with the refused records set aside
     report: dict[str, Any] = json.loads(done.stdout)
@@ -102,3 +107,23 @@ integrations:
     second = json.loads(again.stdout)
     assert second["run"] != report["run"], "a finished run is not resumed"
     assert second["counts"]["unchanged"] == ROWS - len(REFUSED)
+
+
+def test_a_worker_started_on_its_own_takes_ranges_of_a_run_up(
+        tmp_path: Path, pg_url: str, schema: str) -> None:
+    url = f"{pg_url}?options=-csearch_path%3D{schema}"
+    write_spec(tmp_path, url)
+    helper = subprocess.Popen([sys.executable, "-m", "patchbay.cli", "worker", "people.yaml",
+                               "--state", url], cwd=tmp_path, stderr=subprocess.PIPE)
+    try:
+        done = run(tmp_path, url, "--workers", "1")
+    finally:
+        helper.send_signal(signal.SIGINT)
+        _, err = helper.communicate(timeout=60)
+    assert done.returncode == 3, done.stderr
+    assert helper.returncode == 0, err.decode()
+    report = json.loads(done.stdout)
+    assert report["counts"]["read"] == ROWS
+    assert report["ranges"]["count"] == 4 and report["ranges"]["workers"] == 2
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT count(*) FROM copy").fetchone() == (ROWS - len(REFUSED),)

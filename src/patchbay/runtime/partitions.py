@@ -17,9 +17,12 @@ over (a compare-and-set on its owner) and settles it, so there is one report.
 from __future__ import annotations
 
 import contextlib
+import logging
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 from patchbay.errors import (
     EngineStateUnavailable,
@@ -27,16 +30,24 @@ from patchbay.errors import (
     LeaseLost,
     PatchbayError,
     RetriableError,
+    RunNotResumable,
+    SpecError,
 )
 from patchbay.patterns.context import RunContext
 from patchbay.patterns.partitioned import RANGES_PER_WORKER, Partitioned
 from patchbay.patterns.registry import Report, pattern_of
+from patchbay.runtime.runner import Invocation
 from patchbay.store import Store
 from patchbay.store.ranges import DONE, FAILED, OPEN, KeyRange
 from patchbay.store.runs import RunStatus
 
+log = logging.getLogger(__name__)
+
 WATCH_SECONDS = 0.2
 """How often `run --workers` looks at its ranges and its worker processes."""
+BEAT_SECONDS = 10.0
+"""How often `run --workers` tells the state its run is alive (others judge a run of another
+machine dead when it stays silent for runs.STALE_AFTER)."""
 RESTARTS_PER_WORKER = 10
 """How often `run --workers` starts a worker process again that ended before the run did,
 per worker asked for (one that fails at once, a file that no longer loads, ends the run)."""
@@ -60,6 +71,7 @@ def run(ctx: RunContext, *, workers: int, worker_command: Callable[[str], list[s
         say(split.notice)
     children = [_spawn(worker_command(record.id)) for _ in range(workers)]
     restarts = RESTARTS_PER_WORKER * workers
+    beat = 0.0
     try:
         while True:
             current = store.runs.get(record.id)
@@ -71,8 +83,10 @@ def run(ctx: RunContext, *, workers: int, worker_command: Callable[[str], list[s
                 store.runs.finish(record.id, RunStatus.INTERRUPTED)
                 return {"run": record.id, "status": RunStatus.INTERRUPTED,
                         "counters": _counters(ranges)}
-            with contextlib.suppress(EngineStateUnavailable):
-                store.runs.beat(record.id)
+            if time.monotonic() >= beat:
+                beat = time.monotonic() + BEAT_SECONDS
+                with contextlib.suppress(EngineStateUnavailable):
+                    store.runs.beat(record.id)
             for number, child in enumerate(children):
                 if child.poll() is not None and restarts and any(r.status == OPEN for r in ranges):
                     restarts -= 1
@@ -138,20 +152,32 @@ def work_ranges(ctx: RunContext, run_id: str, stop: threading.Event) -> int:
     return finished
 
 
-def pick_up(contexts: Sequence[RunContext], stop: threading.Event) -> None:
-    """Until `stop`: work the ranges of every running partitioned run of these integrations
-    (each context one integration), as they appear."""
-    by_name = {ctx.integration.name: ctx for ctx in contexts}
-    store = contexts[0].store
+def pick_up(path: str | Path, names: Sequence[str], store: Store, reports_dir: Path,
+            stop: threading.Event) -> None:
+    """Until `stop`: work the ranges of every running partitioned run of the integrations
+    `names` of file `path`, as they appear, each with its run's own parameters. A run of
+    another definition than the file's (an edited file) is left to other workers."""
+    refused: set[str] = set()
     while not stop.is_set():
         try:
-            open_runs = store.ranges.runs_open(list(by_name))
+            open_runs = [r for r in store.ranges.runs_open(list(names)) if r not in refused]
         except RetriableError:
             open_runs = []
         for run_id in open_runs:
-            ctx = by_name[store.runs.get(run_id).integration]
-            with contextlib.suppress(PatchbayError):
-                work_ranges(ctx, run_id, stop)
+            try:
+                run = store.runs.get(run_id)
+                given = {k: v for k, v in run.params.items() if not k.startswith("__")}
+                ctx = Invocation.load(path, run.integration, given).context(store, reports_dir,
+                                                                           stop=stop)
+                try:
+                    work_ranges(ctx, run_id, stop)
+                finally:
+                    ctx.systems.close()
+            except (SpecError, RunNotResumable) as exc:
+                refused.add(run_id)
+                log.warning("not working the key ranges of run %s: %s", run_id, exc)
+            except PatchbayError as exc:
+                log.warning("key ranges of run %s: %s", run_id, exc)
         stop.wait(1.0)
 
 
