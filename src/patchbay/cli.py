@@ -297,14 +297,19 @@ def worker(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = 
            run_id: Annotated[str | None, typer.Option(
                "--run", metavar="RUN",
                help="Work only the key ranges of this run, and end when none is left.")] = None,
+           spare: Annotated[bool, typer.Option(
+               "--spare", help="With --run: wait for a range whose worker stopped, take it "
+                               "over, then work on like the others.")] = False,
            state: StateOpt = None) -> None:
     """Deliver broadcasts' and syncs' outboxes (no polling) and work the key ranges of
     migrations run with --workers, until Ctrl-C: extra workers beside `patchbay serve`,
     sharing the work through an engine state on PostgreSQL."""
     with _handled():
         if run_id is not None:
-            _work_ranges(file, run_id, state)
+            _work_ranges(file, run_id, state, spare=spare)
             return
+        if spare:
+            raise SpecError("--spare waits for the ranges of one run: give it --run")
         loaded = load(file).integrations
         chosen = [i for i in loaded if runner.serves(i, poll=False)
                   and (integration is None or i.name == integration)]
@@ -339,7 +344,7 @@ class _Beside:
         self._thread.join(timeout=30)
 
 
-def _work_ranges(file: Path, run_id: str, state: str | None) -> None:
+def _work_ranges(file: Path, run_id: str, state: str | None, *, spare: bool) -> None:
     """`worker --run`: the key ranges of one run, with the run's own parameters."""
     store, reports = open_state(state)
     record = store.runs.get(run_id)
@@ -349,7 +354,8 @@ def _work_ranges(file: Path, run_id: str, state: str | None) -> None:
     with _stop_on_interrupt(stop):
         previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
         try:
-            partitions.work_ranges(invocation.context(store, reports, stop=stop), run_id, stop)
+            partitions.work_ranges(invocation.context(store, reports, stop=stop), run_id, stop,
+                                   spare=spare)
         finally:
             signal.signal(signal.SIGTERM, previous)
 
@@ -985,9 +991,9 @@ def _execute_split(file: Path, invocation: Invocation, state: str | None, worker
     store, reports = open_state(state)
     where = ["--state", state] if state is not None else []
 
-    def command(run_id: str) -> list[str]:
+    def command(run_id: str, spare: bool) -> list[str]:
         return [sys.executable, "-m", "patchbay.cli", "worker", str(file.resolve()),
-                "--run", run_id, *where]
+                "--run", run_id, *(["--spare"] if spare else []), *where]
 
     stop = threading.Event()
     with _stop_on_interrupt(stop):

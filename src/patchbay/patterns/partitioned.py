@@ -121,8 +121,8 @@ class Partitioned:
             raise RunNotResumable(f"run {run.id} runs another definition of "
                                   f"'{self.integration.name}' than this file's")
 
-    def lease(self, run_id: str) -> KeyRange | None:
-        return self.ctx.store.ranges.lease(run_id, self.lease_seconds)
+    def lease(self, run_id: str, *, abandoned: bool = False) -> KeyRange | None:
+        return self.ctx.store.ranges.lease(run_id, self.lease_seconds, abandoned=abandoned)
 
     def work(self, run: RunRecord, lease: KeyRange, stop: threading.Event) -> bool:
         """Migrate the leased range from its checkpoint to its end (True), or until `stop`

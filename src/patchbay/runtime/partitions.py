@@ -4,7 +4,8 @@ records and splits the run, keeps N worker processes going until every range is 
 writes the run's one report.
 
     run --workers N ──► Partitioned.start (record, split) ──► N times `patchbay worker --run RUN`
-        │  heartbeat of the run; a worker process that died is started again
+        │  and a spare (`--spare`: waits for a range whose worker stopped)
+        │  heartbeat of the run; a worker process that ended early is replaced by a spare
         └─ every range done ──► Partitioned.settle ──► the report
     work_ranges (each worker): lease ──► work (a thread renews the lease every third of its
         time; a lost lease stops the range after its batch) ──► lease the next ...
@@ -54,22 +55,26 @@ per worker asked for (one that fails at once, a file that no longer loads, ends 
 
 
 def poll_seconds(lease_seconds: float) -> float:
-    """How often a worker without a range looks for one: a tenth of the lease, at most a
-    second, so that a range whose holder died is taken soon after its lease expires."""
-    return min(1.0, lease_seconds / 10)
+    """How often a worker without a range looks for one: a tenth of the lease, at most half
+    a second, so that a range whose holder died is taken soon after that is known."""
+    return min(0.5, lease_seconds / 10)
 
 
-def run(ctx: RunContext, *, workers: int, worker_command: Callable[[str], list[str]],
+def run(ctx: RunContext, *, workers: int, worker_command: Callable[[str, bool], list[str]],
         fresh: bool = False, full: bool = False,
         say: Callable[[str], None] | None = None) -> Report:
     """Run `ctx`'s integration split into key ranges by `workers` processes, each started
-    as `worker_command(run_id)`; return the run's one report."""
+    as `worker_command(run_id, False)`, beside one spare, `worker_command(run_id, True)`,
+    which waits for a range whose worker stopped and then works on like the others; a
+    worker process that ends before the run is replaced by a new spare. So a range whose
+    worker died is taken over as soon as that is known (at once on this machine, at the
+    lease's expiry else), not after a new process has started. Returns the one report."""
     store = ctx.store
     split = pattern_of(ctx).ranges()
     record = split.start(workers * RANGES_PER_WORKER, fresh=fresh, full=full)
     if split.notice is not None and say is not None:
         say(split.notice)
-    children = [_spawn(worker_command(record.id)) for _ in range(workers)]
+    children = [_spawn(worker_command(record.id, spare)) for spare in [False] * workers + [True]]
     restarts = RESTARTS_PER_WORKER * workers
     beat = 0.0
     try:
@@ -90,7 +95,7 @@ def run(ctx: RunContext, *, workers: int, worker_command: Callable[[str], list[s
             for number, child in enumerate(children):
                 if child.poll() is not None and restarts and any(r.status == OPEN for r in ranges):
                     restarts -= 1
-                    children[number] = _spawn(worker_command(record.id))
+                    children[number] = _spawn(worker_command(record.id, True))
             if not any(child.poll() is None for child in children):
                 break  # the workers ended, and may not start again: a range failed, or they do
             ctx.stop.wait(WATCH_SECONDS)
@@ -111,10 +116,13 @@ def run(ctx: RunContext, *, workers: int, worker_command: Callable[[str], list[s
     return split.settle(current).to_json()
 
 
-def work_ranges(ctx: RunContext, run_id: str, stop: threading.Event) -> int:
+def work_ranges(ctx: RunContext, run_id: str, stop: threading.Event, *,
+                spare: bool = False) -> int:
     """Lease and work ranges of run `run_id` until none is left open (or `stop`); how many
-    ranges this worker finished. A range whose holder died is taken once its lease expires.
-    The worker that finds every range done while the run's owner is gone settles the run."""
+    ranges this worker finished. A range whose holder died is taken once its lease expires
+    (or at once, when the holder was a process of this machine). A `spare` takes only such
+    a range, the first time. The worker that finds every range done while the run's owner
+    is gone settles the run."""
     store = ctx.store
     split = pattern_of(ctx).ranges()
     run = store.runs.get(run_id)
@@ -125,7 +133,7 @@ def work_ranges(ctx: RunContext, run_id: str, stop: threading.Event) -> int:
             run = store.runs.get(run_id)
             if run.status != RunStatus.RUNNING:
                 return finished
-            lease = split.lease(run_id)
+            lease = split.lease(run_id, abandoned=spare)
         except RetriableError:
             stop.wait(poll_seconds(split.lease_seconds))
             continue
@@ -138,6 +146,7 @@ def work_ranges(ctx: RunContext, run_id: str, stop: threading.Event) -> int:
                 return finished  # a range failed: the run's owner reports it
             stop.wait(poll_seconds(split.lease_seconds))
             continue
+        spare = False
         try:
             with _renewing(store, lease, split.lease_seconds, stop) as halt:
                 if split.work(run, lease, halt):

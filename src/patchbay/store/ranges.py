@@ -79,10 +79,10 @@ class Ranges(Repository):
                 for number, (low, high) in enumerate(bounds)])
         return True
 
-    def lease(self, run_id: str, seconds: float) -> KeyRange | None:
+    def lease(self, run_id: str, seconds: float, *, abandoned: bool = False) -> KeyRange | None:
         """Lease an open range of the run that nobody holds, or whose holder let its lease
         expire or is a process of this machine that is gone; those first (they were started
-        and wait), then the lowest. None when there is none now."""
+        and wait), then the lowest; with `abandoned`, only those. None when there is none."""
         now = _now()
         with self._db.read("ranges.lease") as conn:
             candidates = conn.execute(
@@ -90,10 +90,10 @@ class Ranges(Repository):
                           key_ranges.c.lease_expires_at)
                 .where(key_ranges.c.run_id == run_id, key_ranges.c.status == OPEN)
                 .order_by(key_ranges.c.number)).all()
-        abandoned = [(n, t, h) for n, t, h, expires in candidates if h is not None
+        left = [(n, t, h) for n, t, h, expires in candidates if h is not None
                      and (expires is None or _aware(expires) < now or _gone(h))]
-        free = [(n, t, h) for n, t, h, _ in candidates if h is None]
-        for number, token, holder in abandoned + free:
+        free = [] if abandoned else [(n, t, h) for n, t, h, _ in candidates if h is None]
+        for number, token, holder in left + free:
             # compare-and-set on the token: of two workers taking the same range, one wins
             with self._db.begin("ranges.lease") as conn:
                 taken = conn.execute(sa.update(key_ranges).where(
