@@ -124,6 +124,7 @@ integrations:
     # each kill is one takeover; on a starved machine a live holder may also miss renewing
     # its lease in time, and lose its range the same way (fenced: it records nothing more)
     assert sum(r["takeovers"] for r in report["ranges"]["each"]) >= KILLS
+    assert sum(r["resumed"] for r in report["ranges"]["each"]) >= KILLS
     with psycopg.connect(url) as conn:
         rows = conn.execute("SELECT person_id, name, city, score, joined FROM people").fetchall()
         runs = conn.execute("SELECT status, report IS NOT NULL FROM patchbay_runs").fetchall()

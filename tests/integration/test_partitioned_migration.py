@@ -3,10 +3,13 @@ state: PostgreSQL to PostgreSQL, split by the source key, one report for the run
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,3 +130,47 @@ def test_a_worker_started_on_its_own_takes_ranges_of_a_run_up(
     assert report["ranges"]["count"] == 4 and report["ranges"]["workers"] == 2
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT count(*) FROM copy").fetchone() == (ROWS - len(REFUSED),)
+
+
+def test_a_run_stopped_by_ctrl_c_is_resumed_from_its_ranges_checkpoints(
+        tmp_path: Path, pg_url: str, schema: str) -> None:
+    url = f"{pg_url}?options=-csearch_path%3D{schema}"
+    write_spec(tmp_path, url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        # a slow destination (a pause per write statement), so that Ctrl-C comes mid-run
+        conn.execute("CREATE FUNCTION slowly() RETURNS trigger LANGUAGE plpgsql AS "
+                     "$$ BEGIN PERFORM pg_sleep(0.1); RETURN NULL; END $$")
+        conn.execute("CREATE TRIGGER slowly AFTER INSERT ON copy FOR EACH STATEMENT "
+                     "EXECUTE FUNCTION slowly()")
+    stopped = subprocess.Popen([sys.executable, "-m", "patchbay.cli", "run", "people.yaml",
+                                "--workers", "2", "--state", url, "--json"], cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               start_new_session=True)
+    with psycopg.connect(url, autocommit=True) as conn:
+        deadline = time.monotonic() + 120
+        while True:
+            assert stopped.poll() is None and time.monotonic() < deadline
+            with contextlib.suppress(psycopg.errors.UndefinedTable):
+                if conn.execute("SELECT count(*) FROM patchbay_key_ranges "
+                                "WHERE position IS NOT NULL").fetchone() >= (2,):
+                    break
+            time.sleep(0.05)
+    os.killpg(stopped.pid, signal.SIGINT)  # Ctrl-C reaches the run and its workers
+    out, err = stopped.communicate(timeout=120)
+    assert stopped.returncode == 130, err.decode()
+    interrupted = json.loads(out)
+    assert interrupted["status"] == "interrupted"
+
+    done = run(tmp_path, url, "--workers", "2")
+    assert done.returncode == 3, done.stderr
+    assert f"resuming run {interrupted['run']}" in done.stderr
+    report = json.loads(done.stdout)
+    assert report["run"] == interrupted["run"]
+    assert report["counts"]["read"] == ROWS and report["comparison"]["missing_in_destination"] == 0
+    assert report["ranges"]["resumed"] >= 2 and report["ranges"]["taken_over"] == 0
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT count(*), count(DISTINCT code) FROM copy").fetchone() == \
+            (ROWS - len(REFUSED), ROWS - len(REFUSED))
+        assert conn.execute("SELECT count(*) FROM patchbay_runs").fetchone() == (1,)
+        assert conn.execute("SELECT count(*) FROM patchbay_outcomes").fetchone() == \
+            (len(REFUSED),), "no set-aside record recorded twice"

@@ -118,7 +118,8 @@ def test_a_lease_is_taken_over_once_it_expires_and_fences_out_its_old_holder(
     time.sleep(0.3)
     taken = store.ranges.lease(run.id, 30)
     assert taken is not None and taken.number == 0 and taken.token == first.token + 1
-    assert taken.position == 40 and taken.takeovers == 1, "resumed from its checkpoint"
+    assert taken.position == 40 and taken.takeovers == 1 and taken.resumed == 1, \
+        "taken over from its checkpoint"
     with pytest.raises(LeaseLost):
         store.ranges.checkpoint(first, position=80, batches=2, counters={"read": 80},
                                 comparison={}, high_water=None, seconds=30)

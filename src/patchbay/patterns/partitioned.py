@@ -92,8 +92,11 @@ class Partitioned:
             raise SpecError(f"'{self.integration.name}': a run with workers splits the source "
                             "by its key; declare source.key")
         run = self.migration.start(fresh=fresh, full=full, split=True)
-        if store.ranges.of(run.id):
+        if ranges := store.ranges.of(run.id):
             store.ranges.reopen(run.id)
+            done = sum(1 for r in ranges if r.status == DONE)
+            self.migration.notice = (f"resuming run {run.id}: {done} of its {len(ranges)} key "
+                                     "ranges done, the others from their checkpoints")
             return run
         watermark_after = None
         if src.watermark and not run.params.get("__full__"):
@@ -232,7 +235,9 @@ class Partitioned:
             "count": len(ranges),
             "workers": len({r.holder for r in ranges}),
             "taken_over": sum(1 for r in ranges if r.takeovers),
+            "resumed": sum(1 for r in ranges if r.resumed),
             "each": [{"range": r.number, "low": r.low, "high": r.high,
                       "read": r.counters.get("read", 0), "batches": r.batches,
-                      "worker": r.holder, "takeovers": r.takeovers} for r in ranges],
+                      "worker": r.holder, "takeovers": r.takeovers, "resumed": r.resumed}
+                     for r in ranges],
         }

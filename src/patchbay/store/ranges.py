@@ -57,6 +57,9 @@ class KeyRange:
     high_water: Any
     takeovers: int
     """How often another worker took the range over after its holder's lease expired."""
+    resumed: int
+    """How often the range was leased again from a checkpoint (taken over, or given back
+    when a run stopped and resumed later)."""
     error: str | None
     updated_at: dt.datetime
 
@@ -75,7 +78,7 @@ class Ranges(Repository):
                 dict(run_id=run_id, number=number, low=jsonable(low), high=jsonable(high),
                      status=OPEN, holder=None, lease_expires_at=None, token=0, position=None,
                      batches=0, counters={}, comparison=None, high_water=None, takeovers=0,
-                     error=None, updated_at=now)
+                     resumed=0, error=None, updated_at=now)
                 for number, (low, high) in enumerate(bounds)])
         return True
 
@@ -87,13 +90,13 @@ class Ranges(Repository):
         with self._db.read("ranges.lease") as conn:
             candidates = conn.execute(
                 sa.select(key_ranges.c.number, key_ranges.c.token, key_ranges.c.holder,
-                          key_ranges.c.lease_expires_at)
+                          key_ranges.c.lease_expires_at, key_ranges.c.position)
                 .where(key_ranges.c.run_id == run_id, key_ranges.c.status == OPEN)
                 .order_by(key_ranges.c.number)).all()
-        left = [(n, t, h) for n, t, h, expires in candidates if h is not None
-                     and (expires is None or _aware(expires) < now or _gone(h))]
-        free = [] if abandoned else [(n, t, h) for n, t, h, _ in candidates if h is None]
-        for number, token, holder in left + free:
+        left = [(n, t, h, p) for n, t, h, expires, p in candidates if h is not None
+                and (expires is None or _aware(expires) < now or _gone(h))]
+        free = [] if abandoned else [(n, t, h, p) for n, t, h, _, p in candidates if h is None]
+        for number, token, holder, started in left + free:
             # compare-and-set on the token: of two workers taking the same range, one wins
             with self._db.begin("ranges.lease") as conn:
                 taken = conn.execute(sa.update(key_ranges).where(
@@ -101,7 +104,8 @@ class Ranges(Repository):
                     key_ranges.c.token == token, key_ranges.c.status == OPEN).values(
                     holder=_holder(), lease_expires_at=now + dt.timedelta(seconds=seconds),
                     token=token + 1, updated_at=now,
-                    takeovers=key_ranges.c.takeovers + (0 if holder is None else 1))).rowcount
+                    takeovers=key_ranges.c.takeovers + (0 if holder is None else 1),
+                    resumed=key_ranges.c.resumed + (0 if started is None else 1))).rowcount
             if taken:
                 return self._get(run_id, number)
         return None

@@ -221,23 +221,27 @@ audit = sa.Table(
 when, under which match weight (the value itself stays in the two systems)."""
 
 
+_NULLABLE_JSON = sa.JSON(none_as_null=True)
+"""None as SQL NULL, not JSON's null: `position IS NULL` says a range has no checkpoint."""
+
 key_ranges = sa.Table(
     "patchbay_key_ranges", metadata,
     sa.Column("run_id", sa.String(40), sa.ForeignKey("patchbay_runs.id", ondelete="CASCADE"),
               primary_key=True),
     sa.Column("number", sa.Integer, primary_key=True),
-    sa.Column("low", sa.JSON),
-    sa.Column("high", sa.JSON),
+    sa.Column("low", _NULLABLE_JSON),
+    sa.Column("high", _NULLABLE_JSON),
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("holder", sa.String(255)),
     sa.Column("lease_expires_at", sa.DateTime(timezone=True)),
     sa.Column("token", sa.BigInteger, nullable=False),
-    sa.Column("position", sa.JSON),
+    sa.Column("position", _NULLABLE_JSON),
     sa.Column("batches", sa.Integer, nullable=False),
     sa.Column("counters", sa.JSON, nullable=False),
-    sa.Column("comparison", sa.JSON),
-    sa.Column("high_water", sa.JSON),
+    sa.Column("comparison", _NULLABLE_JSON),
+    sa.Column("high_water", _NULLABLE_JSON),
     sa.Column("takeovers", sa.Integer, nullable=False),
+    sa.Column("resumed", sa.Integer, nullable=False),
     sa.Column("error", sa.Text),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("ix_patchbay_key_ranges_status", "status", "run_id"),
