@@ -49,6 +49,7 @@ check: lint
 
 bench: $(DEV_STAMP)
 	$(BIN)/python bench/migration.py
+	$(BIN)/python bench/partitioned.py
 	$(BIN)/python bench/broadcast.py
 	$(BIN)/python bench/aggregation.py
 	$(BIN)/python bench/sync.py

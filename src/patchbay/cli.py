@@ -13,9 +13,10 @@ import getpass
 import json
 import logging
 import signal
+import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -35,7 +36,7 @@ from patchbay.errors import (
     SpecError,
     UnknownRun,
 )
-from patchbay.runtime import capture, conflicts, reviews, runner, serving
+from patchbay.runtime import capture, conflicts, partitions, reviews, runner, serving
 from patchbay.runtime.runner import Invocation
 from patchbay.spec import MatchSpec, load, load_match, resolve_parameters, suggest
 from patchbay.store import Store, open_state
@@ -113,10 +114,21 @@ def run(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = Non
             "--fresh", help="Start a new run even if an unfinished one could be resumed.")] = False,
         full: Annotated[bool, typer.Option(
             "--full", help="Ignore the incremental watermark and take the whole scope.")] = False,
+        workers: Annotated[int | None, typer.Option(
+            "--workers", min=1, max=64, metavar="N",
+            help="Split a migration's run into key ranges worked by N worker processes "
+                 "(one report for the run).")] = None,
         state: StateOpt = None, as_json: JsonOpt = False) -> None:
     """Run an integration, or every integration of the file in dependency order (a migration
     resumes its unfinished run of the same definition and parameters, if any)."""
     with _handled(as_json):
+        if workers is not None:
+            if resume is not None:
+                raise SpecError("--workers resumes the unfinished run of the same definition by "
+                                "itself; leave out --resume")
+            invocation = Invocation.load(file, integration, _params(param))
+            raise typer.Exit(_execute_split(file, invocation, state, workers, fresh=fresh,
+                                            full=full, as_json=as_json))
         if integration is None and resume is None and len(load(file).integrations) > 1:
             raise typer.Exit(_execute_all(file, _params(param), state, fresh=fresh, full=full,
                                           as_json=as_json))
@@ -279,18 +291,70 @@ def serve(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = N
 
 @app.command()
 def worker(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = None,
+           run_id: Annotated[str | None, typer.Option(
+               "--run", metavar="RUN",
+               help="Work only the key ranges of this run, and end when none is left.")] = None,
+           spare: Annotated[bool, typer.Option(
+               "--spare", help="With --run: wait for a range whose worker stopped, take it "
+                               "over, then work on like the others.")] = False,
            state: StateOpt = None) -> None:
-    """Deliver broadcasts' and syncs' outboxes (no polling), until Ctrl-C: extra workers beside
-    `patchbay serve`, sharing the work through an engine state on PostgreSQL."""
+    """Deliver broadcasts' and syncs' outboxes (no polling) and work the key ranges of
+    migrations run with --workers, until Ctrl-C: extra workers beside `patchbay serve`,
+    sharing the work through an engine state on PostgreSQL."""
     with _handled():
-        chosen = [i for i in load(file).integrations if runner.serves(i, poll=False)
+        if run_id is not None:
+            _work_ranges(file, run_id, state, spare=spare)
+            return
+        if spare:
+            raise SpecError("--spare waits for the ranges of one run: give it --run")
+        loaded = load(file).integrations
+        chosen = [i for i in loaded if runner.serves(i, poll=False)
                   and (integration is None or i.name == integration)]
-        if not chosen:
-            raise SpecError(f"{file} has no broadcast or sync integration"
+        split = [i for i in loaded if runner.splits(i)
+                 and (integration is None or i.name == integration)]
+        if not chosen and not split:
+            raise SpecError(f"{file} has no broadcast, sync or migration integration"
                             + (f" named '{integration}'" if integration else ""))
         store, reports = open_state(state)
         invocations = [Invocation.load(file, spec.name, _params(param)) for spec in chosen]
-        _keep_going(invocations, store, reports, poll=False, server=None)
+        picking = None
+        if split:
+            names = [spec.name for spec in split]
+            picking = _Beside(lambda stop: partitions.pick_up(file, names, store, reports, stop))
+        _keep_going(invocations, store, reports, poll=False, server=picking)
+
+
+class _Beside:
+    """A loop in a thread of its own that `_keep_going` waits for and stops with the rest."""
+
+    def __init__(self, loop: Callable[[threading.Event], None]) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=loop, args=(self._stop,), name="patchbay-ranges",
+                                        daemon=True)
+        self._thread.start()
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def _work_ranges(file: Path, run_id: str, state: str | None, *, spare: bool) -> None:
+    """`worker --run`: the key ranges of one run, with the run's own parameters."""
+    store, reports = open_state(state)
+    record = store.runs.get(run_id)
+    given = {k: v for k, v in record.params.items() if not k.startswith("__")}
+    invocation = Invocation.load(file, record.integration, given)
+    stop = threading.Event()
+    with _stop_on_interrupt(stop):
+        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            partitions.work_ranges(invocation.context(store, reports, stop=stop), run_id, stop,
+                                   spare=spare)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _keep_going(invocations: list[Invocation], store: Store, reports: Path, *, poll: bool,
@@ -920,6 +984,32 @@ def demo(directory: Annotated[Path, typer.Option(metavar="DIR",
 def _execute(invocation: Invocation, state: str | None, *, resume: str | None = None,
              fresh: bool = False, full: bool = False, as_json: bool = False) -> int:
     report = _run_one(invocation, state, resume=resume, fresh=fresh, full=full, quiet=as_json)
+    if as_json:
+        console.print_json(json.dumps(report, default=str))
+    else:
+        _show_report(report)
+    return _exit_code(report)
+
+
+def _execute_split(file: Path, invocation: Invocation, state: str | None, workers: int, *,
+                   fresh: bool, full: bool, as_json: bool) -> int:
+    """`run --workers N`: the run split into key ranges, worked by N `patchbay worker --run`
+    processes on the same state; one report."""
+    store, reports = open_state(state)
+    where = ["--state", state] if state is not None else []
+
+    def command(run_id: str, spare: bool) -> list[str]:
+        return [sys.executable, "-m", "patchbay.cli", "worker", str(file.resolve()),
+                "--run", run_id, *(["--spare"] if spare else []), *where]
+
+    stop = threading.Event()
+    with _stop_on_interrupt(stop):
+        ctx = invocation.context(store, reports, stop=stop)
+        try:
+            report = partitions.run(ctx, workers=workers, worker_command=command, fresh=fresh,
+                                    full=full, say=_say)
+        finally:
+            ctx.systems.close()
     if as_json:
         console.print_json(json.dumps(report, default=str))
     else:

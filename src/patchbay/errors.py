@@ -13,6 +13,7 @@
     │   └── EngineStateUnavailable  the same class: retriable, and an engine-state failure
     ├── RecordRejected         one record is set aside with its reason; the run goes on
     ├── FatalRunError          the run cannot go on; it stops resumable at its checkpoint
+    ├── LeaseLost              a worker no longer holds what it leased (a key range): it stops
     ├── RunNotResumable        asked to resume a run that is finished or unknown
     │   └── UnknownRun         no run has this id (bad input, exit 2)
     ├── MessageSeen            a pushed message accepted already comes again (a replay)
@@ -104,6 +105,12 @@ class RecordRejected(PatchbayError):
 
 class FatalRunError(PatchbayError):
     """The run cannot continue; it stops at its last checkpoint and stays resumable."""
+
+
+class LeaseLost(PatchbayError):
+    """A worker's lease (of a key range of a partitioned run) expired and another worker
+    took it, or the run ended: the worker stops working it, and what it was about to
+    checkpoint is not recorded (its fencing token is stale)."""
 
 
 class RunNotResumable(PatchbayError):

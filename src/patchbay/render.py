@@ -54,6 +54,11 @@ def report(console: Console, report: Mapping[str, Any]) -> None:
     for system, used in (report.get("usage") or {}).items():
         console.print(text(f"{system}: " + ", ".join(f"{n.replace('_', ' ')} {v}"
                                                      for n, v in used.items())))
+    ranges = report.get("ranges")
+    if ranges:
+        console.print(f"{ranges['count']} key ranges, worked by {ranges['workers']} worker "
+                      f"processes; {ranges['taken_over']} taken over from a worker that "
+                      f"stopped, {ranges['resumed']} resumed from a checkpoint")
     if report.get("records_per_second"):
         console.print(f"{report['seconds']} s, {report['records_per_second']:,} records/s")
     console.print(f"verdict: {status_text(report['verdict'])}"

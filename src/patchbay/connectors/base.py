@@ -182,6 +182,13 @@ class Connector:
         """The records whose `key` field is one of `values`, by key value."""
         raise self._cannot("get")
 
+    def boundaries(self, object: str, scope: BoundScope | None, key: str,
+                   parts: int) -> list[KeyValue]:
+        """At most `parts - 1` ascending key values that cut the records in scope into
+        `parts` ranges of about equal size (fewer when there are fewer distinct keys; none
+        when the scope is empty). A partitioned run splits its work at them."""
+        raise self._cannot("split its records into key ranges")
+
     def deleted(self, object: str, key: str, values: Sequence[KeyValue]) -> dict[KeyValue, KeyValue]:
         """Of `values`, which `get` did not find, those the system says were deleted, each
         with its key as the system spells it. A system that keeps nothing of a deleted
@@ -241,6 +248,15 @@ class Connector:
     def _cannot(self, what: str) -> NotImplementedError:
         return NotImplementedError(
             f"system '{self.name}' ({type(self).__name__}) cannot {what}")
+
+
+def even_cuts(low: int | None, high: int | None, parts: int) -> list[int]:
+    """The integers that cut [low, high] into `parts` ranges of equal width (fewer when it
+    holds fewer integers than that), ascending; none when there is nothing between."""
+    if low is None or high is None or parts < 2:
+        return []
+    width = high - low + 1
+    return sorted({low + width * k // parts for k in range(1, parts)} - {low})
 
 
 def last_per_key(records: Sequence[Record], key: str, same: Callable[[Any], Any] = lambda v: v

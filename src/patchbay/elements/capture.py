@@ -182,6 +182,27 @@ class Comparison:
             comparison.tallies[name] = FieldTally(differing, int(source, 16), int(destination, 16))
         return comparison
 
+    @classmethod
+    def combined(cls, parts: Sequence[Comparison], key: str, fields: list[str],
+                 sample_size: int) -> Comparison:
+        """Comparisons of disjoint sets of records (the key ranges of one run) as one: the
+        counts add up, and so do the checksums, which are sums of per-batch digests."""
+        total = cls(key, list(fields), sample_size)
+        for part in parts:
+            total.compared += part.compared
+            total.matching += part.matching
+            total.differing += part.differing
+            total.missing += part.missing
+            total.refused_earlier += part.refused_earlier
+            for name, tally in part.tallies.items():
+                mine = total.tallies.setdefault(name, FieldTally())
+                mine.differing += tally.differing
+                mine.source_checksum = (mine.source_checksum + tally.source_checksum) & _MASK
+                mine.destination_checksum = (mine.destination_checksum
+                                             + tally.destination_checksum) & _MASK
+            total.samples.extend(part.samples[:max(0, sample_size - len(total.samples))])
+        return total
+
     def summary(self) -> dict[str, Any]:
         """The comparison as it appears in a report."""
         return {
@@ -292,11 +313,14 @@ class MigrationReport:
     usage: dict[str, dict[str, int]]
     set_aside_by_code: dict[str, int] | None = None
     files: dict[str, str] | None = None
+    ranges: dict[str, Any] | None = None
+    """A run split into key ranges: how many, each one's bounds and counts, which were
+    taken over from a worker that stopped (patterns/partitioned.py)."""
 
     def to_json(self) -> dict[str, Any]:
         found = {f.name: getattr(self, f.name) for f in fields(self)}
         return {k: v for k, v in found.items()
-                if v is not None or k not in ("set_aside_by_code", "files")}
+                if v is not None or k not in ("set_aside_by_code", "files", "ranges")}
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from patchbay import logs
@@ -41,8 +41,11 @@ from patchbay.patterns.context import LookupCache, RunContext, spec_of
 from patchbay.patterns.registry import Pattern, Report, RunReport, Started
 from patchbay.retry import RetryPolicy
 from patchbay.spec import MigrationSpec, redact_url
-from patchbay.store import Store
+from patchbay.store import Store, Transaction
 from patchbay.store.runs import OutcomeRow, RunRecord, RunStatus
+
+if TYPE_CHECKING:
+    from patchbay.patterns.partitioned import Partitioned
 
 EARLY_SAMPLE = 1000
 """Records read before a run judges its share of rejects (or that it writes nothing at all)."""
@@ -140,7 +143,7 @@ def skipped(shaped: Shaped) -> list[int]:
 
 
 @dataclass
-class _Written:
+class Written:
     """A written batch on its way to its checkpoint."""
 
     batch: int
@@ -152,33 +155,34 @@ class _Written:
     """Compares the batch with the destination (reads it back)."""
 
 
-class _Checkpoints:
-    """Compares each written batch with the destination, then checkpoints it, in order, in
-    a thread of its own, while the next batch is being written. A checkpoint still never
-    runs ahead of the destination; a crash replays the few batches written since the last
-    one, which the idempotent writes make harmless."""
+class Checkpoints:
+    """Compares each written batch with the destination, then checkpoints it (`record`, in
+    a transaction with nothing else), in order, in a thread of its own, while the next batch
+    is being written. A checkpoint still never runs ahead of the destination; a crash
+    replays the few batches written since the last one, which the idempotent writes make
+    harmless."""
 
     DEPTH = 2
 
-    def __init__(self, store: Store, run_id: str, comparison: Comparison,
-                 watermark_after: Any, notify: Callable[[str, Mapping[str, int]], None]) -> None:
-        self.store, self.run_id, self.comparison = store, run_id, comparison
-        self.watermark_after, self.notify = watermark_after, notify
+    def __init__(self, store: Store, record: Callable[[Transaction, Written], None],
+                 notify: Callable[[str, Mapping[str, int]], None]) -> None:
+        self.store, self.record, self.notify = store, record, notify
         self.error: BaseException | None = None
-        self._queue: queue.Queue[_Written | None] = queue.Queue(maxsize=self.DEPTH)
+        self._queue: queue.Queue[Written | None] = queue.Queue(maxsize=self.DEPTH)
         self._thread = threading.Thread(target=self._work, name="patchbay-checkpoints",
                                         daemon=True)
         self._thread.start()
 
-    def put(self, written: _Written) -> None:
+    def put(self, written: Written) -> None:
         if self.error is not None:
             raise self.error
         self._queue.put(written)
 
     def finish(self, raise_error: bool = True) -> None:
         """Wait until every batch handed over is checkpointed."""
-        self._queue.put(None)
-        self._thread.join()
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
         if raise_error and self.error is not None:
             raise self.error
 
@@ -190,12 +194,7 @@ class _Checkpoints:
                 if item.check is not None:
                     item.check()
                 with self.store.transaction() as tx:
-                    tx.outcomes.add(self.run_id, item.batch, item.rows)
-                    tx.runs.checkpoint(
-                        self.run_id, batch=item.batch, counters=item.counters,
-                        checkpoint={"position": item.position, "comparison": self.comparison.state(),
-                                    "high_water": item.high_water,
-                                    "watermark_after": self.watermark_after})
+                    self.record(tx, item)
                 self.notify("batch", item.counters)
             except BaseException as exc:
                 self.error = exc
@@ -214,10 +213,12 @@ class Migration:
 
     # -- starting and resuming ------------------------------------------------------------------
 
-    def start(self, *, resume: str | None = None, fresh: bool = False, full: bool = False) -> RunRecord:
+    def start(self, *, resume: str | None = None, fresh: bool = False, full: bool = False,
+              split: bool = False) -> RunRecord:
         """Begin a run, or resume one: `resume` by id, or the latest unfinished run of the
         same definition (fingerprint) and parameters. `notice` then says what was chosen
-        when it is not a plain new run."""
+        when it is not a plain new run. `split`: the run is (to be) split into key ranges
+        (patterns/partitioned.py); a run of the other kind is not resumed so."""
         store, name = self.ctx.store, self.integration.name
         mark = fingerprint(self.ctx)
         if resume is not None:
@@ -240,8 +241,18 @@ class Migration:
             run = found
         if run.owner_alive:
             raise RunNotResumable(f"run {run.id} is still running (owner {run.owner})")
+        has_ranges = bool(store.ranges.of(run.id))
+        if has_ranges and not split:
+            raise RunNotResumable(f"run {run.id} is split into key ranges: resume it with "
+                                  "`patchbay run --workers N`")
+        if split and not has_ranges and run.batches:
+            raise RunNotResumable(f"run {run.id} was started without workers: resume it with "
+                                  f"`patchbay resume {run.id}`, or start anew with --fresh")
         self.notice = f"resuming run {run.id} from record {run.counters.get('read', 0):,}"
-        return store.runs.claim(run.id)
+        claimed = store.runs.claim(run.id, owner=run.owner)
+        if claimed is None:
+            raise RunNotResumable(f"run {run.id} was just taken over by another process")
+        return claimed
 
     def _resumable(self, mark: str, params: Mapping[str, Any]) -> RunRecord | None:
         """The latest unfinished run of this very definition and these parameters. Runs of the
@@ -299,26 +310,28 @@ class Migration:
         high_water = state.get("high_water")
         ctx.notify("start", counters)
         self._announce_scope(prepared)
-        checkpoints = _Checkpoints(store, run.id, comparison, watermark_after, ctx.notify)
+
+        def record(tx: Transaction, item: Written) -> None:
+            tx.outcomes.add(run.id, item.batch, item.rows)
+            tx.runs.checkpoint(
+                run.id, batch=item.batch, counters=item.counters,
+                checkpoint={"position": item.position, "comparison": comparison.state(),
+                            "high_water": item.high_water, "watermark_after": watermark_after})
+
+        checkpoints = Checkpoints(store, record, ctx.notify)
         try:
-            for page, shaped in self._pages(prepared, state.get("position")):
-                batch_no += 1
-                rows, high_water, check = self._one_batch(prepared, page, shaped, counters,
-                                                          comparison, high_water)
-                checkpoints.put(_Written(batch_no, page.position, dict(counters), rows,
-                                         high_water, check))
-                self._check_rejects(counters, rows, run.id, finished=False)
-                if ctx.stop.is_set():
-                    checkpoints.finish()
-                    store.runs.finish(run.id, RunStatus.INTERRUPTED)
-                    return MigrationInterrupted(run.id, dict(counters))
-            checkpoints.finish()
-            self._check_rejects(counters, [], run.id, finished=True)
+            stopped, high_water = self.carry(prepared, state.get("position"), batch_no, counters,
+                                             comparison, high_water, checkpoints, run.id,
+                                             ctx.stop)
+            if stopped:
+                store.runs.finish(run.id, RunStatus.INTERRUPTED)
+                return MigrationInterrupted(run.id, dict(counters))
+            self.check_rejects(counters, [], run.id, finished=True)
         except BaseException as exc:
             # What was written before the failure still gets its checkpoint; the run keeps
             # the counters of its last checkpoint, so a resume counts nothing twice.
             checkpoints.finish(raise_error=False)
-            if isinstance(exc, _NothingWritten):
+            if isinstance(exc, NothingWritten):
                 with store.transaction() as tx:
                     tx.outcomes.forget(run.id)
                     tx.runs.restart(run.id)
@@ -332,6 +345,25 @@ class Migration:
         store.runs.finish(run.id, status, report=report.to_json(), counters=counters)
         return report
 
+    def carry(self, prepared: Prepared, position: Any, batch_no: int, counters: Counter[str],
+              comparison: Comparison, high_water: Any, checkpoints: Checkpoints, run_id: str,
+              stop: threading.Event) -> tuple[bool, Any]:
+        """Read, write and checkpoint the batches after `position` to the end of the scope,
+        or until `stop` is set after a batch; whether it stopped, and the watermark reached.
+        Every batch is checkpointed when this returns."""
+        for page, shaped in self._pages(prepared, position):
+            batch_no += 1
+            rows, high_water, check = self._one_batch(prepared, page, shaped, counters,
+                                                      comparison, high_water)
+            checkpoints.put(Written(batch_no, page.position, dict(counters), rows,
+                                     high_water, check))
+            self.check_rejects(counters, rows, run_id, finished=False)
+            if stop.is_set():
+                checkpoints.finish()
+                return True, high_water
+        checkpoints.finish()
+        return False, high_water
+
     def _announce_scope(self, prepared: Prepared) -> None:
         """Tell the progress display how many records are in scope, when the source can say
         so without reading them (a COUNT query); a file would have to be read twice."""
@@ -341,7 +373,7 @@ class Migration:
             in_scope = prepared.source.count(self.integration.source.object, prepared.scope)
             self.ctx.notify("scope", {"in_scope": in_scope})
 
-    def _check_rejects(self, counters: Counter[str], rows: list[OutcomeRow], run_id: str, *,
+    def check_rejects(self, counters: Counter[str], rows: list[OutcomeRow], run_id: str, *,
                        finished: bool) -> None:
         """Stop the run, failed, when it sets aside more than `max_rejects` allows; without
         a limit, when every record read so far was refused (contacts run before their
@@ -361,7 +393,7 @@ class Migration:
         written = sum(counters[s.value] for s in (Status.CREATED, Status.UPDATED,
                                                   Status.UNCHANGED, Status.DELETED))
         if rejected and not written and (finished or read >= EARLY_SAMPLE):
-            raise _NothingWritten(
+            raise NothingWritten(
                 f"stopped: none of the {read:,} records read was written, {rejected:,} were "
                 f"set aside{example}. Fix the cause (a record they depend on not migrated yet?) "
                 "and run again, from the first record; or set options.max_rejects to let such "
@@ -424,7 +456,7 @@ class Migration:
         if watermark:
             top = _top(page, watermark)
             if top is not None:
-                high_water = _later(top, high_water)
+                high_water = later(top, high_water)
         if shaped is not None and self._columnar_batch(prepared, shaped, counters):
             counters["batches_columnar"] += 1
             return [], high_water, self._table_check(prepared, shaped, comparison)
@@ -494,13 +526,13 @@ class Migration:
             source_in_scope=in_scope, verify=self.options.verify, usage=usage)
 
 
-class _NothingWritten(FatalRunError):
+class NothingWritten(FatalRunError):
     """A run stopped early because every record it read was refused. Its checkpoint is
     dropped: resumed from it, the run would skip the records it refused, which are those
     it has to write once their cause is fixed."""
 
 
-def _later(value: Any, high_water: Any) -> Any:
+def later(value: Any, high_water: Any) -> Any:
     """The later of a page's top watermark value and the one checkpointed (which JSON may
     have turned into text)."""
     if high_water is None:
@@ -634,6 +666,7 @@ class MigrationPattern(Pattern):
     """A migration as a plug-in: recorded runs that resume, a plan, a verification."""
 
     records_runs = True
+    splits = True
 
     def start(self, *, resume: str | None = None, fresh: bool = False,
               full: bool = False) -> Started:
@@ -647,6 +680,11 @@ class MigrationPattern(Pattern):
         if started.notice is not None and say is not None:
             say(started.notice)
         return started.carry()
+
+    def ranges(self) -> Partitioned:
+        from patchbay.patterns.partitioned import Partitioned
+
+        return Partitioned(self.ctx)
 
     def plan(self, examples: int) -> Report:
         return plan(self.ctx, examples=examples)

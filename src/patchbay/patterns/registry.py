@@ -14,12 +14,15 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from patchbay.errors import SpecError
 from patchbay.patterns.context import RunContext
 from patchbay.spec import IntegrationSpec, registry
 from patchbay.store import RunRecord
+
+if TYPE_CHECKING:
+    from patchbay.patterns.partitioned import Partitioned
 
 Loop = Literal["outbox", "schedule", "stream"]
 """The runtime loops that keep an integration going under `patchbay serve`: poll a source
@@ -58,6 +61,8 @@ class Pattern:
     """Whether it records a run before it runs it (`start`), so the API answers at once."""
     holds_data_set: ClassVar[bool] = False
     """Whether a run holds a whole data set in memory (the API bounds how many at once)."""
+    splits: ClassVar[bool] = False
+    """Whether a run can be split into key ranges that several workers work (`ranges`)."""
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
@@ -78,6 +83,10 @@ class Pattern:
     def start(self, *, resume: str | None = None, fresh: bool = False,
               full: bool = False) -> Started:
         raise self.not_supported("record a run before it runs")
+
+    def ranges(self) -> Partitioned:
+        """Its run split into key ranges: the steps the workers of `--workers` take."""
+        raise self.not_supported("split a run into key ranges for workers")
 
     def plan(self, examples: int) -> Report:
         raise self.not_supported("plan: it has no run to preview")

@@ -106,6 +106,11 @@ def records_runs(integration: IntegrationSpec) -> bool:
     return pattern_class(integration).records_runs
 
 
+def splits(integration: IntegrationSpec) -> bool:
+    """Whether a run of `integration` can be split into key ranges for workers."""
+    return pattern_class(integration).splits
+
+
 def holds_data_set(integration: IntegrationSpec) -> bool:
     """Whether a run of `integration` holds a whole data set in memory."""
     return pattern_class(integration).holds_data_set

@@ -29,6 +29,11 @@ class Options(SpecModel):
                                             "transiently, before the run stops resumable.")
     retry_backoff_seconds: float = Field(
         default=1.0, ge=0, description="First pause between tries; it doubles each time.")
+    lease_seconds: float = Field(
+        default=30.0, gt=0, le=3600,
+        description="A run with workers (`patchbay run --workers N`): how long a worker holds a "
+                    "key range without renewing its lease (it renews every third of this); "
+                    "another worker takes over a range whose holder stopped after this long.")
     columnar: bool = Field(
         default=True, description="Move clean batches as Arrow tables where source, transform "
                                   "and destination allow; batches with anything to set aside go "

@@ -1,7 +1,7 @@
 """Runs and their outcomes: what a run is doing or did, and the records it set aside.
 
-    Runs      start, claim, get, latest, unfinished, checkpoint, restart, finish
-    Outcomes  add (a batch's set-aside records), of (a run's), forget (a run's)
+    Runs      start, claim, beat, get, latest, unfinished, checkpoint, restart, finish
+    Outcomes  add (a batch's set-aside records), of (a run's), forget (a run's, or a key range's)
 
 A written batch is recorded as one unit of work (see patterns/migration.py):
 
@@ -103,13 +103,23 @@ class Runs(Repository):
             conn.execute(sa.insert(runs).values(**values))
         return self.get(str(values["id"]))
 
-    def claim(self, run_id: str) -> RunRecord:
-        """Take over an unfinished run to resume it."""
+    def claim(self, run_id: str, *, owner: str | None = None) -> RunRecord | None:
+        """Take over an unfinished run to resume it. With `owner`: only if that process
+        still owns it (of two processes taking over a dead owner's run, one does); None
+        when another took it first."""
+        stmt = sa.update(runs).where(runs.c.id == run_id)
+        if owner is not None:
+            stmt = stmt.where(runs.c.owner == owner)
         with self._db.begin("runs.claim") as conn:
-            conn.execute(sa.update(runs).where(runs.c.id == run_id).values(
+            taken = conn.execute(stmt.values(
                 status=RunStatus.RUNNING, owner=_owner(), heartbeat_at=_now(), error=None,
-                finished_at=None))
-        return self.get(run_id)
+                finished_at=None)).rowcount
+        return self.get(run_id) if taken else None
+
+    def beat(self, run_id: str) -> None:
+        """Its owner lives (a run whose checkpoints others write: a partitioned one)."""
+        with self._db.begin("runs.beat") as conn:
+            conn.execute(sa.update(runs).where(runs.c.id == run_id).values(heartbeat_at=_now()))
 
     def get(self, run_id: str) -> RunRecord:
         with self._db.read("runs.get") as conn:
@@ -170,12 +180,14 @@ class Outcomes(Repository):
     """The records runs set aside or failed (`patchbay_outcomes`); successes are counted,
     not listed."""
 
-    def add(self, run_id: str, batch: int, rows: Sequence[OutcomeRow]) -> None:
+    def add(self, run_id: str, batch: int, rows: Sequence[OutcomeRow],
+            key_range: int | None = None) -> None:
         if not rows:
             return
         with self._db.begin("outcomes.add") as conn:
             conn.execute(sa.insert(outcomes), [
-                dict(run_id=run_id, batch=batch, record_key=_key_text(o.record_key),
+                dict(run_id=run_id, batch=batch, key_range=key_range,
+                     record_key=_key_text(o.record_key),
                      status=o.status, code=o.code, reason=o.reason,
                      source=jsonable(o.source) if o.source is not None else None)
                 for o in rows])
@@ -212,9 +224,13 @@ class Outcomes(Repository):
         with self._db.read("outcomes.tally") as conn:
             return {(status, code or ""): int(n) for status, code, n in conn.execute(stmt)}
 
-    def forget(self, run_id: str) -> None:
+    def forget(self, run_id: str, key_range: int | None = None) -> None:
+        """A run's set-aside records; of one key range only, when given."""
+        stmt = sa.delete(outcomes).where(outcomes.c.run_id == run_id)
+        if key_range is not None:
+            stmt = stmt.where(outcomes.c.key_range == key_range)
         with self._db.begin("outcomes.forget") as conn:
-            conn.execute(sa.delete(outcomes).where(outcomes.c.run_id == run_id))
+            conn.execute(stmt)
 
 
 def _run_record(row: sa.RowMapping) -> RunRecord:

@@ -52,6 +52,7 @@ outcomes = sa.Table(
     sa.Column("code", sa.String(64)),
     sa.Column("reason", sa.Text),
     sa.Column("source", sa.JSON),
+    sa.Column("key_range", sa.Integer),
     sa.Index("ix_patchbay_outcomes_run", "run_id", "status"),
 )
 
@@ -231,6 +232,35 @@ alerts = sa.Table(
 so it is told once (by one process of many) until it clears and the row goes."""
 
 
+_NULLABLE_JSON = sa.JSON(none_as_null=True)
+"""None as SQL NULL, not JSON's null: `position IS NULL` says a range has no checkpoint."""
+
+key_ranges = sa.Table(
+    "patchbay_key_ranges", metadata,
+    sa.Column("run_id", sa.String(40), sa.ForeignKey("patchbay_runs.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("number", sa.Integer, primary_key=True),
+    sa.Column("low", _NULLABLE_JSON),
+    sa.Column("high", _NULLABLE_JSON),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("holder", sa.String(255)),
+    sa.Column("lease_expires_at", sa.DateTime(timezone=True)),
+    sa.Column("token", sa.BigInteger, nullable=False),
+    sa.Column("position", _NULLABLE_JSON),
+    sa.Column("batches", sa.Integer, nullable=False),
+    sa.Column("counters", sa.JSON, nullable=False),
+    sa.Column("comparison", _NULLABLE_JSON),
+    sa.Column("high_water", _NULLABLE_JSON),
+    sa.Column("takeovers", sa.Integer, nullable=False),
+    sa.Column("resumed", sa.Integer, nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_patchbay_key_ranges_status", "status", "run_id"),
+)
+"""A partitioned run's key ranges (see store/ranges.py): each with its lease (holder, expiry,
+fencing token) and its checkpoint (position within the range, counters, comparison)."""
+
+
 def _v1(conn: Connection) -> None:
     for table in (runs, outcomes, cursors):
         table.create(conn, checkfirst=True)
@@ -283,7 +313,15 @@ def _v8(conn: Connection) -> None:
                              "NOT NULL DEFAULT 'crossed'"))
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8]
+def _v9(conn: Connection) -> None:
+    # A run split into key ranges (patchbay run --workers): the ranges, and which range each
+    # set-aside record came from (so a range started again forgets only its own).
+    key_ranges.create(conn, checkfirst=True)
+    if "key_range" not in {c["name"] for c in sa.inspect(conn).get_columns("patchbay_outcomes")}:
+        conn.execute(sa.text("ALTER TABLE patchbay_outcomes ADD COLUMN key_range INTEGER"))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

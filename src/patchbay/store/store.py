@@ -7,8 +7,8 @@
 
 Both have the same repositories (see `Repositories`): runs, outcomes, cursors, outbox,
 aggregates, seen, a sync's xref, shadows and conflicts, a correlation's pairs, the alerts of
-notifications. A new table is one repository module, one migration step (schema.py) and
-one line in `Repositories`.
+notifications, a partitioned run's key ranges. A new table is one repository module, one
+migration step (schema.py) and one line in `Repositories`.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from patchbay.store.conflicts import Conflicts
 from patchbay.store.cursors import Cursors
 from patchbay.store.outbox import Outbox
 from patchbay.store.pairs import Pairs
+from patchbay.store.ranges import Ranges
 from patchbay.store.runs import Outcomes, Runs
 from patchbay.store.seen import Seen
 from patchbay.store.shadow import Shadows
@@ -57,6 +58,7 @@ class Repositories:
         self.conflicts = Conflicts(connections)
         self.pairs = Pairs(connections)
         self.alerts = Alerts(connections)
+        self.ranges = Ranges(connections)
 
 
 class Transaction(Repositories):

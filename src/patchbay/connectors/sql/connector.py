@@ -49,7 +49,14 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
 from patchbay.compare import same_values
-from patchbay.connectors.base import Capability, Connector, ConnectorOptions, completed, last_per_key
+from patchbay.connectors.base import (
+    Capability,
+    Connector,
+    ConnectorOptions,
+    completed,
+    even_cuts,
+    last_per_key,
+)
 from patchbay.connectors.sql import arrow as arrow_reads
 from patchbay.connectors.sql.arrow import (
     ArrowQuery,
@@ -239,6 +246,25 @@ class SqlConnector(Connector):
         _, stmt = self._select(object, scope, None)
         with self._reading() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(stmt.subquery())).scalar_one())
+
+    def boundaries(self, object: str, scope: BoundScope | None, key: str,
+                   parts: int) -> list[Any]:
+        """An integer key is cut evenly between its lowest and highest value in scope (two
+        aggregates, which an index answers from its ends); any other key at every
+        (count / parts)-th record in key order (an ordered offset each: an index scan)."""
+        table, stmt = self._select(object, scope, [key])
+        column = self._column(table, key)
+        inner = stmt.subquery()
+        with self._reading() as conn:
+            if field_type(column.type)[0] is FieldType.INTEGER:
+                low, high = conn.execute(sa.select(sa.func.min(inner.c[key]),
+                                                   sa.func.max(inner.c[key]))).one()
+                return list(even_cuts(low, high, parts))
+            total = int(conn.execute(sa.select(sa.func.count()).select_from(inner)).scalar_one())
+            ordered = stmt.order_by(column).limit(1)
+            found = [conn.execute(ordered.offset(total * k // parts)).scalar()
+                     for k in range(1, parts) if total * k // parts > 0]
+        return [value for n, value in enumerate(found) if n == 0 or value != found[n - 1]]
 
     def read(self, object: str, scope: BoundScope | None = None, *, key: str | None = None,
              fields: Sequence[str] | None = None, after: Position = None,
