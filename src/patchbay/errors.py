@@ -16,6 +16,7 @@
     ├── RunNotResumable        asked to resume a run that is finished or unknown
     │   └── UnknownRun         no run has this id (bad input, exit 2)
     ├── MessageSeen            a pushed message accepted already comes again (a replay)
+    ├── LeaseLost              another process took over a lease: drop the work, stop it
     ├── ChoiceRefused          a person's choice (a conflict, a correlation's pair) is refused (bad input)
     │   ├── UnknownConflict    no conflict has this id
     │   ├── ConflictNotHeld    the conflict waits for no one (settled, chosen or resolved)
@@ -185,3 +186,8 @@ class ApiError(PatchbayError):
             body["problems"] = self.problems
         body.update(self.extra)
         return body
+
+
+class LeaseLost(PatchbayError):
+    """Work held under a lease (noticing an integration's changes) was taken over by another
+    process: what this one was about to commit is dropped, and it stops doing that work."""

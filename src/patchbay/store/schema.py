@@ -220,6 +220,43 @@ audit = sa.Table(
 when, under which match weight (the value itself stays in the two systems)."""
 
 
+leases = sa.Table(
+    "patchbay_leases", metadata,
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("holder", sa.String(255)),
+    sa.Column("token", sa.BigInteger, nullable=False),
+    sa.Column("acquired_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("renewed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+)
+"""Work one process at a time does (noticing an integration's changes): who holds it, until
+when, and the fencing token, raised at every change of holder (see store/leases.py)."""
+
+processes = sa.Table(
+    "patchbay_processes", metadata,
+    sa.Column("id", sa.String(255), primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("version", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("ended_at", sa.DateTime(timezone=True)),
+)
+"""The registry of `serve` and `worker` processes sharing the state (see store/processes.py)."""
+
+ticks = sa.Table(
+    "patchbay_ticks", metadata,
+    sa.Column("integration", sa.String(255), primary_key=True),
+    sa.Column("tick", sa.String(64), primary_key=True),
+    sa.Column("process", sa.String(255), nullable=False),
+    sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=False),
+)
+"""Scheduled runs and polls claimed: one row per integration and due time, so that each
+fires in one process only (see store/ticks.py)."""
+
+
 def _v1(conn: Connection) -> None:
     for table in (runs, outcomes, cursors):
         table.create(conn, checkfirst=True)
@@ -252,7 +289,12 @@ def _v6(conn: Connection) -> None:
         table.create(conn, checkfirst=True)
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
+def _v7(conn: Connection) -> None:
+    for table in (leases, processes, ticks):
+        table.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -110,6 +110,18 @@ def clock(conn: Connection) -> Any:
     return dt.datetime.now(dt.UTC)
 
 
+def current_time(conn: Connection) -> dt.datetime:
+    """Now, as `clock` gives it, as a value (to tell how old a stored time is)."""
+    if conn.dialect.name == "postgresql":
+        return aware(conn.execute(sa.select(sa.func.now())).scalar_one())
+    return dt.datetime.now(dt.UTC)
+
+
+def aware(value: dt.datetime) -> dt.datetime:
+    """A stored time with its zone (SQLite gives them back without one: they are UTC)."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
 def insert_or_skip(conn: Connection, table: sa.Table) -> Any:
     """An INSERT that can skip rows already there (the engine state is SQLite or PostgreSQL)."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
