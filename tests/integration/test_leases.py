@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from patchbay.api import create_app
 from patchbay.api.app import close_app
 from patchbay.cli import app as cli
-from patchbay.errors import LeaseLost
+from patchbay.errors import EngineStateError, LeaseLost
 from patchbay.processes import this_host
 from patchbay.runtime.cluster import Member, cluster_status
 from patchbay.store import Store
@@ -77,20 +77,21 @@ def queued(store: Store) -> int:
 
 def test_a_lease_is_taken_once_renewed_and_taken_over_when_it_expires(store: Store) -> None:
     first = store.leases.take("notice:items", "host-a:1:aa", 0.5)
-    assert first == Fence("notice:items", "host-a:1:aa", 1)
+    assert first == Fence("notice:items", "host-a:1:aa", 1, 0.5)
     assert store.leases.take("notice:items", "host-b:2:bb", 0.5) is None, "held: not taken"
     assert store.leases.take("notice:items", "host-a:1:aa", 0.5) == first, \
         "its holder takes it again with the same token"
 
     time.sleep(0.3)
-    assert store.leases.renew(first, 0.5)
+    assert store.leases.renew(first)
     time.sleep(0.3)  # past the first expiry, within the renewed one
     assert store.leases.take("notice:items", "host-b:2:bb", 0.5) is None, "renewed: still held"
 
     time.sleep(0.6)
     second = store.leases.take("notice:items", "host-b:2:bb", 0.5)
-    assert second == Fence("notice:items", "host-b:2:bb", 2), "expired: taken over, token raised"
-    assert not store.leases.renew(first, 0.5), "the old holder's renewal fails"
+    assert second == Fence("notice:items", "host-b:2:bb", 2, 0.5), \
+        "expired: taken over, token raised"
+    assert not store.leases.renew(first), "the old holder's renewal fails"
     assert not store.leases.release(first), "and so does its release"
     [record] = store.leases.list()
     assert (record.holder, record.token, record.expired) == ("host-b:2:bb", 2, False)
@@ -99,7 +100,7 @@ def test_a_lease_is_taken_once_renewed_and_taken_over_when_it_expires(store: Sto
     [released] = store.leases.list()
     assert (released.holder, released.expired) == (None, True)
     assert store.leases.take("notice:items", "host-a:1:aa", 0.5) == \
-        Fence("notice:items", "host-a:1:aa", 3), "a released lease is taken at once"
+        Fence("notice:items", "host-a:1:aa", 3, 0.5), "a released lease is taken at once"
 
 
 def test_the_lease_of_an_ended_process_of_this_machine_is_taken_over_at_once(store: Store) -> None:
@@ -137,14 +138,14 @@ def test_a_holder_that_lost_its_lease_commits_nothing(store: Store) -> None:
 def test_a_takeover_waits_for_the_holders_commit_under_way(store: Store) -> None:
     """The holder's fenced unit of work began before its lease expired; a process taking
     the lease meanwhile waits for it to commit, then takes it, and finds its work done."""
-    old = store.leases.take("notice:items", "host-a:1:aa", 0.2)
+    old = store.leases.take("notice:items", "host-a:1:aa", 1.0)
     assert old is not None
     committing = threading.Event()
     taken: list[Fence | None] = []
 
     def take_over() -> None:
         committing.wait()
-        time.sleep(0.3)  # the lease has expired by now
+        time.sleep(1.1)  # the lease has expired by now
         taken.append(store.leases.take("notice:items", "host-b:2:bb", 30))
 
     thief = threading.Thread(target=take_over)
@@ -152,11 +153,41 @@ def test_a_takeover_waits_for_the_holders_commit_under_way(store: Store) -> None
     with store.fenced(old), store.transaction() as tx:
         tx.outbox.add(INTEGRATION, [NewDelivery("dest", "k1", "1", "upsert", {"id": "k1"})])
         committing.set()
-        time.sleep(0.8)  # the taker is waiting on the lease row now
+        for _ in range(4):  # working (never idle for the lease's length) while the taker waits
+            time.sleep(0.4)
+            tx.outbox.counts(INTEGRATION)
         assert not taken, "the take waited for the holder's unit of work"
     thief.join(timeout=30)
     assert taken and taken[0] is not None and taken[0].token == 2
     assert queued(store) == 1, "the holder's work committed before the takeover"
+
+
+def test_a_holder_paused_inside_its_unit_of_work_is_cut_off_on_postgresql(
+        pg_url: str, pg_engine: Engine) -> None:
+    """Idle in its fenced transaction for longer than the lease (a process stopped there),
+    the holder loses its session: the takeover goes on, and the holder commits nothing."""
+    schema = f"pb_lease_{uuid.uuid4().hex[:10]}"
+    with pg_engine.begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    store = Store.open(f"{pg_url}{'&' if '?' in pg_url else '?'}options=-csearch_path%3D{schema}")
+    try:
+        old = store.leases.take("notice:items", "host-a:1:aa", 0.5)
+        assert old is not None
+        taken: list[Fence | None] = []
+        thief = threading.Thread(target=lambda: (time.sleep(0.6), taken.append(
+            store.leases.take("notice:items", "host-b:2:bb", 30))))
+        with pytest.raises(EngineStateError), store.fenced(old), store.transaction() as tx:
+            tx.outbox.add(INTEGRATION, [NewDelivery("dest", "k1", "1", "upsert", {"id": "k1"})])
+            thief.start()
+            time.sleep(1.5)  # paused: idle in the transaction past the lease
+            thief.join(timeout=5)
+            assert taken and taken[0] is not None and taken[0].token == 2, \
+                "taken over while the holder was still paused"
+        assert queued(store) == 0, "the paused holder's work was never committed"
+    finally:
+        store.close()
+        with pg_engine.begin() as conn:
+            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
 
 
 def test_each_tick_is_claimed_once(store: Store) -> None:

@@ -95,7 +95,7 @@ class Lease:
             if self._fence is None:
                 return
             began = time.monotonic()
-            if self._member.store.leases.renew(self._fence, self._member.lease_seconds):
+            if self._member.store.leases.renew(self._fence):
                 self._valid_until = began + self._member.lease_seconds
             else:
                 log.warning("%s lost lease '%s' to another process", self._member.id, self.name)

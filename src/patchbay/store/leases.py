@@ -15,7 +15,10 @@ before: it commits only inside `store.transaction()` under its fence, whose firs
 that write also locks the row until the commit, so a take waits for the commit (and then
 sees the work done), or a commit after a take finds the token changed and rolls back; on
 SQLite every writing transaction runs alone. So work under a lease is never committed by two
-holders, whatever the clocks and pauses.
+holders, whatever the clocks and pauses. A holder paused inside such a unit of work (or
+inside a take or renewal) would keep the row locked and hold up the takeover: on PostgreSQL
+each of these transactions has the server end its session once it is idle in it for the
+lease's length (`cut_off_when_idle`).
 
 Clock: the expiry is computed and compared by the database server on PostgreSQL, by the
 local clock on SQLite (one machine).
@@ -31,16 +34,25 @@ import sqlalchemy as sa
 from patchbay.errors import LeaseLost
 from patchbay.processes import owner_gone
 from patchbay.store.schema import leases
-from patchbay.store.unit import Repository, aware, clock, current_time, insert_or_skip
+from patchbay.store.unit import (
+    Repository,
+    aware,
+    clock,
+    current_time,
+    cut_off_when_idle,
+    insert_or_skip,
+)
 
 
 @dataclass(frozen=True, slots=True)
 class Fence:
-    """One take of a lease: its name, its holder, and the token the take raised it to."""
+    """One take of a lease: its name, its holder, the token the take raised it to, and how
+    long the lease lasts unless renewed."""
 
     name: str
     holder: str
     token: int
+    seconds: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,19 +75,20 @@ class Leases(Repository):
         """Hold lease `name` for `seconds` if it is free, expired, held by an ended process
         of this machine, or `holder`'s already; its Fence, or None while another holds it."""
         with self._db.begin("leases.take") as conn:
+            cut_off_when_idle(conn, seconds)
             now = clock(conn)
             until = now + dt.timedelta(seconds=seconds)
             created = conn.execute(insert_or_skip(conn, leases).values(
                 name=name, holder=holder, token=1, acquired_at=now, renewed_at=now,
                 expires_at=until).on_conflict_do_nothing().returning(leases.c.token)).first()
             if created is not None:
-                return Fence(name, holder, 1)
+                return Fence(name, holder, 1, seconds)
             current = conn.execute(sa.select(leases.c.holder, leases.c.token)
                                    .where(leases.c.name == name)).one()
             if current.holder == holder:
-                renewed = conn.execute(_held(Fence(name, holder, current.token)).values(
-                    renewed_at=now, expires_at=until)).rowcount
-                return Fence(name, holder, current.token) if renewed else None
+                mine = Fence(name, holder, current.token, seconds)
+                renewed = conn.execute(_held(mine).values(renewed_at=now, expires_at=until)).rowcount
+                return mine if renewed else None
             takeable = [leases.c.holder.is_(None), leases.c.expires_at <= now]
             if current.holder is not None and owner_gone(current.holder):
                 takeable.append(sa.true())
@@ -84,25 +97,29 @@ class Leases(Repository):
                 leases.c.name == name, leases.c.token == current.token, sa.or_(*takeable))
                 .values(holder=holder, token=current.token + 1, acquired_at=now,
                         renewed_at=now, expires_at=until)).rowcount
-            return Fence(name, holder, current.token + 1) if taken else None
+            return Fence(name, holder, current.token + 1, seconds) if taken else None
 
-    def renew(self, fence: Fence, seconds: float) -> bool:
-        """Push the lease's expiry `seconds` on; False once another holds it."""
+    def renew(self, fence: Fence) -> bool:
+        """Push the lease's expiry its length on; False once another holds it."""
         with self._db.begin("leases.renew") as conn:
+            cut_off_when_idle(conn, fence.seconds)
             now = clock(conn)
             return bool(conn.execute(_held(fence).values(
-                renewed_at=now, expires_at=now + dt.timedelta(seconds=seconds))).rowcount)
+                renewed_at=now, expires_at=now + dt.timedelta(seconds=fence.seconds))).rowcount)
 
     def release(self, fence: Fence) -> bool:
         """Give the lease up (free for any process now); whether `fence` still held it."""
         with self._db.begin("leases.release") as conn:
+            cut_off_when_idle(conn, fence.seconds)
             return bool(conn.execute(_held(fence).values(holder=None,
                                                          expires_at=clock(conn))).rowcount)
 
     def hold(self, fence: Fence) -> None:
-        """Inside a unit of work: LeaseLost unless `fence` still holds its lease; on
-        PostgreSQL the lease row stays locked until the unit of work ends."""
+        """Inside a unit of work, first: LeaseLost unless `fence` still holds its lease; on
+        PostgreSQL the lease row stays locked until the unit of work ends, and the server
+        ends it if it is left idle for the lease's length."""
         with self._db.begin("leases.hold") as conn:
+            cut_off_when_idle(conn, fence.seconds)
             if not conn.execute(_held(fence).values(token=leases.c.token)).rowcount:
                 raise LeaseLost(f"lease '{fence.name}' was taken over by another process",
                                 holder=fence.holder)

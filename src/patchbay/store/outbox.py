@@ -74,6 +74,8 @@ class DeliveryStatus(StrEnum):
 OPERATIONS = ("upsert", "delete")
 _BLOCKING = (DeliveryStatus.PENDING.value, DeliveryStatus.DEAD.value)
 _CHUNK = 5000
+_ADD_CHUNK = 1000
+"""Deliveries per INSERT: 11 values each, within PostgreSQL's 65,535 parameters."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,11 +167,15 @@ class Outbox(Repository):
         with self._db.begin("outbox.add") as conn:
             if newer_only and rows:
                 rows = _newer_only(conn, integration, rows)
-            if rows:
-                now = clock(conn)
-                conn.execute(sa.insert(outbox).values(
-                    status=DeliveryStatus.PENDING.value, attempts=0, next_attempt_at=now,
-                    created_at=now), rows)
+            now = clock(conn)
+            # One multi-row INSERT per chunk, not executemany: the driver pipelines that,
+            # and a process stopped mid-pipeline leaves its session neither idle nor done,
+            # out of reach of the idle timeout that frees a paused lease holder's locks
+            # (store/leases.py).
+            for chunk in chunks(rows, _ADD_CHUNK):
+                conn.execute(sa.insert(outbox).values([
+                    {**row, "status": DeliveryStatus.PENDING.value, "attempts": 0,
+                     "next_attempt_at": now, "created_at": now} for row in chunk]))
         return len(rows)
 
     def lease(self, integration: str, destination: str, worker: str, limit: int = 500,

@@ -110,6 +110,15 @@ def clock(conn: Connection) -> Any:
     return dt.datetime.now(dt.UTC)
 
 
+def cut_off_when_idle(conn: Connection, seconds: float) -> None:
+    """On PostgreSQL, have the server end this transaction's session if it stays idle in it
+    for `seconds`: a process paused inside it (stopped, swapped out) then holds its row
+    locks no longer than that, and its commit fails when it wakes."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT set_config('idle_in_transaction_session_timeout', :ms, true)"),
+                     {"ms": str(max(1, round(seconds * 1000)))})
+
+
 def current_time(conn: Connection) -> dt.datetime:
     """Now, as `clock` gives it, as a value (to tell how old a stored time is)."""
     if conn.dialect.name == "postgresql":
