@@ -127,10 +127,10 @@ integrations:
     servers = [start(slot) for slot in range(PROCESSES)]
     takeovers: list[tuple[str, float]] = []
     try:
-        for process in servers:
-            registered(process)
         all_noticed()
         for kill in range(KILLS):
+            for process in servers:  # up, so that two processes can take over
+                registered(process)
             deadline = time.monotonic() + 60
             while (current := holder()) is None:
                 assert time.monotonic() < deadline, "no process took the noticing lease in 60 s"
@@ -153,8 +153,7 @@ integrations:
             if paused:
                 os.kill(victim.pid, signal.SIGKILL)  # killed while paused: it never wakes
             assert victim.wait(timeout=30) == -signal.SIGKILL
-            servers[slot] = start(slot)
-            registered(servers[slot])
+            servers[slot] = start(slot)  # it boots while the next rounds go on
             all_noticed()
         burst()
         all_noticed()
@@ -169,7 +168,7 @@ integrations:
     # runs out within LEASE_SECONDS; the margin is for a loaded machine's scheduling.
     assert max(seconds for _, seconds in takeovers) <= LEASE_SECONDS + 1.0, \
         f"every takeover within the lease time ({LEASE_SECONDS} s): {takeovers}"
-    assert max(seconds for how, seconds in takeovers if how == "killed") < 1.0, \
+    assert max(seconds for how, seconds in takeovers if how == "killed") < 1.5, \
         "a killed holder of this machine is known gone: its lease is taken over at once"
 
     time.sleep(2.5)  # leases on deliveries of the last killed process run out
