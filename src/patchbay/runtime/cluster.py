@@ -33,7 +33,7 @@ import time
 from types import TracebackType
 from typing import Any
 
-from patchbay.errors import PatchbayError
+from patchbay.errors import LeaseLost, PatchbayError
 from patchbay.processes import owner_gone, this_host
 from patchbay.store import Store
 from patchbay.store.leases import Fence
@@ -69,9 +69,11 @@ class Lease:
 
     @property
     def fence(self) -> Fence:
+        """The take this process holds; LeaseLost if the heartbeat found it taken over."""
         with self._lock:
             if self._fence is None:
-                raise PatchbayError(f"lease '{self.name}' is not held")
+                raise LeaseLost(f"lease '{self.name}' was taken over by another process",
+                                holder=self._member.id)
             return self._fence
 
     def held(self) -> bool:

@@ -30,7 +30,7 @@ from patchbay.patterns.context import TRANSIENT, RunContext
 from patchbay.patterns.registry import Loop, Pattern, RunReport, pattern_of
 from patchbay.retry import RetryPolicy
 from patchbay.runtime.cluster import Lease, Member, notice_lease
-from patchbay.runtime.delivery import Deliverer, DeliveryStats, Target
+from patchbay.runtime.delivery import Deliverer, DeliveryStats, Target, default_worker
 from patchbay.spec import BroadcastOptions, TriggerSpec
 
 if TYPE_CHECKING:
@@ -171,13 +171,11 @@ def deliverer_of(broadcast: Noticing, member: Member | None = None) -> Deliverer
     """The deliverer of a broadcast's outbox: per destination, its sink, with the
     broadcast's retry policy and lease; named as one of `member`'s workers, if given."""
     options = broadcast.spec.options
-    policy = RetryPolicy(options.max_attempts, options.backoff_seconds,
-                         options.backoff_max_seconds)
-    if member is None:
-        return Deliverer(broadcast.ctx.store, broadcast.spec.name, broadcast.sinks, policy,
-                         lease_seconds=options.lease_seconds)
-    return Deliverer(broadcast.ctx.store, broadcast.spec.name, broadcast.sinks, policy,
-                     lease_seconds=options.lease_seconds, worker=member.worker_name())
+    return Deliverer(broadcast.ctx.store, broadcast.spec.name, broadcast.sinks,
+                     RetryPolicy(options.max_attempts, options.backoff_seconds,
+                                 options.backoff_max_seconds),
+                     lease_seconds=options.lease_seconds,
+                     worker=member.worker_name() if member is not None else default_worker())
 
 
 def deliver(broadcast: Noticing, deliverer: Deliverer | None = None) -> DeliveryStats:
