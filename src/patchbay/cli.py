@@ -1,5 +1,5 @@
 """The `patchbay` command: run, plan, verify, resume, runs, show, schema, demo, cdc,
-dead-letters, outbox, conflicts, match, review, audit.
+dead-letters, outbox, conflicts, match, review, audit, serve, worker, cluster.
 
 Exit codes: 0 complete; 3 complete with rejects; 4 incomplete (the destination does not
 match); 1 the run failed (resumable); 2 bad input (file, parameters, arguments);
@@ -37,6 +37,7 @@ from patchbay.errors import (
     UnknownRun,
 )
 from patchbay.runtime import capture, conflicts, partitions, reviews, runner, serving
+from patchbay.runtime.cluster import DEFAULT_LEASE_SECONDS, Member, cluster_status
 from patchbay.runtime.runner import Invocation
 from patchbay.spec import MatchSpec, load, load_match, resolve_parameters, suggest
 from patchbay.store import Store, open_state
@@ -68,6 +69,11 @@ ParamOpt = Annotated[list[str] | None, typer.Option(
 StateOpt = Annotated[str | None, typer.Option(
     "--state", envvar="PATCHBAY_STATE", metavar="DIR|URL",
     help="Engine state: a directory (default .patchbay) or a database URL.")]
+LeaseOpt = Annotated[float, typer.Option(
+    "--lease-seconds", min=1.0, metavar="SECONDS",
+    help="How long an integration's noticing stays with a process that stopped beating "
+         "(killed, paused, cut off) before another process of the state takes it over; "
+         "heartbeats come every third of it.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result (or the error) as JSON.")]
 RunIdArg = Annotated[str, typer.Argument(metavar="RUN", help="A run id (see `patchbay runs`).")]
 
@@ -261,11 +267,13 @@ def serve(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = N
           host: Annotated[str, typer.Option(metavar="ADDRESS",
                                             help="Address the API listens on.")] = "127.0.0.1",
           port: Annotated[int, typer.Option(metavar="PORT",
-                                            help="Port the API listens on.")] = 8877) -> None:
+                                            help="Port the API listens on.")] = 8877,
+          lease_seconds: LeaseOpt = DEFAULT_LEASE_SECONDS) -> None:
     """Keep broadcasts and syncs going (notice changes and deliver), stream aggregations
     (consume and flush) and scheduled aggregations, until Ctrl-C; and serve the HTTP API (on-demand
     runs, run status, dead letters, live aggregation answers), which alone also serves a
-    file without any of those."""
+    file without any of those. Any number of serve processes may share a PostgreSQL
+    state: one at a time notices each integration's changes, all of them deliver."""
     with _handled():
         from patchbay.api import api_token, serve_api, viewer_token
 
@@ -286,7 +294,8 @@ def serve(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = N
                   + ("bearer token required" if token else
                      "no PATCHBAY_API_TOKEN: open, on loopback only")
                   + f"); the console on {server.url}/ui/")
-        _keep_going(invocations, store, reports, poll=True, server=server)
+        _keep_going(invocations, store, reports, poll=True, server=server,
+                    lease_seconds=lease_seconds)
 
 
 @app.command()
@@ -297,7 +306,7 @@ def worker(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = 
            spare: Annotated[bool, typer.Option(
                "--spare", help="With --run: wait for a range whose worker stopped, take it "
                                "over, then work on like the others.")] = False,
-           state: StateOpt = None) -> None:
+           state: StateOpt = None, lease_seconds: LeaseOpt = DEFAULT_LEASE_SECONDS) -> None:
     """Deliver broadcasts' and syncs' outboxes (no polling) and work the key ranges of
     migrations run with --workers, until Ctrl-C: extra workers beside `patchbay serve`,
     sharing the work through an engine state on PostgreSQL."""
@@ -321,7 +330,8 @@ def worker(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = 
         if split:
             names = [spec.name for spec in split]
             picking = _Beside(lambda stop: partitions.pick_up(file, names, store, reports, stop))
-        _keep_going(invocations, store, reports, poll=False, server=picking)
+        _keep_going(invocations, store, reports, poll=False, server=picking,
+                    lease_seconds=lease_seconds)
 
 
 class _Beside:
@@ -358,13 +368,50 @@ def _work_ranges(file: Path, run_id: str, state: str | None, *, spare: bool) -> 
 
 
 def _keep_going(invocations: list[Invocation], store: Store, reports: Path, *, poll: bool,
-                server: Any) -> None:
-    """Keep each integration going in its own thread until Ctrl-C (or all of them end)."""
+                server: Any, lease_seconds: float) -> None:
+    """Keep each integration going in its own thread until Ctrl-C (or all of them end), as
+    a registered member of the processes sharing the state."""
     contexts = [i.context(store, reports, progress=_serve_progress(i.integration.name))
                 for i in invocations]
     names = ", ".join(i.integration.name for i in invocations) or "the API only"
-    serving.keep_going(contexts, poll=poll, beside=server, started=lambda: _tell(
-        f"{'serving' if poll else 'delivering'} {names}; Ctrl-C to stop"))
+    role = "serve" if poll else "worker"
+    with Member(store, role, lease_seconds) as member:
+        serving.keep_going(contexts, poll=poll, member=member, beside=server,
+                           started=lambda: _tell(
+                               f"{'serving' if poll else 'delivering'} {names} as {member.id}; "
+                               "Ctrl-C to stop"))
+
+
+@app.command()
+def cluster(state: StateOpt = None, as_json: JsonOpt = False) -> None:
+    """List the serve and worker processes sharing the engine state: their heartbeats, the
+    leases they hold and the deliveries they are writing; then every lease."""
+    with _handled(as_json):
+        store, _ = open_state(state)
+        status = cluster_status(store)
+        if as_json:
+            console.print_json(json.dumps(status))
+            return
+        table = Table(Column("process", no_wrap=True), "role", "status", "version", "started",
+                      "heartbeat", "leases", "delivering", title="processes")
+        for p in status["processes"]:
+            table.add_row(render.text(p["id"]), p["role"], _member_status(p["status"]),
+                          render.text(p["version"]), p["started_at"][:19].replace("T", " "),
+                          f"{p['heartbeat_age_seconds']:.0f} s ago",
+                          render.text(", ".join(p["leases"]) or "-"), str(p["delivering"]))
+        console.print(table)
+        leases = Table(Column("lease", no_wrap=True), Column("holder", no_wrap=True), "token",
+                       "expires", title="leases")
+        for lease in status["leases"]:
+            leases.add_row(render.text(lease["name"]),
+                           render.text(lease["holder"] or "-"), str(lease["token"]),
+                           "expired" if lease["expired"] else
+                           lease["expires_at"][:19].replace("T", " "))
+        console.print(leases)
+
+
+def _member_status(status: str) -> str:
+    return {"running": "[green]running[/]", "gone": "[red]gone[/]"}.get(status, status)
 
 
 def _serve_progress(name: str) -> Any:

@@ -17,6 +17,7 @@
     ├── RunNotResumable        asked to resume a run that is finished or unknown
     │   └── UnknownRun         no run has this id (bad input, exit 2)
     ├── MessageSeen            a pushed message accepted already comes again (a replay)
+    ├── LeaseLost              another process took over a lease: drop the work, stop it
     ├── ChoiceRefused          a person's choice (a conflict, a correlation's pair) is refused (bad input)
     │   ├── UnknownConflict    no conflict has this id
     │   ├── ConflictNotHeld    the conflict waits for no one (settled, chosen or resolved)
@@ -108,9 +109,10 @@ class FatalRunError(PatchbayError):
 
 
 class LeaseLost(PatchbayError):
-    """A worker's lease (of a key range of a partitioned run) expired and another worker
-    took it, or the run ended: the worker stops working it, and what it was about to
-    checkpoint is not recorded (its fencing token is stale)."""
+    """Work held under a lease (noticing an integration's changes, a key range of a
+    partitioned run) was taken over by another process, or the run ended: what this one was
+    about to commit or checkpoint is dropped (its fencing token is stale), and it stops doing
+    that work."""
 
 
 class RunNotResumable(PatchbayError):

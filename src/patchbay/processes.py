@@ -28,3 +28,10 @@ def gone(host: str, pid: str | int) -> bool:
     except PermissionError:  # someone else's process: it runs
         return False
     return False
+
+
+def owner_gone(owner: str) -> bool:
+    """Whether the process of an owner named `host:pid:...` (a delivering worker, a member of
+    the cluster) is known to have ended."""
+    host, pid, *_ = [*owner.split(":"), "", ""]
+    return gone(host, pid)

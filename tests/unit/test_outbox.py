@@ -427,3 +427,12 @@ def test_outbox_purge_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert purged.exit_code == 0 and "2 deliveries purged" in purged.output
     wrong = runner.invoke(app, ["outbox", "purge", "--older-than", "soon"])
     assert wrong.exit_code != 0 and "not a duration" in wrong.output
+
+
+def test_a_large_add_is_written_whole_in_several_statements(store: Store) -> None:
+    added = store.outbox.add(INTEGRATION, [change(f"k{n}", "1") for n in range(2_500)])
+    assert added == 2_500
+    assert store.outbox.counts(INTEGRATION)["crm"]["pending"] == 2_500
+    leased = store.outbox.lease(INTEGRATION, "crm", "w", limit=3_000)
+    assert sorted(d.record_key for d in leased) == sorted(f"k{n}" for n in range(2_500))
+    assert {d.payload["version"] for d in leased if d.payload} == {"1"}

@@ -92,6 +92,7 @@ from patchbay.errors import (
 from patchbay.model import jsonable
 from patchbay.patterns import aggregation
 from patchbay.runtime import conflicts, observed, reviews, runner
+from patchbay.runtime.cluster import cluster_status
 from patchbay.runtime.runner import Invocation
 from patchbay.spec import (
     AggregationSpec,
@@ -199,6 +200,7 @@ class Api:
             route("/dead-letters/discard", self.discard, "POST"),
             route("/dead-letters/{delivery_id:int}", self.dead_letter, "GET"),
             route("/outbox/{integration:path}", self.outbox, "GET"),
+            route("/cluster", self.cluster, "GET"),
             route("/conflicts", self.conflicts, "GET"),
             route("/conflicts/{conflict_id:int}", self.conflict, "GET"),
             route("/conflicts/{conflict_id:int}/resolve", self.resolve, "POST"),
@@ -559,6 +561,9 @@ class Api:
 
     async def outbound_message(self, request: Request) -> Response:
         return await outbound.receive(request, self.file, self.runs, self.redact)
+
+    async def cluster(self, request: Request) -> Response:
+        return self.json(await run_in_threadpool(cluster_status, self.store))
 
     async def outbox(self, request: Request) -> Response:
         name = request.path_params["integration"]

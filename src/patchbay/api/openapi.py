@@ -187,6 +187,40 @@ SCHEMAS: dict[str, Any] = {
             "type": "object", "properties": {s: {"type": "integer"} for s in
                                              ("pending", "delivered", "dead", "discarded")}},
     },
+    "Cluster": {
+        "type": "object", "required": ["processes", "leases"],
+        "properties": {
+            "processes": {"type": "array", "items": {
+                "type": "object",
+                "required": ["id", "host", "pid", "role", "version", "status", "started_at",
+                             "heartbeat_at", "heartbeat_age_seconds", "ended_at", "leases",
+                             "delivering"],
+                "properties": {
+                    "id": {"type": "string", "description": "host:pid:random"},
+                    "host": {"type": "string"}, "pid": {"type": "integer"},
+                    "role": {"enum": ["serve", "worker"]}, "version": {"type": "string"},
+                    "status": {"enum": ["running", "stopped", "gone"]},
+                    "started_at": {"type": "string", "format": "date-time"},
+                    "heartbeat_at": {"type": "string", "format": "date-time"},
+                    "heartbeat_age_seconds": {"type": "number"},
+                    "ended_at": {"type": ["string", "null"], "format": "date-time"},
+                    "leases": {"type": "array", "items": {"type": "string"},
+                               "description": "The leases it holds now."},
+                    "delivering": {"type": "integer",
+                                   "description": "Deliveries it holds leased now."}}}},
+            "leases": {"type": "array", "items": {
+                "type": "object",
+                "required": ["name", "holder", "token", "acquired_at", "renewed_at",
+                             "expires_at", "expired"],
+                "properties": {
+                    "name": {"type": "string"}, "holder": {"type": ["string", "null"]},
+                    "token": {"type": "integer", "description": "The fencing token: raised "
+                                                                "at every change of holder."},
+                    "acquired_at": {"type": "string", "format": "date-time"},
+                    "renewed_at": {"type": "string", "format": "date-time"},
+                    "expires_at": {"type": "string", "format": "date-time"},
+                    "expired": {"type": "boolean"}}}}},
+    },
     "Outbox": {
         "type": "object", "required": ["integration", "destinations"],
         "properties": {"integration": {"type": "string"}, "destinations": _ref("OutboxCounts")},
@@ -360,6 +394,14 @@ PATHS: dict[str, Any] = {
         "responses": {"200": _json(_ref("Outbox"), "The counts."),
                       "400": _error("The integration is not a broadcast."), **_UNAUTHORIZED,
                       "404": _error("No such integration.")}}},
+    "/cluster": {"get": {
+        "summary": "The serve and worker processes sharing the engine state, and the leases",
+        "description": "Each process with its heartbeat, the leases it holds and the "
+                       "deliveries it is writing; a running process silent for a minute is "
+                       "shown gone. Then every lease, with its holder, token and expiry.",
+        "operationId": "getCluster",
+        "responses": {"200": _json(_ref("Cluster"), "The processes and leases."),
+                      **_UNAUTHORIZED}}},
     "/conflicts": {"get": {
         "summary": "A sync's conflicts, newest first", "operationId": "listConflicts",
         "parameters": [_query("integration", "Only this integration's.", {"type": "string"}),

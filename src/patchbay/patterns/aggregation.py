@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import re
 import string
 import threading
@@ -323,10 +324,13 @@ class Aggregation:
 
 
 def next_run(schedule: ScheduleSpec, after: dt.datetime | None = None) -> dt.datetime:
-    """The next time a schedule is due, after `after` (default now), in UTC."""
+    """The next time a schedule is due, after `after` (default now), in UTC. Every
+    `every_seconds` counts from the epoch, so that processes started at different times
+    agree on the due times (and a due time is run once: runtime/serving.py)."""
     now = after or dt.datetime.now(dt.UTC)
     if schedule.every_seconds is not None:
-        return now + dt.timedelta(seconds=schedule.every_seconds)
+        periods = math.floor(now.timestamp() / schedule.every_seconds) + 1
+        return dt.datetime.fromtimestamp(periods * schedule.every_seconds, dt.UTC)
     if schedule.cron is not None:
         return Cron.parse(schedule.cron).next_after(now)
     times = []

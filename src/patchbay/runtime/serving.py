@@ -5,6 +5,12 @@ A pattern says which loop keeps an integration going (Pattern.loop_of) and gives
 a broadcast polls its source into its outbox; an aggregation runs; a stream aggregation
 takes messages and flushes them. The loops here own the threads, the waits, and the
 retries of what cannot be reached now; the patterns hold no loop of their own.
+
+Any number of processes may serve the same integrations on one engine state (PostgreSQL):
+each is a cluster Member (runtime/cluster.py). An integration's changes are noticed by the
+one process holding its noticing lease, and committed under that lease's fence; a scheduled
+run or cron poll is claimed per due time, so it fires in one process; deliveries are leased
+per delivery from the outbox by every process.
 """
 
 from __future__ import annotations
@@ -20,11 +26,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
 
 from patchbay import logs
+from patchbay.errors import LeaseLost
 from patchbay.patterns.context import TRANSIENT, RunContext
 from patchbay.patterns.registry import Loop, Pattern, RunReport, pattern_of
 from patchbay.retry import RetryPolicy
 from patchbay.runtime import observed
-from patchbay.runtime.delivery import Deliverer, DeliveryStats, Target
+from patchbay.runtime.cluster import Lease, Member, notice_lease
+from patchbay.runtime.delivery import Deliverer, DeliveryStats, Target, default_worker
 from patchbay.runtime.notifications import Notifier
 from patchbay.spec import BroadcastOptions, TriggerSpec
 
@@ -39,13 +47,18 @@ WITHOUT_POLLING: frozenset[Loop] = frozenset({"outbox"})
 """The loops an extra worker (`patchbay worker`) runs: delivering, without noticing changes."""
 
 
-def serve(ctx: RunContext, stop: threading.Event, poll: bool = True) -> None:
-    """Keep `ctx`'s integration going with its pattern's loop until `stop` is set."""
+def serve(ctx: RunContext, stop: threading.Event, poll: bool = True,
+          member: Member | None = None) -> None:
+    """Keep `ctx`'s integration going with its pattern's loop until `stop` is set, as
+    `member` of the processes sharing the engine state (without one: a member of its own)."""
+    if member is None:
+        with Member(ctx.store, role="serve" if poll else "worker") as own:
+            return serve(ctx, stop, poll, own)
     pattern = pattern_of(ctx)
     loop = type(pattern).loop_of(ctx.integration)
     if loop is None:
         raise pattern.not_supported("keep going under serve: it only runs")
-    _LOOPS[loop](pattern.watched(), stop, poll)
+    _LOOPS[loop](pattern.watched(), stop, poll, member)
 
 
 def round_of(pattern: Pattern) -> RunReport | None:
@@ -62,14 +75,15 @@ class _Beside(Protocol):
     def stop(self) -> None: ...
 
 
-def keep_going(contexts: Sequence[RunContext], *, poll: bool, beside: _Beside | None = None,
-               started: Callable[[], None] = lambda: None) -> None:
-    """Serve each integration in a thread of its own until Ctrl-C, or until all of them (and
-    the server `beside` them, if any) have ended; `started` is called once they run."""
+def keep_going(contexts: Sequence[RunContext], *, poll: bool, member: Member,
+               beside: _Beside | None = None, started: Callable[[], None] = lambda: None) -> None:
+    """Serve each integration in a thread of its own, as `member` of the processes sharing
+    the engine state, until Ctrl-C, or until all of them (and the server `beside` them, if
+    any) have ended; `started` is called once they run."""
     stop = threading.Event()
     threads = []
     for ctx in contexts:
-        thread = threading.Thread(target=_serving, args=(ctx, stop, poll),
+        thread = threading.Thread(target=_serving, args=(ctx, stop, poll, member),
                                   name=ctx.integration.name, daemon=True)
         thread.start()
         threads.append(thread)
@@ -94,10 +108,10 @@ def keep_going(contexts: Sequence[RunContext], *, poll: bool, beside: _Beside | 
             thread.join(timeout=30)
 
 
-def _serving(ctx: RunContext, stop: threading.Event, poll: bool) -> None:
+def _serving(ctx: RunContext, stop: threading.Event, poll: bool, member: Member) -> None:
     try:
         with logs.context(integration=ctx.integration.name):
-            serve(ctx, stop, poll)
+            serve(ctx, stop, poll, member)
     finally:
         ctx.systems.close()
 
@@ -176,14 +190,15 @@ class Noticing(Protocol):
 
 
 
-def deliverer_of(broadcast: Noticing) -> Deliverer:
+def deliverer_of(broadcast: Noticing, member: Member | None = None) -> Deliverer:
     """The deliverer of a broadcast's outbox: per destination, its sink, with the
-    broadcast's retry policy and lease."""
+    broadcast's retry policy and lease; named as one of `member`'s workers, if given."""
     options = broadcast.spec.options
     return Deliverer(broadcast.ctx.store, broadcast.spec.name, broadcast.sinks,
                      RetryPolicy(options.max_attempts, options.backoff_seconds,
                                  options.backoff_max_seconds),
-                     lease_seconds=options.lease_seconds)
+                     lease_seconds=options.lease_seconds,
+                     worker=member.worker_name() if member is not None else default_worker())
 
 
 def deliver(broadcast: Noticing, deliverer: Deliverer | None = None) -> DeliveryStats:
@@ -215,9 +230,11 @@ def outbox_round(watched: Noticing) -> RunReport:
     return watched.report(changes, stats.delivered, stats.retried, stats.dead)
 
 
-def _serve_outbox(broadcast: Noticing, stop: threading.Event, poll: bool = True) -> None:
+def _serve_outbox(broadcast: Noticing, stop: threading.Event, poll: bool, member: Member) -> None:
     """Notice and deliver until `stop` is set. This thread polls the source every
-    `poll_seconds` (unless `poll` is false: an extra worker, which only delivers); each
+    `poll_seconds` while this process holds the integration's noticing lease (and otherwise
+    tries to take it every heartbeat; never when `poll` is false: an extra worker, which
+    only delivers); each
     destination has a delivering thread of its own, woken as soon as a poll, or a push to
     this process, has put something in the outbox. So delivering overlaps noticing, and a
     slow destination holds up no other. A source or engine state that cannot be reached for
@@ -226,7 +243,8 @@ def _serve_outbox(broadcast: Noticing, stop: threading.Event, poll: bool = True)
     wakes: dict[str, threading.Event] = {}
     workers: dict[str, threading.Thread] = {}
     tally = _Tally()
-    deliverer = deliverer_of(broadcast)
+    deliverer = deliverer_of(broadcast, member)
+    lease = member.lease(notice_lease(broadcast.spec.name)) if poll else None
 
     def wake_all() -> None:
         for wake in list(wakes.values()):
@@ -254,27 +272,51 @@ def _serve_outbox(broadcast: Noticing, stop: threading.Event, poll: bool = True)
                 if time.monotonic() - purged_at >= PURGE_EVERY_SECONDS:
                     broadcast.purge()
                     purged_at = time.monotonic()
-                changes = 0
-                if poll and dt.datetime.now(dt.UTC) >= poll_at:
-                    try:
-                        changes = broadcast.poll(enqueued=wake_all)
-                    except TRANSIENT as exc:
-                        log.warning("%s: noticing changes failed, trying again: %s",
-                                    broadcast.spec.name, exc)
-                    poll_at = broadcast.next_poll(dt.datetime.now(dt.UTC))
+                changes, noticing = 0, False
+                if lease is not None and dt.datetime.now(dt.UTC) >= poll_at:
+                    changes, noticing, poll_at = _notice(broadcast, lease, member, poll_at,
+                                                         wake_all)
                     start_delivering()
                 stats = tally.take()
                 broadcast.ctx.notify(broadcast.ctx.integration.pattern, {
                     "changes": changes, "delivered": stats.delivered,
                     "retried": stats.retried, "dead": stats.dead})
-                # Wake at least every poll_seconds, to report and purge between cron times.
+                # Wake at least every poll_seconds, to report and purge between cron times;
+                # every heartbeat while another process notices, to take over when it dies.
                 until_poll = (poll_at - dt.datetime.now(dt.UTC)).total_seconds()
-                stop.wait(max(0.0, min(until_poll, broadcast.spec.trigger.poll_seconds)))
+                pause = broadcast.spec.trigger.poll_seconds
+                if lease is not None and not noticing:
+                    pause = min(pause, member.heartbeat_seconds)
+                stop.wait(max(0.0, min(until_poll, pause)))
     finally:
         ended.set()
         wake_all()
         for worker in workers.values():
             worker.join(timeout=60)
+
+
+def _notice(broadcast: Noticing, lease: Lease, member: Member, due: dt.datetime,
+            enqueued: Callable[[], None]) -> tuple[int, bool, dt.datetime]:
+    """Poll the source into the outbox if this process holds the noticing lease (and, with
+    a cron trigger, claims the poll due at `due`), committing under the lease's fence: the
+    changes noticed, whether this process notices, and when to try next (`due` again while
+    another process notices: this one takes over if that one dies)."""
+    name = broadcast.spec.name
+    try:
+        if not lease.held():
+            return 0, False, due
+        if broadcast.spec.trigger.cron is not None and not member.claim(name, due):
+            return 0, True, broadcast.next_poll(dt.datetime.now(dt.UTC))
+        with broadcast.ctx.store.fenced(lease.fence):
+            changes = broadcast.poll(enqueued=enqueued)
+    except LeaseLost:
+        lease.lost()
+        log.warning("%s: another process took over noticing its changes", name)
+        return 0, False, due
+    except TRANSIENT as exc:
+        log.warning("%s: noticing changes failed, trying again: %s", name, exc)
+        changes = 0
+    return changes, True, broadcast.next_poll(dt.datetime.now(dt.UTC))
 
 
 def _keep_delivering(broadcast: Noticing, deliverer: Deliverer, name: str, wake: threading.Event,
@@ -320,32 +362,46 @@ class _Tally:
 # -- the schedule loop: an aggregation of sources -----------------------------------------------
 
 
-def _serve_schedule(aggregation: Aggregation, stop: threading.Event, poll: bool = True) -> None:
-    """Run on the integration's schedule until `stop` is set. A run that fails is logged and
+def _serve_schedule(aggregation: Aggregation, stop: threading.Event, poll: bool,
+                    member: Member) -> None:
+    """Run on the integration's schedule until `stop` is set: each due time is claimed
+    first, so that of the processes serving it one runs it. A run that fails is logged and
     the schedule goes on; a run missed while nothing was serving is not made up."""
     from patchbay.patterns.aggregation import next_run  # DuckDB: only when used
 
     schedule = aggregation.spec.schedule
     assert schedule is not None  # the pattern's loop is "schedule" only with one
-    due = dt.datetime.now(dt.UTC) if schedule.every_seconds else next_run(schedule)
+    name, now = aggregation.spec.name, dt.datetime.now(dt.UTC)
+    # every_seconds: the period under way is due at start (run now, unless another
+    # process has run it).
+    due = next_run(schedule, now - dt.timedelta(seconds=schedule.every_seconds)) \
+        if schedule.every_seconds else next_run(schedule, now)
     while not stop.wait(max(0.0, (due - dt.datetime.now(dt.UTC)).total_seconds())):
-        began = time.monotonic()
         try:
-            report = aggregation.run()
-        except Exception as exc:  # the next scheduled run may well succeed
-            log.exception("%s: the scheduled run failed", aggregation.spec.name)
-            observed.ran(aggregation.ctx, None, time.monotonic() - began, exc)
-        else:
-            observed.ran(aggregation.ctx, report.to_json(), time.monotonic() - began)
-            aggregation.ctx.notify("aggregation", {"rows": report.rows,
-                                                   "partial": int(report.partial)})
-        due = next_run(schedule)
+            ours = member.claim(name, due)
+        except TRANSIENT as exc:
+            log.warning("%s: the run due at %s is skipped: the engine state cannot say "
+                        "whether another process runs it: %s", name, due.isoformat(), exc)
+            ours = False
+        if ours:
+            began = time.monotonic()
+            try:
+                report = aggregation.run()
+            except Exception as exc:  # the next scheduled run may well succeed
+                log.exception("%s: the scheduled run failed", name)
+                observed.ran(aggregation.ctx, None, time.monotonic() - began, exc)
+            else:
+                observed.ran(aggregation.ctx, report.to_json(), time.monotonic() - began)
+                aggregation.ctx.notify("aggregation", {"rows": report.rows,
+                                                       "partial": int(report.partial)})
+        due = next_run(schedule, max(due, dt.datetime.now(dt.UTC)))
 
 
 # -- the stream loop: a stream aggregation ------------------------------------------------------
 
 
-def _serve_stream(stream: StreamAggregation, stop: threading.Event, poll: bool = True) -> None:
+def _serve_stream(stream: StreamAggregation, stop: threading.Event, poll: bool,
+                  member: Member) -> None:
     """Consume and flush until `stop` is set: a flush every `flush.every_seconds`, or as soon
     as `flush.every_messages` are held. A source, destination or engine state that cannot be
     reached is tried again on the next round; the messages held stay unacked meanwhile. On
@@ -378,5 +434,5 @@ def _serve_stream(stream: StreamAggregation, stop: threading.Event, poll: bool =
         stream.close()
 
 
-_LOOPS: dict[Loop, Callable[[Any, threading.Event, bool], None]] = {
+_LOOPS: dict[Loop, Callable[[Any, threading.Event, bool, Member], None]] = {
     "outbox": _serve_outbox, "schedule": _serve_schedule, "stream": _serve_stream}

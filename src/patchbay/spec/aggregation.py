@@ -205,8 +205,10 @@ class StreamSpec(SpecModel):
 class ScheduleSpec(SpecModel):
     """When `patchbay serve` runs an aggregation by itself: every so often, or at set times."""
 
-    every_seconds: float | None = Field(default=None, gt=0,
-                                        description="At start, then this often.")
+    every_seconds: float | None = Field(
+        default=None, gt=0,
+        description="This often, in periods counted from the epoch (so that every process "
+                    "serving it has the same due times); the period under way is due at start.")
     daily_at: list[str] | None = Field(
         default=None, description='Times of day, UTC, as "HH:MM" (e.g. ["02:00"]).')
     cron: str | None = Field(default=None, description='A UTC cron expression, e.g. "0 2 * * 1-5".')

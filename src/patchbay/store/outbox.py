@@ -55,7 +55,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from patchbay.model import jsonable
-from patchbay.processes import gone
+from patchbay.processes import owner_gone
 from patchbay.store.schema import WAITING, outbox
 from patchbay.store.unit import Repository, chunks, clock
 
@@ -74,6 +74,8 @@ class DeliveryStatus(StrEnum):
 OPERATIONS = ("upsert", "delete")
 _BLOCKING = (DeliveryStatus.PENDING.value, DeliveryStatus.DEAD.value)
 _CHUNK = 5000
+_ADD_CHUNK = 1000
+"""Deliveries per INSERT: 11 values each, within PostgreSQL's 65,535 parameters."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,11 +167,15 @@ class Outbox(Repository):
         with self._db.begin("outbox.add") as conn:
             if newer_only and rows:
                 rows = _newer_only(conn, integration, rows)
-            if rows:
-                now = clock(conn)
-                conn.execute(sa.insert(outbox).values(
-                    status=DeliveryStatus.PENDING.value, attempts=0, next_attempt_at=now,
-                    created_at=now), rows)
+            now = clock(conn)
+            # One multi-row INSERT per chunk, not executemany: the driver pipelines that,
+            # and a process stopped mid-pipeline leaves its session neither idle nor done,
+            # out of reach of the idle timeout that frees a paused lease holder's locks
+            # (store/leases.py).
+            for chunk in chunks(rows, _ADD_CHUNK):
+                conn.execute(sa.insert(outbox).values([
+                    {**row, "status": DeliveryStatus.PENDING.value, "attempts": 0,
+                     "next_attempt_at": now, "created_at": now} for row in chunk]))
         return len(rows)
 
     def lease(self, integration: str, destination: str, worker: str, limit: int = 500,
@@ -223,11 +229,20 @@ class Outbox(Repository):
                     outbox.c.status == DeliveryStatus.PENDING.value,
                     outbox.c.lease_expires_at > clock(conn))
             owners = conn.execute(sa.select(outbox.c.lease_owner).distinct().where(*held)).scalars()
-            ended = [owner for owner in owners if owner and _ended(owner)]
+            ended = [owner for owner in owners if owner and owner_gone(owner)]
             if not ended:
                 return 0
             return int(conn.execute(sa.update(outbox).where(*held, outbox.c.lease_owner.in_(ended))
                                     .values(lease_owner=None, lease_expires_at=None)).rowcount)
+
+    def leased_by(self) -> dict[str, int]:
+        """Deliveries being written now, per worker holding their lease (every integration)."""
+        with self._db.read("outbox.leased_by") as conn:
+            rows = conn.execute(sa.select(outbox.c.lease_owner, sa.func.count())
+                                .where(outbox.c.status == DeliveryStatus.PENDING.value,
+                                       outbox.c.lease_expires_at > clock(conn))
+                                .group_by(outbox.c.lease_owner))
+            return {owner: int(n) for owner, n in rows if owner}
 
     def delivered(self, ids: Sequence[int], worker: str) -> int:
         """Mark deliveries `worker` holds as delivered; return how many it still held."""
@@ -461,13 +476,6 @@ def _newer_only(conn: Connection, integration: str,
             continue
         kept.append(row)
     return kept
-
-
-def _ended(worker: str) -> bool:
-    """Whether the process of a worker named `host:pid:...` (runtime.delivery's names) is
-    known to have ended."""
-    host, pid, *_ = [*worker.split(":"), "", ""]
-    return gone(host, pid)
 
 
 def _held(ids: Sequence[int], worker: str) -> sa.Update:

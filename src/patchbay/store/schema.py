@@ -261,6 +261,43 @@ key_ranges = sa.Table(
 fencing token) and its checkpoint (position within the range, counters, comparison)."""
 
 
+leases = sa.Table(
+    "patchbay_leases", metadata,
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("holder", sa.String(255)),
+    sa.Column("token", sa.BigInteger, nullable=False),
+    sa.Column("acquired_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("renewed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+)
+"""Work one process at a time does (noticing an integration's changes): who holds it, until
+when, and the fencing token, raised at every change of holder (see store/leases.py)."""
+
+processes = sa.Table(
+    "patchbay_processes", metadata,
+    sa.Column("id", sa.String(255), primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("version", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("ended_at", sa.DateTime(timezone=True)),
+)
+"""The registry of `serve` and `worker` processes sharing the state (see store/processes.py)."""
+
+ticks = sa.Table(
+    "patchbay_ticks", metadata,
+    sa.Column("integration", sa.String(255), primary_key=True),
+    sa.Column("tick", sa.String(64), primary_key=True),
+    sa.Column("process", sa.String(255), nullable=False),
+    sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=False),
+)
+"""Scheduled runs and polls claimed: one row per integration and due time, so that each
+fires in one process only (see store/ticks.py)."""
+
+
 def _v1(conn: Connection) -> None:
     for table in (runs, outcomes, cursors):
         table.create(conn, checkfirst=True)
@@ -321,7 +358,13 @@ def _v9(conn: Connection) -> None:
         conn.execute(sa.text("ALTER TABLE patchbay_outcomes ADD COLUMN key_range INTEGER"))
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9]
+def _v10(conn: Connection) -> None:
+    for table in (leases, processes, ticks):
+        table.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9,
+                                                  _v10]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -7,8 +7,9 @@
 
 Both have the same repositories (see `Repositories`): runs, outcomes, cursors, outbox,
 aggregates, seen, a sync's xref, shadows and conflicts, a correlation's pairs, the alerts of
-notifications, a partitioned run's key ranges. A new table is one repository module, one
-migration step (schema.py) and one line in `Repositories`.
+notifications, a partitioned run's key ranges, and the cluster's leases, process registry and
+claimed ticks. A new table is one repository module, one migration step (schema.py) and one
+line in `Repositories`.
 """
 
 from __future__ import annotations
@@ -28,12 +29,15 @@ from patchbay.store.aggregates import Aggregates
 from patchbay.store.alerts import Alerts
 from patchbay.store.conflicts import Conflicts
 from patchbay.store.cursors import Cursors
+from patchbay.store.leases import Fence, Leases
 from patchbay.store.outbox import Outbox
 from patchbay.store.pairs import Pairs
+from patchbay.store.processes import Processes
 from patchbay.store.ranges import Ranges
 from patchbay.store.runs import Outcomes, Runs
 from patchbay.store.seen import Seen
 from patchbay.store.shadow import Shadows
+from patchbay.store.ticks import Ticks
 from patchbay.store.unit import Connections, Own, Within, wrapped
 from patchbay.store.xref import Xref
 from patchbay.urls import sqlalchemy_url
@@ -59,6 +63,9 @@ class Repositories:
         self.pairs = Pairs(connections)
         self.alerts = Alerts(connections)
         self.ranges = Ranges(connections)
+        self.leases = Leases(connections)
+        self.processes = Processes(connections)
+        self.ticks = Ticks(connections)
 
 
 class Transaction(Repositories):
@@ -78,6 +85,7 @@ class Store(Repositories):
         self.engine = engine
         self._serials: dict[str, threading.Lock] = {}
         self._serials_lock = threading.Lock()
+        self._fences = threading.local()
         with wrapped(engine, "migrate"), engine.begin() as conn:
             if engine.dialect.name == "postgresql":
                 # Workers starting together on a new state: one creates the schema, the
@@ -107,7 +115,10 @@ class Store(Repositories):
     def transaction(self, *, serial: str | None = None) -> Iterator[Transaction]:
         """One unit of work: everything its repositories write commits when the block ends,
         or nothing does if it raises. Transactions given the same `serial` name run one at a
-        time: in this process, and on PostgreSQL across processes (an advisory lock)."""
+        time: in this process, and on PostgreSQL across processes (an advisory lock). Inside
+        `fenced(fence)`, it first checks that the fence still holds its lease (LeaseLost
+        if not)."""
+        fence: Fence | None = getattr(self._fences, "fence", None)
         with contextlib.ExitStack() as held:
             if serial is not None:
                 held.enter_context(self._serial(serial))
@@ -115,7 +126,22 @@ class Store(Repositories):
                 if serial is not None and conn.dialect.name == "postgresql":
                     conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key, hashtext(:name))"),
                                  {"key": SERIAL_LOCK, "name": serial})
-                yield Transaction(conn)
+                tx = Transaction(conn)
+                if fence is not None:
+                    tx.leases.hold(fence)
+                yield tx
+
+    @contextlib.contextmanager
+    def fenced(self, fence: Fence) -> Iterator[None]:
+        """Every unit of work this thread begins inside commits only while `fence` holds
+        its lease: a holder that was paused past its lease commits nothing after another
+        process took over (see store/leases.py)."""
+        outer = getattr(self._fences, "fence", None)
+        self._fences.fence = fence
+        try:
+            yield
+        finally:
+            self._fences.fence = outer
 
     def _serial(self, name: str) -> threading.Lock:
         with self._serials_lock:

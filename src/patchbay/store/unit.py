@@ -110,6 +110,27 @@ def clock(conn: Connection) -> Any:
     return dt.datetime.now(dt.UTC)
 
 
+def cut_off_when_idle(conn: Connection, seconds: float) -> None:
+    """On PostgreSQL, have the server end this transaction's session if it stays idle in it
+    for `seconds`: a process paused inside it (stopped, swapped out) then holds its row
+    locks no longer than that, and its commit fails when it wakes."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT set_config('idle_in_transaction_session_timeout', :ms, true)"),
+                     {"ms": str(max(1, round(seconds * 1000)))})
+
+
+def current_time(conn: Connection) -> dt.datetime:
+    """Now, as `clock` gives it, as a value (to tell how old a stored time is)."""
+    if conn.dialect.name == "postgresql":
+        return aware(conn.execute(sa.select(sa.func.now())).scalar_one())
+    return dt.datetime.now(dt.UTC)
+
+
+def aware(value: dt.datetime) -> dt.datetime:
+    """A stored time with its zone (SQLite gives them back without one: they are UTC)."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
 def insert_or_skip(conn: Connection, table: sa.Table) -> Any:
     """An INSERT that can skip rows already there (the engine state is SQLite or PostgreSQL)."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
