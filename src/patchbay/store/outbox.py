@@ -13,8 +13,9 @@ Workers then, for one destination at a time:
     lease      the due pending deliveries whose lease is free or expired, at most the
                oldest undelivered one of each record key, ordered by id
     write      through the destination's connector (patchbay.runtime.delivery)
-    mark       delivered / retry (pending again, due later) / dead, each applied only
-               while the worker still holds the lease
+    mark       delivered / retry (pending again, due later) / dead / stale (discarded: a
+               conditional write found the record changed), each applied only while the
+               worker still holds the lease
 
 Rules a caller can rely on:
 
@@ -258,6 +259,15 @@ class Outbox(Repository):
             return bool(conn.execute(_held([id], worker).values(
                 status=DeliveryStatus.DEAD.value, attempts=outbox.c.attempts + 1,
                 last_error=error, lease_owner=None, lease_expires_at=None)).rowcount)
+
+    def stale(self, id: int, worker: str, error: str) -> bool:
+        """Give up a delivery `worker` holds whose conditional write found the record changed
+        (its writer decides anew from the record as it is now); whether it still held it."""
+        with self._db.begin("outbox.stale") as conn:
+            return bool(conn.execute(_held([id], worker).values(
+                status=DeliveryStatus.DISCARDED.value, attempts=outbox.c.attempts + 1,
+                last_error=f"stale: {error}", lease_owner=None,
+                lease_expires_at=None)).rowcount)
 
     # -- dead letters ---------------------------------------------------------------------------
 

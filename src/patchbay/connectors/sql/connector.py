@@ -49,7 +49,14 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine
 
 from patchbay.compare import same_values
-from patchbay.connectors.base import Capability, Connector, ConnectorOptions, completed, last_per_key
+from patchbay.connectors.base import (
+    Capability,
+    Connector,
+    ConnectorOptions,
+    Expected,
+    completed,
+    last_per_key,
+)
 from patchbay.connectors.sql import arrow as arrow_reads
 from patchbay.connectors.sql.arrow import (
     ArrowQuery,
@@ -121,7 +128,7 @@ class SqlConnector(Connector):
     schemes: ClassVar[tuple[str, ...]] = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {Capability.READ, Capability.WRITE, Capability.GET, Capability.DESCRIBE,
-         Capability.CHANGES, Capability.COLUMNAR, Capability.COUNT})
+         Capability.CHANGES, Capability.COLUMNAR, Capability.COUNT, Capability.WRITE_IF})
     options_model: ClassVar[type[ConnectorOptions]] = SqlOptions
 
     def __init__(self, system: SystemSpec) -> None:
@@ -773,6 +780,60 @@ class SqlConnector(Connector):
                             f"'{unknown[0]}'{suggest(unknown[0], table.c.keys())}")
         self._write_isolating(table, records, todo, operation, key, outcomes)
         return completed(records, key, outcomes)
+
+    def write_if(self, object: str, records: Sequence[Record], operation: Operation,
+                 key: str, expected: Sequence[Expected]) -> list[Outcome]:
+        """One UPDATE (or DELETE) per record, `WHERE key = :k AND` each expected field holds
+        one of its values, in one transaction: no row matched means the record changed since
+        (STALE) or is gone (SKIPPED). A batch the database refuses is written a record at a
+        time, so that a bad record fails alone."""
+        if operation not in (Operation.UPDATE, Operation.DELETE):
+            raise ValueError(f"a conditional write updates or deletes, not {operation.value}s")
+        table = self.table(object)
+        key_column = self._column(table, key)
+        unknown = [c for r, e in zip(records, expected, strict=True) for c in (*r, *e)
+                   if c not in table.c]
+        if unknown:
+            raise SpecError(f"table '{object}' of system '{self.name}' has no column "
+                            f"'{unknown[0]}'{suggest(unknown[0], table.c.keys())}")
+
+        def one(conn: Connection, record: Record, expect: Expected) -> Outcome:
+            held = [sa.or_(*(table.c[name].is_(None) if value is None
+                             else table.c[name] == value for value in values))
+                    for name, values in expect.items()]
+            where = (key_column == record[key], *held)
+            values = {name: value for name, value in record.items() if name != key}
+            if operation is Operation.DELETE:
+                matched = conn.execute(sa.delete(table).where(*where)).rowcount
+            elif values:
+                matched = conn.execute(sa.update(table).where(*where).values(values)).rowcount
+            else:
+                matched = len(conn.execute(sa.select(key_column).where(*where)).all())
+            if matched:
+                return Outcome(record[key], Status.DELETED if operation is Operation.DELETE
+                               else Status.UPDATED)
+            there = conn.execute(sa.select(key_column).where(key_column == record[key])).first()
+            if there is None:
+                return Outcome(record[key], Status.SKIPPED, "no record with this key",
+                               "NOT_FOUND")
+            return Outcome(record[key], Status.STALE, "the record changed there since it was "
+                           "read", "STALE")
+
+        def batch(pairs: Sequence[tuple[Record, Expected]]) -> list[Outcome]:
+            try:
+                with self.engine.begin() as conn:
+                    return [one(conn, record, expect) for record, expect in pairs]
+            except sa_exc.DBAPIError as exc:
+                if is_connection_error(exc):
+                    raise RetriableError(f"system '{self.name}' connection lost while writing "
+                                         f"{table.name}: {first_line(exc)}", system=self.name,
+                                         object=table.name) from exc
+                if len(pairs) == 1:
+                    return [Outcome(pairs[0][0].get(key), Status.REJECTED, first_line(exc),
+                                    error_code(exc))]
+                return [outcome for pair in pairs for outcome in batch([pair])]
+
+        return batch(list(zip(records, expected, strict=True)))
 
     def accepts_tables(self, object: str, operation: Operation, key: str) -> bool:
         return (self.dialect == "postgresql" and operation is Operation.UPSERT
