@@ -175,7 +175,7 @@ class _Work:
     with the record's difference now, or by none."""
     stale: dict[str, dict[str, Any]] = field(default_factory=dict)
     """gid -> the shared values of a write to this batch's participant that found the record
-    changed there (not written): out of `sent`, and the record's difference is sent anew."""
+    changed there (not written): the record's difference is sent anew."""
     unchecked: set[tuple[str, str]] = field(default_factory=set)
     """(gid, participant) whose next write goes without expectation: the write before it
     was stale while the record holds what was last seen (a value the participant keeps in
@@ -383,12 +383,17 @@ class Sync:
         if not stale:
             return 0
         links = self.store.xref.of(self.name, held.object.name, list(stale))
-        keys = [link.key for by in links.values()
-                if (link := by.get(held.participant)) is not None and link.key is not None
-                and link.state == "live"]
-        found = held.connector.get(held.spec.object, held.spec.key, keys, held.read_fields())
+        live = [link for by in links.values()
+                if (link := by.get(held.participant)) is not None and link.state == "live"]
+        found = list(held.connector.get(held.spec.object, held.spec.key,
+                                        [link.key for link in live if link.key is not None],
+                                        held.read_fields()).values())
+        unkeyed = [link.gid for link in live if link.key is None]
+        if unkeyed and held.spec.external_id:  # a create: its key is learnt from the record
+            found += held.connector.get(held.spec.object, held.spec.external_id, unkeyed,
+                                        held.read_fields()).values()
         changes = [Change(held.participant, held.spec.object, record[held.spec.key],
-                          ChangeKind.UPDATED, record) for record in found.values()]
+                          ChangeKind.UPDATED, record) for record in found]
         self._merge(held, changes, stale=stale)
         return len(changes)
 
@@ -553,7 +558,8 @@ class Sync:
             link.known, link.sent = {**link.known, **last_sent(link.sent)}, {}
         written = work.stale.get(gid)
         if written is not None:
-            link.sent = _without(link.sent, written)
+            # What it wrote stays in `sent`: a later delivery of the same value may be on
+            # its way, and its echo must be known as one.
             work.overtaken.add((gid, participant))
             work.dirty.add(gid)
             if all(current.get(n, _MISSING) == link.known.get(n, _MISSING) for n in written):
@@ -755,6 +761,10 @@ class Sync:
                         link.key = gid  # created with the gid as its key
                         record = {**record, held.spec.key: gid}
                     record = {**record, WRITE: "create"}
+                    if held.spec.external_id:
+                        # Written once already (a worker killed before it marked it), the
+                        # record may hold a person's edit since: it is not written over.
+                        record[EXPECT] = _expected(held, link, values, creating=True)
                     self.tally.add(participant, "creates sent")
                 else:
                     assert link is not None
@@ -829,15 +839,23 @@ class Sync:
         if last is not None and time.monotonic() - last < every:
             return 0
         self._checked_deletes[held.destination] = time.monotonic()
+        read_at = dt.datetime.now(dt.UTC) - LANDED_MARGIN
         present: set[str] = set()
         for page in held.connector.read(held.spec.object,
                                         scopes.bind(held.spec.scope, self.ctx.params),
                                         key=held.spec.key, fields=[held.spec.key],
                                         page_size=5000):
             present.update(key_text(r[held.spec.key]) for r in page.records)
-        gone = [key for key, _ in self.store.xref.live_keys(self.name, held.object.name,
-                                                             held.participant, seen=True)
-                if key not in present]
+        name, obj = self.name, held.object.name
+        seen = {key for key, _ in self.store.xref.live_keys(name, obj, held.participant,
+                                                            seen=True) if key not in present}
+        # A create never seen back was made there all the same if its delivery landed
+        # before the keys were read: a person may have deleted it before the sync saw it.
+        unseen = {gid: key for key, gid in self.store.xref.live_keys(name, obj, held.participant)
+                  if key not in present and key not in seen}
+        made = self.store.outbox.landed(name, held.destination, list(unseen), read_at) \
+            if unseen else set()
+        gone = sorted(seen | {unseen[gid] for gid in made})
         batch = self.spec.options.batch_size
         for start in range(0, len(gone), batch):
             changes = [Change(held.participant, held.spec.object, key, ChangeKind.DELETED,
@@ -928,17 +946,40 @@ class SyncTarget:
         self.creates = Sink(held.connector, spec.object, Operation.UPSERT,
                             spec.external_id or spec.key, conform_every_field=True,
                             broken_code=None)
+        self.seen = Sink(held.connector, spec.object, Operation.UPDATE,
+                         spec.external_id or spec.key, conform_every_field=True,
+                         broken_code=None)
+        """Creates of records seen there since they were sent: updates by the same key."""
         self.conditional = Capability.WRITE_IF in held.connector.capabilities
+
+    def _links(self, gids: Sequence[str]) -> dict[str, Link]:
+        """This participant's links of these records, as the noticing side left them."""
+        if not gids:
+            return {}
+        found = self.sync.store.xref.of(self.sync.name, self.held.object.name, gids)
+        return {gid: by[self.held.participant] for gid, by in found.items()
+                if self.held.participant in by}
 
     def write(self, batch: Sequence[Record], operation: Operation | None = None) -> Written:
         outcomes: list[Outcome] = [Outcome(None, Status.FAILED, "not written")] * len(batch)
         groups: dict[tuple[Sink, Operation], list[int]] = {}
+        links = self._links([str(r.get(GID)) for r in batch if r.get(WRITE) == "create"]) \
+            if operation is not Operation.DELETE else {}
         for position, record in enumerate(batch):
             if operation is Operation.DELETE:
                 sink = self.creates if BY_EXTERNAL in record else self.updates
                 groups.setdefault((sink, Operation.DELETE), []).append(position)
             elif record.get(WRITE) == "create":
-                groups.setdefault((self.creates, Operation.UPSERT), []).append(position)
+                # A create taken up again (its first writer was killed before it marked it)
+                # never makes anew a record seen there since, which a person may have
+                # deleted: it only updates it, if it is there.
+                link = links.get(str(record.get(GID)))
+                if link is None or link.state != "live":
+                    outcomes[position] = Outcome(None, Status.SKIPPED, "deleted there since")
+                elif link.known:
+                    groups.setdefault((self.seen, Operation.UPDATE), []).append(position)
+                else:
+                    groups.setdefault((self.creates, Operation.UPSERT), []).append(position)
             else:
                 groups.setdefault((self.updates, Operation.UPDATE), []).append(position)
         created: dict[str, Any] = {}
@@ -954,7 +995,7 @@ class SyncTarget:
                 sink.conformer.conform_batch(keys)
                 records = [{**r, sink.key: k[sink.key]} for r, k in zip(records, keys, strict=True)]
             expected = [batch[p].get(EXPECT) or {} for p in positions] \
-                if op is Operation.UPDATE and self.conditional else None
+                if op is not Operation.DELETE and self.conditional else None
             written = sink.write(records, op, expected)
             for record, position, outcome in zip(records, positions, written.outcomes,
                                                  strict=True):
@@ -1009,20 +1050,22 @@ def _plain(record: Record, key: str, operation: Operation) -> Record:
     return {k: v for k, v in record.items() if k not in _RESERVED}
 
 
-def _expected(held: Held, link: Link, values: Mapping[str, Any]) -> dict[str, list[Any]]:
-    """What an update of these shared values expects the participant's record to hold, per
+def _expected(held: Held, link: Link, values: Mapping[str, Any], *,
+              creating: bool = False) -> dict[str, list[Any]]:
+    """What a write of these shared values expects the participant's record to hold, per
     participant field: the value last seen there, one written there and not seen back yet,
-    or the value being written (a write landed once and written again). Fields never seen
-    there, lookups (the participant's key of the parent) and fields whose type a
-    participant may keep more finely are not compared."""
+    or the value being written (a write landed once and written again). Fields of an
+    update neither seen there nor written there, lookups (the participant's key of the parent) and fields
+    whose type a participant may keep more finely are not compared."""
     expected: dict[str, list[Any]] = {}
     for name, value in values.items():
         shared = held.object.fields[name]
-        if name not in link.known or shared.lookup is not None \
-                or shared.type in UNCHECKED_TYPES:
+        if (name not in link.known and not pending(link.sent, name) and not creating) \
+                or shared.lookup is not None or shared.type in UNCHECKED_TYPES:
             continue
         accepted: list[Any] = []
-        for candidate in (link.known[name], *pending(link.sent, name), value):
+        seen = [link.known[name]] if name in link.known else []
+        for candidate in (*seen, *pending(link.sent, name), value):
             for theirs in (held.shape.from_shared({name: candidate}).values()):
                 # An empty text is null in the shared shape: either may be there.
                 for form in ((theirs, "") if theirs is None else (theirs,)):
@@ -1030,16 +1073,6 @@ def _expected(held: Held, link: Link, values: Mapping[str, Any]) -> dict[str, li
                         accepted.append(form)
         expected[held.spec.fields[name].field] = accepted
     return expected
-
-
-def _without(sent: Mapping[str, Any], written: Mapping[str, Any]) -> dict[str, Any]:
-    """`sent` less the values of a write that was never made (the newest of each)."""
-    result = {name: pending(sent, name) for name in sent}
-    for name, value in written.items():
-        queue = result.get(name, [])
-        if value in queue:
-            del queue[len(queue) - 1 - queue[::-1].index(value)]
-    return {name: queue for name, queue in result.items() if queue}
 
 
 def _creatable(link: Link | None) -> bool:

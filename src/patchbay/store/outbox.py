@@ -74,6 +74,8 @@ class DeliveryStatus(StrEnum):
 
 OPERATIONS = ("upsert", "delete")
 _BLOCKING = (DeliveryStatus.PENDING.value, DeliveryStatus.DEAD.value)
+SUPERSEDED = "superseded by a later delivery"
+"""The reason of a delivery `supersede` discarded (a stale one says "stale: ...")."""
 _CHUNK = 5000
 
 
@@ -323,7 +325,7 @@ class Outbox(Repository):
                     outbox.c.status == DeliveryStatus.PENDING.value,
                     sa.or_(outbox.c.lease_owner.is_(None), outbox.c.lease_expires_at < now))
                     .values(status=DeliveryStatus.DISCARDED.value, lease_owner=None,
-                            last_error="superseded by a later delivery")).rowcount
+                            last_error=SUPERSEDED)).rowcount
         return changed
 
     def purge(self, older_than: dt.timedelta, integration: str | None = None) -> int:
@@ -352,7 +354,8 @@ class Outbox(Repository):
                before: dt.datetime) -> set[str]:
         """Of these records, those whose newest delivery to `destination` (superseded ones
         aside) was delivered before `before`: what it wrote is what the destination held
-        then, unless someone changed it since."""
+        then, unless someone changed it since. A newest one found stale (discarded: the
+        record had changed there) landed nothing."""
         newest: dict[str, tuple[int, str, dt.datetime | None]] = {}
         with self._db.read("outbox.landed") as conn:
             for chunk in chunks(sorted({as_text(k) for k in record_keys if k is not None}),
@@ -361,7 +364,9 @@ class Outbox(Repository):
                                               outbox.c.delivered_at).where(
                     outbox.c.integration == integration, outbox.c.destination == destination,
                     outbox.c.record_key.in_(chunk),
-                    outbox.c.status != DeliveryStatus.DISCARDED.value))
+                    sa.or_(outbox.c.status != DeliveryStatus.DISCARDED.value,
+                           outbox.c.last_error.is_(None),
+                           outbox.c.last_error != SUPERSEDED)))
                 for key, id, status, at in rows:
                     if key not in newest or id > newest[key][0]:
                         newest[key] = (id, status, _aware(at))
