@@ -17,6 +17,7 @@ from __future__ import annotations
 import sqlite3
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -97,8 +98,9 @@ def test_write_if_writes_only_where_the_record_holds_what_is_expected(
         ("g1", "Annie", "Oslo"), ("g3", "Cy", "Rome"), ("g4", "Dee", None)]
 
 
-def test_a_stale_write_is_not_applied_and_the_edit_it_would_have_overwritten_is_synced(
-        tmp_path: Path, pg_url: str, table: str) -> None:
+@contextmanager
+def synced(tmp_path: Path, pg_url: str, table: str) -> Iterator[Sync]:
+    """A PostgreSQL table and an SQLite table kept in sync, settled, one person in SQLite."""
     with sqlite3.connect(tmp_path / "lite.db") as conn:
         conn.executescript(LITE)
         conn.execute("INSERT INTO people (email, name, city) VALUES ('ann@example.com', 'Ann', "
@@ -130,12 +132,30 @@ integrations:
 """)
     ctx = Invocation.load(spec, NAME, {}).context(*open_state(tmp_path / "state"))
     try:
-        sync = Sync(ctx)
-        for _ in range(5):
-            report = outbox_round(sync)
-            if not report.changes and not report.delivered:
-                break
-        assert pg(pg_url, f"SELECT name, city FROM {table}") == [("Ann", "Oslo")]
+        yield Sync(ctx)
+    finally:
+        ctx.systems.close()
+
+
+def settle(sync: Sync) -> None:
+    for _ in range(6):
+        report = outbox_round(sync)
+        if not report.changes and not report.delivered:
+            return
+    raise AssertionError("the sync did not settle")
+
+
+def both(tmp_path: Path, pg_url: str, table: str) -> tuple[list[Any], list[Any]]:
+    with sqlite3.connect(tmp_path / "lite.db") as conn:
+        lite = conn.execute("SELECT name, city FROM people").fetchall()
+    return pg(pg_url, f"SELECT name, city FROM {table}"), lite
+
+
+def test_a_stale_write_is_not_applied_and_the_edit_it_would_have_overwritten_is_synced(
+        tmp_path: Path, pg_url: str, table: str) -> None:
+    with synced(tmp_path, pg_url, table) as sync:
+        settle(sync)
+        assert both(tmp_path, pg_url, table) == ([("Ann", "Oslo")], [("Ann", "Oslo")])
 
         with sqlite3.connect(tmp_path / "lite.db") as conn:
             conn.execute("UPDATE people SET name = 'Anna (lite)'")
@@ -145,19 +165,35 @@ integrations:
         stats = deliverer_of(sync).drain("pg/person")
         assert (stats.delivered, stats.stale, stats.dead) == (0, 1, 0)
         assert pg(pg_url, f"SELECT name, city FROM {table}") == [("Annie (pg)", "Bergen")]
-        counts = sync.store.outbox.counts(NAME)["pg/person"]
-        assert counts["dead"] == 0
+        assert sync.store.outbox.counts(NAME)["pg/person"]["dead"] == 0
 
-        for _ in range(6):
-            report = outbox_round(sync)
-            if not report.changes and not report.delivered:
-                break
-        with sqlite3.connect(tmp_path / "lite.db") as conn:
-            lite = conn.execute("SELECT name, city FROM people").fetchall()
-        assert pg(pg_url, f"SELECT name, city FROM {table}") == lite == [
-            ("Annie (pg)", "Bergen")]
+        settle(sync)
+        assert both(tmp_path, pg_url, table) == ([("Annie (pg)", "Bergen")],
+                                                 [("Annie (pg)", "Bergen")])
         conflicts = sync.store.conflicts.list(NAME, limit=10)
         assert [(c.field, c.candidates.get("lite"), c.winner) for c in conflicts] == [
             ("name", "Anna (lite)", "pg")]
-    finally:
-        ctx.systems.close()
+
+
+def test_a_create_taken_up_again_after_a_crash_does_not_write_over_an_edit(
+        tmp_path: Path, pg_url: str, table: str) -> None:
+    """The create landed, its worker died before marking it; a person edited the new record;
+    the create delivered again (its lease taken over) leaves the edit, which is synced."""
+    with synced(tmp_path, pg_url, table) as sync:
+        sync.poll()
+        deliverer_of(sync).drain("pg/person")
+        assert pg(pg_url, f"SELECT name FROM {table}") == [("Ann",)]
+        # All delivered: the create is made pending again, as a kill before its mark leaves it.
+        assert sync.store.outbox.counts(NAME)["pg/person"]["pending"] == 0
+        with sqlite3.connect(tmp_path / "state" / "state.db") as conn:
+            changed = conn.execute(
+                "UPDATE patchbay_outbox SET status = 'pending', delivered_at = NULL "
+                "WHERE destination = 'pg/person' AND payload LIKE '%\"create\"%'").rowcount
+        assert changed == 1
+        pg(pg_url, f"UPDATE {table} SET name = 'Annie (pg)'")
+        stats = deliverer_of(sync).drain("pg/person")
+        assert (stats.stale, stats.dead) == (1, 0)
+        assert pg(pg_url, f"SELECT name FROM {table}") == [("Annie (pg)",)]
+        settle(sync)
+        assert both(tmp_path, pg_url, table) == ([("Annie (pg)", "Oslo")],
+                                                 [("Annie (pg)", "Oslo")])
