@@ -52,6 +52,10 @@ class Status(StrEnum):
     """The record is invalid for the destination; retrying will not help."""
     FAILED = "failed"
     """A transient failure; retrying may help."""
+    STALE = "stale"
+    """Not written: a conditional write whose expectation no longer held (the record changed
+    there since the writer saw it). Neither retried as it is nor a dead letter: the writer
+    reads the record again and decides anew."""
 
     @property
     def is_success(self) -> bool:

@@ -5,12 +5,14 @@ writer then makes its own edits (updates of fields the others also edit, and cre
 the sync sees any of them: the edits are concurrent. Hypothesis draws a schedule for the real
 `Sync`: notice one participant, deliver one participant's outbox, reset a participant's
 cursor so that it reads its records again (a redelivery of changes already merged), in any
-order; then rounds run until nothing is left. A write never reaches a participant before its
-own edits were read (that edit would be overwritten unread: patchbay does not write
-conditionally, see the fault test).
+order; then rounds run until nothing is left. A write reaches a participant only after its
+own edits were read (a write before would find them and be stale: that is the fault test's
+and tests/integration/sync/test_sync_conditional.py's to show).
 
     priority, owner   the final state and the conflicts' losers (record, field, participant,
-                      value) equal those of plain rounds in participant order
+                      value) equal those of plain rounds in participant order (an owner
+                      policy between two participants that do not own the field decides by
+                      participant order, never by which change was seen first)
     latest            every system ends equal, and every value a writer left that is not the
                       final one was recorded as a conflict's loser
 """
@@ -205,9 +207,6 @@ CHECK = settings(max_examples=30, deadline=None,
                  phases=[Phase.explicit, Phase.reuse, Phase.generate])
 
 
-@pytest.mark.xfail(strict=False, reason="open: Hypothesis finds observation orders in which an "
-                   "uncontested edit is lost (since overtaken writes are superseded and every "
-                   "pending write is remembered, less often: some runs pass, some do not)")
 @pytest.mark.parametrize("policy", ["priority", "owner"])
 @CHECK
 @given(edits=concurrent_edits(), schedule=steps)

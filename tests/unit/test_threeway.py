@@ -66,6 +66,20 @@ def test_priority_and_owner_keep_the_shadow_when_the_other_wins() -> None:
         assert result.conflicts[0].winner == winner
 
 
+def test_owner_between_two_others_is_decided_by_participant_order_whichever_came_first() -> None:
+    """billing owns the field; crm and erp both edit it: crm (listed first) wins, whether its
+    change or erp's was observed first (the outcome never depends on the order seen)."""
+    owned = {"name": FieldRule("owner", owner="billing")}
+    erp_second = merged("erp", {"name": "Ada E."}, shared={"name": "Ada C."},
+                        origins={"name": "crm"}, known={"name": "Ada"}, sent={"name": "Ada C."},
+                        rules=owned)
+    crm_second = merged("crm", {"name": "Ada C."}, shared={"name": "Ada E."},
+                        origins={"name": "erp"}, known={"name": "Ada"}, sent={"name": "Ada E."},
+                        rules=owned)
+    assert erp_second.shared["name"] == crm_second.shared["name"] == "Ada C."
+    assert erp_second.conflicts[0].winner == crm_second.conflicts[0].winner == "crm"
+
+
 def test_manual_holds_the_field_and_keeps_both_values() -> None:
     result = merged("erp", {"name": "Ada E.", "tier": "gold"}, shared={"name": "Ada C."},
                     origins={"name": "crm"}, known={"name": "Ada"}, sent={"name": "Ada C."},

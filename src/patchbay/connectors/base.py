@@ -6,6 +6,8 @@ A connector is one class in one module. It states its capabilities rather than f
     count(object, scope)        -> number of records in scope
     get(object, key, values)    -> records by key         (lookups, matching, verification)
     write(object, records, op, key) -> one Outcome per record, in order
+    write_if(object, records, op, key, expected) -> the same, each record written only
+                                where the system still holds what the writer expects
     describe(object)            -> ObjectSchema
     subscribe(object, consumer) -> Subscription           (messages of a queue or subject:
                                                           fetch, ack, close; at least once)
@@ -63,6 +65,8 @@ class Capability(StrEnum):
     CONSUME = "consume"
     COUNT = "count"
     """`count(scope)` is cheap: the system answers it without reading the records out."""
+    WRITE_IF = "write_if"
+    """`write_if`: updates and deletes conditional on the values the record holds."""
 
 
 DRIVER_UNREACHABLE: tuple[type[Exception], ...] = (sa_exc.OperationalError, sa_exc.InterfaceError)
@@ -125,6 +129,10 @@ class ConnectorOptions(BaseModel):
 
 
 OptionsT = TypeVar("OptionsT", bound=ConnectorOptions)
+
+Expected = Mapping[str, Sequence[Any]]
+"""A conditional write's expectation of one record: field -> the values it may hold (None
+for empty)."""
 
 
 class Connector:
@@ -199,6 +207,16 @@ class Connector:
               key: str) -> list[Outcome]:
         """Write a batch; one Outcome per record, in order. A bad record fails alone."""
         raise self._cannot("write")
+
+    def write_if(self, object: str, records: Sequence[Record], operation: Operation,
+                 key: str, expected: Sequence[Expected]) -> list[Outcome]:
+        """Update (or delete) each record by key only while the system still holds, in each
+        field of its expectation (`expected`, by position), one of the values listed: what
+        the writer last saw there or wrote there itself. A record that holds another value
+        is left as it is, with a STALE outcome; a missing one is SKIPPED, as `write` does.
+        The check and the write are one step at the system (a person's edit never lands
+        between them)."""
+        raise self._cannot("write conditionally")
 
     def describe(self, object: str) -> ObjectSchema:
         raise self._cannot("describe")

@@ -35,7 +35,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from patchbay.connectors.base import Connector
+from patchbay.connectors.base import Connector, Expected
 from patchbay.elements.conform import Conformer
 from patchbay.elements.transform import Transform
 from patchbay.errors import FatalRunError, PatchbayError, SpecError
@@ -213,9 +213,13 @@ class Sink:
         code, _, message = reason.partition(": ")
         return Outcome(record.get(self.key), Status.REJECTED, message, code)
 
-    def write(self, batch: Sequence[Record], operation: Operation | None = None) -> Written:
+    def write(self, batch: Sequence[Record], operation: Operation | None = None,
+              expected: Sequence[Expected] | None = None) -> Written:
         """Shape the batch and write what is left of it. An `operation` other than the
-        sink's own is a delete by key (the outbox's): its records are written as given."""
+        sink's own is a delete by key (the outbox's): its records are written as given.
+        With `expected` (one per record), each record is written only where the destination
+        still holds what it lists (Connector.write_if); those values are conformed as the
+        records are."""
         if operation is None or operation is self.operation:
             shaped, operation = self.shape(batch), self.operation
         else:
@@ -224,10 +228,33 @@ class Sink:
         for position, outcome in (*shaped.aside.items(), *shaped.refused.items()):
             outcomes[position] = outcome
         if shaped.records:
-            for position, outcome in zip(shaped.positions, self._write(shaped.records, operation),
-                                         strict=True):
+            written = self._write(shaped.records, operation) if expected is None else \
+                self._write_if(shaped.records, operation,
+                               self._conformed([expected[p] for p in shaped.positions]))
+            for position, outcome in zip(shaped.positions, written, strict=True):
                 outcomes[position] = outcome
         return Written(shaped, outcomes)
+
+    def _conformed(self, expected: Sequence[Expected]) -> list[dict[str, list[Any]]]:
+        """Expected values in the destination's types, as the records written are (a value
+        that does not convert is left as it is: the destination never holds it)."""
+        flat = [(at, name, {name: value}) for at, expect in enumerate(expected)
+                for name, values in expect.items() for value in values]
+        if self.describes:
+            self.conformer.conform_batch([record for *_, record in flat])
+        conformed: list[dict[str, list[Any]]] = [{name: [] for name in e} for e in expected]
+        for at, name, record in flat:
+            conformed[at][name].append(record[name])
+        return conformed
+
+    def _write_if(self, records: list[Record], operation: Operation,
+                  expected: Sequence[Expected]) -> list[Outcome]:
+        outcomes = self.retried(lambda: self.connector.write_if(self.object, records, operation,
+                                                                self.key, expected))
+        if len(outcomes) != len(records):
+            raise UnevenOutcomes(f"the connector returned {len(outcomes)} outcomes for "
+                                 f"{len(records)} records")
+        return outcomes
 
     def _as_given(self, batch: Sequence[Record]) -> Shaped:
         return Shaped(self._unversioned(list(batch)), list(range(len(batch))), {}, {})

@@ -18,7 +18,8 @@ and the participant's change is decided field by field:
     known == shadow, nothing sent   an edit from the synced value: it becomes the shadow
     otherwise                       a conflict: the participant changed the field while
                                     another's change had not reached it yet; settled by
-                                    the field's policy (latest, priority, owner) or held
+                                    the field's policy (latest, priority, owner: the
+                                    owner's value, else participant order) or held
                                     for a person (manual), and recorded either way
 
 Edits to different fields by different participants never conflict: each field merges on
@@ -167,9 +168,12 @@ def _conflict(result: Merge, participant: str, name: str, value: Any, in_shadow:
         result.held.add(name)
         result.conflicts.append(FieldConflict(name, candidates, "manual", None))
         return
-    if rule.policy == "owner":
+    if rule.policy == "owner" and rule.owner in (participant, other):
         ours = rule.owner == participant
-    elif rule.policy == "priority":
+    elif rule.policy in ("owner", "priority"):
+        # Between two participants neither of which owns the field, participant order
+        # decides as priority does: never which change was observed first, or the outcome
+        # would depend on the order of observation.
         ours = _rank(participant, order) < _rank(other, order)
     else:  # latest: this change is the one observed last
         ours = True

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from patchbay import scope as scopes
-from patchbay.connectors.base import Connector
+from patchbay.connectors.base import Capability, Connector
 from patchbay.cron import Cron
 from patchbay.elements.noticing import change_cursor, pushed
 from patchbay.elements.shape import Shape
@@ -70,7 +70,13 @@ WRITE = "__write__"
 """Reserved payload fields: the record's global id, and how to write it (create, update)."""
 BY_EXTERNAL = "__external__"
 """A delete's payload field: delete by the external id (the key is not known yet)."""
-_RESERVED = (GID, WRITE, BY_EXTERNAL)
+EXPECT = "__expect__"
+"""An update's payload field: per participant field, the values the record may hold for the
+write to land (what was last seen there, or written there); see SyncTarget."""
+_RESERVED = (GID, WRITE, BY_EXTERNAL, EXPECT)
+UNCHECKED_TYPES = ("number", "datetime")
+"""Shared types a conditional write does not compare: a participant may keep finer digits
+than the shared value (a timestamp's microseconds), which would never match."""
 LANDED_MARGIN = dt.timedelta(seconds=1)
 """A write counts as landed in what a participant read only if it was delivered this much
 before the read began (the engine state's clock may be another machine's)."""
@@ -169,6 +175,13 @@ class _Work:
     overtaken: set[tuple[str, str]] = field(default_factory=set)
     """(gid, participant) whose pending write an edit there overtook: it is replaced by one
     with the record's difference now, or by none."""
+    stale: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """gid -> the shared values of a write to this batch's participant that found the record
+    changed there (not written): the record's difference is sent anew."""
+    unchecked: set[tuple[str, str]] = field(default_factory=set)
+    """(gid, participant) whose next write goes without expectation: the write before it
+    was stale while the record holds what was last seen (a value the participant keeps in
+    another form, or changed and changed back), so an expectation would never hold."""
 
     def link(self, gid: str, participant: str) -> Link | None:
         return self.links.get(gid, {}).get(participant)
@@ -197,6 +210,9 @@ class Sync:
         in place when the file is edited, so the running loop sees the new participants."""
         self.tally = Tally()
         self._checked_deletes: dict[str, float] = {}
+        self._stale: dict[str, dict[str, dict[str, Any]]] = {}
+        """destination -> gid -> the shared values of a write found stale, to re-read."""
+        self._stale_lock = threading.Lock()
         self._build(spec or spec_of(ctx, SyncSpec))
         self._file_stamp = self._stamp()
 
@@ -286,6 +302,7 @@ class Sync:
                     held = self.held.get((obj.name, participant))
                     if held is None:
                         continue
+                    total += self._recheck(held)
                     total += self._notice(held, enqueued)
                     total += self._check_deletes(held)
                 self._release_waiting(obj)
@@ -357,6 +374,36 @@ class Sync:
         self._join(held)
         return total
 
+    def stale(self, held: Held, written: Mapping[str, dict[str, Any]]) -> None:
+        """Writes to `held` that found the record changed there (gid -> the shared values
+        written): the next poll reads those records again (`_recheck`)."""
+        with self._stale_lock:
+            self._stale.setdefault(held.destination, {}).update(written)
+
+    def _recheck(self, held: Held) -> int:
+        """Read again the records whose write was stale and merge them as they are now: the
+        edit that made the write stale is merged field by field (a conflict where it is the
+        field written), and what still differs is sent anew with a new expectation. (Kept in
+        memory: after a restart the edit is noticed as any change is.)"""
+        with self._stale_lock:
+            stale = self._stale.pop(held.destination, {})
+        if not stale:
+            return 0
+        links = self.store.xref.of(self.name, held.object.name, list(stale))
+        live = [link for by in links.values()
+                if (link := by.get(held.participant)) is not None and link.state == "live"]
+        found = list(held.connector.get(held.spec.object, held.spec.key,
+                                        [link.key for link in live if link.key is not None],
+                                        held.read_fields()).values())
+        unkeyed = [link.gid for link in live if link.key is None]
+        if unkeyed and held.spec.external_id:  # a create: its key is learnt from the record
+            found += held.connector.get(held.spec.object, held.spec.external_id, unkeyed,
+                                        held.read_fields()).values()
+        changes = [Change(held.participant, held.spec.object, record[held.spec.key],
+                          ChangeKind.UPDATED, record) for record in found]
+        self._merge(held, changes, stale=stale)
+        return len(changes)
+
     def _joined(self, held: Held) -> bool:
         state = self.store.cursors.get(self.name, held.participant, f"join:{held.spec.object}")
         return bool(state and state.get("done"))
@@ -378,10 +425,13 @@ class Sync:
     def _merge(self, held: Held, changes: Sequence[Change], *, cursor_after: Any = _MISSING,
                marker: tuple[str, Any] | None = None,
                message: tuple[str, str] | None = None,
-               read_at: dt.datetime | None = None) -> None:
+               read_at: dt.datetime | None = None,
+               stale: Mapping[str, dict[str, Any]] | None = None) -> None:
         """Merge one batch of a participant's changes, and enqueue what follows, in one unit
         of work with the cursor moved past them. `read_at`: when the batch was read (before
-        it), so that a write delivered earlier is known to be in what was read."""
+        it), so that a write delivered earlier is known to be in what was read. `stale`:
+        the records were read again because a write to them was stale (gid -> its values)."""
+        stale = stale or {}
         obj, participant = held.object, held.participant
         keyed = [c for c in changes if c.key is not None and c.key != ""]
         if len(keyed) < len(changes):
@@ -395,7 +445,8 @@ class Sync:
         # Echoes and re-reads of what a participant is known to hold (most changes while
         # writes come back) touch only its xref row: no shadow is read, nothing is enqueued.
         quiet = {key_text(c.key): by_key[key_text(c.key)] for c in kept
-                 if self._quiet(held, c, by_key.get(key_text(c.key)), parents)}
+                 if not (by_key.get(key_text(c.key)) and by_key[key_text(c.key)].gid in stale)
+                 and self._quiet(held, c, by_key.get(key_text(c.key)), parents)}
         if quiet:
             kept = [c for c in kept if key_text(c.key) not in quiet]
             by_key = {k: link for k, link in by_key.items() if k not in quiet}
@@ -408,7 +459,8 @@ class Sync:
                     gids[key_text(change.key)] = str(value)
         known_shadows = self.store.shadows.get(self.name, obj.name, list(set(gids.values())))
         gids = {k: g for k, g in gids.items() if g in known_shadows or k in by_key}
-        work = _Work(known_shadows, self.store.xref.of(self.name, obj.name, list(set(gids.values()))))
+        work = _Work(known_shadows, self.store.xref.of(self.name, obj.name, list(set(gids.values()))),
+                     stale=dict(stale))
         unmatched = [c for c in kept if c.kind is not ChangeKind.DELETED
                      and key_text(c.key) not in gids]
         gids.update(self._identify(held, unmatched, work))
@@ -511,6 +563,14 @@ class Sync:
             work.unstamped.add((gid, participant))
         if gid in work.landed:
             link.known, link.sent = {**link.known, **last_sent(link.sent)}, {}
+        written = work.stale.get(gid)
+        if written is not None:
+            # What it wrote stays in `sent`: a later delivery of the same value may be on
+            # its way, and its echo must be known as one.
+            work.overtaken.add((gid, participant))
+            work.dirty.add(gid)
+            if all(current.get(n, _MISSING) == link.known.get(n, _MISSING) for n in written):
+                work.unchecked.add((gid, participant))
         merged = merge(participant, current, shared=shadow.shared, origins=shadow.origins,
                        held=shadow.held, known=link.known, sent=link.sent,
                        rules=self.rules[held.object.name], order=self.order)
@@ -708,10 +768,16 @@ class Sync:
                         link.key = gid  # created with the gid as its key
                         record = {**record, held.spec.key: gid}
                     record = {**record, WRITE: "create"}
+                    if held.spec.external_id:
+                        # Written once already (a worker killed before it marked it), the
+                        # record may hold a person's edit since: it is not written over.
+                        record[EXPECT] = _expected(held, link, values, creating=True)
                     self.tally.add(participant, "creates sent")
                 else:
                     assert link is not None
                     record = {**record, held.spec.key: link.key, WRITE: "update"}
+                    if (gid, participant) not in work.unchecked:
+                        record[EXPECT] = _expected(held, link, differ)
                     self.tally.add(participant, "updates sent")
                 link.sent = with_sent(sent, differ if not creating else values)
                 work.put(link)
@@ -780,15 +846,23 @@ class Sync:
         if last is not None and time.monotonic() - last < every:
             return 0
         self._checked_deletes[held.destination] = time.monotonic()
+        read_at = dt.datetime.now(dt.UTC) - LANDED_MARGIN
         present: set[str] = set()
         for page in held.connector.read(held.spec.object,
                                         scopes.bind(held.spec.scope, self.ctx.params),
                                         key=held.spec.key, fields=[held.spec.key],
                                         page_size=5000):
             present.update(key_text(r[held.spec.key]) for r in page.records)
-        gone = [key for key, _ in self.store.xref.live_keys(self.name, held.object.name,
-                                                             held.participant, seen=True)
-                if key not in present]
+        name, obj = self.name, held.object.name
+        seen = {key for key, _ in self.store.xref.live_keys(name, obj, held.participant,
+                                                            seen=True) if key not in present}
+        # A create never seen back was made there all the same if its delivery landed
+        # before the keys were read: a person may have deleted it before the sync saw it.
+        unseen = {gid: key for key, gid in self.store.xref.live_keys(name, obj, held.participant)
+                  if key not in present and key not in seen}
+        made = self.store.outbox.landed(name, held.destination, list(unseen), read_at) \
+            if unseen else set()
+        gone = sorted(seen | {unseen[gid] for gid in made})
         batch = self.spec.options.batch_size
         for start in range(0, len(gone), batch):
             changes = [Change(held.participant, held.spec.object, key, ChangeKind.DELETED,
@@ -859,7 +933,16 @@ class SyncTarget:
     """How deliveries reach one participant's object: a create is an upsert on the external
     id (or an insert keyed by the gid), so writing it twice makes one record; an update and
     a delete go by the participant's key (by the external id while the key is unknown).
-    Keys the participant gives created records go into the xref."""
+    Keys the participant gives created records go into the xref.
+
+    An update is conditional where the participant's connector can write so (`write_if`):
+    it lands only while the record still holds, in each field written, what the sync last
+    saw there or wrote there itself. One that finds a person's edit there (stale) writes
+    nothing and is neither delivered nor a dead letter: the sync reads the record again and
+    merges the edit (`Sync.stale`). The same expectation fences a late write of an old
+    version (a killed worker's lease taken over): the record no longer holds what it
+    expected. Where the connector cannot, an update is written as it is (an edit made
+    there between the sync's read and its write is overwritten)."""
 
     def __init__(self, sync: Sync, held: Held) -> None:
         self.sync, self.held = sync, held
@@ -870,21 +953,46 @@ class SyncTarget:
         self.creates = Sink(held.connector, spec.object, Operation.UPSERT,
                             spec.external_id or spec.key, conform_every_field=True,
                             broken_code=None)
+        self.seen = Sink(held.connector, spec.object, Operation.UPDATE,
+                         spec.external_id or spec.key, conform_every_field=True,
+                         broken_code=None)
+        """Creates of records seen there since they were sent: updates by the same key."""
+        self.conditional = Capability.WRITE_IF in held.connector.capabilities
+
+    def _links(self, gids: Sequence[str]) -> dict[str, Link]:
+        """This participant's links of these records, as the noticing side left them."""
+        if not gids:
+            return {}
+        found = self.sync.store.xref.of(self.sync.name, self.held.object.name, gids)
+        return {gid: by[self.held.participant] for gid, by in found.items()
+                if self.held.participant in by}
 
     def write(self, batch: Sequence[Record], operation: Operation | None = None) -> Written:
         outcomes: list[Outcome] = [Outcome(None, Status.FAILED, "not written")] * len(batch)
         groups: dict[tuple[Sink, Operation], list[int]] = {}
+        links = self._links([str(r.get(GID)) for r in batch if r.get(WRITE) == "create"]) \
+            if operation is not Operation.DELETE else {}
         for position, record in enumerate(batch):
             if operation is Operation.DELETE:
                 sink = self.creates if BY_EXTERNAL in record else self.updates
                 groups.setdefault((sink, Operation.DELETE), []).append(position)
             elif record.get(WRITE) == "create":
-                groups.setdefault((self.creates, Operation.UPSERT), []).append(position)
+                # A create taken up again (its first writer was killed before it marked it)
+                # never makes anew a record seen there since, which a person may have
+                # deleted: it only updates it, if it is there.
+                link = links.get(str(record.get(GID)))
+                if link is None or link.state != "live":
+                    outcomes[position] = Outcome(None, Status.SKIPPED, "deleted there since")
+                elif link.known:
+                    groups.setdefault((self.seen, Operation.UPDATE), []).append(position)
+                else:
+                    groups.setdefault((self.creates, Operation.UPSERT), []).append(position)
             else:
                 groups.setdefault((self.updates, Operation.UPDATE), []).append(position)
         created: dict[str, Any] = {}
         unkeyed: list[str] = []
         deleted: list[str] = []
+        stale: dict[str, dict[str, Any]] = {}
         for (sink, op), positions in groups.items():
             records = [_plain(batch[p], sink.key, op) for p in positions]
             if op is Operation.DELETE:
@@ -893,11 +1001,16 @@ class SyncTarget:
                 keys = [{sink.key: r[sink.key]} for r in records]
                 sink.conformer.conform_batch(keys)
                 records = [{**r, sink.key: k[sink.key]} for r, k in zip(records, keys, strict=True)]
-            written = sink.write(records, op)
-            for position, outcome in zip(positions, written.outcomes, strict=True):
+            expected = [batch[p].get(EXPECT) or {} for p in positions] \
+                if op is not Operation.DELETE and self.conditional else None
+            written = sink.write(records, op, expected)
+            for record, position, outcome in zip(records, positions, written.outcomes,
+                                                 strict=True):
                 outcomes[position] = outcome
                 gid = str(batch[position].get(GID) or batch[position].get(BY_EXTERNAL) or "")
-                if op is Operation.DELETE and outcome.status in (Status.DELETED, Status.SKIPPED):
+                if outcome.status is Status.STALE:
+                    stale[gid] = self.held.shape.to_shared(record)
+                elif op is Operation.DELETE and outcome.status in (Status.DELETED, Status.SKIPPED):
                     deleted.append(gid)
                 elif op is Operation.UPSERT and outcome.status.is_success:
                     key = outcome.destination_id or (gid if not self.held.spec.external_id else None)
@@ -912,6 +1025,9 @@ class SyncTarget:
             xref.set_key(name, self.held.object.name, self.held.participant, created)
         if deleted:
             xref.deleted(name, self.held.object.name, self.held.participant, deleted)
+        if stale:
+            self.sync.stale(self.held, stale)
+            self.sync.tally.add(self.held.participant, "stale writes", len(stale))
         landed = [record for record, outcome in zip(batch, outcomes, strict=True)
                   if outcome.status.is_success]
         self.sync.tally.add(self.held.participant, "written", len(landed))
@@ -939,6 +1055,31 @@ def _plain(record: Record, key: str, operation: Operation) -> Record:
     if operation is Operation.DELETE and BY_EXTERNAL in record:
         return {key: record[BY_EXTERNAL]}
     return {k: v for k, v in record.items() if k not in _RESERVED}
+
+
+def _expected(held: Held, link: Link, values: Mapping[str, Any], *,
+              creating: bool = False) -> dict[str, list[Any]]:
+    """What a write of these shared values expects the participant's record to hold, per
+    participant field: the value last seen there, one written there and not seen back yet,
+    or the value being written (a write landed once and written again). Fields of an
+    update neither seen there nor written there, lookups (the participant's key of the parent) and fields
+    whose type a participant may keep more finely are not compared."""
+    expected: dict[str, list[Any]] = {}
+    for name, value in values.items():
+        shared = held.object.fields[name]
+        if (name not in link.known and not pending(link.sent, name) and not creating) \
+                or shared.lookup is not None or shared.type in UNCHECKED_TYPES:
+            continue
+        accepted: list[Any] = []
+        seen = [link.known[name]] if name in link.known else []
+        for candidate in (*seen, *pending(link.sent, name), value):
+            for theirs in (held.shape.from_shared({name: candidate}).values()):
+                # An empty text is null in the shared shape: either may be there.
+                for form in ((theirs, "") if theirs is None else (theirs,)):
+                    if form not in accepted:
+                        accepted.append(form)
+        expected[held.spec.fields[name].field] = accepted
+    return expected
 
 
 def _creatable(link: Link | None) -> bool:

@@ -12,6 +12,9 @@ one by its outcome; a delivery's next attempt is scheduled by the one retry poli
     FAILED, or write raised a RetriableError            retried after the policy's delay;
                                                         dead after `max_attempts`
     REJECTED                                            dead at once, with code and reason
+    STALE (a conditional write whose expectation no     discarded, with the reason: the
+      longer held: the record changed there)            target reads the record again and
+                                                        enqueues what still stands
     write raised anything else (a bug, a refused        logged, then like FAILED: a
       schema)                                           delivery is never dropped
 
@@ -56,14 +59,15 @@ class DeliveryStats:
     delivered: int = 0
     retried: int = 0
     dead: int = 0
+    stale: int = 0
 
     def __add__(self, other: DeliveryStats) -> DeliveryStats:
         return DeliveryStats(self.delivered + other.delivered, self.retried + other.retried,
-                             self.dead + other.dead)
+                             self.dead + other.dead, self.stale + other.stale)
 
     @property
     def total(self) -> int:
-        return self.delivered + self.retried + self.dead
+        return self.delivered + self.retried + self.dead + self.stale
 
 
 def default_worker() -> str:
@@ -147,6 +151,9 @@ class Deliverer:
         for delivery, outcome in zip(group, outcomes, strict=True):
             if outcome.status.is_success or outcome.status is Status.SKIPPED:
                 done.append(delivery)
+            elif outcome.status is Status.STALE:
+                applied = self.store.outbox.stale(delivery.id, self.worker, _reason(outcome))
+                stats += DeliveryStats(stale=int(applied))
             elif outcome.status is Status.REJECTED:
                 applied = self.store.outbox.dead(delivery.id, self.worker, _reason(outcome))
                 stats += DeliveryStats(dead=int(applied))

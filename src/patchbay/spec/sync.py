@@ -36,7 +36,8 @@ class SharedFieldSpec(SpecModel):
         default=None, description="When two systems changed this field differently since the "
                                   "last sync: latest (the change patchbay observed last), "
                                   "priority (the participant listed first), owner (the `owner` "
-                                  "participant), manual (held for a person; the rest of the "
+                                  "participant; between two others, the one listed first), "
+                                  "manual (held for a person; the rest of the "
                                   "record still syncs). Default: the sync's `conflicts`.")
     owner: str | None = Field(default=None, description="The participant that wins conflicts "
                                                         "on this field (with conflict: owner).")

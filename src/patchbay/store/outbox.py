@@ -13,8 +13,9 @@ Workers then, for one destination at a time:
     lease      the due pending deliveries whose lease is free or expired, at most the
                oldest undelivered one of each record key, ordered by id
     write      through the destination's connector (patchbay.runtime.delivery)
-    mark       delivered / retry (pending again, due later) / dead, each applied only
-               while the worker still holds the lease
+    mark       delivered / retry (pending again, due later) / dead / stale (discarded: a
+               conditional write found the record changed), each applied only while the
+               worker still holds the lease
 
 Rules a caller can rely on:
 
@@ -73,6 +74,8 @@ class DeliveryStatus(StrEnum):
 
 OPERATIONS = ("upsert", "delete")
 _BLOCKING = (DeliveryStatus.PENDING.value, DeliveryStatus.DEAD.value)
+SUPERSEDED = "superseded by a later delivery"
+"""The reason of a delivery `supersede` discarded (a stale one says "stale: ...")."""
 _CHUNK = 5000
 _ADD_CHUNK = 1000
 """Deliveries per INSERT: 11 values each, within PostgreSQL's 65,535 parameters."""
@@ -274,6 +277,15 @@ class Outbox(Repository):
                 status=DeliveryStatus.DEAD.value, attempts=outbox.c.attempts + 1,
                 last_error=error, lease_owner=None, lease_expires_at=None)).rowcount)
 
+    def stale(self, id: int, worker: str, error: str) -> bool:
+        """Give up a delivery `worker` holds whose conditional write found the record changed
+        (its writer decides anew from the record as it is now); whether it still held it."""
+        with self._db.begin("outbox.stale") as conn:
+            return bool(conn.execute(_held([id], worker).values(
+                status=DeliveryStatus.DISCARDED.value, attempts=outbox.c.attempts + 1,
+                last_error=f"stale: {error}", lease_owner=None,
+                lease_expires_at=None)).rowcount)
+
     # -- dead letters ---------------------------------------------------------------------------
 
     def dead_letters(self, integration: str | None = None, destination: str | None = None,
@@ -328,7 +340,7 @@ class Outbox(Repository):
                     outbox.c.status == DeliveryStatus.PENDING.value,
                     sa.or_(outbox.c.lease_owner.is_(None), outbox.c.lease_expires_at < now))
                     .values(status=DeliveryStatus.DISCARDED.value, lease_owner=None,
-                            last_error="superseded by a later delivery")).rowcount
+                            last_error=SUPERSEDED)).rowcount
         return changed
 
     def purge(self, older_than: dt.timedelta, integration: str | None = None) -> int:
@@ -357,7 +369,8 @@ class Outbox(Repository):
                before: dt.datetime) -> set[str]:
         """Of these records, those whose newest delivery to `destination` (superseded ones
         aside) was delivered before `before`: what it wrote is what the destination held
-        then, unless someone changed it since."""
+        then, unless someone changed it since. A newest one found stale (discarded: the
+        record had changed there) landed nothing."""
         newest: dict[str, tuple[int, str, dt.datetime | None]] = {}
         with self._db.read("outbox.landed") as conn:
             for chunk in chunks(sorted({as_text(k) for k in record_keys if k is not None}),
@@ -366,7 +379,9 @@ class Outbox(Repository):
                                               outbox.c.delivered_at).where(
                     outbox.c.integration == integration, outbox.c.destination == destination,
                     outbox.c.record_key.in_(chunk),
-                    outbox.c.status != DeliveryStatus.DISCARDED.value))
+                    sa.or_(outbox.c.status != DeliveryStatus.DISCARDED.value,
+                           outbox.c.last_error.is_(None),
+                           outbox.c.last_error != SUPERSEDED)))
                 for key, id, status, at in rows:
                     if key not in newest or id > newest[key][0]:
                         newest[key] = (id, status, _aware(at))

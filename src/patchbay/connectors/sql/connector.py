@@ -53,6 +53,7 @@ from patchbay.connectors.base import (
     Capability,
     Connector,
     ConnectorOptions,
+    Expected,
     completed,
     even_cuts,
     last_per_key,
@@ -129,7 +130,7 @@ class SqlConnector(Connector):
     schemes: ClassVar[tuple[str, ...]] = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {Capability.READ, Capability.WRITE, Capability.GET, Capability.DESCRIBE,
-         Capability.CHANGES, Capability.COLUMNAR, Capability.COUNT})
+         Capability.CHANGES, Capability.COLUMNAR, Capability.COUNT, Capability.WRITE_IF})
     options_model: ClassVar[type[ConnectorOptions]] = SqlOptions
 
     def __init__(self, system: SystemSpec) -> None:
@@ -864,6 +865,86 @@ class SqlConnector(Connector):
                             f"'{unknown[0]}'{suggest(unknown[0], table.c.keys())}")
         self._write_isolating(table, records, todo, operation, key, outcomes)
         return completed(records, key, outcomes)
+
+    def write_if(self, object: str, records: Sequence[Record], operation: Operation,
+                 key: str, expected: Sequence[Expected]) -> list[Outcome]:
+        """One UPDATE (or DELETE) per record, `WHERE key = :k AND` each expected field holds
+        one of its values, in one transaction: no row matched means the record changed since
+        (STALE) or is gone (SKIPPED). An upsert inserts the records no row has the key of
+        yet (as `write` does, in bulk) and updates the others so. A batch the database
+        refuses is written a record at a time, so that a bad record fails alone."""
+        if operation not in (Operation.UPDATE, Operation.DELETE, Operation.UPSERT):
+            raise ValueError(f"a conditional write updates or deletes, not {operation.value}s")
+        table = self.table(object)
+        key_column = self._column(table, key)
+        unknown = [c for r, e in zip(records, expected, strict=True) for c in (*r, *e)
+                   if c not in table.c]
+        if unknown:
+            raise SpecError(f"table '{object}' of system '{self.name}' has no column "
+                            f"'{unknown[0]}'{suggest(unknown[0], table.c.keys())}")
+        pairs = list(zip(records, expected, strict=True))
+        if operation is Operation.UPSERT:
+            # A record no row has the key of is inserted: only this writer's own delivery of
+            # it could be making it (its key is the sync's), so there is nothing to expect.
+            with self._reading() as conn:
+                present = {row[0] for chunk in range(0, len(records), 5000)
+                           for row in conn.execute(sa.select(key_column).where(key_column.in_(
+                               [r[key] for r in records[chunk:chunk + 5000]])))}
+            outcomes: list[Outcome | None] = [None] * len(records)
+            absent = [at for at, r in enumerate(records) if r[key] not in present]
+            if absent:
+                for at, outcome in zip(absent, self.write(object, [records[at] for at in absent],
+                                                          Operation.UPSERT, key), strict=True):
+                    outcomes[at] = outcome
+            there = [at for at in range(len(records)) if at not in set(absent)]
+            if there:
+                for at, outcome in zip(there, self._write_if(table, key_column, [pairs[at] for at in there],
+                                                             Operation.UPDATE, key), strict=True):
+                    outcomes[at] = outcome
+            return [o if o is not None else Outcome(None, Status.FAILED, "not written")
+                    for o in outcomes]
+        return self._write_if(table, key_column, pairs, operation, key)
+
+    def _write_if(self, table: sa.Table, key_column: sa.Column[Any],
+                  pairs: Sequence[tuple[Record, Expected]], operation: Operation,
+                  key: str) -> list[Outcome]:
+        def one(conn: Connection, record: Record, expect: Expected) -> Outcome:
+            held = [sa.or_(*(table.c[name].is_(None) if value is None
+                             else table.c[name] == value for value in values))
+                    for name, values in expect.items()]
+            where = (key_column == record[key], *held)
+            values = {name: value for name, value in record.items() if name != key}
+            if operation is Operation.DELETE:
+                matched = conn.execute(sa.delete(table).where(*where)).rowcount
+            elif values:
+                matched = conn.execute(sa.update(table).where(*where).values(values)).rowcount
+            else:
+                matched = len(conn.execute(sa.select(key_column).where(*where)).all())
+            if matched:
+                return Outcome(record[key], Status.DELETED if operation is Operation.DELETE
+                               else Status.UPDATED)
+            there = conn.execute(sa.select(key_column).where(key_column == record[key])).first()
+            if there is None:
+                return Outcome(record[key], Status.SKIPPED, "no record with this key",
+                               "NOT_FOUND")
+            return Outcome(record[key], Status.STALE, "the record changed there since it was "
+                           "read", "STALE")
+
+        def batch(pairs: Sequence[tuple[Record, Expected]]) -> list[Outcome]:
+            try:
+                with self.engine.begin() as conn:
+                    return [one(conn, record, expect) for record, expect in pairs]
+            except sa_exc.DBAPIError as exc:
+                if is_connection_error(exc):
+                    raise RetriableError(f"system '{self.name}' connection lost while writing "
+                                         f"{table.name}: {first_line(exc)}", system=self.name,
+                                         object=table.name) from exc
+                if len(pairs) == 1:
+                    return [Outcome(pairs[0][0].get(key), Status.REJECTED, first_line(exc),
+                                    error_code(exc))]
+                return [outcome for pair in pairs for outcome in batch([pair])]
+
+        return batch(pairs)
 
     def accepts_tables(self, object: str, operation: Operation, key: str) -> bool:
         return (self.dialect == "postgresql" and operation is Operation.UPSERT
