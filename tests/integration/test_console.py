@@ -1,11 +1,17 @@
 """The web console's rules without a browser (tests/browser/ drives one): an open console
 on loopback, forms bounded and well formed, signing in going back to the console only,
-sessions ended by a new token, the viewer token's configuration checked."""
+sessions ended by a new token, the viewer token's configuration checked; the cluster page
+and a partitioned run's key ranges."""
 
 from __future__ import annotations
 
+import html
+import json
 import re
 import sqlite3
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +21,8 @@ from starlette.testclient import TestClient
 from patchbay.api import ApiConfigError, create_app, serve_api
 from patchbay.api.app import close_app
 from patchbay.api.console import MAX_FIELDS, MAX_FORM
+from patchbay.runtime.cluster import Member
+from patchbay.store import Store
 
 TOKEN = "t0ken-for-the-console-tests"
 MIGRATION = "items - migration"
@@ -154,3 +162,76 @@ def test_the_viewer_token_is_checked_before_serving(spec_path: Path) -> None:
         serve_api("127.0.0.1", 0, spec_path, None, token=None, viewer="v")
     with pytest.raises(ApiConfigError, match="a viewer would be an operator"):
         serve_api("127.0.0.1", 0, spec_path, None, token=TOKEN, viewer=TOKEN)
+
+
+def test_the_cluster_page_lists_each_process_and_its_lease_escaped(spec_path: Path) -> None:
+    store = Store.open(directory=spec_path.parent / "state")
+    lease = "notice:items <b>bold</b>"
+    try:
+        with Member(store, "worker", lease_seconds=30) as member:
+            assert member.lease(lease).held()
+            for client in client_of(spec_path, TOKEN, viewer="v1ewer-token"):
+                sign_in(client, "v1ewer-token")  # read-only, and still shown the page
+                answer = client.get("/ui/cluster")
+                assert answer.status_code == 200, answer.text
+                page = answer.text
+                assert '<a href="/ui/cluster" aria-current="page">Cluster</a>' in page
+                processes = table(page, "Processes, newest first")
+                row = next(r for r in processes if member.id in r)
+                assert "<td>worker</td>" in row and ">running<" in row
+                assert html.escape(lease, quote=False) in row, "the lease it holds, escaped"
+                [leased] = table(page, "Leases")
+                assert html.escape(lease, quote=False) in leased and member.id in leased
+                assert "expires " in leased and "expired" not in leased
+                assert "<b>bold</b>" not in page
+    finally:
+        store.close()
+
+
+@pytest.mark.slow
+def test_a_partitioned_run_shows_its_key_ranges(spec_path: Path) -> None:
+    with sqlite3.connect(spec_path.parent / "source.db") as db:
+        db.executemany("INSERT INTO items VALUES (?, ?)", [(i, f"item {i}") for i in range(3, 41)])
+    done = subprocess.run([sys.executable, "-m", "patchbay.cli", "run", spec_path.name, "--state",
+                           "state", "--workers", "2", "--json"], cwd=spec_path.parent,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    ranges = report["ranges"]["each"]
+    assert len(ranges) > 1 and sum(r["read"] for r in ranges) == 40
+    for client in client_of(spec_path, TOKEN):
+        sign_in(client, TOKEN)
+        page = client.get(f"/ui/runs/{report['run']}").text
+        caption = f"Key ranges ({len(ranges)}, worked by {report['ranges']['workers']} worker processes"
+        assert caption in page
+        shown = table(page, "Key ranges")
+        assert len(shown) == len(ranges)
+        for row, key_range in zip(shown, ranges, strict=True):
+            cells = re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row, re.S)
+            assert cells[0] == str(key_range["range"])
+            low = "the first key" if key_range["low"] is None else f"<code>{key_range['low']}</code>"
+            high = "past the last key" if key_range["high"] is None else \
+                f"<code>{key_range['high']}</code>"
+            assert cells[1:] == [low, high, str(key_range["read"]), str(key_range["batches"]),
+                                 f"<code>{key_range['worker']}</code>", "0", "0"]
+        # a run of one process has no ranges to show
+        first = client.post(f"/ui/integrations/{MIGRATION}/run", data={"csrf": csrf_of(client)},
+                            follow_redirects=False).headers["location"]
+        eventually_complete(client, first)
+        alone = client.get(first).text
+        assert "Counts" in alone and "Key ranges" not in alone
+
+
+def eventually_complete(client: TestClient, run_page: str) -> None:
+    deadline = time.monotonic() + 30
+    while client.get(f"{run_page}/progress").json()["status"] == "running":
+        assert time.monotonic() < deadline, f"{run_page} still running after 30 s"
+        time.sleep(0.1)
+
+
+def table(page: str, caption: str) -> list[str]:
+    """The body rows of the page's table with this caption (at its start)."""
+    found = re.search(r"<caption>" + re.escape(caption) + r".*?</caption>.*?<tbody>(.*?)</tbody>",
+                      page, re.S)
+    assert found, f"no table '{caption}'"
+    return re.findall(r"<tr>(.*?)</tr>", found[1], re.S)

@@ -7,12 +7,15 @@ Pages (NAV lists them; a page is a handler, a template, a route and a NAV entry)
     /ui/                     integrations: pattern, systems, schedule or trigger, last run,
                              next run, throughput, "run now" with its parameters
     /ui/runs, /ui/runs/{id}  runs; one run: counts, verdict, per-field differences and
-                             checksums, samples, set-aside records (filtered, paged, CSV)
+                             checksums, samples, key ranges (--workers), set-aside records
+                             (filtered, paged, CSV)
     /ui/broadcast            outboxes per destination, dead letters: show, replay, discard
     /ui/aggregation          each source's status of the last answer, report downloads
     /ui/sync                 conflicts held for a person, records waiting for a parent
     /ui/correlation          the review queue (a pair explained, accepted or rejected), the
                              audit ledger searched
+    /ui/cluster              the processes sharing the engine state (`patchbay cluster`):
+                             heartbeats, leases held, deliveries being written; every lease
 
 Signing in: the API token (operator) or the viewer token (PATCHBAY_VIEWER_TOKEN: every page,
 no action) is typed into a form; the session is a signed cookie (itsdangerous, through
@@ -64,6 +67,7 @@ from patchbay.errors import (
 )
 from patchbay.model import jsonable
 from patchbay.runtime import conflicts, reviews
+from patchbay.runtime.cluster import cluster_status
 from patchbay.runtime.runner import Invocation
 from patchbay.spec import (
     AggregationSpec,
@@ -118,6 +122,7 @@ NAV = [
     Page(f"{ROOT}/aggregation", "Aggregation"),
     Page(f"{ROOT}/sync", "Sync"),
     Page(f"{ROOT}/correlation", "Correlation"),
+    Page(f"{ROOT}/cluster", "Cluster"),
 ]
 """The console's pages, in the navigation's order: a new page adds itself here."""
 
@@ -200,6 +205,7 @@ class Console:
             page("/correlation", self.correlation_page),
             page("/correlation/pair", self.pair_page),
             action("/reviews/decide", self.decide),
+            page("/cluster", self.cluster_page),
         ]
 
     # -- sessions, actions, answers -------------------------------------------------------------
@@ -632,6 +638,17 @@ class Console:
             raise ConsoleError(400, exc.message) from None
         return self.done(request, f"pair {pair.left} / {pair.right} {pair.status}: "
                                   f"{reviews.APPLIED_LATER}", f"{ROOT}/correlation")
+
+    # -- cluster --------------------------------------------------------------------------------
+
+    async def cluster_page(self, request: Request) -> Response:
+        status = await run_in_threadpool(cluster_status, self.api.store)
+        # cluster_status speaks JSON (ISO times); the page shows times as every page does.
+        for process in status["processes"]:
+            process["started_at"] = dt.datetime.fromisoformat(process["started_at"])
+        for lease in status["leases"]:
+            lease["expires_at"] = dt.datetime.fromisoformat(lease["expires_at"])
+        return self.render(request, "cluster.html", **status)
 
 
 # -- helpers ------------------------------------------------------------------------------------
