@@ -36,7 +36,8 @@ from .world import (
 pytestmark = pytest.mark.slow
 
 PAGES = {"integrations": "/ui/", "runs": "/ui/runs", "broadcast": "/ui/broadcast",
-         "aggregation": "/ui/aggregation", "sync": "/ui/sync", "correlation": "/ui/correlation"}
+         "aggregation": "/ui/aggregation", "sync": "/ui/sync", "correlation": "/ui/correlation",
+         "cluster": "/ui/cluster"}
 
 
 def eventually(check: Callable[[], bool], timeout: float = 30, what: str = "") -> None:
@@ -52,6 +53,16 @@ def unlabelled(page: Page) -> list[str]:
         'input:not([type=hidden]), select, textarea, button')].filter(
         el => !(el.labels && el.labels.length) && !el.getAttribute('aria-label')
               && !(el.tagName === 'BUTTON' && el.textContent.trim())).map(el => el.outerHTML)""")
+    return found
+
+
+def unlabelled_tables(page: Page) -> list[str]:
+    """The tables of the page without a caption, or with a header cell saying not whether it
+    heads a column or a row."""
+    found: list[str] = page.evaluate("""() => [...document.querySelectorAll('table')].filter(
+        t => !(t.caption && t.caption.textContent.trim())
+             || [...t.querySelectorAll('th')].some(th => !th.getAttribute('scope'))).map(
+        t => t.outerHTML.slice(0, 200))""")
     return found
 
 
@@ -75,7 +86,7 @@ def test_signing_in_takes_a_token_and_keeps_none_in_the_cookie(context: BrowserC
     assert httpx.get(f"{served.url}/runs").status_code == 401
 
 
-def test_every_page_opens_labelled_and_shows_no_secret(sign_in: SignIn) -> None:
+def test_every_page_opens_labelled_and_shows_no_secret(sign_in: SignIn, served: Served) -> None:
     page = sign_in(OPERATOR_TOKEN)
     for name, path in PAGES.items():
         answer = page.goto(path)
@@ -83,11 +94,25 @@ def test_every_page_opens_labelled_and_shows_no_secret(sign_in: SignIn) -> None:
         expect(page.locator("h1")).to_be_visible()
         assert PASSWORD not in page.content() and OPERATOR_TOKEN not in page.content()
         assert unlabelled(page) == [], (path, unlabelled(page))
+        assert unlabelled_tables(page) == [], (path, unlabelled_tables(page))
         screenshot(page, name)
     page.goto("/ui/")
     for name in (MIGRATION, BROADCAST, AGGREGATION, SYNC, CORRELATION):
         expect(page.get_by_role("heading", name=name)).to_be_visible()
     expect(page.get_by_role("button", name=f"Run {MIGRATION} now")).to_be_enabled()
+    # The `serve` under test is itself a process of the cluster, beating and holding the
+    # leases on noticing the integrations it keeps going.
+    page.goto("/ui/cluster")
+    processes = page.get_by_role("table", name="Processes, newest first")
+    serve = processes.locator("tbody tr", has_text=f":{served.process.pid}:")
+    expect(serve).to_have_count(1)
+    expect(serve.get_by_role("cell", name="serve", exact=True)).to_be_visible()
+    expect(serve.get_by_role("cell", name="running", exact=True)).to_be_visible()
+    expect(serve).to_contain_text(f"notice:{BROADCAST}")
+    leases = page.get_by_role("table", name="Leases")
+    held = leases.locator("tbody tr", has_text=f"notice:{BROADCAST}")
+    expect(held).to_contain_text(f":{served.process.pid}:")
+    expect(held).to_contain_text("expires ")
 
 
 def test_a_migration_run_now_shows_its_rejects_filtered_paged_and_as_csv(sign_in: SignIn) -> None:
