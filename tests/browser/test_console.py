@@ -293,7 +293,7 @@ def test_the_keyboard_alone_signs_in_and_runs_an_integration(context: BrowserCon
         if focused[-1] == f"Run {MIGRATION} now":
             break
     # the pages, sign-out, then the migration's form in order: country, full, fresh, run
-    assert focused[:7] == [*PAGES_LABELS, "Sign out"], focused
+    assert focused[:len(PAGES_LABELS) + 1] == [*PAGES_LABELS, "Sign out"], focused
     assert focused[-4:] == ["country", "full (ignore the incremental watermark)",
                             "fresh (do not resume an unfinished run)", f"Run {MIGRATION} now"]
     outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
@@ -303,4 +303,4 @@ def test_the_keyboard_alone_signs_in_and_runs_an_integration(context: BrowserCon
     expect(page.get_by_role("heading", name=re.compile("^Run "))).to_be_visible()
 
 
-PAGES_LABELS = ("Integrations", "Runs", "Broadcast", "Aggregation", "Sync", "Correlation")
+PAGES_LABELS = ("Integrations", "Runs", "Broadcast", "Aggregation", "Sync", "Correlation", "Cluster")
