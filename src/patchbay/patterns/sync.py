@@ -387,22 +387,10 @@ class Sync:
             work.resend.update(gids)
             deliveries, waits, _ = self._deliveries(obj, work, {held.participant},
                                                     only=held.participant)
-            try:
-                outcomes, keys = target.create([dict(d.payload or {}) for d in deliveries]) \
-                    if deliveries else ([], {})
-            except Exception:
-                # As a delivery that failed: the outbox writes them again, and again later.
-                log.exception("%s: the initial load of %d records into %s failed; they go to "
-                              "the outbox", self.name, len(deliveries), held.destination)
-                outcomes = [Outcome(None, Status.FAILED, "not written")] * len(deliveries)
-                keys = {}
-            retried = []
-            for delivery, outcome in zip(deliveries, outcomes, strict=True):
-                gid = str(delivery.record_key)
-                if gid in keys:
-                    work.links[gid][held.participant].key = key_text(keys[gid])
-                elif not outcome.status.is_success:
-                    retried.append(delivery)
+            keys: dict[str, Any] = {}
+            retried = self._attempted(target, deliveries, created=keys)
+            for gid, key in keys.items():
+                work.links[gid][held.participant].key = key_text(key)
             touched = [work.links[g][p] for g, p in sorted(work.touched)]
             with self.store.transaction(serial=f"sync:{self.name}") as tx:
                 tx.xref.save(self.name, obj.name, touched)
@@ -655,6 +643,8 @@ class Sync:
         """Write the batch's unit of work: xref, shadow, conflicts, deliveries, waits, cursor."""
         deliveries, waits, supersede = self._deliveries(obj, work, joined or set(),
                                                         loading=loading)
+        if loading:
+            deliveries = self._written_now(deliveries)
         touched = [work.links[g][p] for g, p in sorted(work.touched)]
         with self.store.transaction(serial=f"sync:{self.name}") as tx:
             tx.shadows.save(self.name, obj.name, [work.shadows[g] for g in sorted(work.dirty)
@@ -673,6 +663,43 @@ class Sync:
                 tx.cursors.set(self.name, *marker)
             if message is not None:
                 tx.seen.first_sight(self.name, *message)
+
+    def _written_now(self, deliveries: Sequence[NewDelivery]) -> list[NewDelivery]:
+        """A first read's writes (the gid stamped into the external-id field of the records
+        a participant held before the sync; updates of records matched), written at once
+        through each participant's bulk path rather than one by one through the outbox,
+        before the unit of work that records them: written again if it never commits,
+        which an update by key bears. Returns those left to the outbox: deletes, and writes
+        not taken."""
+        left = [d for d in deliveries if d.operation != "upsert"]
+        by_destination: dict[str, list[NewDelivery]] = {}
+        for delivery in deliveries:
+            if delivery.operation == "upsert":
+                by_destination.setdefault(delivery.destination, []).append(delivery)
+        for destination, group in by_destination.items():
+            left += self._attempted(self.sinks[destination], group)
+        return left
+
+    def _attempted(self, target: SyncTarget, deliveries: Sequence[NewDelivery],
+                   created: dict[str, Any] | None = None) -> list[NewDelivery]:
+        """Write deliveries' records at once (as creates whose keys go into `created`, or as
+        the outbox would); those not written (all of them when the write fails) are
+        returned, for the outbox to write again later as it does any delivery."""
+        if not deliveries:
+            return []
+        records = [dict(d.payload or {}) for d in deliveries]
+        try:
+            if created is None:
+                outcomes = target.write(records).outcomes
+            else:
+                outcomes, keys = target.create(records)
+                created.update(keys)
+        except Exception:
+            log.exception("%s: writing %d records to %s at once failed; they go to the outbox",
+                          self.name, len(deliveries), target.held.destination)
+            return list(deliveries)
+        return [d for d, o in zip(deliveries, outcomes, strict=True)
+                if not (o.status.is_success or o.status is Status.SKIPPED)]
 
     def _deliveries(self, obj: SyncObjectSpec, work: _Work, joined: set[str], *,
                     loading: bool = False, only: str | None = None
