@@ -185,9 +185,10 @@ class SyncOptions(BroadcastOptions):
 
     batch_size: int = Field(default=2000, ge=1, le=100_000)
     load_batch_size: int = Field(
-        default=10_000, ge=1, le=100_000,
+        default=5000, ge=1, le=100_000,
         description="Records a participant that has just been read whole is sent per write "
-                    "of the initial load (a COPY, a Bulk 2.0 job); each batch is a checkpoint.")
+                    "of the initial load (a COPY, a Bulk 2.0 job); each batch is a checkpoint, "
+                    "and what a batch holds in memory (about 5 KB a record) bounds its peak.")
 
 
 class SyncSpec(IntegrationSpec):
