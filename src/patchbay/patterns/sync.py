@@ -38,6 +38,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -343,7 +344,7 @@ class Sync:
                                    trigger=held.trigger, consumer=self.name)
             changes, after = held.connector.changes(held.spec.object, cursor,
                                                     held.read_fields(), limit=batch)
-            self._merge(held, changes, cursor_after=after, read_at=read_at)
+            self._merge(held, changes, cursor_after=after, read_at=read_at, loading=joining)
             total += len(changes)
             if changes and enqueued is not None:
                 enqueued()
@@ -367,7 +368,7 @@ class Sync:
         for page in pages:
             changes = [Change(held.participant, held.spec.object, r[held.spec.key],
                               ChangeKind.UPDATED, r) for r in page.records]
-            self._merge(held, changes, marker=(marker, {"after": page.position}))
+            self._merge(held, changes, marker=(marker, {"after": page.position}), loading=True)
             total += len(changes)
             if enqueued is not None:
                 enqueued()
@@ -409,27 +410,58 @@ class Sync:
         return bool(state and state.get("done"))
 
     def _join(self, held: Held) -> None:
-        """The participant has been read whole: create on it every record it lacks."""
-        obj = held.object
-        lacking = self.store.shadows.lacking(self.name, obj.name, held.participant)
-        batch = self.spec.options.batch_size
-        for start in range(0, len(lacking), batch):
-            gids = lacking[start:start + batch]
+        """The participant has been read whole: the initial load creates on it, and on every
+        other participant read whole, the records they lack (each participant in a thread
+        of its own); then it has joined. A run killed before resumes the load."""
+        if self.creates_records:
+            loading = [h for h in self.held.values() if h.object.name == held.object.name
+                       and (h is held or self._joined(h))]
+            with ThreadPoolExecutor(max_workers=len(loading), thread_name_prefix="load") as pool:
+                for _ in pool.map(self._load, loading):
+                    pass
+        self.store.cursors.set(self.name, held.participant, f"join:{held.spec.object}",
+                               {"done": True})
+
+    def _load(self, held: Held) -> None:
+        """Create on `held`'s participant every record it lacks, through its bulk path (a
+        COPY, a Bulk 2.0 job), `load_batch_size` records at a time: each batch is written,
+        then one unit of work records it (xref rows with the keys given and the values
+        sent, so that their echo is known). That unit is the checkpoint: a run killed
+        before it finds the batch still lacking and writes it again, and a create is an
+        upsert on the external id (or keyed by the gid), so that makes no duplicate.
+        Records the write did not take go to the outbox, retried from there as any
+        delivery."""
+        obj, target = held.object, self.sinks[held.destination]
+        after, batch = "", self.spec.options.load_batch_size
+        while gids := self.store.shadows.lacking(self.name, obj.name, held.participant,
+                                                 after=after, limit=batch):
+            after = gids[-1]
             work = _Work(self.store.shadows.get(self.name, obj.name, gids),
                          self.store.xref.of(self.name, obj.name, gids))
             work.resend.update(gids)
-            self._commit(obj, work, joined={held.participant})
-        self.store.cursors.set(self.name, held.participant, f"join:{held.spec.object}",
-                               {"done": True})
+            deliveries, waits, _ = self._deliveries(obj, work, {held.participant},
+                                                    only=held.participant)
+            keys: dict[str, Any] = {}
+            retried = self._attempted(target, deliveries, created=keys)
+            for gid, key in keys.items():
+                work.links[gid][held.participant].key = key_text(key)
+            touched = [work.links[g][p] for g, p in sorted(work.touched)]
+            with self.store.transaction(serial=f"sync:{self.name}") as tx:
+                tx.xref.save(self.name, obj.name, touched)
+                tx.outbox.add(self.name, retried)
+                if waits:
+                    tx.xref.wait(self.name, obj.name, waits)
 
     def _merge(self, held: Held, changes: Sequence[Change], *, cursor_after: Any = _MISSING,
                marker: tuple[str, Any] | None = None,
                message: tuple[str, str] | None = None,
-               read_at: dt.datetime | None = None,
+               read_at: dt.datetime | None = None, loading: bool = False,
                stale: Mapping[str, dict[str, Any]] | None = None) -> None:
         """Merge one batch of a participant's changes, and enqueue what follows, in one unit
         of work with the cursor moved past them. `read_at`: when the batch was read (before
-        it), so that a write delivered earlier is known to be in what was read. `stale`:
+        it), so that a write delivered earlier is known to be in what was read. `loading`:
+        the batch is of the participant's first read, whose records the others lack are
+        created by the initial load at its end (`_load`), not enqueued one by one. `stale`:
         the records were read again because a write to them was stale (gid -> its values)."""
         stale = stale or {}
         obj, participant = held.object, held.participant
@@ -479,7 +511,7 @@ class Sync:
                 self._changed(held, gid, change, work, parents)
         self._commit(obj, work, cursor=(participant, held.spec.object, cursor_after)
                      if cursor_after is not _MISSING else None, marker=(participant, *marker)
-                     if marker else None, message=message)
+                     if marker else None, message=message, loading=loading)
         self.tally.add(participant, "changes", len(changes))
 
     def _identify(self, held: Held, changes: Sequence[Change], work: _Work) -> dict[str, str]:
@@ -674,9 +706,12 @@ class Sync:
                 cursor: tuple[str, str, Any] | None = None,
                 marker: tuple[str, str, Any] | None = None,
                 joined: set[str] | None = None,
-                message: tuple[str, str] | None = None) -> None:
+                message: tuple[str, str] | None = None, loading: bool = False) -> None:
         """Write the batch's unit of work: xref, shadow, conflicts, deliveries, waits, cursor."""
-        deliveries, waits, supersede = self._deliveries(obj, work, joined or set())
+        deliveries, waits, supersede = self._deliveries(obj, work, joined or set(),
+                                                        loading=loading)
+        if loading:
+            deliveries = self._written_now(deliveries)
         touched = [work.links[g][p] for g, p in sorted(work.touched)]
         with self.store.transaction(serial=f"sync:{self.name}") as tx:
             tx.shadows.save(self.name, obj.name, [work.shadows[g] for g in sorted(work.dirty)
@@ -696,9 +731,48 @@ class Sync:
             if message is not None:
                 tx.seen.first_sight(self.name, *message)
 
-    def _deliveries(self, obj: SyncObjectSpec, work: _Work, joined: set[str]
+    def _written_now(self, deliveries: Sequence[NewDelivery]) -> list[NewDelivery]:
+        """A first read's writes (the gid stamped into the external-id field of the records
+        a participant held before the sync; updates of records matched), written at once
+        through each participant's bulk path rather than one by one through the outbox,
+        before the unit of work that records them: written again if it never commits,
+        which an update by key bears. Returns those left to the outbox: deletes, and writes
+        not taken."""
+        left = [d for d in deliveries if d.operation != "upsert"]
+        by_destination: dict[str, list[NewDelivery]] = {}
+        for delivery in deliveries:
+            if delivery.operation == "upsert":
+                by_destination.setdefault(delivery.destination, []).append(delivery)
+        for destination, group in by_destination.items():
+            left += self._attempted(self.sinks[destination], group)
+        return left
+
+    def _attempted(self, target: SyncTarget, deliveries: Sequence[NewDelivery],
+                   created: dict[str, Any] | None = None) -> list[NewDelivery]:
+        """Write deliveries' records at once (as creates whose keys go into `created`, or as
+        the outbox would); those not written (all of them when the write fails) are
+        returned, for the outbox to write again later as it does any delivery."""
+        if not deliveries:
+            return []
+        records = [dict(d.payload or {}) for d in deliveries]
+        try:
+            if created is None:
+                outcomes = target.write(records).outcomes
+            else:
+                outcomes, keys = target.create(records)
+                created.update(keys)
+        except Exception:
+            log.exception("%s: writing %d records to %s at once failed; they go to the outbox",
+                          self.name, len(deliveries), target.held.destination)
+            return list(deliveries)
+        return [d for d, o in zip(deliveries, outcomes, strict=True)
+                if not (o.status.is_success or o.status is Status.SKIPPED)]
+
+    def _deliveries(self, obj: SyncObjectSpec, work: _Work, joined: set[str], *,
+                    loading: bool = False, only: str | None = None
                     ) -> tuple[list[NewDelivery], list[Waiting], dict[str, list[str]]]:
-        """Each participant's difference from the shadow of the records changed."""
+        """Each participant's difference from the shadow of the records changed (`only`:
+        that participant's); creates none while `loading` (the initial load does)."""
         deliveries: list[NewDelivery] = []
         waits: list[Waiting] = []
         supersede: dict[str, list[str]] = {}
@@ -722,6 +796,8 @@ class Sync:
             for participant in self.order:
                 held = self.held.get((obj.name, participant))
                 link = work.link(gid, participant)
+                if only is not None and participant != only:
+                    continue
                 if held is None or (participant not in ready and (link is None or link.key is None)):
                     # Nothing is created in a participant before it has been read whole (it
                     # may hold the record still unread); a record it is known to hold is
@@ -753,7 +829,7 @@ class Sync:
                     work.put(link)
                     supersede.setdefault(held.destination, []).append(gid)
                     continue
-                if creating and (not self.creates_records
+                if creating and (not self.creates_records or loading
                                  or (link is not None and values == pending)):
                     continue  # not created here; or the create is on its way (its key follows)
                 record, missing = self._record_for(held, gid, differ if not creating else values,
@@ -1013,7 +1089,7 @@ class SyncTarget:
                 elif op is Operation.DELETE and outcome.status in (Status.DELETED, Status.SKIPPED):
                     deleted.append(gid)
                 elif op is Operation.UPSERT and outcome.status.is_success:
-                    key = outcome.destination_id or (gid if not self.held.spec.external_id else None)
+                    key = self._key_given(gid, outcome)
                     if key is not None:
                         created[gid] = key
                     else:
@@ -1035,6 +1111,32 @@ class SyncTarget:
             self.sync.crossed(self.held, landed)
         return Written(Shaped([], [], {}, {}), outcomes)
 
+
+    def create(self, batch: Sequence[Record]) -> tuple[list[Outcome], dict[str, Any]]:
+        """Write creates (deliveries' records) in one write, by the participant's bulk path
+        for a large batch; the outcomes by position, and the keys the participant gave the
+        records created (gid -> key). The initial load's write (Sync._load), which records
+        the keys itself."""
+        written = self.creates.write([_plain(r, self.creates.key, Operation.UPSERT)
+                                      for r in batch], Operation.UPSERT)
+        created: dict[str, Any] = {}
+        for record, outcome in zip(batch, written.outcomes, strict=True):
+            key = self._key_given(str(record[GID]), outcome)
+            if outcome.status.is_success and key is not None:
+                created[str(record[GID])] = key
+        unkeyed = [str(r[GID]) for r, o in zip(batch, written.outcomes, strict=True)
+                   if o.status.is_success and str(r[GID]) not in created]
+        if unkeyed:
+            created.update(self._keys_of(unkeyed))
+        landed = [r for r, o in zip(batch, written.outcomes, strict=True) if o.status.is_success]
+        self.sync.tally.add(self.held.participant, "written", len(landed))
+        if landed:
+            self.sync.crossed(self.held, landed)
+        return written.outcomes, created
+
+    def _key_given(self, gid: str, outcome: Outcome) -> Any:
+        """The key of a record created, where the write says it (or the gid is the key)."""
+        return outcome.destination_id or (gid if not self.held.spec.external_id else None)
 
     def _keys_of(self, gids: Sequence[str]) -> dict[str, Any]:
         """The keys the participant gave records just created by external id, where the

@@ -185,6 +185,11 @@ class SyncOptions(BroadcastOptions):
     one unit of work of xref, shadow and outbox)."""
 
     batch_size: int = Field(default=2000, ge=1, le=100_000)
+    load_batch_size: int = Field(
+        default=5000, ge=1, le=100_000,
+        description="Records a participant that has just been read whole is sent per write "
+                    "of the initial load (a COPY, a Bulk 2.0 job); each batch is a checkpoint, "
+                    "and what a batch holds in memory (about 5 KB a record) bounds its peak.")
 
 
 class SyncSpec(IntegrationSpec):

@@ -83,15 +83,19 @@ class Shadows(Repository):
                     shadow.c.integration == integration, shadow.c.object == object,
                     shadow.c.gid.in_(chunk)))
 
-    def lacking(self, integration: str, object: str, participant: str) -> list[str]:
-        """The live records `participant` has no link of (what a joining one lacks), by gid."""
+    def lacking(self, integration: str, object: str, participant: str, *, after: str = "",
+                limit: int = _CHUNK) -> list[str]:
+        """Up to `limit` live records `participant` has no link of (what a joining one
+        lacks), by gid, from after `after`: a page at a time, so that a table of millions
+        is never held whole."""
         linked = sa.select(xref.c.gid).where(
             xref.c.integration == integration, xref.c.object == object,
             xref.c.participant == participant, xref.c.gid == shadow.c.gid)
         with self._db.read("shadow.lacking") as conn:
             return list(conn.execute(sa.select(shadow.c.gid).where(
                 shadow.c.integration == integration, shadow.c.object == object,
-                shadow.c.state == "live", ~linked.exists()).order_by(shadow.c.gid)).scalars())
+                shadow.c.state == "live", shadow.c.gid > after, ~linked.exists())
+                .order_by(shadow.c.gid).limit(limit)).scalars())
 
     def each(self, integration: str, object: str, state: str = "live") -> Iterator[Shadow]:
         """Every record in `state`, in gid order, a chunk at a time."""
