@@ -23,8 +23,8 @@ from typing import Any
 import psycopg
 import pytest
 
-ROWS = 120_000
-STATEMENT_SECONDS = 0.2
+ROWS = 60_000
+STATEMENT_SECONDS = 0.4
 KILLS = 6
 WORKERS = 3
 LEASE = 2.0
@@ -75,15 +75,25 @@ def alive(pid: int) -> bool:
     return "\nState:\tZ" not in status
 
 
+def stopped(pid: int) -> bool:
+    """Whether process `pid` is stopped by a signal."""
+    return "\nState:\tT" in (_text(f"/proc/{pid}/status") or "")
+
+
 def test_range_holders_killed_six_times_are_taken_over_within_the_lease(
         tmp_path: Path, pg_url: str, schema: str) -> None:
     build_source(tmp_path / "source.db")
     url = f"{pg_url}?options=-csearch_path%3D{schema}"
     with psycopg.connect(url, autocommit=True) as conn:
-        # A slow destination: every write statement waits a little, without using the CPU,
-        # so that the run lasts for the kills however fast the machine is.
-        conn.execute("CREATE FUNCTION slowly() RETURNS trigger LANGUAGE plpgsql AS "
-                     f"$$ BEGIN PERFORM pg_sleep({STATEMENT_SECONDS}); RETURN NULL; END $$")
+        # A slow destination while the holders are killed: every write statement waits a
+        # little, without using the CPU, so that the run lasts for the kills however fast
+        # the machine is; after the last kill the test lifts the wait (`pace`), and the
+        # rest of the run goes at full speed.
+        conn.execute("CREATE TABLE pace (slow boolean NOT NULL)")
+        conn.execute("INSERT INTO pace VALUES (true)")
+        conn.execute("CREATE FUNCTION slowly() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                     f"IF (SELECT slow FROM {schema}.pace) THEN "
+                     f"PERFORM pg_sleep({STATEMENT_SECONDS}); END IF; RETURN NULL; END $$")
         conn.execute("CREATE TRIGGER slowly AFTER INSERT OR UPDATE ON people "
                      "FOR EACH STATEMENT EXECUTE FUNCTION slowly()")
     (tmp_path / "people.yaml").write_text(f"""
@@ -148,15 +158,22 @@ def connected_workers(parent: int) -> int:
             if fields[2].rpartition(":")[2] == f"{5432:04X}":
                 inodes.add(fields[9])
     count = 0
-    for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
-        stat = _text(f"/proc/{pid}/stat")
-        if stat is None or int(stat[stat.rindex(")") + 2:].split()[1]) != parent:
-            continue
+    for pid in children(parent):
         with contextlib.suppress(OSError):
             sockets = {os.readlink(f"/proc/{pid}/fd/{fd}")[8:-1]
                        for fd in os.listdir(f"/proc/{pid}/fd")}
             count += bool(sockets & inodes) and alive(pid)
     return count
+
+
+def children(parent: int) -> set[int]:
+    """The pids of the processes whose parent is `parent`."""
+    found = set()
+    for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
+        stat = _text(f"/proc/{pid}/stat")
+        if stat is not None and int(stat[stat.rindex(")") + 2:].split()[1]) == parent:
+            found.add(pid)
+    return found
 
 
 def _text(path: str) -> str | None:
@@ -169,7 +186,7 @@ def _text(path: str) -> str | None:
 def kill_holders(running: subprocess.Popen[bytes], url: str) -> tuple[list[float], bytes]:
     """SIGKILL a range's holder KILLS times, each once it has checkpointed in its range and
     the run's spare worker is up, and wait each time until another worker leases the range;
-    the seconds each took, and the run's output."""
+    then lift the destination's slowness. The seconds each took, and the run's output."""
     takeovers: list[float] = []
     with psycopg.connect(url, autocommit=True) as conn:
         deadline = time.monotonic() + 150
@@ -198,6 +215,7 @@ def kill_holders(running: subprocess.Popen[bytes], url: str) -> tuple[list[float
             takeovers.append(time.monotonic() - killed)
             assert now[1] != holder, "the killed worker cannot have taken it"
             assert now[3] is not None and now[3] >= position, "resumed from its checkpoint"
+        conn.execute("UPDATE pace SET slow = false")
     out, _ = running.communicate(timeout=120)
     return takeovers, out
 
@@ -253,19 +271,27 @@ integrations:
 def kill_the_run(running: subprocess.Popen[bytes], url: str
                  ) -> tuple[list[tuple[Any, ...]], set[int]]:
     """SIGKILL the run process once a range has a checkpoint; wait until the run is
-    settled. The runs' rows, and the pids of the workers seen."""
+    settled. The runs' rows, and the pids of the run's worker processes."""
     with psycopg.connect(url, autocommit=True) as conn:
         deadline = time.monotonic() + 60
         while not any(r[3] is not None for r in holders(conn)):
             assert running.poll() is None and time.monotonic() < deadline
             time.sleep(0.02)
-        workers = {int(r[1].rpartition(":")[2]) for r in holders(conn) if r[1]}
+        # Stopped first, so that it starts no worker between this test listing its children
+        # and killing it: the run's workers are then its children (spares included: a
+        # spare may be the one that finds every range done and settles the run).
+        os.kill(running.pid, signal.SIGSTOP)
+        while not stopped(running.pid):
+            time.sleep(0.01)
+        workers = children(running.pid)
         running.kill()
         running.wait()
+        held = set()
         while True:
-            workers |= {int(r[1].rpartition(":")[2]) for r in holders(conn) if r[1]}
+            held |= {int(r[1].rpartition(":")[2]) for r in holders(conn) if r[1]}
             settled = conn.execute("SELECT status, report, owner FROM patchbay_runs").fetchall()
             if settled[0][0] != "running":
+                assert held <= workers, f"only the run's workers {workers} hold ranges: {held}"
                 return settled, workers
             assert time.monotonic() < deadline + 60, "no worker settled the run"
             time.sleep(0.1)
