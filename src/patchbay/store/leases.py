@@ -115,9 +115,10 @@ class Leases(Repository):
                                                          expires_at=clock(conn))).rowcount)
 
     def hold(self, fence: Fence) -> None:
-        """Inside a unit of work, first: LeaseLost unless `fence` still holds its lease; on
-        PostgreSQL the lease row stays locked until the unit of work ends, and the server
-        ends it if it is left idle for the lease's length."""
+        """Inside a unit of work (first on PostgreSQL, last on SQLite: see Store.transaction):
+        LeaseLost unless `fence` still holds its lease; on PostgreSQL the lease row stays
+        locked until the unit of work ends, and the server ends it if it is left idle for
+        the lease's length."""
         with self._db.begin("leases.hold") as conn:
             cut_off_when_idle(conn, fence.seconds)
             if not conn.execute(_held(fence).values(token=leases.c.token)).rowcount:

@@ -127,9 +127,15 @@ class Store(Repositories):
                     conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key, hashtext(:name))"),
                                  {"key": SERIAL_LOCK, "name": serial})
                 tx = Transaction(conn)
-                if fence is not None:
+                # PostgreSQL: the lease row is locked first, so a takeover waits for this
+                # commit. SQLite has one writer at a time: checked just before the commit, the
+                # fence is as sure and the write lock is not held through the whole unit.
+                early = fence is not None and conn.dialect.name == "postgresql"
+                if early:
                     tx.leases.hold(fence)
                 yield tx
+                if fence is not None and not early:
+                    tx.leases.hold(fence)
 
     @contextlib.contextmanager
     def fenced(self, fence: Fence) -> Iterator[None]:
