@@ -269,3 +269,80 @@ def test_the_backlog_counts_waiting_and_dead_by_the_state_s_clock(space: Space) 
         assert "ix_patchbay_outbox_waiting" in plan, plan
     finally:
         store.close()
+
+
+def _waiting_for_a_lock(engine: Engine, application: str, within: float = 10.0) -> None:
+    """Wait until the session named `application` waits for a row lock."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            if conn.execute(sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = :name "
+                    "AND wait_event_type = 'Lock'"), {"name": application}).scalar_one():
+                return
+        time.sleep(0.02)
+    raise AssertionError(f"{application} never waited for a lock")
+
+
+def test_a_lease_skips_rows_another_transaction_holds_instead_of_waiting(space: Space) -> None:
+    store = Store.open(space.state_url)
+    try:
+        store.outbox.add(INTEGRATION, [NewDelivery("crm", f"r{n}", "1", "upsert", {"n": n})
+                                       for n in range(3)])
+        with space.engine.connect() as conn:
+            ids = list(conn.execute(sa.text(
+                f"SELECT id FROM {space.schema}.patchbay_outbox ORDER BY id")).scalars())
+        leased: list[int] = []
+        lease = threading.Thread(target=lambda: leased.extend(
+            d.id for d in store.outbox.lease(INTEGRATION, "crm", "w1")))
+        with space.engine.begin() as holder:
+            holder.execute(sa.text(f"SELECT 1 FROM {space.schema}.patchbay_outbox "
+                                   "WHERE id = :id FOR UPDATE"), {"id": ids[0]})
+            lease.start()
+            lease.join(5)
+            waited = lease.is_alive()
+        lease.join()
+        assert not waited, "the lease waited for a row another transaction held"
+        assert leased == ids[1:]
+        assert [d.id for d in store.outbox.lease(INTEGRATION, "crm", "w2")] == ids[:1]
+    finally:
+        store.close()
+
+
+def test_a_mark_that_postgresql_ends_as_a_deadlock_s_victim_is_run_again(space: Space) -> None:
+    # A real deadlock: the mark locks the first of its rows, then waits for the second,
+    # which this test holds while it asks for the first.
+    application = f"pb_mark_{uuid.uuid4().hex[:8]}"
+    store = Store.open(f"{space.state_url}&application_name={application}")
+    try:
+        store.outbox.add(INTEGRATION, [NewDelivery("crm", f"r{n}", "1", "upsert", {"n": n})
+                                       for n in range(2)])
+        first, second = (d.id for d in store.outbox.lease(INTEGRATION, "crm", "w1"))
+        marked: list[int] = []
+        failed: list[BaseException] = []
+
+        def mark() -> None:
+            try:
+                marked.append(store.outbox.delivered([first, second], "w1"))
+            except BaseException as exc:
+                failed.append(exc)
+
+        table = f"{space.schema}.patchbay_outbox"
+        with space.engine.begin() as holder:
+            holder.execute(sa.text(f"SELECT 1 FROM {table} WHERE id = :id FOR UPDATE"),
+                           {"id": second})
+            thread = threading.Thread(target=mark)
+            thread.start()
+            _waiting_for_a_lock(space.engine, application)
+            # The mark holds `first` now: this lock is granted only once PostgreSQL has
+            # ended the mark's transaction (it has waited longest) as the deadlock's victim.
+            holder.execute(sa.text(f"SELECT 1 FROM {table} WHERE id = :id FOR UPDATE"),
+                           {"id": first})
+        thread.join(30)
+        assert not thread.is_alive()
+        assert not failed, failed
+        assert marked == [2]
+        assert {store.outbox.get(id).status for id in (first, second)  # type: ignore[union-attr]
+                } == {DeliveryStatus.DELIVERED}
+    finally:
+        store.close()

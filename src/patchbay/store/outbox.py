@@ -28,10 +28,12 @@ Rules a caller can rely on:
   up (`discard`); the other keys go on. Only dead letters can be replayed or discarded:
   a discarded letter is final, since replaying it after a later version was delivered
   would put an old version back.
-- Leases: one UPDATE takes the chosen deliveries, and checks again, under each row's lock,
-  that the lease is still free, so workers on any number of machines never hold the same
-  delivery at once (PostgreSQL re-reads a row another worker has just leased and skips
-  it); on SQLite that UPDATE is one writer transaction. A lease that expires (its worker died, or was slower
+- Leases: one statement locks the chosen deliveries in id order, skipping any another
+  transaction has locked, checks again under each lock that the lease is still free, and
+  takes them; so workers on any number of machines never hold the same delivery at once,
+  and a lease never waits for another worker (two that waited for each other's rows, each
+  locking in its plan's order, deadlocked). Marks lock their rows in id order too. On
+  SQLite that statement is one writer transaction. A lease that expires (its worker died, or was slower
   than `lease_seconds`) can be taken by another worker; the first worker's late marks are
   then ignored. A worker of this machine whose process has ended holds nothing: `reclaim`
   frees its leases at once (a Deliverer does it when it starts). `lease_seconds` must
@@ -58,7 +60,7 @@ from sqlalchemy.engine import Connection
 from patchbay.model import jsonable
 from patchbay.processes import owner_gone
 from patchbay.store.schema import WAITING, outbox
-from patchbay.store.unit import Repository, chunks, clock
+from patchbay.store.unit import Repository, chunks, clock, rerun_on_conflict
 
 
 class DeliveryStatus(StrEnum):
@@ -181,6 +183,7 @@ class Outbox(Repository):
                      "next_attempt_at": now, "created_at": now} for row in chunk]))
         return len(rows)
 
+    @rerun_on_conflict
     def lease(self, integration: str, destination: str, worker: str, limit: int = 500,
               lease_seconds: float = 60.0) -> list[Delivery]:
         """Lease up to `limit` deliveries for `destination` to `worker`, ordered by id.
@@ -210,19 +213,23 @@ class Outbox(Repository):
                            sa.or_(heads.c.lease_expires_at.is_(None),
                                   heads.c.lease_expires_at <= now))
                     .order_by(heads.c.id).limit(limit))
-            # Workers racing for the same heads are kept apart by the UPDATE, which checks
-            # the lease again under the row lock: one another worker has just taken is skipped.
+            # Workers racing for the same heads are kept apart by the row locks: a head
+            # another worker is taking (or marking) is skipped, not waited for, and one it
+            # has just taken fails the lease's check, made again under the lock.
             free = sa.or_(outbox.c.lease_expires_at.is_(None), outbox.c.lease_expires_at <= now)
             picked = pick.cte("picked")
+            locked = _locked(outbox.c.id.in_(sa.select(picked.c.id)),
+                             outbox.c.status == DeliveryStatus.PENDING.value, free,
+                             skip=True).cte("locked")
             stmt = (sa.update(outbox)
-                    .where(outbox.c.id.in_(sa.select(picked.c.id)),
-                           outbox.c.status == DeliveryStatus.PENDING.value, free)
+                    .where(outbox.c.id.in_(sa.select(locked.c.id)))
                     .values(lease_owner=worker,
                             lease_expires_at=now + dt.timedelta(seconds=lease_seconds))
                     .returning(*outbox.c))
             leased = [_delivery(row) for row in conn.execute(stmt).mappings()]
         return sorted(leased, key=lambda d: d.id)
 
+    @rerun_on_conflict
     def reclaim(self, integration: str) -> int:
         """Free the leases held by workers of this machine whose process has ended (killed,
         crashed); how many. A restarted process then delivers them at once instead of
@@ -235,7 +242,7 @@ class Outbox(Repository):
             ended = [owner for owner in owners if owner and owner_gone(owner)]
             if not ended:
                 return 0
-            return int(conn.execute(sa.update(outbox).where(*held, outbox.c.lease_owner.in_(ended))
+            return int(conn.execute(_in_order(*held, outbox.c.lease_owner.in_(ended))
                                     .values(lease_owner=None, lease_expires_at=None)).rowcount)
 
     def leased_by(self) -> dict[str, int]:
@@ -247,6 +254,7 @@ class Outbox(Repository):
                                 .group_by(outbox.c.lease_owner))
             return {owner: int(n) for owner, n in rows if owner}
 
+    @rerun_on_conflict
     def delivered(self, ids: Sequence[int], worker: str) -> int:
         """Mark deliveries `worker` holds as delivered; return how many it still held."""
         done = 0
@@ -259,6 +267,7 @@ class Outbox(Repository):
                     lease_expires_at=None)).rowcount
         return done
 
+    @rerun_on_conflict
     def retry(self, id: int, worker: str, error: str,
               next_attempt_at: dt.datetime | dt.timedelta) -> bool:
         """Put a delivery `worker` holds back to pending, due at `next_attempt_at` (a time,
@@ -270,6 +279,7 @@ class Outbox(Repository):
                 attempts=outbox.c.attempts + 1, last_error=error, next_attempt_at=due,
                 lease_owner=None, lease_expires_at=None)).rowcount)
 
+    @rerun_on_conflict
     def dead(self, id: int, worker: str, error: str) -> bool:
         """Make a delivery `worker` holds a dead letter; whether `worker` still held it."""
         with self._db.begin("outbox.dead") as conn:
@@ -277,6 +287,7 @@ class Outbox(Repository):
                 status=DeliveryStatus.DEAD.value, attempts=outbox.c.attempts + 1,
                 last_error=error, lease_owner=None, lease_expires_at=None)).rowcount)
 
+    @rerun_on_conflict
     def stale(self, id: int, worker: str, error: str) -> bool:
         """Give up a delivery `worker` holds whose conditional write found the record changed
         (its writer decides anew from the record as it is now); whether it still held it."""
@@ -304,28 +315,31 @@ class Outbox(Repository):
             row = conn.execute(sa.select(outbox).where(outbox.c.id == id)).mappings().first()
         return None if row is None else _delivery(row)
 
+    @rerun_on_conflict
     def replay(self, ids: Sequence[int]) -> int:
         """Dead letters back to pending, attempts reset, due now; how many were dead."""
         changed = 0
         with self._db.begin("outbox.replay") as conn:
             now = clock(conn)
             for chunk in chunks(ids, _CHUNK):
-                changed += conn.execute(sa.update(outbox).where(
+                changed += conn.execute(_in_order(
                     outbox.c.id.in_(chunk), outbox.c.status == DeliveryStatus.DEAD.value).values(
                     status=DeliveryStatus.PENDING.value, attempts=0, next_attempt_at=now,
                     lease_owner=None, lease_expires_at=None)).rowcount
         return changed
 
+    @rerun_on_conflict
     def discard(self, ids: Sequence[int]) -> int:
         """Give up on dead letters for good (unblocks their keys); how many were dead."""
         changed = 0
         with self._db.begin("outbox.discard") as conn:
             for chunk in chunks(ids, _CHUNK):
-                changed += conn.execute(sa.update(outbox).where(
+                changed += conn.execute(_in_order(
                     outbox.c.id.in_(chunk), outbox.c.status == DeliveryStatus.DEAD.value).values(
                     status=DeliveryStatus.DISCARDED.value)).rowcount
         return changed
 
+    @rerun_on_conflict
     def supersede(self, integration: str, destination: str, record_keys: Sequence[Any]) -> int:
         """Give up the pending deliveries of these records that no worker holds now: a later
         delivery carries what they did (a sync's writes hold a record's whole difference).
@@ -334,7 +348,7 @@ class Outbox(Repository):
         with self._db.begin("outbox.supersede") as conn:
             now = clock(conn)
             for chunk in chunks(sorted({as_text(k) for k in record_keys}), _CHUNK):
-                changed += conn.execute(sa.update(outbox).where(
+                changed += conn.execute(_in_order(
                     outbox.c.integration == integration, outbox.c.destination == destination,
                     outbox.c.record_key.in_(chunk),
                     outbox.c.status == DeliveryStatus.PENDING.value,
@@ -494,8 +508,21 @@ def _newer_only(conn: Connection, integration: str,
 
 
 def _held(ids: Sequence[int], worker: str) -> sa.Update:
-    return sa.update(outbox).where(outbox.c.id.in_(list(ids)), outbox.c.lease_owner == worker,
-                                   outbox.c.status == DeliveryStatus.PENDING.value)
+    return _in_order(outbox.c.id.in_(list(ids)), outbox.c.lease_owner == worker,
+                     outbox.c.status == DeliveryStatus.PENDING.value)
+
+
+def _in_order(*where: sa.ColumnElement[bool]) -> sa.Update:
+    """An UPDATE of the rows `where` picks, locked first in id order: two transactions
+    updating some of the same rows then wait for each other at most one way round."""
+    return sa.update(outbox).where(outbox.c.id.in_(_locked(*where)))
+
+
+def _locked(*where: sa.ColumnElement[bool], skip: bool = False) -> sa.Select[tuple[int]]:
+    """The ids of the rows `where` picks, locked in id order (PostgreSQL's plan would take
+    them in whatever order its scan meets them); `skip` passes over rows locked already."""
+    return (sa.select(outbox.c.id).where(*where).order_by(outbox.c.id)
+            .with_for_update(skip_locked=skip, of=outbox))
 
 
 def _aware(value: dt.datetime | None) -> dt.datetime | None:

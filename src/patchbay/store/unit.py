@@ -11,15 +11,23 @@ so the same repository code serves a single call (`store.runs.get(id)`) and a un
 across tables (`with store.transaction() as tx: tx.outbox.add(...); tx.cursors.set(...)`).
 No SQLAlchemy exception leaves either: each becomes an EngineStateError naming the state
 (its URL redacted) and the operation, an EngineStateUnavailable (retriable) when the state
-could not be reached.
+could not be reached or is busy.
+
+A call in a transaction of its own that PostgreSQL ends as a deadlock's victim (or a
+serialization failure) has written nothing; `rerun_on_conflict` runs such a call again
+rather than failing its worker. Within a Transaction the whole unit of work is gone, so
+the error goes to its caller, retriable.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Iterator, Sequence
-from typing import Any, Protocol
+import functools
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -77,6 +85,41 @@ class Repository:
 
     def __init__(self, connections: Connections) -> None:
         self._db = connections
+
+
+CONFLICTS = frozenset({"40P01", "40001"})
+"""PostgreSQL's deadlock_detected and serialization_failure: the transaction was rolled
+back whole, and the same work tried again normally goes through."""
+_RERUNS = 5
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def rerun_on_conflict(method: Callable[P, R]) -> Callable[P, R]:
+    """A repository method run again, after a short random pause, when its own transaction
+    lost a conflict (see CONFLICTS); the last conflict is raised as EngineStateUnavailable."""
+    @functools.wraps(method)
+    def rerun(*args: P.args, **kwargs: P.kwargs) -> R:
+        repository = args[0]
+        own = isinstance(repository, Repository) and isinstance(repository._db, Own)
+        for attempt in range(1, _RERUNS):
+            try:
+                return method(*args, **kwargs)
+            except EngineStateUnavailable as exc:
+                if not own or not conflict(exc):
+                    raise
+                # Apart again: two workers rerunning at once would meet the same way.
+                time.sleep(random.uniform(0.0, 0.02 * attempt))
+        return method(*args, **kwargs)
+    return rerun
+
+
+def conflict(exc: BaseException) -> bool:
+    """Whether `exc` (or what it was raised from) is a conflict PostgreSQL rolled back."""
+    cause = exc.__cause__
+    orig = cause.orig if isinstance(cause, sa.exc.DBAPIError) else None
+    return getattr(orig, "sqlstate", None) in CONFLICTS
 
 
 @contextlib.contextmanager
