@@ -130,8 +130,8 @@ class Store(Repositories):
                 # PostgreSQL: the lease row is locked first, so a takeover waits for this
                 # commit. SQLite has one writer at a time: checked just before the commit, the
                 # fence is as sure and the write lock is not held through the whole unit.
-                early = fence is not None and conn.dialect.name == "postgresql"
-                if early:
+                early = conn.dialect.name == "postgresql"
+                if fence is not None and early:
                     tx.leases.hold(fence)
                 yield tx
                 if fence is not None and not early:
