@@ -444,7 +444,13 @@ class Sync:
             keys: dict[str, Any] = {}
             retried = self._attempted(target, deliveries, created=keys)
             for gid, key in keys.items():
-                work.links[gid][held.participant].key = key_text(key)
+                # Written at once and found there (its key given or read back): it landed,
+                # as a delivery does, so that a person's delete of it before the sync reads
+                # it back is noticed by the deletes check (which takes only creates known
+                # to have landed as once there).
+                link = work.links[gid][held.participant]
+                link.key = key_text(key)
+                link.known, link.sent = {**link.known, **last_sent(link.sent)}, {}
             touched = [work.links[g][p] for g, p in sorted(work.touched)]
             with self.store.transaction(serial=f"sync:{self.name}") as tx:
                 tx.xref.save(self.name, obj.name, touched)
