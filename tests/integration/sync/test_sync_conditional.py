@@ -147,8 +147,8 @@ def settle(sync: Sync) -> None:
 
 def both(tmp_path: Path, pg_url: str, table: str) -> tuple[list[Any], list[Any]]:
     with sqlite3.connect(tmp_path / "lite.db") as conn:
-        lite = conn.execute("SELECT name, city FROM people").fetchall()
-    return pg(pg_url, f"SELECT name, city FROM {table}"), lite
+        lite = conn.execute("SELECT name, city FROM people ORDER BY 1").fetchall()
+    return pg(pg_url, f"SELECT name, city FROM {table} ORDER BY 1"), lite
 
 
 def test_a_stale_write_is_not_applied_and_the_edit_it_would_have_overwritten_is_synced(
@@ -180,9 +180,13 @@ def test_a_create_taken_up_again_after_a_crash_does_not_write_over_an_edit(
     """The create landed, its worker died before marking it; a person edited the new record;
     the create delivered again (its lease taken over) leaves the edit, which is synced."""
     with synced(tmp_path, pg_url, table) as sync:
+        settle(sync)  # joined: Ann made by the initial load, not through the outbox
+        with sqlite3.connect(tmp_path / "lite.db") as conn:
+            conn.execute("INSERT INTO people (email, name, city) VALUES ('bo@example.com', "
+                         "'Bo', 'Rome')")
         sync.poll()
         deliverer_of(sync).drain("pg/person")
-        assert pg(pg_url, f"SELECT name FROM {table}") == [("Ann",)]
+        assert pg(pg_url, f"SELECT name FROM {table} ORDER BY 1") == [("Ann",), ("Bo",)]
         # All delivered: the create is made pending again, as a kill before its mark leaves it.
         assert sync.store.outbox.counts(NAME)["pg/person"]["pending"] == 0
         with sqlite3.connect(tmp_path / "state" / "state.db") as conn:
@@ -190,10 +194,10 @@ def test_a_create_taken_up_again_after_a_crash_does_not_write_over_an_edit(
                 "UPDATE patchbay_outbox SET status = 'pending', delivered_at = NULL "
                 "WHERE destination = 'pg/person' AND payload LIKE '%\"create\"%'").rowcount
         assert changed == 1
-        pg(pg_url, f"UPDATE {table} SET name = 'Annie (pg)'")
+        pg(pg_url, f"UPDATE {table} SET name = 'Bob (pg)' WHERE name = 'Bo'")
         stats = deliverer_of(sync).drain("pg/person")
         assert (stats.stale, stats.dead) == (1, 0)
-        assert pg(pg_url, f"SELECT name FROM {table}") == [("Annie (pg)",)]
+        assert pg(pg_url, f"SELECT name FROM {table} ORDER BY 1") == [("Ann",), ("Bob (pg)",)]
         settle(sync)
-        assert both(tmp_path, pg_url, table) == ([("Annie (pg)", "Oslo")],
-                                                 [("Annie (pg)", "Oslo")])
+        assert both(tmp_path, pg_url, table) == ([("Ann", "Oslo"), ("Bob (pg)", "Rome")],
+                                                 [("Ann", "Oslo"), ("Bob (pg)", "Rome")])
