@@ -480,6 +480,8 @@ class Sync:
         keys = [key_text(c.key) for c in kept]
         by_key = self.store.xref.by_keys(self.name, obj.name, participant, keys)
         parents = self._parent_gids(held, kept)
+        if self._caught_up_parents(held, kept, parents):
+            parents = self._parent_gids(held, kept)
         # Echoes and re-reads of what a participant is known to hold (most changes while
         # writes come back) touch only its xref row: no shadow is read, nothing is enqueued.
         quiet = {key_text(c.key): by_key[key_text(c.key)] for c in kept
@@ -573,6 +575,25 @@ class Sync:
                                             [v for v in values if v is not None])
             found[name] = {k: link.gid for k, link in links.items()}
         return found
+
+    def _caught_up_parents(self, held: Held, changes: Sequence[Change],
+                           parents: Mapping[str, Mapping[str, str]]) -> bool:
+        """Read the newer changes of the parents these records point at that the xref does
+        not know yet; whether any were read. A parent and its child made in one transaction
+        may commit after the sync read the parents' changes and before it reads the
+        children's: the parent is then new, not outside the sync, and reading it first keeps
+        the child's lookup (dropped otherwise, and the child created without its parent)."""
+        caught_up = False
+        for name, by_key in parents.items():
+            lookup, mapping = held.object.fields[name].lookup, held.spec.fields[name]
+            parent = self.held.get((lookup or "", held.participant))
+            if parent is None or parent.object is held.object or not self._joined(parent):
+                continue
+            if any(key_text(value) not in by_key for c in changes
+                   if (value := c.record.get(mapping.field)) is not None):
+                self._notice(parent, None)
+                caught_up = True
+        return caught_up
 
     def _changed(self, held: Held, gid: str, change: Change, work: _Work,
                  parents: Mapping[str, Mapping[str, str]]) -> None:

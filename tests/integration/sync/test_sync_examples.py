@@ -6,6 +6,7 @@ tables; the test points the examples' URL variables at them) and drops them afte
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -21,6 +22,7 @@ import pytest
 import sqlalchemy as sa
 
 from patchbay import run_integration
+from patchbay.connectors.sql.connector import SqlConnector
 from patchbay.localorg.org import OrgConfig
 from patchbay.localorg.running import LocalOrg
 from patchbay.store import Store
@@ -332,3 +334,44 @@ def test_heroku_connect_style_sync_under_serve_follows_both_change_streams(
             serving.terminate()
             output, _ = serving.communicate(timeout=20)
         assert "Traceback" not in output, output
+
+
+def test_a_contact_committed_with_its_account_between_their_reads_keeps_its_account(
+        tmp_path: Path, app: Sql, patchbay: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The app's transaction commits after the sync read the accounts' changes and before it
+    reads the contacts': the contact's account is one the sync has not seen yet, not one
+    outside the sync, and the contact reaches the org pointing at it."""
+    spec, state = copy("sync-heroku-connect.yaml", tmp_path), tmp_path / "state"
+    with org() as local:
+        crm = Salesforce(local)
+        for name, value in {"SF_URL": crm.url, "APP_DB_URL": app.url,
+                            "APP_CAPTURE_SCHEMA": app.name}.items():
+            monkeypatch.setenv(name, value)
+        installed = patchbay("cdc", "install", spec, cwd=tmp_path)
+        assert installed.code == 0, installed.log
+        assert run_integration(spec, HEROKU, state=state)["dead"] == 0  # both sides joined
+
+        reading = SqlConnector.changes
+        committed: list[str] = []
+
+        def changes(self: SqlConnector, object: str, *args: Any, **kwargs: Any) -> Any:
+            if object == "contact" and not committed:
+                committed.append(object)
+                app.execute("WITH a AS (INSERT INTO account (name) VALUES ('Hooli') RETURNING id) "
+                            "INSERT INTO contact (account_id, first_name, last_name, email) "
+                            "SELECT id, 'Gavin', 'Belson', 'gavin@example.com' FROM a")
+            return reading(self, object, *args, **kwargs)
+
+        monkeypatch.setattr(SqlConnector, "changes", changes)
+        assert run_integration(spec, HEROKU, state=state)["dead"] == 0
+        assert committed, "the contacts' changes were read"
+        hooli = crm.id_of("Account", "Hooli")
+        assert crm.rows("Contact", "Email", "AccountId") == [("gavin@example.com", hooli)]
+        # Made there pointing at its account from the first, not linked by a later edit.
+        [gavin] = [r[0] for r in crm.rows("Contact", "Id", "Email") if r[1] == "gavin@example.com"]
+        with crm.org.storage.lock:
+            logged = crm.org.storage.db.execute(
+                'SELECT kind, snapshot FROM "_Changes" WHERE record_id = ? ORDER BY seq',
+                [gavin]).fetchall()
+        assert [(kind, json.loads(snapshot).get("AccountId")) for kind, snapshot in logged] \
+            == [("created", hooli)]
