@@ -1,5 +1,5 @@
 """Three `patchbay serve` processes share a broadcast on a PostgreSQL engine state. The one
-holding the noticing lease is SIGKILLed ten times (every other time it is first paused with
+holding the noticing lease is SIGKILLed six times (every other time it is first paused with
 SIGSTOP, so that it is not known to be gone and its lease must expire): another process
 takes over within the lease time each time; every destination ends equal to the source, no
 change is enqueued or written twice, and the deliveries were spread over the processes."""
@@ -24,7 +24,7 @@ from patchbay import run_integration
 from tests.faults.test_kill_broadcast import Items, stop
 
 ROWS = 1_000
-KILLS = int(os.environ.get("PATCHBAY_FAILOVER_KILLS", "10"))
+KILLS = int(os.environ.get("PATCHBAY_FAILOVER_KILLS", "6"))
 LEASE_SECONDS = 3.0
 PROCESSES = 3
 

@@ -1,6 +1,6 @@
-"""An HTTP receiver, one destination of a broadcast, answers 500 to everything for a full
+"""An HTTP receiver, one destination of a broadcast, answers 500 to everything for half a
 minute while changes flow, then 200 again: the PostgreSQL table and the JSON Lines audit
-keep up during that minute, the refused requests are retried until accepted, and
+keep up during that time, the refused requests are retried until accepted, and
 afterwards what the receiver accepted, de-duplicated by Idempotency-Key, is the source's
 current state. Nothing becomes a dead letter.
 
@@ -44,7 +44,7 @@ from tests.faults.broadcast_outage import (
 
 ROWS = 400
 PER_SECOND = 40
-OUTAGE_SECONDS = 60.0
+OUTAGE_SECONDS = 30.0
 LAG = 5.0
 """How far behind the source a healthy destination may be: a few poll and delivery rounds,
 with room for a busy machine; a destination held up by the outage lags by all of it."""
@@ -128,7 +128,7 @@ def table(pg_url: str) -> Iterator[str]:
 
 
 @pytest.mark.slow
-def test_a_minute_of_http_500_loses_nothing_and_stalls_no_other_destination(
+def test_half_a_minute_of_http_500_loses_nothing_and_stalls_no_other_destination(
         tmp_path: Path, pg_url: str, receiver: tuple[Receiver, str], table: str) -> None:
     hooks, url = receiver
     source = ChangingSource(tmp_path / "source.db", ROWS, PER_SECOND)
@@ -144,7 +144,7 @@ def test_a_minute_of_http_500_loses_nothing_and_stalls_no_other_destination(
             assert hooks.accepted, "the receiver accepted nothing before the outage"
             hooks.fail_for(OUTAGE_SECONDS)
             start = time.monotonic()
-            # Read the healthy destinations just before the minute of 500s ends.
+            # Read the healthy destinations just before the 500s end.
             time.sleep(OUTAGE_SECONDS - 1)
             end = time.monotonic()
             healthy = {"warehouse": {i: qty for i, (_, qty) in warehouse(pg_url, table).items()},
@@ -161,12 +161,14 @@ def test_a_minute_of_http_500_loses_nothing_and_stalls_no_other_destination(
     assert all(c["dead"] == 0 for c in counts.values()), f"the outage made dead letters: {counts}"
     report = run_integration(spec, state=tmp_path / ".patchbay")
     assert report["changes"] == 0 and report["delivered"] == 0 and report["dead"] == 0, report
-    assert made >= 1_000 and len(source.log) >= 2_000, (made, len(source.log))
+    # Enough flowed to mean something: changes go on at about PER_SECOND throughout.
+    flowing = OUTAGE_SECONDS * PER_SECOND
+    assert made >= 0.4 * flowing and len(source.log) >= 0.8 * flowing, (made, len(source.log))
     assert_final_state(tmp_path, source, pg_url, table)
 
     assert stuck > 0, "nothing waited for the receiver: it was not really refusing"
     assert hooks.refusals and hooks.refusals[-1] - hooks.refusals[0] >= OUTAGE_SECONDS - 6, \
-        "the receiver was tried throughout its minute of 500s"
+        "the receiver was tried throughout its 500s"
     retried = [key for key, n in hooks.attempts.items() if n > 1]
     assert len(retried) >= 100, f"only {len(retried)} Idempotency-Keys were tried more than once"
 

@@ -19,7 +19,7 @@ import pytest
 from patchbay import run_integration
 from tests.faults.test_kill_broadcast import Items, kill_in_flight, owned_by, stop
 
-ROWS = 3_000
+ROWS = 1_500
 
 
 @pytest.fixture

@@ -200,7 +200,7 @@ def concurrent_edits() -> st.SearchStrategy[list[Edit]]:
     return st.tuples(*(edits_of(s) for s in SYSTEMS)).map(lambda e: [x for s in e for x in s])
 
 
-CHECK = settings(max_examples=30, deadline=None,
+CHECK = settings(max_examples=15, deadline=None,
                  suppress_health_check=[HealthCheck.too_slow],
                  # No shrinking: a failing example of the open finding below would take
                  # minutes to shrink in every run of the suite.
