@@ -173,14 +173,19 @@ class Outbox(Repository):
             if newer_only and rows:
                 rows = _newer_only(conn, integration, rows)
             now = clock(conn)
-            # One multi-row INSERT per chunk, not executemany: the driver pipelines that,
-            # and a process stopped mid-pipeline leaves its session neither idle nor done,
-            # out of reach of the idle timeout that frees a paused lease holder's locks
-            # (store/leases.py).
-            for chunk in chunks(rows, _ADD_CHUNK):
-                conn.execute(sa.insert(outbox).values([
-                    {**row, "status": DeliveryStatus.PENDING.value, "attempts": 0,
-                     "next_attempt_at": now, "created_at": now} for row in chunk]))
+            pending = [{**row, "status": DeliveryStatus.PENDING.value, "attempts": 0,
+                        "next_attempt_at": now, "created_at": now} for row in rows]
+            if conn.dialect.name != "postgresql":
+                if pending:  # executemany: one statement compiled once
+                    conn.execute(sa.insert(outbox), pending)
+                return len(rows)
+            # PostgreSQL: one multi-row INSERT per chunk, not executemany: psycopg pipelines
+            # that, and a process stopped mid-pipeline leaves its session neither idle nor
+            # done, out of reach of the idle timeout that frees a paused lease holder's locks
+            # (store/leases.py). (Compiling these costs: SQLite, which has no such session,
+            # keeps executemany.)
+            for chunk in chunks(pending, _ADD_CHUNK):
+                conn.execute(sa.insert(outbox).values(chunk))
         return len(rows)
 
     @rerun_on_conflict
