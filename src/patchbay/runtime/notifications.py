@@ -1,5 +1,5 @@
 """Telling people: an integration's `notify:` conditions checked after each run and, under
-`patchbay serve`, every CHECK_EVERY_SECONDS; each condition that holds sent to a webhook or
+`patchbay serve`, every `check_seconds`; each condition that holds sent to a webhook or
 by e-mail.
 
     after a run          finished, failed, rejects_above, and the state's conditions below
@@ -40,7 +40,6 @@ from patchbay.store import Store
 
 log = logging.getLogger(__name__)
 
-CHECK_EVERY_SECONDS = 60.0
 SEND_ATTEMPTS = 3
 FAILED_VERDICTS = ("failed", "incomplete")
 
@@ -89,7 +88,8 @@ class Notifier:
 
     def _check(self, report: Mapping[str, Any] | None, error: BaseException | None,
                ran: bool) -> None:
-        backlog = [b for b in self.store.outbox.backlog() if b.integration == self.name]
+        backlog = [b for b in self.store.outbox.backlog() if b.integration == self.name] if any(
+            n.when.reads_outbox for n in self.notifications) else []
         allowances = metrics.allowances()
         raised = self.store.alerts.raised(self.name)
         for index, notify in enumerate(self.notifications):

@@ -87,7 +87,8 @@ def keep_going(contexts: Sequence[RunContext], *, poll: bool, member: Member,
                                   name=ctx.integration.name, daemon=True)
         thread.start()
         threads.append(thread)
-    watched = [ctx for ctx in contexts if ctx.notifications]
+    # a run's own conditions are told after it; only the others are worth a periodic check
+    watched = [ctx for ctx in contexts if any(n.when.watches_state for n in ctx.notifications)]
     # extra workers leave notifications to serve; the watcher keeps nothing going by itself
     watcher = threading.Thread(target=_watch_state, args=(watched, stop), name="notify",
                                daemon=True) if poll and watched else None
@@ -120,7 +121,8 @@ def _watch_state(contexts: Sequence[RunContext], stop: threading.Event) -> None:
     """Check the state's notification conditions (outbox age, dead letters, API allowance)
     of each integration, as often as its shortest `check_seconds`, until `stop` is set."""
     notifiers = [(Notifier(ctx.integration, ctx.store, ctx.notifications),
-                  min(n.check_seconds for n in ctx.notifications)) for ctx in contexts]
+                  min(n.check_seconds for n in ctx.notifications if n.when.watches_state))
+                 for ctx in contexts]
     due = [time.monotonic() + every for _, every in notifiers]
     while not stop.wait(max(0.0, min(due) - time.monotonic())):
         for index, (notifier, every) in enumerate(notifiers):

@@ -437,6 +437,17 @@ class NotifyWhen(SpecModel):
         description="A Salesforce system's API calls left are below this share of its "
                     "allowance, e.g. 0.1 (from the org's Sforce-Limit-Info answers).")
 
+    @property
+    def reads_outbox(self) -> bool:
+        """Whether a condition is read from the outbox (dead letters, its oldest delivery)."""
+        return self.dead_letters or self.outbox_older_than_seconds is not None
+
+    @property
+    def watches_state(self) -> bool:
+        """Whether a condition can come or clear between runs (`patchbay serve` checks it
+        every `check_seconds`): the outbox's, or an org's API allowance."""
+        return self.reads_outbox or self.api_allowance_below is not None
+
 
 class WebhookNotifySpec(SpecModel):
     """An HTTP POST of a JSON body with a Slack-compatible `text`, signed like patchbay's
