@@ -69,10 +69,14 @@ def test_serve_logs_json_lines_with_runs_and_no_values_or_secrets(tmp_path: Path
 
 
 def _formatted(show_values: bool, **extra: object) -> dict[str, object]:
+    return dict(json.loads(_line(logs.JsonLines(show_values), **extra)))
+
+
+def _line(formatter: logging.Formatter, **extra: object) -> str:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(logs.JsonLines(show_values))
-    logger = logging.getLogger(f"patchbay.test-json-{show_values}")
+    handler.setFormatter(formatter)
+    logger = logging.getLogger(f"patchbay.test-{type(formatter).__name__}-{id(formatter)}")
     logger.addHandler(handler)
     logger.propagate = False
     try:
@@ -81,7 +85,7 @@ def _formatted(show_values: bool, **extra: object) -> dict[str, object]:
                            extra=extra)
     finally:
         logger.removeHandler(handler)
-    return dict(json.loads(stream.getvalue()))
+    return stream.getvalue()
 
 
 def test_values_are_written_only_when_asked_and_secrets_never() -> None:
@@ -92,6 +96,11 @@ def test_values_are_written_only_when_asked_and_secrets_never() -> None:
     assert "Hidden-Pa55" not in json.dumps(quiet) and "***" in str(quiet["message"])
     shown = _formatted(True, values={"Name": "Ada Lovelace", "note": "Hidden-Pa55"})
     assert shown["values"] == {"Name": "Ada Lovelace", "note": "***"}
+    # the text format keeps them out the same way
+    text = _line(logs.OneLine(False), values={"Name": "Ada Lovelace"})
+    assert "Ada Lovelace" not in text and "Hidden-Pa55" not in text and "***" in text
+    shown_text = _line(logs.OneLine(True), values={"Name": "Ada Lovelace", "note": "Hidden-Pa55"})
+    assert "Ada Lovelace" in shown_text and "Hidden-Pa55" not in shown_text
 
 
 def test_run_logs_json_lines_naming_its_run(tmp_path: Path, org: LocalOrg) -> None:
