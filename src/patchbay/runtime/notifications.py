@@ -18,6 +18,7 @@ E-mail: the same text, with the run's report attached as report.json.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -150,7 +151,7 @@ class Notifier:
             if not send:
                 continue
             try:
-                self.retry.call(lambda send=send: send(notify, notice))  # type: ignore[misc]
+                self.retry.call(functools.partial(send, notify, notice))
             except Exception as exc:
                 metrics.notifications_failed.labels(self.name, channel).inc()
                 log.warning("%s: the %s notification of %s could not be sent after %d tries: %s",
