@@ -188,6 +188,31 @@ def test_the_cluster_page_lists_each_process_and_its_lease_escaped(spec_path: Pa
         store.close()
 
 
+
+def test_pages_mask_the_tokens_in_what_the_state_holds(spec_path: Path) -> None:
+    # A dead letter's error and payload, a failed run's error: what the pages show of the
+    # state goes through the API's Redactor (the state is not trusted to hold no secret).
+    from patchbay.store.outbox import NewDelivery
+
+    error = f"refused with {TOKEN} and v1ewer-token"
+    store = Store.open(directory=spec_path.parent / "state")
+    try:
+        store.outbox.add(MIGRATION, [NewDelivery("target", 7, "v1", "upsert", {"note": TOKEN})])
+        [leased] = store.outbox.lease(MIGRATION, "target", "worker")
+        store.outbox.dead(leased.id, "worker", error)
+        run = store.runs.start(MIGRATION, "migration", {})
+        store.runs.finish(run.id, "failed", error=error)
+    finally:
+        store.close()
+    for client in client_of(spec_path, TOKEN, viewer="v1ewer-token"):
+        sign_in(client, TOKEN)
+        for path in (f"/ui/dead-letters/{leased.id}", f"/ui/runs/{run.id}"):
+            page = client.get(path)
+            assert page.status_code == 200, (path, page.text)
+            assert TOKEN not in page.text and "v1ewer-token" not in page.text, path
+            assert "refused with *** and ***" in page.text, path
+
+
 @pytest.mark.slow
 def test_a_partitioned_run_shows_its_key_ranges(spec_path: Path) -> None:
     with sqlite3.connect(spec_path.parent / "source.db") as db:
