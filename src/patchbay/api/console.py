@@ -78,7 +78,7 @@ from patchbay.spec import (
     SyncSpec,
 )
 from patchbay.store import RunRecord
-from patchbay.store.outbox import DeliveryStatus
+from patchbay.store.outbox import Backlog
 from patchbay.store.runs import RunStatus
 
 if TYPE_CHECKING:
@@ -336,10 +336,15 @@ class Console:
     # -- integrations and runs ------------------------------------------------------------------
 
     async def integrations_page(self, request: Request) -> Response:
-        rows = await run_in_threadpool(lambda: [self._integration(i) for i in self.integrations])
-        return self.render(request, "integrations.html", integrations=rows)
+        def gather() -> list[dict[str, Any]]:
+            # every outbox's pending and dead at once, from the index of the rows waiting
+            waiting: dict[str, list[Backlog]] = {}
+            for backlog in self.api.store.outbox.backlog():
+                waiting.setdefault(backlog.integration, []).append(backlog)
+            return [self._integration(i, waiting.get(i.name, [])) for i in self.integrations]
+        return self.render(request, "integrations.html", integrations=await run_in_threadpool(gather))
 
-    def _integration(self, integration: IntegrationSpec) -> dict[str, Any]:
+    def _integration(self, integration: IntegrationSpec, waiting: list[Backlog]) -> dict[str, Any]:
         latest = self.api.store.runs.latest(integration.name, 1)
         last = latest[0] if latest else None
         report = (last.report or {}) if last else {}
@@ -369,9 +374,7 @@ class Console:
 
                 described["next"] = next_run(integration.schedule)
         elif isinstance(integration, (BroadcastSpec, SyncSpec, CorrelationSpec)):
-            counts = self.api.store.outbox.counts(integration.name)
-            pending = sum(c.get(DeliveryStatus.PENDING.value, 0) for c in counts.values())
-            dead = sum(c.get(DeliveryStatus.DEAD.value, 0) for c in counts.values())
+            pending, dead = sum(b.pending for b in waiting), sum(b.dead for b in waiting)
             described["status"] = ("served here" if described["served"] else "not served here") \
                 + f"; {pending} pending, {dead} dead"
             described["next"] = "continuously" if described["served"] else None
