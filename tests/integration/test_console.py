@@ -141,6 +141,10 @@ def test_signing_in_goes_back_to_the_console_only(spec_path: Path) -> None:
             assert sign_in(client, TOKEN, elsewhere) == "/ui/", elsewhere
         client.cookies.clear()
         assert sign_in(client, TOKEN, "/ui/runs?integration=x") == "/ui/runs?integration=x"
+        # a sign-in posted from elsewhere (no session, so no CSRF token to match) is refused
+        client.cookies.clear()
+        refused = client.post("/ui/signin", data={"csrf": "", "token": TOKEN}, follow_redirects=False)
+        assert refused.status_code == 403 and "CSRF token" in refused.text
 
 
 def test_a_new_token_ends_the_sessions_of_the_old_one(spec_path: Path) -> None:
