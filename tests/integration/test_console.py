@@ -141,6 +141,10 @@ def test_signing_in_goes_back_to_the_console_only(spec_path: Path) -> None:
             assert sign_in(client, TOKEN, elsewhere) == "/ui/", elsewhere
         client.cookies.clear()
         assert sign_in(client, TOKEN, "/ui/runs?integration=x") == "/ui/runs?integration=x"
+        # a sign-in posted from elsewhere (no session, so no CSRF token to match) is refused
+        client.cookies.clear()
+        refused = client.post("/ui/signin", data={"csrf": "", "token": TOKEN}, follow_redirects=False)
+        assert refused.status_code == 403 and "CSRF token" in refused.text
 
 
 def test_a_new_token_ends_the_sessions_of_the_old_one(spec_path: Path) -> None:
@@ -186,6 +190,31 @@ def test_the_cluster_page_lists_each_process_and_its_lease_escaped(spec_path: Pa
                 assert "<b>bold</b>" not in page
     finally:
         store.close()
+
+
+
+def test_pages_mask_the_tokens_in_what_the_state_holds(spec_path: Path) -> None:
+    # A dead letter's error and payload, a failed run's error: what the pages show of the
+    # state goes through the API's Redactor (the state is not trusted to hold no secret).
+    from patchbay.store.outbox import NewDelivery
+
+    error = f"refused with {TOKEN} and v1ewer-token"
+    store = Store.open(directory=spec_path.parent / "state")
+    try:
+        store.outbox.add(MIGRATION, [NewDelivery("target", 7, "v1", "upsert", {"note": TOKEN})])
+        [leased] = store.outbox.lease(MIGRATION, "target", "worker")
+        store.outbox.dead(leased.id, "worker", error)
+        run = store.runs.start(MIGRATION, "migration", {})
+        store.runs.finish(run.id, "failed", error=error)
+    finally:
+        store.close()
+    for client in client_of(spec_path, TOKEN, viewer="v1ewer-token"):
+        sign_in(client, TOKEN)
+        for path in (f"/ui/dead-letters/{leased.id}", f"/ui/runs/{run.id}"):
+            page = client.get(path)
+            assert page.status_code == 200, (path, page.text)
+            assert TOKEN not in page.text and "v1ewer-token" not in page.text, path
+            assert "refused with *** and ***" in page.text, path
 
 
 @pytest.mark.slow

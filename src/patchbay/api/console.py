@@ -78,7 +78,7 @@ from patchbay.spec import (
     SyncSpec,
 )
 from patchbay.store import RunRecord
-from patchbay.store.outbox import DeliveryStatus
+from patchbay.store.outbox import Backlog
 from patchbay.store.runs import RunStatus
 
 if TYPE_CHECKING:
@@ -250,9 +250,7 @@ class Console:
         if request.session.get("role") != OPERATOR:
             raise ConsoleError(403, "signed in with the viewer token, which only reads: sign in "
                                     "with the operator token (the API token) to act")
-        sent = (form.get("csrf") or [""])[0].encode("utf-8")
-        expected = str(request.session.get("csrf", "")).encode("utf-8")
-        if not expected or not hmac.compare_digest(sent, expected):
+        if not _same_csrf(request, form):
             raise ConsoleError(403, "the form's CSRF token is missing or is not this session's: "
                                     "open the page again and send the form from it")
 
@@ -310,8 +308,7 @@ class Console:
     async def signin(self, request: Request) -> Response:
         form = await self.form(request)
         following = _next((form.get("next") or [""])[0])
-        sent_csrf = (form.get("csrf") or [""])[0].encode("utf-8")
-        if not hmac.compare_digest(sent_csrf, str(request.session.get("csrf", "")).encode("utf-8")):
+        if not _same_csrf(request, form):
             raise ConsoleError(403, "the sign-in form's CSRF token is missing or is not this "
                                     "session's: open the sign-in page again")
         given = (form.get("token") or [""])[0].encode("utf-8")
@@ -326,9 +323,7 @@ class Console:
         return RedirectResponse(following, 303)
 
     async def signout(self, request: Request) -> Response:
-        form = await self.form(request)
-        sent = (form.get("csrf") or [""])[0].encode("utf-8")
-        if not hmac.compare_digest(sent, str(request.session.get("csrf", "")).encode("utf-8")):
+        if not _same_csrf(request, await self.form(request)):
             raise ConsoleError(403, "the form's CSRF token is missing or is not this session's")
         request.session.clear()
         return RedirectResponse(f"{ROOT}/signin", 303)
@@ -336,10 +331,15 @@ class Console:
     # -- integrations and runs ------------------------------------------------------------------
 
     async def integrations_page(self, request: Request) -> Response:
-        rows = await run_in_threadpool(lambda: [self._integration(i) for i in self.integrations])
-        return self.render(request, "integrations.html", integrations=rows)
+        def gather() -> list[dict[str, Any]]:
+            # every outbox's pending and dead at once, from the index of the rows waiting
+            waiting: dict[str, list[Backlog]] = {}
+            for backlog in self.api.store.outbox.backlog():
+                waiting.setdefault(backlog.integration, []).append(backlog)
+            return [self._integration(i, waiting.get(i.name, [])) for i in self.integrations]
+        return self.render(request, "integrations.html", integrations=await run_in_threadpool(gather))
 
-    def _integration(self, integration: IntegrationSpec) -> dict[str, Any]:
+    def _integration(self, integration: IntegrationSpec, waiting: list[Backlog]) -> dict[str, Any]:
         latest = self.api.store.runs.latest(integration.name, 1)
         last = latest[0] if latest else None
         report = (last.report or {}) if last else {}
@@ -369,9 +369,7 @@ class Console:
 
                 described["next"] = next_run(integration.schedule)
         elif isinstance(integration, (BroadcastSpec, SyncSpec, CorrelationSpec)):
-            counts = self.api.store.outbox.counts(integration.name)
-            pending = sum(c.get(DeliveryStatus.PENDING.value, 0) for c in counts.values())
-            dead = sum(c.get(DeliveryStatus.DEAD.value, 0) for c in counts.values())
+            pending, dead = sum(b.pending for b in waiting), sum(b.dead for b in waiting)
             described["status"] = ("served here" if described["served"] else "not served here") \
                 + f"; {pending} pending, {dead} dead"
             described["next"] = "continuously" if described["served"] else None
@@ -657,6 +655,14 @@ class Console:
 def _local(request: Request) -> str:
     query = request.url.query
     return request.url.path + (f"?{query}" if query else "")
+
+
+def _same_csrf(request: Request, form: Mapping[str, list[str]]) -> bool:
+    """Whether the form carries its session's CSRF token (a session without one has none
+    to match: an empty field does not)."""
+    sent = (form.get("csrf") or [""])[0].encode("utf-8")
+    expected = str(request.session.get("csrf", "")).encode("utf-8")
+    return bool(expected) and hmac.compare_digest(sent, expected)
 
 
 def _next(target: str | None) -> str:

@@ -424,7 +424,8 @@ class Outbox(Repository):
         latency (enqueued to delivered, seconds) of its `latest` deliveries: mean and max."""
         oldest = (sa.select(outbox.c.destination, sa.func.min(outbox.c.created_at))
                   .where(outbox.c.integration == integration,
-                         outbox.c.status == DeliveryStatus.PENDING.value)
+                         outbox.c.status == DeliveryStatus.PENDING.value,
+                         WAITING)  # the partial index's words: not a walk of delivered rows
                   .group_by(outbox.c.destination))
         delivered = (sa.select(outbox.c.destination, outbox.c.created_at, outbox.c.delivered_at)
                      .where(outbox.c.integration == integration,
