@@ -7,16 +7,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, Request, Route, sync_playwright
 
 from patchbay.localorg.running import free_port
+from tests.serving import wait_for_health
 
 from .world import build
 
@@ -51,17 +50,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
                                 str(here / ".patchbay"), "--port", str(port)],
                                cwd=here, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("patchbay serve did not come up:\n" + (here / "serve.log").read_text())
-        time.sleep(0.2)
+    try:
+        wait_for_health(url, process, 60, lambda: "patchbay serve did not come up:\n"
+                        + (here / "serve.log").read_text())
+    except AssertionError:
+        process.kill()
+        raise
     try:
         yield Served(url, here, process)
     finally:

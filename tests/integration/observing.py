@@ -25,6 +25,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 from patchbay.localorg.running import free_port
+from tests.serving import wait_for_health
 
 MIGRATION = "Items into the org - migration"
 BROADCAST = "Deals - broadcast"
@@ -145,15 +146,7 @@ def serving(directory: Path, spec: Path, *options: str, **environ: str) -> Itera
             text=True)
     served = Served(f"http://127.0.0.1:{port}", process, stderr)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{served.url}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, served.logs()
-            time.sleep(0.1)
+        wait_for_health(served.url, process, 60, served.logs)
         yield served
     finally:
         process.terminate()

@@ -29,6 +29,7 @@ from patchbay.api.app import close_app
 from patchbay.api.openapi import OPENAPI
 from patchbay.localorg.running import free_port
 from patchbay.store import Store
+from tests.serving import wait_for_health
 
 TOKEN = "t0ken-for-the-api-tests"
 PASSWORD = "vault-pa55word-never-shown"
@@ -454,15 +455,7 @@ def test_patchbay_serve_serves_the_api_for_a_file_without_broadcasts(spec_path: 
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-            time.sleep(0.1)
+        wait_for_health(url, process, 30, process.communicate)
         headers = {"Authorization": f"Bearer {TOKEN}"}
         assert httpx.get(f"{url}/integrations").status_code == 401
         started = httpx.post(f"{url}/runs", headers=headers,
