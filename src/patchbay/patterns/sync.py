@@ -587,10 +587,12 @@ class Sync:
         for name, by_key in parents.items():
             lookup, mapping = held.object.fields[name].lookup, held.spec.fields[name]
             parent = self.held.get((lookup or "", held.participant))
-            if parent is None or parent.object is held.object or not self._joined(parent):
+            if parent is None or parent.object is held.object:
                 continue
+            # The state's join cursor is asked only when a parent is unknown (seldom).
             if any(key_text(value) not in by_key for c in changes
-                   if (value := c.record.get(mapping.field)) is not None):
+                   if (value := c.record.get(mapping.field)) is not None) \
+                    and self._joined(parent):
                 self._notice(parent, None)
                 caught_up = True
         return caught_up
