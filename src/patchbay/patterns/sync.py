@@ -587,10 +587,12 @@ class Sync:
         for name, by_key in parents.items():
             lookup, mapping = held.object.fields[name].lookup, held.spec.fields[name]
             parent = self.held.get((lookup or "", held.participant))
-            if parent is None or parent.object is held.object or not self._joined(parent):
+            if parent is None or parent.object is held.object:
                 continue
+            # The state's join cursor is asked only when a parent is unknown (seldom).
             if any(key_text(value) not in by_key for c in changes
-                   if (value := c.record.get(mapping.field)) is not None):
+                   if (value := c.record.get(mapping.field)) is not None) \
+                    and self._joined(parent):
                 self._notice(parent, None)
                 caught_up = True
         return caught_up
@@ -957,12 +959,17 @@ class Sync:
                                         page_size=5000):
             present.update(key_text(r[held.spec.key]) for r in page.records)
         name, obj = self.name, held.object.name
-        seen = {key for key, _ in self.store.xref.live_keys(name, obj, held.participant,
-                                                            seen=True) if key not in present}
+        seen: set[str] = set()
+        unseen: dict[str, str] = {}  # gid -> key
+        for key, gid, known in self.store.xref.live_keys(name, obj, held.participant):
+            if key in present:
+                continue
+            if known:
+                seen.add(key)
+            else:
+                unseen[gid] = key
         # A create never seen back was made there all the same if its delivery landed
         # before the keys were read: a person may have deleted it before the sync saw it.
-        unseen = {gid: key for key, gid in self.store.xref.live_keys(name, obj, held.participant)
-                  if key not in present and key not in seen}
         made = self.store.outbox.landed(name, held.destination, list(unseen), read_at) \
             if unseen else set()
         gone = sorted(seen | {unseen[gid] for gid in made})
@@ -1092,8 +1099,7 @@ class SyncTarget:
                     groups.setdefault((self.creates, Operation.UPSERT), []).append(position)
             else:
                 groups.setdefault((self.updates, Operation.UPDATE), []).append(position)
-        created: dict[str, Any] = {}
-        unkeyed: list[str] = []
+        made: list[tuple[str, Outcome]] = []
         deleted: list[str] = []
         stale: dict[str, dict[str, Any]] = {}
         for (sink, op), positions in groups.items():
@@ -1115,14 +1121,9 @@ class SyncTarget:
                     stale[gid] = self.held.shape.to_shared(record)
                 elif op is Operation.DELETE and outcome.status in (Status.DELETED, Status.SKIPPED):
                     deleted.append(gid)
-                elif op is Operation.UPSERT and outcome.status.is_success:
-                    key = self._key_given(gid, outcome)
-                    if key is not None:
-                        created[gid] = key
-                    else:
-                        unkeyed.append(gid)
-        if unkeyed:
-            created.update(self._keys_of(unkeyed))
+                elif op is Operation.UPSERT:
+                    made.append((gid, outcome))
+        created = self._created(made)
         xref, name = self.sync.store.xref, self.sync.name
         if created:
             xref.set_key(name, self.held.object.name, self.held.participant, created)
@@ -1131,13 +1132,8 @@ class SyncTarget:
         if stale:
             self.sync.stale(self.held, stale)
             self.sync.tally.add(self.held.participant, "stale writes", len(stale))
-        landed = [record for record, outcome in zip(batch, outcomes, strict=True)
-                  if outcome.status.is_success]
-        self.sync.tally.add(self.held.participant, "written", len(landed))
-        if landed and operation is not Operation.DELETE:
-            self.sync.crossed(self.held, landed)
+        self._landed(batch, outcomes, crossing=operation is not Operation.DELETE)
         return Written(Shaped([], [], {}, {}), outcomes)
-
 
     def create(self, batch: Sequence[Record]) -> tuple[list[Outcome], dict[str, Any]]:
         """Write creates (deliveries' records) in one write, by the participant's bulk path
@@ -1146,24 +1142,35 @@ class SyncTarget:
         the keys itself."""
         written = self.creates.write([_plain(r, self.creates.key, Operation.UPSERT)
                                       for r in batch], Operation.UPSERT)
-        created: dict[str, Any] = {}
-        for record, outcome in zip(batch, written.outcomes, strict=True):
-            key = self._key_given(str(record[GID]), outcome)
-            if outcome.status.is_success and key is not None:
-                created[str(record[GID])] = key
-        unkeyed = [str(r[GID]) for r, o in zip(batch, written.outcomes, strict=True)
-                   if o.status.is_success and str(r[GID]) not in created]
-        if unkeyed:
-            created.update(self._keys_of(unkeyed))
-        landed = [r for r, o in zip(batch, written.outcomes, strict=True) if o.status.is_success]
-        self.sync.tally.add(self.held.participant, "written", len(landed))
-        if landed:
-            self.sync.crossed(self.held, landed)
+        created = self._created([(str(record[GID]), outcome)
+                                 for record, outcome in zip(batch, written.outcomes, strict=True)])
+        self._landed(batch, written.outcomes, crossing=True)
         return written.outcomes, created
 
-    def _key_given(self, gid: str, outcome: Outcome) -> Any:
-        """The key of a record created, where the write says it (or the gid is the key)."""
-        return outcome.destination_id or (gid if not self.held.spec.external_id else None)
+    def _created(self, made: Sequence[tuple[str, Outcome]]) -> dict[str, Any]:
+        """The keys of the records of these creates (gid, outcome) that landed (gid -> key):
+        as the write says them (or the gid, where it is the key), else read back."""
+        created: dict[str, Any] = {}
+        unkeyed: list[str] = []
+        for gid, outcome in made:
+            if not outcome.status.is_success:
+                continue
+            key = outcome.destination_id or (gid if not self.held.spec.external_id else None)
+            if key is not None:
+                created[gid] = key
+            else:
+                unkeyed.append(gid)
+        if unkeyed:
+            created.update(self._keys_of(unkeyed))
+        return created
+
+    def _landed(self, batch: Sequence[Record], outcomes: Sequence[Outcome], *,
+                crossing: bool) -> None:
+        """Count the records written, and (`crossing`: not deletes) note them crossed."""
+        landed = [r for r, o in zip(batch, outcomes, strict=True) if o.status.is_success]
+        self.sync.tally.add(self.held.participant, "written", len(landed))
+        if landed and crossing:
+            self.sync.crossed(self.held, landed)
 
     def _keys_of(self, gids: Sequence[str]) -> dict[str, Any]:
         """The keys the participant gave records just created by external id, where the

@@ -130,11 +130,11 @@ class Xref(Repository):
                     xref.c.participant == participant, xref.c.gid.in_(chunk),
                     xref.c.state == "deleting").values(state="deleted", updated_at=now))
 
-    def live_keys(self, integration: str, object: str, participant: str, *,
-                  seen: bool = False) -> Iterator[tuple[str, str]]:
-        """(key, gid) of every record the participant is known to hold, in key order; with
-        `seen`, only those it was seen holding (not a create sent to it and never seen back,
-        which a failed write may have left undone)."""
+    def live_keys(self, integration: str, object: str, participant: str
+                  ) -> Iterator[tuple[str, str, bool]]:
+        """(key, gid, seen) of every record the participant is known to hold, in key order;
+        `seen`: whether it was seen holding it (not only a create sent to it and never seen
+        back, which a failed write may have left undone)."""
         after = ""
         while True:
             with self._db.read("xref.live_keys") as conn:
@@ -142,7 +142,7 @@ class Xref(Repository):
                     xref.c.integration == integration, xref.c.object == object,
                     xref.c.participant == participant, xref.c.state == "live",
                     xref.c.record_key > after).order_by(xref.c.record_key).limit(_CHUNK)).all()
-            yield from ((str(k), str(g)) for k, g, known in rows if known or not seen)
+            yield from ((str(k), str(g), bool(known)) for k, g, known in rows)
             if len(rows) < _CHUNK:
                 return
             after = str(rows[-1][0])

@@ -34,7 +34,7 @@ import datetime as dt
 import functools
 import logging
 from collections import Counter
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -863,7 +863,14 @@ class SqlConnector(Connector):
         if unknown:
             raise SpecError(f"table '{object}' of system '{self.name}' has no column "
                             f"'{unknown[0]}'{suggest(unknown[0], table.c.keys())}")
-        self._write_isolating(table, records, todo, operation, key, outcomes)
+
+        def write(conn: Connection, indexes: list[int]) -> list[Outcome]:
+            statuses = self._write_batch(conn, table, [records[i] for i in indexes], operation, key)
+            return [Outcome(records[i].get(key), status, reason,
+                            "NOT_FOUND" if reason and status is Status.SKIPPED else None)
+                    for i, (status, reason) in zip(indexes, statuses, strict=True)]
+
+        self._isolating(table, records, todo, key, outcomes, write)
         return completed(records, key, outcomes)
 
     def write_if(self, object: str, records: Sequence[Record], operation: Operation,
@@ -872,7 +879,7 @@ class SqlConnector(Connector):
         one of its values, in one transaction: no row matched means the record changed since
         (STALE) or is gone (SKIPPED). An upsert inserts the records no row has the key of
         yet (as `write` does, in bulk) and updates the others so. A batch the database
-        refuses is written a record at a time, so that a bad record fails alone."""
+        refuses is halved until a bad record fails alone, as `write` does."""
         if operation not in (Operation.UPDATE, Operation.DELETE, Operation.UPSERT):
             raise ValueError(f"a conditional write updates or deletes, not {operation.value}s")
         table = self.table(object)
@@ -882,7 +889,8 @@ class SqlConnector(Connector):
         if unknown:
             raise SpecError(f"table '{object}' of system '{self.name}' has no column "
                             f"'{unknown[0]}'{suggest(unknown[0], table.c.keys())}")
-        pairs = list(zip(records, expected, strict=True))
+        outcomes: list[Outcome | None] = [None] * len(records)
+        todo = list(range(len(records)))
         if operation is Operation.UPSERT:
             # A record no row has the key of is inserted: only this writer's own delivery of
             # it could be making it (its key is the sync's), so there is nothing to expect.
@@ -890,24 +898,13 @@ class SqlConnector(Connector):
                 present = {row[0] for chunk in range(0, len(records), 5000)
                            for row in conn.execute(sa.select(key_column).where(key_column.in_(
                                [r[key] for r in records[chunk:chunk + 5000]])))}
-            outcomes: list[Outcome | None] = [None] * len(records)
-            absent = [at for at, r in enumerate(records) if r[key] not in present]
+            absent = [at for at in todo if records[at][key] not in present]
             if absent:
                 for at, outcome in zip(absent, self.write(object, [records[at] for at in absent],
                                                           Operation.UPSERT, key), strict=True):
                     outcomes[at] = outcome
-            there = [at for at in range(len(records)) if at not in set(absent)]
-            if there:
-                for at, outcome in zip(there, self._write_if(table, key_column, [pairs[at] for at in there],
-                                                             Operation.UPDATE, key), strict=True):
-                    outcomes[at] = outcome
-            return [o if o is not None else Outcome(None, Status.FAILED, "not written")
-                    for o in outcomes]
-        return self._write_if(table, key_column, pairs, operation, key)
+            todo, operation = [at for at in todo if records[at][key] in present], Operation.UPDATE
 
-    def _write_if(self, table: sa.Table, key_column: sa.Column[Any],
-                  pairs: Sequence[tuple[Record, Expected]], operation: Operation,
-                  key: str) -> list[Outcome]:
         def one(conn: Connection, record: Record, expect: Expected) -> Outcome:
             held = [sa.or_(*(table.c[name].is_(None) if value is None
                              else table.c[name] == value for value in values))
@@ -930,21 +927,10 @@ class SqlConnector(Connector):
             return Outcome(record[key], Status.STALE, "the record changed there since it was "
                            "read", "STALE")
 
-        def batch(pairs: Sequence[tuple[Record, Expected]]) -> list[Outcome]:
-            try:
-                with self.engine.begin() as conn:
-                    return [one(conn, record, expect) for record, expect in pairs]
-            except sa_exc.DBAPIError as exc:
-                if is_connection_error(exc):
-                    raise RetriableError(f"system '{self.name}' connection lost while writing "
-                                         f"{table.name}: {first_line(exc)}", system=self.name,
-                                         object=table.name) from exc
-                if len(pairs) == 1:
-                    return [Outcome(pairs[0][0].get(key), Status.REJECTED, first_line(exc),
-                                    error_code(exc))]
-                return [outcome for pair in pairs for outcome in batch([pair])]
-
-        return batch(pairs)
+        self._isolating(table, records, todo, key, outcomes,
+                        lambda conn, ats: [one(conn, records[at], expected[at]) for at in ats])
+        return [o if o is not None else Outcome(None, Status.FAILED, "not written")
+                for o in outcomes]
 
     def accepts_tables(self, object: str, operation: Operation, key: str) -> bool:
         return (self.dialect == "postgresql" and operation is Operation.UPSERT
@@ -1010,15 +996,16 @@ class SqlConnector(Connector):
             table = table.filter(pc.is_in(table[key], value_set=pa.array(values, table[key].type)))
         return table
 
-    def _write_isolating(self, table: sa.Table, records: Sequence[Record], indexes: list[int],
-                         operation: Operation, key: str, outcomes: list[Outcome | None]) -> None:
-        """Write `indexes`; if the database refuses, halve until the bad records stand alone."""
+    def _isolating(self, table: sa.Table, records: Sequence[Record], indexes: list[int], key: str,
+                   outcomes: list[Outcome | None],
+                   write: Callable[[Connection, list[int]], list[Outcome]]) -> None:
+        """Write `indexes` in one transaction; if the database refuses, halve until the bad
+        records stand alone."""
         if not indexes:
             return
         try:
             with self.engine.begin() as conn:
-                statuses = self._write_batch(conn, table, [records[i] for i in indexes],
-                                             operation, key)
+                written = write(conn, indexes)
         except sa_exc.DBAPIError as exc:
             if is_connection_error(exc):
                 raise RetriableError(f"system '{self.name}' connection lost while writing "
@@ -1030,12 +1017,11 @@ class SqlConnector(Connector):
                                           first_line(exc), error_code(exc))
                 return
             middle = len(indexes) // 2
-            self._write_isolating(table, records, indexes[:middle], operation, key, outcomes)
-            self._write_isolating(table, records, indexes[middle:], operation, key, outcomes)
+            self._isolating(table, records, indexes[:middle], key, outcomes, write)
+            self._isolating(table, records, indexes[middle:], key, outcomes, write)
             return
-        for index, (status, reason) in zip(indexes, statuses, strict=True):
-            outcomes[index] = Outcome(records[index].get(key), status, reason,
-                                      "NOT_FOUND" if reason and status is Status.SKIPPED else None)
+        for index, outcome in zip(indexes, written, strict=True):
+            outcomes[index] = outcome
 
     def _write_batch(self, conn: Connection, table: sa.Table, batch: list[Record],
                      operation: Operation, key: str) -> list[tuple[Status, str | None]]:
