@@ -32,7 +32,7 @@ from patchbay.errors import LeaseLost
 from patchbay.model import jsonable
 from patchbay.processes import owner_gone
 from patchbay.store.schema import key_ranges, runs
-from patchbay.store.unit import Repository
+from patchbay.store.unit import Repository, aware
 
 OPEN, DONE, FAILED = "open", "done", "failed"
 
@@ -94,7 +94,7 @@ class Ranges(Repository):
                 .where(key_ranges.c.run_id == run_id, key_ranges.c.status == OPEN)
                 .order_by(key_ranges.c.number)).all()
         left = [(n, t, h, p) for n, t, h, expires, p in candidates if h is not None
-                and (expires is None or _aware(expires) < now or owner_gone(h))]
+                and (expires is None or aware(expires) < now or owner_gone(h))]
         free = [] if abandoned else [(n, t, h, p) for n, t, h, _, p in candidates if h is None]
         for number, token, holder, started in left + free:
             # compare-and-set on the token: of two workers taking the same range, one wins
@@ -187,10 +187,6 @@ class Ranges(Repository):
 
 def _key_range(row: sa.RowMapping) -> KeyRange:
     return KeyRange(**{c.name: row[c.name] for c in key_ranges.columns})
-
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def _holder() -> str:
