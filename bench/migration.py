@@ -121,16 +121,15 @@ def run_executemany(source: Path) -> None:
             cur.executemany(f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({marks})", rows)
 
 
-def run_patchbay(source: Path, workdir: Path, verify: str = "full") -> None:
-    from patchbay.runtime import runner
-    from patchbay.store import Store
-
-    spec = workdir / "bench.yaml"
+def write_spec(path: Path, source: Path, warehouse: str, table: str,
+               verify: str = "full") -> Path:
+    """The benchmarked integration: the contacts of `source` upserted into `table` of the
+    `warehouse` database, every field as it is."""
     fields = "\n".join(f"        {c}: {c}" for c in COLUMNS)
-    spec.write_text(f"""
+    path.write_text(f"""
 systems:
   legacy: sqlite:///{source}
-  warehouse: {PG_URL}
+  warehouse: {warehouse}
 integrations:
   - name: bench contacts
     pattern: migration
@@ -138,9 +137,17 @@ integrations:
     transform:
       fields:
 {fields}
-    destination: {{system: warehouse, object: {TABLE}, operation: upsert, key: id}}
+    destination: {{system: warehouse, object: {table}, operation: upsert, key: id}}
     options: {{batch_size: 10000, verify: {verify}}}
 """)
+    return path
+
+
+def run_patchbay(source: Path, workdir: Path, verify: str = "full") -> None:
+    from patchbay.runtime import runner
+    from patchbay.store import Store
+
+    spec = write_spec(workdir / "bench.yaml", source, PG_URL, TABLE, verify)
     invocation = runner.Invocation.load(spec, None, {})
     store = Store.open(directory=workdir / "state")
     report = runner.run(invocation.context(store, workdir / "runs"))

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
-from migration import COLUMNS, source_file
+from migration import source_file, write_spec
 
 PG_URL = os.environ.get("PATCHBAY_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 SCHEMA = "bench_partitioned"
@@ -41,26 +41,6 @@ CREATE TABLE {SCHEMA}.contacts (
     phone varchar(40), city text, country varchar(2), birthdate date, score double precision,
     balance numeric(12, 2), created_at timestamp, updated_at timestamp
 )"""
-
-
-def spec(directory: Path, source: Path) -> Path:
-    path = directory / "bench.yaml"
-    fields = "\n".join(f"        {c}: {c}" for c in COLUMNS)
-    path.write_text(f"""
-systems:
-  legacy: sqlite:///{source}
-  warehouse: {URL}
-integrations:
-  - name: bench contacts
-    pattern: migration
-    source: {{system: legacy, object: contacts, key: id}}
-    transform:
-      fields:
-{fields}
-    destination: {{system: warehouse, object: contacts, operation: upsert, key: id}}
-    options: {{batch_size: 10000}}
-""")
-    return path
 
 
 @dataclass
@@ -128,7 +108,7 @@ def measure(name: str, workers: int | None, rows: int, source: Path) -> Result:
     with psycopg.connect(PG_URL, autocommit=True) as conn:
         conn.execute(DDL)
     with tempfile.TemporaryDirectory() as directory:
-        path = spec(Path(directory), source)
+        path = write_spec(Path(directory) / "bench.yaml", source, URL, "contacts")
         command = [sys.executable, "-m", "patchbay.cli", "run", str(path), "--state", URL,
                    "--json", *([] if workers is None else ["--workers", str(workers)])]
         busy_before, total_before = _busy()

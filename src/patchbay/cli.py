@@ -354,15 +354,11 @@ class _Beside:
 def _work_ranges(file: Path, run_id: str, state: str | None, *, spare: bool) -> None:
     """`worker --run`: the key ranges of one run, with the run's own parameters."""
     store, reports = open_state(state)
-    record = store.runs.get(run_id)
-    given = {k: v for k, v in record.params.items() if not k.startswith("__")}
-    invocation = Invocation.load(file, record.integration, given)
     stop = threading.Event()
     with _stop_on_interrupt(stop):
         previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
         try:
-            partitions.work_ranges(invocation.context(store, reports, stop=stop), run_id, stop,
-                                   spare=spare)
+            partitions.work_run(file, run_id, store, reports, stop, spare=spare)
         finally:
             signal.signal(signal.SIGTERM, previous)
 

@@ -38,7 +38,6 @@ from patchbay.processes import owner_gone, this_host
 from patchbay.store import Store
 from patchbay.store.leases import Fence
 from patchbay.store.processes import GONE, RUNNING
-from patchbay.store.unit import aware
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +208,7 @@ def cluster_status(store: Store) -> dict[str, Any]:
     now = store.processes.now()
     shown = []
     for process in processes:
-        age = (now - aware(process.heartbeat_at)).total_seconds()
+        age = (now - process.heartbeat_at).total_seconds()
         status = process.status
         if status == RUNNING and (age > GONE_AFTER.total_seconds() or owner_gone(process.id)):
             status = GONE

@@ -175,10 +175,8 @@ class Deliverer:
             return
         now = dt.datetime.now(dt.UTC)
         latency = metrics.delivery_latency.labels(self.integration, done[0].destination)
-        for delivery in done:
-            created = delivery.created_at if delivery.created_at.tzinfo else \
-                delivery.created_at.replace(tzinfo=dt.UTC)
-            latency.observe(max(0.0, (now - created).total_seconds()))
+        for delivery in done:  # created_at is aware: the outbox gives every time with its zone
+            latency.observe(max(0.0, (now - delivery.created_at).total_seconds()))
 
     def _failed(self, group: Sequence[Delivery], error: str) -> DeliveryStats:
         retried = dead = 0

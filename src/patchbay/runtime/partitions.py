@@ -174,20 +174,26 @@ def pick_up(path: str | Path, names: Sequence[str], store: Store, reports_dir: P
             open_runs = []
         for run_id in open_runs:
             try:
-                run = store.runs.get(run_id)
-                given = {k: v for k, v in run.params.items() if not k.startswith("__")}
-                ctx = Invocation.load(path, run.integration, given).context(store, reports_dir,
-                                                                           stop=stop)
-                try:
-                    work_ranges(ctx, run_id, stop)
-                finally:
-                    ctx.systems.close()
+                work_run(path, run_id, store, reports_dir, stop)
             except (SpecError, RunNotResumable) as exc:
                 refused.add(run_id)
                 log.warning("not working the key ranges of run %s: %s", run_id, exc)
             except PatchbayError as exc:
                 log.warning("key ranges of run %s: %s", run_id, exc)
         stop.wait(1.0)
+
+
+def work_run(path: str | Path, run_id: str, store: Store, reports_dir: Path,
+             stop: threading.Event, *, spare: bool = False) -> int:
+    """`work_ranges` of run `run_id` with its integration as file `path` defines it, given
+    the run's own parameters (RunNotResumable when the file defines it otherwise now)."""
+    run = store.runs.get(run_id)
+    given = {k: v for k, v in run.params.items() if not k.startswith("__")}
+    ctx = Invocation.load(path, run.integration, given).context(store, reports_dir, stop=stop)
+    try:
+        return work_ranges(ctx, run_id, stop, spare=spare)
+    finally:
+        ctx.systems.close()
 
 
 def _settle_orphaned(split: Partitioned, store: Store, run_id: str) -> None:

@@ -60,7 +60,14 @@ from sqlalchemy.engine import Connection
 from patchbay.model import jsonable
 from patchbay.processes import owner_gone
 from patchbay.store.schema import WAITING, outbox
-from patchbay.store.unit import Repository, chunks, clock, rerun_on_conflict
+from patchbay.store.unit import (
+    Repository,
+    aware,
+    chunks,
+    clock,
+    current_time,
+    rerun_on_conflict,
+)
 
 
 class DeliveryStatus(StrEnum):
@@ -148,7 +155,7 @@ def version_order(version: str | None) -> tuple[str, Any] | None:
         at = dt.datetime.fromisoformat(text)
     except ValueError:
         return None
-    return ("time", at if at.tzinfo is not None else at.replace(tzinfo=dt.UTC))
+    return ("time", aware(at))
 
 
 class Outbox(Repository):
@@ -457,9 +464,7 @@ class Outbox(Repository):
                 .group_by(outbox.c.integration, outbox.c.destination, outbox.c.status))
         found: dict[tuple[str, str], Backlog] = {}
         with self._db.read("outbox.backlog") as conn:
-            now = clock(conn)
-            if not isinstance(now, dt.datetime):  # PostgreSQL's now(), asked for its value
-                now = _aware(conn.execute(sa.select(now)).scalar_one())
+            now = current_time(conn)
             for integration, destination, status, n, oldest in conn.execute(stmt):
                 oldest = _aware(oldest)
                 was = found.get((integration, destination)) or Backlog(integration, destination)
@@ -532,9 +537,7 @@ def _locked(*where: sa.ColumnElement[bool], skip: bool = False) -> sa.Select[tup
 
 
 def _aware(value: dt.datetime | None) -> dt.datetime | None:
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=dt.UTC)
+    return None if value is None else aware(value)
 
 
 def _delivery(row: sa.RowMapping) -> Delivery:

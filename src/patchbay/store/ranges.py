@@ -15,6 +15,10 @@ checkpoint and its set-aside records commit together:
     with store.transaction() as tx:
         tx.outcomes.add(run_id, batch, rows, key_range=lease.number)
         tx.ranges.checkpoint(lease, position=..., ...)       # LeaseLost: neither is kept
+
+Clock: as for store/leases.py, expiries are computed and compared by the database server on
+PostgreSQL (workers on several machines need not agree on the time), by the local clock on
+SQLite.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from patchbay.errors import LeaseLost
 from patchbay.model import jsonable
 from patchbay.processes import owner_gone
 from patchbay.store.schema import key_ranges, runs
-from patchbay.store.unit import Repository
+from patchbay.store.unit import Repository, aware, clock, current_time
 
 OPEN, DONE, FAILED = "open", "done", "failed"
 
@@ -69,8 +73,8 @@ class Ranges(Repository):
 
     def split(self, run_id: str, bounds: Sequence[tuple[Any, Any]]) -> bool:
         """Record a run's ranges, unless it has some already; whether these were recorded."""
-        now = _now()
         with self._db.begin("ranges.split") as conn:
+            now = current_time(conn)
             if conn.execute(sa.select(sa.func.count()).select_from(key_ranges)
                             .where(key_ranges.c.run_id == run_id)).scalar_one():
                 return False
@@ -86,15 +90,15 @@ class Ranges(Repository):
         """Lease an open range of the run that nobody holds, or whose holder let its lease
         expire or is a process of this machine that is gone; those first (they were started
         and wait), then the lowest; with `abandoned`, only those. None when there is none."""
-        now = _now()
         with self._db.read("ranges.lease") as conn:
+            now = current_time(conn)
             candidates = conn.execute(
                 sa.select(key_ranges.c.number, key_ranges.c.token, key_ranges.c.holder,
                           key_ranges.c.lease_expires_at, key_ranges.c.position)
                 .where(key_ranges.c.run_id == run_id, key_ranges.c.status == OPEN)
                 .order_by(key_ranges.c.number)).all()
         left = [(n, t, h, p) for n, t, h, expires, p in candidates if h is not None
-                and (expires is None or _aware(expires) < now or owner_gone(h))]
+                and (expires is None or aware(expires) < now or owner_gone(h))]
         free = [] if abandoned else [(n, t, h, p) for n, t, h, _, p in candidates if h is None]
         for number, token, holder, started in left + free:
             # compare-and-set on the token: of two workers taking the same range, one wins
@@ -111,8 +115,7 @@ class Ranges(Repository):
         return None
 
     def renew(self, lease: KeyRange, seconds: float) -> None:
-        self._fenced(lease, "ranges.renew",
-                     lease_expires_at=_now() + dt.timedelta(seconds=seconds))
+        self._fenced(lease, "ranges.renew", lasting=seconds)
 
     def checkpoint(self, lease: KeyRange, *, position: Any, batches: int,
                    counters: Mapping[str, int], comparison: Mapping[str, Any],
@@ -121,8 +124,7 @@ class Ranges(Repository):
         transaction); renews the lease."""
         self._fenced(lease, "ranges.checkpoint", position=jsonable(position), batches=batches,
                      counters=dict(counters), comparison=jsonable(comparison),
-                     high_water=jsonable(high_water),
-                     lease_expires_at=_now() + dt.timedelta(seconds=seconds))
+                     high_water=jsonable(high_water), lasting=seconds)
 
     def done(self, lease: KeyRange) -> None:
         """The range is migrated and compared to its end (its last holder is kept: the
@@ -150,7 +152,7 @@ class Ranges(Repository):
         with self._db.begin("ranges.reopen") as conn:
             conn.execute(sa.update(key_ranges).where(
                 key_ranges.c.run_id == run_id, key_ranges.c.status == FAILED).values(
-                status=OPEN, error=None, updated_at=_now()))
+                status=OPEN, error=None, updated_at=clock(conn)))
 
     def of(self, run_id: str) -> list[KeyRange]:
         with self._db.read("ranges.of") as conn:
@@ -173,13 +175,18 @@ class Ranges(Repository):
                 key_ranges.c.run_id == run_id, key_ranges.c.number == number)).mappings().one()
         return _key_range(row)
 
-    def _fenced(self, lease: KeyRange, operation: str, **values: Any) -> None:
-        """Write the holder's change, if it still holds the range; else LeaseLost."""
+    def _fenced(self, lease: KeyRange, operation: str, lasting: float | None = None,
+                **values: Any) -> None:
+        """Write the holder's change (and, `lasting`, its lease renewed for that many
+        seconds), if it still holds the range; else LeaseLost."""
         with self._db.begin(operation) as conn:
+            now = clock(conn)
+            if lasting is not None:
+                values["lease_expires_at"] = now + dt.timedelta(seconds=lasting)
             changed = conn.execute(sa.update(key_ranges).where(
                 key_ranges.c.run_id == lease.run_id, key_ranges.c.number == lease.number,
                 key_ranges.c.token == lease.token, key_ranges.c.status == OPEN).values(
-                updated_at=_now(), **values)).rowcount
+                updated_at=now, **values)).rowcount
         if not changed:
             raise LeaseLost(f"key range {lease.number} of run {lease.run_id} was taken over by "
                             "another worker (this one's lease expired)", run=lease.run_id)
@@ -189,13 +196,5 @@ def _key_range(row: sa.RowMapping) -> KeyRange:
     return KeyRange(**{c.name: row[c.name] for c in key_ranges.columns})
 
 
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-
-
 def _holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)

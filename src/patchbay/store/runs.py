@@ -26,7 +26,7 @@ from patchbay.errors import UnknownRun
 from patchbay.model import jsonable
 from patchbay.processes import gone, this_host
 from patchbay.store.schema import outcomes, runs
-from patchbay.store.unit import Repository
+from patchbay.store.unit import Repository, aware
 
 STALE_AFTER = dt.timedelta(minutes=2)
 """A running run whose owner has not checkpointed for this long, on another host, is dead."""
@@ -73,7 +73,7 @@ class RunRecord:
         if host == this_host():
             return pid.isdigit() and not gone(host, pid)
         beat = self.heartbeat_at or self.started_at
-        return _now() - _aware(beat) < STALE_AFTER
+        return _now() - aware(beat) < STALE_AFTER
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,10 +243,6 @@ def _owner() -> str:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def _key_text(value: Any) -> str | None:
