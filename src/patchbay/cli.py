@@ -36,6 +36,7 @@ from patchbay.errors import (
     SpecError,
     UnknownRun,
 )
+from patchbay.model import given_params
 from patchbay.runtime import capture, conflicts, partitions, reviews, runner, serving
 from patchbay.runtime.cluster import DEFAULT_LEASE_SECONDS, Member, cluster_status
 from patchbay.runtime.runner import Invocation
@@ -155,7 +156,7 @@ def resume(run_id: RunIdArg,
         path = file or (Path(record.spec_path) if record.spec_path else None)
         if path is None:
             raise SpecError(f"run {run_id} does not say which file it came from; pass --file")
-        params = {k: v for k, v in record.params.items() if not k.startswith("__")}
+        params = given_params(record.params)
         invocation = Invocation.load(path, record.integration, params)
         raise typer.Exit(_execute(invocation, state, resume=run_id, as_json=as_json))
 

@@ -185,6 +185,12 @@ class Change:
     its time cannot tell two changes of one record apart."""
 
 
+def given_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's parameters as they were given: without the engine's own `__` entries (such as
+    `__full__`, a full re-read asked for), which a run's definition and display leave out."""
+    return {k: v for k, v in params.items() if not k.startswith("__")}
+
+
 def jsonable(value: Any) -> Any:
     """A value as JSON holds it, for the engine state, reports and answers: mappings and
     sequences item by item, dates and times as ISO text, decimals as fixed-point text (the

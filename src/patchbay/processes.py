@@ -14,6 +14,11 @@ def this_host() -> str:
     return socket.gethostname()
 
 
+def this_process() -> str:
+    """`host:pid`: the owner of what this process holds (a run, a key range)."""
+    return f"{this_host()}:{os.getpid()}"
+
+
 def gone(host: str, pid: str | int) -> bool:
     """Whether process `pid` of `host` is known to have ended: `host` is this machine and no
     process has that id. A pid that is not a number is not known to be gone."""

@@ -89,7 +89,7 @@ from patchbay.errors import (
     UnknownConflict,
     UnknownPair,
 )
-from patchbay.model import jsonable
+from patchbay.model import given_params, jsonable
 from patchbay.patterns import aggregation
 from patchbay.runtime import conflicts, observed, reviews, runner
 from patchbay.runtime.cluster import cluster_status
@@ -353,7 +353,7 @@ class Api:
             raise ApiError(404, f"no run '{run_id}'") from None
         return self.json({
             **_run_summary(record),
-            "params": {k: v for k, v in record.params.items() if not k.startswith("__")},
+            "params": given_params(record.params),
             "full": bool(record.params.get("__full__")),
             "batches": record.batches, "heartbeat_at": record.heartbeat_at,
             "active": self.runs.is_active(record.id),

@@ -65,7 +65,7 @@ from patchbay.errors import (
     UnknownConflict,
     UnknownPair,
 )
-from patchbay.model import jsonable
+from patchbay.model import given_params, jsonable
 from patchbay.runtime import conflicts, reviews
 from patchbay.runtime.cluster import cluster_status
 from patchbay.runtime.runner import Invocation
@@ -424,7 +424,7 @@ class Console:
         keep = {k: v for k, v in (("code", code), ("q", containing)) if v}
         return self.render(
             request, "run.html", run=record, report=report, running=record.status == RunStatus.RUNNING,
-            params={k: v for k, v in record.params.items() if not k.startswith("__")},
+            params=given_params(record.params),
             rejects=rows[:PAGE_SIZE], codes=codes, code=code or "", q=containing or "",
             page=number, previous=link + urlencode({**keep, "page": number - 1}) if number > 1 else None,
             following=link + urlencode({**keep, "page": number + 1}) if len(rows) > PAGE_SIZE else None,

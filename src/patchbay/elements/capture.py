@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from patchbay.compare import normalise
-from patchbay.model import KeyValue, Record
+from patchbay.model import KeyValue, Record, given_params
 
 _MASK = (1 << 64) - 1
 
@@ -269,7 +269,7 @@ def build_report(*, integration: Any, run_id: str | None, params: Mapping[str, A
         integration=integration.name,
         pattern=integration.pattern,
         run=run_id,
-        params=plain_record({k: v for k, v in params.items() if not k.startswith("__")}),
+        params=plain_record(given_params(params)),
         started_at=started.isoformat() if started else None,
         finished_at=finished.isoformat(),
         seconds=round(seconds, 3) if seconds is not None else None,

@@ -36,7 +36,7 @@ from patchbay.elements.columnar import arrow_type
 from patchbay.elements.sink import Shaped, Sink
 from patchbay.elements.transform import Transform
 from patchbay.errors import FatalRunError, PatchbayError, RunNotResumable, SpecError
-from patchbay.model import Operation, Page, Record, Status, jsonable
+from patchbay.model import Operation, Page, Record, Status, given_params, jsonable
 from patchbay.patterns.context import LookupCache, RunContext, spec_of
 from patchbay.patterns.registry import Pattern, Report, RunReport, Started
 from patchbay.retry import RetryPolicy
@@ -86,8 +86,7 @@ def fingerprint(ctx: RunContext) -> str:
     definition = {"integration": integration.model_dump(mode="json", by_alias=True,
                                                         exclude={"options"}),
                   "systems": systems,
-                  "params": {k: v for k, v in jsonable(dict(ctx.params)).items()
-                             if not k.startswith("__")}}
+                  "params": given_params(jsonable(dict(ctx.params)))}
     text = json.dumps(definition, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -632,7 +631,7 @@ def _refused_last_time(ctx: RunContext) -> frozenset[str]:
     """Keys of the records the last finished run of these parameters had set aside."""
     for run in ctx.store.runs.latest(ctx.integration.name, limit=20):
         finished = run.status not in RunStatus.UNFINISHED
-        same = {k: v for k, v in run.params.items() if not k.startswith("__")} == \
+        same = given_params(run.params) == \
             jsonable(dict(ctx.params))
         if finished and same:
             rows = ctx.store.outcomes.of(run.id, statuses=[Status.REJECTED.value])

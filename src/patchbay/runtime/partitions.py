@@ -34,6 +34,7 @@ from patchbay.errors import (
     RunNotResumable,
     SpecError,
 )
+from patchbay.model import given_params
 from patchbay.patterns.context import RunContext
 from patchbay.patterns.partitioned import RANGES_PER_WORKER, Partitioned
 from patchbay.patterns.registry import Report, pattern_of
@@ -188,7 +189,7 @@ def work_run(path: str | Path, run_id: str, store: Store, reports_dir: Path,
     """`work_ranges` of run `run_id` with its integration as file `path` defines it, given
     the run's own parameters (RunNotResumable when the file defines it otherwise now)."""
     run = store.runs.get(run_id)
-    given = {k: v for k, v in run.params.items() if not k.startswith("__")}
+    given = given_params(run.params)
     ctx = Invocation.load(path, run.integration, given).context(store, reports_dir, stop=stop)
     try:
         return work_ranges(ctx, run_id, stop, spare=spare)

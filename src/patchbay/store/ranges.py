@@ -24,8 +24,6 @@ SQLite.
 from __future__ import annotations
 
 import datetime as dt
-import os
-import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +32,7 @@ import sqlalchemy as sa
 
 from patchbay.errors import LeaseLost
 from patchbay.model import jsonable
-from patchbay.processes import owner_gone
+from patchbay.processes import owner_gone, this_process
 from patchbay.store.schema import key_ranges, runs
 from patchbay.store.unit import Repository, aware, clock, current_time
 
@@ -106,7 +104,7 @@ class Ranges(Repository):
                 taken = conn.execute(sa.update(key_ranges).where(
                     key_ranges.c.run_id == run_id, key_ranges.c.number == number,
                     key_ranges.c.token == token, key_ranges.c.status == OPEN).values(
-                    holder=_holder(), lease_expires_at=now + dt.timedelta(seconds=seconds),
+                    holder=this_process(), lease_expires_at=now + dt.timedelta(seconds=seconds),
                     token=token + 1, updated_at=now,
                     takeovers=key_ranges.c.takeovers + (0 if holder is None else 1),
                     resumed=key_ranges.c.resumed + (0 if started is None else 1))).rowcount
@@ -196,5 +194,3 @@ def _key_range(row: sa.RowMapping) -> KeyRange:
     return KeyRange(**{c.name: row[c.name] for c in key_ranges.columns})
 
 
-def _holder() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"

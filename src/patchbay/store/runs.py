@@ -13,9 +13,7 @@ A written batch is recorded as one unit of work (see patterns/migration.py):
 from __future__ import annotations
 
 import datetime as dt
-import os
 import secrets
-import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +22,7 @@ import sqlalchemy as sa
 
 from patchbay.errors import UnknownRun
 from patchbay.model import jsonable
-from patchbay.processes import gone, this_host
+from patchbay.processes import gone, this_host, this_process
 from patchbay.store.schema import outcomes, runs
 from patchbay.store.unit import Repository, aware
 
@@ -97,7 +95,7 @@ class Runs(Repository):
         now = _now()
         values = dict(id=new_run_id(), integration=integration, pattern=pattern,
                       spec_path=spec_path, params=jsonable(params), status=RunStatus.RUNNING,
-                      started_at=now, heartbeat_at=now, owner=_owner(), batches=0, counters={},
+                      started_at=now, heartbeat_at=now, owner=this_process(), batches=0, counters={},
                       checkpoint=None, fingerprint=fingerprint)
         with self._db.begin("runs.start") as conn:
             conn.execute(sa.insert(runs).values(**values))
@@ -112,7 +110,7 @@ class Runs(Repository):
             stmt = stmt.where(runs.c.owner == owner)
         with self._db.begin("runs.claim") as conn:
             taken = conn.execute(stmt.values(
-                status=RunStatus.RUNNING, owner=_owner(), heartbeat_at=_now(), error=None,
+                status=RunStatus.RUNNING, owner=this_process(), heartbeat_at=_now(), error=None,
                 finished_at=None)).rowcount
         return self.get(run_id) if taken else None
 
@@ -235,10 +233,6 @@ class Outcomes(Repository):
 
 def _run_record(row: sa.RowMapping) -> RunRecord:
     return RunRecord(**{c.name: row[c.name] for c in runs.columns})
-
-
-def _owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _now() -> dt.datetime:
