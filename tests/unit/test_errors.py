@@ -79,3 +79,17 @@ def test_a_database_that_cannot_be_reached_names_its_system_in_the_context() -> 
         unreachable.check()
     assert refused.value.context == {"system": "erp"}
     assert "(system=" not in str(refused.value)  # the message names it already
+
+
+def test_the_consoles_and_outbound_messages_refusals_are_api_errors() -> None:
+    """The web console and the Outbound Messages endpoint came after the tree was completed:
+    their refusals are API errors too, keeping their status and message."""
+    from patchbay.api.console import ConsoleError
+    from patchbay.api.outbound import Fault
+
+    refused = ConsoleError(403, "not signed in")
+    assert isinstance(refused, ApiError)
+    assert (refused.status, refused.message, refused.problems) == (403, "not signed in", [])
+    fault = Fault(500, "not recorded now", server=True)
+    assert isinstance(fault, ApiError)
+    assert (fault.status, fault.message, fault.server) == (500, "not recorded now", True)

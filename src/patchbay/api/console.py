@@ -127,12 +127,14 @@ NAV = [
 """The console's pages, in the navigation's order: a new page adds itself here."""
 
 
-class ConsoleError(Exception):
-    """A request the console refuses: rendered as a page with its status."""
+class ConsoleError(ApiError):
+    """A request the console refuses: rendered as a page with its status (an API error, so
+    the error tree holds it; its problems are a list, empty when there are none)."""
+
+    problems: list[str]
 
     def __init__(self, status: int, message: str, problems: list[str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.problems = status, message, problems or []
+        super().__init__(status, message, problems or [])
 
 
 Handler = Callable[[Request], Awaitable[Response]]

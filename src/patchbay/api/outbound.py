@@ -37,7 +37,7 @@ from starlette.responses import Response
 
 from patchbay.api.http import Redactor, capped_body
 from patchbay.api.runs import Runs
-from patchbay.errors import ConnectionFailed, PatchbayError
+from patchbay.errors import ApiError, ConnectionFailed, PatchbayError
 from patchbay.runtime.runner import Invocation
 from patchbay.sfid import to18
 from patchbay.spec import IntegrationFile, IntegrationSpec, OutboundMessagesSpec, PushPoint
@@ -65,15 +65,15 @@ _ACK = ('<?xml version="1.0" encoding="UTF-8"?>'
         "</soapenv:Body></soapenv:Envelope>")
 
 
-class Fault(Exception):
+class Fault(ApiError):
     """A notification not recorded: the HTTP status, and who is at fault (the sender, or
     this server, whose faults a redelivery may get past). Malformed messages are 400, not
     the 500 of SOAP 1.1's HTTP binding: a 500 is this server's fault, and Salesforce sends
     the message again whatever the status."""
 
     def __init__(self, status: int, message: str, *, server: bool = False) -> None:
-        super().__init__(message)
-        self.status, self.message, self.server = status, message, server
+        super().__init__(status, message)
+        self.server = server
 
 
 @dataclass(frozen=True)
