@@ -12,9 +12,12 @@ from typing import Any, Literal
 
 import pytest
 from pydantic import Field
+from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from patchbay import cli
+from patchbay.api import create_app
+from patchbay.api.app import close_app
 from patchbay.errors import SpecError
 from patchbay.patterns.context import spec_of
 from patchbay.patterns.registry import NotSupported, Pattern, Report
@@ -127,3 +130,24 @@ def test_the_cli_runs_it_and_refuses_what_it_lacks(counted: Path, tmp_path: Path
     refusal = "'people' is a count: the count pattern does not plan: it has no run to preview"
     assert (planned.exit_code, json.loads(planned.stdout)) == (cli.EXIT_BAD_INPUT, {
         "error": refusal, "problems": [refusal], "exit": cli.EXIT_BAD_INPUT})
+
+
+def test_the_api_and_the_console_know_its_outbox_by_its_loop(counted: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whether an integration has deliveries is its pattern's word (the loop that keeps it
+    going), not a list of pattern types in the API or the console."""
+    app = create_app(counted, str(tmp_path / "state"), None)
+    try:
+        with TestClient(app, base_url="http://127.0.0.1") as client:
+            refused = client.get("/outbox/people")
+            assert (refused.status_code, refused.json()["error"]) == (
+                400, "'people' is a count, which keeps no outbox")
+            page = client.get("/ui/")
+            assert page.status_code == 200 and "people" in page.text
+            assert "0 pending" not in page.text
+            monkeypatch.setattr(CountPattern, "loop", "outbox")
+            assert client.get("/outbox/people").json() == {"integration": "people",
+                                                           "destinations": {}}
+            assert "not served here; 0 pending, 0 dead" in client.get("/ui/").text
+    finally:
+        close_app(app)

@@ -572,9 +572,9 @@ class Api:
         if not counts:
             if name not in declared:
                 raise ApiError(404, f"no integration '{name}'{spec.suggest(name, declared)}")
-            if not isinstance(declared[name], BroadcastSpec):
-                raise ApiError(400, f"'{name}' is a {declared[name].pattern}; only broadcasts "
-                                    "have an outbox")
+            if not runner.keeps_outbox(declared[name]):
+                raise ApiError(400, f"'{name}' is a {declared[name].pattern}, which keeps no "
+                                    "outbox")
         return self.json({"integration": name, "destinations": counts})
 
 

@@ -66,7 +66,7 @@ from patchbay.errors import (
     UnknownPair,
 )
 from patchbay.model import given_params, jsonable
-from patchbay.runtime import conflicts, reviews
+from patchbay.runtime import conflicts, reviews, runner
 from patchbay.runtime.cluster import cluster_status
 from patchbay.runtime.runner import Invocation
 from patchbay.spec import (
@@ -74,7 +74,6 @@ from patchbay.spec import (
     BroadcastSpec,
     CorrelationSpec,
     IntegrationSpec,
-    MigrationSpec,
     SyncSpec,
 )
 from patchbay.store import RunRecord
@@ -352,7 +351,7 @@ class Console:
             "when": _when_it_runs(integration), "next": None, "status": None,
             "last": last, "last_at": None, "verdict": report.get("verdict"), "throughput": None,
             "parameters": integration.parameters,
-            "recorded": isinstance(integration, MigrationSpec),
+            "recorded": runner.records_runs(integration),
             "served": integration.name in self.api.runs.serving}
         if last is not None:
             described["status"] = last.status
@@ -370,7 +369,7 @@ class Console:
                 from patchbay.patterns.aggregation import next_run  # DuckDB: only when used
 
                 described["next"] = next_run(integration.schedule)
-        elif isinstance(integration, (BroadcastSpec, SyncSpec, CorrelationSpec)):
+        elif runner.keeps_outbox(integration):
             pending, dead = sum(b.pending for b in waiting), sum(b.dead for b in waiting)
             described["status"] = ("served here" if described["served"] else "not served here") \
                 + f"; {pending} pending, {dead} dead"

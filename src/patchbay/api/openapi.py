@@ -387,12 +387,13 @@ PATHS: dict[str, Any] = {
         "responses": {"200": _json(_ref("Discarded"), "How many were discarded."),
                       **_BAD_REQUEST, **_UNAUTHORIZED, **_JSON_BODY}}},
     "/outbox/{integration}": {"get": {
-        "summary": "A broadcast's deliveries per destination and status",
+        "summary": "An integration's deliveries per destination and status (a broadcast, "
+                   "a sync, a correlation)",
         "operationId": "getOutbox",
         "parameters": [{"name": "integration", "in": "path", "required": True,
                         "schema": {"type": "string"}}],
         "responses": {"200": _json(_ref("Outbox"), "The counts."),
-                      "400": _error("The integration is not a broadcast."), **_UNAUTHORIZED,
+                      "400": _error("The integration keeps no outbox."), **_UNAUTHORIZED,
                       "404": _error("No such integration.")}}},
     "/cluster": {"get": {
         "summary": "The serve and worker processes sharing the engine state, and the leases",

@@ -123,6 +123,12 @@ def serves(integration: IntegrationSpec, *, poll: bool = True) -> bool:
     return loop is not None and (poll or loop in serving.WITHOUT_POLLING)
 
 
+def keeps_outbox(integration: IntegrationSpec) -> bool:
+    """Whether `integration` is kept going by the outbox loop, so that it has deliveries
+    (a broadcast, a sync, a correlation: whatever its pattern says)."""
+    return pattern_class(integration).loop_of(integration) == "outbox"
+
+
 def accept(ctx: RunContext, body: Mapping[str, Any], received_at: str,
            message: tuple[str, str] | None = None, source: str | None = None) -> int:
     """Queue changes pushed to an integration (a webhook, an Outbound Message); how many.
