@@ -52,15 +52,27 @@ def module_path(name: str) -> str | None:
     return as_package.as_posix() if (SRC / as_package).is_file() else None
 
 
-def imports(path: Path) -> set[str]:
-    """The patchbay modules `path` imports (a `from package import module` names the module)."""
+def absolute(node: ast.ImportFrom, package: tuple[str, ...]) -> str | None:
+    """The module a `from ... import` names: a relative one (`from ..runtime import runner`)
+    resolved against `package`, the importer's package (`("patchbay", "elements")`)."""
+    if node.level == 0:
+        return node.module
+    if node.level > len(package):
+        return None
+    base = package[:len(package) - node.level + 1]
+    return ".".join([*base, node.module] if node.module else base)
+
+
+def imports(path: Path, package: tuple[str, ...] = ()) -> set[str]:
+    """The patchbay modules `path` imports (a `from package import module` names the module);
+    `package` is the importer's package, which relative imports are read against."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [f"{node.module}.{alias.name}" for alias in node.names]
-            names = [n if module_path(n) else node.module for n in names]
+        elif isinstance(node, ast.ImportFrom) and (module := absolute(node, package)):
+            names = [f"{module}.{alias.name}" for alias in node.names]
+            names = [n if module_path(n) else module for n in names]
         else:
             continue
         found |= {p for p in map(module_path, names) if p is not None}
@@ -71,7 +83,9 @@ def edges() -> set[tuple[str, str]]:
     found = set()
     for path in SRC.rglob("*.py"):
         importer = path.relative_to(SRC).as_posix()
-        found |= {(importer, imported) for imported in imports(path) if imported != importer}
+        package = ("patchbay", *path.relative_to(SRC).parent.parts)
+        found |= {(importer, imported) for imported in imports(path, package)
+                  if imported != importer}
     return found
 
 
@@ -112,3 +126,10 @@ def test_an_upward_import_is_caught(tmp_path: Path) -> None:
         "the local org stands apart (the engine reaches it through its package only)"
     assert wrong("cli.py", "localorg/__init__.py") is None
     assert wrong("patterns/migration.py", "spec/registry.py") is None
+
+
+def test_a_relative_import_is_read_like_an_absolute_one(tmp_path: Path) -> None:
+    module = tmp_path / "sneaky.py"
+    module.write_text("from ..runtime import runner\nfrom . import transform\nfrom .. import model\n")
+    assert imports(module, ("patchbay", "elements")) == {
+        "runtime/runner.py", "elements/transform.py", "model.py"}
