@@ -9,6 +9,9 @@ methods only. A new connector joins by adding its subject to conftest.py.
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 
 from patchbay.connectors.base import Capability
@@ -267,3 +270,37 @@ def test_messages_not_acked_come_back_and_acked_ones_do_not(subject: Subject) ->
     last = subject.connector.subscribe(subject.queue, "contract")
     assert last.fetch(10, 2) == []
     last.close()
+
+
+# -- write_if -----------------------------------------------------------------------------------
+
+
+@every(claiming(Capability.WRITE_IF))
+def test_a_conditional_write_lands_only_where_the_record_holds_what_is_expected(
+        subject: Subject) -> None:
+    key, name, amount = subject.key, subject.name, subject.amount
+    updated = subject.connector.write_if(subject.object, [
+        {key: "k01", name: "Alpha two"},    # holds one of the values expected: written
+        {key: "k02", name: "Bravo two"},    # holds another (a person's edit): stale
+        {key: "k03", amount: 30},           # null expected, null held: written
+        {key: "k99", name: "Nobody"},       # no such record: skipped
+    ], Operation.UPDATE, key, [{name: ["Alpha", "Alpha two"]}, {name: ["Someone"]},
+                               {amount: [None]}, {name: ["Nobody"]}])
+    assert [o.status for o in updated] == [Status.UPDATED, Status.STALE, Status.UPDATED,
+                                           Status.SKIPPED]
+    deleted = subject.connector.write_if(subject.object, [{key: "k04"}, {key: "k06"}],
+                                         Operation.DELETE, key,
+                                         [{name: ["Someone"]}, {name: ["Echo"]}])
+    assert [o.status for o in deleted] == [Status.STALE, Status.DELETED]
+    assert names_by_key(subject, ["k01", "k02", "k04", "k06"]) == {
+        "k01": "Alpha two", "k02": "Bravo", "k04": "Delta"}
+
+
+def test_every_capability_has_shared_tests() -> None:
+    """A capability a connector may claim is promised by tests here: one added without them
+    would let a connector claim it untested."""
+    tree = ast.parse(Path(__file__).read_text(encoding="utf-8"))
+    tested = {node.args[0].attr for node in ast.walk(tree)
+              if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "claiming"
+              and node.args and isinstance(node.args[0], ast.Attribute)}
+    assert tested == {capability.name for capability in Capability}
