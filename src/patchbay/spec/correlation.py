@@ -32,6 +32,7 @@ from patchbay.spec.sync import (
     SyncObjectSpec,
     SyncOptions,
     SyncSpec,
+    shared_fields_shorthand,
 )
 
 
@@ -68,11 +69,7 @@ class CorrelationSpec(IntegrationSpec):
     @field_validator("share", mode="before")
     @classmethod
     def _share_shorthand(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            return {name: {} for name in value}
-        if isinstance(value, dict):
-            return {k: ({} if v is None else v) for k, v in value.items()}
-        return value
+        return shared_fields_shorthand(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> CorrelationSpec:

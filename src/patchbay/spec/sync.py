@@ -23,6 +23,16 @@ ConflictPolicy = Literal["latest", "priority", "owner", "manual"]
 SharedType = Literal["auto", "text", "number", "integer", "boolean", "date", "datetime"]
 
 
+def shared_fields_shorthand(value: Any) -> Any:
+    """Shared fields as written: a list of names, or names with nothing after them, take
+    every default (a sync's objects, a correlation's `share`)."""
+    if isinstance(value, list):
+        return {name: {} for name in value}
+    if isinstance(value, dict):
+        return {k: ({} if v is None else v) for k, v in value.items()}
+    return value
+
+
 class SharedFieldSpec(SpecModel):
     """One field of the shared shape: its type (how values of different systems compare),
     who may write it and how a conflict on it is settled."""
@@ -127,11 +137,7 @@ class SyncObjectSpec(SpecModel):
     @field_validator("fields", mode="before")
     @classmethod
     def _shorthand(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            return {name: {} for name in value}
-        if isinstance(value, dict):
-            return {k: ({} if v is None else v) for k, v in value.items()}
-        return value
+        return shared_fields_shorthand(value)
 
     @model_validator(mode="after")
     def _fields_known(self) -> SyncObjectSpec:
