@@ -61,8 +61,14 @@ class Status(StrEnum):
     def is_success(self) -> bool:
         return self in _SUCCESS
 
+    @property
+    def is_delivered(self) -> bool:
+        """A delivery with this outcome is done: written, or deliberately not (skipped)."""
+        return self in _DELIVERED
+
 
 _SUCCESS = frozenset({Status.CREATED, Status.UPDATED, Status.UNCHANGED, Status.DELETED})
+_DELIVERED = _SUCCESS | {Status.SKIPPED}
 
 
 class Outcome(NamedTuple):

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from patchbay.connectors.sql import SqlConnector
 from patchbay.elements.sink import Sink
 from patchbay.errors import EngineStateError
-from patchbay.model import Operation
+from patchbay.model import Operation, Status
 from patchbay.retry import RetryPolicy
 from patchbay.runtime.delivery import Deliverer, DeliveryStats
 from patchbay.spec import SystemSpec
@@ -436,3 +436,9 @@ def test_a_large_add_is_written_whole_in_several_statements(store: Store) -> Non
     leased = store.outbox.lease(INTEGRATION, "crm", "w", limit=3_000)
     assert sorted(d.record_key for d in leased) == sorted(f"k{n}" for n in range(2_500))
     assert {d.payload["version"] for d in leased if d.payload} == {"1"}
+
+
+def test_a_delivery_is_done_when_written_or_skipped_and_only_then() -> None:
+    """The deliverer and a sync's write at once mark a delivery done by the same rule."""
+    assert {s for s in Status if s.is_delivered} == {
+        Status.CREATED, Status.UPDATED, Status.UNCHANGED, Status.DELETED, Status.SKIPPED}

@@ -795,7 +795,7 @@ class Sync:
                           self.name, len(deliveries), target.held.destination)
             return list(deliveries)
         return [d for d, o in zip(deliveries, outcomes, strict=True)
-                if not (o.status.is_success or o.status is Status.SKIPPED)]
+                if not o.status.is_delivered]
 
     def _deliveries(self, obj: SyncObjectSpec, work: _Work, joined: set[str], *,
                     loading: bool = False, only: str | None = None

@@ -149,7 +149,7 @@ class Deliverer:
         done: list[Delivery] = []
         stats = DeliveryStats()
         for delivery, outcome in zip(group, outcomes, strict=True):
-            if outcome.status.is_success or outcome.status is Status.SKIPPED:
+            if outcome.status.is_delivered:
                 done.append(delivery)
             elif outcome.status is Status.STALE:
                 applied = self.store.outbox.stale(delivery.id, self.worker, _reason(outcome))
