@@ -145,9 +145,12 @@ def test_the_api_and_the_console_know_its_outbox_by_its_loop(counted: Path, tmp_
             page = client.get("/ui/")
             assert page.status_code == 200 and "people" in page.text
             assert "0 pending" not in page.text
+            assert "people" not in client.get("/ui/broadcast").text
             monkeypatch.setattr(CountPattern, "loop", "outbox")
             assert client.get("/outbox/people").json() == {"integration": "people",
                                                            "destinations": {}}
             assert "not served here; 0 pending, 0 dead" in client.get("/ui/").text
+            outboxes = client.get("/ui/broadcast")
+            assert outboxes.status_code == 200 and "people" in outboxes.text
     finally:
         close_app(app)

@@ -71,7 +71,6 @@ from patchbay.runtime.cluster import cluster_status
 from patchbay.runtime.runner import Invocation
 from patchbay.spec import (
     AggregationSpec,
-    BroadcastSpec,
     CorrelationSpec,
     IntegrationSpec,
     SyncSpec,
@@ -454,7 +453,7 @@ class Console:
         def gather() -> list[dict[str, Any]]:
             now = dt.datetime.now(dt.UTC)
             found = []
-            for integration in [*self.of(BroadcastSpec), *self.of(SyncSpec)]:
+            for integration in filter(runner.keeps_outbox, self.integrations):
                 counts = self.api.store.outbox.counts(integration.name)
                 ages = self.api.store.outbox.ages(integration.name)
                 destinations = [{"name": name, **counts.get(name, {}), **ages.get(name, {})}
