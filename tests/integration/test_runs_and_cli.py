@@ -196,6 +196,33 @@ integrations:
     assert marks[0] == marks[1], "the password takes no part in the fingerprint"
 
 
+def test_a_watermark_reached_by_another_file_of_the_same_name_is_not_taken(
+        tmp_path: Path, patchbay: Any) -> None:
+    """An incremental migration (a watermark) of another file sharing the name reads every
+    record into its own destination, saying why; its next run reads only what is new."""
+    with sqlite3.connect(tmp_path / "source.db") as db:
+        db.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, updated_at TEXT)")
+        db.executemany("INSERT INTO items VALUES (?, ?, ?)",
+                       [(i, f"n{i}", f"2026-01-01 10:{i:02d}:00") for i in range(1, 51)])
+    db.close()
+    for spec in (items_spec(tmp_path, "big.yaml", "a.db"), items_spec(tmp_path, "big2.yaml", "b.db")):
+        spec.write_text(spec.read_text().replace("key: id}", "key: id, watermark: updated_at}"))
+
+    first = patchbay("run", tmp_path / "big.yaml", "--json", cwd=tmp_path)
+    other = patchbay("run", tmp_path / "big2.yaml", "--json", cwd=tmp_path)
+    again = patchbay("run", tmp_path / "big2.yaml", "--json", cwd=tmp_path)
+
+    assert (first.code, other.code, again.code) == (0, 0, 0), other.log
+    assert (first.json()["counts"]["read"], other.json()["counts"]["read"]) == (50, 50)
+    assert ("reading every record in scope: the watermark this integration reached was reached "
+            "by another definition of it (another file, an edited one or other parameters)") \
+        in said(other)
+    assert sqlite_rows(tmp_path / "b.db", "SELECT count(*) FROM items") == [(50,)]
+    # from its own watermark: the last record again (read with `gte`), found unchanged
+    assert (again.json()["counts"]["read"], again.json()["counts"]["unchanged"]) == (1, 1)
+    assert "reading every record" not in said(again)
+
+
 # -- 2. values from data are printed as they are ---------------------------------------------------
 
 

@@ -105,7 +105,7 @@ def test_a_refused_login_is_not_retried(org: LocalOrg) -> None:
     crm = connector(org, password="wrong", retries=5, backoff_seconds=5.0,
                     instance_url=f"http://127.0.0.1:{org.port}", access_token="expired")
     started = time.monotonic()
-    with pytest.raises(ConnectionFailed):
+    with pytest.raises(ConnectionFailed, match="refused the login"):
         crm.count("Account")
     assert time.monotonic() - started < 5.0
 

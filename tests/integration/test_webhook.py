@@ -190,6 +190,33 @@ def test_an_unsigned_huge_body_is_refused_without_being_held(tmp_path: Path,
     assert peak < 50 * 1024 * 1024, f"{peak // 2 ** 20} MB held for a 200 MB unsigned body"
 
 
+def test_a_body_without_a_length_is_cut_off_while_streaming(tmp_path: Path,
+                                                            client: TestClient) -> None:
+    """Signed-looking headers and a chunked body (no Content-Length to refuse it by): the
+    body is read only up to the cap. Read whole, it would be held and then fail its
+    signature (401)."""
+    chunk = b"x" * (1024 * 1024)
+
+    def body() -> Iterator[bytes]:
+        for _ in range(8 * MAX_BODY // len(chunk)):
+            yield chunk
+
+    with serve_api("127.0.0.1", free_port(), tmp_path / "items.yaml", str(tmp_path / "state"),
+                   token=TOKEN) as server:
+        tracemalloc.start()
+        try:
+            answer = httpx.post(f"{server.url}/hooks/{NAME}", content=body(), timeout=60,
+                                headers=signed(b"{}"))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert "content-length" not in answer.request.headers
+    assert answer.status_code == 413
+    assert answer.json() == {"error": f"the webhook's body exceeds {MAX_BODY} bytes"}
+    assert peak < 4 * MAX_BODY, f"{peak // 2 ** 20} MB held for a {8 * MAX_BODY // 2 ** 20} MB body"
+    assert queued(tmp_path) == 0
+
+
 def test_a_push_is_delivered_at_once_not_at_the_next_poll(client: TestClient,
                                                           tmp_path: Path) -> None:
     store = Store.open(directory=tmp_path / "state")

@@ -6,6 +6,7 @@ saw), and a range's lease must fence out a holder whose lease was taken over.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -120,10 +121,11 @@ def test_a_lease_is_taken_over_once_it_expires_and_fences_out_its_old_holder(
     assert taken is not None and taken.number == 0 and taken.token == first.token + 1
     assert taken.position == 40 and taken.takeovers == 1 and taken.resumed == 1, \
         "taken over from its checkpoint"
-    with pytest.raises(LeaseLost):
+    stale = re.escape(f"key range 0 of run {run.id} was taken over by another worker")
+    with pytest.raises(LeaseLost, match=stale):
         store.ranges.checkpoint(first, position=80, batches=2, counters={"read": 80},
                                 comparison={}, high_water=None, seconds=30)
-    with pytest.raises(LeaseLost):
+    with pytest.raises(LeaseLost, match=stale):
         store.ranges.done(first)
     assert store.ranges.runs_open(["people"]) == [run.id]
     store.ranges.done(taken)

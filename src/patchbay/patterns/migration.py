@@ -91,6 +91,31 @@ def fingerprint(ctx: RunContext) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def watermark_reached(ctx: RunContext) -> Any:
+    """The watermark this very definition reached in its source (None: none yet, so a
+    run reads every record in scope). Kept per definition (see watermark_object): keyed by
+    the integration's name alone, a run of another file sharing the name, or of this one
+    edited or with other parameters, would start after records it never wrote."""
+    integration = spec_of(ctx, MigrationSpec)
+    src = integration.source
+    return ctx.store.cursors.get(integration.name, src.system,
+                                 watermark_object(src.object, fingerprint(ctx)))
+
+
+def keep_watermark(store: Store, ctx: RunContext, high_water: Any) -> None:
+    """Record the watermark a complete run of this definition reached."""
+    integration = spec_of(ctx, MigrationSpec)
+    src = integration.source
+    store.cursors.set(integration.name, src.system,
+                      watermark_object(src.object, fingerprint(ctx)), high_water)
+
+
+def watermark_object(object: str, mark: str) -> str:
+    """The name a definition's watermark is kept under in the cursors of its source: the
+    object and the definition's fingerprint."""
+    return f"{object}@{mark}"
+
+
 def system_identity(url: str) -> str:
     """Which system a URL reaches, without anything secret: scheme, user, host, port, path."""
     redacted = redact_url(url)
@@ -234,6 +259,7 @@ class Migration:
         else:
             found = None if fresh else self._resumable(mark, self._run_params(full))
             if found is None:
+                self._note_other_watermark(mark, full)
                 return store.runs.start(name, self.integration.pattern, self._run_params(full),
                                        str(self.ctx.spec_path) if self.ctx.spec_path else None,
                                        fingerprint=mark)
@@ -274,6 +300,20 @@ class Migration:
                            f"because {why} (`patchbay resume {other.id}` continues it)")
         return same
 
+    def _note_other_watermark(self, mark: str, full: bool) -> None:
+        """Say why a new incremental run reads every record when the integration's name has
+        reached a watermark in its source under another definition only."""
+        src = self.integration.source
+        if not src.watermark or full or watermark_reached(self.ctx) is not None:
+            return
+        others = [o for o in self.ctx.store.cursors.objects(self.integration.name, src.system)
+                  if o == src.object or o.startswith(f"{src.object}@")]
+        if others:
+            said = ("reading every record in scope: the watermark this integration reached "
+                    "was reached by another definition of it (another file, an edited one or "
+                    "other parameters)")
+            self.notice = said if self.notice is None else f"{self.notice}; {said}"
+
     def _run_params(self, full: bool) -> dict[str, Any]:
         params = dict(self.ctx.params)
         if full:
@@ -294,8 +334,7 @@ class Migration:
         watermark_after = None
         src = self.integration.source
         if src.watermark and not full:
-            watermark_after = state.get("watermark_after", store.cursors.get(self.integration.name,
-                                                                        src.system, src.object))
+            watermark_after = state.get("watermark_after", watermark_reached(ctx))
         try:
             prepared = prepare(ctx, watermark_after)
         except PatchbayError as exc:
@@ -339,7 +378,7 @@ class Migration:
         report = self.report(run, prepared, counters, comparison)
         status = report.verdict
         if src.watermark and high_water is not None and status != RunStatus.INCOMPLETE:
-            store.cursors.set(self.integration.name, src.system, src.object, high_water)
+            keep_watermark(store, ctx, high_water)
         report = capture.write_report_files(ctx.reports_dir / run.id, report, store.outcomes.of(run.id))
         store.runs.finish(run.id, status, report=report.to_json(), counters=counters)
         return report
@@ -562,8 +601,7 @@ def plan(ctx: RunContext, *, examples: int = 5, limit: int | None = None) -> dic
     """Classify each record in scope as insert / update / unchanged / reject, writing nothing."""
     integration = spec_of(ctx, MigrationSpec)
     src, dst = integration.source, integration.destination
-    prepared = prepare(ctx, None if not src.watermark else ctx.store.cursors.get(
-        integration.name, src.system, src.object))
+    prepared = prepare(ctx, watermark_reached(ctx) if src.watermark else None)
     counts: Counter[str] = Counter()
     samples: dict[str, list[dict[str, Any]]] = {}
 

@@ -39,8 +39,10 @@ from patchbay.patterns.migration import (
     Prepared,
     Written,
     fingerprint,
+    keep_watermark,
     later,
     prepare,
+    watermark_reached,
 )
 from patchbay.store import RunRecord, Transaction
 from patchbay.store.ranges import DONE, KeyRange
@@ -100,7 +102,7 @@ class Partitioned:
             return run
         watermark_after = None
         if src.watermark and not run.params.get("__full__"):
-            watermark_after = store.cursors.get(self.integration.name, src.system, src.object)
+            watermark_after = watermark_reached(self.ctx)
         try:
             prepared = prepare(self.ctx, watermark_after)
             try:
@@ -202,7 +204,7 @@ class Partitioned:
             if key_range.high_water is not None:
                 high_water = later(key_range.high_water, high_water)
         if src.watermark and high_water is not None and report.verdict != RunStatus.INCOMPLETE:
-            store.cursors.set(self.integration.name, src.system, src.object, high_water)
+            keep_watermark(store, self.ctx, high_water)
         report = capture.write_report_files(ctx.reports_dir / run.id, report,
                                             store.outcomes.of(run.id))
         store.runs.finish(run.id, report.verdict, report=report.to_json(), counters=counters)

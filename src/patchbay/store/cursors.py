@@ -21,6 +21,14 @@ class Cursors(Repository):
         with self._db.read("cursors.get") as conn:
             return conn.execute(stmt).scalar()
 
+    def objects(self, integration: str, system: str) -> list[str]:
+        """The objects of one system an integration keeps a cursor for, in order."""
+        stmt = (sa.select(cursors.c.object).where(cursors.c.integration == integration,
+                                                  cursors.c.system == system)
+                .order_by(cursors.c.object))
+        with self._db.read("cursors.objects") as conn:
+            return list(conn.execute(stmt).scalars())
+
     def set(self, integration: str, system: str, object: str, value: Any) -> None:
         """Move the watermark (stored as JSON: dates and decimals become text)."""
         values = dict(integration=integration, system=system, object=object,
