@@ -223,6 +223,43 @@ def test_a_watermark_reached_by_another_file_of_the_same_name_is_not_taken(
     assert "reading every record" not in said(again)
 
 
+def test_a_watermark_kept_by_name_before_an_upgrade_stays_its_definitions(
+        tmp_path: Path, patchbay: Any) -> None:
+    """A watermark an older patchbay kept under the object alone is taken up by the
+    definition whose run finished last (it wrote it), and by no other definition."""
+    with sqlite3.connect(tmp_path / "source.db") as db:
+        db.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, updated_at TEXT)")
+        db.executemany("INSERT INTO items VALUES (?, ?, ?)",
+                       [(i, f"n{i}", f"2026-01-01 10:{i:02d}:00") for i in range(1, 51)])
+    db.close()
+    for spec in (items_spec(tmp_path, "big.yaml", "a.db"), items_spec(tmp_path, "big2.yaml", "b.db")):
+        spec.write_text(spec.read_text().replace("key: id}", "key: id, watermark: updated_at}"))
+    first = patchbay("run", tmp_path / "big.yaml", "--json", cwd=tmp_path)
+    assert first.code == 0, first.log
+    state = tmp_path / ".patchbay" / "state.db"
+    with sqlite3.connect(state) as db:  # as an older patchbay kept it
+        moved = db.execute("UPDATE patchbay_cursors SET object = 'items' "
+                           "WHERE object LIKE 'items@%'").rowcount
+    db.close()
+    assert moved == 1
+
+    other = patchbay("run", tmp_path / "big2.yaml", "--json", cwd=tmp_path)
+    same = patchbay("run", tmp_path / "big.yaml", "--json", cwd=tmp_path)
+
+    assert (other.code, same.code) == (0, 0), same.log
+    assert other.json()["counts"]["read"] == 50, "another file never takes the old watermark"
+    # the last finished run of the name is now big2's: big's old watermark is not proven its
+    assert same.json()["counts"]["read"] == 50
+    with sqlite3.connect(state) as db:
+        db.execute("DELETE FROM patchbay_cursors WHERE object LIKE 'items@%'")
+        db.execute("UPDATE patchbay_cursors SET object = 'items'")
+    db.close()
+    upgraded = patchbay("run", tmp_path / "big.yaml", "--json", cwd=tmp_path)
+    assert upgraded.code == 0, upgraded.log
+    # big ran last: its old watermark is taken up: the last record again, found unchanged
+    assert (upgraded.json()["counts"]["read"], upgraded.json()["counts"]["unchanged"]) == (1, 1)
+
+
 # -- 2. values from data are printed as they are ---------------------------------------------------
 
 

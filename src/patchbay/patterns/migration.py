@@ -98,8 +98,24 @@ def watermark_reached(ctx: RunContext) -> Any:
     edited or with other parameters, would start after records it never wrote."""
     integration = spec_of(ctx, MigrationSpec)
     src = integration.source
-    return ctx.store.cursors.get(integration.name, src.system,
-                                 watermark_object(src.object, fingerprint(ctx)))
+    mark = fingerprint(ctx)
+    reached = ctx.store.cursors.get(integration.name, src.system, watermark_object(src.object, mark))
+    return reached if reached is not None else _watermark_kept_by_name(ctx, mark)
+
+
+def _watermark_kept_by_name(ctx: RunContext, mark: str) -> Any:
+    """A watermark kept before watermarks were kept per definition (under the object alone)
+    is this definition's when the last run of the name that finished was of this definition:
+    it wrote that watermark, so an upgrade does not read every record again. Otherwise
+    (another definition's, or nobody can tell) None: a full read is the safe answer."""
+    integration = spec_of(ctx, MigrationSpec)
+    src = integration.source
+    kept = ctx.store.cursors.get(integration.name, src.system, src.object)
+    if kept is None:
+        return None
+    finished = [run for run in ctx.store.runs.latest(integration.name)
+                if run.status in (RunStatus.COMPLETE, RunStatus.COMPLETE_WITH_REJECTS)]
+    return kept if finished and finished[0].fingerprint == mark else None
 
 
 def keep_watermark(store: Store, ctx: RunContext, high_water: Any) -> None:
