@@ -180,3 +180,75 @@ def test_a_run_stopped_by_ctrl_c_is_resumed_from_its_ranges_checkpoints(
         assert conn.execute("SELECT count(*) FROM patchbay_runs").fetchone() == (1,)
         assert conn.execute("SELECT count(*) FROM patchbay_outcomes").fetchone() == \
             (len(REFUSED),), "no set-aside record recorded twice"
+
+
+def test_a_run_without_workers_is_worked_by_serve_processes_and_a_stopped_serve_gives_its_range_back(
+        tmp_path: Path, pg_url: str, schema: str) -> None:
+    """`run --workers 0` starts no worker process: two `serve` processes on the state work
+    its ranges (four for each). One of them is stopped by Ctrl-C mid-range: it gives the
+    range back at its checkpoint and ends, and the other serve goes on from there (resumed,
+    not taken over: no lease had to run out)."""
+    url = f"{pg_url}?options=-csearch_path%3D{schema}"
+    write_spec(tmp_path, url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        # a slow destination (a pause per write statement), so that Ctrl-C comes mid-range
+        conn.execute("CREATE FUNCTION slowly() RETURNS trigger LANGUAGE plpgsql AS "
+                     "$$ BEGIN PERFORM pg_sleep(0.1); RETURN NULL; END $$")
+        conn.execute("CREATE TRIGGER slowly AFTER INSERT ON copy FOR EACH STATEMENT "
+                     "EXECUTE FUNCTION slowly()")
+    serves = [subprocess.Popen([sys.executable, "-m", "patchbay.cli", "serve", "people.yaml",
+                                "--state", url, "--no-api"], cwd=tmp_path,
+                               stderr=subprocess.PIPE) for _ in range(2)]
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            deadline = time.monotonic() + 120
+            while len(_registered(conn)) < 2:
+                assert all(s.poll() is None for s in serves) and time.monotonic() < deadline
+                time.sleep(0.05)
+            running = subprocess.Popen([sys.executable, "-m", "patchbay.cli", "run",
+                                        "people.yaml", "--workers", "0", "--state", url,
+                                        "--json"], cwd=tmp_path, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True)
+            first = serves[0]
+            while not (held := conn.execute(
+                    "SELECT number FROM patchbay_key_ranges WHERE holder LIKE %s AND "
+                    "position IS NOT NULL AND status = 'open'", (f"%:{first.pid}",)).fetchall()):
+                assert running.poll() is None and time.monotonic() < deadline
+                time.sleep(0.02)
+            first.send_signal(signal.SIGINT)
+            _, err = first.communicate(timeout=60)
+            assert first.returncode == 0, err.decode()
+            assert conn.execute("SELECT count(*) FROM patchbay_key_ranges WHERE holder LIKE %s "
+                                "AND status = 'open'", (f"%:{first.pid}",)).fetchone() == (0,), \
+                "the stopped serve holds no range"
+            out, err = running.communicate(timeout=120)
+    finally:
+        for serve in serves:
+            if serve.poll() is None:
+                serve.send_signal(signal.SIGINT)
+                serve.communicate(timeout=60)
+    assert running.returncode == 3, err
+    assert "left to the serve and worker processes" in err
+    report = json.loads(out)
+    assert report["verdict"] == "complete_with_rejects", report["verdict_reasons"]
+    assert report["counts"]["read"] == ROWS and report["comparison"]["missing_in_destination"] == 0
+    ranges = report["ranges"]
+    assert ranges["count"] == 8, "four ranges for each serve sharing the state"
+    # a range's worker is its last holder: the serve stopped early may have finished none
+    assert {int(r["worker"].rpartition(":")[2]) for r in ranges["each"]} <= \
+        {s.pid for s in serves}, "the serves worked every range"
+    assert ranges["taken_over"] == 0 and ranges["resumed"] >= 1, \
+        f"range {held[0][0]} was given back at its checkpoint, and resumed from it"
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT count(*) FROM copy").fetchone() == (ROWS - len(REFUSED),)
+        assert conn.execute("SELECT status FROM patchbay_runs").fetchall() == \
+            [("complete_with_rejects",)]
+
+
+def _registered(conn: psycopg.Connection[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The processes registered as running in the engine state (none before it exists)."""
+    try:
+        return conn.execute("SELECT id FROM patchbay_processes WHERE status = 'running'"
+                            ).fetchall()
+    except psycopg.errors.UndefinedTable:
+        return []
