@@ -227,8 +227,10 @@ def _settle_orphaned(split: Partitioned, store: Store, run_id: str) -> None:
 @contextlib.contextmanager
 def _renewing(store: Store, lease: KeyRange, seconds: float,
               stop: threading.Event) -> Iterator[threading.Event]:
-    """An event set when the worker must leave the range after its batch: `stop`, or the
-    lease lost; a thread renews the lease every third of its time meanwhile."""
+    """An event set when the worker must leave the range after its batch: `stop`, the
+    lease lost, or the run no longer running (interrupted or failed elsewhere: a serve's
+    range has no process of the run's to stop it); a thread renews the lease every third
+    of its time meanwhile, and looks at the run then."""
     halt, ended = threading.Event(), threading.Event()
 
     def renew() -> None:
@@ -242,6 +244,9 @@ def _renewing(store: Store, lease: KeyRange, seconds: float,
             due = seconds / 3
             try:
                 store.ranges.renew(lease, seconds)
+                if store.runs.get(lease.run_id).status != RunStatus.RUNNING:
+                    halt.set()
+                    return
             except LeaseLost:
                 halt.set()
                 return
