@@ -8,7 +8,8 @@ writes the run's one report.
         │  heartbeat of the run; a worker process that ended early is replaced by a spare
         └─ every range done ──► Partitioned.settle ──► the report
     work_ranges (each worker): lease ──► work (a thread renews the lease every third of its
-        time; a lost lease stops the range after its batch) ──► lease the next ...
+        time; a lost lease, or the run no longer running, stops the range after its
+        batch) ──► lease the next ...
 
 Every `patchbay serve` and `patchbay worker` on the same state takes ranges up too
 (`pick_up`, one range at a time in a thread of its own); `run --workers 0` starts no
