@@ -78,13 +78,16 @@ def run(ctx: RunContext, *, workers: int, worker_command: Callable[[str, bool], 
     this waits for them. Returns the one report."""
     store = ctx.store
     split = pattern_of(ctx).ranges()
-    record = split.start(RANGES_PER_WORKER * (workers or _members(store)), fresh=fresh,
+    members = 0 if workers else _members(store)
+    record = split.start(RANGES_PER_WORKER * (workers or max(1, members)), fresh=fresh,
                          full=full)
     if split.notice is not None and say is not None:
         say(split.notice)
     if not workers and say is not None:
         say(f"run {record.id}: its {len(store.ranges.of(record.id))} key ranges are left to "
-            "the serve and worker processes sharing the state")
+            f"the serve and worker processes sharing the state ({members} running"
+            + ("; start one: `patchbay serve` or `patchbay worker` with this file" if not members
+               else "") + ")")
     children = ([_spawn(worker_command(record.id, spare))
                  for spare in [False] * workers + [True]] if workers else [])
     restarts = RESTARTS_PER_WORKER * workers
@@ -209,9 +212,9 @@ def work_run(path: str | Path, run_id: str, store: Store, reports_dir: Path,
 
 
 def _members(store: Store) -> int:
-    """How many serve and worker processes share the state now (at least one): a run left
-    to them is cut into RANGES_PER_WORKER ranges for each."""
-    return max(1, sum(1 for p in store.processes.list() if p.status == RUNNING))
+    """How many serve and worker processes share the state now: a run left to them is cut
+    into RANGES_PER_WORKER ranges for each."""
+    return sum(1 for p in store.processes.list() if p.status == RUNNING)
 
 
 def _settle_orphaned(split: Partitioned, store: Store, run_id: str) -> None:
