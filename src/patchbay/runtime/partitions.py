@@ -195,6 +195,8 @@ def pick_up(path: str | Path, names: Sequence[str], store: Store, reports_dir: P
                 log.warning("not working the key ranges of run %s: %s", run_id, exc)
             except PatchbayError as exc:
                 log.warning("key ranges of run %s: %s", run_id, exc)
+            except Exception:  # the range is marked failed; this process picks on
+                log.exception("key ranges of run %s", run_id)
         stop.wait(1.0)
 
 
