@@ -127,7 +127,9 @@ def test_a_worker_started_on_its_own_takes_ranges_of_a_run_up(
     assert helper.returncode == 0, err.decode()
     report = json.loads(done.stdout)
     assert report["counts"]["read"] == ROWS
-    assert report["ranges"]["count"] == 4 and report["ranges"]["workers"] == 2
+    # the helper, up before the run's own worker processes, may work every range itself
+    assert report["ranges"]["count"] == 4
+    assert helper.pid in {int(r["worker"].rpartition(":")[2]) for r in report["ranges"]["each"]}
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT count(*) FROM copy").fetchone() == (ROWS - len(REFUSED),)
 
