@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -40,7 +40,7 @@ from patchbay.model import given_params
 from patchbay.runtime import capture, conflicts, partitions, reviews, runner, serving
 from patchbay.runtime.cluster import DEFAULT_LEASE_SECONDS, Member, cluster_status
 from patchbay.runtime.runner import Invocation
-from patchbay.spec import MatchSpec, load, load_match, resolve_parameters, suggest
+from patchbay.spec import IntegrationSpec, MatchSpec, load, load_match, resolve_parameters, suggest
 from patchbay.store import Store, open_state
 from patchbay.store.conflicts import STATUSES, ConflictRecord
 from patchbay.store.pairs import STATUSES as PAIR_STATUSES
@@ -122,9 +122,10 @@ def run(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = Non
         full: Annotated[bool, typer.Option(
             "--full", help="Ignore the incremental watermark and take the whole scope.")] = False,
         workers: Annotated[int | None, typer.Option(
-            "--workers", min=1, max=64, metavar="N",
+            "--workers", min=0, max=64, metavar="N",
             help="Split a migration's run into key ranges worked by N worker processes "
-                 "(one report for the run).")] = None,
+                 "(one report for the run); 0: by the serve and worker processes sharing "
+                 "the state.")] = None,
         state: StateOpt = None, as_json: JsonOpt = False) -> None:
     """Run an integration, or every integration of the file in dependency order (a migration
     resumes its unfinished run of the same definition and parameters, if any)."""
@@ -271,32 +272,36 @@ def serve(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = N
                                             help="Port the API listens on.")] = 8877,
           lease_seconds: LeaseOpt = DEFAULT_LEASE_SECONDS) -> None:
     """Keep broadcasts and syncs going (notice changes and deliver), stream aggregations
-    (consume and flush) and scheduled aggregations, until Ctrl-C; and serve the HTTP API (on-demand
+    (consume and flush) and scheduled aggregations, until Ctrl-C; work the key ranges of
+    migrations run with --workers, one range at a time; and serve the HTTP API (on-demand
     runs, run status, dead letters, live aggregation answers), which alone also serves a
     file without any of those. Any number of serve processes may share a PostgreSQL
     state: one at a time notices each integration's changes, all of them deliver."""
     with _handled():
         from patchbay.api import api_token, serve_api, viewer_token
 
-        chosen = [i for i in load(file).integrations
+        loaded = load(file).integrations
+        chosen = [i for i in loaded
                   if runner.serves(i) and (integration is None or i.name == integration)]
-        if not chosen and (not api or integration is not None):
+        split = _split(loaded, integration)
+        if not chosen and (not api or integration is not None) and not split:
             raise SpecError(f"{file} has no broadcast, sync, stream or scheduled aggregation "
-                            "integration"
+                            "or migration integration"
                             + (f" named '{integration}'" if integration else ""))
         invocations = [Invocation.load(file, spec.name, _params(param)) for spec in chosen]
         store, reports = open_state(state)
-        server = None
+        beside: list[Any] = []
         if api:
             token = api_token()
             server = serve_api(host, port, file, state, token=token, viewer=viewer_token(),
                                serving=[s.name for s in chosen], log_level="warning")
+            beside.append(server)
             _tell(f"API on {server.url} ("
                   + ("bearer token required" if token else
                      "no PATCHBAY_API_TOKEN: open, on loopback only")
                   + f"); the console on {server.url}/ui/")
-        _keep_going(invocations, store, reports, poll=True, server=server,
-                    lease_seconds=lease_seconds)
+        _keep_going(invocations, store, reports, poll=True, file=file, split=split,
+                    beside=beside, lease_seconds=lease_seconds)
 
 
 @app.command()
@@ -320,19 +325,19 @@ def worker(file: FileArg, integration: IntegrationOpt = None, param: ParamOpt = 
         loaded = load(file).integrations
         chosen = [i for i in loaded if runner.serves(i, poll=False)
                   and (integration is None or i.name == integration)]
-        split = [i for i in loaded if runner.splits(i)
-                 and (integration is None or i.name == integration)]
+        split = _split(loaded, integration)
         if not chosen and not split:
             raise SpecError(f"{file} has no broadcast, sync or migration integration"
                             + (f" named '{integration}'" if integration else ""))
         store, reports = open_state(state)
         invocations = [Invocation.load(file, spec.name, _params(param)) for spec in chosen]
-        picking = None
-        if split:
-            names = [spec.name for spec in split]
-            picking = _Beside(lambda stop: partitions.pick_up(file, names, store, reports, stop))
-        _keep_going(invocations, store, reports, poll=False, server=picking,
+        _keep_going(invocations, store, reports, poll=False, file=file, split=split, beside=[],
                     lease_seconds=lease_seconds)
+
+
+def _split(loaded: Sequence[IntegrationSpec], integration: str | None) -> list[IntegrationSpec]:
+    """The integrations (named `integration`, if given) whose runs are split into key ranges."""
+    return [i for i in loaded if runner.splits(i) and (integration is None or i.name == integration)]
 
 
 class _Beside:
@@ -365,17 +370,26 @@ def _work_ranges(file: Path, run_id: str, state: str | None, *, spare: bool) -> 
 
 
 def _keep_going(invocations: list[Invocation], store: Store, reports: Path, *, poll: bool,
-                server: Any, lease_seconds: float) -> None:
+                file: Path, split: Sequence[IntegrationSpec], beside: list[Any],
+                lease_seconds: float) -> None:
     """Keep each integration going in its own thread until Ctrl-C (or all of them end), as
-    a registered member of the processes sharing the state."""
+    a registered member of the processes sharing the state; and the key ranges of `split`'s
+    partitioned runs worked in one thread of their own, one range at a time, so that they
+    take at most that thread from the process's other work (`beside`: the API's server)."""
     contexts = [i.context(store, reports, progress=_serve_progress(i.integration.name))
                 for i in invocations]
-    names = ", ".join(i.integration.name for i in invocations) or "the API only"
+    working = [i.integration.name for i in invocations]
+    if split:
+        names = [spec.name for spec in split]
+        beside = [*beside, _Beside(
+            lambda stop: partitions.pick_up(file, names, store, reports, stop))]
+        working.append("the key ranges of " + ", ".join(names))
     role = "serve" if poll else "worker"
     with Member(store, role, lease_seconds) as member:
-        serving.keep_going(contexts, poll=poll, member=member, beside=server,
+        serving.keep_going(contexts, poll=poll, member=member, beside=beside,
                            started=lambda: _tell(
-                               f"{'serving' if poll else 'delivering'} {names} as {member.id}; "
+                               f"{'serving' if poll else 'working'} "
+                               f"{', '.join(working) or 'the API only'} as {member.id}; "
                                "Ctrl-C to stop"))
 
 

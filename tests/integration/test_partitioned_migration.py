@@ -47,7 +47,7 @@ def run(tmp_path: Path, state: str, *args: str) -> subprocess.CompletedProcess[s
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
 
 
-def write_spec(tmp_path: Path, url: str) -> None:
+def write_spec(tmp_path: Path, url: str, *, lease_seconds: float = 5) -> None:
     (tmp_path / "people.yaml").write_text(f"""
 systems:
   pg: {url}
@@ -62,7 +62,7 @@ integrations:
         name: {{from: name, required: true}}
         score: score
     destination: {{system: pg, object: copy, operation: upsert, key: code}}
-    options: {{batch_size: 500, lease_seconds: 5}}
+    options: {{batch_size: 500, lease_seconds: {lease_seconds}}}
 """)
 
 
@@ -127,7 +127,9 @@ def test_a_worker_started_on_its_own_takes_ranges_of_a_run_up(
     assert helper.returncode == 0, err.decode()
     report = json.loads(done.stdout)
     assert report["counts"]["read"] == ROWS
-    assert report["ranges"]["count"] == 4 and report["ranges"]["workers"] == 2
+    # the helper, up before the run's own worker processes, may work every range itself
+    assert report["ranges"]["count"] == 4
+    assert helper.pid in {int(r["worker"].rpartition(":")[2]) for r in report["ranges"]["each"]}
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT count(*) FROM copy").fetchone() == (ROWS - len(REFUSED),)
 
@@ -180,3 +182,115 @@ def test_a_run_stopped_by_ctrl_c_is_resumed_from_its_ranges_checkpoints(
         assert conn.execute("SELECT count(*) FROM patchbay_runs").fetchone() == (1,)
         assert conn.execute("SELECT count(*) FROM patchbay_outcomes").fetchone() == \
             (len(REFUSED),), "no set-aside record recorded twice"
+
+
+def test_a_run_without_workers_is_worked_by_serve_processes_which_give_ranges_back_when_stopped(
+        tmp_path: Path, pg_url: str, schema: str) -> None:
+    """`run --workers 0` starts no worker process: two `serve` processes on the state work
+    its ranges (four for each). One serve is stopped by Ctrl-C mid-range: it gives the range
+    back at its checkpoint and ends. Then the run is stopped by Ctrl-C: the other serve,
+    which no signal reaches, leaves its range at its checkpoint at its next lease renewal,
+    and runs on. The run started again resumes; the serve finishes it from the checkpoints
+    (resumed, never taken over: no lease had to run out)."""
+    url = f"{pg_url}?options=-csearch_path%3D{schema}"
+    write_spec(tmp_path, url, lease_seconds=LEASE_SECONDS)
+    with psycopg.connect(url, autocommit=True) as conn:
+        # a slow destination (a pause per write statement) until the run is resumed, so
+        # that a range lasts longer than a renewal's third of the lease and Ctrl-C comes
+        # mid-range
+        conn.execute("CREATE FUNCTION slowly() RETURNS trigger LANGUAGE plpgsql AS "
+                     "$$ BEGIN PERFORM pg_sleep(0.5); RETURN NULL; END $$")
+        conn.execute("CREATE TRIGGER slowly AFTER INSERT ON copy FOR EACH STATEMENT "
+                     "EXECUTE FUNCTION slowly()")
+    serves = [subprocess.Popen([sys.executable, "-m", "patchbay.cli", "serve", "people.yaml",
+                                "--state", url, "--no-api"], cwd=tmp_path,
+                               stderr=subprocess.PIPE) for _ in range(2)]
+    first, second = serves
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            deadline = time.monotonic() + 120
+            while len(_registered(conn)) < 2:
+                assert all(s.poll() is None for s in serves) and time.monotonic() < deadline
+                time.sleep(0.05)
+            interrupted = subprocess.Popen(
+                [sys.executable, "-m", "patchbay.cli", "run", "people.yaml", "--workers", "0",
+                 "--state", url, "--json"], cwd=tmp_path, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True)
+            _held_midway(conn, first, interrupted, deadline)
+            first.send_signal(signal.SIGINT)
+            _, err = first.communicate(timeout=60)
+            assert first.returncode == 0, err.decode()
+            assert not _held_by(conn, first.pid), \
+                "the stopped serve holds no range"
+
+            number = _held_midway(conn, second, interrupted, deadline)
+            interrupted.send_signal(signal.SIGINT)
+            out, err = interrupted.communicate(timeout=60)
+            assert interrupted.returncode == 130, err
+            assert "left to the serve and worker processes" in err
+            stopped = time.monotonic()
+            while _held_by(conn, second.pid):
+                assert time.monotonic() - stopped < LEASE_SECONDS + 1, \
+                    "the serve left the interrupted run's range at its next renewal"
+                time.sleep(0.05)
+            assert second.poll() is None, "and runs on"
+            [(position, status)] = conn.execute(
+                "SELECT position, status FROM patchbay_key_ranges WHERE number = %s",
+                (number,)).fetchall()
+            assert position is not None and status == "open", "given back at its checkpoint"
+            conn.execute("DROP TRIGGER slowly ON copy")
+        done = run(tmp_path, url, "--workers", "0")
+    finally:
+        for serve in serves:
+            if serve.poll() is None:
+                serve.send_signal(signal.SIGINT)
+                serve.communicate(timeout=60)
+    assert second.returncode == 0
+    assert done.returncode == 3, done.stderr
+    assert f"resuming run {json.loads(out)['run']}" in done.stderr
+    report = json.loads(done.stdout)
+    assert report["verdict"] == "complete_with_rejects", report["verdict_reasons"]
+    assert report["counts"]["read"] == ROWS and report["comparison"]["missing_in_destination"] == 0
+    ranges = report["ranges"]
+    assert ranges["count"] == 8, "four ranges for each serve sharing the state"
+    # a range's worker is its last holder: the serve stopped early may have finished none
+    assert {int(r["worker"].rpartition(":")[2]) for r in ranges["each"]} <= \
+        {s.pid for s in serves}, "the serves worked every range"
+    assert ranges["taken_over"] == 0 and ranges["resumed"] >= 2, \
+        "the ranges given back were resumed from their checkpoints"
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT count(*) FROM copy").fetchone() == (ROWS - len(REFUSED),)
+        assert conn.execute("SELECT status FROM patchbay_runs").fetchall() == \
+            [("complete_with_rejects",)]
+
+
+LEASE_SECONDS = 1.5
+"""The key ranges' lease in the serves' test: a serve looks at the run every half second."""
+
+
+def _held_midway(conn: psycopg.Connection[tuple[Any, ...]], serve: subprocess.Popen[bytes],
+                 running: subprocess.Popen[str], deadline: float) -> int:
+    """Wait until `serve` holds a range it has written one batch of (of five: the rest
+    lasts longer than a renewal's wait); the range's number."""
+    while not (held := conn.execute(
+            "SELECT number FROM patchbay_key_ranges WHERE holder LIKE %s AND batches = 1 AND "
+            "status = 'open'", (f"%:{serve.pid}",)).fetchall()):
+        assert running.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    return int(held[0][0])
+
+
+def _held_by(conn: psycopg.Connection[tuple[Any, ...]], pid: int) -> int:
+    """How many open ranges process `pid` holds."""
+    row = conn.execute("SELECT count(*) FROM patchbay_key_ranges WHERE holder LIKE %s AND "
+                       "status = 'open'", (f"%:{pid}",)).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def _registered(conn: psycopg.Connection[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The processes registered as running in the engine state (none before it exists)."""
+    try:
+        return conn.execute("SELECT id FROM patchbay_processes WHERE status = 'running'"
+                            ).fetchall()
+    except psycopg.errors.UndefinedTable:
+        return []

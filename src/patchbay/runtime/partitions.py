@@ -8,11 +8,14 @@ writes the run's one report.
         │  heartbeat of the run; a worker process that ended early is replaced by a spare
         └─ every range done ──► Partitioned.settle ──► the report
     work_ranges (each worker): lease ──► work (a thread renews the lease every third of its
-        time; a lost lease stops the range after its batch) ──► lease the next ...
+        time; a lost lease, or the run no longer running, stops the range after its
+        batch) ──► lease the next ...
 
-Any `patchbay worker` on the same state takes ranges up too (`pick_up`). The run's owner
-settles it; when the owner is gone, the worker that finds every range done takes the run
-over (a compare-and-set on its owner) and settles it, so there is one report.
+Every `patchbay serve` and `patchbay worker` on the same state takes ranges up too
+(`pick_up`, one range at a time in a thread of its own); `run --workers 0` starts no
+worker process and leaves its ranges to them. The run's owner settles it; when the owner
+is gone, the worker that finds every range done takes the run over (a compare-and-set on
+its owner) and settles it, so there is one report.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from patchbay.patterns.partitioned import RANGES_PER_WORKER, Partitioned
 from patchbay.patterns.registry import Report, pattern_of
 from patchbay.runtime.runner import Invocation
 from patchbay.store import Store
+from patchbay.store.processes import RUNNING
 from patchbay.store.ranges import DONE, FAILED, OPEN, KeyRange
 from patchbay.store.runs import RunStatus
 
@@ -69,21 +73,31 @@ def run(ctx: RunContext, *, workers: int, worker_command: Callable[[str, bool], 
     which waits for a range whose worker stopped and then works on like the others; a
     worker process that ends before the run is replaced by a new spare. So a range whose
     worker died is taken over as soon as that is known (at once on this machine, at the
-    lease's expiry else), not after a new process has started. Returns the one report."""
+    lease's expiry else), not after a new process has started. With no `workers`, the
+    ranges are left to the serve and worker processes sharing the state (`pick_up`), and
+    this waits for them. Returns the one report."""
     store = ctx.store
     split = pattern_of(ctx).ranges()
-    record = split.start(workers * RANGES_PER_WORKER, fresh=fresh, full=full)
+    members = 0 if workers else _members(store)
+    record = split.start(RANGES_PER_WORKER * (workers or max(1, members)), fresh=fresh,
+                         full=full)
     if split.notice is not None and say is not None:
         say(split.notice)
-    children = [_spawn(worker_command(record.id, spare)) for spare in [False] * workers + [True]]
+    if not workers and say is not None:
+        say(f"run {record.id}: its {len(store.ranges.of(record.id))} key ranges are left to "
+            f"the serve and worker processes sharing the state ({members} running"
+            + ("; start one: `patchbay serve` or `patchbay worker` with this file" if not members
+               else "") + ")")
+    children = ([_spawn(worker_command(record.id, spare))
+                 for spare in [False] * workers + [True]] if workers else [])
     restarts = RESTARTS_PER_WORKER * workers
     beat = 0.0
     try:
         while True:
             current = store.runs.get(record.id)
             ranges = store.ranges.of(record.id)
-            if current.status != RunStatus.RUNNING or all(r.status == DONE for r in ranges):
-                break
+            if current.status != RunStatus.RUNNING or not any(r.status == OPEN for r in ranges):
+                break  # every range done, or one failed and no worker takes it up again
             if ctx.stop.is_set():
                 _stop(children)
                 store.runs.finish(record.id, RunStatus.INTERRUPTED)
@@ -97,7 +111,7 @@ def run(ctx: RunContext, *, workers: int, worker_command: Callable[[str, bool], 
                 if child.poll() is not None and restarts and any(r.status == OPEN for r in ranges):
                     restarts -= 1
                     children[number] = _spawn(worker_command(record.id, True))
-            if not any(child.poll() is None for child in children):
+            if children and not any(child.poll() is None for child in children):
                 break  # the workers ended, and may not start again: a range failed, or they do
             ctx.stop.wait(WATCH_SECONDS)
     finally:
@@ -181,6 +195,8 @@ def pick_up(path: str | Path, names: Sequence[str], store: Store, reports_dir: P
                 log.warning("not working the key ranges of run %s: %s", run_id, exc)
             except PatchbayError as exc:
                 log.warning("key ranges of run %s: %s", run_id, exc)
+            except Exception:  # the range is marked failed; this process picks on
+                log.exception("key ranges of run %s", run_id)
         stop.wait(1.0)
 
 
@@ -197,6 +213,12 @@ def work_run(path: str | Path, run_id: str, store: Store, reports_dir: Path,
         ctx.systems.close()
 
 
+def _members(store: Store) -> int:
+    """How many serve and worker processes share the state now: a run left to them is cut
+    into RANGES_PER_WORKER ranges for each."""
+    return sum(1 for p in store.processes.list() if p.status == RUNNING)
+
+
 def _settle_orphaned(split: Partitioned, store: Store, run_id: str) -> None:
     """Settle a run whose every range is done, when its owner is gone: the one worker that
     takes the run over (compare-and-set) writes its report."""
@@ -211,8 +233,10 @@ def _settle_orphaned(split: Partitioned, store: Store, run_id: str) -> None:
 @contextlib.contextmanager
 def _renewing(store: Store, lease: KeyRange, seconds: float,
               stop: threading.Event) -> Iterator[threading.Event]:
-    """An event set when the worker must leave the range after its batch: `stop`, or the
-    lease lost; a thread renews the lease every third of its time meanwhile."""
+    """An event set when the worker must leave the range after its batch: `stop`, the
+    lease lost, or the run no longer running (interrupted or failed elsewhere: a serve's
+    range has no process of the run's to stop it); a thread renews the lease every third
+    of its time meanwhile, and looks at the run then."""
     halt, ended = threading.Event(), threading.Event()
 
     def renew() -> None:
@@ -226,6 +250,9 @@ def _renewing(store: Store, lease: KeyRange, seconds: float,
             due = seconds / 3
             try:
                 store.ranges.renew(lease, seconds)
+                if store.runs.get(lease.run_id).status != RunStatus.RUNNING:
+                    halt.set()
+                    return
             except LeaseLost:
                 halt.set()
                 return

@@ -76,10 +76,11 @@ class _Beside(Protocol):
 
 
 def keep_going(contexts: Sequence[RunContext], *, poll: bool, member: Member,
-               beside: _Beside | None = None, started: Callable[[], None] = lambda: None) -> None:
+               beside: Sequence[_Beside] = (), started: Callable[[], None] = lambda: None) -> None:
     """Serve each integration in a thread of its own, as `member` of the processes sharing
-    the engine state, until Ctrl-C, or until all of them (and the server `beside` them, if
-    any) have ended; `started` is called once they run."""
+    the engine state, until Ctrl-C, or until all of them (and what runs `beside` them: the
+    API's server, the loop working key ranges) have ended; `started` is called once they
+    run."""
     stop = threading.Event()
     threads = []
     for ctx in contexts:
@@ -98,13 +99,13 @@ def keep_going(contexts: Sequence[RunContext], *, poll: bool, member: Member,
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
         while not stop.is_set() and (any(t.is_alive() for t in threads)
-                                     or (beside is not None and beside.is_alive())):
+                                     or any(b.is_alive() for b in beside)):
             stop.wait(0.5)
     finally:
         stop.set()
         signal.signal(signal.SIGINT, previous)
-        if beside is not None:
-            beside.stop()
+        for other in beside:
+            other.stop()
         for thread in [*threads, *([watcher] if watcher is not None else [])]:
             thread.join(timeout=30)
 
