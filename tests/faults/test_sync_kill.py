@@ -13,7 +13,7 @@ patchbay's own writes come back as changes. At the end:
     no lost update the last value each writer wrote to a field of a record that still exists
                    is the final value, or a recorded conflict's loser, or was overwritten on a
                    system after the monitor saw it there (a later edit of a value that had
-                   reached that system)
+                   reached that system; a create's values reach a system with the record)
     no flip-flop   the monitor never sees a field go back to a value it had left (writers never
                    write a value twice)
 
@@ -136,6 +136,8 @@ class Log:
 
     writes: list[tuple[float, str, str, str, str]] = field(default_factory=list)
     """(time, system, nkey, field, value)"""
+    created: dict[str, tuple[str, float]] = field(default_factory=dict)
+    """nkey -> (system, time) of the create"""
     deleted: set[str] = field(default_factory=set)
     deletes: list[tuple[float, str, str, int]] = field(default_factory=list)
     """(time, system, nkey, rows deleted)"""
@@ -159,6 +161,7 @@ def writer(side: Side, edits: int, pace: float, rng: random.Random, log: Log,
                 side.execute("INSERT INTO people (nkey, name, city) VALUES (?, ?, ?)",
                              (nkey, *values))
                 with log.lock:
+                    log.created[nkey] = (side.name, now)
                     log.writes += [(now, side.name, nkey, f, v) for f, v in zip(FIELDS, values,
                                                                               strict=True)]
             elif kind < 0.2:
@@ -313,9 +316,14 @@ def test_killing_serve_while_both_systems_are_edited_converges_without_losses(
         if nkey in log.deleted or final.get((nkey, name)) == value or value in lost:
             continue
         # Overwritten by a writer on a system the value had reached (the monitor saw it there).
+        # A create's value reached every system it reached at all (the record came there
+        # holding it), and a writer edits only records its system holds: a later edit there
+        # overwrote it, even one made before the monitor's next look.
+        first = log.created.get(nkey) == (system, at)
         overwritten = any(
-            later > at and any(v == value and seen_at <= later
-                               for seen_at, v in log.seen.get((other, nkey, name), []))
+            later > at and ((first and other != system) or any(
+                v == value and seen_at <= later
+                for seen_at, v in log.seen.get((other, nkey, name), [])))
             for later, other, key, f, _ in log.writes if key == nkey and f == name)
         if not overwritten:
             unaccounted.append((system, nkey, name, value, final.get((nkey, name))))

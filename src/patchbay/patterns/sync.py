@@ -630,7 +630,11 @@ class Sync:
             # its way, and its echo must be known as one.
             work.overtaken.add((gid, participant))
             work.dirty.add(gid)
-            if all(current.get(n, _MISSING) == link.known.get(n, _MISSING) for n in written):
+            # Only the newest write tells: an older one (its worker killed, taken up late)
+            # is stale because of values seen since, which the next write expects.
+            newest = last_sent(link.sent)
+            if all(current.get(n, _MISSING) == link.known.get(n, _MISSING)
+                   and newest.get(n, _MISSING) == v for n, v in written.items()):
                 work.unchecked.add((gid, participant))
         merged = merge(participant, current, shared=shadow.shared, origins=shadow.origins,
                        held=shadow.held, known=link.known, sent=link.sent,
@@ -838,10 +842,14 @@ class Sync:
                 values = {n: v for n, v in shadow.shared.items()
                           if held.shape.writes(n) and n not in shadow.held}
                 known = link.known if link is not None else {}
-                differ = {n: v for n, v in values.items() if known.get(n, _MISSING) != v}
                 sent = {n: v for n, v in (link.sent if link is not None else {}).items()
                         if n not in shadow.held}
                 pending = last_sent(sent)
+                # A field it holds as the shadow does, but with another value on its way
+                # there (the shadow went back to its value meanwhile), is written again:
+                # the value on its way would land and stay.
+                differ = {n: v for n, v in values.items()
+                          if known.get(n, _MISSING) != v or pending.get(n, v) != v}
                 creating = link is None or link.key is None
                 # A delivery on its way whose values no longer stand (a field held for a
                 # person since, or the participant's own edit came first) is superseded by

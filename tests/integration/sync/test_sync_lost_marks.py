@@ -9,6 +9,8 @@ run had written but not yet recorded is never taken up again as if it had not la
   two), its record deleted there unseen: the same
 - a batch of the initial load written, its run killed before its checkpoint, a person's
   edit made there since: the batch written again leaves the edit, which is synced
+- an update held by a killed worker, taken up after newer values were seen and sent: it is
+  stale, and the write that follows still expects (it does not overwrite an edit unseen)
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import psycopg
 import pytest
 
 from patchbay.patterns.sync import LANDED_MARGIN, Sync
+from patchbay.processes import this_host
 from patchbay.runtime.runner import Invocation
 from patchbay.runtime.serving import deliverer_of, outbox_round
 from patchbay.store import open_state
@@ -218,3 +221,28 @@ def test_a_load_batch_written_again_after_a_kill_leaves_an_edit_made_since(
         pg(pg_url, f"UPDATE {table} SET name = 'Bobby (pg)' WHERE name = 'Bob'")
         settle(sync)
         assert names(tmp_path, pg_url, table) == (["Ann", "Bobby (pg)"], ["Ann", "Bobby (pg)"])
+
+
+def test_an_old_write_found_stale_late_leaves_the_next_write_conditional(
+        tmp_path: Path, pg_url: str, table: str) -> None:
+    with synced(tmp_path, pg_url, table) as (sync, _):
+        lite(tmp_path, "UPDATE people SET name = 'A1'")
+        sync.poll()
+        # A worker takes the write of A1 to pg and is killed: its lease holds the write.
+        ended = subprocess.Popen([sys.executable, "-c", "pass"])
+        ended.wait()
+        held = sync.store.outbox.lease(NAME, "pg/person", f"{this_host()}:{ended.pid}:w",
+                                       lease_seconds=60)
+        assert len(held) == 1
+        pg(pg_url, f"UPDATE {table} SET name = 'P1'")  # the newer edit wins (latest)
+        sync.poll()
+        lite(tmp_path, "UPDATE people SET name = 'A2'")  # and this one over it
+        sync.poll()  # A2 for pg, behind the write of A1
+        # The killed worker's lease is taken over: A1 is stale (pg holds P1).
+        stats = deliverer_of(sync).deliver_once("pg/person")
+        assert (stats.stale, stats.delivered) == (1, 0)
+        sync.poll()  # pg read again: it holds P1, as last seen
+        pg(pg_url, f"UPDATE {table} SET name = 'P2'")  # before A2 is written
+        deliverer_of(sync).drain("pg/person")  # before the sync reads P2
+        settle(sync)
+        assert names(tmp_path, pg_url, table) == (["P2"], ["P2"])
