@@ -614,7 +614,7 @@ class Sync:
             shadow.state = "live"  # revived where it came back: the others get it anew
             for other in work.links.get(gid, {}).values():
                 if other.participant != participant:
-                    work.put(Link(gid, other.participant, None, "live"))
+                    work.put(Link(gid, other.participant, None, "live", anew=True))
             link = Link(gid, participant)
             first_sight = True
             self.tally.add(participant, "revived")
@@ -630,7 +630,11 @@ class Sync:
             # its way, and its echo must be known as one.
             work.overtaken.add((gid, participant))
             work.dirty.add(gid)
-            if all(current.get(n, _MISSING) == link.known.get(n, _MISSING) for n in written):
+            # Only the newest write tells: an older one (its worker killed, taken up late)
+            # is stale because of values seen since, which the next write expects.
+            newest = last_sent(link.sent)
+            if all(current.get(n, _MISSING) == link.known.get(n, _MISSING)
+                   and newest.get(n, _MISSING) == v for n, v in written.items()):
                 work.unchecked.add((gid, participant))
         merged = merge(participant, current, shared=shadow.shared, origins=shadow.origins,
                        held=shadow.held, known=link.known, sent=link.sent,
@@ -719,7 +723,7 @@ class Sync:
                 participant if policy.wins == "delete" else "shadow", "settled"))
             self.tally.add(participant, f"conflicts (delete {policy.wins} wins)")
             if policy.wins == "update":
-                work.put(Link(gid, participant, None, "live"))  # created there again
+                work.put(Link(gid, participant, None, "live", anew=True))  # created there again
                 work.dirty.add(gid)
                 return
         shadow.state = "deleted"
@@ -780,7 +784,8 @@ class Sync:
                    created: dict[str, Any] | None = None) -> list[NewDelivery]:
         """Write deliveries' records at once (as creates whose keys go into `created`, or as
         the outbox would); those not written (all of them when the write fails) are
-        returned, for the outbox to write again later as it does any delivery."""
+        returned, for the outbox to write again later as it does any delivery. Stale ones
+        are not: the target hands them to be read again (`stale`), as the outbox does."""
         if not deliveries:
             return []
         records = [dict(d.payload or {}) for d in deliveries]
@@ -795,7 +800,7 @@ class Sync:
                           self.name, len(deliveries), target.held.destination)
             return list(deliveries)
         return [d for d, o in zip(deliveries, outcomes, strict=True)
-                if not o.status.is_delivered]
+                if not (o.status.is_delivered or o.status is Status.STALE)]
 
     def _deliveries(self, obj: SyncObjectSpec, work: _Work, joined: set[str], *,
                     loading: bool = False, only: str | None = None
@@ -837,10 +842,14 @@ class Sync:
                 values = {n: v for n, v in shadow.shared.items()
                           if held.shape.writes(n) and n not in shadow.held}
                 known = link.known if link is not None else {}
-                differ = {n: v for n, v in values.items() if known.get(n, _MISSING) != v}
                 sent = {n: v for n, v in (link.sent if link is not None else {}).items()
                         if n not in shadow.held}
                 pending = last_sent(sent)
+                # A field it holds as the shadow does, but with another value on its way
+                # there (the shadow went back to its value meanwhile), is written again:
+                # the value on its way would land and stay.
+                differ = {n: v for n, v in values.items()
+                          if known.get(n, _MISSING) != v or pending.get(n, v) != v}
                 creating = link is None or link.key is None
                 # A delivery on its way whose values no longer stand (a field held for a
                 # person since, or the participant's own edit came first) is superseded by
@@ -961,7 +970,11 @@ class Sync:
         name, obj = self.name, held.object.name
         seen: set[str] = set()
         unseen: dict[str, str] = {}  # gid -> key
-        for key, gid, known in self.store.xref.live_keys(name, obj, held.participant):
+        # Where keys are learnt only from the participant (by its external id), a create
+        # whose key was learnt before the keys were read had landed, even if its worker was
+        # killed before marking it delivered and the sync never saw the record since.
+        learnt = read_at if held.spec.external_id else None
+        for key, gid, known in self.store.xref.live_keys(name, obj, held.participant, learnt):
             if key in present:
                 continue
             if known:
@@ -1093,15 +1106,16 @@ class SyncTarget:
                 link = links.get(str(record.get(GID)))
                 if link is None or link.state != "live":
                     outcomes[position] = Outcome(None, Status.SKIPPED, "deleted there since")
-                elif link.known:
+                elif link.known or (self.held.spec.external_id and link.key is not None):
+                    # Seen there, or its key learnt there (read back once it landed).
                     groups.setdefault((self.seen, Operation.UPDATE), []).append(position)
                 else:
                     groups.setdefault((self.creates, Operation.UPSERT), []).append(position)
             else:
                 groups.setdefault((self.updates, Operation.UPDATE), []).append(position)
-        made: list[tuple[str, Outcome]] = []
         deleted: list[str] = []
         stale: dict[str, dict[str, Any]] = {}
+        xref, name = self.sync.store.xref, self.sync.name
         for (sink, op), positions in groups.items():
             records = [_plain(batch[p], sink.key, op) for p in positions]
             if op is Operation.DELETE:
@@ -1113,6 +1127,7 @@ class SyncTarget:
             expected = [batch[p].get(EXPECT) or {} for p in positions] \
                 if op is not Operation.DELETE and self.conditional else None
             written = sink.write(records, op, expected)
+            made: list[tuple[str, Outcome]] = []
             for record, position, outcome in zip(records, positions, written.outcomes,
                                                  strict=True):
                 outcomes[position] = outcome
@@ -1123,10 +1138,11 @@ class SyncTarget:
                     deleted.append(gid)
                 elif op is Operation.UPSERT:
                     made.append((gid, outcome))
-        created = self._created(made)
-        xref, name = self.sync.store.xref, self.sync.name
-        if created:
-            xref.set_key(name, self.held.object.name, self.held.participant, created)
+            # The creates' keys are recorded as soon as they have landed, before the batch's
+            # other writes: a worker killed after this point leaves creates known to have
+            # landed (taken up again, they never make anew a record deleted there since).
+            if created := self._created(made):
+                xref.set_key(name, self.held.object.name, self.held.participant, created)
         if deleted:
             xref.deleted(name, self.held.object.name, self.held.participant, deleted)
         if stale:
@@ -1139,11 +1155,20 @@ class SyncTarget:
         """Write creates (deliveries' records) in one write, by the participant's bulk path
         for a large batch; the outcomes by position, and the keys the participant gave the
         records created (gid -> key). The initial load's write (Sync._load), which records
-        the keys itself."""
-        written = self.creates.write([_plain(r, self.creates.key, Operation.UPSERT)
-                                      for r in batch], Operation.UPSERT)
+        the keys itself. Conditional as a create delivered is: a batch written again (its
+        run killed before its checkpoint) never writes over an edit made there since; such
+        a record is stale, and read again (`Sync.stale`)."""
+        records = [_plain(r, self.creates.key, Operation.UPSERT) for r in batch]
+        expected = [r.get(EXPECT) or {} for r in batch] if self.conditional else None
+        written = self.creates.write(records, Operation.UPSERT, expected)
         created = self._created([(str(record[GID]), outcome)
                                  for record, outcome in zip(batch, written.outcomes, strict=True)])
+        stale = {str(record[GID]): self.held.shape.to_shared(plain)
+                 for record, plain, outcome in zip(batch, records, written.outcomes, strict=True)
+                 if outcome.status is Status.STALE}
+        if stale:
+            self.sync.stale(self.held, stale)
+            self.sync.tally.add(self.held.participant, "stale writes", len(stale))
         self._landed(batch, written.outcomes, crossing=True)
         return written.outcomes, created
 

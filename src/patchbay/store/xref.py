@@ -5,7 +5,10 @@ record, and what each participant is known to hold; and the records waiting for 
 One row per (integration, object, gid, participant):
 
     record_key   the participant's key of the record; null while a create sent to it has
-                 not been seen back (its key is not known yet)
+                 not landed (its key is not known yet). Where the participant has an
+                 external-id field, a key is only ever learnt from the participant (seen,
+                 or read back by the delivering side right after the create landed), so a
+                 key there means the record was there once
     state        live, or deleted (the participant no longer holds the record)
     known        the shared values the participant was last seen holding
     sent         the shared values written to it (enqueued) and not yet seen back: a change
@@ -26,7 +29,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from patchbay.store.schema import waiting, xref
-from patchbay.store.unit import Repository, chunks, insert_or_skip
+from patchbay.store.unit import Repository, aware, chunks, insert_or_skip
 
 _CHUNK = 1000
 
@@ -41,6 +44,9 @@ class Link:
     state: str = "live"
     known: dict[str, Any] = field(default_factory=dict)
     sent: dict[str, Any] = field(default_factory=dict)
+    anew: bool = False
+    """The participant's record of it is gone (deleted there) and is to be made anew: saved,
+    the link's old key is cleared, not kept as a link without one keeps it."""
 
 
 @dataclass(frozen=True)
@@ -85,8 +91,8 @@ class Xref(Repository):
 
     def save(self, integration: str, object: str, links: Sequence[Link]) -> None:
         """Write these links whole (insert or replace), keeping a key the delivering side set
-        when the link has none. `known` and `sent` hold shared values, JSON already
-        (elements/shape.canonical)."""
+        when the link has none (unless it is made `anew`). `known` and `sent` hold shared
+        values, JSON already (elements/shape.canonical)."""
         now = dt.datetime.now(dt.UTC)
         rows = [dict(integration=integration, object=object, gid=link.gid,
                      participant=link.participant, record_key=link.key, state=link.state,
@@ -104,6 +110,16 @@ class Xref(Repository):
                                                       xref.c.record_key),
                           state=stmt.excluded.state, known=stmt.excluded.known,
                           sent=stmt.excluded.sent, updated_at=stmt.excluded.updated_at)), rows)
+            anew: dict[str, list[str]] = {}
+            for link in links:
+                if link.anew:
+                    anew.setdefault(link.participant, []).append(link.gid)
+            for participant, gids in anew.items():
+                for chunk in chunks(gids, _CHUNK):
+                    conn.execute(sa.update(xref).where(
+                        xref.c.integration == integration, xref.c.object == object,
+                        xref.c.participant == participant, xref.c.gid.in_(chunk))
+                        .values(record_key=None))
 
     def set_key(self, integration: str, object: str, participant: str,
                 keys: Mapping[str, Any]) -> None:
@@ -130,19 +146,24 @@ class Xref(Repository):
                     xref.c.participant == participant, xref.c.gid.in_(chunk),
                     xref.c.state == "deleting").values(state="deleted", updated_at=now))
 
-    def live_keys(self, integration: str, object: str, participant: str
-                  ) -> Iterator[tuple[str, str, bool]]:
+    def live_keys(self, integration: str, object: str, participant: str,
+                  learnt_before: dt.datetime | None = None) -> Iterator[tuple[str, str, bool]]:
         """(key, gid, seen) of every record the participant is known to hold, in key order;
         `seen`: whether it was seen holding it (not only a create sent to it and never seen
-        back, which a failed write may have left undone)."""
+        back, which a failed write may have left undone). With `learnt_before`, a key
+        written into the link before then counts as seen: where keys are only ever learnt
+        from the participant (read back after a create landed), the record was there."""
         after = ""
         while True:
             with self._db.read("xref.live_keys") as conn:
-                rows = conn.execute(sa.select(xref.c.record_key, xref.c.gid, xref.c.known).where(
+                rows = conn.execute(sa.select(xref.c.record_key, xref.c.gid, xref.c.known,
+                                              xref.c.updated_at).where(
                     xref.c.integration == integration, xref.c.object == object,
                     xref.c.participant == participant, xref.c.state == "live",
                     xref.c.record_key > after).order_by(xref.c.record_key).limit(_CHUNK)).all()
-            yield from ((str(k), str(g), bool(known)) for k, g, known in rows)
+            yield from ((str(k), str(g), bool(known) or (
+                learnt_before is not None and aware(at) < learnt_before))
+                for k, g, known, at in rows)
             if len(rows) < _CHUNK:
                 return
             after = str(rows[-1][0])

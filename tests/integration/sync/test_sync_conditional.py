@@ -202,3 +202,18 @@ def test_a_create_taken_up_again_after_a_crash_does_not_write_over_an_edit(
         settle(sync)
         held_pg, held_lite = both(tmp_path, pg_url, table)
         assert sorted(held_pg) == sorted(held_lite) == [("Ann", "Oslo"), ("Deedee (pg)", "Bergen")]
+
+
+def test_a_value_sent_then_undone_where_it_came_from_is_followed_by_the_value_undone_to(
+        tmp_path: Path, pg_url: str, table: str) -> None:
+    """A person changes a field on pg and changes it back before the sync's write of the
+    first change reaches SQLite: SQLite, which already held the value changed back to, is
+    written again, so the first value does not land and stay there."""
+    with synced(tmp_path, pg_url, table) as sync:
+        settle(sync)
+        pg(pg_url, f"UPDATE {table} SET city = 'Bergen'")
+        sync.poll()  # Bergen is on its way to SQLite
+        pg(pg_url, f"UPDATE {table} SET city = 'Oslo'")
+        sync.poll()
+        settle(sync)
+        assert both(tmp_path, pg_url, table) == ([("Ann", "Oslo")], [("Ann", "Oslo")])
