@@ -1,6 +1,7 @@
 """Where a value of a record might be written, and whether it is: the whole engine state of a
 SQLite state directory as text (every table and column, and the database's raw bytes), and a
-search for values as they are and in the encodings a store or a digest commonly leaves them in."""
+search for values as they are, in any case, and in the encodings a store or a digest commonly
+leaves them in (hexadecimal, base64)."""
 
 from __future__ import annotations
 
@@ -28,20 +29,25 @@ def state_text(state: Path) -> str:
     return "\n".join(parts)
 
 
-def encodings(value: str) -> set[str]:
-    """`value` as it is, in lower and upper case, in hexadecimal and in base64."""
+def encodings(value: str) -> tuple[set[str], set[str]]:
+    """`value` as the text holds it in any case (as it is, lower or upper, hexadecimal: to
+    search for in lower case), and in base64 (with and without padding, URL-safe)."""
     raw = value.encode()
-    return {value, value.lower(), value.upper(), raw.hex(), raw.hex().upper(),
-            base64.b64encode(raw).decode(), base64.b64encode(raw).decode().rstrip("="),
-            base64.urlsafe_b64encode(raw).decode().rstrip("=")}
+    return {value.lower(), raw.hex()}, {
+        base64.b64encode(raw).decode(), base64.b64encode(raw).decode().rstrip("="),
+        base64.urlsafe_b64encode(raw).decode().rstrip("=")}
 
 
 def leaked(text: str, values: Iterable[str]) -> list[str]:
     """The values found in `text` in any of their `encodings`: as a whole token (not inside a
     longer word, number or digest, where a short key would be found by chance)."""
+    lowered = text.lower()
     found = []
     for value in values:
-        for encoded in sorted(encodings(value)):
-            if re.search(rf"(?<![0-9A-Za-z_.]){re.escape(encoded)}(?![0-9A-Za-z_])", text):
-                found.append(f"{value!r} as {encoded!r}")
+        anycase, exact = encodings(value)
+        for haystack, needles in ((lowered, anycase), (text, exact)):
+            # A plain search first (fast); the token's bounds only where it is there.
+            for needle in sorted(n for n in needles if n in haystack):
+                if re.search(rf"(?<![0-9A-Za-z_.]){re.escape(needle)}(?![0-9A-Za-z_])", haystack):
+                    found.append(f"{value!r} as {needle!r}")
     return found
