@@ -588,28 +588,29 @@ class SqlConnector(Connector):
             {"watermark": "updated_at", "key": "id", "overlap_seconds": 1, "created": "created_at"}
             {"watermark": "id", "key": "id"}                       (new rows by increasing id)
 
-        The returned cursor adds `position` and `after_key` (the watermark value and key of the
-        last row read in order: ISO text for a timestamp or date, a number as is, a decimal
-        as text; null until a row is read), `late_from` (where the next re-read of the late
-        window starts) and `seen`, what it remembers of the rows already delivered from
-        `late_from` on: for each, keyed digests of its key and watermark value, and of those
-        and its values ("pair:row", see `changes.seal`), never the row's key or values, so a
-        cursor says nothing of a record (one a correlation never shares, say) to whoever
-        reads it without `digest_key`. The engine passes its state's key (store/secrets.py);
-        a caller that passes none gets this connector's own, drawn at random, and a cursor
-        it stored then recognises its rows only on this connector (on another, the rows of
-        its window are delivered once more). Everything in the cursor is JSON, to be stored
-        and handed back as it is.
+        The returned cursor adds `position` (the watermark value of the last row read in order:
+        ISO text for a timestamp or date, a number as is, a decimal as text; null until a row is
+        read) and `taken` (how many rows of that value, in key order, were read), `late_from`
+        (where the next re-read of the late window starts) and `seen`, what it remembers of the
+        rows already delivered from `late_from` on: for each, keyed digests of its key and
+        watermark value, and of those and its values ("pair:row", see `changes.seal`), never the
+        row's key or values, so a cursor says nothing of a record (one a correlation never shares,
+        say) to whoever reads it without `digest_key`. The engine passes its state's key
+        (store/secrets.py); a caller that passes none gets this connector's own, drawn at random,
+        and a cursor it stored then recognises its rows only on this connector (on another, the
+        rows of its window are delivered once more). Everything in the cursor is JSON, to be
+        stored and handed back as it is.
 
-        Each call reads the rows ahead of (position, after_key), in watermark then key order,
+        Each call reads the rows ahead of where the last stopped (the position's rows after
+        the first `taken`, then the rows after the position), in watermark then key order,
         each once. Then, once those have been read to the end (a page with room left), or
         when the window has grown past two overlaps during a long drain (with half of each
-        page), it re-reads the late window: the rows from `late_from` up to (position,
-        after_key). A row there whose key and watermark value are in `seen` with the same
+        page), it re-reads the late window: the rows from `late_from` up to the position's
+        last. A row there whose key and watermark value are in `seen` with the same
         values is skipped; one not in it was committed late, and one with other values is a
         second change sharing its timestamp with the first, delivered with a version of its
-        own (`<watermark value>#<row digest>`, so message ids differ). So a burst of rows drained
-        page by page is read about twice (in order, then the window once), not once per page,
+        own (`<watermark value>#<row digest>`, so message ids differ). So a burst of rows
+        drained page by page is read about twice (in order, then the window once), not once per page,
         and each change is delivered exactly once.
 
         Late commits: a transaction can stamp a row, then commit after rows stamped later were
