@@ -1,12 +1,14 @@
-"""SqlConnector.changes against real PostgreSQL and SQLite databases.
+"""SqlConnector.changes against real PostgreSQL, MariaDB and SQLite databases.
 
 Changes are polled by a watermark column; the cursor carries the configuration, the position
-and the (key, watermark value) pairs already delivered. Every cursor is passed through JSON
-between calls, as the engine stores it. Tables get a unique suffix and are dropped afterwards.
+and keyed digests of the (key, watermark value, values) of the rows already delivered. Every
+cursor is passed through JSON between calls, as the engine stores it. Tables get a unique
+suffix and are dropped afterwards.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import logging
@@ -21,12 +23,15 @@ import sqlalchemy as sa
 
 from patchbay.connectors.base import Capability
 from patchbay.connectors.sql import SqlConnector
+from patchbay.connectors.sql.changes import row_digest, seal, to_json
 from patchbay.errors import SpecError
 from patchbay.model import Change, ChangeKind
 from patchbay.spec import SystemSpec
 
 T0 = dt.datetime(2024, 5, 1, 10, 0, 0)
 
+
+KEY = b"the state's key of cursor digests"
 
 ZERO = {"watermark": "updated_at", "key": "id", "overlap_seconds": 0}
 """A starting cursor with no overlap window, whatever the database's default."""
@@ -36,7 +41,7 @@ def at(seconds: float) -> dt.datetime:
     return T0 + dt.timedelta(seconds=seconds)
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
+@pytest.fixture(params=["postgresql", "mariadb", "sqlite"])
 def db(request: pytest.FixtureRequest, tmp_path: Path, database_of: Any) -> Iterator[Any]:
     with database_of(request, tmp_path) as database:
         yield database
@@ -80,7 +85,7 @@ def roundtrip(cursor: dict[str, Any]) -> dict[str, Any]:
 
 def poll(sql: SqlConnector, table: str, cursor: dict[str, Any], limit: int = 2000,
          fields: Sequence[str] | None = None) -> tuple[list[Change], dict[str, Any]]:
-    changes, after = sql.changes(table, cursor, fields=fields, limit=limit)
+    changes, after = sql.changes(table, cursor, fields=fields, limit=limit, digest_key=KEY)
     return changes, roundtrip(after)
 
 
@@ -101,14 +106,21 @@ def keys(changes: Sequence[Change]) -> list[Any]:
     return [c.key for c in changes]
 
 
-def pairs(cursor: dict[str, Any]) -> list[list[Any]]:
-    """The remembered [key, watermark value] pairs, without the digests of the rows' values."""
-    return [entry[:2] for entry in cursor["seen"]]
+def pairs(db: Any, table: str, cursor: dict[str, Any]) -> list[list[Any]]:
+    """The [key, watermark value] of the table's rows as they are now that the cursor
+    remembers: it holds only keyed digests of them."""
+    reflected = sa.Table(table, sa.MetaData(), autoload_with=db.engine)
+    key, watermark = reflected.c[cursor["key"]], reflected.c[cursor["watermark"]]
+    with db.engine.connect() as conn:
+        rows = conn.execute(sa.select(key, watermark).where(watermark.is_not(None))
+                            .order_by(watermark, key)).all()
+    held = {entry.partition(":")[0] for entry in cursor["seen"]}
+    return [[k, to_json(w)] for k, w in rows if seal(KEY, k, w, None)[0] in held]
 
 
-def shown(cursor: dict[str, Any]) -> dict[str, Any]:
-    """The cursor with its remembered pairs, without the digests."""
-    return {**cursor, "seen": pairs(cursor)}
+def shown(db: Any, table: str, cursor: dict[str, Any]) -> dict[str, Any]:
+    """The cursor with the pairs it remembers in place of their digests."""
+    return {**cursor, "seen": pairs(db, table, cursor)}
 
 
 # -- tests ----------------------------------------------------------------------------------------
@@ -135,14 +147,15 @@ def test_first_call_returns_everything_in_watermark_order(db: Any, sql: SqlConne
     assert all(c.kind is ChangeKind.UPDATED and c.system == "src" and c.object == table
                for c in changes)
     assert changes[0].record == {"id": 2, "name": "first", "updated_at": at(1), "created_at": at(1)}
-    assert shown(cursor) == {"watermark": "updated_at", "key": "id",
+    assert shown(db, table, cursor) == {"watermark": "updated_at", "key": "id",
                              "overlap_seconds": 0 if db.dialect == "postgresql" else 60,
-                             "position": at(3).isoformat(), "after_key": 1,
+                             "position": at(3).isoformat(), "taken": 1,
                              "late_from": at(3 if db.dialect == "postgresql" else -57).isoformat(),
                              "seen": [[1, at(3).isoformat()]] if db.dialect == "postgresql" else
                              [[2, at(1).isoformat()], [3, at(2).isoformat()],
                               [4, at(2).isoformat()], [1, at(3).isoformat()]]}
-    assert all(len(entry[2]) == 12 for entry in cursor["seen"])  # a digest of each row
+    # Keyed digests of each row's key and watermark value, and of those and its values.
+    assert all(len(entry) == 33 and entry[16] == ":" for entry in cursor["seen"])
 
     again, same = poll(sql, table, cursor)
     assert again == [] and same == cursor
@@ -184,7 +197,7 @@ def test_a_group_sharing_one_timestamp_splits_across_calls(db: Any, sql: SqlConn
 
     assert keys(found) == [1, *range(2, 25), 99]  # each exactly once, in order
     assert cursor["position"] == at(9).isoformat()
-    assert pairs(cursor) == [[99, at(9).isoformat()]]
+    assert pairs(db, table, cursor) == [[99, at(9).isoformat()]]
 
 
 def test_a_partial_page_keeps_the_rest_of_its_group(db: Any, sql: SqlConnector) -> None:
@@ -196,12 +209,81 @@ def test_a_partial_page_keeps_the_rest_of_its_group(db: Any, sql: SqlConnector) 
 
     assert keys(first) == [1, 2, 3]
     assert cursor["position"] == at(5).isoformat()
-    assert pairs(cursor) == [[1, at(5).isoformat()], [2, at(5).isoformat()], [3, at(5).isoformat()]]
+    assert pairs(db, table, cursor) == [[1, at(5).isoformat()], [2, at(5).isoformat()],
+                                        [3, at(5).isoformat()]]
     rest, cursor = poll(sql, table, cursor, limit=3)
     assert keys(rest) == [4, 5, 6]
     last, cursor = poll(sql, table, cursor, limit=3)
     assert keys(last) == [7]
-    assert len(pairs(cursor)) == 7
+    assert len(pairs(db, table, cursor)) == 7
+
+
+def test_a_row_of_the_position_gone_between_pages_costs_no_other_row(db: Any,
+                                                                     sql: SqlConnector) -> None:
+    """The cursor counts the position's rows it has read, not naming the last: one of them
+    gone makes the next page start a row late, and the late window reads the row skipped."""
+    table = items(db)
+    insert(db, table, [{"id": i, "name": "x", "updated_at": at(5), "created_at": at(0)}
+                       for i in range(1, 8)])
+    first, cursor = poll(sql, table, ZERO, limit=3)
+    assert keys(first) == [1, 2, 3] and cursor["taken"] == 3
+    db.execute(f"DELETE FROM {table} WHERE id = 1")
+
+    found, cursor = drain(sql, table, cursor, limit=3)
+
+    assert sorted(keys(found)) == [4, 5, 6, 7]  # each once
+    assert poll(sql, table, cursor)[0] == []
+
+
+def test_a_cursor_holds_no_key_or_value_of_a_row(db: Any, sql: SqlConnector) -> None:
+    """What a cursor remembers of the rows of its window is keyed digests: the rows' keys and
+    values are in it neither as they are nor encoded, and only the key it was made with
+    recognises them (another delivers the window's rows again)."""
+    table = db.create("priv", f"code VARCHAR(40) PRIMARY KEY, phone VARCHAR(40), "
+                              f"updated_at {stamp_type(db)}")
+    rows = [{"code": f"patient-{i:04d}", "phone": f"+61 3 5000 {i:04d}", "updated_at": at(i)}
+            for i in range(1, 6)]
+    insert(db, table, rows)
+    start = {"watermark": "updated_at", "key": "code", "overlap_seconds": 3600}
+
+    found, cursor = poll(sql, table, start)
+
+    assert len(found) == 5 and len(cursor["seen"]) == 5
+    text = json.dumps(cursor)
+    for row in rows:
+        for value in (row["code"], row["phone"]):
+            for encoded in (value, value.upper(), value.encode().hex(),
+                            base64.b64encode(value.encode()).decode()):
+                assert encoded not in text
+    assert poll(sql, table, cursor)[0] == []
+    again, _ = sql.changes(table, cursor, digest_key=b"another state's key")
+    assert [c.key for c in again] == [row["code"] for row in rows]
+
+
+def test_a_cursor_stored_before_its_digests_were_keyed_goes_on(db: Any, sql: SqlConnector) -> None:
+    """A cursor of an earlier patchbay names the rows it remembers ([key, watermark value,
+    digest of the values]) and the last row read (after_key): it is read as it is, nothing
+    it delivered comes again, a second change sharing a timestamp still does, and the cursor
+    after it is stored the new way."""
+    table = items(db)
+    rows = [{"id": i, "name": f"bulk {i}", "updated_at": at(5), "created_at": at(0)}
+            for i in range(1, 7)]
+    insert(db, table, rows)
+    # Rows 1 to 3 were delivered by the earlier patchbay (3 without a digest: older still).
+    old = {"watermark": "updated_at", "key": "id", "overlap_seconds": 60,
+           "position": at(5).isoformat(), "after_key": 3, "late_from": at(-55).isoformat(),
+           "seen": [[1, at(5).isoformat(), row_digest(rows[0])],
+                    [2, at(5).isoformat(), row_digest(rows[1])], [3, at(5).isoformat()]]}
+    touch(db, table, 2, at(5), "second change, same stamp")
+
+    found, cursor = poll(sql, table, old)
+
+    assert sorted(keys(found)) == [2, 4, 5, 6]
+    assert next(c.version for c in found if c.key == 2).startswith(f"{at(5).isoformat()}#")
+    assert "after_key" not in cursor and cursor["taken"] == 6
+    assert all(isinstance(entry, str) for entry in cursor["seen"])
+    assert pairs(db, table, cursor) == [[i, at(5).isoformat()] for i in range(1, 7)]
+    assert poll(sql, table, cursor)[0] == []
 
 
 def test_a_row_committed_late_with_the_cursor_timestamp_is_delivered(db: Any, sql: SqlConnector) -> None:
@@ -214,7 +296,7 @@ def test_a_row_committed_late_with_the_cursor_timestamp_is_delivered(db: Any, sq
     changes, cursor = poll(sql, table, cursor)
 
     assert keys(changes) == [3]
-    assert pairs(cursor) == [[2, at(2).isoformat()], [3, at(2).isoformat()]]
+    assert pairs(db, table, cursor) == [[2, at(2).isoformat()], [3, at(2).isoformat()]]
     assert poll(sql, table, cursor)[0] == []
 
 
@@ -228,7 +310,7 @@ def test_an_overlap_window_catches_late_commits_without_repeating(db: Any, sql: 
     first, cursor = poll(sql, table, start)
     assert keys(first) == [1, 2, 3, 4]
     # Only what lies within one second of the position is remembered.
-    assert pairs(cursor) == [[2, at(9.4).isoformat()], [3, at(9.7).isoformat()],
+    assert pairs(db, table, cursor) == [[2, at(9.4).isoformat()], [3, at(9.7).isoformat()],
                               [4, at(10).isoformat()]]
     assert cursor["overlap_seconds"] == 1
 
@@ -276,7 +358,7 @@ def test_an_updated_row_is_delivered_again(db: Any, sql: SqlConnector) -> None:
 
     assert [(c.key, c.record["name"], c.at) for c in changes] == [(1, "a, edited", at(30))]
     assert cursor["position"] == at(30).isoformat()
-    assert pairs(cursor) == [[1, at(30).isoformat()]]
+    assert pairs(db, table, cursor) == [[1, at(30).isoformat()]]
     assert poll(sql, table, cursor)[0] == []
 
 
@@ -383,7 +465,8 @@ def test_a_second_change_sharing_its_timestamp_is_delivered(db: Any, sql: SqlCon
     touch(db, table, 1, at(5), "second")  # the same updated_at: the clock ticked too slowly
     second, cursor = poll(sql, table, cursor)
 
-    [(_, _, digest)] = cursor["seen"]
+    [entry] = cursor["seen"]
+    digest = entry.partition(":")[2]
     assert [(c.key, c.record["name"], c.at, c.version) for c in second] == [
         (1, "second", at(5), f"{at(5).isoformat()}#{digest}")]  # a message id of its own
     assert poll(sql, table, cursor)[0] == []
@@ -402,10 +485,11 @@ def test_an_increasing_id_watermark(db: Any, sql: SqlConnector) -> None:
     # (PostgreSQL also keeps what it knows of open transactions, which depends on the other
     # sessions of the database, and what it remembers depends on them: see
     # test_by_default_an_id_committed_late_on_postgresql_is_caught.)
-    assert {k: v for k, v in shown(cursor).items() if k not in ("open_since", "marks", "seen")} \
-        == {"watermark": "id", "key": "id", "overlap_seconds": 0, "position": 7, "after_key": 7,
+    assert {k: v for k, v in shown(db, table, cursor).items() if k not in ("open_since", "marks", "seen")} \
+        == {"watermark": "id", "key": "id", "overlap_seconds": 0, "position": 7, "taken": 1,
             "late_from": 7 if db.dialect == "sqlite" else cursor["late_from"]}
-    assert [7, 7] in pairs(cursor) if db.dialect == "postgresql" else pairs(cursor) == [[7, 7]]
+    remembered = pairs(db, table, cursor)
+    assert [7, 7] in remembered if db.dialect == "postgresql" else remembered == [[7, 7]]
 
     insert(db, table, [{"id": 8, "name": "n8"}, {"id": 9, "name": "n9"}])
     changes, cursor = poll(sql, table, cursor)
@@ -421,12 +505,12 @@ def test_an_increasing_id_watermark(db: Any, sql: SqlConnector) -> None:
     everything, wide = poll(sql, table, wide_start)
     assert keys(everything) == [1, 2, 3, 4, 5, 6, 7, 9]
     assert all(c.kind is ChangeKind.CREATED for c in everything)
-    assert pairs(wide) == [[6, 6], [7, 7], [9, 9]]
+    assert pairs(db, table, wide) == [[6, 6], [7, 7], [9, 9]]
     insert(db, table, [{"id": 8, "name": "n8, committed late"}, {"id": 10, "name": "n10"}])
     assert keys(poll(sql, table, plain)[0]) == [10]
     changes, wide = poll(sql, table, wide)
     assert keys(changes) == [8, 10]
-    assert sorted(pairs(wide)) == [[7, 7], [8, 8], [9, 9], [10, 10]]
+    assert sorted(pairs(db, table, wide)) == [[7, 7], [8, 8], [9, 9], [10, 10]]
     assert poll(sql, table, wide)[0] == []
 
 

@@ -197,12 +197,16 @@ def test_records_without_a_compared_field_are_refused() -> None:
 def test_a_rematch_scores_changed_records_as_the_fit_did() -> None:
     """A record re-matched under the fitted model (no refit) gets the weight the fit gave its
     pairs; a record whose compared values are the same is not taken for changed; a record
-    gone, or replaced, is no candidate any more."""
+    gone, or replaced, is no candidate any more. The matcher has let go of its full match
+    first, as a correlation's kept one has: a re-match needs none of it."""
     left, right, _ = two_sets()
     matcher = Matcher(spec(term_frequency=["surname"])).fit(left, right)
     weights = {(r["left_id"], r["right_id"]): r["match_weight"] for r in matcher.pairs().to_pylist()}
     [(left_id, right_id)] = list(linked(matcher))[:1]
     left_records, right_records = matcher.fitted_records()
+    matcher.release()
+    with pytest.raises(RuntimeError, match="let go of its full match"):
+        matcher.pairs()
 
     one = right.filter(pc.equal(right.column("id"), right_id))
     assert not right_records.differing(one, "id").any()

@@ -23,8 +23,10 @@ Connectors register by URL scheme. Third-party packages add theirs through the
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
+import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -146,6 +148,9 @@ class Connector:
 
     def __init__(self, system: SystemSpec) -> None:
         self.system = system
+        # The key of the digests in the cursors of callers that pass none to `changes`: a
+        # cursor stored then recognises the records it remembers on this connector only.
+        self.digest_key = secrets.token_bytes(32)
         self._refuse_unknown_options()
 
     def _refuse_unknown_options(self) -> None:
@@ -222,9 +227,12 @@ class Connector:
         raise self._cannot("describe")
 
     def changes(self, object: str, cursor: Mapping[str, Any] | None,
-                fields: Sequence[str] | None = None, limit: int = 2000
-                ) -> tuple[list[Change], dict[str, Any]]:
-        """Changes since `cursor` (None: from the beginning), and the cursor after them."""
+                fields: Sequence[str] | None = None, limit: int = 2000, *,
+                digest_key: bytes | None = None) -> tuple[list[Change], dict[str, Any]]:
+        """Changes since `cursor` (None: from the beginning), and the cursor after them.
+        `digest_key`, the engine state's secret, keys the digests by which a cursor
+        remembers records it has seen, where it must: a stored cursor holds no record's
+        key or values."""
         raise self._cannot("list changes")
 
     def subscribe(self, object: str, consumer: str) -> Subscription:
@@ -371,3 +379,17 @@ use_connector_options(options_model, options_models)
 def connect(system: SystemSpec, **options: Any) -> Connector:
     """The connector for a declared system, not yet connected (connections open lazily)."""
     return connector_class(system.scheme)(system, **options)
+
+
+DIGEST_BYTES = 8
+"""Of a keyed digest a cursor keeps: two of one cursor agree by chance about once in 2**64
+pairs."""
+
+
+def keyed_digest(secret: bytes, *parts: str) -> str:
+    """What a cursor keeps of a record it has seen: a digest of `parts` (its key, its
+    timestamp, ...) under the engine state's secret. Keyed BLAKE2b is a MAC: without the key
+    the digest cannot be recomputed from a guess (a key, a phone number), so a stored cursor
+    says nothing of the records it remembers, a correlation's unshared ones included."""
+    return hashlib.blake2b("\0".join(parts).encode(), key=secret,
+                           digest_size=DIGEST_BYTES).hexdigest()

@@ -38,6 +38,7 @@ from patchbay.patterns.context import TRANSIENT, LookupCache, RunContext, spec_o
 from patchbay.patterns.registry import Pattern
 from patchbay.spec import BroadcastDestinationSpec, BroadcastSpec
 from patchbay.store.outbox import NewDelivery
+from patchbay.store.secrets import CURSOR_DIGESTS
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,8 @@ class Broadcast:
                                    key=src.key, watermark=src.watermark,
                                    trigger=self.spec.trigger, consumer=self.spec.name)
             changes, after = self.source.changes(src.object, cursor, src.fields,
-                                                 limit=self.spec.options.batch_size)
+                                                 limit=self.spec.options.batch_size,
+                                                 digest_key=store.secrets.key(CURSOR_DIGESTS))
             with store.transaction() as tx:
                 tx.outbox.add(self.spec.name, self._deliveries(changes))
                 tx.cursors.set(self.spec.name, src.system, src.object, after)

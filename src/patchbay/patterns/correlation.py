@@ -120,6 +120,7 @@ class Correlation(Sync):
         if left.num_rows and right.num_rows:
             found, matcher = self._matched(left, right)
             self._live = _Live(matcher, list(matcher.fitted_records()))
+            matcher.release()  # a re-match needs the model and the records, not the pairs
         present = (set(left.column("id").to_pylist()), set(right.column("id").to_pylist()))
         pairs = _pairs(found, known, present)
         linked_now = {p.gid for p in pairs.values() if p.status in LINKED and p.gid}

@@ -61,6 +61,7 @@ from patchbay.spec.sync import ParticipantObjectSpec, SyncObjectSpec, SyncSpec
 from patchbay.store import Store
 from patchbay.store.conflicts import NewConflict
 from patchbay.store.outbox import NewDelivery
+from patchbay.store.secrets import CURSOR_DIGESTS
 from patchbay.store.shadow import Shadow
 from patchbay.store.xref import Link, Waiting, key_text
 
@@ -342,8 +343,9 @@ class Sync:
             stored = self.store.cursors.get(self.name, held.participant, held.spec.object)
             cursor = change_cursor(stored, key=held.spec.key, watermark=held.spec.watermark,
                                    trigger=held.trigger, consumer=self.name)
-            changes, after = held.connector.changes(held.spec.object, cursor,
-                                                    held.read_fields(), limit=batch)
+            changes, after = held.connector.changes(
+                held.spec.object, cursor, held.read_fields(), limit=batch,
+                digest_key=self.store.secrets.key(CURSOR_DIGESTS))
             self._merge(held, changes, cursor_after=after, read_at=read_at, loading=joining)
             total += len(changes)
             if changes and enqueued is not None:

@@ -297,6 +297,15 @@ ticks = sa.Table(
 """Scheduled runs and polls claimed: one row per integration and due time, so that each
 fires in one process only (see store/ticks.py)."""
 
+secrets = sa.Table(
+    "patchbay_secrets", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(255), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+"""Keys drawn once for the state (see store/secrets.py), in a table of their own: never in
+a cursor, a report or an answer of the API, and a grant or a dump can leave them out."""
+
 
 def _v1(conn: Connection) -> None:
     for table in (runs, outcomes, cursors):
@@ -363,8 +372,12 @@ def _v10(conn: Connection) -> None:
         table.create(conn, checkfirst=True)
 
 
+def _v11(conn: Connection) -> None:
+    secrets.create(conn, checkfirst=True)
+
+
 MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9,
-                                                  _v10]
+                                                  _v10, _v11]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -7,9 +7,9 @@
 
 Both have the same repositories (see `Repositories`): runs, outcomes, cursors, outbox,
 aggregates, seen, a sync's xref, shadows and conflicts, a correlation's pairs, the alerts of
-notifications, a partitioned run's key ranges, and the cluster's leases, process registry and
-claimed ticks. A new table is one repository module, one migration step (schema.py) and one
-line in `Repositories`.
+notifications, a partitioned run's key ranges, the cluster's leases, process registry and
+claimed ticks, and the keys drawn for the state (secrets). A new table is one repository
+module, one migration step (schema.py) and one line in `Repositories`.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from patchbay.store.pairs import Pairs
 from patchbay.store.processes import Processes
 from patchbay.store.ranges import Ranges
 from patchbay.store.runs import Outcomes, Runs
+from patchbay.store.secrets import Secrets
 from patchbay.store.seen import Seen
 from patchbay.store.shadow import Shadows
 from patchbay.store.ticks import Ticks
@@ -66,6 +67,7 @@ class Repositories:
         self.leases = Leases(connections)
         self.processes = Processes(connections)
         self.ticks = Ticks(connections)
+        self.secrets = Secrets(connections)
 
 
 class Transaction(Repositories):

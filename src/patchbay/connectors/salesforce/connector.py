@@ -35,7 +35,15 @@ from pydantic import Field
 
 from patchbay import metrics
 from patchbay.compare import same_values
-from patchbay.connectors.base import Capability, Connector, ConnectorOptions, completed, last_per_key
+from patchbay.connectors.base import (
+    DIGEST_BYTES,
+    Capability,
+    Connector,
+    ConnectorOptions,
+    completed,
+    keyed_digest,
+    last_per_key,
+)
 from patchbay.connectors.salesforce.cdc import ChangeStream
 from patchbay.connectors.salesforce.cometd import CometdClient
 from patchbay.connectors.salesforce.soql import soql_literal, to_soql
@@ -330,8 +338,8 @@ class SalesforceConnector(Connector):
             body = self.request("GET", body["nextRecordsUrl"], headers=headers)
 
     def changes(self, object: str, cursor: Mapping[str, Any] | None,
-                fields: Sequence[str] | None = None, limit: int = 2000
-                ) -> tuple[list[Change], dict[str, Any]]:
+                fields: Sequence[str] | None = None, limit: int = 2000, *,
+                digest_key: bytes | None = None) -> tuple[list[Change], dict[str, Any]]:
         """Records created, updated or deleted since `cursor`, and the cursor after them:
         from the object's Change Data Capture events when the cursor says `cdc`
         (`cdc.py`), else polled (`poll_changes`)."""
@@ -339,7 +347,8 @@ class SalesforceConnector(Connector):
             if self._stream is None:
                 self._stream = ChangeStream(self)
             return self._stream.changes(object, cursor, self._change_fields(object, fields), limit)
-        return self.poll_changes(object, cursor, fields, limit)
+        return self.poll_changes(object, cursor, fields, limit,
+                                 digest_key=self.digest_key if digest_key is None else digest_key)
 
     def cometd_client(self) -> CometdClient:
         """A new Streaming API client on this connector's session."""
@@ -361,8 +370,8 @@ class SalesforceConnector(Connector):
                                    "Id", "CreatedDate", "SystemModstamp"]))
 
     def poll_changes(self, object: str, cursor: Mapping[str, Any] | None,
-                     fields: Sequence[str] | None = None, limit: int = 2000
-                     ) -> tuple[list[Change], dict[str, Any]]:
+                     fields: Sequence[str] | None = None, limit: int = 2000, *,
+                     digest_key: bytes | None = None) -> tuple[list[Change], dict[str, Any]]:
         """Records created, updated or deleted since `cursor`, polled, and the cursor after them.
 
         Changes are read by SystemModstamp with `>=`, not `>`: many records can share the
@@ -371,8 +380,11 @@ class SalesforceConnector(Connector):
         delivered twice and nothing sharing a timestamp is ever skipped. Deletes come from
         getDeleted, whose windows are whole minutes; the deletions (id and time) delivered in
         the cursor's minute are remembered the same way. A record undeleted since is no
-        longer in getDeleted: its new SystemModstamp brings it back as an update.
+        longer in getDeleted: its new SystemModstamp brings it back as an update. The cursor
+        remembers ids and deletions as digests keyed by `digest_key` (`keyed_digest`), never
+        as they are; a cursor stored before reads its plain ones as their digests.
         """
+        secret = self.digest_key if digest_key is None else digest_key
         cursor = {"since": "2000-01-01T00:00:00.000Z", "seen": [], "deleted_since": None,
                   "deleted_seen": [], **(cursor or {})}
         types = self._field_types(object)
@@ -381,19 +393,20 @@ class SalesforceConnector(Connector):
         where = f"SystemModstamp >= {soql_literal(since, 'datetime')}"
         body = self.request("GET", "query", params={
             "q": self._soql(object, names, where, "SystemModstamp, Id")})
-        seen = set(cursor["seen"])
+        seen = {_sealed(secret, entry) for entry in cursor["seen"]}
         found: list[Change] = []
         last_stamp, at_last = since, list(seen)
         while True:
             for raw in body["records"]:
                 record = self._record(raw, names, types)
                 stamp = record["SystemModstamp"]
-                if stamp == since and record["Id"] in seen:
+                sealed = keyed_digest(secret, record["Id"])
+                if stamp == since and sealed in seen:
                     continue
                 kind = ChangeKind.CREATED if record.get("CreatedDate") == stamp \
                     else ChangeKind.UPDATED
                 found.append(Change(self.name, object, record["Id"], kind, record, at=stamp))
-                at_last = [*at_last, record["Id"]] if stamp == last_stamp else [record["Id"]]
+                at_last = [*at_last, sealed] if stamp == last_stamp else [sealed]
                 last_stamp = stamp
                 if len(found) >= limit:
                     break
@@ -401,13 +414,14 @@ class SalesforceConnector(Connector):
                 break
             body = self.request("GET", body["nextRecordsUrl"])
         deleted, cursor["deleted_since"], cursor["deleted_seen"] = self._deleted_since(
-            object, cursor.get("deleted_since") or cursor["since"], cursor.get("deleted_seen", []))
+            object, cursor.get("deleted_since") or cursor["since"],
+            [_sealed(secret, entry) for entry in cursor.get("deleted_seen", [])], secret)
         found += deleted
         cursor["since"] = soql_literal(last_stamp, "datetime")
         cursor["seen"] = at_last
         return found, cursor
 
-    def _deleted_since(self, object: str, since: str, seen: Sequence[str]
+    def _deleted_since(self, object: str, since: str, seen: Sequence[str], secret: bytes
                        ) -> tuple[list[Change], str, list[str]]:
         start = _typed(since, "datetime").replace(second=0, microsecond=0)
         end = max(start + dt.timedelta(minutes=2),
@@ -418,12 +432,13 @@ class SalesforceConnector(Connector):
         listed = [Change(self.name, object, d["id"], ChangeKind.DELETED, {"Id": d["id"]},
                          at=_typed(d["deletedDate"], "datetime"))
                   for d in body.get("deletedRecords", [])]
-        changes = [c for c in listed if _deletion(c) not in known]
+        changes = [c for c in listed if keyed_digest(secret, _deletion(c)) not in known]
         if not changes:
             return [], since, list(seen)
         newest = max(c.at for c in changes if c.at is not None)
         minute = newest.replace(second=0, microsecond=0)
-        in_minute = [_deletion(c) for c in changes if c.at is not None and c.at >= minute]
+        in_minute = [keyed_digest(secret, _deletion(c)) for c in changes
+                     if c.at is not None and c.at >= minute]
         carried = list(known) if minute == start else []
         return changes, soql_literal(minute, "datetime"), [*carried, *in_minute]
 
@@ -615,6 +630,14 @@ class SalesforceConnector(Connector):
                                                  "message": "no result for this row"}]}
         return [by_row.get(tuple(_csv_value(r.get("id" if c == "Id" else c)) for c in columns),
                            missing) for r in payload]
+
+
+def _sealed(secret: bytes, entry: str) -> str:
+    """An entry of a stored polling cursor as the cursor now keeps it: a cursor stored before
+    entries were digested holds ids (15 or 18 characters) and deletions (`_deletion`), never
+    a digest's 2 * DIGEST_BYTES hexadecimal digits."""
+    return entry if len(entry) == 2 * DIGEST_BYTES and "@" not in entry \
+        else keyed_digest(secret, entry)
 
 
 def _deletion(change: Change) -> str:

@@ -1,6 +1,6 @@
 """The cursor of `SqlConnector.changes` polled by a watermark column: its entries, their JSON
-form, the late-commit floor and marks, and the digest that tells two changes of one
-timestamp apart."""
+form, the late-commit floor and marks, the digest that tells two changes of one timestamp
+apart, and the keyed digests by which the cursor remembers the rows of its late window."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ import hashlib
 import json
 import math
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
 
+from patchbay.connectors.base import keyed_digest
 from patchbay.connectors.sql.types import python_type
 
 DEFAULT_OVERLAP_SECONDS = 60.0
@@ -23,9 +24,10 @@ which transactions are still open (SQLite, MySQL): longer than a write transacti
 between stamping a row and committing it, in most applications."""
 
 
-CURSOR_ENTRIES = ("watermark", "key", "overlap_seconds", "created", "position", "after_key",
-                  "late_from", "horizon", "open_since", "marks", "seen")
-"""`horizon` is only read, from cursors stored before `late_from` was kept."""
+CURSOR_ENTRIES = ("watermark", "key", "overlap_seconds", "created", "position", "taken",
+                  "after_key", "late_from", "horizon", "open_since", "marks", "seen")
+"""`horizon` and `after_key` are only read, from cursors stored before `late_from` and
+`taken` were kept."""
 
 
 _MARKS = 20
@@ -112,12 +114,41 @@ _REPR_STABLE = frozenset({str, int, float, bool, type(None), Decimal, dt.datetim
 
 
 def row_digest(values: Mapping[str, Any]) -> str:
-    """A short digest of a row's values, to tell two changes sharing a watermark value apart.
-    Every row read is digested, so it is the repr of the values (about a fifth of the cost
-    of JSON), with what has no stable repr turned to JSON's text first."""
+    """A short digest of a row's values, to tell two changes sharing a watermark value apart;
+    a cursor keeps it only under its key (`seal`). Every row read is digested, so it is the
+    repr of the values (about a fifth of the cost of JSON), with what has no stable repr
+    turned to JSON's text first."""
     text = repr([v if type(v) in _REPR_STABLE else json.dumps(to_json(v), default=str)
                  for v in values.values()])
     return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
+
+
+def seal(secret: bytes, key: Any, watermark: Any, digest: str | None) -> tuple[str, str | None]:
+    """What a cursor keeps of a row it has seen: a keyed digest of its (key, watermark value),
+    that tells a second change sharing the timestamp from a late commit, and one of those and
+    the row's values (`row_digest`; None when only the pair is known) that tells whether the
+    row read again is the row delivered."""
+    pair = json.dumps([to_json(key), to_json(watermark)], default=str)
+    return keyed_digest(secret, "pair", pair), \
+        None if digest is None else keyed_digest(secret, "row", pair, digest)
+
+
+def remembered_rows(entries: Iterable[Any], secret: bytes, kind: type | None
+                    ) -> dict[str, str | None]:
+    """A stored cursor's `seen`, as {pair digest: row digest, or None when any values match}.
+    Entries are "pair:row" (or "pair") text; a cursor stored before they were keyed holds
+    [key, watermark value, digest of the values] lists (no digest before digests were kept),
+    sealed here as the rows they name would be."""
+    remembered: dict[str, str | None] = {}
+    for entry in entries:
+        if isinstance(entry, str):
+            pair, _, row = entry.partition(":")
+            remembered[pair] = row or None
+        else:
+            sealed = seal(secret, entry[0], from_json(entry[1], kind),
+                          entry[2] if len(entry) > 2 else None)
+            remembered[sealed[0]] = sealed[1]
+    return remembered
 
 
 def minus(value: Any, overlap: float) -> Any:

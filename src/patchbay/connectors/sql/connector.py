@@ -75,7 +75,9 @@ from patchbay.connectors.sql.changes import (
     key_from_json,
     late_floor,
     minus,
+    remembered_rows,
     row_digest,
+    seal,
     to_json,
     updated_marks,
     watermark_time,
@@ -573,8 +575,8 @@ class SqlConnector(Connector):
     # -- changes --------------------------------------------------------------------------------
 
     def changes(self, object: str, cursor: Mapping[str, Any] | None,
-                fields: Sequence[str] | None = None, limit: int = 2000
-                ) -> tuple[list[Change], dict[str, Any]]:
+                fields: Sequence[str] | None = None, limit: int = 2000, *,
+                digest_key: bytes | None = None) -> tuple[list[Change], dict[str, Any]]:
         """Rows inserted or updated since `cursor`, in watermark order, and the cursor after them.
 
         A table says nothing of its changes, so they are polled by a watermark column: an
@@ -586,22 +588,29 @@ class SqlConnector(Connector):
             {"watermark": "updated_at", "key": "id", "overlap_seconds": 1, "created": "created_at"}
             {"watermark": "id", "key": "id"}                       (new rows by increasing id)
 
-        The returned cursor adds `position` and `after_key` (the watermark value and key of the
-        last row read in order: ISO text for a timestamp or date, a number as is, a decimal
-        as text; null until a row is read), `late_from` (where the next re-read of the late
-        window starts) and `seen`, the [key, watermark value, digest of the row's values] of
-        the rows already delivered from `late_from` on. Everything in it is JSON, to be stored
-        and handed back as it is.
+        The returned cursor adds `position` (the watermark value of the last row read in order:
+        ISO text for a timestamp or date, a number as is, a decimal as text; null until a row is
+        read) and `taken` (how many rows of that value, in key order, were read), `late_from`
+        (where the next re-read of the late window starts) and `seen`, what it remembers of the
+        rows already delivered from `late_from` on: for each, keyed digests of its key and
+        watermark value, and of those and its values ("pair:row", see `changes.seal`), never the
+        row's key or values, so a cursor says nothing of a record (one a correlation never shares,
+        say) to whoever reads it without `digest_key`. The engine passes its state's key
+        (store/secrets.py); a caller that passes none gets this connector's own, drawn at random,
+        and a cursor it stored then recognises its rows only on this connector (on another, the
+        rows of its window are delivered once more). Everything in the cursor is JSON, to be
+        stored and handed back as it is.
 
-        Each call reads the rows ahead of (position, after_key), in watermark then key order,
+        Each call reads the rows ahead of where the last stopped (the position's rows after
+        the first `taken`, then the rows after the position), in watermark then key order,
         each once. Then, once those have been read to the end (a page with room left), or
         when the window has grown past two overlaps during a long drain (with half of each
-        page), it re-reads the late window: the rows from `late_from` up to (position,
-        after_key). A row there whose key and watermark value are in `seen` with the same
-        digest is skipped; one not in it was committed late, and one with another digest is
-        a second change sharing its timestamp with the first, delivered with a version of its
-        own (`<watermark value>#<digest>`, so message ids differ). So a burst of rows drained
-        page by page is read about twice (in order, then the window once), not once per page,
+        page), it re-reads the late window: the rows from `late_from` up to the position's
+        last. A row there whose key and watermark value are in `seen` with the same
+        values is skipped; one not in it was committed late, and one with other values is a
+        second change sharing its timestamp with the first, delivered with a version of its
+        own (`<watermark value>#<row digest>`, so message ids differ). So a burst of rows
+        drained page by page is read about twice (in order, then the window once), not once per page,
         and each change is delivered exactly once.
 
         Late commits: a transaction can stamp a row, then commit after rows stamped later were
@@ -677,10 +686,16 @@ class SqlConnector(Connector):
                             f"must be a number of at least 0 (and 0 unless the watermark "
                             f"'{watermark_name}' is a timestamp, a date or a number), not {overlap!r}")
         position = from_json(config.get("position"), kind)
-        # The row the last read in order stopped at is (position, after_key); a cursor from
-        # before after_key was kept goes on from the position, skipping what it remembers.
-        keyed = position is not None and "after_key" in config
-        after_key = key_from_json(config.get("after_key"), python_type(key)) if keyed else None
+        # The last read in order stopped after the first `taken` rows (in key order) of those
+        # stamped `position`: a count, not the last row's key, which the cursor must not hold.
+        # (A row of the position that moved or went since makes the next read skip one it has
+        # not read; the late window, which reaches the position, reads that one.) A cursor
+        # from before `taken` names the last row (`after_key`): its rank is counted once. One
+        # from before after_key goes on from the position's first row, skipping what it
+        # remembers: each remembered row takes one more row of the read.
+        taken = int(config.get("taken") or 0)
+        after_key = key_from_json(config["after_key"], python_type(key)) \
+            if position is not None and "taken" not in config and "after_key" in config else None
         if "late_from" in config:
             late_from = from_json(config["late_from"], kind)
         elif position is not None:  # a cursor from before late_from: where it would re-read
@@ -692,10 +707,10 @@ class SqlConnector(Connector):
             late_from = None
         if late_from is not None and position is not None:  # an overlap given anew counts
             late_from = min(late_from, minus(position, overlap))
-        # Each remembered row's last digest; None for a cursor stored before digests were.
-        remembered: dict[tuple[Any, Any], str | None] = {
-            (to_json(entry[0]), from_json(entry[1], kind)): entry[2] if len(entry) > 2 else None
-            for entry in config.get("seen") or ()}
+        secret = self.digest_key if digest_key is None else digest_key
+        remembered = remembered_rows(config.get("seen") or (), secret, kind)
+        hidden = len(remembered) if position is not None and not {"taken", "after_key"} & config.keys() \
+            else 0
 
         names = list(dict.fromkeys([*(fields or table.c.keys()), key.name, watermark.name,
                                     *([str(created_name)] if created_name else [])]))
@@ -711,14 +726,12 @@ class SqlConnector(Connector):
         late_due = position is not None and late_from is not None and bool(overlap) and \
             minus(minus(position, overlap), overlap) > late_from
         budget = max(1, limit // 2) if late_due else limit
-        ahead = in_order
-        if position is not None:
-            ahead = ahead.where(watermark >= self._watermark_bound(position))
-            if keyed:
-                ahead = ahead.where(sa.or_(watermark > self._watermark_bound(position, last=True),
-                                           key > after_key))
-        # Without after_key, each remembered row hides at most one row (the key is unique).
-        ahead = ahead.limit(budget + (0 if keyed else len(remembered)))
+        wanted = budget + hidden
+        at_position = None if position is None else \
+            sa.and_(watermark >= self._watermark_bound(position),
+                    watermark <= self._watermark_bound(position, last=True))
+        after_position = in_order if position is None else \
+            in_order.where(watermark > self._watermark_bound(position, last=True))
 
         with self._reading() as conn:
             # A mark, before the transactions open are asked for: when none began before it,
@@ -729,33 +742,45 @@ class SqlConnector(Connector):
             # Asked before the rows are read: a transaction that commits after the read was
             # open then, or began later.
             since = self._open_since(conn) if timed or numbered else None
-            rows = conn.execute(ahead).all()
-            caught_up = len(rows) < budget + (0 if keyed else len(remembered))
+            rows: list[Any] = []
+            if at_position is not None:
+                if after_key is not None:
+                    taken = conn.execute(sa.select(sa.func.count()).select_from(table).where(
+                        at_position, key <= after_key)).scalar_one()
+                # The rest of the position's rows, then those after it.
+                rows = list(conn.execute(in_order.where(at_position).offset(taken)
+                                         .limit(wanted)).all())
+            if len(rows) < wanted:
+                rows += conn.execute(after_position.limit(wanted - len(rows))).all()
+            caught_up = len(rows) < wanted
             late_rows: Sequence[Any] = ()
-            late_limit = limit + len(remembered)
+            late_limit = limit + len(remembered) + len(rows)
             reading_late = position is not None and (late_due or caught_up)
             if reading_late:
                 # The rows at or before where the last read stopped that it did not see:
                 # committed late, or changed again without their watermark moving. Read
                 # after the rows ahead, so a row committed in between is in one or the other.
+                # Rows of the position read in order by this call are in both: taken once.
                 late = in_order.where(watermark <= self._watermark_bound(position, last=True))
-                late = late.where(sa.or_(watermark < self._watermark_bound(position), key <= after_key)) \
-                    if keyed else late.where(watermark < self._watermark_bound(position))
                 if late_from is not None:
                     late = late.where(watermark >= self._watermark_bound(late_from))
                 late_rows = conn.execute(late.limit(late_limit)).all()
 
         found: list[Change] = []
-        delivered: dict[tuple[Any, Any], str | None] = {}
-        top, last_key = position, after_key
+        # The rows read by this call, delivered or skipped: pair digest -> (row digest,
+        # watermark value). Only these are known to be within the window still.
+        read: dict[str, tuple[str | None, Any]] = {}
+        top = position
 
-        def take(row: Any, found: list[Change]) -> tuple[Any, Any]:
+        def take(row: Any, found: list[Change]) -> Any:
             values = dict(zip(names, row, strict=True))
             version = values[watermark.name]
-            pair = (to_json(values[key.name]), version)
-            digest = row_digest(values)
-            if pair in remembered and remembered[pair] in (None, digest):
-                return version, values[key.name]
+            pair, digest = seal(secret, values[key.name], version, row_digest(values))
+            known = pair in read or pair in remembered
+            before = read[pair][0] if pair in read else remembered.get(pair)
+            read[pair] = (digest, version)
+            if known and before in (None, digest):
+                return version
             created = created_name is not None and values[str(created_name)] == version
             record = values if shown is names else {n: values[n] for n in shown}
             found.append(Change(
@@ -763,12 +788,13 @@ class SqlConnector(Connector):
                 ChangeKind.CREATED if created else ChangeKind.UPDATED, record,
                 at=version if isinstance(version, dt.datetime) else None,
                 # The same row changed again without its watermark moving.
-                version=f"{to_json(version)}#{digest}" if pair in remembered else None))
-            delivered[pair] = digest
-            return version, values[key.name]
+                version=f"{to_json(version)}#{digest}" if known else None))
+            return version
 
         for row in rows:
-            top, last_key = take(row, found)
+            version = take(row, found)
+            taken = taken + 1 if version == top else 1
+            top = version
             if len(found) >= budget:
                 break
         # Read whole: every row of the window is delivered or remembered.
@@ -801,14 +827,22 @@ class SqlConnector(Connector):
             # The late window was not read whole: what it holds is still to be read.
             window = None if late_from is None or window is None else min(window, late_from)
         after["position"] = to_json(top)
-        if last_key is not None:
-            after["after_key"] = to_json(last_key)
         if top is not None:
+            after["taken"] = taken
             after["late_from"] = to_json(window)
         # Everything delivered from where the next late read starts (from the first row: all).
-        after["seen"] = [[k, to_json(v), *([d] if d is not None else [])]
-                         for (k, v), d in {**remembered, **delivered}.items()
-                         if window is None or v >= window]
+        # A remembered row is kept by its watermark value, which the cursor does not hold:
+        # the rows this call read are kept by theirs. A late window read whole (up to the
+        # position, so every remembered row lies in it) read every remembered row that still
+        # holds its watermark value; one it did not read has moved on, and is forgotten.
+        # Otherwise those not read are kept: they lie after `late_from`, where the next
+        # late read starts.
+        kept = {pair: digest for pair, (digest, version) in read.items()
+                if window is None or version >= window}
+        if not late_read:
+            kept = {**{pair: remembered[pair] for pair in remembered.keys() - read.keys()}, **kept}
+        after["seen"] = [pair if digest is None else f"{pair}:{digest}"
+                         for pair, digest in kept.items()]
         return found, after
 
     def _open_since(self, conn: Connection) -> tuple[dt.datetime, dt.datetime] | None:

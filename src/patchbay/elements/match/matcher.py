@@ -78,6 +78,7 @@ class Matcher:
         self.fields = list(spec.fields)
         self.levels: dict[str, list[LevelSpec]] = {f: levels_of(spec.fields[f]) for f in self.fields}
         self._fitted: _Fitted | None = None
+        self._scoring: _Scoring | None = None
 
     # -- fitting ------------------------------------------------------------------------------
 
@@ -110,6 +111,7 @@ class Matcher:
         common = {f: _common(left_columns[f], None if right_table is None else right_columns[f])
                   for f in self.spec.term_frequency}
         frequencies = {f: _share_of(left_columns[f].norm, table) for f, table in common.items()}
+        self._scoring = _Scoring(model, common)
         self._fitted = _Fitted(
             left=left_table, right=right_table if right_table is not None else left_table,
             left_columns=left_columns, right_columns=right_columns, left_keys=left_keys,
@@ -186,8 +188,18 @@ class Matcher:
     @property
     def _state(self) -> _Fitted:
         if self._fitted is None:
-            raise RuntimeError("fit the matcher first: Matcher(spec).fit(left, right)")
+            raise RuntimeError("fit the matcher first: Matcher(spec).fit(left, right)"
+                               if self._scoring is None else
+                               "the matcher let go of its full match (release): fit it again")
         return self._fitted
+
+    def release(self) -> None:
+        """Let go of the full match: its candidate pairs (their row numbers, levels, weights
+        and tiers) and the record tables, keeping what `records` and `rematch` use (the
+        model, the values' frequencies). A correlation keeps its matcher between full
+        matches to re-match changes, with the two fitted record sets (`fitted_records`,
+        taken before): the pairs' arrays cost it about 190 MB at 100,000 records a side."""
+        self._fitted = None
 
     # -- answers ------------------------------------------------------------------------------
 
@@ -290,14 +302,16 @@ class Matcher:
         the links it holds. `left_keys` / `right_keys` narrow a side to some of its rows (the
         blocking keys of the records that changed), so a re-match joins those with the
         other side only."""
-        fitted = self._state
+        if self._scoring is None:
+            raise RuntimeError("fit the matcher first: Matcher(spec).fit(left, right)")
+        scoring = self._scoring
         li, ri = join(self.spec.blocking, left.keys if left_keys is None else left_keys,
                       right.keys if right_keys is None else right_keys)
         live = left.alive[li] & right.alive[ri]
         li, ri = li[live], ri[live]
         gammas = self._compare(left.columns, right.columns, li, ri)
-        frequencies = {f: _share_of(left.columns[f].norm[li], table) for f, table in fitted.common.items()}
-        weights = self._weigh(gammas, fitted.model, frequencies)
+        frequencies = {f: _share_of(left.columns[f].norm[li], table) for f, table in scoring.common.items()}
+        weights = self._weigh(gammas, scoring.model, frequencies)
         tiers = self._tiers(gammas)
         links, candidates = self._thresholds(weights, tiers, strictness)
         return pa.table({
@@ -337,6 +351,15 @@ class Matcher:
                            prior_weight=fitted.model.prior_weight, match_weight=weight,
                            probability=float(_probability(np.array([weight]))[0]),
                            tier=None if tier == _NO_TIER else tier, decision=decision)
+
+
+@dataclass(frozen=True)
+class _Scoring:
+    """What scoring a pair needs of a fit, its full match let go (Matcher.release)."""
+
+    model: Model
+    common: dict[str, pa.Table]
+    """Per term-frequency field: each value and its share of all records (`_common`)."""
 
 
 @dataclass(frozen=True)
