@@ -484,9 +484,10 @@ class Sync:
             parents = self._parent_gids(held, kept)
         # Echoes and re-reads of what a participant is known to hold (most changes while
         # writes come back) touch only its xref row: no shadow is read, nothing is enqueued.
+        unchanged: set[str] = set()
         quiet = {key_text(c.key): by_key[key_text(c.key)] for c in kept
                  if not (by_key.get(key_text(c.key)) and by_key[key_text(c.key)].gid in stale)
-                 and self._quiet(held, c, by_key.get(key_text(c.key)), parents)}
+                 and self._quiet(held, c, by_key.get(key_text(c.key)), parents, unchanged)}
         if quiet:
             kept = [c for c in kept if key_text(c.key) not in quiet]
             by_key = {k: link for k, link in by_key.items() if k not in quiet}
@@ -508,7 +509,8 @@ class Sync:
         if read_at is not None and sending:
             work.landed = self.store.outbox.landed(self.name, held.destination, sending, read_at)
         for link in quiet.values():
-            work.put(link)
+            if link.gid not in unchanged:
+                work.put(link)
         for change in kept:
             gid = gids.get(key_text(change.key))
             if gid is None:
@@ -668,9 +670,11 @@ class Sync:
         return current
 
     def _quiet(self, held: Held, change: Change, link: Link | None,
-               parents: Mapping[str, Mapping[str, str]]) -> bool:
+               parents: Mapping[str, Mapping[str, str]], unchanged: set[str]) -> bool:
         """Whether a change only confirms what the participant is known to hold or was sent
-        (every value its known one or one on its way); if so, its link takes it in."""
+        (every value its known one or one on its way); if so, its link takes it in, and its
+        gid goes into `unchanged` when that changes nothing (the echo of a write already
+        known landed, as the initial load's are: its xref row is not written again)."""
         if change.kind is ChangeKind.DELETED or link is None or link.state != "live" \
                 or not (link.known or link.sent):
             return False
@@ -685,6 +689,8 @@ class Sync:
             return False
         merged = merge(held.participant, current, shared={}, origins={}, held=[],
                        known=link.known, sent=link.sent, rules={}, order=self.order)
+        if (key_text(change.key), merged.known, merged.sent) == (link.key, link.known, link.sent):
+            unchanged.add(link.gid)
         link.key, link.known, link.sent = key_text(change.key), merged.known, merged.sent
         self.tally.add(held.participant, "echoes dropped", merged.echoes)
         return True
