@@ -33,9 +33,9 @@ from __future__ import annotations
 import datetime as dt
 import graphlib
 import logging
+import os
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -96,7 +96,14 @@ def merging(name: str) -> threading.RLock:
 
 
 def new_gid() -> str:
-    return uuid.uuid4().hex
+    """A new global id: a UUID of version 7 (milliseconds since the epoch, then random
+    bits), as 32 hex digits. Ordered by time, the records of one batch sit together in the
+    state's indexes, which a batch's commit then rewrites a few pages of; random ids spread
+    each batch over every page, so that an initial load's commits grew with the table."""
+    random = int.from_bytes(os.urandom(10), "big")
+    value = (time.time_ns() // 1_000_000 & (1 << 48) - 1) << 80 | 0x7 << 76 \
+        | (random >> 68) << 64 | 0b10 << 62 | random & (1 << 62) - 1
+    return f"{value:032x}"
 
 
 def match_key(shared: Mapping[str, Any], fields: Sequence[str]) -> str | None:
