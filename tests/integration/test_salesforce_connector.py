@@ -175,6 +175,17 @@ def test_large_scopes_and_batches_go_through_bulk_jobs(org: LocalOrg) -> None:
         "SELECT count(DISTINCT origin) FROM \"_Changes\" WHERE origin = 'bulkapi'").fetchone()
     assert jobs == (1,), "the batch went through a Bulk 2.0 ingest job"
 
+    # An update by Id in bulk reads no ids first: a record deleted meanwhile is skipped as
+    # one not there, the others are updated.
+    ids = [o.destination_id for o in outcomes if o.status is Status.CREATED]
+    org.org.delete(org.org.sobject("Account"), str(ids[3]))
+    before = crm.api_calls
+    updated = crm.write("Account", [{"Id": i, "Phone": "+1 555"} for i in ids],
+                        Operation.UPDATE, "Id")
+    assert crm.api_calls - before <= 8, "one ingest job, no query of the ids"
+    assert [o.status for o in updated].count(Status.UPDATED) == len(ids) - 1
+    assert (updated[3].status, updated[3].code) == (Status.SKIPPED, "NOT_FOUND")
+
     before = crm.api_calls
     pages = list(crm.read("Account", Condition("NumberOfEmployees", "gt", 50),
                           fields=["Legacy_Id__c", "Name", "NumberOfEmployees"], page_size=100))

@@ -4,6 +4,8 @@ mapping that cannot be inverted is refused at load with its line."""
 from __future__ import annotations
 
 import datetime as dt
+import time
+import uuid
 from decimal import Decimal
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 
 from patchbay.elements.shape import Shape, canonical
 from patchbay.errors import SpecError
+from patchbay.patterns.sync import new_gid
 from patchbay.spec import ParticipantObjectSpec, SharedFieldSpec, loads
 
 
@@ -86,3 +89,13 @@ def test_unknown_participants_and_fields_are_named() -> None:
     with pytest.raises(SpecError) as participant:
         loads(fixed.replace("a: {object", "c: {object"), path=Path("sync.yaml"))
     assert "object 'thing': unknown participant 'c'" in " ".join(participant.value.problems)
+
+
+def test_global_ids_are_distinct_and_ordered_by_time() -> None:
+    earlier = [new_gid() for _ in range(1000)]
+    time.sleep(0.002)
+    later = new_gid()
+    assert len(set(earlier)) == 1000
+    assert all(len(g) == 32 and uuid.UUID(g).version == 7 for g in earlier)
+    # A batch's records sit together in the state's indexes: a later id sorts after.
+    assert max(earlier) < later

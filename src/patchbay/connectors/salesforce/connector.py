@@ -537,7 +537,12 @@ class SalesforceConnector(Connector):
             # than writing what did not change; a bulk job writes it all in a few calls.
             todo = self._skip_unchanged(object, records, todo, key, outcomes)
         record_ids: dict[int, str] = {}
-        if operation in (Operation.UPDATE, Operation.DELETE) and todo:
+        by_id = bulk and key.lower() == "id"
+        if by_id:
+            # A bulk job's row says itself that its record is gone (deleted, or no such id):
+            # the ids are not read first, at a query per 200 records.
+            record_ids = {i: str(records[i][key]) for i in todo}
+        elif operation in (Operation.UPDATE, Operation.DELETE) and todo:
             todo, record_ids = self._resolve_ids(object, records, todo, key, outcomes)
         payload = [_payload(object, records[i], operation, key, record_ids.get(i)) for i in todo]
         if bulk:
@@ -549,6 +554,9 @@ class SalesforceConnector(Connector):
                                             operation, key)
         for index, result in zip(todo, results, strict=True):
             outcomes[index] = _outcome(records[index].get(key), result, operation, key)
+            if by_id and _gone(result):
+                outcomes[index] = Outcome(records[index].get(key), Status.SKIPPED,
+                                          "no record with this key", "NOT_FOUND")
         return completed(records, key, outcomes)
 
     def _skip_unchanged(self, object: str, records: Sequence[Record], todo: list[int], key: str,
@@ -663,6 +671,12 @@ def _payload(object: str, record: Record, operation: Operation, key: str,
         body.pop("Id", None)
         body["id"] = record_id
     return body
+
+
+def _gone(result: Mapping[str, Any]) -> bool:
+    """Whether a write's result says its record is not there (deleted, or no such id)."""
+    return not result.get("success") and \
+        (result.get("errors") or [{}])[0].get("statusCode") in ("ENTITY_IS_DELETED", "NOT_FOUND")
 
 
 def _csv_value(value: Any) -> str:

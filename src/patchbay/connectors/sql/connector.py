@@ -46,6 +46,7 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 from pydantic import Field
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, Engine
 
 from patchbay.compare import same_values
@@ -961,10 +962,74 @@ class SqlConnector(Connector):
             return Outcome(record[key], Status.STALE, "the record changed there since it was "
                            "read", "STALE")
 
-        self._isolating(table, records, todo, key, outcomes,
-                        lambda conn, ats: [one(conn, records[at], expected[at]) for at in ats])
+        def each(conn: Connection, ats: list[int]) -> list[Outcome]:
+            if self.dialect != "postgresql":
+                return [one(conn, records[at], expected[at]) for at in ats]
+            return self._conditional_together(conn, table, key, operation, records, expected,
+                                              ats, one)
+
+        self._isolating(table, records, todo, key, outcomes, each)
         return [o if o is not None else Outcome(None, Status.FAILED, "not written")
                 for o in outcomes]
+
+    @staticmethod
+    def _conditional_together(conn: Connection, table: sa.Table, key: str,
+                              operation: Operation, records: Sequence[Record],
+                              expected: Sequence[Expected], ats: list[int],
+                              one: Callable[[Connection, Record, Expected], Outcome]
+                              ) -> list[Outcome]:
+        """`write_if`'s statements on PostgreSQL: the records that set and expect the same
+        fields go in one UPDATE (or DELETE) joined to them as arrays (`unnest`, one
+        parameter a column), which returns those that matched: a statement per record costs
+        a round trip each, the most of an initial sync's stamping. A record unmatched, one
+        whose key recurs in the batch (a join updates a row once), that sets nothing, or of
+        a column type no array carries, is written alone."""
+        key_column = table.c[key]
+        found: dict[int, Outcome] = {}
+        groups: dict[tuple[tuple[str, ...], tuple[str, ...]], list[int]] = {}
+        alone: list[int] = []
+        counted = Counter(records[at][key] for at in ats)
+        for at in ats:
+            record, expect = records[at], expected[at]
+            setting = tuple(sorted(n for n in record if n != key))
+            if counted[record[key]] > 1 or any(not values for values in expect.values()) \
+                    or (not setting and operation is not Operation.DELETE) \
+                    or not all(_arrayable(table.c[n].type) for n in (key, *setting, *expect)):
+                alone.append(at)
+            else:
+                groups.setdefault((setting, tuple(sorted(expect))), []).append(at)
+        for (setting, expecting), group in groups.items():
+            # Each expected field takes as many columns as its longest list of values (a
+            # shorter list repeats its last value).
+            width = {n: max(len(expected[at][n]) for at in group) for n in expecting}
+            columns: dict[str, tuple[Any, list[Any]]] = {
+                "n": (sa.Integer(), group), "k": (key_column.type, [records[at][key] for at in group])}
+            for i, name in enumerate(setting):
+                columns[f"v{i}"] = (table.c[name].type, [records[at][name] for at in group])
+            for i, name in enumerate(expecting):
+                for j in range(width[name]):
+                    columns[f"e{i}_{j}"] = (table.c[name].type, [
+                        values[min(j, len(values) - 1)]
+                        for values in (expected[at][name] for at in group)])
+            given = sa.func.unnest(*(sa.bindparam(c, values, type_=postgresql.ARRAY(kind))
+                                     for c, (kind, values) in columns.items())
+                                   ).table_valued(*columns, name="given").render_derived()
+            where = [key_column == given.c.k,
+                     *(sa.or_(*(table.c[n].is_not_distinct_from(given.c[f"e{i}_{j}"])
+                                for j in range(width[n]))) for i, n in enumerate(expecting))]
+            statement = sa.delete(table).where(*where) if operation is Operation.DELETE \
+                else sa.update(table).where(*where).values(
+                    {n: given.c[f"v{i}"] for i, n in enumerate(setting)})
+            matched = {row[0] for row in conn.execute(statement.returning(given.c.n))}
+            for at in group:
+                if at in matched:
+                    found[at] = Outcome(records[at][key], Status.DELETED
+                                        if operation is Operation.DELETE else Status.UPDATED)
+                else:
+                    alone.append(at)  # stale or gone: the record alone says which
+        for at in alone:
+            found[at] = one(conn, records[at], expected[at])
+        return [found[at] for at in ats]
 
     def accepts_tables(self, object: str, operation: Operation, key: str) -> bool:
         return (self.dialect == "postgresql" and operation is Operation.UPSERT
@@ -1155,3 +1220,7 @@ def _sqlite_foreign_keys(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _arrayable(kind: Any) -> bool:
+    """Whether values of a column of this type go in a PostgreSQL array parameter: not of a
+    type the reflection did not know, nor arrays themselves."""
+    return not isinstance(kind, (sa.types.NullType, sa.ARRAY))
