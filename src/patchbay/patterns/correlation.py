@@ -69,6 +69,7 @@ class Correlation(Sync):
     """One correlation integration: a sync of the linked pairs, linked by matching."""
 
     creates_records = False
+    keeps_read_position = False
 
     def __init__(self, ctx: RunContext) -> None:
         self.correlation = spec_of(ctx, CorrelationSpec)

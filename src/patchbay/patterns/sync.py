@@ -212,6 +212,12 @@ class Sync:
     """Whether a record one participant holds is created in those that lack it (a
     correlation's never is)."""
 
+    keeps_read_position = True
+    """Whether a participant's first read whole keeps its position (the last key read) in
+    the engine state, so that a run killed during it resumes there. A correlation's does
+    not: that key may be a record the other system does not share, and nothing of such a
+    record may leave its system; a killed first read starts over."""
+
     def __init__(self, ctx: RunContext, spec: SyncSpec | None = None) -> None:
         self.ctx = ctx
         self.sinks: dict[str, SyncTarget] = {}
@@ -377,7 +383,8 @@ class Sync:
         for page in pages:
             changes = [Change(held.participant, held.spec.object, r[held.spec.key],
                               ChangeKind.UPDATED, r) for r in page.records]
-            self._merge(held, changes, marker=(marker, {"after": page.position}), loading=True)
+            position = page.position if self.keeps_read_position else None
+            self._merge(held, changes, marker=(marker, {"after": position}), loading=True)
             total += len(changes)
             if enqueued is not None:
                 enqueued()

@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from patchbay import run_integration
-from patchbay.store import Store
+from patchbay.patterns.correlation import Correlation
+from patchbay.runtime.runner import Invocation
+from patchbay.store import Store, open_state
 
 from .leaks import leaked, state_text
 
@@ -205,3 +207,26 @@ def test_a_stranger_sharing_a_postcode_is_not_linked(here: Path) -> None:
     assert ("n8", "9") not in {(p.left, p.right) for p in pairs}
     assert rows(here / "south.db", "SELECT mobile FROM people WHERE pid = 9") == \
         [("+61 3 5000 0008",)]  # its own (pid 9 is the 9th south-only person, i = 8)
+
+
+def test_a_first_read_whole_keeps_no_key_as_its_position(here: Path) -> None:
+    """A participant read whole for the first time (as one whose changes come from change
+    capture is) keeps where it is in the engine state so that a killed read resumes; in a
+    correlation that position would be a record's key, and the last key of the north's
+    first page ('n9') is a patient the south does not hold: the read keeps no position
+    and, killed, starts over."""
+    ctx = Invocation.load(spec(here), NAME, {}).context(*open_state(here / ".patchbay"))
+    try:
+        correlation = Correlation(ctx)
+        north = next(held for held in correlation.held.values() if held.participant == "north")
+
+        def killed() -> None:
+            raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):  # stopped once its first page is merged
+            correlation._join_by_reading(north, killed)
+    finally:
+        ctx.systems.close()
+    store = Store.open(directory=here / ".patchbay")
+    assert store.cursors.get(NAME, "north", "join:patients") == {"after": None}
+    assert leaked(state_text(here / ".patchbay"), unshared_values()) == []
