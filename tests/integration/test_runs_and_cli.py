@@ -196,17 +196,23 @@ integrations:
     assert marks[0] == marks[1], "the password takes no part in the fingerprint"
 
 
-def test_a_watermark_reached_by_another_file_of_the_same_name_is_not_taken(
-        tmp_path: Path, patchbay: Any) -> None:
-    """An incremental migration (a watermark) of another file sharing the name reads every
-    record into its own destination, saying why; its next run reads only what is new."""
-    with sqlite3.connect(tmp_path / "source.db") as db:
+def watermarked_items(directory: Path) -> None:
+    """50 items stamped a minute apart, and two files (big.yaml into a.db, big2.yaml into
+    b.db) declaring the same incremental migration of them, by their `updated_at`."""
+    with sqlite3.connect(directory / "source.db") as db:
         db.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, updated_at TEXT)")
         db.executemany("INSERT INTO items VALUES (?, ?, ?)",
                        [(i, f"n{i}", f"2026-01-01 10:{i:02d}:00") for i in range(1, 51)])
     db.close()
-    for spec in (items_spec(tmp_path, "big.yaml", "a.db"), items_spec(tmp_path, "big2.yaml", "b.db")):
+    for spec in (items_spec(directory, "big.yaml", "a.db"), items_spec(directory, "big2.yaml", "b.db")):
         spec.write_text(spec.read_text().replace("key: id}", "key: id, watermark: updated_at}"))
+
+
+def test_a_watermark_reached_by_another_file_of_the_same_name_is_not_taken(
+        tmp_path: Path, patchbay: Any) -> None:
+    """An incremental migration (a watermark) of another file sharing the name reads every
+    record into its own destination, saying why; its next run reads only what is new."""
+    watermarked_items(tmp_path)
 
     first = patchbay("run", tmp_path / "big.yaml", "--json", cwd=tmp_path)
     other = patchbay("run", tmp_path / "big2.yaml", "--json", cwd=tmp_path)
@@ -227,13 +233,7 @@ def test_a_watermark_kept_by_name_before_an_upgrade_stays_its_definitions(
         tmp_path: Path, patchbay: Any) -> None:
     """A watermark an older patchbay kept under the object alone is taken up by the
     definition whose run finished last (it wrote it), and by no other definition."""
-    with sqlite3.connect(tmp_path / "source.db") as db:
-        db.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, updated_at TEXT)")
-        db.executemany("INSERT INTO items VALUES (?, ?, ?)",
-                       [(i, f"n{i}", f"2026-01-01 10:{i:02d}:00") for i in range(1, 51)])
-    db.close()
-    for spec in (items_spec(tmp_path, "big.yaml", "a.db"), items_spec(tmp_path, "big2.yaml", "b.db")):
-        spec.write_text(spec.read_text().replace("key: id}", "key: id, watermark: updated_at}"))
+    watermarked_items(tmp_path)
     first = patchbay("run", tmp_path / "big.yaml", "--json", cwd=tmp_path)
     assert first.code == 0, first.log
     state = tmp_path / ".patchbay" / "state.db"

@@ -20,7 +20,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,6 +33,8 @@ from patchbay.processes import this_host
 from patchbay.runtime.runner import Invocation
 from patchbay.runtime.serving import deliverer_of, outbox_round
 from patchbay.store import open_state
+
+from .tables import pg, stamped_table
 
 NAME = "people - sync"
 LITE = """CREATE TABLE people (id INTEGER PRIMARY KEY AUTOINCREMENT, email TEXT, name TEXT,
@@ -57,25 +58,8 @@ deliverer_of(Sync(ctx)).drain("pg/person")
 
 @pytest.fixture
 def table(pg_url: str) -> Iterator[str]:
-    name = f"lost_marks_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f"""CREATE TABLE {name} (id bigserial PRIMARY KEY, email text, name text,
-            patchbay_id text UNIQUE, updated_at timestamptz NOT NULL DEFAULT
-            clock_timestamp())""")
-        conn.execute(f"""CREATE FUNCTION {name}_stamp() RETURNS trigger AS $$ BEGIN
-            NEW.updated_at := clock_timestamp(); RETURN NEW; END $$ LANGUAGE plpgsql""")
-        conn.execute(f"CREATE TRIGGER {name}_stamp BEFORE UPDATE ON {name} "
-                     f"FOR EACH ROW EXECUTE FUNCTION {name}_stamp()")
-    yield name
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f"DROP TABLE IF EXISTS {name}")
-        conn.execute(f"DROP FUNCTION IF EXISTS {name}_stamp()")
-
-
-def pg(pg_url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        cursor = conn.execute(sql, params)
-        return cursor.fetchall() if cursor.description else []
+    with stamped_table(pg_url, "lost_marks", "email text, name text") as name:
+        yield name
 
 
 def lite(tmp_path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
